@@ -1,0 +1,440 @@
+//! Module arguments and the optional config file, turned into one `Config`.
+//!
+//! Every mistake is an error that names the key, the value and where it came
+//! from; the module then refuses every login. Nothing is guessed: an unknown
+//! key, a key given twice, an empty value or a malformed value all fail.
+
+use std::fmt;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+
+use crate::network;
+
+pub const DEFAULT_DB: &str = "/var/lib/pam_totp/pam_totp.db";
+pub const DEFAULT_CONFIG: &str = "/etc/security/pam_totp.conf";
+pub const DEFAULT_PROMPT: &str = "Verification code: ";
+pub const DEFAULT_WINDOW: u32 = 1;
+/// Ten steps either side is ±5 minutes at 30 s: beyond that a window stops
+/// being clock-drift tolerance and becomes a gift to guessers.
+pub const MAX_WINDOW: u32 = 10;
+const MAX_PROMPT_LEN: usize = 200;
+
+/// What to do with a user who has no token in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unenrolled {
+    /// Prompt anyway (so enrollment is not revealed), then deny.
+    Deny,
+    /// Return PAM_IGNORE: the stack decides without this module.
+    Allow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub db: PathBuf,
+    pub trusted: Vec<IpNet>,
+    pub window: u32,
+    pub prompt: String,
+    pub unenrolled: Unenrolled,
+    pub debug: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            db: PathBuf::from(DEFAULT_DB),
+            trusted: Vec::new(),
+            window: DEFAULT_WINDOW,
+            prompt: DEFAULT_PROMPT.to_string(),
+            unenrolled: Unenrolled::Deny,
+            debug: false,
+        }
+    }
+}
+
+/// Where a setting came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Argument,
+    File { path: PathBuf, line: usize },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Argument => f.write_str("module argument"),
+            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: unknown key {key:?}")]
+    UnknownKey { origin: Origin, key: String },
+    #[error("{origin}: {key}={value:?} is invalid: {reason}")]
+    BadValue {
+        origin: Origin,
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("{origin}: {key:?} needs a value ({key}=...)")]
+    MissingValue { origin: Origin, key: String },
+    #[error("{origin}: {key:?} is given more than once")]
+    Duplicate { origin: Origin, key: String },
+    #[error("{origin}: line is not `key = value`: {text:?}")]
+    Syntax { origin: Origin, text: String },
+    #[error("module argument is not valid UTF-8")]
+    NotUtf8,
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// One `key[=value]` setting before validation.
+struct Setting {
+    key: String,
+    value: Option<String>,
+    origin: Origin,
+}
+
+/// Builds the configuration from the module arguments, reading the config
+/// file first (`config=PATH`, or the default path if it exists). Arguments
+/// override the file.
+pub fn load(args: &[String]) -> Result<Config, ConfigError> {
+    let arg_settings = parse_args(args)?;
+    reject_duplicates(&arg_settings)?;
+
+    let explicit = arg_settings.iter().find(|s| s.key == "config");
+    let file_settings = match explicit {
+        Some(setting) => {
+            let path = absolute_path(setting)?;
+            read_file(&path, true)?
+        }
+        None => read_file(Path::new(DEFAULT_CONFIG), false)?,
+    };
+    reject_duplicates(&file_settings)?;
+    if let Some(s) = file_settings.iter().find(|s| s.key == "config") {
+        return Err(ConfigError::UnknownKey {
+            origin: s.origin.clone(),
+            key: "config (only valid as a module argument)".to_string(),
+        });
+    }
+
+    let mut config = Config::default();
+    for setting in file_settings.iter().chain(arg_settings.iter()) {
+        apply(&mut config, setting)?;
+    }
+    Ok(config)
+}
+
+/// Splits module arguments. Linux-PAM passes `[key=some text]` without
+/// the brackets; the brackets are also accepted here in case a caller
+/// passes them through.
+fn parse_args(args: &[String]) -> Result<Vec<Setting>, ConfigError> {
+    args.iter()
+        .map(|raw| {
+            let arg = raw
+                .strip_prefix('[')
+                .and_then(|a| a.strip_suffix(']'))
+                .unwrap_or(raw);
+            let (key, value) = match arg.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (arg.to_string(), None),
+            };
+            Ok(Setting {
+                key,
+                value,
+                origin: Origin::Argument,
+            })
+        })
+        .collect()
+}
+
+/// Reads `key = value` lines; `#` starts a comment line; a value may be
+/// wrapped in double quotes to keep leading or trailing spaces.
+fn read_file(path: &Path, required: bool) -> Result<Vec<Setting>, ConfigError> {
+    let text = match fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: "not valid UTF-8".to_string(),
+        })?,
+        Err(e) if e.kind() == ErrorKind::NotFound && !required => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ConfigError::File {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    let mut settings = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let origin = Origin::File {
+            path: path.to_path_buf(),
+            line: index + 1,
+        };
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match trimmed.split_once('=') {
+            Some((k, v)) => {
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|inner| inner.strip_suffix('"'))
+                    .unwrap_or(v);
+                (k.trim().to_string(), Some(v.to_string()))
+            }
+            None if trimmed == "debug" => (trimmed.to_string(), None),
+            None => {
+                return Err(ConfigError::Syntax {
+                    origin,
+                    text: trimmed.to_string(),
+                });
+            }
+        };
+        settings.push(Setting { key, value, origin });
+    }
+    Ok(settings)
+}
+
+fn reject_duplicates(settings: &[Setting]) -> Result<(), ConfigError> {
+    for (i, s) in settings.iter().enumerate() {
+        if settings[..i].iter().any(|earlier| earlier.key == s.key) {
+            return Err(ConfigError::Duplicate {
+                origin: s.origin.clone(),
+                key: s.key.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn bad(setting: &Setting, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::BadValue {
+        origin: setting.origin.clone(),
+        key: setting.key.clone(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// The value of a `key=value` setting; empty values are refused.
+fn required_value(setting: &Setting) -> Result<&str, ConfigError> {
+    match setting.value.as_deref() {
+        None => Err(ConfigError::MissingValue {
+            origin: setting.origin.clone(),
+            key: setting.key.clone(),
+        }),
+        Some("") => Err(bad(setting, "", "empty value")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn absolute_path(setting: &Setting) -> Result<PathBuf, ConfigError> {
+    let value = required_value(setting)?;
+    let path = PathBuf::from(value);
+    if !path.is_absolute() {
+        return Err(bad(setting, value, "must be an absolute path"));
+    }
+    Ok(path)
+}
+
+fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
+    match setting.key.as_str() {
+        "config" => {
+            absolute_path(setting)?;
+        }
+        "db" => config.db = absolute_path(setting)?,
+        "trusted" => {
+            let value = required_value(setting)?;
+            config.trusted = value
+                .split(',')
+                .map(network::parse_block)
+                .collect::<Result<_, _>>()
+                .map_err(|reason| bad(setting, value, reason))?;
+        }
+        "window" => {
+            let value = required_value(setting)?;
+            config.window = value
+                .parse::<u32>()
+                .ok()
+                .filter(|w| *w <= MAX_WINDOW)
+                .ok_or_else(|| {
+                    bad(
+                        setting,
+                        value,
+                        format!("expected a whole number from 0 to {MAX_WINDOW}"),
+                    )
+                })?;
+        }
+        "prompt" => {
+            let value = required_value(setting)?;
+            if value.len() > MAX_PROMPT_LEN || value.chars().any(char::is_control) {
+                return Err(bad(
+                    setting,
+                    value,
+                    format!("at most {MAX_PROMPT_LEN} printable characters"),
+                ));
+            }
+            config.prompt = value.to_string();
+        }
+        "unenrolled" => {
+            let value = required_value(setting)?;
+            config.unenrolled = match value {
+                "deny" => Unenrolled::Deny,
+                "allow" => Unenrolled::Allow,
+                _ => return Err(bad(setting, value, "expected deny or allow")),
+            };
+        }
+        "debug" => {
+            config.debug = match setting.value.as_deref() {
+                None | Some("yes") | Some("true") | Some("1") => true,
+                Some("no") | Some("false") | Some("0") => false,
+                Some(other) => return Err(bad(setting, other, "expected yes or no")),
+            };
+        }
+        _ => {
+            return Err(ConfigError::UnknownKey {
+                origin: setting.origin.clone(),
+                key: setting.key.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A config file in a fresh temp dir; `config=` points at it so the
+    /// machine's own /etc/security/pam_totp.conf never leaks into a test.
+    fn with_file(content: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pam_totp.conf");
+        let mut f = fs::File::create(&path).expect("create");
+        f.write_all(content.as_bytes()).expect("write");
+        let arg = format!("config={}", path.display());
+        (dir, arg)
+    }
+
+    fn load_isolated(extra: &[&str]) -> Result<Config, ConfigError> {
+        let (_dir, cfg) = with_file("");
+        let mut all = vec![cfg];
+        all.extend(args(extra));
+        load(&all)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load_isolated(&[]).expect("ok");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.db, PathBuf::from(DEFAULT_DB));
+        assert_eq!(c.window, 1);
+        assert_eq!(c.prompt, "Verification code: ");
+        assert_eq!(c.unenrolled, Unenrolled::Deny);
+    }
+
+    #[test]
+    fn every_argument_parses() {
+        let c = load_isolated(&[
+            "db=/tmp/x.db",
+            "trusted=10.0.0.0/8,2001:db8::/32",
+            "window=0",
+            "prompt=Second Factor: ",
+            "unenrolled=allow",
+            "debug",
+        ])
+        .expect("ok");
+        assert_eq!(c.db, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.trusted.len(), 2);
+        assert_eq!(c.window, 0);
+        assert_eq!(c.prompt, "Second Factor: ");
+        assert_eq!(c.unenrolled, Unenrolled::Allow);
+        assert!(c.debug);
+    }
+
+    #[test]
+    fn bracketed_argument_keeps_spaces() {
+        let c = load_isolated(&["[prompt=Second Factor: ]"]).expect("ok");
+        assert_eq!(c.prompt, "Second Factor: ");
+    }
+
+    #[test]
+    fn typos_fail_closed_and_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("windw=1", "windw"),
+            ("window=abc", "window"),
+            ("window=-1", "window"),
+            ("window=11", "window"),
+            ("trusted=10.0.0.0/33", "trusted"),
+            ("trusted=10.0.0.0/8,", "trusted"),
+            ("trusted=", "trusted"),
+            ("trusted", "trusted"),
+            ("unenrolled=maybe", "unenrolled"),
+            ("db=relative.db", "db"),
+            ("debug=perhaps", "debug"),
+            ("nullok", "nullok"),
+        ];
+        for (arg, key) in cases {
+            let err = load_isolated(&[arg]).expect_err(arg);
+            assert!(err.to_string().contains(key), "{arg}: {err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_argument_is_an_error() {
+        let err = load_isolated(&["window=1", "window=3"]).expect_err("dup");
+        assert!(matches!(err, ConfigError::Duplicate { .. }), "{err}");
+    }
+
+    #[test]
+    fn file_is_read_and_arguments_override_it() {
+        let (_dir, cfg) = with_file(
+            "# site settings\n\
+             window = 2\n\
+             trusted = 192.0.2.0/24\n\
+             prompt = \"Code: \"\n\
+             debug\n",
+        );
+        let c = load(&[cfg.clone()]).expect("ok");
+        assert_eq!(c.window, 2);
+        assert_eq!(c.prompt, "Code: ");
+        assert!(c.debug);
+        assert_eq!(c.trusted.len(), 1);
+
+        let c = load(&[cfg, "window=0".to_string()]).expect("ok");
+        assert_eq!(c.window, 0);
+    }
+
+    #[test]
+    fn file_errors_name_path_and_line() {
+        let (_dir, cfg) = with_file("window = 1\nwindow_size = 3\n");
+        let err = load(&[cfg]).expect_err("unknown");
+        let text = err.to_string();
+        assert!(text.contains("pam_totp.conf:2"), "{text}");
+        assert!(text.contains("window_size"), "{text}");
+
+        let (_dir, cfg) = with_file("just words\n");
+        assert!(matches!(load(&[cfg]), Err(ConfigError::Syntax { .. })));
+
+        let (_dir, cfg) = with_file("config = /etc/other.conf\n");
+        assert!(load(&[cfg]).is_err());
+    }
+
+    #[test]
+    fn explicit_config_must_exist() {
+        let err = load(&args(&["config=/nonexistent/pam_totp.conf"])).expect_err("missing");
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/pam_totp.conf"));
+    }
+}

@@ -1,0 +1,13 @@
+//! pam_totp: a TOTP second factor for SSH login nodes.
+//!
+//! The pure core (`otp`, `secret`, `config`, `network`, `auth`) is driven by
+//! tests without PAM; `store` holds the state; `pam` is the only FFI seam.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod auth;
+pub mod config;
+pub mod network;
+pub mod otp;
+pub mod pam;
+pub mod secret;
+pub mod store;

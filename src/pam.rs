@@ -1,0 +1,199 @@
+//! The only FFI seam: PAM items in, the conversation, `Outcome` -> PAM code
+//! and one syslog line out. Decisions live in `auth.rs`.
+
+use std::ffi::{CStr, CString};
+
+use libc::{LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, c_char, c_int};
+use pam::constants::{PAM_PROMPT_ECHO_OFF, PamFlag, PamResultCode};
+use pam::conv::Conv;
+use pam::items::RHost;
+use pam::module::{PamHandle, PamHooks};
+use zeroize::Zeroizing;
+
+use crate::auth::{self, Conversation, Outcome, Request, SystemClock};
+use crate::store::SqliteStore;
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    /// Linux-PAM's logger: facility authpriv, ident from the PAM service,
+    /// the module name prefixed (`pam_syslog(3)`).
+    fn pam_syslog(pamh: *const PamHandle, priority: c_int, fmt: *const c_char, ...);
+}
+
+pub struct PamTotp;
+pam::pam_hooks!(PamTotp);
+
+impl PamHooks for PamTotp {
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        let (user, rhost) = match login_items(pamh) {
+            Ok(items) => items,
+            Err(outcome) => return finish(pamh, "?", None, &outcome, &[]),
+        };
+        let args = match args
+            .iter()
+            .map(|a| a.to_str().map(str::to_string))
+            .collect::<Result<Vec<String>, _>>()
+        {
+            Ok(args) => args,
+            Err(_) => {
+                let outcome = Outcome::ConfigError("a module argument is not UTF-8".to_string());
+                return finish(pamh, &user, rhost.as_deref(), &outcome, &[]);
+            }
+        };
+        let decision = {
+            let mut conversation = PamConversation { pamh };
+            auth::authenticate(
+                &args,
+                Request {
+                    user: &user,
+                    rhost: rhost.as_deref(),
+                },
+                |config| SqliteStore::open(&config.db),
+                &SystemClock,
+                &mut conversation,
+            )
+        };
+        finish(
+            pamh,
+            &user,
+            rhost.as_deref(),
+            &decision.outcome,
+            &decision.trace,
+        )
+    }
+
+    fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_SUCCESS
+    }
+}
+
+/// PAM_USER (asking for it if the application has not set it) and PAM_RHOST.
+fn login_items(pamh: &mut PamHandle) -> Result<(String, Option<String>), Outcome> {
+    let user = pamh
+        .get_user(None)
+        .map_err(|code| Outcome::NoUser(format!("pam_get_user failed: {code:?}")))?;
+    let rhost = match pamh.get_item::<RHost>() {
+        Ok(Some(rhost)) => Some(rhost.to_string_lossy().into_owned()),
+        Ok(None) => None,
+        Err(code) => return Err(Outcome::NoUser(format!("PAM_RHOST unreadable: {code:?}"))),
+    };
+    Ok((user, rhost))
+}
+
+/// The application's conversation function, asked for one hidden answer.
+struct PamConversation<'a> {
+    pamh: &'a PamHandle,
+}
+
+impl Conversation for PamConversation<'_> {
+    fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+        let conv = match self.pamh.get_item::<Conv>() {
+            Ok(Some(conv)) => conv,
+            Ok(None) => return Err("the application set no conversation function".to_string()),
+            Err(code) => return Err(format!("PAM_CONV unreadable: {code:?}")),
+        };
+        match conv.send(PAM_PROMPT_ECHO_OFF, prompt) {
+            Ok(Some(answer)) => Ok(Zeroizing::new(answer.as_bytes().to_vec())),
+            Ok(None) => Ok(Zeroizing::new(Vec::new())),
+            Err(code) => Err(format!("conversation failed: {code:?}")),
+        }
+    }
+}
+
+/// The one place an outcome becomes a PAM code, a syslog priority and a
+/// message. Nothing here ever contains the code the user typed or the key.
+fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
+    use PamResultCode::*;
+    match outcome {
+        Outcome::Accepted { step, offset } => (
+            PAM_SUCCESS,
+            LOG_INFO,
+            format!("accepted: code for step {step} (offset {offset:+})"),
+        ),
+        Outcome::TrustedNetwork { ip } => (
+            PAM_SUCCESS,
+            LOG_INFO,
+            format!("accepted without code: {ip} is in a trusted network"),
+        ),
+        Outcome::NotEnrolled => (
+            PAM_AUTH_ERR,
+            LOG_NOTICE,
+            "denied: user is not enrolled (unenrolled=deny)".to_string(),
+        ),
+        Outcome::NotEnrolledIgnored => (
+            PAM_IGNORE,
+            LOG_INFO,
+            "ignored: user is not enrolled (unenrolled=allow)".to_string(),
+        ),
+        Outcome::WrongCode => (PAM_AUTH_ERR, LOG_NOTICE, "denied: wrong code".to_string()),
+        Outcome::MalformedAnswer => (
+            PAM_AUTH_ERR,
+            LOG_NOTICE,
+            "denied: wrong code (answer is not a code of the token's length)".to_string(),
+        ),
+        Outcome::Reused { step } => (
+            PAM_AUTH_ERR,
+            LOG_WARNING,
+            format!("denied: code already used (step {step} or later was used before)"),
+        ),
+        Outcome::RefusedBySshd => (
+            PAM_AUTH_ERR,
+            LOG_NOTICE,
+            "denied: sshd had already refused this login (unknown user, or root not permitted) and sent its placeholder answer".to_string(),
+        ),
+        Outcome::NoUser(why) => (PAM_USER_UNKNOWN, LOG_ERR, format!("denied: no user: {why}")),
+        Outcome::ConfigError(why) => (
+            PAM_SERVICE_ERR,
+            LOG_ERR,
+            format!("denied: configuration error: {why}"),
+        ),
+        Outcome::StoreError(why) => (
+            PAM_AUTHINFO_UNAVAIL,
+            LOG_ERR,
+            format!("denied: store error: {why}"),
+        ),
+        Outcome::ConversationError(why) => {
+            (PAM_CONV_ERR, LOG_ERR, format!("denied: {why}"))
+        }
+        Outcome::ClockError(why) => (PAM_AUTH_ERR, LOG_ERR, format!("denied: clock error: {why}")),
+    }
+}
+
+fn finish(
+    pamh: &PamHandle,
+    user: &str,
+    rhost: Option<&str>,
+    outcome: &Outcome,
+    trace: &[String],
+) -> PamResultCode {
+    for line in trace {
+        log(pamh, LOG_DEBUG, line);
+    }
+    let (code, priority, message) = translate(outcome);
+    let line = format!(
+        "{message}; user=\"{}\" rhost=\"{}\"",
+        printable(user),
+        printable(rhost.unwrap_or(""))
+    );
+    log(pamh, priority, &line);
+    code
+}
+
+/// Keeps log lines on one line: control characters become `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn log(pamh: &PamHandle, priority: c_int, message: &str) {
+    let Ok(message) = CString::new(printable(message)) else {
+        return;
+    };
+    // SAFETY: `pamh` is the live handle PAM passed to this hook; the format
+    // is a static "%s" and the single vararg is a NUL-terminated string that
+    // outlives the call, so pam_syslog reads exactly one valid C string.
+    unsafe {
+        pam_syslog(pamh, priority, c"%s".as_ptr(), message.as_ptr());
+    }
+}
