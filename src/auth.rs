@@ -22,9 +22,14 @@ pub const SSHD_FAKE_PASSWORD_PREFIX: &[u8] = b"\x08\n\r\x7fINCORRECT";
 pub enum Outcome {
     /// The code was right and its step is now marked used.
     /// `offset` is the matched step minus the current step (clock drift).
-    Accepted { step: u64, offset: i64 },
+    Accepted {
+        step: u64,
+        offset: i64,
+    },
     /// The client's address is inside `trusted=`: no code asked.
-    TrustedNetwork { ip: String },
+    TrustedNetwork {
+        ip: String,
+    },
     /// No token and `unenrolled=deny`: prompted anyway, then denied.
     NotEnrolled,
     /// No token and `unenrolled=allow`: this module steps aside.
@@ -34,7 +39,9 @@ pub enum Outcome {
     /// Not `digits` decimal digits after trimming whitespace.
     MalformedAnswer,
     /// A right code whose step (or a later one) was already used.
-    Reused { step: u64 },
+    Reused {
+        step: u64,
+    },
     /// sshd's stand-in answer for a login it already refuses.
     RefusedBySshd,
     /// No usable PAM_USER.
@@ -379,7 +386,12 @@ mod tests {
             );
             assert!(conv.prompts.is_empty());
         }
-        for rhost in [Some("11.0.0.1"), Some("gateway.example.org"), Some(""), None] {
+        for rhost in [
+            Some("11.0.0.1"),
+            Some("gateway.example.org"),
+            Some(""),
+            None,
+        ] {
             let mut conv = Scripted::says("");
             assert_eq!(
                 run_with(&config, &store, rhost, &mut conv),

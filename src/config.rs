@@ -406,7 +406,7 @@ mod tests {
              prompt = \"Code: \"\n\
              debug\n",
         );
-        let c = load(&[cfg.clone()]).expect("ok");
+        let c = load(std::slice::from_ref(&cfg)).expect("ok");
         assert_eq!(c.window, 2);
         assert_eq!(c.prompt, "Code: ");
         assert!(c.debug);

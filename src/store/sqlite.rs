@@ -252,9 +252,9 @@ impl RawRow {
 
 impl Store for SqliteStore {
     fn token(&self, user: &str) -> Result<Option<Token>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS}, secret FROM tokens WHERE user = ?1"))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS}, secret FROM tokens WHERE user = ?1"
+        ))?;
         let found = stmt
             .query_row([user], |row| {
                 let secret: Vec<u8> = row.get(6)?;
@@ -384,7 +384,7 @@ mod tests {
             store.enroll(&token("alice"), false),
             Err(StoreError::AlreadyEnrolled(_))
         ));
-        store.claim_step(&"alice".to_string(), 10).expect("claim");
+        store.claim_step("alice", 10).expect("claim");
         store.enroll(&token("alice"), true).expect("replace");
         assert_eq!(
             store.token("alice").expect("query").map(|t| t.last_step),
@@ -401,7 +401,10 @@ mod tests {
             store.claim_step("alice", 100).expect("c"),
             Claim::AlreadyUsed
         );
-        assert_eq!(store.claim_step("alice", 99).expect("c"), Claim::AlreadyUsed);
+        assert_eq!(
+            store.claim_step("alice", 99).expect("c"),
+            Claim::AlreadyUsed
+        );
         assert_eq!(store.claim_step("alice", 101).expect("c"), Claim::Claimed);
         assert_eq!(
             store.claim_step("nobody", 500).expect("c"),

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's quick start and CI run it.
+# Debian 12, as root. Installs what it needs, builds once in release, then
+# runs format and lint checks, unit tests, and the integration tests that
+# drive the real libpam (pam_wrapper + pamtester) with codes from oathtool.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(libpam0g-dev pamtester libpam-wrapper oathtool faketime
+              openssh-server openssh-client expect sqlite3)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+        || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "==> installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "==> installing cargo-nextest"
+    cargo install --locked cargo-nextest
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy -D warnings"
+cargo clippy --release --all-targets --quiet -- -D warnings
+echo "==> cargo build --release (module, totpctl, tests)"
+cargo build --release --all-targets --quiet
+echo "==> tests"
+cargo nextest run --release "$@"

@@ -1,0 +1,287 @@
+//! Shared harness for the integration tests: the real libpam through
+//! pam_wrapper, pamtester as the application, oathtool as the oracle.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
+pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Returns false (and says so) when a tool the test needs is missing, so a
+/// developer without it sees a skip; under `CI=true` a missing tool fails
+/// the test instead, so CI can never pass by skipping.
+pub fn tools_present(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            if tool.starts_with('/') {
+                !Path::new(tool).exists()
+            } else {
+                !Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .stdout(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            }
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "missing test tools: {} (apt-get install pamtester libpam-wrapper oathtool faketime)",
+        missing.join(", ")
+    );
+    if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+        panic!("{message}; CI=true, so this is a failure, not a skip");
+    }
+    eprintln!("SKIPPED: {message}");
+    false
+}
+
+/// The PAM harness tools every PAM test needs.
+pub fn pam_tools_present() -> bool {
+    tools_present(&["pamtester", "oathtool", PAM_WRAPPER])
+}
+
+/// The module under test: `PAM_TOTP_MODULE` if set (an installed module),
+/// otherwise the newest `libpam_totp.so` cargo built next to totpctl.
+pub fn module_path() -> PathBuf {
+    if let Ok(path) = std::env::var("PAM_TOTP_MODULE") {
+        return PathBuf::from(path);
+    }
+    let dir = Path::new(env!("CARGO_BIN_EXE_totpctl"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf();
+    let candidates = [
+        dir.join("libpam_totp.so"),
+        dir.join("deps").join("libpam_totp.so"),
+    ];
+    candidates
+        .iter()
+        .filter_map(|p| {
+            let modified = std::fs::metadata(p).and_then(|m| m.modified()).ok()?;
+            Some((modified, p.clone()))
+        })
+        .max()
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| {
+            panic!(
+                "libpam_totp.so not found next to {}: run `cargo build --release` first",
+                dir.display()
+            )
+        })
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A fresh base32 key from the OS random source.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).expect("random");
+    base32::encode(base32::Alphabet::Rfc4648 { padding: false }, &bytes)
+}
+
+/// `oathtool --totp` for `secret`, at `at` (unix seconds) or now. `extra`
+/// may name the hash with `--totp=sha256` and so on.
+pub fn oathtool(secret: &str, at: Option<u64>, extra: &[&str]) -> String {
+    let mut cmd = Command::new("oathtool");
+    if !extra.iter().any(|a| a.starts_with("--totp")) {
+        cmd.arg("--totp");
+    }
+    cmd.arg("-b");
+    if let Some(t) = at {
+        cmd.arg(format!("--now=@{t}"));
+    }
+    cmd.args(extra).arg(secret);
+    let out = cmd.output().expect("run oathtool");
+    assert!(
+        out.status.success(),
+        "oathtool failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}
+
+/// A private world for one test: a store, a PAM service directory, and
+/// pamtester runs against them through pam_wrapper.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub services: PathBuf,
+}
+
+/// What one pamtester run ended with.
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// True if the module logged a line containing `text` (pam_wrapper
+    /// echoes pam_syslog to stderr as `SYSLOG(priority): message`).
+    pub fn logged(&self, text: &str) -> bool {
+        self.stderr
+            .lines()
+            .any(|l| l.contains("SYSLOG(") && l.contains(text))
+    }
+
+    /// True if the prompt was shown (pamtester writes it to stderr).
+    pub fn prompted(&self, prompt: &str) -> bool {
+        self.stderr.contains(prompt)
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "success={} stdout={:?}\nstderr:\n{}",
+            self.success, self.stdout, self.stderr
+        )
+    }
+}
+
+impl World {
+    pub fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("state").join("pam_totp.db");
+        let services = dir.path().join("pam.d");
+        std::fs::create_dir(&services).expect("mkdir");
+        std::fs::write(
+            services.join("other"),
+            "auth required pam_deny.so\naccount required pam_deny.so\n",
+        )
+        .expect("other");
+        World { dir, db, services }
+    }
+
+    /// Writes service `name` with `pam_totp.so db=<store> ARGS`.
+    pub fn service(&self, name: &str, args: &str) {
+        self.raw_service(
+            name,
+            &format!(
+                "auth required {} db={} {args}\n",
+                module_path().display(),
+                self.db.display()
+            ),
+        );
+    }
+
+    /// Writes service `name` with exactly `args` after the module path.
+    pub fn service_exact(&self, name: &str, args: &str) {
+        self.raw_service(
+            name,
+            &format!("auth required {} {args}\n", module_path().display()),
+        );
+    }
+
+    pub fn raw_service(&self, name: &str, text: &str) {
+        std::fs::write(self.services.join(name), text).expect("service file");
+    }
+
+    pub fn totpctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_totpctl"))
+            .arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .output()
+            .expect("run totpctl")
+    }
+
+    /// Enrolls `user` with a fresh random key and returns the key.
+    pub fn enroll(&self, user: &str) -> String {
+        let secret = random_secret();
+        let out = self.totpctl(&["enroll", user, "--secret", &secret]);
+        assert!(
+            out.status.success(),
+            "enroll {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        secret
+    }
+
+    /// The pamtester command for one authentication, ready to spawn.
+    pub fn pamtester_command(&self, service: &str, user: &str, rhost: Option<&str>) -> Command {
+        let mut cmd = Command::new("pamtester");
+        cmd.env("LD_PRELOAD", PAM_WRAPPER)
+            .env("PAM_WRAPPER", "1")
+            .env("PAM_WRAPPER_SERVICE_DIR", &self.services)
+            .env("PAM_WRAPPER_DEBUGLEVEL", "3")
+            .arg("-v");
+        if let Some(rhost) = rhost {
+            cmd.args(["-I", &format!("rhost={rhost}")]);
+        }
+        cmd.args([service, user, "authenticate"]);
+        cmd
+    }
+
+    /// Runs one authentication with `answer` on stdin.
+    pub fn login(&self, service: &str, user: &str, rhost: Option<&str>, answer: &str) -> Run {
+        let cmd = self.pamtester_command(service, user, rhost);
+        run_with_stdin(cmd, answer)
+    }
+
+    /// Like `login`, with the clock of the process frozen at `at`.
+    pub fn login_at(
+        &self,
+        at: u64,
+        service: &str,
+        user: &str,
+        rhost: Option<&str>,
+        answer: &str,
+    ) -> Run {
+        let mut cmd = self.pamtester_command(service, user, rhost);
+        cmd.env("LD_PRELOAD", format!("{PAM_WRAPPER} {FAKETIME}"))
+            .env("FAKETIME", format!("@{}", utc_for_faketime(at)))
+            .env("TZ", "UTC");
+        run_with_stdin(cmd, answer)
+    }
+}
+
+pub fn run_with_stdin(mut cmd: Command, answer: &str) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pamtester");
+    if let Some(mut stdin) = child.stdin.take() {
+        // The module may not read at all (trusted network): ignore EPIPE.
+        let _ = stdin.write_all(answer.as_bytes());
+        let _ = stdin.write_all(b"\n");
+    }
+    let out = child.wait_with_output().expect("wait pamtester");
+    Run {
+        success: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) as libfaketime's FAKETIME wants it.
+pub fn utc_for_faketime(unix: u64) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{unix}"), "+%Y-%m-%d %H:%M:%S"])
+        .output()
+        .expect("date");
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_string()
+}

@@ -1,0 +1,285 @@
+//! The login path through the real libpam (pam_wrapper + pamtester), with
+//! codes from oathtool.
+
+mod common;
+
+use common::{World, oathtool, pam_tools_present, tools_present, unix_now};
+
+const PROMPT: &str = "Verification code: ";
+const RHOST: &str = "203.0.113.7";
+
+/// A wrong code that cannot be the right one.
+fn wrong(code: &str) -> String {
+    if code == "000000" { "111111" } else { "000000" }.to_string()
+}
+
+#[test]
+fn right_code_once_then_refused_as_reused() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let key = world.enroll("alice");
+    let code = oathtool(&key, None, &[]);
+
+    let first = world.login("totp", "alice", Some(RHOST), &code);
+    assert!(first.success, "{first:?}");
+    assert!(first.prompted(PROMPT), "{first:?}");
+    assert!(first.logged("accepted: code for step"), "{first:?}");
+    assert!(
+        first.logged("user=\"alice\" rhost=\"203.0.113.7\""),
+        "{first:?}"
+    );
+
+    let second = world.login("totp", "alice", Some(RHOST), &code);
+    assert!(!second.success, "{second:?}");
+    assert!(second.logged("denied: code already used"), "{second:?}");
+}
+
+#[test]
+fn wrong_empty_letters_and_seven_digits_are_refused() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let key = world.enroll("alice");
+    let code = oathtool(&key, None, &[]);
+    for (answer, log) in [
+        (wrong(&code), "denied: wrong code"),
+        (String::new(), "not a code"),
+        ("abcdef".to_string(), "not a code"),
+        (format!("{code}7"), "not a code"),
+    ] {
+        let run = world.login("totp", "alice", Some(RHOST), &answer);
+        assert!(!run.success, "{answer:?}: {run:?}");
+        assert!(run.logged(log), "{answer:?}: {run:?}");
+        assert!(!run.stderr.contains(&code), "the code must never be logged");
+    }
+    // Refusals burned nothing: the right code still works, surrounded by spaces.
+    let run = world.login("totp", "alice", Some(RHOST), &format!("  {code} "));
+    assert!(run.success, "{run:?}");
+}
+
+#[test]
+fn trusted_networks_skip_the_prompt_and_nothing_else_does() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "trusted=10.0.0.0/8,2001:db8::/32");
+    let key = world.enroll("alice");
+
+    for rhost in ["10.20.30.40", "::ffff:10.20.30.40", "2001:db8::7"] {
+        // Empty stdin: a prompt would read nothing and fail.
+        let run = world.login("totp", "alice", Some(rhost), "");
+        assert!(run.success, "{rhost}: {run:?}");
+        assert!(!run.prompted(PROMPT), "{rhost}: {run:?}");
+        assert!(run.logged("trusted network"), "{rhost}: {run:?}");
+    }
+    for rhost in [Some("10.example.org"), Some("192.0.2.1"), None] {
+        let run = world.login("totp", "alice", rhost, "");
+        assert!(!run.success, "{rhost:?}: {run:?}");
+        assert!(run.prompted(PROMPT), "{rhost:?}: {run:?}");
+    }
+    // A hostname rhost is prompted and gets in with a right code.
+    let run = world.login(
+        "totp",
+        "alice",
+        Some("10.example.org"),
+        &oathtool(&key, None, &[]),
+    );
+    assert!(run.success, "{run:?}");
+}
+
+#[test]
+fn unenrolled_users_deny_by_default_and_are_ignored_with_allow() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.enroll("alice");
+    world.service("deny", "");
+    world.service("allow", "unenrolled=allow");
+    // pam_permit after us shows PAM_IGNORE: the stack's result is then decided
+    // by the other module alone.
+    world.raw_service(
+        "allow-then-deny",
+        &format!(
+            "auth required {} db={} unenrolled=allow\nauth required pam_deny.so\n",
+            common::module_path().display(),
+            world.db.display()
+        ),
+    );
+    world.raw_service(
+        "allow-then-permit",
+        &format!(
+            "auth required {} db={} unenrolled=allow\nauth required pam_permit.so\n",
+            common::module_path().display(),
+            world.db.display()
+        ),
+    );
+
+    let run = world.login("deny", "mallory", Some(RHOST), "123456");
+    assert!(!run.success, "{run:?}");
+    assert!(
+        run.prompted(PROMPT),
+        "unenrolled users are prompted too: {run:?}"
+    );
+    assert!(
+        run.logged("user is not enrolled (unenrolled=deny)"),
+        "{run:?}"
+    );
+
+    let run = world.login("allow-then-permit", "mallory", Some(RHOST), "");
+    assert!(run.success, "PAM_IGNORE lets the rest decide: {run:?}");
+    assert!(!run.prompted(PROMPT), "{run:?}");
+    assert!(run.logged("ignored: user is not enrolled"), "{run:?}");
+
+    let run = world.login("allow-then-deny", "mallory", Some(RHOST), "");
+    assert!(!run.success, "{run:?}");
+}
+
+#[test]
+fn window_zero_refuses_the_previous_step_and_window_one_accepts_it() {
+    if !pam_tools_present() || !tools_present(&[common::FAKETIME, "date"]) {
+        return;
+    }
+    let world = World::new();
+    world.service("strict", "window=0");
+    world.service("default", "");
+    let key = world.enroll("alice");
+    // 10 s into a step, far from its edges.
+    let now = (unix_now() / 30 - 1000) * 30 + 10;
+    let previous = oathtool(&key, Some(now - 30), &[]);
+    let current = oathtool(&key, Some(now), &[]);
+
+    let run = world.login_at(now, "strict", "alice", Some(RHOST), &previous);
+    assert!(!run.success, "{run:?}");
+    assert!(run.logged("denied: wrong code"), "{run:?}");
+
+    let run = world.login_at(now, "default", "alice", Some(RHOST), &previous);
+    assert!(run.success, "{run:?}");
+    assert!(run.logged("(offset -1)"), "{run:?}");
+
+    // The previous step is now used: the current code still works, once.
+    let run = world.login_at(now, "strict", "alice", Some(RHOST), &current);
+    assert!(run.success, "{run:?}");
+    let run = world.login_at(now, "default", "alice", Some(RHOST), &previous);
+    assert!(!run.success, "an older step after a newer one: {run:?}");
+}
+
+#[test]
+fn sha256_eight_digit_sixty_second_tokens_work() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let key = common::random_secret();
+    let out = world.totpctl(&[
+        "enroll",
+        "carol",
+        "--secret",
+        &key,
+        "--algorithm",
+        "sha256",
+        "--digits",
+        "8",
+        "--period",
+        "60",
+    ]);
+    assert!(out.status.success());
+    let code = oathtool(&key, None, &["--totp=sha256", "-d", "8", "-s", "60s"]);
+    let run = world.login("totp", "carol", Some(RHOST), &code);
+    assert!(run.success, "{run:?}");
+}
+
+/// Every configuration or store fault denies, and the log names the cause.
+#[test]
+fn faults_fail_closed_with_a_named_cause() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    let key = world.enroll("alice");
+    let conf_dir = world.dir.path().join("conf-is-a-dir");
+    std::fs::create_dir(&conf_dir).expect("mkdir");
+    let corrupt = world.dir.path().join("corrupt.db");
+    std::fs::write(&corrupt, vec![0x42u8; 16384]).expect("write");
+    let db = world.db.display().to_string();
+
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("db={db} no_such_option"),
+            "unknown key \"no_such_option\"",
+        ),
+        (format!("db={db} window=abc"), "window=\"abc\" is invalid"),
+        (
+            format!("db={db} trusted=10.0.0.0/33"),
+            "trusted=\"10.0.0.0/33\" is invalid",
+        ),
+        (format!("db={db} unenrolled=sometimes"), "unenrolled"),
+        (
+            "db=/nonexistent/pam_totp.db".to_string(),
+            "store /nonexistent/pam_totp.db does not exist",
+        ),
+        (
+            format!("db={}", corrupt.display()),
+            "is not a usable database",
+        ),
+        (
+            format!("db={db} config={}", conf_dir.display()),
+            "conf-is-a-dir",
+        ),
+        (
+            format!("db={db} config=/nonexistent/pam_totp.conf"),
+            "config file /nonexistent/pam_totp.conf",
+        ),
+    ];
+    for (args, cause) in cases {
+        world.service_exact("faulty", &args);
+        let code = oathtool(&key, None, &[]);
+        let run = world.login("faulty", "alice", Some(RHOST), &code);
+        assert!(!run.success, "{args}: {run:?}");
+        assert!(run.logged(cause), "{args}: expected {cause:?} in {run:?}");
+        assert!(run.logged("denied:"), "{args}: {run:?}");
+    }
+    // None of the faulty logins burned the code's step or touched the store.
+    world.service("good", "");
+    let run = world.login("good", "alice", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(run.success, "{run:?}");
+}
+
+#[test]
+fn config_file_settings_apply_and_arguments_override_them() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    let key = world.enroll("alice");
+    let conf = world.dir.path().join("pam_totp.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# site file\ndb = {}\ntrusted = 192.0.2.0/24\nprompt = \"Second Factor: \"\n",
+            world.db.display()
+        ),
+    )
+    .expect("conf");
+    world.service_exact("file", &format!("config={}", conf.display()));
+    world.service_exact(
+        "override",
+        &format!("config={} [prompt=Authenticator Code: ]", conf.display()),
+    );
+
+    let run = world.login("file", "alice", Some("192.0.2.9"), "");
+    assert!(run.success, "trusted from the file: {run:?}");
+    let run = world.login("file", "alice", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(run.success, "{run:?}");
+    assert!(run.prompted("Second Factor: "), "{run:?}");
+
+    let run = world.login("override", "alice", Some(RHOST), "000000");
+    assert!(run.prompted("Authenticator Code: "), "{run:?}");
+}
