@@ -11,11 +11,22 @@ use crate::network;
 use crate::otp;
 use crate::store::{Claim, Store, StoreError};
 
-/// What sshd hands to PAM instead of the user's password when it has
-/// already decided to refuse the login (unknown user, root under
-/// `PermitRootLogin prohibit-password`, a denied user). It keeps asking so
-/// the client cannot tell; we recognise it so the log can say so.
-pub const SSHD_FAKE_PASSWORD_PREFIX: &[u8] = b"\x08\n\r\x7fINCORRECT";
+/// What sshd hands to PAM instead of the user's answer when it has already
+/// decided to refuse the login (unknown user, root under `PermitRootLogin
+/// prohibit-password`, a denied user): this pattern, repeated or cut to the
+/// length of what the user typed. sshd keeps asking so the client cannot
+/// tell; we recognise it so the log can say so.
+pub const SSHD_PLACEHOLDER: &[u8] = b"\x08\n\r\x7fINCORRECT";
+
+/// True for a non-empty answer made of sshd's placeholder pattern. No one
+/// types it: it starts with a backspace and a newline.
+pub fn is_sshd_placeholder(answer: &[u8]) -> bool {
+    !answer.is_empty()
+        && answer
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == SSHD_PLACEHOLDER[i % SSHD_PLACEHOLDER.len()])
+}
 
 /// Every way a login through this module can end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +186,7 @@ pub fn decide<S: Store>(
         Ok(answer) => answer,
         Err(e) => return Outcome::ConversationError(e),
     };
-    if answer.starts_with(SSHD_FAKE_PASSWORD_PREFIX) {
+    if is_sshd_placeholder(&answer) {
         return Outcome::RefusedBySshd;
     }
     let Some(token) = token else {
@@ -424,9 +435,23 @@ mod tests {
     }
 
     #[test]
-    fn sshd_fake_answer_is_recognised() {
+    fn sshd_placeholder_is_recognised_at_any_length() {
         let store = store_with_alice();
-        assert_eq!(run(&store, "\x08\n\r\x7fINCORRECT"), Outcome::RefusedBySshd);
+        // sshd cuts or repeats the pattern to the length the user typed.
+        for answer in [
+            "\x08",
+            "\x08\n\r\x7fIN",
+            "\x08\n\r\x7fINCORRECT",
+            "\x08\n\r\x7fINCORRECT\x08\n\r",
+        ] {
+            assert_eq!(run(&store, answer), Outcome::RefusedBySshd, "{answer:?}");
+        }
+        assert!(!is_sshd_placeholder(b""));
+        assert!(!is_sshd_placeholder(b"INCORRECT"));
+        assert!(!is_sshd_placeholder(b"\x08\n\r\x7fINCORRECX"));
+        // Unenrolled users get the same recognition.
+        let empty = SqliteStore::open_in_memory().expect("store");
+        assert_eq!(run(&empty, "\x08\n\r\x7fIN"), Outcome::RefusedBySshd);
     }
 
     #[test]

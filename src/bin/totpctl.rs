@@ -20,6 +20,7 @@ use pam_totp::store::{SqliteStore, Store, Token};
     about = "Manage the pam_totp secret store: enroll, delete and list users' TOTP tokens.",
     after_help = "The store is root-only (directory 0700, file 0600). Run as root.\n\
                   Examples:\n  \
+                  totpctl init                         # create the store\n  \
                   totpctl enroll alice                 # new random key, shown once\n  \
                   totpctl enroll bob --secret -        # key read from stdin (migrations)\n  \
                   totpctl list\n  \
@@ -36,6 +37,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create the store (directory 0700, file 0600) or bring its schema up
+    /// to date. Safe to run again. Do this before adding pam_totp to a PAM
+    /// stack: the module never creates a store and denies while it is missing.
+    Init,
     /// Give USER a TOTP token. Without --secret a random 160-bit key is
     /// generated and shown once (key and otpauth:// URI) for the user's app.
     Enroll {
@@ -87,13 +92,21 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    // Only enroll may create the store; the other verbs need an existing one.
+    // Only init and enroll may create the store; the others need an existing one.
     let store = match cli.command {
-        Command::Enroll { .. } => SqliteStore::create(&cli.db),
+        Command::Init | Command::Enroll { .. } => SqliteStore::create(&cli.db),
         _ => SqliteStore::open(&cli.db),
     }
     .map_err(|e| e.to_string())?;
     match cli.command {
+        Command::Init => {
+            let version = store.schema_version().map_err(|e| e.to_string())?;
+            println!(
+                "Store {} is ready (schema version {version}).",
+                cli.db.display()
+            );
+            Ok(())
+        }
         Command::Enroll {
             user,
             secret,

@@ -2,6 +2,8 @@
 //! pam_wrapper, pamtester as the application, oathtool as the oracle.
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,457 @@
+//! End-to-end harness: a real OpenSSH sshd on loopback with its own PAM
+//! stack (pam_unix, then pam_totp), throwaway local users, and the real
+//! OpenSSH client answering prompts through an SSH_ASKPASS helper.
+
+use std::fs::{self, File};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{module_path, tools_present};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+/// The tools an end-to-end test needs; `false` means skip (fails under CI=true).
+pub fn e2e_tools_present() -> bool {
+    tools_present(&[
+        "/usr/sbin/sshd",
+        "ssh",
+        "ssh-keygen",
+        "oathtool",
+        "unshare",
+        "useradd",
+        "userdel",
+        "chpasswd",
+    ])
+}
+
+/// Holds an exclusive lock for the whole test: the end-to-end tests share
+/// /dev/log (a placeholder on machines without syslog) and the user database.
+pub struct Serial(File);
+
+impl Serial {
+    pub fn acquire() -> Serial {
+        let file = File::create("/run/lock/pam_totp_e2e.lock")
+            .or_else(|_| File::create("/tmp/pam_totp_e2e.lock"))
+            .expect("lock file");
+        // SAFETY: flock on a file descriptor we own and keep open for the
+        // lifetime of `Serial`; it has no memory effects.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock");
+        Serial(file)
+    }
+}
+
+/// A local user with a known password, removed (with its home) on drop,
+/// also when the test panics.
+pub struct LocalUser {
+    pub name: String,
+    pub password: String,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("random");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl LocalUser {
+    pub fn create(label: &str) -> LocalUser {
+        let name = format!("e2e{}{label}", random_hex(3));
+        let password = format!("Pw-{}", random_hex(8));
+        let status = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", &name])
+            .status()
+            .expect("useradd");
+        assert!(status.success(), "useradd {name}");
+        let user = LocalUser { name, password };
+        let mut child = Command::new("chpasswd")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("chpasswd");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            writeln!(stdin, "{}:{}", user.name, user.password).expect("write");
+        }
+        assert!(child.wait().expect("chpasswd").success(), "chpasswd");
+        user
+    }
+}
+
+impl Drop for LocalUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .args(["--remove", "--force", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Receives what the module (and pam_unix) log through syslog(3).
+struct LogSink {
+    lines: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    reader: Option<thread::JoinHandle<()>>,
+}
+
+impl LogSink {
+    fn bind(path: &Path) -> LogSink {
+        let socket = UnixDatagram::bind(path).expect("bind log socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let lines = lines.clone();
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 8192];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = socket.recv(&mut buf) {
+                        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        lines.lock().expect("log lines").push(text);
+                    }
+                }
+            })
+        };
+        LogSink {
+            lines,
+            stop,
+            reader: Some(reader),
+        }
+    }
+}
+
+impl Drop for LogSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Removes the /dev/log placeholder this test created, if any.
+struct DevLogPlaceholder(bool);
+
+impl DevLogPlaceholder {
+    fn ensure() -> DevLogPlaceholder {
+        if fs::symlink_metadata("/dev/log").is_ok() {
+            return DevLogPlaceholder(false);
+        }
+        File::create("/dev/log").expect("create /dev/log placeholder");
+        DevLogPlaceholder(true)
+    }
+}
+
+impl Drop for DevLogPlaceholder {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = fs::remove_file("/dev/log");
+        }
+    }
+}
+
+/// A running sshd on 127.0.0.1 and ::1 with `pam_unix` then `pam_totp ARGS`.
+pub struct Sshd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub db: PathBuf,
+    child: Child,
+    log: LogSink,
+    _placeholder: DevLogPlaceholder,
+    _serial: Serial,
+}
+
+/// What one ssh connection ended with.
+#[derive(Debug)]
+pub struct Login {
+    /// The remote command ran and printed its marker.
+    pub success: bool,
+    /// Every prompt the client was shown, in order.
+    pub prompts: Vec<String>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Login {
+    pub fn code_prompts(&self) -> usize {
+        self.prompts
+            .iter()
+            .filter(|p| p.contains("Verification code"))
+            .count()
+    }
+    pub fn password_prompts(&self) -> usize {
+        self.prompts
+            .iter()
+            .filter(|p| p.contains("Password"))
+            .count()
+    }
+}
+
+/// How a connection is made and answered.
+pub struct Attempt<'a> {
+    pub user: &'a str,
+    /// Address to connect to: "127.0.0.1" or "::1".
+    pub host: &'a str,
+    /// Source address (`ssh -b`), e.g. "127.0.0.2".
+    pub bind: Option<&'a str>,
+    /// One password per attempt.
+    pub passwords: Vec<String>,
+    /// One code per attempt; "@oathtool" = a fresh code when asked.
+    pub codes: Vec<String>,
+    /// The key for "@oathtool" codes.
+    pub key: Option<&'a str>,
+}
+
+impl<'a> Attempt<'a> {
+    pub fn new(user: &'a str) -> Attempt<'a> {
+        Attempt {
+            user,
+            host: "127.0.0.1",
+            bind: None,
+            passwords: Vec::new(),
+            codes: Vec::new(),
+            key: None,
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    // Free on both loopback families; sshd binds both.
+    loop {
+        let v4 = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = v4.local_addr().expect("addr").port();
+        if TcpListener::bind(("::1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Sshd {
+    /// Starts sshd with `auth required pam_totp.so db=<store> ARGS`.
+    pub fn start(totp_args: &str) -> Sshd {
+        let serial = Serial::acquire();
+        fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path();
+        let port = free_port();
+
+        let key = path.join("ssh_host_ed25519_key");
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen");
+        assert!(status.success());
+
+        let config = fs::read_to_string(Path::new(FIXTURES).join("sshd_config.in"))
+            .expect("template")
+            .replace("@PORT@", &port.to_string())
+            .replace("@DIR@", &path.display().to_string());
+        fs::write(path.join("sshd_config"), config).expect("sshd_config");
+
+        // Installed-name copy, so log lines read `pam_totp(sshd:auth)`.
+        let module = match std::env::var("PAM_TOTP_MODULE") {
+            Ok(installed) => PathBuf::from(installed),
+            Err(_) => {
+                let copy = path.join("pam_totp.so");
+                fs::copy(module_path(), &copy).expect("copy module");
+                copy
+            }
+        };
+        let db = path.join("state").join("pam_totp.db");
+        let pam = path.join("pam.d");
+        fs::create_dir(&pam).expect("pam dir");
+        fs::write(
+            pam.join("sshd"),
+            format!(
+                "auth     required pam_unix.so\n\
+                 auth     required {} db={} {totp_args}\n\
+                 account  required pam_unix.so\n\
+                 session  required pam_permit.so\n",
+                module.display(),
+                db.display()
+            ),
+        )
+        .expect("pam stack");
+        fs::write(
+            pam.join("other"),
+            "auth required pam_deny.so\naccount required pam_deny.so\n\
+             password required pam_deny.so\nsession required pam_deny.so\n",
+        )
+        .expect("other");
+        // The store exists before the first login, as after `totpctl init`.
+        let status = Command::new(env!("CARGO_BIN_EXE_totpctl"))
+            .arg("--db")
+            .arg(&db)
+            .arg("init")
+            .stdout(Stdio::null())
+            .status()
+            .expect("totpctl");
+        assert!(status.success(), "totpctl init");
+        let placeholder = DevLogPlaceholder::ensure();
+        let log_socket = path.join("log.sock");
+        let log = LogSink::bind(&log_socket);
+
+        let child = Command::new(Path::new(FIXTURES).join("sshd-isolated"))
+            .arg(&pam)
+            .arg(&log_socket)
+            .arg(path.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(path.join("sshd.log")).expect("sshd.log"))
+            .spawn()
+            .expect("start sshd");
+        let sshd = Sshd {
+            dir,
+            port,
+            db,
+            child,
+            log,
+            _placeholder: placeholder,
+            _serial: serial,
+        };
+        sshd.wait_listening();
+        sshd
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && TcpStream::connect(("::1", self.port)).is_ok()
+            {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sshd did not start:\n{}", self.sshd_log());
+    }
+
+    pub fn sshd_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Enrolls `user` with a fresh random key; returns the key.
+    pub fn enroll(&self, user: &str) -> String {
+        let key = super::random_secret();
+        let out = Command::new(env!("CARGO_BIN_EXE_totpctl"))
+            .arg("--db")
+            .arg(&self.db)
+            .args(["enroll", user, "--secret", &key])
+            .output()
+            .expect("totpctl");
+        assert!(
+            out.status.success(),
+            "enroll: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        key
+    }
+
+    /// The module's syslog lines so far (`pam_totp(sshd:auth): ...`).
+    pub fn module_log(&self) -> Vec<String> {
+        self.log
+            .lines
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains("pam_totp(sshd:auth)"))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits up to 5 s for a module log line containing every part.
+    pub fn expect_log(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(line) = self
+                .module_log()
+                .into_iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return line;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no module log line with {parts:?}; module log:\n{}\nsshd log:\n{}",
+                    self.module_log().join("\n"),
+                    self.sshd_log()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Connects with the real OpenSSH client and runs a marker command.
+    pub fn login(&self, attempt: &Attempt<'_>) -> Login {
+        let answers = tempfile::tempdir_in(self.dir.path()).expect("answers dir");
+        fs::write(
+            answers.path().join("passwords"),
+            attempt.passwords.join("\n") + "\n",
+        )
+        .expect("passwords");
+        fs::write(
+            answers.path().join("codes"),
+            attempt.codes.join("\n") + "\n",
+        )
+        .expect("codes");
+        let tries = attempt.passwords.len().max(attempt.codes.len()).max(1);
+        let mut cmd = Command::new("ssh");
+        cmd.env("SSH_ASKPASS", Path::new(FIXTURES).join("askpass"))
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("ASKPASS_DIR", answers.path())
+            .env("ASKPASS_TOTP_KEY", attempt.key.unwrap_or(""))
+            .args(["-F", "/dev/null", "-T", "-p", &self.port.to_string()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "PreferredAuthentications=keyboard-interactive",
+                "-o",
+                "ConnectTimeout=20",
+                "-o",
+                &format!("NumberOfPasswordPrompts={tries}"),
+            ]);
+        if let Some(bind) = attempt.bind {
+            cmd.args(["-b", bind]);
+        }
+        let marker = "E2E-LOGGED-IN-AS";
+        cmd.arg(format!("{}@{}", attempt.user, attempt.host))
+            .arg(format!("echo {marker}-$(id -un)"))
+            .stdin(Stdio::null());
+        let out = cmd.output().expect("run ssh");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let prompts = fs::read_to_string(answers.path().join("prompts"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        Login {
+            success: out.status.success() && stdout.contains(&format!("{marker}-{}", attempt.user)),
+            prompts,
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
