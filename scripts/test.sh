@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start and CI run it.
 # Debian 12, as root. Installs what it needs, builds once in release, then
-# runs format and lint checks, unit tests, and the integration tests that
-# drive the real libpam (pam_wrapper + pamtester) with codes from oathtool.
+# runs format and lint checks, unit tests, the integration tests that drive
+# the real libpam (pam_wrapper + pamtester) with codes from oathtool, the
+# end-to-end logins through a real sshd and ssh client, and `demo.sh --check`.
+# Extra arguments go to `cargo nextest run` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,5 +33,7 @@ echo "==> cargo clippy -D warnings"
 cargo clippy --release --all-targets --quiet -- -D warnings
 echo "==> cargo build --release (module, totpctl, tests)"
 cargo build --release --all-targets --quiet
-echo "==> tests"
+echo "==> tests (unit, libpam via pam_wrapper, races, real sshd end-to-end)"
 cargo nextest run --release "$@"
+echo "==> the README's demo, logging in by itself"
+./scripts/demo.sh --check

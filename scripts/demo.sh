@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# pam_totp demo: a throwaway sshd on loopback with pam_unix + pam_totp.
+#
+#   ./scripts/demo.sh           start it, print how to log in, wait for Ctrl-C
+#   ./scripts/demo.sh --check   log in once by itself (code from oathtool), exit 0 on success
+#
+# Debian 12, as root. Installs the Debian packages it needs and builds the
+# module. Creates a local user `totpdemo` with a printed password, enrolls
+# it, and on exit removes everything it created: the user and its home, the
+# sshd, the temporary directory. /etc/pam.d and /etc/ssh are not touched:
+# sshd runs in a private mount namespace with its own PAM stack.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+FIXTURES=$ROOT/tests/fixtures
+USER_NAME=totpdemo
+USER_COMMENT="pam_totp demo user (removed when the demo ends)"
+
+check=false
+case "${1:-}" in
+    --check) check=true ;;
+    "") ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (it creates a user and starts sshd)"
+command -v cargo >/dev/null || die "cargo not found: install Rust 1.85 or newer (rustup.rs)"
+
+missing=()
+for pkg in libpam0g-dev oathtool openssh-server openssh-client; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+        || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+say "building pam_totp (release)"
+cargo build --release --quiet
+MODULE=$ROOT/target/release/libpam_totp.so
+TOTPCTL=$ROOT/target/release/totpctl
+
+if id "$USER_NAME" >/dev/null 2>&1; then
+    if [ "$(getent passwd "$USER_NAME" | cut -d: -f5)" = "$USER_COMMENT" ]; then
+        userdel --remove --force "$USER_NAME" 2>/dev/null || true   # left by an interrupted demo
+    else
+        die "a user named $USER_NAME exists and is not the demo's; not touching it"
+    fi
+fi
+
+T=$(mktemp -d /tmp/pam_totp_demo.XXXXXX)
+sshd_pid=""
+cleanup() {
+    if [ -n "$sshd_pid" ]; then
+        kill "$sshd_pid" 2>/dev/null || true
+        wait "$sshd_pid" 2>/dev/null || true
+    fi
+    userdel --remove --force "$USER_NAME" 2>/dev/null || true
+    rm -rf "$T"
+    $check || echo "demo: removed the user $USER_NAME, the sshd and $T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port free on both loopback addresses.
+port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+PORT=42022
+while port_busy 127.0.0.1 $PORT || port_busy ::1 $PORT; do PORT=$((PORT + 1)); done
+
+mkdir -p /run/sshd "$T/pam.d"
+ssh-keygen -q -t ed25519 -N '' -f "$T/ssh_host_ed25519_key"
+sed -e "s|@PORT@|$PORT|" -e "s|@DIR@|$T|" "$FIXTURES/sshd_config.in" > "$T/sshd_config"
+cp "$MODULE" "$T/pam_totp.so"
+cat > "$T/pam.d/sshd" <<EOF
+auth     required pam_unix.so
+auth     required $T/pam_totp.so db=$T/pam_totp.db
+account  required pam_unix.so
+session  required pam_permit.so
+EOF
+printf 'auth required pam_deny.so\naccount required pam_deny.so\n' > "$T/pam.d/other"
+
+PASSWORD="demo-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
+useradd --create-home --shell /bin/bash --comment "$USER_COMMENT" "$USER_NAME"
+echo "$USER_NAME:$PASSWORD" | chpasswd
+
+"$TOTPCTL" --db "$T/pam_totp.db" init >/dev/null
+ENROLLMENT=$("$TOTPCTL" --db "$T/pam_totp.db" enroll "$USER_NAME" --issuer "pam_totp demo")
+KEY=$(printf '%s\n' "$ENROLLMENT" | sed -n 's/^Key (type by hand): //p' | tr -d ' ')
+
+"$FIXTURES/sshd-isolated" "$T/pam.d" - "$T/sshd_config" > "$T/sshd.log" 2>&1 &
+sshd_pid=$!
+for _ in $(seq 100); do port_busy 127.0.0.1 $PORT && break; sleep 0.05; done
+port_busy 127.0.0.1 $PORT || { cat "$T/sshd.log"; die "sshd did not start"; }
+
+if $check; then
+    say "logging in as $USER_NAME with ssh: password, then a code from oathtool"
+    mkdir "$T/answers"
+    echo "$PASSWORD" > "$T/answers/passwords"
+    echo "@oathtool" > "$T/answers/codes"
+    out=$(SSH_ASKPASS="$FIXTURES/askpass" SSH_ASKPASS_REQUIRE=force \
+          ASKPASS_DIR="$T/answers" ASKPASS_TOTP_KEY="$KEY" \
+          ssh -F /dev/null -T -p "$PORT" -o StrictHostKeyChecking=no \
+              -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+              -o PreferredAuthentications=keyboard-interactive \
+              -o NumberOfPasswordPrompts=1 \
+              "$USER_NAME@127.0.0.1" 'echo "logged in as $(id -un) on $(hostname)"' \
+              </dev/null 2>&1) || true
+    echo "    prompts: $(paste -sd '|' "$T/answers/prompts" 2>/dev/null)"
+    echo "    server said: $out"
+    if [[ "$out" == "logged in as $USER_NAME"* ]] \
+        && sed -n 1p "$T/answers/prompts" | grep -q 'Password' \
+        && sed -n 2p "$T/answers/prompts" | grep -q 'Verification code'; then
+        say "demo --check passed: password, then code, then a shell"
+        exit 0
+    fi
+    cat "$T/sshd.log" >&2
+    die "demo --check FAILED"
+fi
+
+cat <<EOF
+
+  pam_totp demo is running: sshd on 127.0.0.1 and ::1, port $PORT
+  PAM stack: pam_unix (password), then pam_totp (code)      [$T/pam.d/sshd]
+
+  user:      $USER_NAME
+  password:  $PASSWORD
+
+  Add the token to your authenticator app (it is shown only once):
+$(printf '%s\n' "$ENROLLMENT" | sed -n '/^Key/,$p' | sed 's/^/    /')
+
+  No app at hand? A code for now:   oathtool --totp -b $KEY
+
+  Log in from another terminal:
+
+    ssh -p $PORT -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no $USER_NAME@127.0.0.1
+
+  Then try the same code twice, a wrong code, or: $TOTPCTL --db $T/pam_totp.db list
+  Ctrl-C stops the demo and removes the user, the sshd and $T.
+  sshd's log follows (the module itself logs to syslog, facility authpriv):
+
+EOF
+tail -n 0 -f "$T/sshd.log" --pid "$sshd_pid" | grep --line-buffered -E 'Accepted|Failed|Invalid|PAM' || true
