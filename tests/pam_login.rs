@@ -38,6 +38,27 @@ fn right_code_once_then_refused_as_reused() {
 }
 
 #[test]
+fn a_generated_key_as_displayed_by_enroll_logs_in() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let out = world.totpctl(&["enroll", "dave"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // What the user types into the app: the grouped key as displayed.
+    let key: String = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Key (type by hand): "))
+        .expect("key line")
+        .split_whitespace()
+        .collect();
+    let run = world.login("totp", "dave", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(run.success, "{run:?}");
+}
+
+#[test]
 fn wrong_empty_letters_and_seven_digits_are_refused() {
     if !pam_tools_present() {
         return;

@@ -1,0 +1,152 @@
+//! totpctl as an administrator uses it: output, errors and exit codes.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output, Stdio};
+
+struct Ctl {
+    dir: tempfile::TempDir,
+}
+
+impl Ctl {
+    fn new() -> Ctl {
+        Ctl {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+    fn db(&self) -> std::path::PathBuf {
+        self.dir.path().join("lib").join("pam_totp.db")
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with_stdin(args, "")
+    }
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_totpctl"))
+            .arg("--db")
+            .arg(self.db())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn totpctl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write");
+        child.wait_with_output().expect("wait")
+    }
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn enroll_generates_a_key_shown_once_with_its_uri() {
+    let ctl = Ctl::new();
+    let out = ctl.run(&["enroll", "alice", "--issuer", "HPC Lander"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let key_line = stdout
+        .lines()
+        .find(|l| l.starts_with("Key (type by hand): "))
+        .expect("key line");
+    let key: String = key_line["Key (type by hand): ".len()..]
+        .split_whitespace()
+        .collect();
+    assert_eq!(key.len(), 32, "160 bits in base32: {key}");
+    assert!(stdout.contains(&format!(
+        "otpauth://totp/HPC%20Lander:alice?secret={key}&issuer=HPC%20Lander&algorithm=SHA1&digits=6&period=30"
+    )));
+
+    // The store is private.
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&ctl.db()), 0o600);
+    assert_eq!(mode(ctl.db().parent().expect("dir")), 0o700);
+
+    let (listing, _) = text(&ctl.run(&["list"]));
+    assert!(listing.contains("alice"), "{listing}");
+    assert!(!listing.contains(&key), "list must never show keys");
+}
+
+#[test]
+fn enrolling_twice_needs_force() {
+    let ctl = Ctl::new();
+    assert!(ctl.run(&["enroll", "alice"]).status.success());
+    let again = ctl.run(&["enroll", "alice"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).1.contains("already enrolled"),
+        "{:?}",
+        text(&again)
+    );
+    assert!(ctl.run(&["enroll", "alice", "--force"]).status.success());
+}
+
+#[test]
+fn secret_from_stdin_is_stored_and_not_echoed() {
+    let ctl = Ctl::new();
+    let out = ctl.run_with_stdin(
+        &["enroll", "bob", "--secret", "-"],
+        "gezd gnbv gy3t qojq gezd gnbv gy3t qojq\n",
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.to_uppercase().contains("GEZD"), "{stdout}");
+    assert!(!stdout.contains("otpauth://"), "{stdout}");
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let ctl = Ctl::new();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["enroll", "carol", "--secret", "not base32!"],
+            "not valid base32",
+        ),
+        (
+            &["enroll", "carol", "--secret", "GEZDGNBV"],
+            "at least 128 bits",
+        ),
+        (&["enroll", "carol", "--digits", "9"], "9"),
+        (&["enroll", "carol", "--period", "0"], "0"),
+        (&["enroll", "carol", "--algorithm", "md5"], "md5"),
+        (&["enroll", "two words"], "spaces or control characters"),
+        (&["enroll", ""], "1 to 256 bytes"),
+    ];
+    for (args, message) in cases {
+        let out = ctl.run(args);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    // Nothing was enrolled by the failures.
+    assert!(ctl.run(&["init"]).status.success());
+    let (listing, _) = text(&ctl.run(&["list"]));
+    assert!(!listing.contains("carol"), "{listing}");
+}
+
+#[test]
+fn delete_and_list_need_an_existing_store_and_user() {
+    let ctl = Ctl::new();
+    let out = ctl.run(&["list"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("does not exist"), "{:?}", text(&out));
+
+    assert!(ctl.run(&["enroll", "alice"]).status.success());
+    let out = ctl.run(&["delete", "nobody"]);
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("nobody is not enrolled"));
+    assert!(ctl.run(&["delete", "alice"]).status.success());
+    let (listing, _) = text(&ctl.run(&["list"]));
+    assert!(!listing.contains("alice"), "{listing}");
+}
