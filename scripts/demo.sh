@@ -30,17 +30,8 @@ die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (it creates a user and starts sshd)"
 command -v cargo >/dev/null || die "cargo not found: install Rust 1.85 or newer (rustup.rs)"
 
-missing=()
-for pkg in libpam0g-dev oathtool openssh-server openssh-client; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
-        || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    say "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/lib/debian.sh
+ensure_debian_packages libpam0g-dev oathtool openssh-server openssh-client
 
 say "building pam_totp (release)"
 cargo build --release --quiet

@@ -7,15 +7,11 @@ mod common;
 
 use std::thread;
 
-use common::oathtool;
 use common::sshd::{Attempt, LocalUser, Sshd, e2e_tools_present};
+use common::{oathtool, wrong_code};
 
 fn report(scenario: &str, result: &str) {
     println!("scenario {scenario}: {result}");
-}
-
-fn wrong(code: &str) -> String {
-    if code == "000000" { "111111" } else { "000000" }.to_string()
 }
 
 #[test]
@@ -26,12 +22,7 @@ fn s1_right_password_right_code_gets_in_code_asked_after_password() {
     let sshd = Sshd::start("");
     let alice = LocalUser::create("a");
     let key = sshd.enroll(&alice.name);
-    let login = sshd.login(&Attempt {
-        passwords: vec![alice.password.clone()],
-        codes: vec!["@oathtool".to_string()],
-        key: Some(&key),
-        ..Attempt::new(&alice.name)
-    });
+    let login = sshd.login(&Attempt::in_person(&alice, &key));
     assert!(login.success, "{login:?}\n{}", sshd.sshd_log());
     assert_eq!(login.prompts.len(), 2, "{login:?}");
     assert!(login.prompts[0].contains("Password"), "{login:?}");
@@ -87,9 +78,7 @@ fn s3_wrong_password_right_code_is_refused_and_the_code_is_still_asked() {
     let key = sshd.enroll(&alice.name);
     let login = sshd.login(&Attempt {
         passwords: vec!["not-the-password".to_string()],
-        codes: vec!["@oathtool".to_string()],
-        key: Some(&key),
-        ..Attempt::new(&alice.name)
+        ..Attempt::in_person(&alice, &key)
     });
     assert!(!login.success, "{login:?}");
     assert_eq!(login.password_prompts(), 1, "{login:?}");
@@ -114,7 +103,7 @@ fn s4_wrong_codes_are_refused_then_a_right_one_gets_in() {
     let sshd = Sshd::start("");
     let alice = LocalUser::create("a");
     let key = sshd.enroll(&alice.name);
-    let bad = wrong(&oathtool(&key, None, &[]));
+    let bad = wrong_code(&oathtool(&key, None, &[]));
 
     let refused = sshd.login(&Attempt {
         passwords: vec![alice.password.clone()],
@@ -173,12 +162,7 @@ fn s5_trusted_source_addresses_skip_the_code_others_do_not() {
     assert_eq!(trusted_v6.code_prompts(), 0, "{trusted_v6:?}");
     sshd.expect_log(&["::1 is in a trusted network", &alice.name]);
 
-    let untrusted = sshd.login(&Attempt {
-        passwords: vec![alice.password.clone()],
-        codes: vec!["@oathtool".to_string()],
-        key: Some(&key),
-        ..Attempt::new(&alice.name)
-    });
+    let untrusted = sshd.login(&Attempt::in_person(&alice, &key));
     assert!(untrusted.success, "{untrusted:?}");
     assert_eq!(untrusted.code_prompts(), 1, "{untrusted:?}");
     sshd.expect_log(&["accepted: code for step", "rhost=\"127.0.0.1\""]);
@@ -268,12 +252,7 @@ fn s8_sixteen_users_at_the_same_moment_all_get_in() {
             .map(|(user, key)| {
                 let sshd = &sshd;
                 scope.spawn(move || {
-                    let login = sshd.login(&Attempt {
-                        passwords: vec![user.password.clone()],
-                        codes: vec!["@oathtool".to_string()],
-                        key: Some(key),
-                        ..Attempt::new(&user.name)
-                    });
+                    let login = sshd.login(&Attempt::in_person(user, key));
                     if !login.success {
                         eprintln!("{}: {login:?}", user.name);
                     }

@@ -3,15 +3,10 @@
 
 mod common;
 
-use common::{World, oathtool, pam_tools_present, tools_present, unix_now};
+use common::{World, oathtool, pam_tools_present, tools_present, unix_now, wrong_code};
 
 const PROMPT: &str = "Verification code: ";
 const RHOST: &str = "203.0.113.7";
-
-/// A wrong code that cannot be the right one.
-fn wrong(code: &str) -> String {
-    if code == "000000" { "111111" } else { "000000" }.to_string()
-}
 
 #[test]
 fn right_code_once_then_refused_as_reused() {
@@ -68,7 +63,7 @@ fn wrong_empty_letters_and_seven_digits_are_refused() {
     let key = world.enroll("alice");
     let code = oathtool(&key, None, &[]);
     for (answer, log) in [
-        (wrong(&code), "denied: wrong code"),
+        (wrong_code(&code), "denied: wrong code"),
         (String::new(), "not a code"),
         ("abcdef".to_string(), "not a code"),
         (format!("{code}7"), "not a code"),

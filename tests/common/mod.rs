@@ -119,6 +119,11 @@ pub fn oathtool(secret: &str, at: Option<u64>, extra: &[&str]) -> String {
         .to_string()
 }
 
+/// A six-digit code that is certainly not `code`.
+pub fn wrong_code(code: &str) -> String {
+    if code == "000000" { "111111" } else { "000000" }.to_string()
+}
+
 /// A private world for one test: a store, a PAM service directory, and
 /// pamtester runs against them through pam_wrapper.
 pub struct World {

@@ -223,6 +223,17 @@ impl<'a> Attempt<'a> {
             key: None,
         }
     }
+
+    /// A person at the keyboard: the right password, then a fresh code
+    /// from the app (oathtool, at the moment it is asked for).
+    pub fn in_person(user: &'a LocalUser, key: &'a str) -> Attempt<'a> {
+        Attempt {
+            passwords: vec![user.password.clone()],
+            codes: vec!["@oathtool".to_string()],
+            key: Some(key),
+            ..Attempt::new(&user.name)
+        }
+    }
 }
 
 fn free_port() -> u16 {
