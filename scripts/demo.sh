@@ -82,8 +82,11 @@ useradd --create-home --shell /bin/bash --comment "$USER_COMMENT" "$USER_NAME"
 echo "$USER_NAME:$PASSWORD" | chpasswd
 
 "$TOTPCTL" --db "$T/pam_totp.db" init >/dev/null
-ENROLLMENT=$("$TOTPCTL" --db "$T/pam_totp.db" enroll "$USER_NAME" --issuer "pam_totp demo")
-KEY=$(printf '%s\n' "$ENROLLMENT" | sed -n 's/^Key (type by hand): //p' | tr -d ' ')
+# --no-confirm: the demo skips the confirming code that `totpctl enroll`
+# asks for on a terminal (or that `totpctl confirm` gives later).
+ENROLLMENT=$("$TOTPCTL" --db "$T/pam_totp.db" enroll "$USER_NAME" --issuer "pam_totp demo" \
+             --no-confirm 2>/dev/null)
+KEY=$(printf '%s\n' "$ENROLLMENT" | sed -n 's/^Key: //p' | tr -d ' ')
 
 "$FIXTURES/sshd-isolated" "$T/pam.d" - "$T/sshd_config" > "$T/sshd.log" 2>&1 &
 sshd_pid=$!
@@ -124,7 +127,7 @@ cat <<EOF
   password:  $PASSWORD
 
   Add the token to your authenticator app (it is shown only once):
-$(printf '%s\n' "$ENROLLMENT" | sed -n '/^Key/,$p' | sed 's/^/    /')
+$(printf '%s\n' "$ENROLLMENT" | sed -n '/^Scan/,$p' | sed 's/^/    /')
 
   No app at hand? A code for now:   oathtool --totp -b $KEY
 

@@ -6,10 +6,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-use crate::config::{self, Config, Unenrolled};
+use crate::config::{self, Config, EnrollAtLogin, Unenrolled};
+use crate::enroll;
 use crate::network;
-use crate::otp;
-use crate::store::{Claim, Store, StoreError};
+use crate::otp::{self, Params};
+use crate::recovery::{self, Candidate};
+use crate::secret::Secret;
+use crate::store::{Claim, DEFAULT_DEVICE, Kind, Store, StoreError, Token};
 
 /// What sshd hands to PAM instead of the user's answer when it has already
 /// decided to refuse the login (unknown user, root under `PermitRootLogin
@@ -17,6 +20,9 @@ use crate::store::{Claim, Store, StoreError};
 /// length of what the user typed. sshd keeps asking so the client cannot
 /// tell; we recognise it so the log can say so.
 pub const SSHD_PLACEHOLDER: &[u8] = b"\x08\n\r\x7fINCORRECT";
+
+/// The prompt for the first code of a token enrolled at login.
+pub const CONFIRM_PROMPT: &str = "Code from your app, to confirm: ";
 
 /// True for a non-empty answer made of sshd's placeholder pattern. No one
 /// types it: it starts with a backspace and a newline.
@@ -28,31 +34,59 @@ pub fn is_sshd_placeholder(answer: &[u8]) -> bool {
             .all(|(i, b)| *b == SSHD_PLACEHOLDER[i % SSHD_PLACEHOLDER.len()])
 }
 
+/// How an enrollment at login was allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollVia {
+    TrustedNetwork,
+    AdminWindow,
+}
+
 /// Every way a login through this module can end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The code was right and its step is now marked used.
-    /// `offset` is the matched step minus the current step (clock drift).
+    /// A right code; its step (TOTP) or counter (HOTP) is now marked used.
+    /// `offset` is the matched step minus the current one (TOTP clock drift).
     Accepted {
+        device: String,
+        kind: Kind,
         step: u64,
-        offset: i64,
+        offset: Option<i64>,
+    },
+    /// A right recovery code, now burned.
+    RecoveryAccepted {
+        remaining: usize,
     },
     /// The client's address is inside `trusted=`: no code asked.
     TrustedNetwork {
         ip: String,
     },
-    /// No token and `unenrolled=deny`: prompted anyway, then denied.
-    NotEnrolled,
-    /// No token and `unenrolled=allow`: this module steps aside.
+    /// An unenrolled user enrolled during this login and confirmed with a code.
+    EnrolledAtLogin {
+        via: EnrollVia,
+    },
+    /// Enrollment at login was offered but not completed (wrong code, or a
+    /// token appeared meanwhile); nothing was stored.
+    EnrollmentFailed(String),
+    /// No active token and `unenrolled=deny`: prompted anyway, then denied.
+    /// `pending` when the user has a token that was never confirmed.
+    NotEnrolled {
+        pending: bool,
+    },
+    /// No active token and `unenrolled=allow`: this module steps aside.
     NotEnrolledIgnored,
     /// Right shape, wrong code.
     WrongCode,
-    /// Not `digits` decimal digits after trimming whitespace.
+    /// Shaped like a recovery code, but not an unused one of this user.
+    WrongRecoveryCode,
+    /// Not a code of any of the user's tokens, nor a recovery code.
     MalformedAnswer,
     /// A right code whose step (or a later one) was already used.
     Reused {
+        device: String,
         step: u64,
     },
+    /// A right recovery code that a concurrent login burned first.
+    RecoveryReused,
     /// sshd's stand-in answer for a login it already refuses.
     RefusedBySshd,
     /// No usable PAM_USER.
@@ -68,13 +102,16 @@ impl Outcome {
     pub fn is_success(&self) -> bool {
         matches!(
             self,
-            Outcome::Accepted { .. } | Outcome::TrustedNetwork { .. }
+            Outcome::Accepted { .. }
+                | Outcome::RecoveryAccepted { .. }
+                | Outcome::TrustedNetwork { .. }
+                | Outcome::EnrolledAtLogin { .. }
         )
     }
 }
 
-/// The outcome plus, when the configuration says `debug`, the steps that
-/// led to it (never a code or a key).
+/// The outcome plus, when the configuration says `debug`, the settings
+/// that led to it (never a code or a key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub outcome: Outcome,
@@ -105,10 +142,12 @@ impl Clock for SystemClock {
     }
 }
 
-/// Asks the user for the code.
+/// Talks to the user.
 pub trait Conversation {
     /// One prompt with echo off; returns what the user typed.
     fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, String>;
+    /// Shows text without asking anything (PAM_TEXT_INFO).
+    fn info(&mut self, text: &str) -> Result<(), String>;
 }
 
 /// Loads the configuration from the module arguments, then decides.
@@ -131,9 +170,10 @@ pub fn authenticate<S: Store>(
     let outcome = decide(&config, request, open_store, clock, conversation);
     let trace = if config.debug {
         vec![format!(
-            "config: db={} window={} trusted={} unenrolled={:?} prompt={:?}",
+            "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} prompt={:?}",
             config.db.display(),
             config.window,
+            config.hotp_window,
             config
                 .trusted
                 .iter()
@@ -141,6 +181,7 @@ pub fn authenticate<S: Store>(
                 .collect::<Vec<_>>()
                 .join(","),
             config.unenrolled,
+            config.enroll,
             config.prompt,
         )]
     } else {
@@ -160,24 +201,60 @@ pub fn decide<S: Store>(
     if request.user.is_empty() {
         return Outcome::NoUser("empty user name".to_string());
     }
-    if network::is_trusted(request.rhost, &config.trusted) {
-        let ip = request
-            .rhost
-            .and_then(network::rhost_ip)
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
-        return Outcome::TrustedNetwork { ip };
+    let trusted_ip = network::is_trusted(request.rhost, &config.trusted)
+        .then(|| request.rhost.and_then(network::rhost_ip))
+        .flatten();
+    // Fast path: a trusted source needs no store unless it may enroll.
+    if let Some(ip) = trusted_ip
+        && config.enroll != EnrollAtLogin::Trusted
+    {
+        return Outcome::TrustedNetwork { ip: ip.to_string() };
     }
 
     let store = match open_store(config) {
         Ok(store) => store,
         Err(e) => return Outcome::StoreError(e.to_string()),
     };
-    let token = match store.token(request.user) {
-        Ok(token) => token,
+    let tokens = match store.tokens(request.user) {
+        Ok(tokens) => tokens,
         Err(e) => return Outcome::StoreError(e.to_string()),
     };
-    if token.is_none() && config.unenrolled == Unenrolled::Allow {
+    if let Some(ip) = trusted_ip {
+        return if tokens.is_empty() {
+            enroll_at_login(
+                config,
+                &store,
+                request.user,
+                clock,
+                conversation,
+                EnrollVia::TrustedNetwork,
+            )
+        } else {
+            Outcome::TrustedNetwork { ip: ip.to_string() }
+        };
+    }
+    if tokens.is_empty() && config.enroll == EnrollAtLogin::Window {
+        let now = match now(clock) {
+            Ok(now) => now,
+            Err(outcome) => return outcome,
+        };
+        match store.enroll_window(request.user, now as i64) {
+            Ok(Some(_)) => {
+                return enroll_at_login(
+                    config,
+                    &store,
+                    request.user,
+                    clock,
+                    conversation,
+                    EnrollVia::AdminWindow,
+                );
+            }
+            Ok(None) => {}
+            Err(e) => return Outcome::StoreError(e.to_string()),
+        }
+    }
+    let active: Vec<&Token> = tokens.iter().filter(|t| t.is_active()).collect();
+    if active.is_empty() && config.unenrolled == Unenrolled::Allow {
         return Outcome::NotEnrolledIgnored;
     }
 
@@ -189,325 +266,234 @@ pub fn decide<S: Store>(
     if is_sshd_placeholder(&answer) {
         return Outcome::RefusedBySshd;
     }
-    let Some(token) = token else {
-        return Outcome::NotEnrolled;
-    };
-
-    let Some(code) = well_formed_code(&answer, token.params.digits) else {
+    if active.is_empty() {
+        return Outcome::NotEnrolled {
+            pending: !tokens.is_empty(),
+        };
+    }
+    let Ok(text) = std::str::from_utf8(&answer) else {
         return Outcome::MalformedAnswer;
     };
-    let now = match clock.unix_time() {
+    let text = text.trim();
+    if let Some(candidate) = recovery::candidate(text) {
+        return use_recovery(
+            &store,
+            request.user,
+            &candidate,
+            clock,
+            Outcome::WrongRecoveryCode,
+        );
+    }
+    let now = match now(clock) {
         Ok(now) => now,
-        Err(e) => return Outcome::ClockError(e),
+        Err(outcome) => return outcome,
     };
-    let current = otp::step_at(now, token.params.period);
-    let Some(step) = otp::verify_window(
-        token.secret.as_bytes(),
-        code,
-        current,
-        config.window,
-        &token.params,
-    ) else {
-        return Outcome::WrongCode;
-    };
-    match store.claim_step(request.user, step) {
-        Ok(Claim::Claimed) => Outcome::Accepted {
-            step,
-            offset: step as i64 - current as i64,
+    match check_code(config, &active, text, now) {
+        CodeCheck::Match(token, step) => claim(&store, token, step, now),
+        CodeCheck::NoMatch { shaped } => match recovery::scratch_candidate(text) {
+            Some(candidate) => {
+                let fallback = if shaped {
+                    Outcome::WrongCode
+                } else {
+                    Outcome::MalformedAnswer
+                };
+                use_recovery(&store, request.user, &candidate, clock, fallback)
+            }
+            None if shaped => Outcome::WrongCode,
+            None => Outcome::MalformedAnswer,
         },
-        Ok(Claim::AlreadyUsed) => Outcome::Reused { step },
+    }
+}
+
+fn now(clock: &dyn Clock) -> Result<u64, Outcome> {
+    clock.unix_time().map_err(Outcome::ClockError)
+}
+
+enum CodeCheck<'a> {
+    Match(&'a Token, u64),
+    /// `shaped`: the answer had the digit count of at least one token.
+    NoMatch {
+        shaped: bool,
+    },
+}
+
+/// Checks the answer against every active token whose code length it has.
+/// Every such token is computed in full, so the work does not reveal which
+/// token (or whether any) matched.
+fn check_code<'a>(config: &Config, active: &[&'a Token], text: &str, now: u64) -> CodeCheck<'a> {
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return CodeCheck::NoMatch { shaped: false };
+    }
+    let mut shaped = false;
+    let mut found: Option<(&Token, u64)> = None;
+    for token in active {
+        if text.len() != token.params.digits as usize {
+            continue;
+        }
+        shaped = true;
+        let key = token.secret.as_bytes();
+        let step = match token.kind {
+            Kind::Totp => otp::verify_window(
+                key,
+                text,
+                otp::step_at(now, token.params.period),
+                config.window,
+                &token.params,
+            ),
+            Kind::Hotp => otp::verify_counter(
+                key,
+                text,
+                token.last_step.map_or(0, |c| c.saturating_add(1)),
+                config.hotp_window,
+                &token.params,
+            ),
+        };
+        if let (None, Some(step)) = (found, step) {
+            found = Some((token, step));
+        }
+    }
+    match found {
+        Some((token, step)) => CodeCheck::Match(token, step),
+        None => CodeCheck::NoMatch { shaped },
+    }
+}
+
+fn claim<S: Store>(store: &S, token: &Token, step: u64, now: u64) -> Outcome {
+    match store.claim_step(token.id, step) {
+        Ok(Claim::Claimed) => Outcome::Accepted {
+            device: token.device.clone(),
+            kind: token.kind,
+            step,
+            offset: (token.kind == Kind::Totp)
+                .then(|| step as i64 - otp::step_at(now, token.params.period) as i64),
+        },
+        Ok(Claim::AlreadyUsed) => Outcome::Reused {
+            device: token.device.clone(),
+            step,
+        },
         Err(e) => Outcome::StoreError(e.to_string()),
     }
 }
 
-/// The answer as a code: surrounding whitespace trimmed, then exactly
-/// `digits` ASCII digits, or `None`.
-fn well_formed_code(answer: &[u8], digits: u32) -> Option<&str> {
-    let text = std::str::from_utf8(answer).ok()?.trim();
-    let ok = text.len() == digits as usize && text.bytes().all(|b| b.is_ascii_digit());
-    ok.then_some(text)
+/// Tries the answer as one of the user's unused recovery codes; burns it
+/// atomically when it matches. `no_match` is the outcome when it does not.
+fn use_recovery<S: Store>(
+    store: &S,
+    user: &str,
+    candidate: &Candidate,
+    clock: &dyn Clock,
+    no_match: Outcome,
+) -> Outcome {
+    let stored = match store.recovery_candidates(user, &candidate.lookup) {
+        Ok(stored) => stored,
+        Err(e) => return Outcome::StoreError(e.to_string()),
+    };
+    let Some(hit) = stored.iter().find(|s| candidate.matches(&s.phc)) else {
+        return no_match;
+    };
+    let at = match now(clock) {
+        Ok(now) => now as i64,
+        Err(outcome) => return outcome,
+    };
+    match store.burn_recovery(hit.id, at) {
+        Ok(Claim::Claimed) => match store.recovery_count(user) {
+            Ok(count) => Outcome::RecoveryAccepted {
+                remaining: count.unused,
+            },
+            Err(e) => Outcome::StoreError(e.to_string()),
+        },
+        Ok(Claim::AlreadyUsed) => Outcome::RecoveryReused,
+        Err(e) => Outcome::StoreError(e.to_string()),
+    }
+}
+
+/// Shows a new key (QR code and text) through the conversation, asks for a
+/// code from the app, and stores the token only when the code is right.
+fn enroll_at_login<S: Store>(
+    config: &Config,
+    store: &S,
+    user: &str,
+    clock: &dyn Clock,
+    conversation: &mut dyn Conversation,
+    via: EnrollVia,
+) -> Outcome {
+    let secret = match Secret::generate() {
+        Ok(secret) => secret,
+        Err(e) => return Outcome::EnrollmentFailed(e.to_string()),
+    };
+    let params = Params::default();
+    let issuer = config.issuer.clone().unwrap_or_else(host_name);
+    let uri = enroll::otpauth_uri(&secret, &issuer, user, Kind::Totp, &params, 0);
+    let qr = match enroll::qr_terminal(&uri, false) {
+        Ok(qr) => qr,
+        Err(e) => return Outcome::EnrollmentFailed(e.to_string()),
+    };
+    let text = Zeroizing::new(format!(
+        "You have no authenticator token yet. Scan this QR code with your \
+         authenticator app, or add the key by hand, then enter the code it shows.\n\
+         {}\nKey: {}\n",
+        qr.as_str(),
+        secret.to_base32_grouped().as_str()
+    ));
+    if let Err(e) = conversation.info(&text) {
+        return Outcome::ConversationError(e);
+    }
+    let answer = match conversation.ask_hidden(CONFIRM_PROMPT) {
+        Ok(answer) => answer,
+        Err(e) => return Outcome::ConversationError(e),
+    };
+    if is_sshd_placeholder(&answer) {
+        return Outcome::RefusedBySshd;
+    }
+    let now = match now(clock) {
+        Ok(now) => now,
+        Err(outcome) => return outcome,
+    };
+    let code = std::str::from_utf8(&answer).unwrap_or("").trim();
+    let well_formed =
+        code.len() == params.digits as usize && code.bytes().all(|b| b.is_ascii_digit());
+    let step = well_formed
+        .then(|| {
+            otp::verify_window(
+                secret.as_bytes(),
+                code,
+                otp::step_at(now, params.period),
+                config.window,
+                &params,
+            )
+        })
+        .flatten();
+    let Some(step) = step else {
+        return Outcome::EnrollmentFailed("wrong confirmation code; nothing stored".to_string());
+    };
+    let token = Token {
+        id: 0,
+        user: user.to_string(),
+        device: DEFAULT_DEVICE.to_string(),
+        kind: Kind::Totp,
+        secret,
+        params,
+        created: now as i64,
+        confirmed: Some(now as i64),
+        last_step: None,
+    };
+    match store.enroll_at_login(&token, step) {
+        Ok(()) => Outcome::EnrolledAtLogin { via },
+        Err(StoreError::AlreadyEnrolled { .. }) => {
+            Outcome::EnrollmentFailed("the user got a token meanwhile; nothing stored".to_string())
+        }
+        Err(e) => Outcome::StoreError(e.to_string()),
+    }
+}
+
+/// The issuer shown in apps when none is configured.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pam_totp".to_string())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::otp::{Algorithm, Params, format_code, hotp};
-    use crate::secret::Secret;
-    use crate::store::{SqliteStore, Token};
-
-    const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
-    const NOW: u64 = 1_111_111_111;
-
-    struct FixedClock(u64);
-    impl Clock for FixedClock {
-        fn unix_time(&self) -> Result<u64, String> {
-            Ok(self.0)
-        }
-    }
-
-    /// Answers with a fixed text and records the prompts it saw.
-    struct Scripted {
-        answer: Result<Vec<u8>, String>,
-        prompts: Vec<String>,
-    }
-    impl Scripted {
-        fn says(answer: &str) -> Scripted {
-            Scripted {
-                answer: Ok(answer.as_bytes().to_vec()),
-                prompts: Vec::new(),
-            }
-        }
-    }
-    impl Conversation for Scripted {
-        fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, String> {
-            self.prompts.push(prompt.to_string());
-            self.answer.clone().map(Zeroizing::new)
-        }
-    }
-
-    fn store_with_alice() -> SqliteStore {
-        let store = SqliteStore::open_in_memory().expect("store");
-        store
-            .enroll(
-                &Token {
-                    user: "alice".to_string(),
-                    secret: Secret::from_base32(KEY_B32).expect("key"),
-                    params: Params::default(),
-                    created: 0,
-                    last_step: None,
-                },
-                false,
-            )
-            .expect("enroll");
-        store
-    }
-
-    fn code_at(time: u64) -> String {
-        let key = Secret::from_base32(KEY_B32).expect("key");
-        format_code(hotp(key.as_bytes(), time / 30, Algorithm::Sha1, 6), 6).to_string()
-    }
-
-    fn run_with(
-        config: &Config,
-        store: &SqliteStore,
-        rhost: Option<&str>,
-        conv: &mut Scripted,
-    ) -> Outcome {
-        decide(
-            config,
-            Request {
-                user: "alice",
-                rhost,
-            },
-            |_| Ok(store),
-            &FixedClock(NOW),
-            conv,
-        )
-    }
-
-    fn run(store: &SqliteStore, answer: &str) -> Outcome {
-        run_with(
-            &Config::default(),
-            store,
-            Some("203.0.113.7"),
-            &mut Scripted::says(answer),
-        )
-    }
-
-    #[test]
-    fn right_code_once_then_reused() {
-        let store = store_with_alice();
-        let code = code_at(NOW);
-        assert_eq!(
-            run(&store, &code),
-            Outcome::Accepted {
-                step: NOW / 30,
-                offset: 0
-            }
-        );
-        assert_eq!(run(&store, &code), Outcome::Reused { step: NOW / 30 });
-    }
-
-    #[test]
-    fn older_code_after_newer_is_reused() {
-        let store = store_with_alice();
-        assert!(run(&store, &code_at(NOW)).is_success());
-        assert_eq!(
-            run(&store, &code_at(NOW - 30)),
-            Outcome::Reused { step: NOW / 30 - 1 }
-        );
-        assert!(run(&store, &code_at(NOW + 30)).is_success());
-    }
-
-    #[test]
-    fn answers_are_trimmed_and_shape_checked() {
-        let store = store_with_alice();
-        assert!(run(&store, &format!("  {}\n", code_at(NOW))).is_success());
-        for bad in ["", "abcdef", "12345", "1234567", "12 3456", "١٢٣٤٥٦"] {
-            assert_eq!(run(&store, bad), Outcome::MalformedAnswer, "{bad:?}");
-        }
-        let wrong = if code_at(NOW) == "000000" {
-            "111111"
-        } else {
-            "000000"
-        };
-        assert_eq!(run(&store, wrong), Outcome::WrongCode);
-    }
-
-    #[test]
-    fn window_bounds_the_accepted_steps() {
-        let store = store_with_alice();
-        let strict = Config {
-            window: 0,
-            ..Config::default()
-        };
-        let previous = code_at(NOW - 30);
-        assert_eq!(
-            run_with(&strict, &store, None, &mut Scripted::says(&previous)),
-            Outcome::WrongCode
-        );
-        assert_eq!(
-            run_with(
-                &Config::default(),
-                &store,
-                None,
-                &mut Scripted::says(&previous)
-            ),
-            Outcome::Accepted {
-                step: NOW / 30 - 1,
-                offset: -1
-            }
-        );
-    }
-
-    #[test]
-    fn trusted_network_skips_the_prompt() {
-        let store = store_with_alice();
-        let config = Config {
-            trusted: vec![crate::network::parse_block("10.0.0.0/8").expect("net")],
-            ..Config::default()
-        };
-        for rhost in ["10.2.3.4", "::ffff:10.2.3.4"] {
-            let mut conv = Scripted::says("");
-            assert_eq!(
-                run_with(&config, &store, Some(rhost), &mut conv),
-                Outcome::TrustedNetwork {
-                    ip: "10.2.3.4".to_string()
-                }
-            );
-            assert!(conv.prompts.is_empty());
-        }
-        for rhost in [
-            Some("11.0.0.1"),
-            Some("gateway.example.org"),
-            Some(""),
-            None,
-        ] {
-            let mut conv = Scripted::says("");
-            assert_eq!(
-                run_with(&config, &store, rhost, &mut conv),
-                Outcome::MalformedAnswer
-            );
-            assert_eq!(conv.prompts, ["Verification code: "]);
-        }
-    }
-
-    #[test]
-    fn unenrolled_users_are_prompted_then_denied_or_ignored() {
-        let store = SqliteStore::open_in_memory().expect("store");
-        let mut conv = Scripted::says("123456");
-        assert_eq!(
-            run_with(&Config::default(), &store, None, &mut conv),
-            Outcome::NotEnrolled
-        );
-        assert_eq!(conv.prompts.len(), 1, "prompted like an enrolled user");
-
-        let allow = Config {
-            unenrolled: Unenrolled::Allow,
-            ..Config::default()
-        };
-        let mut conv = Scripted::says("123456");
-        assert_eq!(
-            run_with(&allow, &store, None, &mut conv),
-            Outcome::NotEnrolledIgnored
-        );
-        assert!(conv.prompts.is_empty());
-    }
-
-    #[test]
-    fn sshd_placeholder_is_recognised_at_any_length() {
-        let store = store_with_alice();
-        // sshd cuts or repeats the pattern to the length the user typed.
-        for answer in [
-            "\x08",
-            "\x08\n\r\x7fIN",
-            "\x08\n\r\x7fINCORRECT",
-            "\x08\n\r\x7fINCORRECT\x08\n\r",
-        ] {
-            assert_eq!(run(&store, answer), Outcome::RefusedBySshd, "{answer:?}");
-        }
-        assert!(!is_sshd_placeholder(b""));
-        assert!(!is_sshd_placeholder(b"INCORRECT"));
-        assert!(!is_sshd_placeholder(b"\x08\n\r\x7fINCORRECX"));
-        // Unenrolled users get the same recognition.
-        let empty = SqliteStore::open_in_memory().expect("store");
-        assert_eq!(run(&empty, "\x08\n\r\x7fIN"), Outcome::RefusedBySshd);
-    }
-
-    #[test]
-    fn failures_deny() {
-        let store = store_with_alice();
-        let mut conv = Scripted {
-            answer: Err("conversation failed".to_string()),
-            prompts: Vec::new(),
-        };
-        assert!(matches!(
-            run_with(&Config::default(), &store, None, &mut conv),
-            Outcome::ConversationError(_)
-        ));
-
-        let broken = decide::<SqliteStore>(
-            &Config::default(),
-            Request {
-                user: "alice",
-                rhost: None,
-            },
-            |_| Err(StoreError::Missing("/nowhere".to_string())),
-            &FixedClock(NOW),
-            &mut Scripted::says("123456"),
-        );
-        assert!(matches!(broken, Outcome::StoreError(ref e) if e.contains("/nowhere")));
-
-        let no_user = decide(
-            &Config::default(),
-            Request {
-                user: "",
-                rhost: None,
-            },
-            |_| SqliteStore::open_in_memory(),
-            &FixedClock(NOW),
-            &mut Scripted::says("123456"),
-        );
-        assert!(matches!(no_user, Outcome::NoUser(_)));
-
-        let bad_config = authenticate(
-            &["window=abc".to_string()],
-            Request {
-                user: "alice",
-                rhost: None,
-            },
-            |_| SqliteStore::open_in_memory(),
-            &FixedClock(NOW),
-            &mut Scripted::says("123456"),
-        );
-        assert!(matches!(bad_config.outcome, Outcome::ConfigError(ref e) if e.contains("window")));
-        assert!(bad_config.trace.is_empty());
-    }
-
-    #[test]
-    fn only_accepted_and_trusted_are_success() {
-        assert!(!Outcome::NotEnrolledIgnored.is_success());
-        assert!(!Outcome::WrongCode.is_success());
-        assert!(!Outcome::Reused { step: 1 }.is_success());
-    }
-}
+mod tests;

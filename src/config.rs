@@ -21,6 +21,10 @@ pub const DEFAULT_WINDOW: u32 = 1;
 /// being clock-drift tolerance and becomes a gift to guessers.
 pub const MAX_WINDOW: u32 = 10;
 const MAX_PROMPT_LEN: usize = 200;
+/// HOTP counters accepted ahead of the stored one (a user who pressed the
+/// button a few times without logging in).
+pub const DEFAULT_HOTP_WINDOW: u32 = 10;
+pub const MAX_HOTP_WINDOW: u32 = 100;
 
 /// What to do with a user who has no token in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +35,28 @@ pub enum Unenrolled {
     Allow,
 }
 
+/// When an unenrolled user may enroll during a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollAtLogin {
+    /// Never: enrollment is the administrator's job.
+    Never,
+    /// From a trusted network only.
+    Trusted,
+    /// Only inside a window opened with `totpctl allow-enroll`.
+    Window,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub db: PathBuf,
     pub trusted: Vec<IpNet>,
     pub window: u32,
+    pub hotp_window: u32,
     pub prompt: String,
     pub unenrolled: Unenrolled,
+    pub enroll: EnrollAtLogin,
+    /// Issuer shown in the app for tokens enrolled at login (default: host name).
+    pub issuer: Option<String>,
     pub debug: bool,
 }
 
@@ -47,8 +66,11 @@ impl Default for Config {
             db: PathBuf::from(DEFAULT_DB),
             trusted: Vec::new(),
             window: DEFAULT_WINDOW,
+            hotp_window: DEFAULT_HOTP_WINDOW,
             prompt: DEFAULT_PROMPT.to_string(),
             unenrolled: Unenrolled::Deny,
+            enroll: EnrollAtLogin::Never,
+            issuer: None,
             debug: false,
         }
     }
@@ -243,6 +265,35 @@ fn absolute_path(setting: &Setting) -> Result<PathBuf, ConfigError> {
     Ok(path)
 }
 
+/// A whole number from 0 to `max`.
+fn number(setting: &Setting, max: u32) -> Result<u32, ConfigError> {
+    let value = required_value(setting)?;
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n <= max)
+        .ok_or_else(|| {
+            bad(
+                setting,
+                value,
+                format!("expected a whole number from 0 to {max}"),
+            )
+        })
+}
+
+/// Text shown to users: printable, bounded.
+fn printable_text(setting: &Setting) -> Result<String, ConfigError> {
+    let value = required_value(setting)?;
+    if value.len() > MAX_PROMPT_LEN || value.chars().any(char::is_control) {
+        return Err(bad(
+            setting,
+            value,
+            format!("at most {MAX_PROMPT_LEN} printable characters"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
 fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
     match setting.key.as_str() {
         "config" => {
@@ -257,30 +308,18 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
                 .collect::<Result<_, _>>()
                 .map_err(|reason| bad(setting, value, reason))?;
         }
-        "window" => {
+        "window" => config.window = number(setting, MAX_WINDOW)?,
+        "hotp_window" => config.hotp_window = number(setting, MAX_HOTP_WINDOW)?,
+        "prompt" => config.prompt = printable_text(setting)?,
+        "issuer" => config.issuer = Some(printable_text(setting)?),
+        "enroll" => {
             let value = required_value(setting)?;
-            config.window = value
-                .parse::<u32>()
-                .ok()
-                .filter(|w| *w <= MAX_WINDOW)
-                .ok_or_else(|| {
-                    bad(
-                        setting,
-                        value,
-                        format!("expected a whole number from 0 to {MAX_WINDOW}"),
-                    )
-                })?;
-        }
-        "prompt" => {
-            let value = required_value(setting)?;
-            if value.len() > MAX_PROMPT_LEN || value.chars().any(char::is_control) {
-                return Err(bad(
-                    setting,
-                    value,
-                    format!("at most {MAX_PROMPT_LEN} printable characters"),
-                ));
-            }
-            config.prompt = value.to_string();
+            config.enroll = match value {
+                "never" => EnrollAtLogin::Never,
+                "trusted" => EnrollAtLogin::Trusted,
+                "window" => EnrollAtLogin::Window,
+                _ => return Err(bad(setting, value, "expected never, trusted or window")),
+            };
         }
         "unenrolled" => {
             let value = required_value(setting)?;
@@ -352,9 +391,15 @@ mod tests {
             "window=0",
             "prompt=Second Factor: ",
             "unenrolled=allow",
+            "enroll=window",
+            "hotp_window=20",
+            "[issuer=HPC Lander]",
             "debug",
         ])
         .expect("ok");
+        assert_eq!(c.enroll, EnrollAtLogin::Window);
+        assert_eq!(c.hotp_window, 20);
+        assert_eq!(c.issuer.as_deref(), Some("HPC Lander"));
         assert_eq!(c.db, PathBuf::from("/tmp/x.db"));
         assert_eq!(c.trusted.len(), 2);
         assert_eq!(c.window, 0);
@@ -381,6 +426,8 @@ mod tests {
             ("trusted=", "trusted"),
             ("trusted", "trusted"),
             ("unenrolled=maybe", "unenrolled"),
+            ("enroll=always", "enroll"),
+            ("hotp_window=101", "hotp_window"),
             ("db=relative.db", "db"),
             ("debug=perhaps", "debug"),
             ("nullok", "nullok"),

@@ -6,8 +6,11 @@
 
 pub mod auth;
 pub mod config;
+pub mod enroll;
+pub mod import;
 pub mod network;
 pub mod otp;
 pub mod pam;
+pub mod recovery;
 pub mod secret;
 pub mod store;

@@ -185,6 +185,31 @@ pub fn verify_window(
     matched
 }
 
+/// HOTP look-ahead: checks `code` against counters `next ..= next + lookahead`
+/// (all of them, in constant time) and returns the lowest counter that
+/// matched. The caller then advances the stored counter past it.
+pub fn verify_counter(
+    key: &[u8],
+    code: &str,
+    next: u64,
+    lookahead: u32,
+    params: &Params,
+) -> Option<u64> {
+    let last = next.saturating_add(u64::from(lookahead));
+    let mut matched: Option<u64> = None;
+    for counter in next..=last {
+        let candidate = format_code(
+            hotp(key, counter, params.algorithm, params.digits),
+            params.digits,
+        );
+        let equal: bool = candidate.as_bytes().ct_eq(code.as_bytes()).into();
+        if equal && matched.is_none() {
+            matched = Some(counter);
+        }
+    }
+    matched
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +294,22 @@ mod tests {
         let params = Params::default();
         let code = format_code(hotp(RFC4226_KEY, 0, params.algorithm, 6), 6);
         assert_eq!(verify_window(RFC4226_KEY, &code, 0, 3, &params), Some(0));
+    }
+
+    #[test]
+    fn verify_counter_looks_ahead_only() {
+        let params = Params::default();
+        let code = |c: u64| format_code(hotp(RFC4226_KEY, c, Algorithm::Sha1, 6), 6);
+        assert_eq!(
+            verify_counter(RFC4226_KEY, &code(5), 3, 3, &params),
+            Some(5)
+        );
+        assert_eq!(
+            verify_counter(RFC4226_KEY, &code(3), 3, 0, &params),
+            Some(3)
+        );
+        assert_eq!(verify_counter(RFC4226_KEY, &code(2), 3, 10, &params), None);
+        assert_eq!(verify_counter(RFC4226_KEY, &code(9), 3, 5, &params), None);
     }
 
     #[test]

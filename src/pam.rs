@@ -4,13 +4,14 @@
 use std::ffi::{CStr, CString};
 
 use libc::{LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, c_char, c_int};
-use pam::constants::{PAM_PROMPT_ECHO_OFF, PamFlag, PamResultCode};
+use pam::constants::{PAM_PROMPT_ECHO_OFF, PAM_TEXT_INFO, PamFlag, PamResultCode};
 use pam::conv::Conv;
 use pam::items::RHost;
 use pam::module::{PamHandle, PamHooks};
 use zeroize::Zeroizing;
 
-use crate::auth::{self, Conversation, Outcome, Request, SystemClock};
+use crate::auth::{self, Conversation, EnrollVia, Outcome, Request, SystemClock};
+use crate::store::Kind;
 use crate::store::SqliteStore;
 
 #[link(name = "pam")]
@@ -85,18 +86,30 @@ struct PamConversation<'a> {
     pamh: &'a PamHandle,
 }
 
+impl PamConversation<'_> {
+    fn conv(&self) -> Result<Conv<'_>, String> {
+        match self.pamh.get_item::<Conv>() {
+            Ok(Some(conv)) => Ok(conv),
+            Ok(None) => Err("the application set no conversation function".to_string()),
+            Err(code) => Err(format!("PAM_CONV unreadable: {code:?}")),
+        }
+    }
+}
+
 impl Conversation for PamConversation<'_> {
     fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, String> {
-        let conv = match self.pamh.get_item::<Conv>() {
-            Ok(Some(conv)) => conv,
-            Ok(None) => return Err("the application set no conversation function".to_string()),
-            Err(code) => return Err(format!("PAM_CONV unreadable: {code:?}")),
-        };
-        match conv.send(PAM_PROMPT_ECHO_OFF, prompt) {
+        match self.conv()?.send(PAM_PROMPT_ECHO_OFF, prompt) {
             Ok(Some(answer)) => Ok(Zeroizing::new(answer.as_bytes().to_vec())),
             Ok(None) => Ok(Zeroizing::new(Vec::new())),
             Err(code) => Err(format!("conversation failed: {code:?}")),
         }
+    }
+
+    fn info(&mut self, text: &str) -> Result<(), String> {
+        self.conv()?
+            .send(PAM_TEXT_INFO, text)
+            .map(|_| ())
+            .map_err(|code| format!("conversation failed: {code:?}"))
     }
 }
 
@@ -105,20 +118,57 @@ impl Conversation for PamConversation<'_> {
 fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
     use PamResultCode::*;
     match outcome {
-        Outcome::Accepted { step, offset } => (
+        Outcome::Accepted {
+            device,
+            kind,
+            step,
+            offset,
+        } => {
+            let drift = offset.map(|o| format!(" (offset {o:+})")).unwrap_or_default();
+            let what = match kind {
+                Kind::Totp => "step",
+                Kind::Hotp => "counter",
+            };
+            (
+                PAM_SUCCESS,
+                LOG_INFO,
+                format!("accepted: code for {what} {step}{drift} from device \"{device}\""),
+            )
+        }
+        Outcome::RecoveryAccepted { remaining } => (
             PAM_SUCCESS,
-            LOG_INFO,
-            format!("accepted: code for step {step} (offset {offset:+})"),
+            LOG_NOTICE,
+            format!("accepted: recovery code used, {remaining} left"),
         ),
         Outcome::TrustedNetwork { ip } => (
             PAM_SUCCESS,
             LOG_INFO,
             format!("accepted without code: {ip} is in a trusted network"),
         ),
-        Outcome::NotEnrolled => (
+        Outcome::EnrolledAtLogin { via } => (
+            PAM_SUCCESS,
+            LOG_NOTICE,
+            format!(
+                "accepted: enrolled a new token at login ({}) and confirmed it with a code",
+                match via {
+                    EnrollVia::TrustedNetwork => "from a trusted network",
+                    EnrollVia::AdminWindow => "inside an enroll window opened by an administrator",
+                }
+            ),
+        ),
+        Outcome::EnrollmentFailed(why) => (
             PAM_AUTH_ERR,
             LOG_NOTICE,
-            "denied: user is not enrolled (unenrolled=deny)".to_string(),
+            format!("denied: enrollment at login not completed: {why}"),
+        ),
+        Outcome::NotEnrolled { pending } => (
+            PAM_AUTH_ERR,
+            LOG_NOTICE,
+            if *pending {
+                "denied: user's token is pending confirmation (totpctl confirm)".to_string()
+            } else {
+                "denied: user is not enrolled (unenrolled=deny)".to_string()
+            },
         ),
         Outcome::NotEnrolledIgnored => (
             PAM_IGNORE,
@@ -126,15 +176,27 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             "ignored: user is not enrolled (unenrolled=allow)".to_string(),
         ),
         Outcome::WrongCode => (PAM_AUTH_ERR, LOG_NOTICE, "denied: wrong code".to_string()),
+        Outcome::WrongRecoveryCode => (
+            PAM_AUTH_ERR,
+            LOG_NOTICE,
+            "denied: wrong or used recovery code".to_string(),
+        ),
         Outcome::MalformedAnswer => (
             PAM_AUTH_ERR,
             LOG_NOTICE,
-            "denied: wrong code (answer is not a code of the token's length)".to_string(),
+            "denied: wrong code (answer is not a code of the user's tokens)".to_string(),
         ),
-        Outcome::Reused { step } => (
+        Outcome::Reused { device, step } => (
             PAM_AUTH_ERR,
             LOG_WARNING,
-            format!("denied: code already used (step {step} or later was used before)"),
+            format!(
+                "denied: code already used (step {step} or later was used before on device \"{device}\")"
+            ),
+        ),
+        Outcome::RecoveryReused => (
+            PAM_AUTH_ERR,
+            LOG_WARNING,
+            "denied: recovery code already used by a concurrent login".to_string(),
         ),
         Outcome::RefusedBySshd => (
             PAM_AUTH_ERR,
@@ -152,9 +214,7 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             LOG_ERR,
             format!("denied: store error: {why}"),
         ),
-        Outcome::ConversationError(why) => {
-            (PAM_CONV_ERR, LOG_ERR, format!("denied: {why}"))
-        }
+        Outcome::ConversationError(why) => (PAM_CONV_ERR, LOG_ERR, format!("denied: {why}")),
         Outcome::ClockError(why) => (PAM_AUTH_ERR, LOG_ERR, format!("denied: clock error: {why}")),
     }
 }

@@ -1,16 +1,17 @@
 //! The shared key of a token: zeroized on drop, base32 in and out,
-//! generated from the OS random source, rendered as an otpauth:// URI.
+//! generated from the OS random source.
 
 use std::fmt;
 
 use zeroize::Zeroizing;
 
-use crate::otp::Params;
-
 /// Bytes of a generated key: 160 bits, the size RFC 4226 recommends.
 pub const GENERATED_LEN: usize = 20;
-/// Shortest key we accept (RFC 4226 requires at least 128 bits).
+/// Shortest key enrolled without `--allow-short` (RFC 4226 requires 128 bits).
 pub const MIN_LEN: usize = 16;
+/// Shortest key stored at all: 80 bits, what google-authenticator-libpam
+/// generates, so that imported tokens keep working.
+pub const ABSOLUTE_MIN_LEN: usize = 10;
 /// Longest key we accept (SHA512 block size; longer keys are hashed anyway).
 pub const MAX_LEN: usize = 128;
 
@@ -18,8 +19,10 @@ pub const MAX_LEN: usize = 128;
 pub enum SecretError {
     #[error("the key is not valid base32 (letters A-Z and digits 2-7)")]
     NotBase32,
-    #[error("the key is {0} bits long; at least {min} bits are required", min = MIN_LEN * 8)]
+    #[error("the key is {0} bits long; at least {min} bits are required", min = ABSOLUTE_MIN_LEN * 8)]
     TooShort(usize),
+    #[error("the key is {0} bits long; at least {min} bits are required (--allow-short accepts down to {floor})", min = MIN_LEN * 8, floor = ABSOLUTE_MIN_LEN * 8)]
+    Short(usize),
     #[error("the key is {0} bits long; at most {max} bits are allowed", max = MAX_LEN * 8)]
     TooLong(usize),
     #[error("the system random source failed: {0}")]
@@ -38,10 +41,11 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// Wraps raw key bytes (as read from the store), checking the length.
+    /// Wraps raw key bytes (as read from the store), checking the length
+    /// against the absolute bounds.
     pub fn from_bytes(bytes: Zeroizing<Vec<u8>>) -> Result<Secret, SecretError> {
         match bytes.len() {
-            n if n < MIN_LEN => Err(SecretError::TooShort(n * 8)),
+            n if n < ABSOLUTE_MIN_LEN => Err(SecretError::TooShort(n * 8)),
             n if n > MAX_LEN => Err(SecretError::TooLong(n * 8)),
             _ => Ok(Secret(bytes)),
         }
@@ -80,6 +84,14 @@ impl Secret {
         &self.0
     }
 
+    /// Refuses keys under 128 bits unless `allow_short` (then 80 is the floor).
+    pub fn check_strength(&self, allow_short: bool) -> Result<(), SecretError> {
+        if self.0.len() < MIN_LEN && !allow_short {
+            return Err(SecretError::Short(self.0.len() * 8));
+        }
+        Ok(())
+    }
+
     /// Unpadded uppercase base32, as authenticator apps expect it.
     pub fn to_base32(&self) -> Zeroizing<String> {
         Zeroizing::new(base32::encode(
@@ -98,40 +110,11 @@ impl Secret {
             .collect();
         Zeroizing::new(groups.join(" "))
     }
-
-    /// The Key URI that authenticator apps scan:
-    /// `otpauth://totp/ISSUER:USER?secret=...&issuer=...&algorithm=...&digits=...&period=...`.
-    pub fn otpauth_uri(&self, issuer: &str, user: &str, params: &Params) -> Zeroizing<String> {
-        Zeroizing::new(format!(
-            "otpauth://totp/{label_issuer}:{label_user}?secret={secret}&issuer={issuer}&algorithm={alg}&digits={digits}&period={period}",
-            label_issuer = percent_encode(issuer),
-            label_user = percent_encode(user),
-            secret = self.to_base32().as_str(),
-            issuer = percent_encode(issuer),
-            alg = params.algorithm.uri_name(),
-            digits = params.digits,
-            period = params.period,
-        ))
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otp::Algorithm;
 
     #[test]
     fn base32_round_trip_and_normalisation() {
@@ -157,9 +140,12 @@ mod tests {
         assert_eq!(Secret::from_base32(""), Err(SecretError::NotBase32));
         assert_eq!(Secret::from_base32("ABC1"), Err(SecretError::NotBase32));
         assert_eq!(
-            Secret::from_base32("GEZDGNBVGY3TQOJQ"),
-            Err(SecretError::TooShort(80))
+            Secret::from_base32("GEZDGNBVGY3TQ"),
+            Err(SecretError::TooShort(64))
         );
+        let ga = Secret::from_base32("GEZDGNBVGY3TQOJQ").expect("80 bits is stored");
+        assert_eq!(ga.check_strength(false), Err(SecretError::Short(80)));
+        assert_eq!(ga.check_strength(true), Ok(()));
     }
 
     #[test]
@@ -168,21 +154,6 @@ mod tests {
         let b = Secret::generate().expect("random");
         assert_eq!(a.as_bytes().len(), 20);
         assert_ne!(a, b);
-    }
-
-    #[test]
-    fn uri_encodes_label_and_parameters() {
-        let s = Secret::from_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").expect("valid");
-        let params = Params {
-            algorithm: Algorithm::Sha256,
-            digits: 8,
-            period: 60,
-        };
-        let uri = s.otpauth_uri("HPC Lander", "alice@x", &params);
-        assert_eq!(
-            uri.as_str(),
-            "otpauth://totp/HPC%20Lander:alice%40x?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=HPC%20Lander&algorithm=SHA256&digits=8&period=60"
-        );
     }
 
     #[test]

@@ -57,11 +57,9 @@ fn enroll_generates_a_key_shown_once_with_its_uri() {
     assert!(out.status.success(), "{stderr}");
     let key_line = stdout
         .lines()
-        .find(|l| l.starts_with("Key (type by hand): "))
+        .find(|l| l.starts_with("Key: "))
         .expect("key line");
-    let key: String = key_line["Key (type by hand): ".len()..]
-        .split_whitespace()
-        .collect();
+    let key: String = key_line["Key: ".len()..].split_whitespace().collect();
     assert_eq!(key.len(), 32, "160 bits in base32: {key}");
     assert!(stdout.contains(&format!(
         "otpauth://totp/HPC%20Lander:alice?secret={key}&issuer=HPC%20Lander&algorithm=SHA1&digits=6&period=30"
@@ -85,7 +83,9 @@ fn enrolling_twice_needs_force() {
     let again = ctl.run(&["enroll", "alice"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(
-        text(&again).1.contains("already enrolled"),
+        text(&again)
+            .1
+            .contains("already has a token named \"default\""),
         "{:?}",
         text(&again)
     );
@@ -115,7 +115,11 @@ fn bad_input_is_refused_with_a_clear_message() {
         ),
         (
             &["enroll", "carol", "--secret", "GEZDGNBV"],
-            "at least 128 bits",
+            "at least 80 bits",
+        ),
+        (
+            &["enroll", "carol", "--secret", "GEZDGNBVGY3TQOJQ"],
+            "at least 128 bits are required (--allow-short",
         ),
         (&["enroll", "carol", "--digits", "9"], "9"),
         (&["enroll", "carol", "--period", "0"], "0"),

@@ -1,47 +1,137 @@
-//! The secret store: who is enrolled, with which key, and the last time step
-//! each token has used. `Store` is the seam a networked backend will plug
-//! into later; `sqlite` is the embedded default.
+//! The secret store: users' tokens (one or more devices each), the last
+//! step or counter each token used, recovery code hashes, and the enroll
+//! windows an administrator opened. `Store` is the seam a networked backend
+//! will plug into later; `sqlite` is the embedded default.
 
 pub mod sqlite;
 
+use std::fmt;
+use std::str::FromStr;
+
 use crate::otp::Params;
+use crate::recovery::RecoveryHash;
 use crate::secret::Secret;
 
 pub use sqlite::SqliteStore;
 
-/// One user's token, as the login path needs it.
+/// The device name a token gets when none is given.
+pub const DEFAULT_DEVICE: &str = "default";
+
+/// Time-based or counter-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Totp,
+    Hotp,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Totp => "totp",
+            Kind::Hotp => "hotp",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "totp" => Ok(Kind::Totp),
+            "hotp" => Ok(Kind::Hotp),
+            _ => Err(format!("unknown token type {s:?} (expected totp or hotp)")),
+        }
+    }
+}
+
+/// One token of one user, as the login path needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
+    /// Store row id (0 for a token not stored yet).
+    pub id: i64,
     pub user: String,
+    pub device: String,
+    pub kind: Kind,
     pub secret: Secret,
     pub params: Params,
     /// Unix time of enrollment.
     pub created: i64,
-    /// The highest TOTP step ever accepted for this token, if any.
+    /// Unix time of confirmation; `None` while pending (logs nobody in).
+    pub confirmed: Option<i64>,
+    /// TOTP: the highest step ever accepted. HOTP: the highest counter used.
     pub last_step: Option<u64>,
+}
+
+impl Token {
+    pub fn is_active(&self) -> bool {
+        self.confirmed.is_some()
+    }
 }
 
 /// A token without its key, for listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
+    pub id: i64,
     pub user: String,
+    pub device: String,
+    pub kind: Kind,
     pub params: Params,
     pub created: i64,
+    pub confirmed: Option<i64>,
     pub last_step: Option<u64>,
 }
 
-/// The result of trying to mark a step as used.
+/// The result of trying to mark a step, counter or recovery code as used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// The step was newer than every step used before; it is now recorded.
+    /// It was newer than everything used before (or unused); now recorded.
     Claimed,
-    /// This step, or a later one, was already used (or the token is gone).
+    /// It, or something later, was already used (or the row is gone).
     AlreadyUsed,
+}
+
+/// How an enrollment treats what the user already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollMode {
+    /// Add the device; an existing device of that name is an error.
+    Add,
+    /// Replace the device of that name if it exists (`--force`).
+    ReplaceDevice,
+    /// Remove all the user's tokens, recovery codes and windows first (`reset`).
+    ReplaceUser,
+}
+
+/// One user's enrollment: a token and, optionally, a new set of recovery
+/// codes (replacing the old set).
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    pub token: Token,
+    pub recovery: Option<Vec<RecoveryHash>>,
+}
+
+/// A stored recovery code that is still unused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecovery {
+    pub id: i64,
+    pub phc: String,
+}
+
+/// Counts for `show` and `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecoveryCount {
+    pub unused: usize,
+    pub used: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {0} does not exist (create it with `totpctl enroll`)")]
+    #[error("store {0} does not exist (create it with `totpctl init`)")]
     Missing(String),
     #[error("store {0} is not initialised (no schema)")]
     NotInitialised(String),
@@ -55,50 +145,67 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("store row for {user:?} is invalid: {reason}")]
     InvalidRow { user: String, reason: String },
-    #[error("user {0:?} is already enrolled (use --force to replace the token)")]
-    AlreadyEnrolled(String),
-    #[error("time step {0} does not fit in the store")]
+    #[error(
+        "{user} already has a token named {device:?} (use --force to replace it, or --device NAME to add another)"
+    )]
+    AlreadyEnrolled { user: String, device: String },
+    #[error("time step or counter {0} does not fit in the store")]
     StepOutOfRange(u64),
 }
 
-/// What every backend provides. Each method is one short transaction; the
-/// step claim in particular must be a single atomic conditional write.
+/// What every backend provides. Reads are single statements; every write
+/// that changes more than one row is one transaction; the step claim is a
+/// single atomic conditional write.
 pub trait Store {
-    /// The user's token, or `None` when the user is not enrolled.
-    fn token(&self, user: &str) -> Result<Option<Token>, StoreError>;
+    /// All the user's tokens (pending ones too), ordered by device.
+    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError>;
 
-    /// Records `step` as used for `user` if, and only if, it is greater than
-    /// every step used before. Two callers racing with the same step: exactly
-    /// one gets `Claimed`.
-    fn claim_step(&self, user: &str, step: u64) -> Result<Claim, StoreError>;
+    /// Records `step` (TOTP) or `counter` (HOTP) as used for token `id` if,
+    /// and only if, it is greater than every one used before. Two callers
+    /// racing with the same value: exactly one gets `Claimed`.
+    fn claim_step(&self, id: i64, step: u64) -> Result<Claim, StoreError>;
 
-    /// Stores a new token. With `replace`, an existing token for the user is
-    /// overwritten (and its used-step history with it); without, it is an
-    /// `AlreadyEnrolled` error.
-    fn enroll(&self, token: &Token, replace: bool) -> Result<(), StoreError>;
+    /// Stores enrollments in one transaction (all or nothing).
+    fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError>;
 
-    /// Removes the user's token; `false` when there was none.
-    fn delete(&self, user: &str) -> Result<bool, StoreError>;
+    /// Marks a pending token active and claims `step` with it, atomically:
+    /// the confirmation code cannot then be replayed to log in.
+    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError>;
 
-    /// Every token, without keys, ordered by user.
+    /// Removes the user's tokens, recovery codes and enroll window; returns
+    /// how many tokens there were.
+    fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
+
+    /// Removes one device; `false` when there was none of that name.
+    fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError>;
+
+    /// Every token, without keys, ordered by user and device.
     fn list(&self) -> Result<Vec<TokenInfo>, StoreError>;
-}
 
-/// A borrowed store is a store: callers can lend one to `auth::decide`.
-impl<S: Store + ?Sized> Store for &S {
-    fn token(&self, user: &str) -> Result<Option<Token>, StoreError> {
-        (**self).token(user)
-    }
-    fn claim_step(&self, user: &str, step: u64) -> Result<Claim, StoreError> {
-        (**self).claim_step(user, step)
-    }
-    fn enroll(&self, token: &Token, replace: bool) -> Result<(), StoreError> {
-        (**self).enroll(token, replace)
-    }
-    fn delete(&self, user: &str) -> Result<bool, StoreError> {
-        (**self).delete(user)
-    }
-    fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        (**self).list()
-    }
+    /// Replaces the user's recovery codes (the old ones stop working).
+    fn replace_recovery(&self, user: &str, codes: &[RecoveryHash]) -> Result<(), StoreError>;
+
+    /// The user's unused recovery codes with this lookup tag.
+    fn recovery_candidates(
+        &self,
+        user: &str,
+        lookup: &str,
+    ) -> Result<Vec<StoredRecovery>, StoreError>;
+
+    /// Marks recovery code `id` used if it is still unused (atomic).
+    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError>;
+
+    /// How many of the user's recovery codes are unused and used.
+    fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError>;
+
+    /// Lets `user` enroll at login until `until` (unix time).
+    fn open_enroll_window(&self, user: &str, until: i64, by: &str) -> Result<(), StoreError>;
+
+    /// The end of the user's enroll window, if one is open at `now`.
+    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Stores a token enrolled at login, active, with `step` claimed, and
+    /// closes the user's enroll window, in one transaction. Fails with
+    /// `AlreadyEnrolled` if the user meanwhile got a token.
+    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError>;
 }

@@ -2,8 +2,9 @@
 //!
 //! Concurrency: WAL journal (readers never block the writer) and a busy
 //! timeout (writers queue instead of failing with "database is locked").
-//! Every statement runs in autocommit mode, so no connection ever holds a
-//! read snapshot that it later tries to upgrade to a write.
+//! Reads run in autocommit mode; every multi-row write is one `BEGIN
+//! IMMEDIATE` transaction (it takes the write lock first), so no connection
+//! ever holds a read snapshot that it later tries to upgrade to a write.
 //!
 //! Durability: `synchronous=FULL`. In WAL mode, NORMAL survives a crash of
 //! the process but may lose the last commits on power loss or a kernel
@@ -22,8 +23,12 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use zeroize::Zeroizing;
 
-use super::{Claim, Store, StoreError, Token, TokenInfo};
+use super::{
+    Claim, EnrollMode, Enrollment, Kind, RecoveryCount, Store, StoreError, StoredRecovery, Token,
+    TokenInfo,
+};
 use crate::otp::{Algorithm, Params};
+use crate::recovery::RecoveryHash;
 use crate::secret::Secret;
 
 /// How long a login waits for another process's write before giving up.
@@ -44,6 +49,43 @@ const MIGRATIONS: &[&str] = &[
         period    INTEGER NOT NULL CHECK (period BETWEEN 1 AND 3600),
         created   INTEGER NOT NULL,
         last_step INTEGER
+    ) STRICT;",
+    // 1 -> 2: several devices per user, HOTP, pending tokens, recovery
+    // codes, enroll windows. Existing tokens become the confirmed device
+    // "default".
+    "CREATE TABLE tokens_v2 (
+        id        INTEGER PRIMARY KEY,
+        user      TEXT    NOT NULL,
+        device    TEXT    NOT NULL,
+        kind      TEXT    NOT NULL CHECK (kind IN ('totp', 'hotp')),
+        secret    BLOB    NOT NULL,
+        algorithm TEXT    NOT NULL CHECK (algorithm IN ('sha1', 'sha256', 'sha512')),
+        digits    INTEGER NOT NULL CHECK (digits BETWEEN 6 AND 8),
+        period    INTEGER NOT NULL CHECK (period BETWEEN 1 AND 3600),
+        created   INTEGER NOT NULL,
+        confirmed INTEGER,
+        last_step INTEGER,
+        UNIQUE (user, device)
+    ) STRICT;
+    INSERT INTO tokens_v2
+        (user, device, kind, secret, algorithm, digits, period, created, confirmed, last_step)
+        SELECT user, 'default', 'totp', secret, algorithm, digits, period, created, created, last_step
+        FROM tokens;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v2 RENAME TO tokens;
+    CREATE TABLE recovery_codes (
+        id      INTEGER PRIMARY KEY,
+        user    TEXT    NOT NULL,
+        lookup  TEXT    NOT NULL,
+        hash    TEXT    NOT NULL,
+        created INTEGER NOT NULL,
+        used    INTEGER
+    ) STRICT;
+    CREATE INDEX recovery_codes_user ON recovery_codes (user, lookup);
+    CREATE TABLE enroll_windows (
+        user      TEXT    NOT NULL PRIMARY KEY,
+        until     INTEGER NOT NULL,
+        opened_by TEXT    NOT NULL
     ) STRICT;",
 ];
 
@@ -70,6 +112,7 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
             reason,
         },
         Some(ErrorCode::CannotOpen)
+        | Some(ErrorCode::DatabaseBusy)
         | Some(ErrorCode::PermissionDenied)
         | Some(ErrorCode::ReadOnly)
         | Some(ErrorCode::DiskFull)
@@ -157,6 +200,24 @@ impl SqliteStore {
         Ok(SqliteStore { conn })
     }
 
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction: all or nothing.
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match work(&self.conn) {
+            Ok(value) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
     /// The schema version recorded in the file (0 for a fresh file).
     pub fn schema_version(&self) -> rusqlite::Result<i64> {
         self.conn
@@ -204,32 +265,42 @@ fn invalid(user: &str, reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// The columns every query reads, in this order.
-const COLUMNS: &str = "user, algorithm, digits, period, created, last_step";
+/// The columns every token query reads, in this order.
+const COLUMNS: &str =
+    "id, user, device, kind, algorithm, digits, period, created, confirmed, last_step";
 
 struct RawRow {
+    id: i64,
     user: String,
+    device: String,
+    kind: String,
     algorithm: String,
     digits: i64,
     period: i64,
     created: i64,
+    confirmed: Option<i64>,
     last_step: Option<i64>,
 }
 
 impl RawRow {
     fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         Ok(RawRow {
-            user: row.get(0)?,
-            algorithm: row.get(1)?,
-            digits: row.get(2)?,
-            period: row.get(3)?,
-            created: row.get(4)?,
-            last_step: row.get(5)?,
+            id: row.get(0)?,
+            user: row.get(1)?,
+            device: row.get(2)?,
+            kind: row.get(3)?,
+            algorithm: row.get(4)?,
+            digits: row.get(5)?,
+            period: row.get(6)?,
+            created: row.get(7)?,
+            confirmed: row.get(8)?,
+            last_step: row.get(9)?,
         })
     }
 
     fn info(self) -> Result<TokenInfo, StoreError> {
         let user = self.user;
+        let kind: Kind = self.kind.parse().map_err(|e| invalid(&user, e))?;
         let algorithm: Algorithm = self.algorithm.parse().map_err(|e| invalid(&user, e))?;
         let params = Params {
             algorithm,
@@ -242,178 +313,518 @@ impl RawRow {
             None => None,
         };
         Ok(TokenInfo {
+            id: self.id,
             user,
+            device: self.device,
+            kind,
             params,
             created: self.created,
+            confirmed: self.confirmed,
             last_step,
         })
     }
 }
 
-impl Store for SqliteStore {
-    fn token(&self, user: &str) -> Result<Option<Token>, StoreError> {
-        let mut stmt = self.conn.prepare(&format!(
-            "SELECT {COLUMNS}, secret FROM tokens WHERE user = ?1"
-        ))?;
-        let found = stmt
-            .query_row([user], |row| {
-                let secret: Vec<u8> = row.get(6)?;
-                Ok((RawRow::read(row)?, Zeroizing::new(secret)))
+fn insert_token(conn: &Connection, token: &Token) -> Result<(), StoreError> {
+    token
+        .params
+        .validate()
+        .map_err(|e| invalid(&token.user, e))?;
+    let last_step = token.last_step.map(step_to_sql).transpose()?;
+    let result = conn.execute(
+        "INSERT INTO tokens
+             (user, device, kind, secret, algorithm, digits, period, created, confirmed, last_step)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            token.user,
+            token.device,
+            token.kind.as_str(),
+            token.secret.as_bytes(),
+            token.params.algorithm.as_str(),
+            token.params.digits,
+            step_to_sql(token.params.period)?,
+            token.created,
+            token.confirmed,
+            last_step,
+        ],
+    );
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+            Err(StoreError::AlreadyEnrolled {
+                user: token.user.clone(),
+                device: token.device.clone(),
             })
-            .optional()?;
-        let Some((raw, secret)) = found else {
-            return Ok(None);
-        };
-        let info = raw.info()?;
-        let secret = Secret::from_bytes(secret).map_err(|e| invalid(user, e.to_string()))?;
-        Ok(Some(Token {
-            user: info.user,
-            secret,
-            params: info.params,
-            created: info.created,
-            last_step: info.last_step,
-        }))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn insert_recovery(
+    conn: &Connection,
+    user: &str,
+    codes: &[RecoveryHash],
+) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
+    let mut stmt = conn.prepare(
+        "INSERT INTO recovery_codes (user, lookup, hash, created) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let now = unix_now();
+    for code in codes {
+        stmt.execute(params![user, code.lookup, code.phc, now])?;
+    }
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store for SqliteStore {
+    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS}, secret FROM tokens WHERE user = ?1 ORDER BY device"
+        ))?;
+        let rows = stmt.query_map([user], |row| {
+            let secret: Vec<u8> = row.get(10)?;
+            Ok((RawRow::read(row)?, Zeroizing::new(secret)))
+        })?;
+        let mut tokens = Vec::new();
+        for row in rows {
+            let (raw, secret) = row?;
+            let info = raw.info()?;
+            let secret = Secret::from_bytes(secret).map_err(|e| invalid(user, e.to_string()))?;
+            tokens.push(Token {
+                id: info.id,
+                user: info.user,
+                device: info.device,
+                kind: info.kind,
+                secret,
+                params: info.params,
+                created: info.created,
+                confirmed: info.confirmed,
+                last_step: info.last_step,
+            });
+        }
+        Ok(tokens)
     }
 
-    fn claim_step(&self, user: &str, step: u64) -> Result<Claim, StoreError> {
+    fn claim_step(&self, id: i64, step: u64) -> Result<Claim, StoreError> {
         let step = step_to_sql(step)?;
         // The whole replay protection is this one statement: it changes the
         // row only if the step is newer than anything used before, and
         // SQLite serialises writers, so exactly one racer sees 1 row changed.
-        let mut stmt = self.conn.prepare(
+        // Pending tokens cannot claim (and so cannot log in).
+        let changed = self.conn.execute(
             "UPDATE tokens SET last_step = ?2
-             WHERE user = ?1 AND (last_step IS NULL OR last_step < ?2)",
+             WHERE id = ?1 AND confirmed IS NOT NULL
+               AND (last_step IS NULL OR last_step < ?2)",
+            params![id, step],
         )?;
-        match stmt.execute(params![user, step])? {
-            1 => Ok(Claim::Claimed),
-            _ => Ok(Claim::AlreadyUsed),
-        }
-    }
-
-    fn enroll(&self, token: &Token, replace: bool) -> Result<(), StoreError> {
-        token
-            .params
-            .validate()
-            .map_err(|e| invalid(&token.user, e))?;
-        let last_step = token.last_step.map(step_to_sql).transpose()?;
-        let verb = if replace {
-            "INSERT OR REPLACE"
+        Ok(if changed == 1 {
+            Claim::Claimed
         } else {
-            "INSERT"
-        };
-        let sql = format!(
-            "{verb} INTO tokens (user, secret, algorithm, digits, period, created, last_step)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-        );
-        let result = self.conn.execute(
-            &sql,
-            params![
-                token.user,
-                token.secret.as_bytes(),
-                token.params.algorithm.as_str(),
-                token.params.digits,
-                step_to_sql(token.params.period)?,
-                token.created,
-                last_step,
-            ],
-        );
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                Err(StoreError::AlreadyEnrolled(token.user.clone()))
-            }
-            Err(e) => Err(e.into()),
-        }
+            Claim::AlreadyUsed
+        })
     }
 
-    fn delete(&self, user: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM tokens WHERE user = ?1", [user])?
-            == 1)
+    fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
+        self.write(|conn| {
+            for e in enrollments {
+                let (user, device) = (&e.token.user, &e.token.device);
+                match mode {
+                    EnrollMode::Add => {}
+                    EnrollMode::ReplaceDevice => {
+                        conn.execute(
+                            "DELETE FROM tokens WHERE user = ?1 AND device = ?2",
+                            [user, device],
+                        )?;
+                    }
+                    EnrollMode::ReplaceUser => {
+                        delete_user_rows(conn, user)?;
+                    }
+                }
+                insert_token(conn, &e.token)?;
+                if let Some(codes) = &e.recovery {
+                    insert_recovery(conn, user, codes)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError> {
+        let step = step_to_sql(step)?;
+        let changed = self.conn.execute(
+            "UPDATE tokens SET confirmed = ?2, last_step = ?3
+             WHERE id = ?1 AND confirmed IS NULL
+               AND (last_step IS NULL OR last_step < ?3)",
+            params![id, at, step],
+        )?;
+        Ok(if changed == 1 {
+            Claim::Claimed
+        } else {
+            Claim::AlreadyUsed
+        })
+    }
+
+    fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
+        self.write(|conn| delete_user_rows(conn, user))
+    }
+
+    fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM tokens WHERE user = ?1 AND device = ?2",
+            [user, device],
+        )? == 1)
     }
 
     fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM tokens ORDER BY user"))?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM tokens ORDER BY user, device"
+        ))?;
         let rows = stmt.query_map([], RawRow::read)?;
         rows.map(|row| row.map_err(StoreError::from).and_then(RawRow::info))
             .collect()
     }
+
+    fn replace_recovery(&self, user: &str, codes: &[RecoveryHash]) -> Result<(), StoreError> {
+        self.write(|conn| insert_recovery(conn, user, codes))
+    }
+
+    fn recovery_candidates(
+        &self,
+        user: &str,
+        lookup: &str,
+    ) -> Result<Vec<StoredRecovery>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, hash FROM recovery_codes
+             WHERE user = ?1 AND lookup = ?2 AND used IS NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([user, lookup], |row| {
+            Ok(StoredRecovery {
+                id: row.get(0)?,
+                phc: row.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE recovery_codes SET used = ?2 WHERE id = ?1 AND used IS NULL",
+            params![id, at],
+        )?;
+        Ok(if changed == 1 {
+            Claim::Claimed
+        } else {
+            Claim::AlreadyUsed
+        })
+    }
+
+    fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError> {
+        let (unused, used): (i64, i64) = self.conn.query_row(
+            "SELECT COALESCE(SUM(used IS NULL), 0), COALESCE(SUM(used IS NOT NULL), 0)
+             FROM recovery_codes WHERE user = ?1",
+            [user],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(RecoveryCount {
+            unused: usize::try_from(unused).unwrap_or(0),
+            used: usize::try_from(used).unwrap_or(0),
+        })
+    }
+
+    fn open_enroll_window(&self, user: &str, until: i64, by: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO enroll_windows (user, until, opened_by) VALUES (?1, ?2, ?3)",
+            params![user, until, by],
+        )?;
+        Ok(())
+    }
+
+    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT until FROM enroll_windows WHERE user = ?1 AND until > ?2",
+                params![user, now],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
+        let step = step_to_sql(step)?;
+        self.write(|conn| {
+            let existing: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM tokens WHERE user = ?1",
+                [&token.user],
+                |r| r.get(0),
+            )?;
+            if existing > 0 {
+                return Err(StoreError::AlreadyEnrolled {
+                    user: token.user.clone(),
+                    device: token.device.clone(),
+                });
+            }
+            insert_token(conn, token)?;
+            conn.execute(
+                "UPDATE tokens SET last_step = ?3 WHERE user = ?1 AND device = ?2",
+                params![token.user, token.device, step],
+            )?;
+            conn.execute("DELETE FROM enroll_windows WHERE user = ?1", [&token.user])?;
+            Ok(())
+        })
+    }
+}
+
+/// Everything the store holds about a user; returns the number of tokens.
+fn delete_user_rows(conn: &Connection, user: &str) -> Result<usize, StoreError> {
+    let tokens = conn.execute("DELETE FROM tokens WHERE user = ?1", [user])?;
+    conn.execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
+    conn.execute("DELETE FROM enroll_windows WHERE user = ?1", [user])?;
+    Ok(tokens)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{DEFAULT_DEVICE, EnrollMode};
 
-    fn token(user: &str) -> Token {
+    fn token(user: &str, device: &str) -> Token {
         Token {
+            id: 0,
             user: user.to_string(),
+            device: device.to_string(),
+            kind: Kind::Totp,
             secret: Secret::from_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").expect("key"),
             params: Params::default(),
             created: 1_700_000_000,
+            confirmed: Some(1_700_000_000),
             last_step: None,
         }
+    }
+
+    fn enroll(store: &SqliteStore, t: Token, mode: EnrollMode) -> Result<(), StoreError> {
+        store.enroll(
+            &[Enrollment {
+                token: t,
+                recovery: None,
+            }],
+            mode,
+        )
+    }
+
+    fn only_id(store: &SqliteStore, user: &str) -> i64 {
+        let tokens = store.tokens(user).expect("tokens");
+        assert_eq!(tokens.len(), 1);
+        tokens[0].id
     }
 
     #[test]
     fn enroll_read_list_delete() {
         let store = SqliteStore::open_in_memory().expect("store");
-        assert!(store.token("alice").expect("query").is_none());
-        store.enroll(&token("alice"), false).expect("enroll");
-        store.enroll(&token("bob"), false).expect("enroll");
-        assert_eq!(store.token("alice").expect("query"), Some(token("alice")));
-        let users: Vec<String> = store
+        assert!(store.tokens("alice").expect("query").is_empty());
+        enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+        enroll(&store, token("alice", "tablet"), EnrollMode::Add).expect("enroll");
+        enroll(&store, token("bob", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+        let alice = store.tokens("alice").expect("query");
+        assert_eq!(
+            alice.iter().map(|t| t.device.as_str()).collect::<Vec<_>>(),
+            ["default", "tablet"]
+        );
+        assert_eq!(alice[0].secret, token("alice", "x").secret);
+        let listed: Vec<(String, String)> = store
             .list()
             .expect("list")
             .into_iter()
-            .map(|t| t.user)
+            .map(|t| (t.user, t.device))
             .collect();
-        assert_eq!(users, ["alice", "bob"]);
-        assert!(store.delete("alice").expect("delete"));
-        assert!(!store.delete("alice").expect("delete"));
-        assert!(store.token("alice").expect("query").is_none());
+        assert_eq!(listed.len(), 3);
+        assert!(store.delete_device("alice", "tablet").expect("delete"));
+        assert!(!store.delete_device("alice", "tablet").expect("delete"));
+        assert_eq!(store.delete_user("alice").expect("delete"), 1);
+        assert!(store.tokens("alice").expect("query").is_empty());
+        assert_eq!(store.tokens("bob").expect("query").len(), 1);
     }
 
     #[test]
-    fn enrolling_twice_needs_replace() {
+    fn enroll_modes() {
         let store = SqliteStore::open_in_memory().expect("store");
-        store.enroll(&token("alice"), false).expect("enroll");
-        assert!(matches!(
-            store.enroll(&token("alice"), false),
-            Err(StoreError::AlreadyEnrolled(_))
-        ));
-        store.claim_step("alice", 10).expect("claim");
-        store.enroll(&token("alice"), true).expect("replace");
-        assert_eq!(
-            store.token("alice").expect("query").map(|t| t.last_step),
-            Some(None)
-        );
+        enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+        let err = enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add)
+            .expect_err("duplicate device");
+        assert!(matches!(err, StoreError::AlreadyEnrolled { .. }), "{err}");
+        store
+            .claim_step(only_id(&store, "alice"), 10)
+            .expect("claim");
+        enroll(
+            &store,
+            token("alice", DEFAULT_DEVICE),
+            EnrollMode::ReplaceDevice,
+        )
+        .expect("replace");
+        assert_eq!(store.tokens("alice").expect("q")[0].last_step, None);
+
+        enroll(&store, token("alice", "phone2"), EnrollMode::Add).expect("second device");
+        store
+            .replace_recovery(
+                "alice",
+                &[RecoveryHash {
+                    lookup: "abcd".into(),
+                    phc: "x".into(),
+                }],
+            )
+            .expect("recovery");
+        enroll(&store, token("alice", "new"), EnrollMode::ReplaceUser).expect("reset");
+        let devices: Vec<String> = store
+            .tokens("alice")
+            .expect("q")
+            .into_iter()
+            .map(|t| t.device)
+            .collect();
+        assert_eq!(devices, ["new"]);
+        assert_eq!(store.recovery_count("alice").expect("count").unused, 0);
     }
 
     #[test]
-    fn claim_is_monotonic() {
+    fn a_failing_batch_writes_nothing() {
         let store = SqliteStore::open_in_memory().expect("store");
-        store.enroll(&token("alice"), false).expect("enroll");
-        assert_eq!(store.claim_step("alice", 100).expect("c"), Claim::Claimed);
-        assert_eq!(
-            store.claim_step("alice", 100).expect("c"),
-            Claim::AlreadyUsed
-        );
-        assert_eq!(
-            store.claim_step("alice", 99).expect("c"),
-            Claim::AlreadyUsed
-        );
-        assert_eq!(store.claim_step("alice", 101).expect("c"), Claim::Claimed);
-        assert_eq!(
-            store.claim_step("nobody", 500).expect("c"),
-            Claim::AlreadyUsed
-        );
+        enroll(&store, token("bob", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+        let batch = [
+            Enrollment {
+                token: token("alice", DEFAULT_DEVICE),
+                recovery: None,
+            },
+            Enrollment {
+                token: token("bob", DEFAULT_DEVICE),
+                recovery: None,
+            },
+        ];
+        assert!(store.enroll(&batch, EnrollMode::Add).is_err());
+        assert!(store.tokens("alice").expect("q").is_empty(), "rolled back");
+    }
+
+    #[test]
+    fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
+        let store = SqliteStore::open_in_memory().expect("store");
+        enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+        let id = only_id(&store, "alice");
+        assert_eq!(store.claim_step(id, 100).expect("c"), Claim::Claimed);
+        assert_eq!(store.claim_step(id, 100).expect("c"), Claim::AlreadyUsed);
+        assert_eq!(store.claim_step(id, 99).expect("c"), Claim::AlreadyUsed);
+        assert_eq!(store.claim_step(id, 101).expect("c"), Claim::Claimed);
+        assert_eq!(store.claim_step(9999, 500).expect("c"), Claim::AlreadyUsed);
         assert!(matches!(
-            store.claim_step("alice", u64::MAX),
+            store.claim_step(id, u64::MAX),
             Err(StoreError::StepOutOfRange(_))
         ));
+
+        let mut pending = token("carol", DEFAULT_DEVICE);
+        pending.confirmed = None;
+        enroll(&store, pending, EnrollMode::Add).expect("enroll");
+        let id = only_id(&store, "carol");
+        assert_eq!(store.claim_step(id, 100).expect("c"), Claim::AlreadyUsed);
+        assert_eq!(store.confirm(id, 5, 100).expect("c"), Claim::Claimed);
+        assert_eq!(store.confirm(id, 6, 101).expect("c"), Claim::AlreadyUsed);
+        let carol = &store.tokens("carol").expect("q")[0];
+        assert_eq!(
+            (carol.confirmed, carol.last_step),
+            (Some(5), Some(100)),
+            "confirming claims the confirmation code's step"
+        );
+        assert_eq!(store.claim_step(id, 100).expect("c"), Claim::AlreadyUsed);
+    }
+
+    #[test]
+    fn recovery_codes_burn_once() {
+        let store = SqliteStore::open_in_memory().expect("store");
+        let codes = [
+            RecoveryHash {
+                lookup: "aaaa".into(),
+                phc: "h1".into(),
+            },
+            RecoveryHash {
+                lookup: "bbbb".into(),
+                phc: "h2".into(),
+            },
+        ];
+        store.replace_recovery("alice", &codes).expect("store");
+        let found = store.recovery_candidates("alice", "aaaa").expect("q");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].phc, "h1");
+        assert_eq!(
+            store.burn_recovery(found[0].id, 7).expect("b"),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.burn_recovery(found[0].id, 8).expect("b"),
+            Claim::AlreadyUsed
+        );
+        assert!(
+            store
+                .recovery_candidates("alice", "aaaa")
+                .expect("q")
+                .is_empty()
+        );
+        assert_eq!(
+            store.recovery_count("alice").expect("n"),
+            RecoveryCount { unused: 1, used: 1 }
+        );
+        store.replace_recovery("alice", &codes[..1]).expect("again");
+        assert_eq!(
+            store.recovery_count("alice").expect("n"),
+            RecoveryCount { unused: 1, used: 0 }
+        );
+    }
+
+    #[test]
+    fn enroll_windows_expire_and_close_on_enrollment() {
+        let store = SqliteStore::open_in_memory().expect("store");
+        store
+            .open_enroll_window("alice", 1000, "root")
+            .expect("open");
+        assert_eq!(store.enroll_window("alice", 999).expect("q"), Some(1000));
+        assert_eq!(store.enroll_window("alice", 1000).expect("q"), None);
+        let mut t = token("alice", DEFAULT_DEVICE);
+        t.created = 999;
+        store.enroll_at_login(&t, 33).expect("enroll at login");
+        assert_eq!(store.enroll_window("alice", 0).expect("q"), None);
+        assert_eq!(store.tokens("alice").expect("q")[0].last_step, Some(33));
+        assert!(matches!(
+            store.enroll_at_login(&t, 34),
+            Err(StoreError::AlreadyEnrolled { .. })
+        ));
+    }
+
+    #[test]
+    fn version_1_stores_migrate_keeping_tokens_and_used_steps() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(MIGRATIONS[0]).expect("v1 schema");
+            conn.pragma_update(None, "user_version", 1).expect("v1");
+            conn.execute(
+                "INSERT INTO tokens VALUES ('alice', ?1, 'sha256', 8, 60, 123, 456)",
+                [b"12345678901234567890".as_slice()],
+            )
+            .expect("row");
+        }
+        let store = SqliteStore::open(&path).expect("migrates");
+        assert_eq!(store.schema_version().expect("v"), SCHEMA_VERSION);
+        let alice = &store.tokens("alice").expect("q")[0];
+        assert_eq!(alice.device, DEFAULT_DEVICE);
+        assert_eq!(alice.kind, Kind::Totp);
+        assert_eq!(alice.params.digits, 8);
+        assert_eq!(alice.params.period, 60);
+        assert_eq!(alice.last_step, Some(456));
+        assert!(alice.is_active());
+        assert_eq!(alice.secret.as_bytes(), b"12345678901234567890");
     }
 
     #[test]
@@ -426,7 +837,7 @@ mod tests {
             Err(StoreError::Missing(_))
         ));
         let store = SqliteStore::create(&path).expect("create");
-        store.enroll(&token("alice"), false).expect("enroll");
+        enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
         drop(store);
         let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
@@ -439,7 +850,7 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .expect("mode");
         assert_eq!(mode, "wal");
-        assert!(store.token("alice").expect("q").is_some());
+        assert_eq!(store.tokens("alice").expect("q").len(), 1);
     }
 
     #[test]
@@ -484,10 +895,9 @@ mod tests {
     fn threads_racing_one_step_claim_it_once() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("race.db");
-        SqliteStore::create(&path)
-            .expect("create")
-            .enroll(&token("alice"), false)
-            .expect("enroll");
+        let store = SqliteStore::create(&path).expect("create");
+        enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+        let id = only_id(&store, "alice");
         for step in 1..=20u64 {
             let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
             let handles: Vec<_> = (0..16)
@@ -497,7 +907,7 @@ mod tests {
                     std::thread::spawn(move || {
                         let store = SqliteStore::open(&path).expect("open");
                         barrier.wait();
-                        store.claim_step("alice", step).expect("claim")
+                        store.claim_step(id, step).expect("claim")
                     })
                 })
                 .collect();

@@ -1,0 +1,559 @@
+//! The decision without PAM: a fixed clock, a scripted conversation and a
+//! real SQLite store in a temporary directory (each login opens its own
+//! connection, as each sshd child does).
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::config::Config;
+use crate::otp::{Algorithm, format_code, hotp};
+use crate::recovery;
+use crate::store::{EnrollMode, Enrollment, SqliteStore};
+
+const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+const NOW: u64 = 1_111_111_111;
+
+struct FixedClock(u64);
+impl Clock for FixedClock {
+    fn unix_time(&self) -> Result<u64, String> {
+        Ok(self.0)
+    }
+}
+
+/// Answers with fixed texts (one per prompt) and records what it saw.
+struct Scripted {
+    answers: Vec<Result<Vec<u8>, String>>,
+    prompts: Vec<String>,
+    infos: Vec<String>,
+}
+
+impl Scripted {
+    fn says(answer: &str) -> Scripted {
+        Scripted::say(&[answer])
+    }
+    fn say(answers: &[&str]) -> Scripted {
+        Scripted {
+            answers: answers.iter().map(|a| Ok(a.as_bytes().to_vec())).collect(),
+            prompts: Vec::new(),
+            infos: Vec::new(),
+        }
+    }
+}
+
+impl Conversation for Scripted {
+    fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+        self.prompts.push(prompt.to_string());
+        if self.answers.is_empty() {
+            return Err("no more answers".to_string());
+        }
+        self.answers.remove(0).map(Zeroizing::new)
+    }
+    fn info(&mut self, text: &str) -> Result<(), String> {
+        self.infos.push(text.to_string());
+        Ok(())
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+}
+
+impl World {
+    fn empty() -> World {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = dir.path().join("totp.db");
+        SqliteStore::create(&db).expect("create");
+        World { _dir: dir, db }
+    }
+
+    fn with_alice() -> World {
+        let world = World::empty();
+        world.add("alice", DEFAULT_DEVICE, Kind::Totp, KEY_B32, true);
+        world
+    }
+
+    fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.db).expect("open")
+    }
+
+    fn add(&self, user: &str, device: &str, kind: Kind, key: &str, active: bool) {
+        let token = Token {
+            id: 0,
+            user: user.to_string(),
+            device: device.to_string(),
+            kind,
+            secret: Secret::from_base32(key).expect("key"),
+            params: Params::default(),
+            created: 0,
+            confirmed: active.then_some(0),
+            last_step: None,
+        };
+        self.store()
+            .enroll(
+                &[Enrollment {
+                    token,
+                    recovery: None,
+                }],
+                EnrollMode::Add,
+            )
+            .expect("enroll");
+    }
+
+    fn run_with(
+        &self,
+        config: &Config,
+        user: &str,
+        rhost: Option<&str>,
+        conv: &mut dyn Conversation,
+    ) -> Outcome {
+        decide(
+            config,
+            Request { user, rhost },
+            |_| SqliteStore::open(&self.db),
+            &FixedClock(NOW),
+            conv,
+        )
+    }
+
+    fn run(&self, answer: &str) -> Outcome {
+        self.run_with(
+            &Config::default(),
+            "alice",
+            Some("203.0.113.7"),
+            &mut Scripted::says(answer),
+        )
+    }
+}
+
+fn code_with(key: &str, counter: u64) -> String {
+    let key = Secret::from_base32(key).expect("key");
+    format_code(hotp(key.as_bytes(), counter, Algorithm::Sha1, 6), 6).to_string()
+}
+
+fn code_at(time: u64) -> String {
+    code_with(KEY_B32, time / 30)
+}
+
+fn accepted(step: u64, offset: i64) -> Outcome {
+    Outcome::Accepted {
+        device: DEFAULT_DEVICE.to_string(),
+        kind: Kind::Totp,
+        step,
+        offset: Some(offset),
+    }
+}
+
+#[test]
+fn right_code_once_then_reused() {
+    let world = World::with_alice();
+    let code = code_at(NOW);
+    assert_eq!(world.run(&code), accepted(NOW / 30, 0));
+    assert_eq!(
+        world.run(&code),
+        Outcome::Reused {
+            device: DEFAULT_DEVICE.to_string(),
+            step: NOW / 30
+        }
+    );
+}
+
+#[test]
+fn older_code_after_newer_is_reused() {
+    let world = World::with_alice();
+    assert!(world.run(&code_at(NOW)).is_success());
+    assert!(matches!(
+        world.run(&code_at(NOW - 30)),
+        Outcome::Reused { step, .. } if step == NOW / 30 - 1
+    ));
+    assert!(world.run(&code_at(NOW + 30)).is_success());
+}
+
+#[test]
+fn answers_are_trimmed_and_shape_checked() {
+    let world = World::with_alice();
+    assert!(world.run(&format!("  {}\n", code_at(NOW))).is_success());
+    for bad in ["", "abcdef", "12345", "1234567", "12 3456", "١٢٣٤٥٦"] {
+        assert_eq!(world.run(bad), Outcome::MalformedAnswer, "{bad:?}");
+    }
+    let wrong = if code_at(NOW) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    assert_eq!(world.run(wrong), Outcome::WrongCode);
+}
+
+#[test]
+fn window_bounds_the_accepted_steps() {
+    let world = World::with_alice();
+    let strict = Config {
+        window: 0,
+        ..Config::default()
+    };
+    let previous = code_at(NOW - 30);
+    assert_eq!(
+        world.run_with(&strict, "alice", None, &mut Scripted::says(&previous)),
+        Outcome::WrongCode
+    );
+    assert_eq!(
+        world.run_with(
+            &Config::default(),
+            "alice",
+            None,
+            &mut Scripted::says(&previous)
+        ),
+        accepted(NOW / 30 - 1, -1)
+    );
+}
+
+#[test]
+fn trusted_network_skips_the_prompt() {
+    let world = World::with_alice();
+    let config = Config {
+        trusted: vec![crate::network::parse_block("10.0.0.0/8").expect("net")],
+        ..Config::default()
+    };
+    for rhost in ["10.2.3.4", "::ffff:10.2.3.4"] {
+        let mut conv = Scripted::says("");
+        assert_eq!(
+            world.run_with(&config, "alice", Some(rhost), &mut conv),
+            Outcome::TrustedNetwork {
+                ip: "10.2.3.4".to_string()
+            }
+        );
+        assert!(conv.prompts.is_empty());
+    }
+    for rhost in [
+        Some("11.0.0.1"),
+        Some("gateway.example.org"),
+        Some(""),
+        None,
+    ] {
+        let mut conv = Scripted::says("");
+        assert_eq!(
+            world.run_with(&config, "alice", rhost, &mut conv),
+            Outcome::MalformedAnswer
+        );
+        assert_eq!(conv.prompts, ["Verification code: "]);
+    }
+}
+
+#[test]
+fn unenrolled_and_pending_users_are_prompted_then_denied_or_ignored() {
+    let world = World::empty();
+    world.add("pat", DEFAULT_DEVICE, Kind::Totp, KEY_B32, false);
+    let mut conv = Scripted::says("123456");
+    assert_eq!(
+        world.run_with(&Config::default(), "nobody", None, &mut conv),
+        Outcome::NotEnrolled { pending: false }
+    );
+    assert_eq!(conv.prompts.len(), 1, "prompted like an enrolled user");
+
+    // A pending token logs nobody in, even with its right code.
+    assert_eq!(
+        world.run_with(
+            &Config::default(),
+            "pat",
+            None,
+            &mut Scripted::says(&code_at(NOW))
+        ),
+        Outcome::NotEnrolled { pending: true }
+    );
+
+    let allow = Config {
+        unenrolled: Unenrolled::Allow,
+        ..Config::default()
+    };
+    for user in ["nobody", "pat"] {
+        let mut conv = Scripted::says("123456");
+        assert_eq!(
+            world.run_with(&allow, user, None, &mut conv),
+            Outcome::NotEnrolledIgnored
+        );
+        assert!(conv.prompts.is_empty());
+    }
+}
+
+#[test]
+fn a_code_from_any_confirmed_device_works_each_with_its_own_step() {
+    let world = World::with_alice();
+    let tablet = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    world.add("alice", "tablet", Kind::Totp, tablet, true);
+    let tablet_code = code_with(tablet, NOW / 30);
+    assert!(matches!(
+        world.run(&tablet_code),
+        Outcome::Accepted { ref device, .. } if device == "tablet"
+    ));
+    // The phone's code for the same step still works: its own last step.
+    assert!(matches!(
+        world.run(&code_at(NOW)),
+        Outcome::Accepted { ref device, .. } if device == DEFAULT_DEVICE
+    ));
+    assert!(matches!(world.run(&tablet_code), Outcome::Reused { .. }));
+}
+
+#[test]
+fn hotp_tokens_look_ahead_and_advance_past_the_match() {
+    let world = World::empty();
+    world.add("hank", DEFAULT_DEVICE, Kind::Hotp, KEY_B32, true);
+    let run = |answer: &str| {
+        world.run_with(
+            &Config::default(),
+            "hank",
+            None,
+            &mut Scripted::says(answer),
+        )
+    };
+    assert!(matches!(
+        run(&code_with(KEY_B32, 3)),
+        Outcome::Accepted {
+            kind: Kind::Hotp,
+            step: 3,
+            offset: None,
+            ..
+        }
+    ));
+    // Counters up to the one used are spent; later ones still work.
+    assert_eq!(run(&code_with(KEY_B32, 2)), Outcome::WrongCode);
+    assert_eq!(run(&code_with(KEY_B32, 3)), Outcome::WrongCode);
+    assert!(run(&code_with(KEY_B32, 4)).is_success());
+    // Beyond the look-ahead (10 by default) is refused.
+    assert_eq!(run(&code_with(KEY_B32, 20)), Outcome::WrongCode);
+}
+
+#[test]
+fn recovery_codes_work_once_and_report_what_remains() {
+    let world = World::with_alice();
+    let codes = recovery::generate().expect("codes");
+    let hashes: Vec<_> = codes.iter().map(|(_, h)| h.clone()).collect();
+    world
+        .store()
+        .replace_recovery("alice", &hashes)
+        .expect("store");
+    let first = codes[0].0.as_str().to_string();
+    assert_eq!(
+        world.run(&first),
+        Outcome::RecoveryAccepted { remaining: 9 }
+    );
+    assert_eq!(world.run(&first), Outcome::WrongRecoveryCode);
+    assert_eq!(
+        world.run(&codes[1].0.as_str().to_uppercase().replace('-', "")),
+        Outcome::RecoveryAccepted { remaining: 8 }
+    );
+    assert_eq!(world.run("zzzz-zzzz-zzzz"), Outcome::WrongRecoveryCode);
+}
+
+#[test]
+fn imported_scratch_codes_are_tried_after_the_tokens() {
+    let world = World::with_alice();
+    let scratch = recovery::hash_imported("87654321").expect("hash");
+    world
+        .store()
+        .replace_recovery("alice", &[scratch])
+        .expect("store");
+    assert_eq!(
+        world.run("87654321"),
+        Outcome::RecoveryAccepted { remaining: 0 }
+    );
+    assert_eq!(world.run("87654321"), Outcome::MalformedAnswer);
+}
+
+#[test]
+fn sshd_placeholder_is_recognised_at_any_length() {
+    let world = World::with_alice();
+    // sshd cuts or repeats the pattern to the length the user typed.
+    for answer in [
+        "\x08",
+        "\x08\n\r\x7fIN",
+        "\x08\n\r\x7fINCORRECT",
+        "\x08\n\r\x7fINCORRECT\x08\n\r",
+    ] {
+        assert_eq!(world.run(answer), Outcome::RefusedBySshd, "{answer:?}");
+    }
+    assert!(!is_sshd_placeholder(b""));
+    assert!(!is_sshd_placeholder(b"INCORRECT"));
+    assert!(!is_sshd_placeholder(b"\x08\n\r\x7fINCORRECX"));
+    let mut conv = Scripted::says("\x08\n\r\x7fIN");
+    assert_eq!(
+        world.run_with(&Config::default(), "nobody", None, &mut conv),
+        Outcome::RefusedBySshd
+    );
+}
+
+/// A conversation that reads the key out of the enrollment text and
+/// answers the confirmation prompt with its code (or a wrong one).
+struct Enrollee {
+    right: bool,
+    shown: Vec<String>,
+    prompts: Vec<String>,
+}
+
+impl Conversation for Enrollee {
+    fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+        self.prompts.push(prompt.to_string());
+        // Nothing shown: an ordinary code prompt, answered with a guess.
+        let Some(key_line) = self
+            .shown
+            .iter()
+            .find_map(|t| t.lines().find_map(|l| l.strip_prefix("Key: ")))
+        else {
+            return Ok(Zeroizing::new(b"123456".to_vec()));
+        };
+        let key: String = key_line.split_whitespace().collect();
+        let code = code_with(&key, NOW / 30);
+        let answer = if self.right {
+            code
+        } else {
+            format!("{:06}", (code.parse::<u32>().unwrap_or(0) + 1) % 1_000_000)
+        };
+        Ok(Zeroizing::new(answer.into_bytes()))
+    }
+    fn info(&mut self, text: &str) -> Result<(), String> {
+        self.shown.push(text.to_string());
+        Ok(())
+    }
+}
+
+#[test]
+fn enrollment_at_login_from_a_trusted_network_or_an_admin_window() {
+    let world = World::with_alice();
+    let config = Config {
+        trusted: vec![crate::network::parse_block("10.0.0.0/8").expect("net")],
+        enroll: EnrollAtLogin::Trusted,
+        ..Config::default()
+    };
+    let mut person = Enrollee {
+        right: true,
+        shown: Vec::new(),
+        prompts: Vec::new(),
+    };
+    assert_eq!(
+        world.run_with(&config, "newbie", Some("10.1.1.1"), &mut person),
+        Outcome::EnrolledAtLogin {
+            via: EnrollVia::TrustedNetwork
+        }
+    );
+    assert!(person.shown[0].contains('█'), "a QR code is shown");
+    assert_eq!(person.prompts, [CONFIRM_PROMPT]);
+    // The token is active, and the confirmation code is spent.
+    let tokens = world.store().tokens("newbie").expect("q");
+    assert_eq!(tokens.len(), 1);
+    assert!(tokens[0].is_active());
+    assert_eq!(tokens[0].last_step, Some(NOW / 30));
+    // Enrolled users from the trusted network just pass.
+    assert!(matches!(
+        world.run_with(&config, "alice", Some("10.1.1.1"), &mut Scripted::says("")),
+        Outcome::TrustedNetwork { .. }
+    ));
+    // From outside, enroll=trusted offers nothing.
+    let mut outsider = Enrollee {
+        right: true,
+        shown: Vec::new(),
+        prompts: Vec::new(),
+    };
+    assert_eq!(
+        world.run_with(&config, "other", Some("192.0.2.1"), &mut outsider),
+        Outcome::NotEnrolled { pending: false }
+    );
+    assert!(outsider.shown.is_empty());
+
+    // enroll=window: only inside a window the admin opened.
+    let windowed = Config {
+        enroll: EnrollAtLogin::Window,
+        ..Config::default()
+    };
+    let mut early = Enrollee {
+        right: true,
+        shown: Vec::new(),
+        prompts: Vec::new(),
+    };
+    assert_eq!(
+        world.run_with(&windowed, "wendy", Some("192.0.2.1"), &mut early),
+        Outcome::NotEnrolled { pending: false }
+    );
+    world
+        .store()
+        .open_enroll_window("wendy", NOW as i64 + 3600, "root")
+        .expect("window");
+    let mut wrong = Enrollee {
+        right: false,
+        shown: Vec::new(),
+        prompts: Vec::new(),
+    };
+    assert!(matches!(
+        world.run_with(&windowed, "wendy", Some("192.0.2.1"), &mut wrong),
+        Outcome::EnrollmentFailed(_)
+    ));
+    assert!(
+        world.store().tokens("wendy").expect("q").is_empty(),
+        "nothing stored"
+    );
+    let mut right = Enrollee {
+        right: true,
+        shown: Vec::new(),
+        prompts: Vec::new(),
+    };
+    assert_eq!(
+        world.run_with(&windowed, "wendy", Some("192.0.2.1"), &mut right),
+        Outcome::EnrolledAtLogin {
+            via: EnrollVia::AdminWindow
+        }
+    );
+    assert_eq!(
+        world.store().enroll_window("wendy", 0).expect("q"),
+        None,
+        "the window closes once used"
+    );
+}
+
+#[test]
+fn failures_deny() {
+    let world = World::with_alice();
+    let mut conv = Scripted {
+        answers: vec![Err("conversation failed".to_string())],
+        prompts: Vec::new(),
+        infos: Vec::new(),
+    };
+    assert!(matches!(
+        world.run_with(&Config::default(), "alice", None, &mut conv),
+        Outcome::ConversationError(_)
+    ));
+
+    let broken = decide::<SqliteStore>(
+        &Config::default(),
+        Request {
+            user: "alice",
+            rhost: None,
+        },
+        |_| Err(StoreError::Missing("/nowhere".to_string())),
+        &FixedClock(NOW),
+        &mut Scripted::says("123456"),
+    );
+    assert!(matches!(broken, Outcome::StoreError(ref e) if e.contains("/nowhere")));
+
+    let no_user = world.run_with(&Config::default(), "", None, &mut Scripted::says("123456"));
+    assert!(matches!(no_user, Outcome::NoUser(_)));
+
+    let bad_config = authenticate(
+        &["window=abc".to_string()],
+        Request {
+            user: "alice",
+            rhost: None,
+        },
+        |_| SqliteStore::open(&world.db),
+        &FixedClock(NOW),
+        &mut Scripted::says("123456"),
+    );
+    assert!(matches!(bad_config.outcome, Outcome::ConfigError(ref e) if e.contains("window")));
+    assert!(bad_config.trace.is_empty());
+}
+
+#[test]
+fn only_accepting_outcomes_are_success() {
+    assert!(!Outcome::NotEnrolledIgnored.is_success());
+    assert!(!Outcome::WrongCode.is_success());
+    assert!(!Outcome::RecoveryReused.is_success());
+    assert!(!Outcome::EnrollmentFailed(String::new()).is_success());
+    assert!(Outcome::RecoveryAccepted { remaining: 0 }.is_success());
+}

@@ -1,0 +1,245 @@
+//! The command line: every verb and option, with the help a sysadmin reads.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use pam_totp::config::DEFAULT_DB;
+use pam_totp::otp::Algorithm;
+use pam_totp::store::{DEFAULT_DEVICE, Kind};
+
+#[derive(Parser)]
+#[command(
+    name = "totpctl",
+    version,
+    about = "Manage the pam_totp secret store: enroll users, confirm, reset, recovery codes, imports.",
+    after_help = "The store is root-only (directory 0700, file 0600). Run as root.\n\
+                  Every change is logged to syslog (authpriv) with who made it.\n\n\
+                  Examples:\n  \
+                  totpctl init                            # create the store\n  \
+                  totpctl enroll alice                    # QR code + key + recovery codes, shown once\n  \
+                  totpctl confirm alice 123456            # activate a pending token (portals)\n  \
+                  totpctl enroll alice --device tablet    # a second device\n  \
+                  totpctl reset alice                     # lost phone: new token, new recovery codes\n  \
+                  totpctl allow-enroll bob --for 24h      # let bob enroll at his next login\n  \
+                  totpctl import oath /etc/users.oath     # dry run; add --apply to write\n  \
+                  totpctl show alice"
+)]
+pub struct Cli {
+    /// Path of the SQLite store (must match the module's db= argument).
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_DB)]
+    pub db: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create the store (directory 0700, file 0600) or bring its schema up
+    /// to date. Safe to run again. Do this before adding pam_totp to a PAM
+    /// stack: the module never creates a store and denies while it is missing.
+    Init,
+    /// Give USER a token. Without --secret a random 160-bit key is generated
+    /// and shown once (QR code, otpauth:// URI, key) with 10 recovery codes
+    /// (for the user's first token); the token stays pending until a code
+    /// from the app confirms it (asked here on a terminal, or `confirm`).
+    Enroll {
+        /// The login name, exactly as PAM sees it.
+        user: String,
+        #[command(flatten)]
+        token: TokenArgs,
+        /// Replace an existing token of the same device name.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Activate USER's pending token with a code from the app.
+    Confirm {
+        user: String,
+        /// The code the app shows now.
+        code: String,
+        /// Which pending device (default: whichever the code matches).
+        #[arg(long, value_name = "NAME")]
+        device: Option<String>,
+    },
+    /// A lost or replaced phone: remove all of USER's tokens and recovery
+    /// codes and enroll a new token, in one step. Takes the options of enroll.
+    Reset {
+        user: String,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Remove USER's tokens, recovery codes and enroll window (or one device).
+    Delete {
+        user: String,
+        /// Remove only this device.
+        #[arg(long, value_name = "NAME")]
+        device: Option<String>,
+    },
+    /// List all tokens (never shows keys).
+    List {
+        /// One JSON object per token, in a list.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything about USER except keys: devices, state, last use,
+    /// recovery codes left, enroll window.
+    Show {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give USER 10 new recovery codes, shown once. The old ones stop working.
+    Recovery {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let USER enroll at login (module argument enroll=window) for a while.
+    AllowEnroll {
+        user: String,
+        /// How long: e.g. 30m, 24h, 2d (at most 30d).
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+        duration: u64,
+    },
+    /// Move tokens from another tool. A dry run unless --apply.
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImportSource {
+    /// One user's ~/.google_authenticator (scratch codes become recovery codes).
+    GoogleAuthenticator {
+        /// The file.
+        file: PathBuf,
+        /// Whose file it is.
+        #[arg(long)]
+        user: String,
+        #[command(flatten)]
+        common: ImportArgs,
+    },
+    /// pam_oath's users file (all users; HOTP and TOTP lines).
+    Oath {
+        /// The users file, e.g. /etc/users.oath.
+        file: PathBuf,
+        #[command(flatten)]
+        common: ImportArgs,
+    },
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Write to the store (all or nothing). Without it, only print what would happen.
+    #[arg(long)]
+    pub apply: bool,
+    /// Accept keys shorter than 128 bits (down to 80).
+    #[arg(long)]
+    pub allow_short: bool,
+    /// Device name for the imported tokens.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_DEVICE)]
+    pub device: String,
+    /// Replace existing tokens of that device name.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    /// Name of this token, so a user can have several (phone, tablet…).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_DEVICE)]
+    pub device: String,
+    /// Time-based (totp) or counter-based (hotp).
+    #[arg(long = "type", value_name = "TYPE", default_value = "totp", value_parser = parse_kind)]
+    pub kind: Kind,
+    /// Use this base32 key instead of generating one (the key already lives
+    /// in an app). "-" reads it from standard input, which keeps it out of
+    /// the shell history and the process list. Active at once.
+    #[arg(long, value_name = "BASE32")]
+    pub secret: Option<String>,
+    /// Accept a --secret shorter than 128 bits (down to 80).
+    #[arg(long)]
+    pub allow_short: bool,
+    /// HMAC algorithm; most apps only support sha1.
+    #[arg(long, default_value = "sha1", value_parser = parse_algorithm)]
+    pub algorithm: Algorithm,
+    /// Digits per code (6 to 8).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(6..=8))]
+    pub digits: u32,
+    /// Seconds per code, TOTP (1 to 3600).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub period: u64,
+    /// HOTP: the counter of the next code the app will show.
+    #[arg(long, default_value_t = 0)]
+    pub counter: u64,
+    /// Issuer shown in the app (default: this host's name).
+    #[arg(long)]
+    pub issuer: Option<String>,
+    /// Make a generated token active at once, without a confirming code.
+    #[arg(long)]
+    pub no_confirm: bool,
+    /// Draw the terminal QR code for a light background (default: dark).
+    #[arg(long)]
+    pub invert: bool,
+    /// Also write the QR code as a PNG (mode 0600, must not exist yet).
+    #[arg(long, value_name = "FILE", conflicts_with = "secret")]
+    pub qr_png: Option<PathBuf>,
+    /// Print one JSON object (user, device, key, uri, recovery_codes, state)
+    /// instead of text; never asks for a confirming code.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_algorithm(text: &str) -> Result<Algorithm, String> {
+    text.parse()
+}
+
+fn parse_kind(text: &str) -> Result<Kind, String> {
+    text.parse()
+}
+
+/// `30m`, `24h`, `2d`, `90s` -> seconds, at most 30 days.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: s, m, h or d (e.g. 24h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 24h"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.saturating_mul(60),
+        "h" => number.saturating_mul(3600),
+        "d" => number.saturating_mul(86_400),
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (s, m, h or d)")),
+    };
+    if seconds == 0 || seconds > 30 * 86_400 {
+        return Err(format!("{text:?} must be more than 0 and at most 30d"));
+    }
+    Ok(seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Ok(86_400));
+        assert_eq!(parse_duration("30m"), Ok(1_800));
+        assert_eq!(parse_duration("2d"), Ok(172_800));
+        for bad in ["24", "h", "0h", "31d", "1w", "-1h", ""] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

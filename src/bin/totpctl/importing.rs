@@ -1,0 +1,149 @@
+//! `totpctl import`: read another tool's files, show what would happen,
+//! and with --apply store everything in one transaction.
+
+use zeroize::Zeroizing;
+
+use crate::audit::Audit;
+use crate::cli::{ImportArgs, ImportSource};
+use crate::{check_user, unix_now};
+use pam_totp::import::{self, Imported};
+use pam_totp::recovery;
+use pam_totp::store::{EnrollMode, Enrollment, Kind, SqliteStore, Store, Token};
+
+fn read(path: &std::path::Path) -> Result<Zeroizing<String>, String> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub fn import(store: &SqliteStore, audit: &mut Audit, source: ImportSource) -> Result<(), String> {
+    let (tokens, args, origin, path) = match source {
+        ImportSource::GoogleAuthenticator { file, user, common } => {
+            check_user(&user)?;
+            let text = read(&file)?;
+            let token = import::google_authenticator::parse(&text, &user)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            (vec![token], common, "google-authenticator", file)
+        }
+        ImportSource::Oath { file, common } => {
+            let text = read(&file)?;
+            let tokens =
+                import::oath::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            (tokens, common, "oath", file)
+        }
+    };
+    check(&tokens, &args)?;
+    for t in &tokens {
+        describe(t, &args);
+    }
+    if !args.apply {
+        println!(
+            "Dry run: {} token(s) read from {}, nothing written. Run again with --apply to import.",
+            tokens.len(),
+            path.display()
+        );
+        return Ok(());
+    }
+    let now = unix_now();
+    let mut enrollments = Vec::with_capacity(tokens.len());
+    for t in &tokens {
+        let recovery = if t.scratch_codes.is_empty() {
+            None
+        } else {
+            Some(
+                t.scratch_codes
+                    .iter()
+                    .map(|c| recovery::hash_imported(c))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        enrollments.push(Enrollment {
+            token: Token {
+                id: 0,
+                user: t.user.clone(),
+                device: args.device.clone(),
+                kind: t.kind,
+                secret: t.secret.clone(),
+                params: t.params,
+                created: now,
+                confirmed: Some(now),
+                last_step: t.last_step,
+            },
+            recovery,
+        });
+    }
+    let mode = if args.force {
+        EnrollMode::ReplaceDevice
+    } else {
+        EnrollMode::Add
+    };
+    store
+        .enroll(&enrollments, mode)
+        .map_err(|e| format!("nothing imported: {e}"))?;
+    for t in &tokens {
+        audit.record(
+            "import",
+            &t.user,
+            &format!(
+                "device=\"{}\" type={} from={origin}:{}:{}",
+                args.device,
+                t.kind,
+                path.display(),
+                t.line
+            ),
+        );
+    }
+    let scratch: usize = tokens.iter().map(|t| t.scratch_codes.len()).sum();
+    println!(
+        "Imported {} token(s) and {scratch} scratch code(s) as recovery codes from {}.",
+        tokens.len(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Refuses the whole import if any token breaks a rule, naming its line.
+fn check(tokens: &[Imported], args: &ImportArgs) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for t in tokens {
+        if let Err(e) = check_user(&t.user) {
+            problems.push(format!("line {}: {e}", t.line));
+        }
+        if let Err(e) = t.secret.check_strength(args.allow_short) {
+            problems.push(format!("line {}: {} : {e}", t.line, t.user));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("nothing imported:\n  {}", problems.join("\n  ")))
+    }
+}
+
+fn describe(t: &Imported, args: &ImportArgs) {
+    let last = match (t.kind, t.last_step) {
+        (_, None) => "none used".to_string(),
+        (Kind::Totp, Some(step)) => format!("last used step {step}"),
+        (Kind::Hotp, Some(counter)) => format!("next counter {}", counter + 1),
+    };
+    println!(
+        "line {}: {} -> device {:?}: {} {} {} digits{}, {} bits, {last}, {} scratch code(s) as recovery codes",
+        t.line,
+        t.user,
+        args.device,
+        t.kind,
+        t.params.algorithm,
+        t.params.digits,
+        if t.kind == Kind::Totp {
+            format!(" {} s", t.params.period)
+        } else {
+            String::new()
+        },
+        t.secret.as_bytes().len() * 8,
+        t.scratch_codes.len()
+    );
+    for note in &t.ignored {
+        println!("    not carried over: {note}");
+    }
+}

@@ -1,0 +1,176 @@
+//! totpctl: the administrator's tool for the pam_totp store.
+
+mod audit;
+mod cli;
+mod enrolling;
+mod importing;
+mod report;
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+
+use audit::Audit;
+use cli::{Cli, Command};
+use pam_totp::store::{EnrollMode, SqliteStore, Store};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("totpctl: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// User names go into the store key, log lines and URIs: refuse the ones
+/// that cannot be a login name.
+pub fn check_user(user: &str) -> Result<(), String> {
+    if user.is_empty() || user.len() > 256 {
+        return Err("the user name must be 1 to 256 bytes long".to_string());
+    }
+    if user.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "the user name {user:?} contains spaces or control characters"
+        ));
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    // Only init, enroll, reset and import may create the store.
+    let creates = matches!(
+        cli.command,
+        Command::Init | Command::Enroll { .. } | Command::Reset { .. } | Command::Import { .. }
+    );
+    let store = if creates {
+        SqliteStore::create(&cli.db)
+    } else {
+        SqliteStore::open(&cli.db)
+    }
+    .map_err(|e| e.to_string())?;
+    let e = |e: pam_totp::store::StoreError| e.to_string();
+    match cli.command {
+        Command::Init => {
+            let version = store.schema_version().map_err(|e| e.to_string())?;
+            println!(
+                "Store {} is ready (schema version {version}).",
+                cli.db.display()
+            );
+            Ok(())
+        }
+        Command::Enroll { user, token, force } => {
+            let mode = if force {
+                EnrollMode::ReplaceDevice
+            } else {
+                EnrollMode::Add
+            };
+            enrolling::enroll(&store, &mut Audit::open(), &user, &token, mode)
+        }
+        Command::Reset { user, token } => {
+            if store.tokens(&user).map_err(e)?.is_empty() {
+                return Err(format!(
+                    "{user} is not enrolled; use `totpctl enroll {user}`"
+                ));
+            }
+            enrolling::enroll(
+                &store,
+                &mut Audit::open(),
+                &user,
+                &token,
+                EnrollMode::ReplaceUser,
+            )
+        }
+        Command::Confirm { user, code, device } => {
+            enrolling::confirm(&store, &mut Audit::open(), &user, &code, device.as_deref())
+        }
+        Command::Delete { user, device } => {
+            let mut audit = Audit::open();
+            match device {
+                Some(device) => {
+                    if !store.delete_device(&user, &device).map_err(e)? {
+                        return Err(format!("{user} has no device named {device:?}"));
+                    }
+                    audit.record("delete", &user, &format!("device=\"{device}\""));
+                    println!("Deleted device {device:?} of {user}.");
+                }
+                None => {
+                    let count = store.delete_user(&user).map_err(e)?;
+                    if count == 0 {
+                        return Err(format!("{user} is not enrolled"));
+                    }
+                    audit.record("delete", &user, "all tokens and recovery codes");
+                    println!("Deleted {count} token(s) and the recovery codes of {user}.");
+                }
+            }
+            Ok(())
+        }
+        Command::List { json } => {
+            let tokens = store.list().map_err(e)?;
+            if json {
+                let list: Vec<_> = tokens.iter().map(report::token_json).collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                report::print_table(&tokens);
+            }
+            Ok(())
+        }
+        Command::Show { user, json } => {
+            let tokens: Vec<_> = store
+                .list()
+                .map_err(e)?
+                .into_iter()
+                .filter(|t| t.user == user)
+                .collect();
+            let recovery = store.recovery_count(&user).map_err(e)?;
+            let window = store.enroll_window(&user, unix_now()).map_err(e)?;
+            if tokens.is_empty() && recovery.unused + recovery.used == 0 && window.is_none() {
+                return Err(format!("{user} is not enrolled"));
+            }
+            if json {
+                println!("{}", report::show_json(&user, &tokens, recovery, window));
+            } else {
+                report::print_show(&user, &tokens, recovery, window);
+            }
+            Ok(())
+        }
+        Command::Recovery { user, json } => {
+            enrolling::new_recovery_codes(&store, &mut Audit::open(), &user, json)
+        }
+        Command::AllowEnroll { user, duration } => {
+            check_user(&user)?;
+            if !store.tokens(&user).map_err(e)?.is_empty() {
+                return Err(format!(
+                    "{user} already has a token; enrollment at login is only for users without one \
+                     (`totpctl delete {user}` first, or `totpctl reset {user}`)"
+                ));
+            }
+            let mut audit = Audit::open();
+            let until = unix_now() + duration as i64;
+            store
+                .open_enroll_window(&user, until, &audit.actor)
+                .map_err(e)?;
+            audit.record(
+                "allow-enroll",
+                &user,
+                &format!("until={} UTC", report::utc(until)),
+            );
+            println!(
+                "{user} may enroll at login until {} UTC (module argument enroll=window).",
+                report::utc(until)
+            );
+            Ok(())
+        }
+        Command::Import { source } => importing::import(&store, &mut Audit::open(), source),
+    }
+}

@@ -1,0 +1,139 @@
+//! What `list` and `show` print: text for people, JSON for scripts. Never
+//! a key.
+
+use serde_json::{Value, json};
+
+use pam_totp::store::{Kind, RecoveryCount, TokenInfo};
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC (civil-from-days, proleptic Gregorian).
+pub fn utc(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+pub fn state(t: &TokenInfo) -> &'static str {
+    if t.confirmed.is_some() {
+        "active"
+    } else {
+        "pending"
+    }
+}
+
+/// When the token was last used: a time (TOTP) or a counter (HOTP).
+pub fn last_used(t: &TokenInfo) -> String {
+    match (t.kind, t.last_step) {
+        (_, None) => "never".to_string(),
+        (Kind::Totp, Some(step)) => utc(step.saturating_mul(t.params.period) as i64),
+        (Kind::Hotp, Some(counter)) => format!("counter {counter}"),
+    }
+}
+
+pub fn token_json(t: &TokenInfo) -> Value {
+    json!({
+        "user": t.user,
+        "device": t.device,
+        "type": t.kind.as_str(),
+        "algorithm": t.params.algorithm.as_str(),
+        "digits": t.params.digits,
+        "period": t.params.period,
+        "created": t.created,
+        "confirmed": t.confirmed,
+        "last_step": t.last_step,
+        "state": state(t),
+    })
+}
+
+pub fn print_table(tokens: &[TokenInfo]) {
+    println!(
+        "{:<20} {:<10} {:<5} {:<7} {:>6} {:>6}  {:<19}  {:<19}  STATE",
+        "USER", "DEVICE", "TYPE", "ALG", "DIGITS", "PERIOD", "CREATED (UTC)", "LAST USED (UTC)"
+    );
+    for t in tokens {
+        println!(
+            "{:<20} {:<10} {:<5} {:<7} {:>6} {:>6}  {:<19}  {:<19}  {}",
+            t.user,
+            t.device,
+            t.kind,
+            t.params.algorithm,
+            t.params.digits,
+            t.params.period,
+            utc(t.created),
+            last_used(t),
+            state(t)
+        );
+    }
+}
+
+pub fn show_json(
+    user: &str,
+    tokens: &[TokenInfo],
+    recovery: RecoveryCount,
+    window: Option<i64>,
+) -> Value {
+    json!({
+        "user": user,
+        "tokens": tokens.iter().map(token_json).collect::<Vec<_>>(),
+        "recovery_codes": { "unused": recovery.unused, "used": recovery.used },
+        "enroll_window_until": window,
+    })
+}
+
+pub fn print_show(user: &str, tokens: &[TokenInfo], recovery: RecoveryCount, window: Option<i64>) {
+    println!("user: {user}");
+    if tokens.is_empty() {
+        println!("tokens: none (not enrolled)");
+    }
+    for t in tokens {
+        println!(
+            "device {:?}: {} {} {} digits{}, {}, created {}, last used {}",
+            t.device,
+            t.kind,
+            t.params.algorithm,
+            t.params.digits,
+            if t.kind == Kind::Totp {
+                format!(" {} s", t.params.period)
+            } else {
+                String::new()
+            },
+            state(t),
+            utc(t.created),
+            last_used(t)
+        );
+    }
+    println!(
+        "recovery codes: {} unused, {} used",
+        recovery.unused, recovery.used
+    );
+    match window {
+        Some(until) => println!("enroll window: open until {} UTC", utc(until)),
+        None => println!("enroll window: none"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_111_111_111), "2005-03-18 01:58:31");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc(2_000_000_000), "2033-05-18 03:33:20");
+    }
+}
