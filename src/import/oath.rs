@@ -50,7 +50,12 @@ pub fn parse(text: &str) -> Result<Vec<Imported>, ImportError> {
                 format!("{user} already has a token on line {}", first.line),
             ));
         }
+        // pam_oath writes back the counter it accepted together with that
+        // OTP (field 6): then the counter is spent. A counter without a
+        // last OTP is where counting starts: the next code to accept.
+        let last_otp_recorded = fields.get(5).is_some_and(|f| *f != "-");
         let last_step = match kind {
+            Kind::Hotp if last_otp_recorded => counter,
             Kind::Hotp => counter.and_then(|c| c.checked_sub(1)),
             Kind::Totp => None,
         };
@@ -123,10 +128,10 @@ mod tests {
     #[test]
     fn hotp_and_totp_lines() {
         let file = format!(
-            "# users\nHOTP alice - {KEY}\nHOTP/T30 bob - {KEY}\nHOTP/T60/8 carol + {KEY} 0 123456 2024-01-01T00:00:00L\nHOTP/E/8 dave - {KEY} 7\n"
+            "# users\nHOTP alice - {KEY}\nHOTP/T30 bob - {KEY}\nHOTP/T60/8 carol + {KEY} 0 123456 2024-01-01T00:00:00L\nHOTP/E/8 dave - {KEY} 7\nHOTP\terin\t-\t{KEY}\t4\t338314\t2026-11-23T13:07:33L\n"
         );
         let t = parse(&file).expect("parses");
-        assert_eq!(t.len(), 4);
+        assert_eq!(t.len(), 5);
         assert_eq!((t[0].kind, t[0].last_step), (Kind::Hotp, None));
         assert_eq!(t[0].secret.as_bytes(), b"12345678901234567890");
         assert_eq!((t[1].kind, t[1].params.period), (Kind::Totp, 30));
@@ -137,6 +142,8 @@ mod tests {
             (Kind::Hotp, 8, Some(6))
         );
         assert_eq!(t[3].line, 5);
+        // Written back by pam_oath after accepting counter 4: 4 is spent.
+        assert_eq!((t[4].kind, t[4].last_step), (Kind::Hotp, Some(4)));
     }
 
     #[test]

@@ -225,7 +225,29 @@ impl World {
 
     /// The pamtester command for one authentication, ready to spawn.
     pub fn pamtester_command(&self, service: &str, user: &str, rhost: Option<&str>) -> Command {
-        let mut cmd = Command::new("pamtester");
+        self.pamtester_with(Command::new("pamtester"), service, user, rhost)
+    }
+
+    /// pamtester with line-buffered stdout (`stdbuf -oL`), for tests that
+    /// must read PAM_TEXT_INFO messages while pamtester still runs.
+    pub fn pamtester_command_unbuffered(
+        &self,
+        service: &str,
+        user: &str,
+        rhost: Option<&str>,
+    ) -> Command {
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "pamtester"]);
+        self.pamtester_with(cmd, service, user, rhost)
+    }
+
+    fn pamtester_with(
+        &self,
+        mut cmd: Command,
+        service: &str,
+        user: &str,
+        rhost: Option<&str>,
+    ) -> Command {
         cmd.env("LD_PRELOAD", PAM_WRAPPER)
             .env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", &self.services)

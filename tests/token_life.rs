@@ -1,0 +1,631 @@
+//! A token's whole life through totpctl and the real libpam: QR codes that
+//! decode (zbarimg), pending tokens and confirmation, several devices,
+//! recovery codes, HOTP, reset, enrollment at login, and imports from files
+//! written by google-authenticator and pam_oath themselves.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{World, oathtool, pam_tools_present, tools_present, unix_now, wrong_code};
+use serde_json::Value;
+
+const RHOST: &str = "203.0.113.7";
+
+fn json(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn zbarimg(png: &std::path::Path) -> String {
+    let out = Command::new("zbarimg")
+        .args(["--raw", "-q"])
+        .arg(png)
+        .output()
+        .expect("zbarimg");
+    assert!(
+        out.status.success(),
+        "zbarimg found no code in {}",
+        png.display()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Turns the terminal rendering back into pixels (each character is two
+/// modules stacked) and writes a PNG that zbarimg can read.
+fn terminal_qr_to_png(text: &str, glyphs_are_light: bool, path: &std::path::Path) {
+    const SCALE: usize = 6;
+    let rows: Vec<Vec<char>> = text.lines().map(|l| l.chars().collect()).collect();
+    let width = rows.iter().map(Vec::len).max().expect("rows");
+    let height = rows.len() * 2;
+    let mut pixels = vec![0u8; width * SCALE * height * SCALE];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, ch) in row.iter().enumerate() {
+            let (top, bottom) = match ch {
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                _ => (false, false),
+            };
+            for (half, glyph) in [(0, top), (1, bottom)] {
+                let light = glyph == glyphs_are_light;
+                let value = if light { 255 } else { 0 };
+                for y in 0..SCALE {
+                    let line = (r * 2 + half) * SCALE + y;
+                    let start = line * width * SCALE + c * SCALE;
+                    pixels[start..start + SCALE].fill(value);
+                }
+            }
+        }
+    }
+    let file = std::fs::File::create(path).expect("png file");
+    let mut encoder = png::Encoder::new(file, (width * SCALE) as u32, (height * SCALE) as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .expect("header")
+        .write_image_data(&pixels)
+        .expect("pixels");
+}
+
+/// The QR block of `totpctl enroll`'s text output.
+fn qr_block(stdout: &str) -> String {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Scan the QR code"))
+        .skip(2)
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn qr_codes_decode_to_exactly_the_uri() {
+    if !tools_present(&["zbarimg"]) {
+        return;
+    }
+    let world = World::new();
+    let png = world.dir.path().join("alice.png");
+    let enrolled = json(&world.totpctl(&[
+        "enroll",
+        "alice",
+        "--json",
+        "--issuer",
+        "HPC Lander",
+        "--qr-png",
+        png.to_str().expect("path"),
+    ]));
+    let uri = enrolled["uri"].as_str().expect("uri");
+    assert!(uri.starts_with("otpauth://totp/HPC%20Lander:alice?secret="));
+    assert_eq!(zbarimg(&png), uri, "PNG");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&png).expect("png").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the PNG holds the key");
+
+    for (invert, device) in [(false, "dark"), (true, "light")] {
+        let mut args = vec!["enroll", "alice", "--device", device];
+        if invert {
+            args.push("--invert");
+        }
+        let stdout = ok(&world.totpctl(&args));
+        let uri = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("URI: "))
+            .expect("uri line");
+        let image = world.dir.path().join(format!("{device}.png"));
+        terminal_qr_to_png(&qr_block(&stdout), !invert, &image);
+        assert_eq!(zbarimg(&image), uri, "terminal QR, invert={invert}");
+    }
+    // --qr-png never overwrites.
+    let again = world.totpctl(&[
+        "enroll",
+        "alice",
+        "--device",
+        "third",
+        "--qr-png",
+        png.to_str().expect("path"),
+    ]);
+    assert!(!again.status.success());
+}
+
+#[test]
+fn pending_tokens_log_nobody_in_until_confirmed() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let enrolled = json(&world.totpctl(&["enroll", "pat", "--json"]));
+    assert_eq!(enrolled["state"], "pending");
+    let key = enrolled["key"].as_str().expect("key").to_string();
+    assert_eq!(
+        enrolled["recovery_codes"].as_array().expect("codes").len(),
+        10
+    );
+
+    let run = world.login("totp", "pat", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(!run.success, "{run:?}");
+    assert!(run.logged("pending confirmation"), "{run:?}");
+    // A recovery code does not get around a pending token either.
+    let code0 = enrolled["recovery_codes"][0].as_str().expect("code");
+    assert!(!world.login("totp", "pat", Some(RHOST), code0).success);
+
+    let bad = world.totpctl(&["confirm", "pat", &wrong_code(&oathtool(&key, None, &[]))]);
+    assert!(!bad.status.success());
+    let now = unix_now();
+    ok(&world.totpctl(&["confirm", "pat", &oathtool(&key, Some(now), &[])]));
+    // The confirming code is spent; the next step's code logs in.
+    let run = world.login_at(
+        now,
+        "totp",
+        "pat",
+        Some(RHOST),
+        &oathtool(&key, Some(now), &[]),
+    );
+    assert!(!run.success, "confirmation code replayed: {run:?}");
+    let later = now + 30;
+    let run = world.login_at(
+        later,
+        "totp",
+        "pat",
+        Some(RHOST),
+        &oathtool(&key, Some(later), &[]),
+    );
+    assert!(run.success, "{run:?}");
+}
+
+#[test]
+fn recovery_codes_work_once_and_can_be_renewed() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let enrolled = json(&world.totpctl(&["enroll", "rita", "--json", "--no-confirm"]));
+    let codes: Vec<String> = enrolled["recovery_codes"]
+        .as_array()
+        .expect("codes")
+        .iter()
+        .map(|c| c.as_str().expect("code").to_string())
+        .collect();
+    assert_eq!(codes.len(), 10);
+
+    let run = world.login("totp", "rita", Some(RHOST), &codes[0]);
+    assert!(run.success, "{run:?}");
+    assert!(run.logged("recovery code used, 9 left"), "{run:?}");
+    assert!(!run.stderr.contains(&codes[0]), "never logged");
+    let run = world.login("totp", "rita", Some(RHOST), &codes[0]);
+    assert!(!run.success, "{run:?}");
+    assert!(run.logged("wrong or used recovery code"), "{run:?}");
+
+    let shown = json(&world.totpctl(&["show", "rita", "--json"]));
+    assert_eq!(shown["recovery_codes"]["unused"], 9);
+    assert_eq!(shown["recovery_codes"]["used"], 1);
+
+    let renewed = json(&world.totpctl(&["recovery", "rita", "--json"]));
+    let fresh = renewed["recovery_codes"][0]
+        .as_str()
+        .expect("code")
+        .to_string();
+    assert!(
+        !world.login("totp", "rita", Some(RHOST), &codes[1]).success,
+        "old codes are void"
+    );
+    assert!(world.login("totp", "rita", Some(RHOST), &fresh).success);
+}
+
+#[test]
+fn several_devices_each_log_in_and_can_be_removed_alone() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let phone = world.enroll("dana");
+    let tablet = common::random_secret();
+    ok(&world.totpctl(&["enroll", "dana", "--device", "tablet", "--secret", &tablet]));
+    let listed = json(&world.totpctl(&["list", "--json"]));
+    assert_eq!(listed.as_array().expect("list").len(), 2);
+
+    assert!(
+        world
+            .login("totp", "dana", Some(RHOST), &oathtool(&tablet, None, &[]))
+            .success
+    );
+    let run = world.login("totp", "dana", Some(RHOST), &oathtool(&phone, None, &[]));
+    assert!(run.success, "each device has its own last step: {run:?}");
+    assert!(run.logged("from device \"default\""), "{run:?}");
+
+    ok(&world.totpctl(&["delete", "dana", "--device", "tablet"]));
+    let later = unix_now() + 60;
+    let run = world.login_at(
+        later,
+        "totp",
+        "dana",
+        Some(RHOST),
+        &oathtool(&tablet, Some(later), &[]),
+    );
+    assert!(!run.success, "{run:?}");
+    let run = world.login_at(
+        later,
+        "totp",
+        "dana",
+        Some(RHOST),
+        &oathtool(&phone, Some(later), &[]),
+    );
+    assert!(run.success, "{run:?}");
+}
+
+#[test]
+fn hotp_tokens_follow_the_counter() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let key = common::random_secret();
+    ok(&world.totpctl(&["enroll", "hank", "--type", "hotp", "--secret", &key]));
+    let hotp = |counter: u64| {
+        let out = Command::new("oathtool")
+            .args(["--hotp", "-b", "-c", &counter.to_string(), &key])
+            .output()
+            .expect("oathtool");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let run = world.login("totp", "hank", Some(RHOST), &hotp(0));
+    assert!(run.success, "{run:?}");
+    assert!(run.logged("code for counter 0"), "{run:?}");
+    assert!(!world.login("totp", "hank", Some(RHOST), &hotp(0)).success);
+    assert!(
+        world.login("totp", "hank", Some(RHOST), &hotp(5)).success,
+        "look-ahead"
+    );
+    assert!(
+        !world.login("totp", "hank", Some(RHOST), &hotp(3)).success,
+        "behind the counter"
+    );
+    assert!(
+        !world.login("totp", "hank", Some(RHOST), &hotp(40)).success,
+        "beyond the look-ahead"
+    );
+}
+
+#[test]
+fn reset_replaces_every_token_and_the_recovery_codes() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let first = json(&world.totpctl(&["enroll", "lou", "--json", "--no-confirm"]));
+    let old_key = first["key"].as_str().expect("key").to_string();
+    let old_code = first["recovery_codes"][0]
+        .as_str()
+        .expect("code")
+        .to_string();
+    ok(&world.totpctl(&[
+        "enroll",
+        "lou",
+        "--device",
+        "spare",
+        "--secret",
+        &common::random_secret(),
+    ]));
+
+    let reset = json(&world.totpctl(&["reset", "lou", "--json", "--no-confirm"]));
+    let new_key = reset["key"].as_str().expect("key").to_string();
+    assert_ne!(new_key, old_key);
+    let shown = json(&world.totpctl(&["show", "lou", "--json"]));
+    assert_eq!(shown["tokens"].as_array().expect("tokens").len(), 1);
+
+    assert!(
+        !world
+            .login("totp", "lou", Some(RHOST), &oathtool(&old_key, None, &[]))
+            .success
+    );
+    assert!(!world.login("totp", "lou", Some(RHOST), &old_code).success);
+    assert!(
+        world
+            .login("totp", "lou", Some(RHOST), &oathtool(&new_key, None, &[]))
+            .success
+    );
+
+    assert!(!world.totpctl(&["reset", "nobody"]).status.success());
+}
+
+/// pamtester for an enrollment at login: reads the key the module shows
+/// (PAM_TEXT_INFO, on stdout) and answers the confirmation with its code.
+fn enroll_at_login(
+    world: &World,
+    service: &str,
+    user: &str,
+    rhost: &str,
+    right: bool,
+) -> (bool, String) {
+    let mut child = world
+        .pamtester_command_unbuffered(service, user, Some(rhost))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pamtester");
+    // Both streams are read as they come: the key arrives on stdout
+    // (PAM_TEXT_INFO), the prompts on stderr.
+    let collect = |mut stream: Box<dyn Read + Send>| {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = text.clone();
+        let handle = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        (text, handle)
+    };
+    let (shown, out_reader) = collect(Box::new(child.stdout.take().expect("stdout")));
+    let (prompts, err_reader) = collect(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let key = loop {
+        let text = shown.lock().expect("lock").clone();
+        if let Some(line) = text.lines().find_map(|l| l.strip_prefix("Key: ")) {
+            break Some(line.split_whitespace().collect::<String>());
+        }
+        let asked_for_code = prompts
+            .lock()
+            .expect("lock")
+            .contains("Verification code: ");
+        if asked_for_code || Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let answer = match &key {
+        Some(key) if right => oathtool(key, None, &[]),
+        Some(key) => wrong_code(&oathtool(key, None, &[])),
+        None => "123456".to_string(),
+    };
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = writeln!(stdin, "{answer}");
+    drop(stdin);
+    let success = child.wait().expect("wait").success();
+    out_reader.join().expect("stdout reader");
+    err_reader.join().expect("stderr reader");
+    let shown = shown.lock().expect("lock").clone();
+    let stderr = prompts.lock().expect("lock").clone();
+    (success, format!("{shown}\n{stderr}"))
+}
+
+#[test]
+fn enrollment_at_login_only_from_trusted_networks_or_inside_a_window() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("trusted", "trusted=10.0.0.0/8 enroll=trusted");
+    world.service("window", "enroll=window");
+    ok(&world.totpctl(&["init"]));
+
+    let (success, output) = enroll_at_login(&world, "trusted", "tess", "10.9.9.9", true);
+    assert!(success, "{output}");
+    assert!(output.contains('█'), "QR code shown: {output}");
+    assert!(
+        output.contains("enrolled a new token at login (from a trusted network)"),
+        "{output}"
+    );
+    let shown = json(&world.totpctl(&["show", "tess", "--json"]));
+    assert_eq!(shown["tokens"][0]["state"], "active");
+
+    // From an untrusted address nothing is offered.
+    let (success, output) = enroll_at_login(&world, "trusted", "mallory", RHOST, true);
+    assert!(!success);
+    assert!(!output.contains("Key: "), "{output}");
+
+    // enroll=window: refused until the admin opens a window; a wrong code stores nothing.
+    let (success, output) = enroll_at_login(&world, "window", "wade", RHOST, true);
+    assert!(!success && !output.contains("Key: "), "{output}");
+    ok(&world.totpctl(&["allow-enroll", "wade", "--for", "1h"]));
+    let (success, output) = enroll_at_login(&world, "window", "wade", RHOST, false);
+    assert!(!success, "{output}");
+    assert!(
+        output.contains("enrollment at login not completed"),
+        "{output}"
+    );
+    let shown = json(&world.totpctl(&["show", "wade", "--json"]));
+    assert_eq!(shown["tokens"], serde_json::json!([]), "nothing stored");
+    let (success, output) = enroll_at_login(&world, "window", "wade", RHOST, true);
+    assert!(success, "{output}");
+    assert!(output.contains("inside an enroll window"), "{output}");
+    let shown = json(&world.totpctl(&["show", "wade", "--json"]));
+    assert_eq!(
+        shown["enroll_window_until"],
+        Value::Null,
+        "window closed once used"
+    );
+    assert!(
+        !world
+            .totpctl(&["allow-enroll", "wade", "--for", "1h"])
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn google_authenticator_files_import_with_scratch_codes() {
+    if !pam_tools_present() || !tools_present(&["google-authenticator"]) {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let file = world.dir.path().join("ga_totp");
+    let made = Command::new("google-authenticator")
+        .args([
+            "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-Q", "NONE", "-q", "-s",
+        ])
+        .arg(&file)
+        .env("HOME", world.dir.path())
+        .output()
+        .expect("google-authenticator");
+    assert!(made.status.success());
+    let text = std::fs::read_to_string(&file).expect("file");
+    let key = text.lines().next().expect("key").to_string();
+    let scratch = text.lines().last().expect("scratch").to_string();
+    let path = file.to_str().expect("path");
+
+    let dry = ok(&world.totpctl(&["import", "google-authenticator", path, "--user", "gina"]));
+    assert!(dry.contains("Dry run"), "{dry}");
+    assert!(dry.contains("5 scratch code(s)"), "{dry}");
+    assert!(
+        !dry.contains(&key) && !dry.contains(&scratch),
+        "no secrets in the dry run"
+    );
+    assert!(
+        !world.totpctl(&["show", "gina"]).status.success(),
+        "dry run wrote nothing"
+    );
+
+    ok(&world.totpctl(&[
+        "import",
+        "google-authenticator",
+        path,
+        "--user",
+        "gina",
+        "--apply",
+    ]));
+    assert!(
+        world
+            .login("totp", "gina", Some(RHOST), &oathtool(&key, None, &[]))
+            .success
+    );
+    let run = world.login("totp", "gina", Some(RHOST), &scratch);
+    assert!(run.success, "scratch code as a recovery code: {run:?}");
+    assert!(!world.login("totp", "gina", Some(RHOST), &scratch).success);
+
+    // Counter-based files keep counting where the old module stopped.
+    let hotp_file = world.dir.path().join("ga_hotp");
+    let made = Command::new("google-authenticator")
+        .args(["-c", "-f", "-u", "-w", "3", "-Q", "NONE", "-q", "-s"])
+        .arg(&hotp_file)
+        .env("HOME", world.dir.path())
+        .output()
+        .expect("google-authenticator");
+    assert!(made.status.success());
+    let hotp_key = std::fs::read_to_string(&hotp_file)
+        .expect("file")
+        .lines()
+        .next()
+        .expect("key")
+        .to_string();
+    ok(&world.totpctl(&[
+        "import",
+        "google-authenticator",
+        hotp_file.to_str().expect("path"),
+        "--user",
+        "hugo",
+        "--apply",
+    ]));
+    let hotp = |c: &str| {
+        let out = Command::new("oathtool")
+            .args(["--hotp", "-b", "-c", c, &hotp_key])
+            .output()
+            .expect("oathtool");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert!(
+        !world.login("totp", "hugo", Some(RHOST), &hotp("0")).success,
+        "HOTP_COUNTER 1: 0 is spent"
+    );
+    assert!(world.login("totp", "hugo", Some(RHOST), &hotp("1")).success);
+}
+
+#[test]
+fn pam_oath_users_files_import_after_pam_oath_used_them() {
+    let pam_oath = "/lib/x86_64-linux-gnu/security/pam_oath.so";
+    if !pam_tools_present() || !tools_present(&[pam_oath]) {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let hex = "3132333435363738393031323334353637383930";
+    let base32 = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let users = world.dir.path().join("users.oath");
+    std::fs::write(
+        &users,
+        format!("HOTP olga - {hex}\nHOTP/T30 otto - {hex}\n"),
+    )
+    .expect("users");
+    // The real pam_oath accepts olga's counter 0 and 1 and writes its state back.
+    world.raw_service(
+        "oath",
+        &format!(
+            "auth required {pam_oath} usersfile={} window=5\n",
+            users.display()
+        ),
+    );
+    let hotp = |c: &str| {
+        let out = Command::new("oathtool")
+            .args(["--hotp", "-c", c, hex])
+            .output()
+            .expect("oathtool");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for counter in ["0", "1"] {
+        let run = world.login("oath", "olga", None, &hotp(counter));
+        assert!(run.success, "pam_oath itself: {run:?}");
+    }
+    let path = users.to_str().expect("path");
+    let dry = ok(&world.totpctl(&["import", "oath", path]));
+    assert!(
+        dry.contains("olga") && dry.contains("otto") && dry.contains("Dry run"),
+        "{dry}"
+    );
+    ok(&world.totpctl(&["import", "oath", path, "--apply"]));
+
+    assert!(
+        !world.login("totp", "olga", None, &hotp("1")).success,
+        "spent under pam_oath"
+    );
+    assert!(world.login("totp", "olga", None, &hotp("2")).success);
+    assert!(
+        world
+            .login("totp", "otto", None, &oathtool(base32, None, &[]))
+            .success
+    );
+
+    // A broken line names itself and nothing is written.
+    let broken = world.dir.path().join("broken.oath");
+    std::fs::write(
+        &broken,
+        format!("HOTP pia - {hex}\nHOTP/T30 paul 1234 {hex}\n"),
+    )
+    .expect("write");
+    let out = world.totpctl(&["import", "oath", broken.to_str().expect("path"), "--apply"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2"),
+        "{out:?}"
+    );
+    assert!(!world.totpctl(&["show", "pia"]).status.success());
+}
