@@ -278,3 +278,48 @@ fn s8_sixteen_users_at_the_same_moment_all_get_in() {
         .count();
     assert_eq!(accepted, USERS, "{:?}", sshd.module_log());
 }
+
+#[test]
+fn s9_enrollment_at_login_inside_an_admin_window() {
+    if !e2e_tools_present() {
+        return;
+    }
+    let sshd = Sshd::start("enroll=window");
+    let erin = LocalUser::create("e");
+    let refused = sshd.login(&Attempt {
+        passwords: vec![erin.password.clone()],
+        codes: vec!["@key-from-prompt".to_string()],
+        ..Attempt::new(&erin.name)
+    });
+    assert!(!refused.success, "no window, no enrollment: {refused:?}");
+    sshd.expect_log(&["denied: user is not enrolled", &erin.name]);
+
+    let opened = sshd.totpctl(&["allow-enroll", &erin.name, "--for", "1h"]);
+    assert!(opened.status.success());
+    let login = sshd.login(&Attempt {
+        passwords: vec![erin.password.clone()],
+        codes: vec!["@key-from-prompt".to_string()],
+        ..Attempt::new(&erin.name)
+    });
+    assert!(login.success, "{login:?}\n{}", sshd.sshd_log());
+    let confirm = login
+        .prompts
+        .iter()
+        .find(|p| p.contains("Code from your app, to confirm"))
+        .unwrap_or_else(|| panic!("no confirmation prompt: {login:?}"));
+    assert!(
+        confirm.contains("Key: "),
+        "the key is shown with it: {confirm}"
+    );
+    sshd.expect_log(&[
+        "enrolled a new token at login (inside an enroll window",
+        &erin.name,
+    ]);
+    let shown = String::from_utf8_lossy(&sshd.totpctl(&["show", &erin.name]).stdout).into_owned();
+    assert!(shown.contains("active"), "{shown}");
+    assert!(shown.contains("enroll window: none"), "{shown}");
+    report(
+        "9 enrollment at login",
+        "refused without a window; inside one: key shown, confirmed, in",
+    );
+}

@@ -154,3 +154,80 @@ fn delete_and_list_need_an_existing_store_and_user() {
     let (listing, _) = text(&ctl.run(&["list"]));
     assert!(!listing.contains("alice"), "{listing}");
 }
+
+/// Every change is in syslog (authpriv) with who made it and whom it
+/// concerns, and never with a key or code. Needs /dev/log to itself: on a
+/// machine without a syslog socket the test binds one there for its
+/// duration (under the same lock as the sshd tests).
+#[test]
+fn every_change_is_audited_in_syslog() {
+    use std::os::unix::net::UnixDatagram;
+    let _serial = common::sshd::Serial::acquire();
+    if std::fs::symlink_metadata("/dev/log").is_ok() {
+        let message =
+            "/dev/log is taken by this machine's syslog; audit lines cannot be captured here";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{message}");
+        }
+        eprintln!("SKIPPED: {message}");
+        return;
+    }
+    let socket = UnixDatagram::bind("/dev/log").expect("bind /dev/log");
+    struct Unlink;
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file("/dev/log");
+        }
+    }
+    let _unlink = Unlink;
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .expect("timeout");
+
+    let ctl = Ctl::new();
+    let enrolled = ctl.run(&["enroll", "alice", "--json", "--no-confirm"]);
+    let key = serde_json::from_slice::<serde_json::Value>(&enrolled.stdout).expect("json")["key"]
+        .as_str()
+        .expect("key")
+        .to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_totpctl"))
+        .arg("--db")
+        .arg(ctl.db())
+        .args(["recovery", "alice"])
+        .env("SUDO_USER", "helpdesk-bob")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(child.wait().expect("wait").success());
+    for args in [
+        &["allow-enroll", "carol", "--for", "2h"][..],
+        &["reset", "alice", "--no-confirm"],
+        &["delete", "alice"],
+    ] {
+        assert!(ctl.run(args).status.success(), "{args:?}");
+    }
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = socket.recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let expect = [
+        ("enroll user=\"alice\"", ""),
+        ("recovery user=\"alice\"", "by \"helpdesk-bob\" (sudo"),
+        ("allow-enroll user=\"carol\" until=", ""),
+        ("reset user=\"alice\"", ""),
+        ("delete user=\"alice\"", ""),
+    ];
+    for (action, who) in expect {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(action))
+            .unwrap_or_else(|| panic!("no audit line {action:?} in {lines:#?}"));
+        // <85>: facility authpriv (10), severity notice (5).
+        assert!(line.starts_with("<85>"), "{line}");
+        assert!(line.contains("totpctl["), "{line}");
+        assert!(line.contains(" by "), "{line}");
+        assert!(line.contains(who), "{line}");
+        assert!(!line.contains(&key), "no key in the audit log: {line}");
+    }
+}

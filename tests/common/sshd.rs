@@ -352,6 +352,16 @@ impl Sshd {
         fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
 
+    /// Runs totpctl on this sshd's store.
+    pub fn totpctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_totpctl"))
+            .arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .output()
+            .expect("totpctl")
+    }
+
     /// Enrolls `user` with a fresh random key; returns the key.
     pub fn enroll(&self, user: &str) -> String {
         let key = super::random_secret();
@@ -417,6 +427,7 @@ impl Sshd {
         )
         .expect("codes");
         let tries = attempt.passwords.len().max(attempt.codes.len()).max(1);
+        let ssh_log = answers.path().join("ssh.log");
         let mut cmd = Command::new("ssh");
         cmd.env("SSH_ASKPASS", Path::new(FIXTURES).join("askpass"))
             .env("SSH_ASKPASS_REQUIRE", "force")
@@ -443,7 +454,8 @@ impl Sshd {
         let marker = "E2E-LOGGED-IN-AS";
         cmd.arg(format!("{}@{}", attempt.user, attempt.host))
             .arg(format!("echo {marker}-$(id -un)"))
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stderr(File::create(&ssh_log).expect("ssh log"));
         let out = cmd.output().expect("run ssh");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let prompts = fs::read_to_string(answers.path().join("prompts"))
@@ -455,7 +467,7 @@ impl Sshd {
             success: out.status.success() && stdout.contains(&format!("{marker}-{}", attempt.user)),
             prompts,
             stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            stderr: fs::read_to_string(&ssh_log).unwrap_or_default(),
         }
     }
 }
