@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 . scripts/lib/debian.sh
 ensure_debian_packages libpam0g-dev pamtester libpam-wrapper oathtool faketime \
-    openssh-server openssh-client sqlite3
+    openssh-server openssh-client sqlite3 zbar-tools libpam-google-authenticator libpam-oath
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "==> installing cargo-nextest"
     cargo install --locked cargo-nextest

@@ -36,7 +36,7 @@ pub fn tools_present(tools: &[&str]) -> bool {
         return true;
     }
     let message = format!(
-        "missing test tools: {} (apt-get install pamtester libpam-wrapper oathtool faketime)",
+        "missing test tools: {} (scripts/test.sh installs them: see ensure_debian_packages there)",
         missing.join(", ")
     );
     if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
