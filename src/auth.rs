@@ -317,6 +317,41 @@ enum CodeCheck<'a> {
     },
 }
 
+/// The step (TOTP) or counter (HOTP) `code` matches for `token` at `now`,
+/// or `None`; also `None` when the code is not `digits` ASCII digits. TOTP
+/// accepts `window` steps either side of now, HOTP `hotp_window` counters
+/// ahead of the stored one.
+pub fn match_token(
+    token: &Token,
+    code: &str,
+    now: u64,
+    window: u32,
+    hotp_window: u32,
+) -> Option<u64> {
+    let shaped =
+        code.len() == token.params.digits as usize && code.bytes().all(|b| b.is_ascii_digit());
+    if !shaped {
+        return None;
+    }
+    let key = token.secret.as_bytes();
+    match token.kind {
+        Kind::Totp => otp::verify_window(
+            key,
+            code,
+            otp::step_at(now, token.params.period),
+            window,
+            &token.params,
+        ),
+        Kind::Hotp => otp::verify_counter(
+            key,
+            code,
+            token.last_step.map_or(0, |c| c.saturating_add(1)),
+            hotp_window,
+            &token.params,
+        ),
+    }
+}
+
 /// Checks the answer against every active token whose code length it has.
 /// Every such token is computed in full, so the work does not reveal which
 /// token (or whether any) matched.
@@ -331,23 +366,7 @@ fn check_code<'a>(config: &Config, active: &[&'a Token], text: &str, now: u64) -
             continue;
         }
         shaped = true;
-        let key = token.secret.as_bytes();
-        let step = match token.kind {
-            Kind::Totp => otp::verify_window(
-                key,
-                text,
-                otp::step_at(now, token.params.period),
-                config.window,
-                &token.params,
-            ),
-            Kind::Hotp => otp::verify_counter(
-                key,
-                text,
-                token.last_step.map_or(0, |c| c.saturating_add(1)),
-                config.hotp_window,
-                &token.params,
-            ),
-        };
+        let step = match_token(token, text, now, config.window, config.hotp_window);
         if let (None, Some(step)) = (found, step) {
             found = Some((token, step));
         }
@@ -449,23 +468,6 @@ fn enroll_at_login<S: Store>(
         Ok(now) => now,
         Err(outcome) => return outcome,
     };
-    let code = std::str::from_utf8(&answer).unwrap_or("").trim();
-    let well_formed =
-        code.len() == params.digits as usize && code.bytes().all(|b| b.is_ascii_digit());
-    let step = well_formed
-        .then(|| {
-            otp::verify_window(
-                secret.as_bytes(),
-                code,
-                otp::step_at(now, params.period),
-                config.window,
-                &params,
-            )
-        })
-        .flatten();
-    let Some(step) = step else {
-        return Outcome::EnrollmentFailed("wrong confirmation code; nothing stored".to_string());
-    };
     let token = Token {
         id: 0,
         user: user.to_string(),
@@ -476,6 +478,10 @@ fn enroll_at_login<S: Store>(
         created: now as i64,
         confirmed: Some(now as i64),
         last_step: None,
+    };
+    let code = std::str::from_utf8(&answer).unwrap_or("").trim();
+    let Some(step) = match_token(&token, code, now, config.window, config.hotp_window) else {
+        return Outcome::EnrollmentFailed("wrong confirmation code; nothing stored".to_string());
     };
     match store.enroll_at_login(&token, step) {
         Ok(()) => Outcome::EnrolledAtLogin { via },

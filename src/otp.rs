@@ -154,13 +154,28 @@ pub fn format_code(value: u32, digits: u32) -> Zeroizing<String> {
     Zeroizing::new(format!("{:0width$}", value, width = digits as usize))
 }
 
+/// Compares `code` with the codes for every counter in `first..=last`, all
+/// of them in constant time, so the work does not depend on whether or
+/// where a code matched. Returns the lowest and the highest match.
+fn scan(key: &[u8], code: &str, first: u64, last: u64, params: &Params) -> Option<(u64, u64)> {
+    let mut matched: Option<(u64, u64)> = None;
+    for counter in first..=last {
+        let candidate = format_code(
+            hotp(key, counter, params.algorithm, params.digits),
+            params.digits,
+        );
+        let equal: bool = candidate.as_bytes().ct_eq(code.as_bytes()).into();
+        if equal {
+            matched = Some((matched.map_or(counter, |(low, _)| low), counter));
+        }
+    }
+    matched
+}
+
 /// Checks `code` against every step in `center - window ..= center + window`
-/// and returns the step that matched, or `None`.
-///
-/// Every step in the window is computed and compared in constant time, so
-/// the work does not depend on whether or where a code matched. If two steps
-/// in the window happen to share a code, the later one is returned: it burns
-/// more of the window, which is the safe direction for replay protection.
+/// and returns the step that matched, or `None`. If two steps in the window
+/// happen to share a code, the later one is returned: it burns more of the
+/// window, which is the safe direction for replay protection.
 /// `code` must already be exactly `params.digits` ASCII digits.
 pub fn verify_window(
     key: &[u8],
@@ -171,23 +186,12 @@ pub fn verify_window(
 ) -> Option<u64> {
     let first = center_step.saturating_sub(u64::from(window));
     let last = center_step.saturating_add(u64::from(window));
-    let mut matched: Option<u64> = None;
-    for step in first..=last {
-        let candidate = format_code(
-            hotp(key, step, params.algorithm, params.digits),
-            params.digits,
-        );
-        let equal: bool = candidate.as_bytes().ct_eq(code.as_bytes()).into();
-        if equal {
-            matched = Some(step);
-        }
-    }
-    matched
+    scan(key, code, first, last, params).map(|(_, latest)| latest)
 }
 
 /// HOTP look-ahead: checks `code` against counters `next ..= next + lookahead`
-/// (all of them, in constant time) and returns the lowest counter that
-/// matched. The caller then advances the stored counter past it.
+/// and returns the lowest counter that matched. The caller then advances the
+/// stored counter past it.
 pub fn verify_counter(
     key: &[u8],
     code: &str,
@@ -196,18 +200,7 @@ pub fn verify_counter(
     params: &Params,
 ) -> Option<u64> {
     let last = next.saturating_add(u64::from(lookahead));
-    let mut matched: Option<u64> = None;
-    for counter in next..=last {
-        let candidate = format_code(
-            hotp(key, counter, params.algorithm, params.digits),
-            params.digits,
-        );
-        let equal: bool = candidate.as_bytes().ct_eq(code.as_bytes()).into();
-        if equal && matched.is_none() {
-            matched = Some(counter);
-        }
-    }
-    matched
+    scan(key, code, next, last, params).map(|(lowest, _)| lowest)
 }
 
 #[cfg(test)]

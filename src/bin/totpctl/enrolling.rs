@@ -10,11 +10,12 @@ use zeroize::Zeroizing;
 
 use crate::audit::Audit;
 use crate::cli::TokenArgs;
+use crate::report::describe_params;
 use crate::{check_user, unix_now};
-use pam_totp::auth::host_name;
+use pam_totp::auth::{host_name, match_token};
 use pam_totp::config::{DEFAULT_HOTP_WINDOW, DEFAULT_WINDOW};
 use pam_totp::enroll::{otpauth_uri, qr_png, qr_terminal};
-use pam_totp::otp::{self, Params};
+use pam_totp::otp::Params;
 use pam_totp::recovery::{self, RecoveryCode};
 use pam_totp::secret::Secret;
 use pam_totp::store::{Claim, EnrollMode, Enrollment, Kind, SqliteStore, Store, Token};
@@ -155,20 +156,14 @@ pub fn enroll(
         return Ok(());
     }
     println!(
-        "{} {user}, device {:?} ({}, {}, {} digits{}).",
+        "{} {user}, device {:?} ({}).",
         if mode == EnrollMode::ReplaceUser {
             "Reset"
         } else {
             "Enrolled"
         },
         args.device,
-        args.kind,
-        params.algorithm,
-        params.digits,
-        match args.kind {
-            Kind::Totp => format!(", {} s", params.period),
-            Kind::Hotp => String::new(),
-        }
+        describe_params(args.kind, &params)
     );
     if generated {
         let qr = qr_terminal(&uri, args.invert).map_err(|e| e.to_string())?;
@@ -245,29 +240,9 @@ fn ask_confirmation(store: &SqliteStore, audit: &mut Audit, token: &Token) -> Re
 /// Checks `code` against a pending token and activates it (claiming the
 /// code's step) if it matches.
 fn confirm_token(store: &SqliteStore, token: &Token, code: &str) -> Result<bool, String> {
-    let digits_ok =
-        code.len() == token.params.digits as usize && code.bytes().all(|b| b.is_ascii_digit());
-    if !digits_ok {
-        return Ok(false);
-    }
     let now = unix_now();
-    let step = match token.kind {
-        Kind::Totp => otp::verify_window(
-            token.secret.as_bytes(),
-            code,
-            otp::step_at(now as u64, token.params.period),
-            DEFAULT_WINDOW,
-            &token.params,
-        ),
-        Kind::Hotp => otp::verify_counter(
-            token.secret.as_bytes(),
-            code,
-            token.last_step.map_or(0, |c| c.saturating_add(1)),
-            DEFAULT_HOTP_WINDOW,
-            &token.params,
-        ),
-    };
-    let Some(step) = step else {
+    let Some(step) = match_token(token, code, now as u64, DEFAULT_WINDOW, DEFAULT_HOTP_WINDOW)
+    else {
         return Ok(false);
     };
     // The token row's id is needed: read it back by user and device.

@@ -5,6 +5,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::Audit;
 use crate::cli::{ImportArgs, ImportSource};
+use crate::report::describe_params;
 use crate::{check_user, unix_now};
 use pam_totp::import::{self, Imported};
 use pam_totp::recovery;
@@ -128,18 +129,11 @@ fn describe(t: &Imported, args: &ImportArgs) {
         (Kind::Hotp, Some(counter)) => format!("next counter {}", counter + 1),
     };
     println!(
-        "line {}: {} -> device {:?}: {} {} {} digits{}, {} bits, {last}, {} scratch code(s) as recovery codes",
+        "line {}: {} -> device {:?}: {}, {} bits, {last}, {} scratch code(s) as recovery codes",
         t.line,
         t.user,
         args.device,
-        t.kind,
-        t.params.algorithm,
-        t.params.digits,
-        if t.kind == Kind::Totp {
-            format!(" {} s", t.params.period)
-        } else {
-            String::new()
-        },
+        describe_params(t.kind, &t.params),
         t.secret.as_bytes().len() * 8,
         t.scratch_codes.len()
     );

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 
+use pam_totp::otp::Params;
 use pam_totp::store::{Kind, RecoveryCount, TokenInfo};
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (civil-from-days, proleptic Gregorian).
@@ -23,6 +24,18 @@ pub fn utc(unix: i64) -> String {
         secs / 3600,
         secs % 3600 / 60,
         secs % 60
+    )
+}
+
+/// `totp sha1 6 digits 30 s` / `hotp sha1 6 digits`.
+pub fn describe_params(kind: Kind, params: &Params) -> String {
+    let period = match kind {
+        Kind::Totp => format!(" {} s", params.period),
+        Kind::Hotp => String::new(),
+    };
+    format!(
+        "{kind} {} {} digits{period}",
+        params.algorithm, params.digits
     )
 }
 
@@ -100,16 +113,9 @@ pub fn print_show(user: &str, tokens: &[TokenInfo], recovery: RecoveryCount, win
     }
     for t in tokens {
         println!(
-            "device {:?}: {} {} {} digits{}, {}, created {}, last used {}",
+            "device {:?}: {}, {}, created {}, last used {}",
             t.device,
-            t.kind,
-            t.params.algorithm,
-            t.params.digits,
-            if t.kind == Kind::Totp {
-                format!(" {} s", t.params.period)
-            } else {
-                String::new()
-            },
+            describe_params(t.kind, &t.params),
             state(t),
             utc(t.created),
             last_used(t)
