@@ -284,23 +284,36 @@ impl World {
 }
 
 pub fn run_with_stdin(mut cmd: Command, answer: &str) -> Run {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pamtester");
-    if let Some(mut stdin) = child.stdin.take() {
-        // The module may not read at all (trusted network): ignore EPIPE.
-        let _ = stdin.write_all(answer.as_bytes());
-        let _ = stdin.write_all(b"\n");
+    for attempt in 1..=3 {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pamtester");
+        if let Some(mut stdin) = child.stdin.take() {
+            // The module may not read at all (trusted network): ignore EPIPE.
+            let _ = stdin.write_all(answer.as_bytes());
+            let _ = stdin.write_all(b"\n");
+        }
+        let out = child.wait_with_output().expect("wait pamtester");
+        let run = Run {
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        // pam_wrapper failing to set up its own state directory is the
+        // harness failing, not the module: run again.
+        let wrapper_failed = run
+            .stderr
+            .lines()
+            .any(|l| l.contains("PWRAP_ERROR") && l.contains("pam_wrapper config dir"));
+        if !wrapper_failed {
+            return run;
+        }
+        eprintln!("pam_wrapper could not start (attempt {attempt}), running again");
     }
-    let out = child.wait_with_output().expect("wait pamtester");
-    Run {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    panic!("pam_wrapper could not start three times in a row");
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) as libfaketime's FAKETIME wants it.
