@@ -10,6 +10,7 @@ use crate::config::{self, Config, EnrollAtLogin, Unenrolled};
 use crate::enroll;
 use crate::network;
 use crate::otp::{self, Params};
+use crate::ratelimit::{self, Lock};
 use crate::recovery::{self, Candidate};
 use crate::secret::Secret;
 use crate::store::{Claim, DEFAULT_DEVICE, Kind, Store, StoreError, Token};
@@ -87,6 +88,9 @@ pub enum Outcome {
     },
     /// A right recovery code that a concurrent login burned first.
     RecoveryReused,
+    /// Too many failures: refused without looking at the answer (a right
+    /// code is not burned).
+    RateLimited(Lock),
     /// sshd's stand-in answer for a login it already refuses.
     RefusedBySshd,
     /// No usable PAM_USER.
@@ -110,12 +114,30 @@ impl Outcome {
     }
 }
 
-/// The outcome plus, when the configuration says `debug`, the settings
-/// that led to it (never a code or a key).
+impl Outcome {
+    /// The ends that count as a guess for the rate limits.
+    pub fn is_failed_guess(&self) -> bool {
+        matches!(
+            self,
+            Outcome::WrongCode
+                | Outcome::WrongRecoveryCode
+                | Outcome::MalformedAnswer
+                | Outcome::Reused { .. }
+                | Outcome::RecoveryReused
+        )
+    }
+}
+
+/// The outcome, alerts for the administrator (the per-user ceiling was
+/// reached), and, when the configuration says `debug`, the settings that
+/// led to it. Never a code or a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub outcome: Outcome,
+    pub alerts: Vec<String>,
     pub trace: Vec<String>,
+    /// How long libpam should hold a failure back (`fail_delay=`).
+    pub fail_delay_ms: u32,
 }
 
 /// Who is logging in and from where, as PAM reports it.
@@ -163,14 +185,16 @@ pub fn authenticate<S: Store>(
         Err(e) => {
             return Decision {
                 outcome: Outcome::ConfigError(e.to_string()),
+                alerts: Vec::new(),
                 trace: Vec::new(),
+                fail_delay_ms: config::DEFAULT_FAIL_DELAY_MS,
             };
         }
     };
-    let outcome = decide(&config, request, open_store, clock, conversation);
-    let trace = if config.debug {
-        vec![format!(
-            "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} prompt={:?}",
+    let mut decision = decide(&config, request, open_store, clock, conversation);
+    if config.debug {
+        decision.trace.push(format!(
+            "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} limits={:?} prompt={:?}",
             config.db.display(),
             config.window,
             config.hotp_window,
@@ -182,12 +206,11 @@ pub fn authenticate<S: Store>(
                 .join(","),
             config.unenrolled,
             config.enroll,
+            config.limits,
             config.prompt,
-        )]
-    } else {
-        Vec::new()
-    };
-    Decision { outcome, trace }
+        ));
+    }
+    decision
 }
 
 /// The decision for one login with a valid configuration.
@@ -197,6 +220,31 @@ pub fn decide<S: Store>(
     open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
     clock: &dyn Clock,
     conversation: &mut dyn Conversation,
+) -> Decision {
+    let mut alerts = Vec::new();
+    let outcome = decide_outcome(
+        config,
+        request,
+        open_store,
+        clock,
+        conversation,
+        &mut alerts,
+    );
+    Decision {
+        outcome,
+        alerts,
+        trace: Vec::new(),
+        fail_delay_ms: config.fail_delay_ms,
+    }
+}
+
+fn decide_outcome<S: Store>(
+    config: &Config,
+    request: Request<'_>,
+    open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
+    clock: &dyn Clock,
+    conversation: &mut dyn Conversation,
+    alerts: &mut Vec<String>,
 ) -> Outcome {
     if request.user.is_empty() {
         return Outcome::NoUser("empty user name".to_string());
@@ -271,25 +319,57 @@ pub fn decide<S: Store>(
             pending: !tokens.is_empty(),
         };
     }
-    let Ok(text) = std::str::from_utf8(&answer) else {
-        return Outcome::MalformedAnswer;
-    };
-    let text = text.trim();
-    if let Some(candidate) = recovery::candidate(text) {
-        return use_recovery(
-            &store,
-            request.user,
-            &candidate,
-            clock,
-            Outcome::WrongRecoveryCode,
-        );
-    }
     let now = match now(clock) {
         Ok(now) => now,
         Err(outcome) => return outcome,
     };
-    match check_code(config, &active, text, now) {
-        CodeCheck::Match(token, step) => claim(&store, token, step, now),
+    let rhost = request.rhost.unwrap_or("");
+    let failures = match store.failures(request.user, rhost, now as i64) {
+        Ok(failures) => failures,
+        Err(e) => return Outcome::StoreError(e.to_string()),
+    };
+    if let Some(lock) = ratelimit::lock_at(&failures, &config.limits, now as i64) {
+        return Outcome::RateLimited(lock);
+    }
+    let outcome = check_answer(config, &store, request.user, &active, &answer, now);
+    if outcome.is_failed_guess() {
+        match store.record_failure(request.user, rhost, now as i64) {
+            Ok(f) if ratelimit::reaches_user_limit(f.user_recent, &config.limits) => {
+                alerts.push(format!(
+                    "user \"{}\" reached {} failed codes within 24 h (latest from \"{}\"): code logins for this user are refused from every untrusted address for 24 h, or until `totpctl unlock`",
+                    crate::logline::escape(request.user),
+                    f.user_recent,
+                    crate::logline::escape(rhost)
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return Outcome::StoreError(format!("recording a failed code: {e}")),
+        }
+    } else if outcome.is_success() {
+        // Losing this only keeps an old count: never a reason to deny.
+        let _ = store.clear_failures(request.user, rhost);
+    }
+    outcome
+}
+
+/// The answer against the user's active tokens and recovery codes.
+fn check_answer<S: Store>(
+    config: &Config,
+    store: &S,
+    user: &str,
+    active: &[&Token],
+    answer: &[u8],
+    now: u64,
+) -> Outcome {
+    let Ok(text) = std::str::from_utf8(answer) else {
+        return Outcome::MalformedAnswer;
+    };
+    let text = text.trim();
+    if let Some(candidate) = recovery::candidate(text) {
+        return use_recovery(store, user, &candidate, now, Outcome::WrongRecoveryCode);
+    }
+    match check_code(config, active, text, now) {
+        CodeCheck::Match(token, step) => claim(store, token, step, now),
         CodeCheck::NoMatch { shaped } => match recovery::scratch_candidate(text) {
             Some(candidate) => {
                 let fallback = if shaped {
@@ -297,7 +377,7 @@ pub fn decide<S: Store>(
                 } else {
                     Outcome::MalformedAnswer
                 };
-                use_recovery(&store, request.user, &candidate, clock, fallback)
+                use_recovery(store, user, &candidate, now, fallback)
             }
             None if shaped => Outcome::WrongCode,
             None => Outcome::MalformedAnswer,
@@ -400,7 +480,7 @@ fn use_recovery<S: Store>(
     store: &S,
     user: &str,
     candidate: &Candidate,
-    clock: &dyn Clock,
+    now: u64,
     no_match: Outcome,
 ) -> Outcome {
     let stored = match store.recovery_candidates(user, &candidate.lookup) {
@@ -410,11 +490,7 @@ fn use_recovery<S: Store>(
     let Some(hit) = stored.iter().find(|s| candidate.matches(&s.phc)) else {
         return no_match;
     };
-    let at = match now(clock) {
-        Ok(now) => now as i64,
-        Err(outcome) => return outcome,
-    };
-    match store.burn_recovery(hit.id, at) {
+    match store.burn_recovery(hit.id, now as i64) {
         Ok(Claim::Claimed) => match store.recovery_count(user) {
             Ok(count) => Outcome::RecoveryAccepted {
                 remaining: count.unused,

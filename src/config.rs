@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::network;
+use crate::ratelimit::Limits;
 
 pub const DEFAULT_DB: &str = "/var/lib/pam_totp/pam_totp.db";
 pub const DEFAULT_CONFIG: &str = "/etc/security/pam_totp.conf";
@@ -25,6 +26,8 @@ const MAX_PROMPT_LEN: usize = 200;
 /// button a few times without logging in).
 pub const DEFAULT_HOTP_WINDOW: u32 = 10;
 pub const MAX_HOTP_WINDOW: u32 = 100;
+/// What pam_unix asks for too: 2 s after a failure, jittered by libpam.
+pub const DEFAULT_FAIL_DELAY_MS: u32 = 2_000;
 
 /// What to do with a user who has no token in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +60,10 @@ pub struct Config {
     pub enroll: EnrollAtLogin,
     /// Issuer shown in the app for tokens enrolled at login (default: host name).
     pub issuer: Option<String>,
+    /// Back-off and ceiling on failed codes.
+    pub limits: Limits,
+    /// Delay libpam applies after a failed login, in milliseconds.
+    pub fail_delay_ms: u32,
     pub debug: bool,
 }
 
@@ -71,6 +78,8 @@ impl Default for Config {
             unenrolled: Unenrolled::Deny,
             enroll: EnrollAtLogin::Never,
             issuer: None,
+            limits: Limits::default(),
+            fail_delay_ms: DEFAULT_FAIL_DELAY_MS,
             debug: false,
         }
     }
@@ -252,6 +261,11 @@ fn required_value(setting: &Setting) -> Result<&str, ConfigError> {
             key: setting.key.clone(),
         }),
         Some("") => Err(bad(setting, "", "empty value")),
+        Some(v) if v.chars().any(char::is_control) => Err(bad(
+            setting,
+            v,
+            "control characters (NUL, newline…) are not allowed",
+        )),
         Some(v) => Ok(v),
     }
 }
@@ -310,6 +324,12 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
         }
         "window" => config.window = number(setting, MAX_WINDOW)?,
         "hotp_window" => config.hotp_window = number(setting, MAX_HOTP_WINDOW)?,
+        "backoff_after" => config.limits.backoff_after = number(setting, 100)?,
+        "backoff_max" => {
+            config.limits.backoff_max = u64::from(number(setting, 86_400)?).max(30);
+        }
+        "user_limit" => config.limits.user_limit = number(setting, 10_000)?,
+        "fail_delay" => config.fail_delay_ms = number(setting, 10_000)?,
         "prompt" => config.prompt = printable_text(setting)?,
         "issuer" => config.issuer = Some(printable_text(setting)?),
         "enroll" => {
@@ -394,9 +414,17 @@ mod tests {
             "enroll=window",
             "hotp_window=20",
             "[issuer=HPC Lander]",
+            "backoff_after=3",
+            "backoff_max=600",
+            "user_limit=0",
+            "fail_delay=0",
             "debug",
         ])
         .expect("ok");
+        assert_eq!(c.limits.backoff_after, 3);
+        assert_eq!(c.limits.backoff_max, 600);
+        assert_eq!(c.limits.user_limit, 0);
+        assert_eq!(c.fail_delay_ms, 0);
         assert_eq!(c.enroll, EnrollAtLogin::Window);
         assert_eq!(c.hotp_window, 20);
         assert_eq!(c.issuer.as_deref(), Some("HPC Lander"));
@@ -428,6 +456,9 @@ mod tests {
             ("unenrolled=maybe", "unenrolled"),
             ("enroll=always", "enroll"),
             ("hotp_window=101", "hotp_window"),
+            ("user_limit=-1", "user_limit"),
+            ("fail_delay=1s", "fail_delay"),
+            ("db=/tmp/a\nb", "db"),
             ("db=relative.db", "db"),
             ("debug=perhaps", "debug"),
             ("nullok", "nullok"),

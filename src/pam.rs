@@ -3,14 +3,19 @@
 
 use std::ffi::{CStr, CString};
 
-use libc::{LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, c_char, c_int};
+use libc::{
+    LOG_ALERT, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, c_char, c_int, c_uint,
+};
 use pam::constants::{PAM_PROMPT_ECHO_OFF, PAM_TEXT_INFO, PamFlag, PamResultCode};
 use pam::conv::Conv;
 use pam::items::RHost;
 use pam::module::{PamHandle, PamHooks};
 use zeroize::Zeroizing;
 
-use crate::auth::{self, Conversation, EnrollVia, Outcome, Request, SystemClock};
+use crate::auth::{self, Conversation, Decision, EnrollVia, Outcome, Request, SystemClock};
+use crate::config::DEFAULT_FAIL_DELAY_MS;
+use crate::logline::{escape, one_line};
+use crate::ratelimit::Lock;
 use crate::store::Kind;
 use crate::store::SqliteStore;
 
@@ -19,16 +24,29 @@ unsafe extern "C" {
     /// Linux-PAM's logger: facility authpriv, ident from the PAM service,
     /// the module name prefixed (`pam_syslog(3)`).
     fn pam_syslog(pamh: *const PamHandle, priority: c_int, fmt: *const c_char, ...);
+    /// Asks libpam to wait at least `usec` microseconds before returning a
+    /// failure to the application (`pam_fail_delay(3)`).
+    fn pam_fail_delay(pamh: *mut PamHandle, usec: c_uint) -> c_int;
 }
 
 pub struct PamTotp;
 pam::pam_hooks!(PamTotp);
 
+/// A decision made before the configuration could be read.
+fn early(outcome: Outcome) -> Decision {
+    Decision {
+        outcome,
+        alerts: Vec::new(),
+        trace: Vec::new(),
+        fail_delay_ms: DEFAULT_FAIL_DELAY_MS,
+    }
+}
+
 impl PamHooks for PamTotp {
     fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
         let (user, rhost) = match login_items(pamh) {
             Ok(items) => items,
-            Err(outcome) => return finish(pamh, "?", None, &outcome, &[]),
+            Err(outcome) => return finish(pamh, "?", None, &early(outcome)),
         };
         let args = match args
             .iter()
@@ -38,7 +56,7 @@ impl PamHooks for PamTotp {
             Ok(args) => args,
             Err(_) => {
                 let outcome = Outcome::ConfigError("a module argument is not UTF-8".to_string());
-                return finish(pamh, &user, rhost.as_deref(), &outcome, &[]);
+                return finish(pamh, &user, rhost.as_deref(), &early(outcome));
             }
         };
         let decision = {
@@ -54,13 +72,7 @@ impl PamHooks for PamTotp {
                 &mut conversation,
             )
         };
-        finish(
-            pamh,
-            &user,
-            rhost.as_deref(),
-            &decision.outcome,
-            &decision.trace,
-        )
+        finish(pamh, &user, rhost.as_deref(), &decision)
     }
 
     fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
@@ -132,7 +144,10 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             (
                 PAM_SUCCESS,
                 LOG_INFO,
-                format!("accepted: code for {what} {step}{drift} from device \"{device}\""),
+                format!(
+                    "accepted: code for {what} {step}{drift} from device \"{}\"",
+                    escape(device)
+                ),
             )
         }
         Outcome::RecoveryAccepted { remaining } => (
@@ -190,7 +205,22 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             PAM_AUTH_ERR,
             LOG_WARNING,
             format!(
-                "denied: code already used (step {step} or later was used before on device \"{device}\")"
+                "denied: code already used (step {step} or later was used before on device \"{}\")",
+                escape(device)
+            ),
+        ),
+        Outcome::RateLimited(Lock::Source { until }) => (
+            PAM_AUTH_ERR,
+            LOG_WARNING,
+            format!(
+                "denied: too many failed codes from this address, back-off until {until} (answer not checked, nothing burned)"
+            ),
+        ),
+        Outcome::RateLimited(Lock::User { until }) => (
+            PAM_AUTH_ERR,
+            LOG_WARNING,
+            format!(
+                "denied: too many failed codes for this user from all addresses, locked until {until} (answer not checked; totpctl unlock clears it)"
             ),
         ),
         Outcome::RecoveryReused => (
@@ -220,34 +250,46 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
 }
 
 fn finish(
-    pamh: &PamHandle,
+    pamh: &mut PamHandle,
     user: &str,
     rhost: Option<&str>,
-    outcome: &Outcome,
-    trace: &[String],
+    decision: &Decision,
 ) -> PamResultCode {
-    for line in trace {
+    for line in &decision.trace {
         log(pamh, LOG_DEBUG, line);
     }
-    let (code, priority, message) = translate(outcome);
+    for alert in &decision.alerts {
+        log(pamh, LOG_ALERT, &format!("ALERT: {alert}"));
+    }
+    let (code, priority, message) = translate(&decision.outcome);
     let line = format!(
         "{message}; user=\"{}\" rhost=\"{}\"",
-        printable(user),
-        printable(rhost.unwrap_or(""))
+        escape(user),
+        escape(rhost.unwrap_or(""))
     );
     log(pamh, priority, &line);
+    if code != PamResultCode::PAM_SUCCESS && code != PamResultCode::PAM_IGNORE {
+        request_fail_delay(pamh, decision.fail_delay_ms);
+    }
     code
 }
 
-/// Keeps log lines on one line: control characters become `?`.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// Failures are answered no faster than `ms`, like the other modules in
+/// the stack (libpam applies the longest delay any module asked for).
+fn request_fail_delay(pamh: &mut PamHandle, ms: u32) {
+    if ms == 0 {
+        return;
+    }
+    let usec = ms.saturating_mul(1000);
+    // SAFETY: `pamh` is the live handle PAM passed to this hook, borrowed
+    // mutably for the call; pam_fail_delay only records the delay in it.
+    unsafe {
+        pam_fail_delay(pamh, usec);
+    }
 }
 
 fn log(pamh: &PamHandle, priority: c_int, message: &str) {
-    let Ok(message) = CString::new(printable(message)) else {
+    let Ok(message) = CString::new(one_line(message)) else {
         return;
     };
     // SAFETY: `pamh` is the live handle PAM passed to this hook; the format

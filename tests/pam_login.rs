@@ -299,3 +299,57 @@ fn config_file_settings_apply_and_arguments_override_them() {
     let run = world.login("override", "alice", Some(RHOST), "000000");
     assert!(run.prompted("Authenticator Code: "), "{run:?}");
 }
+
+#[test]
+fn guessing_backs_off_per_address_and_unlock_clears_it() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let key = world.enroll("gus");
+    let code = oathtool(&key, None, &[]);
+    for _ in 0..5 {
+        assert!(
+            !world
+                .login("totp", "gus", Some(RHOST), &wrong_code(&code))
+                .success
+        );
+    }
+    let run = world.login("totp", "gus", Some(RHOST), &code);
+    assert!(!run.success, "a right code during back-off: {run:?}");
+    assert!(
+        run.logged("too many failed codes from this address"),
+        "{run:?}"
+    );
+    assert!(run.logged("nothing burned"), "{run:?}");
+
+    let shown = String::from_utf8_lossy(&world.totpctl(&["show", "gus"]).stdout).into_owned();
+    assert!(
+        shown.contains("failed codes from \"203.0.113.7\": 5"),
+        "{shown}"
+    );
+    assert!(world.totpctl(&["unlock", "gus"]).status.success());
+    let run = world.login("totp", "gus", Some(RHOST), &code);
+    assert!(run.success, "not burned by the refused try: {run:?}");
+}
+
+#[test]
+fn default_fail_delay_holds_failures_back() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    // No fail_delay= argument: the module's default.
+    world.service_exact("delayed", &format!("db={}", world.db.display()));
+    world.enroll("fay");
+    let started = std::time::Instant::now();
+    let run = world.login("delayed", "fay", Some(RHOST), "000000");
+    assert!(!run.success);
+    // libpam randomises the delay by up to a quarter either way.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1400),
+        "failure answered after {:?}",
+        started.elapsed()
+    );
+}

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::*;
 use crate::config::Config;
 use crate::otp::{Algorithm, format_code, hotp};
+use crate::ratelimit::Lock;
 use crate::recovery;
 use crate::store::{EnrollMode, Enrollment, SqliteStore};
 
@@ -114,6 +115,7 @@ impl World {
             &FixedClock(NOW),
             conv,
         )
+        .outcome
     }
 
     fn run(&self, answer: &str) -> Outcome {
@@ -173,8 +175,20 @@ fn older_code_after_newer_is_reused() {
 fn answers_are_trimmed_and_shape_checked() {
     let world = World::with_alice();
     assert!(world.run(&format!("  {}\n", code_at(NOW))).is_success());
+    // More bad answers than the back-off allows from one address.
+    let patient = Config {
+        limits: crate::ratelimit::Limits {
+            backoff_after: 100,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
     for bad in ["", "abcdef", "12345", "1234567", "12 3456", "١٢٣٤٥٦"] {
-        assert_eq!(world.run(bad), Outcome::MalformedAnswer, "{bad:?}");
+        assert_eq!(
+            world.run_with(&patient, "alice", None, &mut Scripted::says(bad)),
+            Outcome::MalformedAnswer,
+            "{bad:?}"
+        );
     }
     let wrong = if code_at(NOW) == "000000" {
         "111111"
@@ -529,7 +543,8 @@ fn failures_deny() {
         |_| Err(StoreError::Missing("/nowhere".to_string())),
         &FixedClock(NOW),
         &mut Scripted::says("123456"),
-    );
+    )
+    .outcome;
     assert!(matches!(broken, Outcome::StoreError(ref e) if e.contains("/nowhere")));
 
     let no_user = world.run_with(&Config::default(), "", None, &mut Scripted::says("123456"));
@@ -556,4 +571,121 @@ fn only_accepting_outcomes_are_success() {
     assert!(!Outcome::RecoveryReused.is_success());
     assert!(!Outcome::EnrollmentFailed(String::new()).is_success());
     assert!(Outcome::RecoveryAccepted { remaining: 0 }.is_success());
+}
+
+fn wrong_now() -> &'static str {
+    if code_at(NOW) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    }
+}
+
+#[test]
+fn back_off_per_source_refuses_even_a_right_code_without_burning_it() {
+    let world = World::with_alice();
+    let from = |rhost: &str, answer: &str| {
+        world.run_with(
+            &Config::default(),
+            "alice",
+            Some(rhost),
+            &mut Scripted::says(answer),
+        )
+    };
+    for _ in 0..5 {
+        assert_eq!(from("198.51.100.1", wrong_now()), Outcome::WrongCode);
+    }
+    let right = code_at(NOW);
+    assert_eq!(
+        from("198.51.100.1", &right),
+        Outcome::RateLimited(Lock::Source {
+            until: NOW as i64 + 30
+        })
+    );
+    // Another address is not held back, and the code was not burned.
+    assert_eq!(from("198.51.100.2", &right), accepted(NOW / 30, 0));
+}
+
+#[test]
+fn a_success_clears_the_source_count() {
+    let world = World::with_alice();
+    let config = Config::default();
+    for _ in 0..4 {
+        world.run_with(
+            &config,
+            "alice",
+            Some("198.51.100.1"),
+            &mut Scripted::says(wrong_now()),
+        );
+    }
+    assert!(
+        world
+            .run_with(
+                &config,
+                "alice",
+                Some("198.51.100.1"),
+                &mut Scripted::says(&code_at(NOW))
+            )
+            .is_success()
+    );
+    let f = world
+        .store()
+        .failures("alice", "198.51.100.1", NOW as i64)
+        .expect("f");
+    assert_eq!(f.source_count, 0);
+}
+
+#[test]
+fn the_user_ceiling_across_sources_raises_one_alert_and_locks() {
+    let world = World::with_alice();
+    let config = Config::default();
+    let mut alerts = Vec::new();
+    for i in 0..20 {
+        let decision = decide(
+            &config,
+            Request {
+                user: "alice",
+                rhost: Some(&format!("203.0.113.{i}")),
+            },
+            |_| SqliteStore::open(&world.db),
+            &FixedClock(NOW),
+            &mut Scripted::says(wrong_now()),
+        );
+        assert_eq!(decision.outcome, Outcome::WrongCode);
+        alerts.extend(decision.alerts);
+    }
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].contains("reached 20 failed codes"), "{alerts:?}");
+    assert_eq!(
+        world.run_with(
+            &config,
+            "alice",
+            Some("192.0.2.77"),
+            &mut Scripted::says(&code_at(NOW))
+        ),
+        Outcome::RateLimited(Lock::User {
+            until: NOW as i64 + 86_400
+        })
+    );
+    world.store().unlock("alice").expect("unlock");
+    assert!(
+        world
+            .run_with(
+                &config,
+                "alice",
+                Some("192.0.2.77"),
+                &mut Scripted::says(&code_at(NOW))
+            )
+            .is_success()
+    );
+}
+
+#[test]
+fn only_guesses_count_as_failures() {
+    assert!(Outcome::WrongCode.is_failed_guess());
+    assert!(Outcome::MalformedAnswer.is_failed_guess());
+    assert!(Outcome::WrongRecoveryCode.is_failed_guess());
+    assert!(!Outcome::RefusedBySshd.is_failed_guess());
+    assert!(!Outcome::NotEnrolled { pending: false }.is_failed_guess());
+    assert!(!Outcome::StoreError(String::new()).is_failed_guess());
 }

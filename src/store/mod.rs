@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::otp::Params;
+use crate::ratelimit::Failures;
 use crate::recovery::RecoveryHash;
 use crate::secret::Secret;
 
@@ -172,7 +173,8 @@ pub trait Store {
     /// the confirmation code cannot then be replayed to log in.
     fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError>;
 
-    /// Removes the user's tokens, recovery codes and enroll window; returns
+    /// Removes the user's tokens, recovery codes, enroll window and failure
+    /// counts; returns
     /// how many tokens there were.
     fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
 
@@ -203,6 +205,21 @@ pub trait Store {
 
     /// The end of the user's enroll window, if one is open at `now`.
     fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// The failure counts that decide whether `user` from `rhost` may try a code.
+    fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError>;
+
+    /// Counts one failed code from (user, rhost) at `now`; returns the new counts.
+    fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError>;
+
+    /// A success from (user, rhost) forgets that source's failures.
+    fn clear_failures(&self, user: &str, rhost: &str) -> Result<(), StoreError>;
+
+    /// Forgets all the user's failures (`totpctl unlock`); returns the sources cleared.
+    fn unlock(&self, user: &str) -> Result<usize, StoreError>;
+
+    /// (rhost, failures, last failure) for each source, newest first.
+    fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError>;
 
     /// Stores a token enrolled at login, active, with `step` claimed, and
     /// closes the user's enroll window, in one transaction. Fails with

@@ -28,6 +28,7 @@ use super::{
     TokenInfo,
 };
 use crate::otp::{Algorithm, Params};
+use crate::ratelimit::{Failures, USER_WINDOW_SECS};
 use crate::recovery::RecoveryHash;
 use crate::secret::Secret;
 
@@ -86,6 +87,15 @@ const MIGRATIONS: &[&str] = &[
         user      TEXT    NOT NULL PRIMARY KEY,
         until     INTEGER NOT NULL,
         opened_by TEXT    NOT NULL
+    ) STRICT;",
+    // 2 -> 3: failed codes per (user, rhost), for back-off and the
+    // per-user ceiling.
+    "CREATE TABLE failures (
+        user  TEXT    NOT NULL,
+        rhost TEXT    NOT NULL,
+        count INTEGER NOT NULL,
+        last  INTEGER NOT NULL,
+        PRIMARY KEY (user, rhost)
     ) STRICT;",
 ];
 
@@ -557,6 +567,67 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
+    fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
+        let (source_count, source_last): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT count, last FROM failures WHERE user = ?1 AND rhost = ?2",
+                [user, rhost],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((0, 0));
+        let (user_recent, user_last): (i64, i64) = self.conn.query_row(
+            "SELECT COALESCE(SUM(count), 0), COALESCE(MAX(last), 0) FROM failures
+             WHERE user = ?1 AND last > ?2",
+            params![user, now - USER_WINDOW_SECS],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(Failures {
+            source_count: u64::try_from(source_count).unwrap_or(0),
+            source_last,
+            user_recent: u64::try_from(user_recent).unwrap_or(0),
+            user_last,
+        })
+    }
+
+    fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
+        self.conn.execute(
+            "INSERT INTO failures (user, rhost, count, last) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (user, rhost) DO UPDATE SET count = count + 1, last = ?3",
+            params![user, rhost, now],
+        )?;
+        self.failures(user, rhost, now)
+    }
+
+    fn clear_failures(&self, user: &str, rhost: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM failures WHERE user = ?1 AND rhost = ?2",
+            [user, rhost],
+        )?;
+        Ok(())
+    }
+
+    fn unlock(&self, user: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM failures WHERE user = ?1", [user])?)
+    }
+
+    fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT rhost, count, last FROM failures WHERE user = ?1 ORDER BY last DESC",
+        )?;
+        let rows = stmt.query_map([user], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
         let step = step_to_sql(step)?;
         self.write(|conn| {
@@ -587,6 +658,7 @@ fn delete_user_rows(conn: &Connection, user: &str) -> Result<usize, StoreError> 
     let tokens = conn.execute("DELETE FROM tokens WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM enroll_windows WHERE user = ?1", [user])?;
+    conn.execute("DELETE FROM failures WHERE user = ?1", [user])?;
     Ok(tokens)
 }
 
@@ -799,6 +871,37 @@ mod tests {
             store.enroll_at_login(&t, 34),
             Err(StoreError::AlreadyEnrolled { .. })
         ));
+    }
+
+    #[test]
+    fn failures_count_per_source_and_per_user() {
+        let store = SqliteStore::open_in_memory().expect("store");
+        store.record_failure("alice", "10.0.0.1", 100).expect("f");
+        store.record_failure("alice", "10.0.0.1", 110).expect("f");
+        let f = store.record_failure("alice", "10.0.0.2", 120).expect("f");
+        assert_eq!((f.source_count, f.source_last), (1, 120));
+        assert_eq!((f.user_recent, f.user_last), (3, 120));
+        let f = store.failures("alice", "10.0.0.1", 130).expect("f");
+        assert_eq!((f.source_count, f.user_recent), (2, 3));
+        // Failures older than a day no longer count for the user.
+        let f = store
+            .failures("alice", "10.0.0.9", 110 + 86_400)
+            .expect("f");
+        assert_eq!(f.user_recent, 1);
+        store.clear_failures("alice", "10.0.0.1").expect("clear");
+        assert_eq!(
+            store
+                .failures("alice", "10.0.0.1", 130)
+                .expect("f")
+                .source_count,
+            0
+        );
+        assert_eq!(store.failure_sources("alice").expect("s").len(), 1);
+        assert_eq!(store.unlock("alice").expect("unlock"), 1);
+        assert_eq!(
+            store.failures("alice", "", 130).expect("f"),
+            Failures::default()
+        );
     }
 
     #[test]

@@ -178,12 +178,19 @@ impl World {
         World { dir, db, services }
     }
 
-    /// Writes service `name` with `pam_totp.so db=<store> ARGS`.
+    /// Writes service `name` with `pam_totp.so db=<store> ARGS`, and
+    /// `fail_delay=0` unless ARGS set it: libpam would otherwise hold every
+    /// failure back 2 s (`default_fail_delay_holds_failures_back` checks that).
     pub fn service(&self, name: &str, args: &str) {
+        let delay = if args.contains("fail_delay=") {
+            ""
+        } else {
+            " fail_delay=0"
+        };
         self.raw_service(
             name,
             &format!(
-                "auth required {} db={} {args}\n",
+                "auth required {} db={} {args}{delay}\n",
                 module_path().display(),
                 self.db.display()
             ),

@@ -51,11 +51,7 @@ impl Audit {
     }
 }
 
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
+use pam_totp::logline::escape as printable;
 
 /// `bob (sudo, uid 0)`, or the login user, or the uid alone.
 fn actor() -> String {

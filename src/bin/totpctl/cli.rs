@@ -83,7 +83,7 @@ pub enum Command {
         json: bool,
     },
     /// Everything about USER except keys: devices, state, last use,
-    /// recovery codes left, enroll window.
+    /// recovery codes left, enroll window, failed codes per address.
     Show {
         user: String,
         #[arg(long)]
@@ -95,6 +95,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Clear USER's failed-code counts: ends a back-off or a per-user lock.
+    Unlock { user: String },
     /// Let USER enroll at login (module argument enroll=window) for a while.
     AllowEnroll {
         user: String,

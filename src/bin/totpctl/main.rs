@@ -132,20 +132,34 @@ fn run(cli: Cli) -> Result<(), String> {
                 .into_iter()
                 .filter(|t| t.user == user)
                 .collect();
-            let recovery = store.recovery_count(&user).map_err(e)?;
-            let window = store.enroll_window(&user, unix_now()).map_err(e)?;
-            if tokens.is_empty() && recovery.unused + recovery.used == 0 && window.is_none() {
+            let shown = report::Shown {
+                recovery: store.recovery_count(&user).map_err(e)?,
+                window: store.enroll_window(&user, unix_now()).map_err(e)?,
+                failures: store.failure_sources(&user).map_err(e)?,
+                tokens,
+            };
+            if shown.tokens.is_empty()
+                && shown.recovery.unused + shown.recovery.used == 0
+                && shown.window.is_none()
+                && shown.failures.is_empty()
+            {
                 return Err(format!("{user} is not enrolled"));
             }
             if json {
-                println!("{}", report::show_json(&user, &tokens, recovery, window));
+                println!("{}", report::show_json(&user, &shown));
             } else {
-                report::print_show(&user, &tokens, recovery, window);
+                report::print_show(&user, &shown);
             }
             Ok(())
         }
         Command::Recovery { user, json } => {
             enrolling::new_recovery_codes(&store, &mut Audit::open(), &user, json)
+        }
+        Command::Unlock { user } => {
+            let cleared = store.unlock(&user).map_err(e)?;
+            Audit::open().record("unlock", &user, &format!("sources={cleared}"));
+            println!("Cleared the failed-code counts of {user} ({cleared} address(es)).");
+            Ok(())
         }
         Command::AllowEnroll { user, duration } => {
             check_user(&user)?;

@@ -92,26 +92,33 @@ pub fn print_table(tokens: &[TokenInfo]) {
     }
 }
 
-pub fn show_json(
-    user: &str,
-    tokens: &[TokenInfo],
-    recovery: RecoveryCount,
-    window: Option<i64>,
-) -> Value {
+/// Everything `show` prints about one user.
+pub struct Shown {
+    pub tokens: Vec<TokenInfo>,
+    pub recovery: RecoveryCount,
+    pub window: Option<i64>,
+    /// (rhost, failed codes, last failure), newest first.
+    pub failures: Vec<(String, u64, i64)>,
+}
+
+pub fn show_json(user: &str, shown: &Shown) -> Value {
     json!({
         "user": user,
-        "tokens": tokens.iter().map(token_json).collect::<Vec<_>>(),
-        "recovery_codes": { "unused": recovery.unused, "used": recovery.used },
-        "enroll_window_until": window,
+        "tokens": shown.tokens.iter().map(token_json).collect::<Vec<_>>(),
+        "recovery_codes": { "unused": shown.recovery.unused, "used": shown.recovery.used },
+        "enroll_window_until": shown.window,
+        "failures": shown.failures.iter().map(|(rhost, count, last)| json!({
+            "rhost": rhost, "count": count, "last": last,
+        })).collect::<Vec<_>>(),
     })
 }
 
-pub fn print_show(user: &str, tokens: &[TokenInfo], recovery: RecoveryCount, window: Option<i64>) {
+pub fn print_show(user: &str, shown: &Shown) {
     println!("user: {user}");
-    if tokens.is_empty() {
+    if shown.tokens.is_empty() {
         println!("tokens: none (not enrolled)");
     }
-    for t in tokens {
+    for t in &shown.tokens {
         println!(
             "device {:?}: {}, {}, created {}, last used {}",
             t.device,
@@ -123,11 +130,21 @@ pub fn print_show(user: &str, tokens: &[TokenInfo], recovery: RecoveryCount, win
     }
     println!(
         "recovery codes: {} unused, {} used",
-        recovery.unused, recovery.used
+        shown.recovery.unused, shown.recovery.used
     );
-    match window {
+    match shown.window {
         Some(until) => println!("enroll window: open until {} UTC", utc(until)),
         None => println!("enroll window: none"),
+    }
+    if shown.failures.is_empty() {
+        println!("failed codes: none");
+    }
+    for (rhost, count, last) in &shown.failures {
+        println!(
+            "failed codes from {:?}: {count}, last {} UTC (totpctl unlock clears)",
+            rhost,
+            utc(*last)
+        );
     }
 }
 
