@@ -115,15 +115,14 @@ impl Outcome {
 }
 
 impl Outcome {
-    /// The ends that count as a guess for the rate limits.
+    /// The ends that count as a guess for the rate limits. A reused code
+    /// is not a guess (it was right, and replaying it teaches nothing): an
+    /// HPC user who opens five sessions at once with one code must not be
+    /// backed off for it.
     pub fn is_failed_guess(&self) -> bool {
         matches!(
             self,
-            Outcome::WrongCode
-                | Outcome::WrongRecoveryCode
-                | Outcome::MalformedAnswer
-                | Outcome::Reused { .. }
-                | Outcome::RecoveryReused
+            Outcome::WrongCode | Outcome::WrongRecoveryCode | Outcome::MalformedAnswer
         )
     }
 }
@@ -345,7 +344,7 @@ fn decide_outcome<S: Store>(
             Ok(_) => {}
             Err(e) => return Outcome::StoreError(format!("recording a failed code: {e}")),
         }
-    } else if outcome.is_success() {
+    } else if outcome.is_success() && failures.source_count > 0 {
         // Losing this only keeps an old count: never a reason to deny.
         let _ = store.clear_failures(request.user, rhost);
     }

@@ -6,7 +6,8 @@
 
 use std::fmt;
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -187,18 +188,25 @@ fn parse_args(args: &[String]) -> Result<Vec<Setting>, ConfigError> {
 /// Reads `key = value` lines; `#` starts a comment line; a value may be
 /// wrapped in double quotes to keep leading or trailing spaces.
 fn read_file(path: &Path, required: bool) -> Result<Vec<Setting>, ConfigError> {
-    let text = match fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| ConfigError::File {
-            path: path.to_path_buf(),
-            reason: "not valid UTF-8".to_string(),
-        })?,
+    let file_error = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound && !required => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(ConfigError::File {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            });
-        }
+        Err(e) => return Err(file_error(e.to_string())),
+        Ok(_) => crate::trust::check_file(path).map_err(|u| file_error(u.problem))?,
+    }
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    let text = match opened.and_then(|mut f| {
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).map(|_| bytes)
+    }) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|_| file_error("not valid UTF-8".into()))?,
+        Err(e) => return Err(file_error(e.to_string())),
     };
     let mut settings = Vec::new();
     for (index, line) in text.lines().enumerate() {

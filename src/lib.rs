@@ -16,3 +16,4 @@ pub mod ratelimit;
 pub mod recovery;
 pub mod secret;
 pub mod store;
+pub mod trust;

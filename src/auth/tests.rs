@@ -686,6 +686,13 @@ fn only_guesses_count_as_failures() {
     assert!(Outcome::MalformedAnswer.is_failed_guess());
     assert!(Outcome::WrongRecoveryCode.is_failed_guess());
     assert!(!Outcome::RefusedBySshd.is_failed_guess());
+    assert!(
+        !Outcome::Reused {
+            device: String::new(),
+            step: 1
+        }
+        .is_failed_guess()
+    );
     assert!(!Outcome::NotEnrolled { pending: false }.is_failed_guess());
     assert!(!Outcome::StoreError(String::new()).is_failed_guess());
 }

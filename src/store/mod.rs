@@ -142,6 +142,8 @@ pub enum StoreError {
     Corrupt { path: String, reason: String },
     #[error("store {path}: {reason}")]
     Io { path: String, reason: String },
+    #[error("store not trusted: {0}")]
+    Untrusted(crate::trust::Untrusted),
     #[error("store query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("store row for {user:?} is invalid: {reason}")]

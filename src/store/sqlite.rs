@@ -145,6 +145,7 @@ impl SqliteStore {
             }
             Err(e) => return Err(io_error(path, e)),
         }
+        crate::trust::check_file_and_dir(path).map_err(StoreError::Untrusted)?;
         let mut store = Self::connect(path)?;
         match store.schema_version().map_err(|e| classify(path, e))? {
             0 => Err(StoreError::NotInitialised(path.display().to_string())),
@@ -176,6 +177,7 @@ impl SqliteStore {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_error(path, e)),
         }
+        crate::trust::check_file_and_dir(path).map_err(StoreError::Untrusted)?;
         let mut store = Self::connect(path)?;
         store.migrate(path)?;
         Ok(store)
