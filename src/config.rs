@@ -253,10 +253,16 @@ fn reject_duplicates(settings: &[Setting]) -> Result<(), ConfigError> {
 }
 
 fn bad(setting: &Setting, value: &str, reason: impl Into<String>) -> ConfigError {
+    // Long values are cut so the reason still fits on the log line.
+    const SHOWN: usize = 64;
+    let value = match value.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
+        None => value.to_string(),
+    };
     ConfigError::BadValue {
         origin: setting.origin.clone(),
         key: setting.key.clone(),
-        value: value.to_string(),
+        value,
         reason: reason.into(),
     }
 }

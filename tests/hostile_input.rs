@@ -1,0 +1,355 @@
+//! Hostile input through the real libpam (pam_wrapper + pamtester): bad
+//! module arguments and config files, bad answers, bad rhosts, bad user
+//! names. Every row asserts the PAM result and the module's log line.
+
+mod common;
+
+use std::thread;
+
+use common::{World, oathtool, pam_tools_present};
+
+const KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+enum Answer {
+    Text(String),
+    RightCode,
+}
+
+struct Row {
+    name: &'static str,
+    /// Module arguments after `db=…` (raw bytes: non-UTF-8 rows).
+    args: Vec<u8>,
+    /// A config file to pass with `config=`.
+    config_file: Option<Vec<u8>>,
+    user: String,
+    rhost: Option<String>,
+    answer: Answer,
+    success: bool,
+    log: &'static str,
+}
+
+fn row(name: &'static str, args: &str, log: &'static str) -> Row {
+    Row {
+        name,
+        args: args.as_bytes().to_vec(),
+        config_file: None,
+        user: "alice".to_string(),
+        rhost: Some("203.0.113.7".to_string()),
+        answer: Answer::RightCode,
+        success: false,
+        log,
+    }
+}
+
+fn config_row(name: &'static str, file: &[u8], log: &'static str) -> Row {
+    Row {
+        config_file: Some(file.to_vec()),
+        ..row(name, "", log)
+    }
+}
+
+fn answer_row(name: &'static str, answer: &str, log: &'static str) -> Row {
+    Row {
+        answer: Answer::Text(answer.to_string()),
+        ..row(name, "", log)
+    }
+}
+
+fn rhost_row(name: &'static str, rhost: &str, trusted: bool, log: &'static str) -> Row {
+    Row {
+        args: b"trusted=10.0.0.0/8,2001:db8::/32".to_vec(),
+        rhost: Some(rhost.to_string()),
+        // Trusted: no prompt, success. Otherwise the empty answer is refused.
+        answer: Answer::Text(String::new()),
+        success: trusted,
+        ..row(name, "", log)
+    }
+}
+
+fn user_row(name: &'static str, user: &str, log: &'static str) -> Row {
+    Row {
+        user: user.to_string(),
+        answer: Answer::Text("123456".to_string()),
+        ..row(name, "", log)
+    }
+}
+
+fn table() -> Vec<Row> {
+    let huge = format!("prompt={}", "A".repeat(5000));
+    vec![
+        // Module arguments: every mistake denies and names itself.
+        row("unknown key", "frobnicate=1", "unknown key \"frobnicate\""),
+        row(
+            "option of another module",
+            "nullok",
+            "unknown key \"nullok\"",
+        ),
+        row("duplicate key", "window=1 window=2", "given more than once"),
+        row("empty value", "trusted=", "empty value"),
+        row("key without value", "window", "needs a value"),
+        row(
+            "huge value",
+            Box::leak(huge.into_boxed_str()),
+            "at most 200 printable",
+        ),
+        row(
+            "CIDR prefix too long",
+            "trusted=10.0.0.0/33",
+            "not a valid CIDR",
+        ),
+        row(
+            "CIDR with host bits",
+            "trusted=10.1.2.3/16",
+            "host bits set",
+        ),
+        row(
+            "CIDR list with a hole",
+            "trusted=10.0.0.0/8,,192.0.2.0/24",
+            "empty network",
+        ),
+        row(
+            "hostname as network",
+            "trusted=campus.example.org",
+            "not an IP address",
+        ),
+        row(
+            "window not a number",
+            "window=abc",
+            "window=\"abc\" is invalid",
+        ),
+        row("window negative", "window=-1", "window=\"-1\" is invalid"),
+        row("window too large", "window=11", "from 0 to 10"),
+        row(
+            "bad enum unenrolled",
+            "unenrolled=yes",
+            "expected deny or allow",
+        ),
+        row(
+            "bad enum enroll",
+            "enroll=always",
+            "expected never, trusted or window",
+        ),
+        row("bad debug value", "debug=perhaps", "expected yes or no"),
+        config_row(
+            "relative store path",
+            b"db = store.db\n",
+            "must be an absolute path",
+        ),
+        row("hotp_window too large", "hotp_window=1000", "from 0 to 100"),
+        row(
+            "fail_delay with a unit",
+            "fail_delay=2s",
+            "fail_delay=\"2s\" is invalid",
+        ),
+        Row {
+            args: b"window=\xff".to_vec(),
+            ..row("non-UTF-8 argument", "", "not UTF-8")
+        },
+        // Config files.
+        config_row(
+            "NUL byte in a value",
+            b"prompt = a\0b\n",
+            "control characters",
+        ),
+        config_row("line without =", b"window 3\n", "not `key = value`"),
+        config_row(
+            "unknown key in file",
+            b"windw = 1\n",
+            "unknown key \"windw\"",
+        ),
+        config_row("non-UTF-8 file", b"prompt = \xff\n", "not valid UTF-8"),
+        config_row(
+            "config= inside the file",
+            b"config = /etc/x\n",
+            "only valid as a module argument",
+        ),
+        // Answers.
+        answer_row("empty answer", "", "not a code of the user's tokens"),
+        answer_row("spaces only", "    ", "not a code of the user's tokens"),
+        answer_row("five digits", "12345", "not a code of the user's tokens"),
+        answer_row("seven digits", "1234567", "not a code of the user's tokens"),
+        answer_row(
+            "two hundred digits",
+            &"7".repeat(200),
+            "not a code of the user's tokens",
+        ),
+        answer_row("letters", "abcdef", "not a code of the user's tokens"),
+        answer_row(
+            "Arabic-Indic digits",
+            "١٢٣٤٥٦",
+            "not a code of the user's tokens",
+        ),
+        answer_row("inner space", "123 456", "not a code of the user's tokens"),
+        answer_row(
+            "code plus junk",
+            "123456x",
+            "not a code of the user's tokens",
+        ),
+        answer_row(
+            "sshd placeholder",
+            "\u{8}\n\r\u{7f}INCORRECT",
+            "sshd had already refused",
+        ),
+        answer_row(
+            "recovery-shaped guess",
+            "zzzz-zzzz-zzzz",
+            "wrong or used recovery code",
+        ),
+        answer_row("wrong six digits", "000000", "denied:"),
+        // Rhosts: only IP literals inside trusted= skip the code.
+        rhost_row(
+            "trusted IPv4",
+            "10.1.2.3",
+            true,
+            "10.1.2.3 is in a trusted network",
+        ),
+        rhost_row(
+            "v4-mapped IPv6",
+            "::ffff:10.1.2.3",
+            true,
+            "10.1.2.3 is in a trusted network",
+        ),
+        rhost_row(
+            "v4-mapped upper case",
+            "::FFFF:10.1.2.3",
+            true,
+            "10.1.2.3 is in a trusted network",
+        ),
+        rhost_row(
+            "trusted IPv6",
+            "2001:db8::5",
+            true,
+            "2001:db8::5 is in a trusted network",
+        ),
+        rhost_row("empty rhost", "", false, "rhost=\"\""),
+        rhost_row(
+            "host name",
+            "10.evil.example",
+            false,
+            "rhost=\"10.evil.example\"",
+        ),
+        rhost_row("zone id", "fe80::1%eth0", false, "rhost=\"fe80::1%eth0\""),
+        rhost_row("trailing space", "10.1.2.3 ", false, "rhost=\"10.1.2.3 \""),
+        rhost_row(
+            "shell garbage",
+            "$(reboot);`id`",
+            false,
+            "rhost=\"$(reboot);`id`\"",
+        ),
+        rhost_row(
+            "newline in rhost",
+            "10.1.2.3\nx",
+            false,
+            "rhost=\"10.1.2.3\\x0ax\"",
+        ),
+        // Users: never found, never able to break the log line.
+        user_row("very long user", &"u".repeat(4000), "user is not enrolled"),
+        user_row(
+            "path in user",
+            "../../etc/passwd",
+            "user=\"../../etc/passwd\"",
+        ),
+        user_row(
+            "forged log line in user",
+            "eve\npam_totp(sshd:auth): accepted: code",
+            "user=\"eve\\x0apam_totp(sshd:auth): accepted: code\"",
+        ),
+        user_row(
+            "quotes in user",
+            "a\" rhost=\"10.0.0.1",
+            "user=\"a\\\" rhost=\\\"10.0.0.1\"",
+        ),
+        user_row("empty user", "", "no user: empty user name"),
+    ]
+}
+
+fn run_row(world: &World, index: usize, row: &Row) -> Result<(), String> {
+    let db = world.db.display().to_string();
+    let mut line =
+        format!("auth required {} db={db} ", common::module_path().display()).into_bytes();
+    if let Some(file) = &row.config_file {
+        let path = world.dir.path().join(format!("row{index}.conf"));
+        std::fs::write(&path, file).map_err(|e| e.to_string())?;
+        line.extend_from_slice(format!("config={} ", path.display()).as_bytes());
+    }
+    // Failures of rows whose configuration is valid are not held back.
+    if !row.args.windows(10).any(|w| w == b"fail_delay") {
+        line.extend_from_slice(b"fail_delay=0 ");
+    }
+    line.extend_from_slice(&row.args);
+    line.push(b'\n');
+    let service = format!("row{index}");
+    std::fs::write(world.services.join(&service), line).map_err(|e| e.to_string())?;
+    let answer = match &row.answer {
+        Answer::Text(text) => text.clone(),
+        Answer::RightCode => oathtool(KEY, None, &[]),
+    };
+    // Each row has its own source address so the back-off of one row does
+    // not decide another.
+    let rhost = match &row.rhost {
+        Some(r) if r == "203.0.113.7" => Some(format!("198.18.0.{index}")),
+        other => other.clone(),
+    };
+    let run = world.login(&service, &row.user, rhost.as_deref(), &answer);
+    let mut problems = Vec::new();
+    if run.success != row.success {
+        problems.push(format!("success={} (want {})", run.success, row.success));
+    }
+    if !run.logged(row.log) {
+        problems.push(format!("no log line with {:?}", row.log));
+    }
+    if run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("SYSLOG("))
+        .any(|l| l.contains(KEY))
+    {
+        problems.push("the key was logged".to_string());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{}: {}\n{run:?}", row.name, problems.join("; ")))
+    }
+}
+
+#[test]
+fn bad_inputs_deny_and_say_why() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    let out = world.totpctl(&["enroll", "alice", "--secret", KEY]);
+    assert!(out.status.success());
+    let rows = table();
+    assert!(rows.len() >= 40, "the table has {} rows", rows.len());
+    // Config errors are answered after libpam's default 2 s failure delay:
+    // run the rows eight at a time.
+    let failures: Vec<String> = thread::scope(|scope| {
+        let chunks: Vec<_> = rows
+            .iter()
+            .enumerate()
+            .collect::<Vec<_>>()
+            .chunks(rows.len().div_ceil(8))
+            .map(|chunk| chunk.to_vec())
+            .collect();
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                let world = &world;
+                scope.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .filter_map(|(i, row)| run_row(world, i, row).err())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("row thread"))
+            .collect()
+    });
+    println!("{} hostile inputs, {} failed", rows.len(), failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
