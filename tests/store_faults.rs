@@ -1,0 +1,242 @@
+//! The store under abuse: logins killed with SIGKILL at random moments, a
+//! full file system, a read-only file system. Each must deny cleanly, keep
+//! the store intact, and never forget a step it acknowledged as used.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{
+    FAKETIME, PAM_WRAPPER, World, oathtool, pam_tools_present, tools_present, utc_for_faketime,
+};
+
+const KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
+fn sqlite(db: &Path, sql: &str) -> String {
+    let out = Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("sqlite3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn random_below(n: u64) -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("random");
+    u64::from_le_bytes(b) % n
+}
+
+/// pam_wrapper leaves its state directory behind when its process is
+/// killed; remove the one that belonged to `pid`.
+fn remove_wrapper_dir_of(pid: u32) {
+    for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let is_wrapper = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("pam.") && n.len() == 5);
+        if is_wrapper
+            && std::fs::read_to_string(path.join("pid")).is_ok_and(|p| p.trim() == pid.to_string())
+        {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_keeps_the_store_whole_and_every_acknowledged_step() {
+    if !pam_tools_present() || !tools_present(&[FAKETIME, "sqlite3"]) {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    assert!(
+        world
+            .totpctl(&["enroll", "kim", "--secret", KEY])
+            .status
+            .success()
+    );
+    let base = (common::unix_now() / 30 - 10_000) * 30 + 10;
+    let login = |i: u64, kill_after: Option<Duration>| {
+        let at = base + 30 * i;
+        let mut cmd = world.pamtester_command("totp", "kim", Some("203.0.113.7"));
+        cmd.env("LD_PRELOAD", format!("{PAM_WRAPPER} {FAKETIME}"))
+            .env("FAKETIME", format!("@{}", utc_for_faketime(at)))
+            .env("TZ", "UTC")
+            .env("PAM_WRAPPER_DEBUGLEVEL", "0");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pamtester");
+        let code = oathtool(KEY, Some(at), &[]);
+        let started = std::time::Instant::now();
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{code}\n").as_bytes());
+        if let Some(delay) = kill_after {
+            std::thread::sleep(delay);
+            let _ = child.kill();
+        }
+        let pid = child.id();
+        let status = child.wait().expect("wait");
+        (at / 30, status, started.elapsed(), pid)
+    };
+    // How long a whole login takes here: the kills are spread over twice that.
+    let mut longest = Duration::ZERO;
+    for i in 0..5 {
+        let (_, status, took, _) = login(i, None);
+        assert!(status.success(), "warm-up login {i}");
+        longest = longest.max(took);
+    }
+    let spread = (longest * 2).as_micros() as u64;
+    let (mut acknowledged, mut killed, mut refused) = (0, 0, 0);
+    for i in 5..105u64 {
+        let (step, status, _, pid) = login(i, Some(Duration::from_micros(random_below(spread))));
+        match status.code() {
+            Some(0) => {
+                acknowledged += 1;
+                let last: u64 =
+                    sqlite(&world.db, "SELECT last_step FROM tokens WHERE user = 'kim'")
+                        .parse()
+                        .expect("an acknowledged login left a step");
+                assert!(
+                    last >= step,
+                    "login {i} was acknowledged but step {step} is not recorded ({last})"
+                );
+            }
+            Some(_) => refused += 1,
+            None => {
+                killed += 1;
+                remove_wrapper_dir_of(pid);
+            }
+        }
+        assert_eq!(
+            sqlite(&world.db, "PRAGMA integrity_check"),
+            "ok",
+            "after login {i}"
+        );
+    }
+    println!(
+        "100 logins under SIGKILL: {acknowledged} acknowledged (each step on disk), {killed} killed mid-way, {refused} refused; integrity_check ok after every one"
+    );
+    assert!(
+        killed > 0 && acknowledged > 0,
+        "kills spread over {spread} µs should cover both ends"
+    );
+    assert_eq!(
+        refused, 0,
+        "no login may fail for a reason other than the kill"
+    );
+}
+
+/// A small tmpfs of our own, unmounted at the end.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> SmallFs {
+        let dir = tempfile::tempdir().expect("tmp");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        SmallFs { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn remount(&self, option: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{option}")])
+            .arg(self.path())
+            .status()
+            .expect("mount");
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.path()).status();
+    }
+}
+
+/// A World whose store lives on `fs`.
+fn world_on(fs: &SmallFs) -> World {
+    let mut world = World::new();
+    world.db = fs.path().join("pam_totp.db");
+    world.service("totp", "");
+    assert!(
+        world
+            .totpctl(&["enroll", "fran", "--secret", KEY])
+            .status
+            .success()
+    );
+    world
+}
+
+#[test]
+fn a_full_disk_denies_and_leaves_the_store_intact() {
+    if !pam_tools_present() || !tools_present(&["sqlite3", "mount"]) {
+        return;
+    }
+    let fs = SmallFs::mount("1m");
+    let world = world_on(&fs);
+    let filler = fs.path().join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+    let code = oathtool(KEY, None, &[]);
+    let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
+    assert!(!run.success, "{run:?}");
+    assert!(run.logged("denied: store error"), "{run:?}");
+    std::fs::remove_file(&filler).expect("free the disk");
+    assert_eq!(sqlite(&world.db, "PRAGMA integrity_check"), "ok");
+    let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
+    assert!(
+        run.success,
+        "the code was not burned by the failed login: {run:?}"
+    );
+}
+
+#[test]
+fn a_read_only_store_denies_and_stays_intact() {
+    if !pam_tools_present() || !tools_present(&["sqlite3", "mount"]) {
+        return;
+    }
+    let fs = SmallFs::mount("4m");
+    let world = world_on(&fs);
+    fs.remount("ro");
+    let code = oathtool(KEY, None, &[]);
+    let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
+    assert!(!run.success, "{run:?}");
+    assert!(run.logged("denied: store error"), "{run:?}");
+    fs.remount("rw");
+    assert_eq!(sqlite(&world.db, "PRAGMA integrity_check"), "ok");
+    let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
+    assert!(run.success, "{run:?}");
+}
