@@ -105,17 +105,10 @@ impl Conversation for Says {
     }
 }
 
-/// Each case builds a store on disk: fewer cases by default, more from
-/// `scripts/fuzz.sh` (PROPTEST_ANSWER_CASES).
-fn answer_cases() -> u32 {
-    std::env::var("PROPTEST_ANSWER_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(answer_cases()))]
+    // Each case builds a store on disk: fewer cases by default
+    // (PROPTEST_CASES still overrides, as scripts/fuzz.sh does).
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Arbitrary answer bytes never panic the decision and never log in:
     /// the only accepted answers are the right code (1 in a million, and
