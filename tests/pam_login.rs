@@ -353,3 +353,58 @@ fn default_fail_delay_holds_failures_back() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_store_or_config_that_others_could_swap_is_refused() {
+    if !pam_tools_present() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let set_mode = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let world = World::new();
+    world.service("totp", "");
+    let key = world.enroll("sid");
+    let login = || world.login("totp", "sid", Some(RHOST), &oathtool(&key, None, &[]));
+    let dir = world.db.parent().expect("store dir").to_path_buf();
+
+    std::os::unix::fs::chown(&world.db, Some(65534), None).expect("chown");
+    let run = login();
+    assert!(!run.success && run.logged("store not trusted"), "{run:?}");
+    assert!(run.logged("owned by uid 65534, not root"), "{run:?}");
+    std::os::unix::fs::chown(&world.db, Some(0), None).expect("chown");
+
+    set_mode(&world.db, 0o666);
+    let run = login();
+    assert!(
+        !run.success && run.logged("mode 0666 is group- or world-writable"),
+        "{run:?}"
+    );
+    set_mode(&world.db, 0o600);
+
+    set_mode(&dir, 0o777);
+    let run = login();
+    assert!(!run.success && run.logged("store not trusted"), "{run:?}");
+    set_mode(&dir, 0o700);
+
+    let conf = world.dir.path().join("pam_totp.conf");
+    std::fs::write(&conf, "window = 1\n").expect("conf");
+    set_mode(&conf, 0o646);
+    world.service("with-conf", &format!("config={}", conf.display()));
+    let run = world.login("with-conf", "sid", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(
+        !run.success && run.logged("group- or world-writable"),
+        "{run:?}"
+    );
+    let link = world.dir.path().join("link.conf");
+    set_mode(&conf, 0o644);
+    std::os::unix::fs::symlink(&conf, &link).expect("symlink");
+    world.service("via-link", &format!("config={}", link.display()));
+    let run = world.login("via-link", "sid", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(!run.success && run.logged("is a symlink"), "{run:?}");
+
+    // All refusals burned nothing: the code still works with the store put right.
+    let run = login();
+    assert!(run.success, "{run:?}");
+}
