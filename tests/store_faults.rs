@@ -240,3 +240,40 @@ fn a_read_only_store_denies_and_stays_intact() {
     let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
     assert!(run.success, "{run:?}");
 }
+
+#[test]
+fn a_store_locked_beyond_the_busy_timeout_denies_without_burning() {
+    if !pam_tools_present() || !tools_present(&["sqlite3"]) {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    assert!(
+        world
+            .totpctl(&["enroll", "lee", "--secret", KEY])
+            .status
+            .success()
+    );
+    // Another process holds the write lock for longer than the 5 s busy timeout.
+    let mut holder = Command::new("sqlite3")
+        .arg(&world.db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sqlite3");
+    let mut stdin = holder.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"BEGIN EXCLUSIVE;\nUPDATE tokens SET created = created;\n")
+        .expect("lock");
+    stdin.flush().expect("flush");
+    std::thread::sleep(Duration::from_millis(300));
+    let code = oathtool(KEY, None, &[]);
+    let run = world.login("totp", "lee", Some("203.0.113.7"), &code);
+    drop(stdin);
+    let _ = holder.wait();
+    assert!(!run.success, "{run:?}");
+    assert!(run.logged("denied: store error"), "{run:?}");
+    assert!(run.logged("locked"), "{run:?}");
+    let run = world.login("totp", "lee", Some("203.0.113.7"), &code);
+    assert!(run.success, "the code was not burned: {run:?}");
+}
