@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{World, oathtool, pam_tools_present, tools_present, unix_now, wrong_code};
+use common::{
+    World, oathtool, oathtool_hotp, pam_tools_present, tools_present, unix_now, wrong_code,
+};
 use serde_json::Value;
 
 const RHOST: &str = "203.0.113.7";
@@ -283,13 +285,7 @@ fn hotp_tokens_follow_the_counter() {
     world.service("totp", "");
     let key = common::random_secret();
     ok(&world.totpctl(&["enroll", "hank", "--type", "hotp", "--secret", &key]));
-    let hotp = |counter: u64| {
-        let out = Command::new("oathtool")
-            .args(["--hotp", "-b", "-c", &counter.to_string(), &key])
-            .output()
-            .expect("oathtool");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let hotp = |counter: u64| oathtool_hotp(&key, counter, false);
     let run = world.login("totp", "hank", Some(RHOST), &hotp(0));
     assert!(run.success, "{run:?}");
     assert!(run.logged("code for counter 0"), "{run:?}");
@@ -546,18 +542,12 @@ fn google_authenticator_files_import_with_scratch_codes() {
         "hugo",
         "--apply",
     ]));
-    let hotp = |c: &str| {
-        let out = Command::new("oathtool")
-            .args(["--hotp", "-b", "-c", c, &hotp_key])
-            .output()
-            .expect("oathtool");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let hotp = |c: u64| oathtool_hotp(&hotp_key, c, false);
     assert!(
-        !world.login("totp", "hugo", Some(RHOST), &hotp("0")).success,
+        !world.login("totp", "hugo", Some(RHOST), &hotp(0)).success,
         "HOTP_COUNTER 1: 0 is spent"
     );
-    assert!(world.login("totp", "hugo", Some(RHOST), &hotp("1")).success);
+    assert!(world.login("totp", "hugo", Some(RHOST), &hotp(1)).success);
 }
 
 #[test]
@@ -584,14 +574,8 @@ fn pam_oath_users_files_import_after_pam_oath_used_them() {
             users.display()
         ),
     );
-    let hotp = |c: &str| {
-        let out = Command::new("oathtool")
-            .args(["--hotp", "-c", c, hex])
-            .output()
-            .expect("oathtool");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    for counter in ["0", "1"] {
+    let hotp = |c: u64| oathtool_hotp(hex, c, true);
+    for counter in [0, 1] {
         let run = world.login("oath", "olga", None, &hotp(counter));
         assert!(run.success, "pam_oath itself: {run:?}");
     }
@@ -604,10 +588,10 @@ fn pam_oath_users_files_import_after_pam_oath_used_them() {
     ok(&world.totpctl(&["import", "oath", path, "--apply"]));
 
     assert!(
-        !world.login("totp", "olga", None, &hotp("1")).success,
+        !world.login("totp", "olga", None, &hotp(1)).success,
         "spent under pam_oath"
     );
-    assert!(world.login("totp", "olga", None, &hotp("2")).success);
+    assert!(world.login("totp", "olga", None, &hotp(2)).success);
     assert!(
         world
             .login("totp", "otto", None, &oathtool(base32, None, &[]))

@@ -119,6 +119,22 @@ pub fn oathtool(secret: &str, at: Option<u64>, extra: &[&str]) -> String {
         .to_string()
 }
 
+/// `oathtool --hotp` for counter `counter`; `key` is base32, or hex when
+/// `hex_key`.
+pub fn oathtool_hotp(key: &str, counter: u64, hex_key: bool) -> String {
+    let mut cmd = Command::new("oathtool");
+    cmd.arg("--hotp");
+    if !hex_key {
+        cmd.arg("-b");
+    }
+    let out = cmd
+        .args(["-c", &counter.to_string(), key])
+        .output()
+        .expect("run oathtool");
+    assert!(out.status.success(), "oathtool --hotp failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// A six-digit code that is certainly not `code`.
 pub fn wrong_code(code: &str) -> String {
     if code == "000000" { "111111" } else { "000000" }.to_string()
