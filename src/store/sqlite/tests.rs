@@ -1,0 +1,360 @@
+//! The SQLite store against its contract: enrollment modes, the atomic
+//! claim, recovery codes, windows, failure counts, migrations, files.
+use super::*;
+use crate::store::{DEFAULT_DEVICE, EnrollMode};
+
+fn token(user: &str, device: &str) -> Token {
+    Token {
+        id: 0,
+        user: user.to_string(),
+        device: device.to_string(),
+        kind: Kind::Totp,
+        secret: Secret::from_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").expect("key"),
+        params: Params::default(),
+        created: 1_700_000_000,
+        confirmed: Some(1_700_000_000),
+        last_step: None,
+    }
+}
+
+fn enroll(store: &SqliteStore, t: Token, mode: EnrollMode) -> Result<(), StoreError> {
+    store.enroll(
+        &[Enrollment {
+            token: t,
+            recovery: None,
+        }],
+        mode,
+    )
+}
+
+fn only_id(store: &SqliteStore, user: &str) -> i64 {
+    let tokens = store.tokens(user).expect("tokens");
+    assert_eq!(tokens.len(), 1);
+    tokens[0].id
+}
+
+#[test]
+fn enroll_read_list_delete() {
+    let store = SqliteStore::open_in_memory().expect("store");
+    assert!(store.tokens("alice").expect("query").is_empty());
+    enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+    enroll(&store, token("alice", "tablet"), EnrollMode::Add).expect("enroll");
+    enroll(&store, token("bob", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+    let alice = store.tokens("alice").expect("query");
+    assert_eq!(
+        alice.iter().map(|t| t.device.as_str()).collect::<Vec<_>>(),
+        ["default", "tablet"]
+    );
+    assert_eq!(alice[0].secret, token("alice", "x").secret);
+    let listed: Vec<(String, String)> = store
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|t| (t.user, t.device))
+        .collect();
+    assert_eq!(listed.len(), 3);
+    assert!(store.delete_device("alice", "tablet").expect("delete"));
+    assert!(!store.delete_device("alice", "tablet").expect("delete"));
+    assert_eq!(store.delete_user("alice").expect("delete"), 1);
+    assert!(store.tokens("alice").expect("query").is_empty());
+    assert_eq!(store.tokens("bob").expect("query").len(), 1);
+}
+
+#[test]
+fn enroll_modes() {
+    let store = SqliteStore::open_in_memory().expect("store");
+    enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+    let err = enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add)
+        .expect_err("duplicate device");
+    assert!(matches!(err, StoreError::AlreadyEnrolled { .. }), "{err}");
+    store
+        .claim_step(only_id(&store, "alice"), 10)
+        .expect("claim");
+    enroll(
+        &store,
+        token("alice", DEFAULT_DEVICE),
+        EnrollMode::ReplaceDevice,
+    )
+    .expect("replace");
+    assert_eq!(store.tokens("alice").expect("q")[0].last_step, None);
+
+    enroll(&store, token("alice", "phone2"), EnrollMode::Add).expect("second device");
+    store
+        .replace_recovery(
+            "alice",
+            &[RecoveryHash {
+                lookup: "abcd".into(),
+                phc: "x".into(),
+            }],
+        )
+        .expect("recovery");
+    enroll(&store, token("alice", "new"), EnrollMode::ReplaceUser).expect("reset");
+    let devices: Vec<String> = store
+        .tokens("alice")
+        .expect("q")
+        .into_iter()
+        .map(|t| t.device)
+        .collect();
+    assert_eq!(devices, ["new"]);
+    assert_eq!(store.recovery_count("alice").expect("count").unused, 0);
+}
+
+#[test]
+fn a_failing_batch_writes_nothing() {
+    let store = SqliteStore::open_in_memory().expect("store");
+    enroll(&store, token("bob", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+    let batch = [
+        Enrollment {
+            token: token("alice", DEFAULT_DEVICE),
+            recovery: None,
+        },
+        Enrollment {
+            token: token("bob", DEFAULT_DEVICE),
+            recovery: None,
+        },
+    ];
+    assert!(store.enroll(&batch, EnrollMode::Add).is_err());
+    assert!(store.tokens("alice").expect("q").is_empty(), "rolled back");
+}
+
+#[test]
+fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
+    let store = SqliteStore::open_in_memory().expect("store");
+    enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+    let id = only_id(&store, "alice");
+    assert_eq!(store.claim_step(id, 100).expect("c"), Claim::Claimed);
+    assert_eq!(store.claim_step(id, 100).expect("c"), Claim::AlreadyUsed);
+    assert_eq!(store.claim_step(id, 99).expect("c"), Claim::AlreadyUsed);
+    assert_eq!(store.claim_step(id, 101).expect("c"), Claim::Claimed);
+    assert_eq!(store.claim_step(9999, 500).expect("c"), Claim::AlreadyUsed);
+    assert!(matches!(
+        store.claim_step(id, u64::MAX),
+        Err(StoreError::StepOutOfRange(_))
+    ));
+
+    let mut pending = token("carol", DEFAULT_DEVICE);
+    pending.confirmed = None;
+    enroll(&store, pending, EnrollMode::Add).expect("enroll");
+    let id = only_id(&store, "carol");
+    assert_eq!(store.claim_step(id, 100).expect("c"), Claim::AlreadyUsed);
+    assert_eq!(store.confirm(id, 5, 100).expect("c"), Claim::Claimed);
+    assert_eq!(store.confirm(id, 6, 101).expect("c"), Claim::AlreadyUsed);
+    let carol = &store.tokens("carol").expect("q")[0];
+    assert_eq!(
+        (carol.confirmed, carol.last_step),
+        (Some(5), Some(100)),
+        "confirming claims the confirmation code's step"
+    );
+    assert_eq!(store.claim_step(id, 100).expect("c"), Claim::AlreadyUsed);
+}
+
+#[test]
+fn recovery_codes_burn_once() {
+    let store = SqliteStore::open_in_memory().expect("store");
+    let codes = [
+        RecoveryHash {
+            lookup: "aaaa".into(),
+            phc: "h1".into(),
+        },
+        RecoveryHash {
+            lookup: "bbbb".into(),
+            phc: "h2".into(),
+        },
+    ];
+    store.replace_recovery("alice", &codes).expect("store");
+    let found = store.recovery_candidates("alice", "aaaa").expect("q");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].phc, "h1");
+    assert_eq!(
+        store.burn_recovery(found[0].id, 7).expect("b"),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.burn_recovery(found[0].id, 8).expect("b"),
+        Claim::AlreadyUsed
+    );
+    assert!(
+        store
+            .recovery_candidates("alice", "aaaa")
+            .expect("q")
+            .is_empty()
+    );
+    assert_eq!(
+        store.recovery_count("alice").expect("n"),
+        RecoveryCount { unused: 1, used: 1 }
+    );
+    store.replace_recovery("alice", &codes[..1]).expect("again");
+    assert_eq!(
+        store.recovery_count("alice").expect("n"),
+        RecoveryCount { unused: 1, used: 0 }
+    );
+}
+
+#[test]
+fn enroll_windows_expire_and_close_on_enrollment() {
+    let store = SqliteStore::open_in_memory().expect("store");
+    store
+        .open_enroll_window("alice", 1000, "root")
+        .expect("open");
+    assert_eq!(store.enroll_window("alice", 999).expect("q"), Some(1000));
+    assert_eq!(store.enroll_window("alice", 1000).expect("q"), None);
+    let mut t = token("alice", DEFAULT_DEVICE);
+    t.created = 999;
+    store.enroll_at_login(&t, 33).expect("enroll at login");
+    assert_eq!(store.enroll_window("alice", 0).expect("q"), None);
+    assert_eq!(store.tokens("alice").expect("q")[0].last_step, Some(33));
+    assert!(matches!(
+        store.enroll_at_login(&t, 34),
+        Err(StoreError::AlreadyEnrolled { .. })
+    ));
+}
+
+#[test]
+fn failures_count_per_source_and_per_user() {
+    let store = SqliteStore::open_in_memory().expect("store");
+    store.record_failure("alice", "10.0.0.1", 100).expect("f");
+    store.record_failure("alice", "10.0.0.1", 110).expect("f");
+    let f = store.record_failure("alice", "10.0.0.2", 120).expect("f");
+    assert_eq!((f.source_count, f.source_last), (1, 120));
+    assert_eq!((f.user_recent, f.user_last), (3, 120));
+    let f = store.failures("alice", "10.0.0.1", 130).expect("f");
+    assert_eq!((f.source_count, f.user_recent), (2, 3));
+    // Failures older than a day no longer count for the user.
+    let f = store
+        .failures("alice", "10.0.0.9", 110 + 86_400)
+        .expect("f");
+    assert_eq!(f.user_recent, 1);
+    store.clear_failures("alice", "10.0.0.1").expect("clear");
+    assert_eq!(
+        store
+            .failures("alice", "10.0.0.1", 130)
+            .expect("f")
+            .source_count,
+        0
+    );
+    assert_eq!(store.failure_sources("alice").expect("s").len(), 1);
+    assert_eq!(store.unlock("alice").expect("unlock"), 1);
+    assert_eq!(
+        store.failures("alice", "", 130).expect("f"),
+        Failures::default()
+    );
+}
+
+#[test]
+fn version_1_stores_migrate_keeping_tokens_and_used_steps() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("v1.db");
+    {
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("v1 schema");
+        conn.pragma_update(None, "user_version", 1).expect("v1");
+        conn.execute(
+            "INSERT INTO tokens VALUES ('alice', ?1, 'sha256', 8, 60, 123, 456)",
+            [b"12345678901234567890".as_slice()],
+        )
+        .expect("row");
+    }
+    let store = SqliteStore::open(&path).expect("migrates");
+    assert_eq!(store.schema_version().expect("v"), SCHEMA_VERSION);
+    let alice = &store.tokens("alice").expect("q")[0];
+    assert_eq!(alice.device, DEFAULT_DEVICE);
+    assert_eq!(alice.kind, Kind::Totp);
+    assert_eq!(alice.params.digits, 8);
+    assert_eq!(alice.params.period, 60);
+    assert_eq!(alice.last_step, Some(456));
+    assert!(alice.is_active());
+    assert_eq!(alice.secret.as_bytes(), b"12345678901234567890");
+}
+
+#[test]
+fn file_store_is_created_private_and_reopened() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("state").join("pam_totp.db");
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(StoreError::Missing(_))
+    ));
+    let store = SqliteStore::create(&path).expect("create");
+    enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+    drop(store);
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().expect("dir")), 0o700);
+
+    let store = SqliteStore::open(&path).expect("open");
+    assert_eq!(store.schema_version().expect("v"), SCHEMA_VERSION);
+    let mode: String = store
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("mode");
+    assert_eq!(mode, "wal");
+    assert_eq!(store.tokens("alice").expect("q").len(), 1);
+}
+
+#[test]
+fn broken_stores_are_named() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").expect("write");
+    assert!(matches!(
+        SqliteStore::open(&empty),
+        Err(StoreError::NotInitialised(_))
+    ));
+
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).expect("write");
+    let err = SqliteStore::open(&garbage).err().expect("corrupt");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+
+    let newer = dir.path().join("newer.db");
+    let store = SqliteStore::create(&newer).expect("create");
+    store
+        .conn
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .expect("bump");
+    drop(store);
+    assert!(matches!(
+        SqliteStore::open(&newer),
+        Err(StoreError::SchemaTooNew { .. })
+    ));
+}
+
+#[test]
+fn symlinked_store_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let real = dir.path().join("real.db");
+    SqliteStore::create(&real).expect("create");
+    let link = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    assert!(SqliteStore::open(&link).is_err());
+}
+
+#[test]
+fn threads_racing_one_step_claim_it_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("race.db");
+    let store = SqliteStore::create(&path).expect("create");
+    enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+    let id = only_id(&store, "alice");
+    for step in 1..=20u64 {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let path = path.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    let store = SqliteStore::open(&path).expect("open");
+                    barrier.wait();
+                    store.claim_step(id, step).expect("claim")
+                })
+            })
+            .collect();
+        let wins = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(|c| *c == Claim::Claimed)
+            .count();
+        assert_eq!(wins, 1, "step {step}");
+    }
+}
