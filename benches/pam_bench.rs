@@ -1,0 +1,503 @@
+//! pam_totp against google-authenticator-libpam and pam_oath, in one run,
+//! through the real libpam in-process (`pam_start_confdir` with a private
+//! service directory), a conversation that answers the code, and a no-op
+//! PAM_FAIL_DELAY callback so deliberate delays are not counted. Only
+//! `pam_authenticate` is timed; state resets between logins are not.
+//!
+//!   cargo bench --bench pam_bench            (LOGINS=300 RACE_TRIALS=100 by default)
+//!
+//! Needs: libpam-google-authenticator, libpam-oath, oathtool (scripts/bench.sh
+//! installs them). Prints one Markdown table with ratios.
+
+use std::ffi::{CString, c_void};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libc::{c_char, c_int, c_uint};
+
+const PAM_SUCCESS: c_int = 0;
+const PAM_RHOST: c_int = 4;
+const PAM_FAIL_DELAY: c_int = 10;
+const PAM_PROMPT_ECHO_OFF: c_int = 1;
+const PAM_PROMPT_ECHO_ON: c_int = 2;
+const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+const KEY_HEX: &str = "3132333435363738393031323334353637383930";
+const RHOST: &str = "203.0.113.7";
+
+#[repr(C)]
+struct PamMessage {
+    msg_style: c_int,
+    msg: *const c_char,
+}
+
+#[repr(C)]
+struct PamResponse {
+    resp: *mut c_char,
+    resp_retcode: c_int,
+}
+
+#[repr(C)]
+struct PamConv {
+    conv: extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int,
+    appdata_ptr: *mut c_void,
+}
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    fn pam_start_confdir(
+        service: *const c_char,
+        user: *const c_char,
+        conv: *const PamConv,
+        confdir: *const c_char,
+        pamh: *mut *mut c_void,
+    ) -> c_int;
+    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
+    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
+    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
+}
+
+/// Answers every prompt with the code `appdata` points to.
+extern "C" fn answer(
+    n: c_int,
+    msgs: *mut *const PamMessage,
+    resp: *mut *mut PamResponse,
+    appdata: *mut c_void,
+) -> c_int {
+    let n = usize::try_from(n).unwrap_or(0);
+    // SAFETY: libpam passes `n` messages and expects `n` responses allocated
+    // with malloc (it frees them); appdata is the CString owned by `Login`.
+    unsafe {
+        let out = libc::calloc(n, std::mem::size_of::<PamResponse>()) as *mut PamResponse;
+        for i in 0..n {
+            let msg = *msgs.add(i);
+            let style = (*msg).msg_style;
+            if style == PAM_PROMPT_ECHO_OFF || style == PAM_PROMPT_ECHO_ON {
+                (*out.add(i)).resp = libc::strdup(appdata as *const c_char);
+            }
+        }
+        *resp = out;
+    }
+    PAM_SUCCESS
+}
+
+extern "C" fn no_delay(_retval: c_int, _usec: c_uint, _appdata: *mut c_void) {}
+
+/// One PAM transaction: started (untimed), authenticated (timed), ended.
+struct Login {
+    pamh: *mut c_void,
+    _code: Box<CString>,
+    _conv: Box<PamConv>,
+}
+
+impl Login {
+    fn start(confdir: &Path, user: &str, code: &str) -> Login {
+        let code = Box::new(CString::new(code).expect("code"));
+        let conv = Box::new(PamConv {
+            conv: answer,
+            appdata_ptr: code.as_ptr() as *mut c_void,
+        });
+        let service = CString::new("bench").expect("service");
+        let user = CString::new(user).expect("user");
+        let dir = CString::new(confdir.to_str().expect("path")).expect("dir");
+        let rhost = CString::new(RHOST).expect("rhost");
+        let mut pamh: *mut c_void = std::ptr::null_mut();
+        // SAFETY: all pointers are valid C strings / structs that outlive the
+        // handle (conv and code are boxed in the returned Login).
+        unsafe {
+            let rc = pam_start_confdir(service.as_ptr(), user.as_ptr(), &*conv, dir.as_ptr(), &mut pamh);
+            assert_eq!(rc, PAM_SUCCESS, "pam_start_confdir");
+            pam_set_item(pamh, PAM_RHOST, rhost.as_ptr() as *const c_void);
+            let delay: extern "C" fn(c_int, c_uint, *mut c_void) = no_delay;
+            pam_set_item(pamh, PAM_FAIL_DELAY, delay as *const c_void);
+        }
+        Login {
+            pamh,
+            _code: code,
+            _conv: conv,
+        }
+    }
+
+    fn authenticate(&self) -> (bool, Duration) {
+        let started = Instant::now();
+        // SAFETY: the handle is live until `end`.
+        let rc = unsafe { pam_authenticate(self.pamh, 0) };
+        (rc == PAM_SUCCESS, started.elapsed())
+    }
+
+    fn end(self) {
+        // SAFETY: ends the handle this Login started, once.
+        unsafe {
+            pam_end(self.pamh, PAM_SUCCESS);
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Module {
+    Ours,
+    GoogleAuthenticator,
+    Oath,
+}
+
+impl Module {
+    fn name(self) -> &'static str {
+        match self {
+            Module::Ours => "pam_totp",
+            Module::GoogleAuthenticator => "google-authenticator",
+            Module::Oath => "pam_oath",
+        }
+    }
+}
+
+/// A private service directory and state for one module.
+struct Setup {
+    module: Module,
+    dir: PathBuf,
+}
+
+fn totpctl() -> PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("totpctl"))
+        .expect("target dir")
+}
+
+fn module_so() -> PathBuf {
+    totpctl().with_file_name("libpam_totp.so")
+}
+
+impl Setup {
+    fn new(root: &Path, module: Module, users: usize) -> Setup {
+        let dir = root.join(module.name());
+        std::fs::create_dir_all(&dir).expect("dir");
+        let line = match module {
+            Module::Ours => format!(
+                "auth required {} db={}/state/totp.db\n",
+                module_so().display(),
+                dir.display()
+            ),
+            Module::GoogleAuthenticator => format!(
+                "auth required pam_google_authenticator.so secret={}/ga/${{USER}} user=root allowed_perm=0600\n",
+                dir.display()
+            ),
+            Module::Oath => format!(
+                "auth required pam_oath.so usersfile={}/users.oath window=1\n",
+                dir.display()
+            ),
+        };
+        std::fs::write(dir.join("bench"), line).expect("service");
+        let setup = Setup { module, dir };
+        setup.populate(users);
+        setup
+    }
+
+    /// `users` users `u0…`, all with the same key (fine for timing).
+    fn populate(&self, users: usize) {
+        match self.module {
+            Module::Ours => {
+                let db = self.dir.join("state/totp.db");
+                let _ = std::fs::remove_file(&db);
+                let st = Command::new(totpctl()).arg("--db").arg(&db).arg("init").stdout(Stdio::null()).status().expect("init");
+                assert!(st.success());
+                let conn = rusqlite::Connection::open(&db).expect("open");
+                conn.execute_batch("BEGIN").expect("begin");
+                let key = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, KEY_B32).expect("key");
+                for i in 0..users {
+                    conn.execute(
+                        "INSERT INTO tokens (user, device, kind, secret, algorithm, digits, period, created, confirmed)
+                         VALUES (?1, 'default', 'totp', ?2, 'sha1', 6, 30, 0, 0)",
+                        rusqlite::params![format!("u{i}"), key],
+                    )
+                    .expect("insert");
+                }
+                conn.execute_batch("COMMIT").expect("commit");
+            }
+            Module::GoogleAuthenticator => {
+                let ga = self.dir.join("ga");
+                std::fs::create_dir_all(&ga).expect("ga dir");
+                for i in 0..users.min(256) {
+                    self.reset_user(&format!("u{i}"));
+                }
+            }
+            Module::Oath => {
+                let mut text = String::with_capacity(users * 70);
+                for i in 0..users {
+                    text.push_str(&format!("HOTP/T30 u{i} - {KEY_HEX}\n"));
+                }
+                write_private(&self.dir.join("users.oath"), &text);
+            }
+        }
+    }
+
+    /// Forgets that `user` used any code (untimed, between logins).
+    fn reset_user(&self, user: &str) {
+        match self.module {
+            Module::Ours => {
+                let conn = rusqlite::Connection::open(self.dir.join("state/totp.db")).expect("open");
+                conn.execute(
+                    "UPDATE tokens SET last_step = NULL WHERE user = ?1",
+                    [user],
+                )
+                .expect("reset");
+                conn.execute("DELETE FROM failures WHERE user = ?1", [user]).expect("reset");
+            }
+            Module::GoogleAuthenticator => write_private(
+                &self.dir.join("ga").join(user),
+                &format!("{KEY_B32}\n\" DISALLOW_REUSE\n\" TOTP_AUTH\n"),
+            ),
+            Module::Oath => {
+                // pam_oath rewrote the user's line with its last OTP: restore it.
+                let path = self.dir.join("users.oath");
+                let text = std::fs::read_to_string(&path).expect("users");
+                let fresh = format!("HOTP/T30 {user} - {KEY_HEX}");
+                let out: Vec<String> = text
+                    .lines()
+                    .map(|l| {
+                        if l.split_whitespace().nth(1) == Some(user) {
+                            fresh.clone()
+                        } else {
+                            l.to_string()
+                        }
+                    })
+                    .collect();
+                write_private(&path, &(out.join("\n") + "\n"));
+            }
+        }
+    }
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+fn code_now() -> String {
+    let out = Command::new("oathtool").args(["--totp", "-b", KEY_B32]).output().expect("oathtool");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wrong(code: &str) -> String {
+    if code == "000000" { "111111" } else { "000000" }.to_string()
+}
+
+struct Stats {
+    median: Duration,
+    p99: Duration,
+    ok: usize,
+    n: usize,
+}
+
+fn stats(mut samples: Vec<(bool, Duration)>) -> Stats {
+    let n = samples.len();
+    let ok = samples.iter().filter(|(s, _)| *s).count();
+    samples.sort_by_key(|(_, d)| *d);
+    Stats {
+        median: samples[n / 2].1,
+        p99: samples[(n * 99 / 100).min(n - 1)].1,
+        ok,
+        n,
+    }
+}
+
+fn pam_start_cost(setup: &Setup, logins: usize) -> Stats {
+    let samples = (0..logins)
+        .map(|_| {
+            let started = Instant::now();
+            let login = Login::start(&setup.dir, "u0", "0");
+            let took = started.elapsed();
+            login.end();
+            (true, took)
+        })
+        .collect();
+    stats(samples)
+}
+
+fn accept(setup: &Setup, user: &str, logins: usize) -> Stats {
+    let samples = (0..logins)
+        .map(|_| {
+            setup.reset_user(user);
+            let login = Login::start(&setup.dir, user, &code_now());
+            let result = login.authenticate();
+            login.end();
+            result
+        })
+        .collect();
+    stats(samples)
+}
+
+fn reject(setup: &Setup, logins: usize) -> Stats {
+    let bad = wrong(&code_now());
+    let samples = (0..logins)
+        .map(|_| {
+            setup.reset_user("u0");
+            let login = Login::start(&setup.dir, "u0", &bad);
+            let (ok, took) = login.authenticate();
+            login.end();
+            (!ok, took)
+        })
+        .collect();
+    stats(samples)
+}
+
+/// Worker mode: start a transaction, say "ready", wait for the release
+/// byte, authenticate, print "done RC END_NS".
+fn worker(args: &[String]) {
+    let (dir, user, code) = (&args[0], &args[1], &args[2]);
+    let login = Login::start(Path::new(dir), user, code);
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).expect("release");
+    let (ok, _) = login.authenticate();
+    let end = SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_nanos();
+    println!("done {} {end}", ok as u8);
+    login.end();
+}
+
+/// 64 processes log in at the same moment; returns successes and the time
+/// from release to the last finish.
+fn together(setup: &Setup, users: &[String], code: &str) -> (usize, Duration) {
+    let exe = std::env::current_exe().expect("exe");
+    let mut children: Vec<_> = users
+        .iter()
+        .map(|user| {
+            Command::new(&exe)
+                .args(["--worker", setup.dir.to_str().expect("dir"), user, code])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("worker")
+        })
+        .collect();
+    let mut readers: Vec<_> = children
+        .iter_mut()
+        .map(|c| BufReader::new(c.stdout.take().expect("stdout")))
+        .collect();
+    for r in &mut readers {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("ready");
+    }
+    let released = SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_nanos();
+    for c in &mut children {
+        let _ = c.stdin.as_mut().expect("stdin").write_all(b"go\n");
+    }
+    let mut ok = 0;
+    let mut last = released;
+    for r in &mut readers {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("done");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.len() == 3 {
+            ok += usize::from(parts[1] == "1");
+            last = last.max(parts[2].parse().unwrap_or(released));
+        }
+    }
+    for mut c in children {
+        let _ = c.wait();
+    }
+    (ok, Duration::from_nanos((last - released) as u64))
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--worker") {
+        worker(&args[i + 1..]);
+        return;
+    }
+    let logins = env_usize("LOGINS", 300);
+    let trials = env_usize("RACE_TRIALS", 100);
+    let root = tempfile::tempdir().expect("tmp");
+    let modules = [Module::Ours, Module::GoogleAuthenticator, Module::Oath];
+    let setups: Vec<Setup> = modules.iter().map(|m| Setup::new(root.path(), *m, 64)).collect();
+
+    println!("pam_bench: {logins} logins per row, {trials} race trials; times in µs (median / p99)\n");
+    println!("| measurement | {} |", modules.map(|m| m.name()).join(" | "));
+    println!("|---|{}", "---|".repeat(modules.len()));
+    let row = |name: &str, cells: Vec<String>| println!("| {name} | {} |", cells.join(" | "));
+
+    let starts: Vec<Stats> = setups.iter().map(|s| pam_start_cost(s, logins)).collect();
+    row("pam_start + pam_end", starts.iter().map(|s| format!("{} / {}", us(s.median), us(s.p99))).collect());
+    let accepts: Vec<Stats> = setups.iter().map(|s| accept(s, "u0", logins)).collect();
+    row("accept a fresh code", accepts.iter().map(|s| format!("{} / {} ({}/{} ok)", us(s.median), us(s.p99), s.ok, s.n)).collect());
+    let rejects: Vec<Stats> = setups.iter().map(|s| reject(s, logins)).collect();
+    row("reject a wrong code", rejects.iter().map(|s| format!("{} / {} ({}/{} refused)", us(s.median), us(s.p99), s.ok, s.n)).collect());
+
+    let mut scale: Vec<(usize, Vec<String>)> = Vec::new();
+    for users in [1usize, 1_000, 100_000] {
+        let cells = setups
+            .iter()
+            .map(|s| {
+                if s.module == Module::GoogleAuthenticator {
+                    return "n/a (a file per user)".to_string();
+                }
+                s.populate(users);
+                let last = format!("u{}", users - 1);
+                let st = accept(s, &last, logins.min(100));
+                format!("{} / {}", us(st.median), us(st.p99))
+            })
+            .collect();
+        scale.push((users, cells));
+    }
+    for (users, cells) in &scale {
+        row(&format!("accept, {users} users in the store"), cells.clone());
+    }
+    for s in &setups {
+        s.populate(64);
+    }
+
+    let users: Vec<String> = (0..64).map(|i| format!("u{i}")).collect();
+    let distinct: Vec<String> = setups
+        .iter()
+        .map(|s| {
+            let (mut worst_ok, mut worst_wall) = (64, Duration::ZERO);
+            for _ in 0..10 {
+                for u in &users {
+                    s.reset_user(u);
+                }
+                let (ok, wall) = together(s, &users, &code_now());
+                worst_ok = worst_ok.min(ok);
+                worst_wall = worst_wall.max(wall);
+            }
+            format!("min {worst_ok}/64 in, max wall {:.1} ms", worst_wall.as_secs_f64() * 1e3)
+        })
+        .collect();
+    row("64 users at once (10 trials)", distinct);
+
+    let same = vec!["u0".to_string(); 64];
+    let races: Vec<String> = setups
+        .iter()
+        .map(|s| {
+            let mut counts = Vec::new();
+            for _ in 0..trials {
+                s.reset_user("u0");
+                counts.push(together(s, &same, &code_now()).0);
+            }
+            let exactly_one = counts.iter().filter(|c| **c == 1).count();
+            format!(
+                "exactly 1 in {exactly_one}/{trials} trials (max {})",
+                counts.iter().max().unwrap_or(&0)
+            )
+        })
+        .collect();
+    row(&format!("64 logins, one code ({trials} trials)"), races);
+
+    let faster = |v: &[Stats]| v[1].median.min(v[2].median).as_secs_f64();
+    println!(
+        "\nratios (ours / faster anchor, medians): accept {:.2} (goal ≤ 0.25), reject {:.2} (goal ≤ 0.5), pam_start {:.2}",
+        accepts[0].median.as_secs_f64() / faster(&accepts),
+        rejects[0].median.as_secs_f64() / faster(&rejects),
+        starts[0].median.as_secs_f64() / faster(&starts),
+    );
+}
