@@ -106,7 +106,13 @@ impl Login {
         // SAFETY: all pointers are valid C strings / structs that outlive the
         // handle (conv and code are boxed in the returned Login).
         unsafe {
-            let rc = pam_start_confdir(service.as_ptr(), user.as_ptr(), &*conv, dir.as_ptr(), &mut pamh);
+            let rc = pam_start_confdir(
+                service.as_ptr(),
+                user.as_ptr(),
+                &*conv,
+                dir.as_ptr(),
+                &mut pamh,
+            );
             assert_eq!(rc, PAM_SUCCESS, "pam_start_confdir");
             pam_set_item(pamh, PAM_RHOST, rhost.as_ptr() as *const c_void);
             let delay: extern "C" fn(c_int, c_uint, *mut c_void) = no_delay;
@@ -199,12 +205,21 @@ impl Setup {
         match self.module {
             Module::Ours => {
                 let db = self.dir.join("state/totp.db");
-                let _ = std::fs::remove_file(&db);
-                let st = Command::new(totpctl()).arg("--db").arg(&db).arg("init").stdout(Stdio::null()).status().expect("init");
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+                }
+                let st = Command::new(totpctl())
+                    .arg("--db")
+                    .arg(&db)
+                    .arg("init")
+                    .stdout(Stdio::null())
+                    .status()
+                    .expect("init");
                 assert!(st.success());
                 let conn = rusqlite::Connection::open(&db).expect("open");
                 conn.execute_batch("BEGIN").expect("begin");
-                let key = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, KEY_B32).expect("key");
+                let key = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, KEY_B32)
+                    .expect("key");
                 for i in 0..users {
                     conn.execute(
                         "INSERT INTO tokens (user, device, kind, secret, algorithm, digits, period, created, confirmed)
@@ -236,13 +251,12 @@ impl Setup {
     fn reset_user(&self, user: &str) {
         match self.module {
             Module::Ours => {
-                let conn = rusqlite::Connection::open(self.dir.join("state/totp.db")).expect("open");
-                conn.execute(
-                    "UPDATE tokens SET last_step = NULL WHERE user = ?1",
-                    [user],
-                )
-                .expect("reset");
-                conn.execute("DELETE FROM failures WHERE user = ?1", [user]).expect("reset");
+                let conn =
+                    rusqlite::Connection::open(self.dir.join("state/totp.db")).expect("open");
+                conn.execute("UPDATE tokens SET last_step = NULL WHERE user = ?1", [user])
+                    .expect("reset");
+                conn.execute("DELETE FROM failures WHERE user = ?1", [user])
+                    .expect("reset");
             }
             Module::GoogleAuthenticator => write_private(
                 &self.dir.join("ga").join(user),
@@ -276,7 +290,10 @@ fn write_private(path: &Path, text: &str) {
 }
 
 fn code_now() -> String {
-    let out = Command::new("oathtool").args(["--totp", "-b", KEY_B32]).output().expect("oathtool");
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", KEY_B32])
+        .output()
+        .expect("oathtool");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -353,7 +370,10 @@ fn worker(args: &[String]) {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("release");
     let (ok, _) = login.authenticate();
-    let end = SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_nanos();
+    let end = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_nanos();
     println!("done {} {end}", ok as u8);
     login.end();
 }
@@ -381,7 +401,10 @@ fn together(setup: &Setup, users: &[String], code: &str) -> (usize, Duration) {
         let mut line = String::new();
         r.read_line(&mut line).expect("ready");
     }
-    let released = SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_nanos();
+    let released = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_nanos();
     for c in &mut children {
         let _ = c.stdin.as_mut().expect("stdin").write_all(b"go\n");
     }
@@ -403,7 +426,10 @@ fn together(setup: &Setup, users: &[String], code: &str) -> (usize, Duration) {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn us(d: Duration) -> String {
@@ -420,19 +446,53 @@ fn main() {
     let trials = env_usize("RACE_TRIALS", 100);
     let root = tempfile::tempdir().expect("tmp");
     let modules = [Module::Ours, Module::GoogleAuthenticator, Module::Oath];
-    let setups: Vec<Setup> = modules.iter().map(|m| Setup::new(root.path(), *m, 64)).collect();
+    let setups: Vec<Setup> = modules
+        .iter()
+        .map(|m| Setup::new(root.path(), *m, 64))
+        .collect();
 
-    println!("pam_bench: {logins} logins per row, {trials} race trials; times in µs (median / p99)\n");
-    println!("| measurement | {} |", modules.map(|m| m.name()).join(" | "));
+    println!(
+        "pam_bench: {logins} logins per row, {trials} race trials; times in µs (median / p99)\n"
+    );
+    println!(
+        "| measurement | {} |",
+        modules.map(|m| m.name()).join(" | ")
+    );
     println!("|---|{}", "---|".repeat(modules.len()));
     let row = |name: &str, cells: Vec<String>| println!("| {name} | {} |", cells.join(" | "));
 
     let starts: Vec<Stats> = setups.iter().map(|s| pam_start_cost(s, logins)).collect();
-    row("pam_start + pam_end", starts.iter().map(|s| format!("{} / {}", us(s.median), us(s.p99))).collect());
+    row(
+        "pam_start + pam_end",
+        starts
+            .iter()
+            .map(|s| format!("{} / {}", us(s.median), us(s.p99)))
+            .collect(),
+    );
     let accepts: Vec<Stats> = setups.iter().map(|s| accept(s, "u0", logins)).collect();
-    row("accept a fresh code", accepts.iter().map(|s| format!("{} / {} ({}/{} ok)", us(s.median), us(s.p99), s.ok, s.n)).collect());
+    row(
+        "accept a fresh code",
+        accepts
+            .iter()
+            .map(|s| format!("{} / {} ({}/{} ok)", us(s.median), us(s.p99), s.ok, s.n))
+            .collect(),
+    );
     let rejects: Vec<Stats> = setups.iter().map(|s| reject(s, logins)).collect();
-    row("reject a wrong code", rejects.iter().map(|s| format!("{} / {} ({}/{} refused)", us(s.median), us(s.p99), s.ok, s.n)).collect());
+    row(
+        "reject a wrong code",
+        rejects
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} / {} ({}/{} refused)",
+                    us(s.median),
+                    us(s.p99),
+                    s.ok,
+                    s.n
+                )
+            })
+            .collect(),
+    );
 
     let mut scale: Vec<(usize, Vec<String>)> = Vec::new();
     for users in [1usize, 1_000, 100_000] {
@@ -451,7 +511,10 @@ fn main() {
         scale.push((users, cells));
     }
     for (users, cells) in &scale {
-        row(&format!("accept, {users} users in the store"), cells.clone());
+        row(
+            &format!("accept, {users} users in the store"),
+            cells.clone(),
+        );
     }
     for s in &setups {
         s.populate(64);
@@ -470,7 +533,10 @@ fn main() {
                 worst_ok = worst_ok.min(ok);
                 worst_wall = worst_wall.max(wall);
             }
-            format!("min {worst_ok}/64 in, max wall {:.1} ms", worst_wall.as_secs_f64() * 1e3)
+            format!(
+                "min {worst_ok}/64 in, max wall {:.1} ms",
+                worst_wall.as_secs_f64() * 1e3
+            )
         })
         .collect();
     row("64 users at once (10 trials)", distinct);

@@ -206,6 +206,14 @@ impl SqliteStore {
                 conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
             }
             conn.pragma_update(None, "synchronous", "FULL")?;
+            // Every login opens and closes the only connection: without this
+            // each close would checkpoint the WAL into the database and
+            // delete it (three more fsyncs per login). SQLite still
+            // checkpoints automatically once the WAL reaches 1000 pages.
+            conn.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )?;
             Ok(())
         };
         setup().map_err(|e| classify(path, e))?;

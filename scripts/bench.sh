@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# pam_totp against google-authenticator-libpam and pam_oath, side by side in
+# one run (benches/pam_bench.rs). Debian 12, as root.
+#   ./scripts/bench.sh                 300 logins per row, 100 race trials
+#   LOGINS=50 RACE_TRIALS=10 ./scripts/bench.sh     a quick look
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/debian.sh
+ensure_debian_packages libpam0g-dev oathtool libpam-google-authenticator libpam-oath
+cargo build --release --quiet
+echo "machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+cargo bench --quiet --bench pam_bench
