@@ -138,14 +138,15 @@ impl SqliteStore {
     /// Opens an existing, initialised store for the login path. Never
     /// creates anything: a missing store is an error, not an empty store.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        match std::fs::symlink_metadata(path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(StoreError::Missing(path.display().to_string()));
-            }
-            Err(e) => return Err(io_error(path, e)),
+        if let Err(untrusted) = crate::trust::check_file_and_dir(path) {
+            // Only on this error path is the path looked at a second time.
+            return Err(match std::fs::symlink_metadata(path) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    StoreError::Missing(path.display().to_string())
+                }
+                _ => StoreError::Untrusted(untrusted),
+            });
         }
-        crate::trust::check_file_and_dir(path).map_err(StoreError::Untrusted)?;
         let mut store = Self::connect(path)?;
         match store.schema_version().map_err(|e| classify(path, e))? {
             0 => Err(StoreError::NotInitialised(path.display().to_string())),
