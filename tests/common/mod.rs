@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
 pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+pub const STDBUF: &str = "/usr/libexec/coreutils/libstdbuf.so";
 
 /// Returns false (and says so) when a tool the test needs is missing, so a
 /// developer without it sees a skip; under `CI=true` a missing tool fails
@@ -182,7 +183,16 @@ impl std::fmt::Debug for Run {
 
 impl World {
     pub fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
+        World::in_dir(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// A world outside /tmp, for tests that give their processes a private
+    /// /tmp (see `store_faults.rs`).
+    pub fn outside_tmp() -> World {
+        World::in_dir(tempfile::tempdir_in("/var/tmp").expect("tempdir in /var/tmp"))
+    }
+
+    fn in_dir(dir: tempfile::TempDir) -> World {
         let db = dir.path().join("state").join("pam_totp.db");
         let services = dir.path().join("pam.d");
         std::fs::create_dir(&services).expect("mkdir");
@@ -251,17 +261,21 @@ impl World {
         self.pamtester_with(Command::new("pamtester"), service, user, rhost)
     }
 
-    /// pamtester with line-buffered stdout (`stdbuf -oL`), for tests that
-    /// must read PAM_TEXT_INFO messages while pamtester still runs.
+    /// pamtester with line-buffered stdout (coreutils' libstdbuf, as
+    /// `stdbuf -oL` would preload it), for tests that must read
+    /// PAM_TEXT_INFO messages while pamtester still runs. Preloaded into
+    /// pamtester itself: a `stdbuf` process in between would start
+    /// pam_wrapper too and, replaced by exec, leave its /tmp/pam.X behind.
     pub fn pamtester_command_unbuffered(
         &self,
         service: &str,
         user: &str,
         rhost: Option<&str>,
     ) -> Command {
-        let mut cmd = Command::new("stdbuf");
-        cmd.args(["-oL", "pamtester"]);
-        self.pamtester_with(cmd, service, user, rhost)
+        let mut cmd = self.pamtester_with(Command::new("pamtester"), service, user, rhost);
+        cmd.env("LD_PRELOAD", format!("{PAM_WRAPPER} {STDBUF}"))
+            .env("_STDBUF_O", "L");
+        cmd
     }
 
     fn pamtester_with(
