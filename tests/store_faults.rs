@@ -68,8 +68,19 @@ fn sigkill_at_random_moments_keeps_the_store_whole_and_every_acknowledged_step()
     if !pam_tools_present() || !tools_present(&[FAKETIME, "sqlite3", "unshare"]) {
         return;
     }
+    // Everything this test's pamtester loads must live outside /tmp (the
+    // checkout may be under /tmp): a copy of the module beside the store.
     let world = World::outside_tmp();
-    world.service("totp", "");
+    let module = world.dir.path().join("pam_totp.so");
+    std::fs::copy(common::module_path(), &module).expect("copy module");
+    world.raw_service(
+        "totp",
+        &format!(
+            "auth required {} db={} fail_delay=0\n",
+            module.display(),
+            world.db.display()
+        ),
+    );
     assert!(
         world
             .totpctl(&["enroll", "kim", "--secret", KEY])
@@ -87,7 +98,11 @@ fn sigkill_at_random_moments_keeps_the_store_whole_and_every_acknowledged_step()
         let mut child = with_private_tmp(&cmd)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if kill_after.is_some() {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            })
             .spawn()
             .expect("pamtester");
         let code = oathtool(KEY, Some(at), &[]);
@@ -101,20 +116,25 @@ fn sigkill_at_random_moments_keeps_the_store_whole_and_every_acknowledged_step()
             std::thread::sleep(delay);
             let _ = child.kill();
         }
+        let mut errors = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            use std::io::Read;
+            let _ = stderr.read_to_string(&mut errors);
+        }
         let status = child.wait().expect("wait");
-        (at / 30, status, started.elapsed())
+        (at / 30, status, started.elapsed(), errors)
     };
     // How long a whole login takes here: the kills are spread over twice that.
     let mut longest = Duration::ZERO;
     for i in 0..5 {
-        let (_, status, took) = login(i, None);
-        assert!(status.success(), "warm-up login {i}");
+        let (_, status, took, errors) = login(i, None);
+        assert!(status.success(), "warm-up login {i}: {errors}");
         longest = longest.max(took);
     }
     let spread = (longest * 2).as_micros() as u64;
     let (mut acknowledged, mut killed, mut refused) = (0, 0, 0);
     for i in 5..105u64 {
-        let (step, status, _) = login(i, Some(Duration::from_micros(random_below(spread))));
+        let (step, status, _, _) = login(i, Some(Duration::from_micros(random_below(spread))));
         match status.code() {
             Some(0) => {
                 acknowledged += 1;
