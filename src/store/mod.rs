@@ -73,6 +73,20 @@ impl Token {
     pub fn is_active(&self) -> bool {
         self.confirmed.is_some()
     }
+
+    /// Everything but the key.
+    pub fn info(&self) -> TokenInfo {
+        TokenInfo {
+            id: self.id,
+            user: self.user.clone(),
+            device: self.device.clone(),
+            kind: self.kind,
+            params: self.params,
+            created: self.created,
+            confirmed: self.confirmed,
+            last_step: self.last_step,
+        }
+    }
 }
 
 /// A token without its key, for listings.

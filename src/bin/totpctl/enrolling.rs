@@ -186,7 +186,14 @@ pub fn enroll(
     }
     if !active {
         if std::io::stdin().is_terminal() {
-            ask_confirmation(store, audit, &token)?;
+            // The stored row (with its id) is what a confirmation updates.
+            let stored = store
+                .tokens(user)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|t| t.device == token.device && !t.is_active())
+                .ok_or_else(|| format!("{user} has no pending device {:?}", token.device))?;
+            ask_confirmation(store, audit, &stored)?;
         } else {
             println!(
                 "\nThe token is pending: it logs nobody in until a code from the app confirms it:\n    totpctl confirm {user} CODE{}",
@@ -237,23 +244,17 @@ fn ask_confirmation(store: &SqliteStore, audit: &mut Audit, token: &Token) -> Re
     ))
 }
 
-/// Checks `code` against a pending token and activates it (claiming the
-/// code's step) if it matches.
+/// Checks `code` against a stored pending token (its `id` is the row's)
+/// and activates it, claiming the code's step, if it matches.
 fn confirm_token(store: &SqliteStore, token: &Token, code: &str) -> Result<bool, String> {
     let now = unix_now();
     let Some(step) = match_token(token, code, now as u64, DEFAULT_WINDOW, DEFAULT_HOTP_WINDOW)
     else {
         return Ok(false);
     };
-    // The token row's id is needed: read it back by user and device.
-    let stored = store
-        .tokens(&token.user)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .find(|t| t.device == token.device && !t.is_active())
-        .ok_or_else(|| format!("{} has no pending device {:?}", token.user, token.device))?;
+    // Succeeds only while the token is still pending (atomic in the store).
     Ok(store
-        .confirm(stored.id, now, step)
+        .confirm(token.id, now, step)
         .map_err(|e| e.to_string())?
         == Claim::Claimed)
 }

@@ -126,11 +126,12 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Show { user, json } => {
+            // One user's rows, not a scan of every token in the store.
             let tokens: Vec<_> = store
-                .list()
+                .tokens(&user)
                 .map_err(e)?
-                .into_iter()
-                .filter(|t| t.user == user)
+                .iter()
+                .map(|t| t.info())
                 .collect();
             let shown = report::Shown {
                 recovery: store.recovery_count(&user).map_err(e)?,
