@@ -22,10 +22,9 @@ fn verify(c: &mut Criterion) {
     });
 }
 
-fn claim(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("tmp");
-    let db = dir.path().join("totp.db");
-    let store = SqliteStore::create(&db).expect("store");
+/// A store with one token; returns its id.
+fn store_with_token(db: &std::path::Path) -> i64 {
+    let store = SqliteStore::create(db).expect("store");
     let token = Token {
         id: 0,
         user: "bench".into(),
@@ -46,12 +45,40 @@ fn claim(c: &mut Criterion) {
             EnrollMode::Add,
         )
         .expect("enroll");
-    let id = store.tokens("bench").expect("tokens")[0].id;
+    store.tokens("bench").expect("tokens")[0].id
+}
+
+fn claim(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = dir.path().join("totp.db");
+    let id = store_with_token(&db);
     let mut step = 0u64;
-    c.bench_function("claim_step (synchronous=FULL)", |b| {
+    // A login's TOTP claim (synchronous=NORMAL, the WAL kept short).
+    let store = SqliteStore::open_for_login(&db).expect("open");
+    c.bench_function("claim_step TOTP (login, synchronous=NORMAL)", |b| {
         b.iter(|| {
             step += 1;
-            store.claim_step(id, step).expect("claim")
+            store.claim_step(id, Kind::Totp, step).expect("claim")
+        })
+    });
+    drop(store);
+    // An HOTP claim or any totpctl write: synced before it returns.
+    let store = SqliteStore::open(&db).expect("open");
+    c.bench_function("claim_step synced (synchronous=FULL)", |b| {
+        b.iter(|| {
+            step += 1;
+            store.claim_step(id, Kind::Totp, step).expect("claim")
+        })
+    });
+    drop(store);
+    // What a login pays for the store: open (trust checks, WAL index),
+    // read the tokens, claim, close.
+    c.bench_function("open + tokens + claim + close (login)", |b| {
+        b.iter(|| {
+            step += 1;
+            let store = SqliteStore::open_for_login(&db).expect("open");
+            store.tokens("bench").expect("tokens");
+            store.claim_step(id, Kind::Totp, step).expect("claim")
         })
     });
 }

@@ -86,6 +86,13 @@ pub enum Outcome {
         device: String,
         step: u64,
     },
+    /// A right code whose TOTP step could have been used before this
+    /// machine last booted: its claim may have been lost with the page
+    /// cache (the store commits TOTP claims lazily), so it is refused.
+    StepBeforeBoot {
+        device: String,
+        step: u64,
+    },
     /// A right recovery code that a concurrent login burned first.
     RecoveryReused,
     /// Too many failures: refused without looking at the answer (a right
@@ -150,6 +157,9 @@ pub struct Request<'a> {
 pub trait Clock {
     /// Seconds since the Unix epoch.
     fn unix_time(&self) -> Result<u64, String>;
+    /// When the machine booted, in the same seconds, never earlier than
+    /// the truth (a later estimate only fences off more steps).
+    fn booted_at(&self) -> Result<u64, String>;
 }
 
 pub struct SystemClock;
@@ -161,6 +171,33 @@ impl Clock for SystemClock {
             .map(|d| d.as_secs())
             .map_err(|_| "system clock is before 1970".to_string())
     }
+
+    fn booted_at(&self) -> Result<u64, String> {
+        // SAFETY: sysinfo fills the zeroed struct it is given and touches
+        // nothing else.
+        let (rc, info) = unsafe {
+            let mut info: libc::sysinfo = std::mem::zeroed();
+            (libc::sysinfo(&mut info), info)
+        };
+        if rc != 0 {
+            return Err(format!(
+                "sysinfo failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // Uptime is whole seconds, rounded down: the estimate is at or
+        // after the real boot, the safe side.
+        let uptime = u64::try_from(info.uptime).map_err(|_| "negative uptime".to_string())?;
+        Ok(self.unix_time()?.saturating_sub(uptime))
+    }
+}
+
+/// True when a TOTP `step` could have been claimed before the boot at
+/// `booted_at`: before the crash, `window` steps ahead of the clock could be
+/// used, so every step up to the boot's own step plus `window` is fenced.
+/// For at most `window + 1` periods after a boot, codes are refused.
+pub fn before_boot(step: u64, period: u64, window: u32, booted_at: u64) -> bool {
+    step <= otp::step_at(booted_at, period).saturating_add(u64::from(window))
 }
 
 /// Talks to the user.
@@ -330,7 +367,7 @@ fn decide_outcome<S: Store>(
     if let Some(lock) = ratelimit::lock_at(&failures, &config.limits, now as i64) {
         return Outcome::RateLimited(lock);
     }
-    let outcome = check_answer(config, &store, request.user, &active, &answer, now);
+    let outcome = check_answer(config, &store, request.user, &active, &answer, now, clock);
     if outcome.is_failed_guess() {
         match store.record_failure(request.user, rhost, now as i64) {
             Ok(f) if ratelimit::reaches_user_limit(f.user_recent, &config.limits) => {
@@ -359,6 +396,7 @@ fn check_answer<S: Store>(
     active: &[&Token],
     answer: &[u8],
     now: u64,
+    clock: &dyn Clock,
 ) -> Outcome {
     let Ok(text) = std::str::from_utf8(answer) else {
         return Outcome::MalformedAnswer;
@@ -368,7 +406,7 @@ fn check_answer<S: Store>(
         return use_recovery(store, user, &candidate, now, Outcome::WrongRecoveryCode);
     }
     match check_code(config, active, text, now) {
-        CodeCheck::Match(token, step) => claim(store, token, step, now),
+        CodeCheck::Match(token, step) => claim(config, store, token, step, now, clock),
         CodeCheck::NoMatch { shaped } => match recovery::scratch_candidate(text) {
             Some(candidate) => {
                 let fallback = if shaped {
@@ -456,8 +494,27 @@ fn check_code<'a>(config: &Config, active: &[&'a Token], text: &str, now: u64) -
     }
 }
 
-fn claim<S: Store>(store: &S, token: &Token, step: u64, now: u64) -> Outcome {
-    match store.claim_step(token.id, step) {
+fn claim<S: Store>(
+    config: &Config,
+    store: &S,
+    token: &Token,
+    step: u64,
+    now: u64,
+    clock: &dyn Clock,
+) -> Outcome {
+    if token.kind == Kind::Totp {
+        match clock.booted_at() {
+            Ok(booted) if before_boot(step, token.params.period, config.window, booted) => {
+                return Outcome::StepBeforeBoot {
+                    device: token.device.clone(),
+                    step,
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return Outcome::ClockError(e),
+        }
+    }
+    match store.claim_step(token.id, token.kind, step) {
         Ok(Claim::Claimed) => Outcome::Accepted {
             device: token.device.clone(),
             kind: token.kind,

@@ -67,7 +67,7 @@ impl PamHooks for PamTotp {
                     user: &user,
                     rhost: rhost.as_deref(),
                 },
-                |config| SqliteStore::open(&config.db),
+                |config| SqliteStore::open_for_login(&config.db),
                 &SystemClock,
                 &mut conversation,
             )
@@ -206,6 +206,14 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             LOG_WARNING,
             format!(
                 "denied: code already used (step {step} or later was used before on device \"{}\")",
+                escape(device)
+            ),
+        ),
+        Outcome::StepBeforeBoot { device, step } => (
+            PAM_AUTH_ERR,
+            LOG_WARNING,
+            format!(
+                "denied: right code, but its time step {step} (device \"{}\") could have been used before this machine booted; the next code will work",
                 escape(device)
             ),
         ),

@@ -93,6 +93,9 @@ impl Clock for FixedClock {
     fn unix_time(&self) -> Result<u64, String> {
         Ok(1_111_111_111)
     }
+    fn booted_at(&self) -> Result<u64, String> {
+        Ok(0)
+    }
 }
 
 struct Says(Vec<u8>);

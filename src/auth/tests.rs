@@ -19,6 +19,23 @@ impl Clock for FixedClock {
     fn unix_time(&self) -> Result<u64, String> {
         Ok(self.0)
     }
+    fn booted_at(&self) -> Result<u64, String> {
+        Ok(0)
+    }
+}
+
+/// A clock whose machine booted at `booted` (or cannot say when).
+struct BootedClock {
+    now: u64,
+    booted: Result<u64, String>,
+}
+impl Clock for BootedClock {
+    fn unix_time(&self) -> Result<u64, String> {
+        Ok(self.now)
+    }
+    fn booted_at(&self) -> Result<u64, String> {
+        self.booted.clone()
+    }
 }
 
 /// Answers with fixed texts (one per prompt) and records what it saw.
@@ -114,6 +131,20 @@ impl World {
             |_| SqliteStore::open(&self.db),
             &FixedClock(NOW),
             conv,
+        )
+        .outcome
+    }
+
+    fn run_booted(&self, user: &str, booted: Result<u64, String>, answer: &str) -> Outcome {
+        decide(
+            &Config::default(),
+            Request {
+                user,
+                rhost: Some("203.0.113.7"),
+            },
+            |_| SqliteStore::open_for_login(&self.db),
+            &BootedClock { now: NOW, booted },
+            &mut Scripted::says(answer),
         )
         .outcome
     }
@@ -695,4 +726,69 @@ fn only_guesses_count_as_failures() {
     );
     assert!(!Outcome::NotEnrolled { pending: false }.is_failed_guess());
     assert!(!Outcome::StoreError(String::new()).is_failed_guess());
+}
+
+#[test]
+fn the_boot_fence_covers_the_boot_step_plus_the_window() {
+    // Booted inside step 100 (period 30): before the crash, steps up to 101
+    // (100 + window 1) could have been claimed.
+    assert!(before_boot(100, 30, 1, 3000));
+    assert!(before_boot(101, 30, 1, 3029));
+    assert!(!before_boot(102, 30, 1, 3029));
+    assert!(before_boot(102, 30, 2, 3000));
+    assert!(!before_boot(5, 30, 1, 0));
+}
+
+#[test]
+fn a_totp_step_that_may_predate_the_boot_is_refused_not_burned_not_counted() {
+    let world = World::with_alice();
+    // Booted 40 s ago: the previous step is fenced, the current one is not.
+    let booted = Ok(NOW - 40);
+    let previous = code_at(NOW - 30);
+    assert_eq!(
+        world.run_booted("alice", booted.clone(), &previous),
+        Outcome::StepBeforeBoot {
+            device: DEFAULT_DEVICE.to_string(),
+            step: (NOW - 30) / 30
+        }
+    );
+    let store = world.store();
+    assert_eq!(store.tokens("alice").expect("tokens")[0].last_step, None);
+    assert_eq!(
+        store
+            .failures("alice", "203.0.113.7", NOW as i64)
+            .expect("failures")
+            .source_count,
+        0
+    );
+    assert!(
+        world
+            .run_booted("alice", booted, &code_at(NOW))
+            .is_success()
+    );
+    // Unknown boot time: refused, the code not burned.
+    assert!(matches!(
+        world.run_booted("alice", Err("no sysinfo".into()), &code_at(NOW + 30)),
+        Outcome::ClockError(_)
+    ));
+    assert!(world.run(&code_at(NOW + 30)).is_success());
+}
+
+#[test]
+fn hotp_counters_and_recovery_codes_are_not_fenced_and_leave_the_login_store_lazy() {
+    let world = World::empty();
+    world.add("hank", DEFAULT_DEVICE, Kind::Hotp, KEY_B32, true);
+    assert!(
+        world
+            .run_booted("hank", Ok(NOW), &code_with(KEY_B32, 1))
+            .is_success()
+    );
+    // Logins commit lazily but for the durable writes; totpctl always syncs.
+    let store = SqliteStore::open_for_login(&world.db).expect("open");
+    assert_eq!(store.synchronous().expect("pragma"), "NORMAL");
+    store
+        .claim_step(store.tokens("hank").expect("t")[0].id, Kind::Hotp, 7)
+        .expect("claim");
+    assert_eq!(store.synchronous().expect("pragma"), "NORMAL");
+    assert_eq!(world.store().synchronous().expect("pragma"), "FULL");
 }

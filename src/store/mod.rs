@@ -179,8 +179,11 @@ pub trait Store {
 
     /// Records `step` (TOTP) or `counter` (HOTP) as used for token `id` if,
     /// and only if, it is greater than every one used before. Two callers
-    /// racing with the same value: exactly one gets `Claimed`.
-    fn claim_step(&self, id: i64, step: u64) -> Result<Claim, StoreError>;
+    /// racing with the same value: exactly one gets `Claimed`. `kind` is
+    /// the token's: an HOTP counter never expires, so its claim is on disk
+    /// before this returns; a TOTP claim may be committed lazily (the
+    /// decision fences off steps from before the last boot).
+    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError>;
 
     /// Stores enrollments in one transaction (all or nothing).
     fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError>;

@@ -6,20 +6,27 @@
 //! IMMEDIATE` transaction (it takes the write lock first), so no connection
 //! ever holds a read snapshot that it later tries to upgrade to a write.
 //!
-//! Durability: `synchronous=FULL`. In WAL mode, NORMAL survives a crash of
-//! the process but may lose the last commits on power loss or a kernel
-//! panic. Losing a commit here means forgetting that a step was used, and a
-//! node that reboots quickly (a VM restart takes seconds) would then accept
-//! the same code again inside its validity window. FULL syncs the WAL at
-//! each commit, so a login that was answered "accepted" has its step on
-//! disk first. The price is one fsync per successful login.
+//! Durability: the module's connection (`open_for_login`) commits TOTP step
+//! claims and failure counts with `synchronous=NORMAL`: the commit is in
+//! the WAL in the kernel's page cache before the login is answered, so it
+//! survives the process being killed, but a power loss or kernel panic in
+//! the next seconds can roll it back. What that could let through is a
+//! TOTP code used just before the crash, replayed just after the reboot
+//! while it is still inside its window; `auth` closes that by refusing
+//! every step that could have been claimed before the current boot (see
+//! `boot_fence`). HOTP counters, recovery codes and enrollments never
+//! expire, so those writes are synced (`synchronous=FULL`) before the
+//! answer, as is every write of `totpctl` (`open`, `create`). Every
+//! checkpoint syncs the WAL, so NORMAL commits are on disk at the latest
+//! after `WAL_LIMIT` frames.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use zeroize::Zeroizing;
 
@@ -36,6 +43,35 @@ use crate::secret::Secret;
 /// A claim holds the write lock for well under a millisecond, so this only
 /// runs out when something is badly wrong (a stuck process, a dead disk).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The busy handler: SQLite's own (`busy_timeout`) sleeps 1, 2, 5, 10 …
+/// 100 ms between tries, far longer than a claim holds the lock, so 64
+/// logins at once spent seconds asleep behind locks that were long free.
+/// This one retries after 20 µs, doubling to at most 1 ms, with jitter so
+/// that the waiters do not wake together, and gives up after `BUSY_TIMEOUT`
+/// of one wait.
+fn wait_briefly() -> impl FnMut(i32) -> bool + Send + 'static {
+    let mut started = Instant::now();
+    move |count: i32| {
+        if count == 0 {
+            started = Instant::now();
+        }
+        if started.elapsed() >= BUSY_TIMEOUT {
+            return false;
+        }
+        let base = 20u64 << count.clamp(0, 6);
+        let mut noise = [0u8; 2];
+        let jitter = match getrandom::fill(&mut noise) {
+            Ok(()) => u64::from(u16::from_le_bytes(noise)) % base,
+            Err(_) => 0,
+        };
+        std::thread::sleep(Duration::from_micros(base + jitter));
+        true
+    }
+}
+
+/// WAL frames (pages) after which a closing connection checkpoints.
+const WAL_LIMIT: i32 = 64;
 
 /// Schema migrations: `MIGRATIONS[i]` takes the store from version `i` to
 /// `i + 1`. Versions are kept in `PRAGMA user_version`; never edit a
@@ -104,6 +140,25 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 pub struct SqliteStore {
     conn: Connection,
+    /// Commits are `NORMAL` unless a write asks for `durably` (the login
+    /// path); otherwise every commit is `FULL`.
+    login: bool,
+}
+
+/// How the connection commits by default.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Full,
+    Normal,
+}
+
+impl Sync {
+    fn pragma(self) -> &'static str {
+        match self {
+            Sync::Full => "FULL",
+            Sync::Normal => "NORMAL",
+        }
+    }
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> StoreError {
@@ -134,10 +189,54 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.bound_wal();
+    }
+}
+
 impl SqliteStore {
-    /// Opens an existing, initialised store for the login path. Never
-    /// creates anything: a missing store is an error, not an empty store.
+    /// Keeps the WAL short. Each login opens the only connection, so SQLite
+    /// rebuilds its WAL index by reading every frame of the WAL, and a
+    /// passive checkpoint never lets the WAL start over (the rebuilt index
+    /// forgets what was checkpointed). Once the WAL holds `WAL_LIMIT`
+    /// frames, the closing connection copies them into the database, syncs
+    /// it, and truncates the WAL, without waiting for anyone: if another
+    /// login holds the store, the next one will do it.
+    fn bound_wal(&self) {
+        let Ok((frames, _)) = self
+            .conn
+            .wal_checkpoint_v2(None::<&str>, CheckpointMode::NOOP)
+        else {
+            return;
+        };
+        if frames < WAL_LIMIT {
+            return;
+        }
+        if self.conn.busy_timeout(Duration::ZERO).is_ok() {
+            let _ = self
+                .conn
+                .wal_checkpoint_v2(None::<&str>, CheckpointMode::TRUNCATE);
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens an existing, initialised store for administration: every
+    /// commit is synced. Never creates anything: a missing store is an
+    /// error, not an empty store.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(path, Sync::Full)
+    }
+
+    /// Opens an existing, initialised store for one login: TOTP claims and
+    /// failure counts are committed without waiting for the disk (see the
+    /// module documentation for why that gives nothing away).
+    pub fn open_for_login(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(path, Sync::Normal)
+    }
+
+    fn open_with(path: &Path, sync: Sync) -> Result<SqliteStore, StoreError> {
         if let Err(untrusted) = crate::trust::check_file_and_dir(path) {
             // Only on this error path is the path looked at a second time.
             return Err(match std::fs::symlink_metadata(path) {
@@ -147,7 +246,7 @@ impl SqliteStore {
                 _ => StoreError::Untrusted(untrusted),
             });
         }
-        let mut store = Self::connect(path)?;
+        let mut store = Self::connect(path, sync)?;
         match store.schema_version().map_err(|e| classify(path, e))? {
             0 => Err(StoreError::NotInitialised(path.display().to_string())),
             _ => {
@@ -179,7 +278,7 @@ impl SqliteStore {
             Err(e) => return Err(io_error(path, e)),
         }
         crate::trust::check_file_and_dir(path).map_err(StoreError::Untrusted)?;
-        let mut store = Self::connect(path)?;
+        let mut store = Self::connect(path, Sync::Full)?;
         store.migrate(path)?;
         Ok(store)
     }
@@ -188,29 +287,33 @@ impl SqliteStore {
     pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
         let mut store = SqliteStore {
             conn: Connection::open_in_memory()?,
+            login: false,
         };
         store.migrate(Path::new(":memory:"))?;
         Ok(store)
     }
 
-    fn connect(path: &Path) -> Result<SqliteStore, StoreError> {
+    fn connect(path: &Path, sync: Sync) -> Result<SqliteStore, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
+        conn.busy_handler(Some(wait_briefly()))
+            .map_err(|e| classify(path, e))?;
         let setup = || -> rusqlite::Result<()> {
-            conn.busy_timeout(BUSY_TIMEOUT)?;
             // The store is read by root only; never run code from its schema.
             conn.pragma_update(None, "trusted_schema", "OFF")?;
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
             }
-            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "synchronous", sync.pragma())?;
+            // Checkpoints are ours (`bound_wal`), at close, never in the
+            // middle of a login's write.
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             // Every login opens and closes the only connection: without this
             // each close would checkpoint the WAL into the database and
-            // delete it (three more fsyncs per login). SQLite still
-            // checkpoints automatically once the WAL reaches 1000 pages.
+            // delete it (three more fsyncs per login).
             conn.set_db_config(
                 rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
                 true,
@@ -218,7 +321,10 @@ impl SqliteStore {
             Ok(())
         };
         setup().map_err(|e| classify(path, e))?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            login: sync == Sync::Normal,
+        })
     }
 
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction: all or nothing.
@@ -237,6 +343,37 @@ impl SqliteStore {
                 Err(e)
             }
         }
+    }
+
+    /// Runs one write that must be on disk before the login is answered
+    /// (something that never expires: an HOTP counter, a recovery code, an
+    /// enrollment). Only the login connection needs to switch.
+    fn durably<T>(&self, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if !self.login {
+            return work();
+        }
+        self.conn
+            .pragma_update(None, "synchronous", Sync::Full.pragma())?;
+        let result = work();
+        let restored = self
+            .conn
+            .pragma_update(None, "synchronous", Sync::Normal.pragma());
+        let value = result?;
+        restored?;
+        Ok(value)
+    }
+
+    /// The connection's current `synchronous` setting, by name.
+    pub fn synchronous(&self) -> rusqlite::Result<&'static str> {
+        let level: i64 = self
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        Ok(match level {
+            0 => "OFF",
+            1 => "NORMAL",
+            2 => "FULL",
+            _ => "EXTRA",
+        })
     }
 
     /// The schema version recorded in the file (0 for a fresh file).
@@ -433,18 +570,24 @@ impl Store for SqliteStore {
         Ok(tokens)
     }
 
-    fn claim_step(&self, id: i64, step: u64) -> Result<Claim, StoreError> {
+    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError> {
         let step = step_to_sql(step)?;
         // The whole replay protection is this one statement: it changes the
         // row only if the step is newer than anything used before, and
         // SQLite serialises writers, so exactly one racer sees 1 row changed.
         // Pending tokens cannot claim (and so cannot log in).
-        let changed = self.conn.execute(
-            "UPDATE tokens SET last_step = ?2
-             WHERE id = ?1 AND confirmed IS NOT NULL
-               AND (last_step IS NULL OR last_step < ?2)",
-            params![id, step],
-        )?;
+        let update = || -> Result<usize, StoreError> {
+            Ok(self.conn.execute(
+                "UPDATE tokens SET last_step = ?2
+                 WHERE id = ?1 AND confirmed IS NOT NULL
+                   AND (last_step IS NULL OR last_step < ?2)",
+                params![id, step],
+            )?)
+        };
+        let changed = match kind {
+            Kind::Totp => update()?,
+            Kind::Hotp => self.durably(update)?,
+        };
         Ok(if changed == 1 {
             Claim::Claimed
         } else {
@@ -535,10 +678,12 @@ impl Store for SqliteStore {
     }
 
     fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
-        let changed = self.conn.execute(
-            "UPDATE recovery_codes SET used = ?2 WHERE id = ?1 AND used IS NULL",
-            params![id, at],
-        )?;
+        let changed = self.durably(|| {
+            Ok(self.conn.execute(
+                "UPDATE recovery_codes SET used = ?2 WHERE id = ?1 AND used IS NULL",
+                params![id, at],
+            )?)
+        })?;
         Ok(if changed == 1 {
             Claim::Claimed
         } else {
@@ -641,6 +786,12 @@ impl Store for SqliteStore {
 
     fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
         let step = step_to_sql(step)?;
+        self.durably(|| self.enroll_at_login_tx(token, step))
+    }
+}
+
+impl SqliteStore {
+    fn enroll_at_login_tx(&self, token: &Token, step: i64) -> Result<(), StoreError> {
         self.write(|conn| {
             let existing: i64 = conn.query_row(
                 "SELECT COUNT(*) FROM tokens WHERE user = ?1",

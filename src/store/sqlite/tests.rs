@@ -68,7 +68,7 @@ fn enroll_modes() {
         .expect_err("duplicate device");
     assert!(matches!(err, StoreError::AlreadyEnrolled { .. }), "{err}");
     store
-        .claim_step(only_id(&store, "alice"), 10)
+        .claim_step(only_id(&store, "alice"), Kind::Totp, 10)
         .expect("claim");
     enroll(
         &store,
@@ -122,13 +122,28 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
     let store = SqliteStore::open_in_memory().expect("store");
     enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
     let id = only_id(&store, "alice");
-    assert_eq!(store.claim_step(id, 100).expect("c"), Claim::Claimed);
-    assert_eq!(store.claim_step(id, 100).expect("c"), Claim::AlreadyUsed);
-    assert_eq!(store.claim_step(id, 99).expect("c"), Claim::AlreadyUsed);
-    assert_eq!(store.claim_step(id, 101).expect("c"), Claim::Claimed);
-    assert_eq!(store.claim_step(9999, 500).expect("c"), Claim::AlreadyUsed);
+    assert_eq!(
+        store.claim_step(id, Kind::Totp, 100).expect("c"),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim_step(id, Kind::Totp, 100).expect("c"),
+        Claim::AlreadyUsed
+    );
+    assert_eq!(
+        store.claim_step(id, Kind::Totp, 99).expect("c"),
+        Claim::AlreadyUsed
+    );
+    assert_eq!(
+        store.claim_step(id, Kind::Totp, 101).expect("c"),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim_step(9999, Kind::Totp, 500).expect("c"),
+        Claim::AlreadyUsed
+    );
     assert!(matches!(
-        store.claim_step(id, u64::MAX),
+        store.claim_step(id, Kind::Totp, u64::MAX),
         Err(StoreError::StepOutOfRange(_))
     ));
 
@@ -136,7 +151,10 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
     pending.confirmed = None;
     enroll(&store, pending, EnrollMode::Add).expect("enroll");
     let id = only_id(&store, "carol");
-    assert_eq!(store.claim_step(id, 100).expect("c"), Claim::AlreadyUsed);
+    assert_eq!(
+        store.claim_step(id, Kind::Totp, 100).expect("c"),
+        Claim::AlreadyUsed
+    );
     assert_eq!(store.confirm(id, 5, 100).expect("c"), Claim::Claimed);
     assert_eq!(store.confirm(id, 6, 101).expect("c"), Claim::AlreadyUsed);
     let carol = &store.tokens("carol").expect("q")[0];
@@ -145,7 +163,10 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
         (Some(5), Some(100)),
         "confirming claims the confirmation code's step"
     );
-    assert_eq!(store.claim_step(id, 100).expect("c"), Claim::AlreadyUsed);
+    assert_eq!(
+        store.claim_step(id, Kind::Totp, 100).expect("c"),
+        Claim::AlreadyUsed
+    );
 }
 
 #[test]
@@ -346,7 +367,7 @@ fn threads_racing_one_step_claim_it_once() {
                 std::thread::spawn(move || {
                     let store = SqliteStore::open(&path).expect("open");
                     barrier.wait();
-                    store.claim_step(id, step).expect("claim")
+                    store.claim_step(id, Kind::Totp, step).expect("claim")
                 })
             })
             .collect();
@@ -357,4 +378,42 @@ fn threads_racing_one_step_claim_it_once() {
             .count();
         assert_eq!(wins, 1, "step {step}");
     }
+}
+
+#[test]
+fn the_wal_stays_short_when_every_login_is_the_only_connection() {
+    // Each login is alone with the store, so SQLite rebuilds the WAL index
+    // from the WAL at every open; without `bound_wal` the WAL never starts
+    // over and every login reads more of it (it reached megabytes).
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("wal.db");
+    let store = SqliteStore::create(&path).expect("create");
+    enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
+    let id = only_id(&store, "alice");
+    drop(store);
+    let wal = dir.path().join("wal.db-wal");
+    let frame = 4096 + 24;
+    let mut largest = 0;
+    for step in 1..=(4 * WAL_LIMIT as u64) {
+        let store = SqliteStore::open_for_login(&path).expect("open");
+        assert_eq!(
+            store.claim_step(id, Kind::Totp, step).expect("claim"),
+            Claim::Claimed
+        );
+        store
+            .record_failure("alice", "203.0.113.7", step as i64)
+            .expect("failure");
+        drop(store);
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    assert!(
+        largest <= 32 + (WAL_LIMIT as u64 + 4) * frame,
+        "WAL grew to {largest} bytes"
+    );
+    // Every claim is still there after the checkpoints.
+    let store = SqliteStore::open(&path).expect("open");
+    assert_eq!(
+        store.tokens("alice").expect("tokens")[0].last_step,
+        Some(4 * WAL_LIMIT as u64)
+    );
 }
