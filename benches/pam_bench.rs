@@ -296,12 +296,40 @@ fn write_private(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
+/// The current code from oathtool, asked once per 30 s step: a fork right
+/// before each timed login would write-protect the whole process (copy on
+/// write) and charge the next login a page fault for every page it writes.
 fn code_now() -> String {
-    let out = Command::new("oathtool")
-        .args(["--totp", "-b", KEY_B32])
-        .output()
-        .expect("oathtool");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    thread_local! {
+        static CACHE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let step = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("time")
+            .as_secs()
+            / 30
+    };
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        loop {
+            let before = step();
+            if cache.0 == before {
+                return cache.1.clone();
+            }
+            let out = Command::new("oathtool")
+                .args(["--totp", "-b", KEY_B32])
+                .output()
+                .expect("oathtool");
+            // A code asked across a step boundary could be either step's.
+            if step() == before {
+                *cache = (
+                    before,
+                    String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                );
+            }
+        }
+    })
 }
 
 fn wrong(code: &str) -> String {
