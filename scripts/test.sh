@@ -3,14 +3,18 @@
 # Debian 12, as root. Installs what it needs, builds once in release, then
 # runs format and lint checks, unit tests, the integration tests that drive
 # the real libpam (pam_wrapper + pamtester) with codes from oathtool, the
-# end-to-end logins through a real sshd and ssh client, and `demo.sh --check`.
+# end-to-end logins through a real sshd and ssh client, `demo.sh --check`,
+# and the packages: .deb built, linted, installed, the end-to-end suite run
+# against the installed module, purged (packaging/test-package.sh; it will
+# not run where pam-totp is installed for real).
 # Extra arguments go to `cargo nextest run` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib/debian.sh
 ensure_debian_packages libpam0g-dev pamtester libpam-wrapper oathtool faketime \
-    openssh-server openssh-client sqlite3 zbar-tools libpam-google-authenticator libpam-oath
+    openssh-server openssh-client sqlite3 zbar-tools libpam-google-authenticator libpam-oath \
+    man-db groff-base zsh
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "==> installing cargo-nextest"
     cargo install --locked cargo-nextest
@@ -26,3 +30,5 @@ echo "==> tests (unit, libpam via pam_wrapper, races, real sshd end-to-end)"
 cargo nextest run --release "$@"
 echo "==> the README's demo, logging in by itself"
 ./scripts/demo.sh --check
+echo "==> the packages: build, lint, install, test the installed module, purge"
+./packaging/test-package.sh

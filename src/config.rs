@@ -30,6 +30,27 @@ pub const MAX_HOTP_WINDOW: u32 = 100;
 /// What pam_unix asks for too: 2 s after a failure, jittered by libpam.
 pub const DEFAULT_FAIL_DELAY_MS: u32 = 2_000;
 
+/// Every key the module and the config file accept. `apply` refuses any
+/// other, so a key handled there but missing here fails its tests; the
+/// manual pages, the packaged config file and the README are checked
+/// against this list (tests/docs.rs).
+pub const KEYS: &[&str] = &[
+    "db",
+    "config",
+    "trusted",
+    "window",
+    "prompt",
+    "unenrolled",
+    "enroll",
+    "hotp_window",
+    "issuer",
+    "backoff_after",
+    "backoff_max",
+    "user_limit",
+    "fail_delay",
+    "debug",
+];
+
 /// What to do with a user who has no token in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unenrolled {
@@ -323,6 +344,13 @@ fn printable_text(setting: &Setting) -> Result<String, ConfigError> {
 }
 
 fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
+    let unknown = || ConfigError::UnknownKey {
+        origin: setting.origin.clone(),
+        key: setting.key.clone(),
+    };
+    if !KEYS.contains(&setting.key.as_str()) {
+        return Err(unknown());
+    }
     match setting.key.as_str() {
         "config" => {
             absolute_path(setting)?;
@@ -370,12 +398,7 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
                 Some(other) => return Err(bad(setting, other, "expected yes or no")),
             };
         }
-        _ => {
-            return Err(ConfigError::UnknownKey {
-                origin: setting.origin.clone(),
-                key: setting.key.clone(),
-            });
-        }
+        _ => return Err(unknown()),
     }
     Ok(())
 }
@@ -383,6 +406,30 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_key_is_handled() {
+        let sample = |key: &str| match key {
+            "db" | "config" => "/etc/security/x",
+            "trusted" => "10.0.0.0/8",
+            "prompt" | "issuer" => "text",
+            "unenrolled" => "allow",
+            "enroll" => "trusted",
+            "debug" => "yes",
+            _ => "7",
+        };
+        for key in KEYS {
+            let setting = Setting {
+                key: key.to_string(),
+                value: Some(sample(key).to_string()),
+                origin: Origin::Argument,
+            };
+            assert!(
+                apply(&mut Config::default(), &setting).is_ok(),
+                "{key} is listed in KEYS but apply refuses it"
+            );
+        }
+    }
     use std::io::Write;
 
     fn args(list: &[&str]) -> Vec<String> {

@@ -52,6 +52,14 @@ pub fn pam_tools_present() -> bool {
     tools_present(&["pamtester", "oathtool", PAM_WRAPPER])
 }
 
+/// The totpctl under test: `PAM_TOTP_TOTPCTL` if set (an installed one,
+/// e.g. /usr/sbin/totpctl), otherwise the one cargo built.
+pub fn totpctl_path() -> PathBuf {
+    std::env::var_os("PAM_TOTP_TOTPCTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_totpctl")))
+}
+
 /// The module under test: `PAM_TOTP_MODULE` if set (an installed module),
 /// otherwise the newest `libpam_totp.so` cargo built next to totpctl.
 pub fn module_path() -> PathBuf {
@@ -236,7 +244,7 @@ impl World {
     }
 
     pub fn totpctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_totpctl"))
+        Command::new(totpctl_path())
             .arg("--db")
             .arg(&self.db)
             .args(args)

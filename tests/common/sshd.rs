@@ -301,7 +301,7 @@ impl Sshd {
         )
         .expect("other");
         // The store exists before the first login, as after `totpctl init`.
-        let status = Command::new(env!("CARGO_BIN_EXE_totpctl"))
+        let status = Command::new(super::totpctl_path())
             .arg("--db")
             .arg(&db)
             .arg("init")
@@ -354,7 +354,7 @@ impl Sshd {
 
     /// Runs totpctl on this sshd's store.
     pub fn totpctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_totpctl"))
+        Command::new(super::totpctl_path())
             .arg("--db")
             .arg(&self.db)
             .args(args)
@@ -365,7 +365,7 @@ impl Sshd {
     /// Enrolls `user` with a fresh random key; returns the key.
     pub fn enroll(&self, user: &str) -> String {
         let key = super::random_secret();
-        let out = Command::new(env!("CARGO_BIN_EXE_totpctl"))
+        let out = Command::new(super::totpctl_path())
             .arg("--db")
             .arg(&self.db)
             .args(["enroll", user, "--secret", &key])

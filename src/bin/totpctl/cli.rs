@@ -109,6 +109,27 @@ pub enum Command {
         #[command(subcommand)]
         source: ImportSource,
     },
+    /// Print a completion script for SHELL (bash or zsh) on standard
+    /// output. Packages install them; by hand, e.g.
+    /// `totpctl completions bash > /etc/bash_completion.d/totpctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write the manual pages generated from these definitions
+    /// (totpctl.8 and one page per verb) into DIR (for packaging).
+    #[command(hide = true)]
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// The shells totpctl ships completions for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
 }
 
 #[derive(Subcommand)]

@@ -2,6 +2,7 @@
 
 mod audit;
 mod cli;
+mod docs;
 mod enrolling;
 mod importing;
 mod report;
@@ -48,6 +49,20 @@ pub fn check_user(user: &str) -> Result<(), String> {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    // Verbs that do not touch the store.
+    match &cli.command {
+        Command::Completions { shell } => {
+            docs::completions(*shell, &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Manpages { dir } => {
+            for page in docs::manpages(dir)? {
+                println!("{}", dir.join(page).display());
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     // Only init, enroll, reset and import may create the store.
     let creates = matches!(
         cli.command,
@@ -61,6 +76,8 @@ fn run(cli: Cli) -> Result<(), String> {
     .map_err(|e| e.to_string())?;
     let e = |e: pam_totp::store::StoreError| e.to_string();
     match cli.command {
+        // Answered above, before the store was opened.
+        Command::Completions { .. } | Command::Manpages { .. } => Ok(()),
         Command::Init => {
             let version = store.schema_version().map_err(|e| e.to_string())?;
             println!(
