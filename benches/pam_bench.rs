@@ -17,46 +17,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libc::{c_char, c_int, c_uint};
 
-const PAM_SUCCESS: c_int = 0;
-const PAM_RHOST: c_int = 4;
-const PAM_FAIL_DELAY: c_int = 10;
-const PAM_PROMPT_ECHO_OFF: c_int = 1;
-const PAM_PROMPT_ECHO_ON: c_int = 2;
+#[path = "support/pam_ffi.rs"]
+mod pam_ffi;
+
+use pam_ffi::*;
+
 const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const KEY_HEX: &str = "3132333435363738393031323334353637383930";
 const RHOST: &str = "203.0.113.7";
-
-#[repr(C)]
-struct PamMessage {
-    msg_style: c_int,
-    msg: *const c_char,
-}
-
-#[repr(C)]
-struct PamResponse {
-    resp: *mut c_char,
-    resp_retcode: c_int,
-}
-
-#[repr(C)]
-struct PamConv {
-    conv: extern "C" fn(c_int, *mut *const PamMessage, *mut *mut PamResponse, *mut c_void) -> c_int,
-    appdata_ptr: *mut c_void,
-}
-
-#[link(name = "pam")]
-unsafe extern "C" {
-    fn pam_start_confdir(
-        service: *const c_char,
-        user: *const c_char,
-        conv: *const PamConv,
-        confdir: *const c_char,
-        pamh: *mut *mut c_void,
-    ) -> c_int;
-    fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
-    fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
-    fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
-}
 
 /// Answers every prompt with the code `appdata` points to.
 extern "C" fn answer(
@@ -81,8 +49,6 @@ extern "C" fn answer(
     }
     PAM_SUCCESS
 }
-
-extern "C" fn no_delay(_retval: c_int, _usec: c_uint, _appdata: *mut c_void) {}
 
 /// One PAM transaction: started (untimed), authenticated (timed), ended.
 struct Login {

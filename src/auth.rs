@@ -231,7 +231,7 @@ pub fn authenticate<S: Store>(
     if config.debug {
         decision.trace.push(format!(
             "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} limits={:?} prompt={:?}",
-            config.db.display(),
+            config.db,
             config.window,
             config.hotp_window,
             config
@@ -502,7 +502,7 @@ fn claim<S: Store>(
     now: u64,
     clock: &dyn Clock,
 ) -> Outcome {
-    if token.kind == Kind::Totp {
+    if token.kind == Kind::Totp && !store.totp_claims_durable() {
         match clock.booted_at() {
             Ok(booted) if before_boot(step, token.params.period, config.window, booted) => {
                 return Outcome::StepBeforeBoot {

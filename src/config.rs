@@ -9,11 +9,13 @@ use std::fs;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 
 use crate::network;
 use crate::ratelimit::Limits;
+use crate::store::{Access, DEFAULT_DB_TIMEOUT, StoreLocation};
 
 pub const DEFAULT_DB: &str = "/var/lib/pam_totp/pam_totp.db";
 pub const DEFAULT_CONFIG: &str = "/etc/security/pam_totp.conf";
@@ -36,6 +38,8 @@ pub const DEFAULT_FAIL_DELAY_MS: u32 = 2_000;
 /// against this list (tests/docs.rs).
 pub const KEYS: &[&str] = &[
     "db",
+    "db_password_file",
+    "db_timeout",
     "config",
     "trusted",
     "window",
@@ -73,7 +77,11 @@ pub enum EnrollAtLogin {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub db: PathBuf,
+    pub db: StoreLocation,
+    /// PostgreSQL: the file holding the database password (root's, 0600).
+    pub db_password_file: Option<PathBuf>,
+    /// PostgreSQL: bound on connecting and on each statement.
+    pub db_timeout: Duration,
     pub trusted: Vec<IpNet>,
     pub window: u32,
     pub hotp_window: u32,
@@ -89,10 +97,23 @@ pub struct Config {
     pub debug: bool,
 }
 
+impl Config {
+    /// How the module reaches its store.
+    pub fn access(&self) -> Access<'_> {
+        Access {
+            location: &self.db,
+            password_file: self.db_password_file.as_deref(),
+            timeout: self.db_timeout,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
-            db: PathBuf::from(DEFAULT_DB),
+            db: StoreLocation::Sqlite(PathBuf::from(DEFAULT_DB)),
+            db_password_file: None,
+            db_timeout: DEFAULT_DB_TIMEOUT,
             trusted: Vec::new(),
             window: DEFAULT_WINDOW,
             hotp_window: DEFAULT_HOTP_WINDOW,
@@ -355,7 +376,16 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
         "config" => {
             absolute_path(setting)?;
         }
-        "db" => config.db = absolute_path(setting)?,
+        "db" => {
+            let value = required_value(setting)?;
+            config.db =
+                StoreLocation::parse(value).map_err(|reason| bad(setting, value, reason))?;
+        }
+        "db_password_file" => config.db_password_file = Some(absolute_path(setting)?),
+        "db_timeout" => {
+            let seconds = number(setting, 60)?.max(1);
+            config.db_timeout = Duration::from_secs(u64::from(seconds));
+        }
         "trusted" => {
             let value = required_value(setting)?;
             config.trusted = value
@@ -410,7 +440,7 @@ mod tests {
     #[test]
     fn every_listed_key_is_handled() {
         let sample = |key: &str| match key {
-            "db" | "config" => "/etc/security/x",
+            "db" | "config" | "db_password_file" => "/etc/security/x",
             "trusted" => "10.0.0.0/8",
             "prompt" | "issuer" => "text",
             "unenrolled" => "allow",
@@ -458,7 +488,7 @@ mod tests {
     fn defaults() {
         let c = load_isolated(&[]).expect("ok");
         assert_eq!(c, Config::default());
-        assert_eq!(c.db, PathBuf::from(DEFAULT_DB));
+        assert_eq!(c.db, StoreLocation::Sqlite(PathBuf::from(DEFAULT_DB)));
         assert_eq!(c.window, 1);
         assert_eq!(c.prompt, "Verification code: ");
         assert_eq!(c.unenrolled, Unenrolled::Deny);
@@ -489,7 +519,7 @@ mod tests {
         assert_eq!(c.enroll, EnrollAtLogin::Window);
         assert_eq!(c.hotp_window, 20);
         assert_eq!(c.issuer.as_deref(), Some("HPC Lander"));
-        assert_eq!(c.db, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.db, StoreLocation::Sqlite(PathBuf::from("/tmp/x.db")));
         assert_eq!(c.trusted.len(), 2);
         assert_eq!(c.window, 0);
         assert_eq!(c.prompt, "Second Factor: ");

@@ -17,7 +17,6 @@ use crate::config::DEFAULT_FAIL_DELAY_MS;
 use crate::logline::{escape, one_line};
 use crate::ratelimit::Lock;
 use crate::store::Kind;
-use crate::store::SqliteStore;
 
 #[link(name = "pam")]
 unsafe extern "C" {
@@ -67,7 +66,7 @@ impl PamHooks for PamTotp {
                     user: &user,
                     rhost: rhost.as_deref(),
                 },
-                |config| SqliteStore::open_for_login(&config.db),
+                |config| config.access().open_for_login(),
                 &SystemClock,
                 &mut conversation,
             )

@@ -93,6 +93,41 @@ pub fn check_file_and_dir(path: &Path) -> Result<(), Untrusted> {
     check_dir(dir)
 }
 
+/// A file holding a secret (a database password, a sealing key): trusted
+/// like any other file, and readable by root alone (mode 0600 or 0400).
+pub fn check_secret_file(path: &Path) -> Result<(), Untrusted> {
+    check_file_and_dir(path)?;
+    let meta = fs::symlink_metadata(path).map_err(|e| untrusted(path, e.to_string()))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(untrusted(
+            path,
+            format!(
+                "mode {:04o} lets group or others read it (a secret: 0600)",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a secret file after `check_secret_file`, without following a link;
+/// the content without its trailing newline.
+pub fn read_secret_file(path: &Path) -> Result<zeroize::Zeroizing<String>, Untrusted> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    check_secret_file(path)?;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(|e| untrusted(path, e.to_string()))?;
+    let trimmed = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(trimmed);
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

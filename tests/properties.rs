@@ -11,7 +11,7 @@ use pam_totp::config::{self, Config};
 use pam_totp::import::{google_authenticator, oath};
 use pam_totp::network;
 use pam_totp::recovery;
-use pam_totp::store::SqliteStore;
+use pam_totp::store::{SqliteStore, StoreLocation};
 use proptest::prelude::*;
 use zeroize::Zeroizing;
 
@@ -33,7 +33,11 @@ proptest! {
         prop_assert!(config::load(&all).is_err());
         if let Ok(c) = config::load(&args) {
             prop_assert!(c.window <= config::MAX_WINDOW);
-            prop_assert!(c.db.is_absolute());
+            let absolute_or_url = match &c.db {
+                StoreLocation::Sqlite(path) => path.is_absolute(),
+                StoreLocation::Postgres(target) => target.url.starts_with("postgres"),
+            };
+            prop_assert!(absolute_or_url);
             prop_assert!(!c.prompt.chars().any(char::is_control));
         }
     }

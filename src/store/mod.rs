@@ -1,8 +1,11 @@
 //! The secret store: users' tokens (one or more devices each), the last
 //! step or counter each token used, recovery code hashes, and the enroll
-//! windows an administrator opened. `Store` is the seam a networked backend
-//! will plug into later; `sqlite` is the embedded default.
+//! windows an administrator opened. `Store` is the seam between the
+//! decision and the backends: `sqlite` (the embedded default, one node) and
+//! `postgres` (one database shared by a pool of login nodes).
 
+pub mod location;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -13,7 +16,70 @@ use crate::ratelimit::Failures;
 use crate::recovery::RecoveryHash;
 use crate::secret::Secret;
 
+pub use location::{DEFAULT_DB_TIMEOUT, PgTarget, PgTls, StoreLocation};
+pub use postgres::{PgSettings, PgStore};
 pub use sqlite::SqliteStore;
+
+/// Seconds since the epoch (0 if the clock is before 1970), for row times
+/// the stores stamp themselves.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Everything a store holds, for `totpctl migrate` (keys included: it only
+/// ever moves from one root-only place to another, in memory).
+#[derive(Debug, Default)]
+pub struct Dump {
+    pub tokens: Vec<Token>,
+    /// (user, lookup, hash, created, used)
+    pub recovery: Vec<(String, String, String, i64, Option<i64>)>,
+    /// (user, until, opened_by)
+    pub windows: Vec<(String, i64, String)>,
+    /// (user, rhost, count, last)
+    pub failures: Vec<(String, String, i64, i64)>,
+}
+
+/// How to reach a store: where, and for PostgreSQL the password file and the
+/// timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Access<'a> {
+    pub location: &'a StoreLocation,
+    pub password_file: Option<&'a std::path::Path>,
+    pub timeout: std::time::Duration,
+}
+
+impl Access<'_> {
+    fn pg<'a>(&'a self, target: &'a PgTarget) -> PgSettings<'a> {
+        PgSettings {
+            target,
+            password_file: self.password_file,
+            timeout: self.timeout,
+        }
+    }
+
+    /// The store for one login: never created here; SQLite commits TOTP
+    /// claims lazily (see `sqlite`).
+    pub fn open_for_login(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(match self.location {
+            StoreLocation::Sqlite(path) => Box::new(SqliteStore::open_for_login(path)?),
+            StoreLocation::Postgres(target) => Box::new(PgStore::open(&self.pg(target))?),
+        })
+    }
+
+    /// The store for administration: every write synced; `create` makes or
+    /// migrates it (`totpctl init`, and the verbs that may create it).
+    pub fn open_admin(&self, create: bool) -> Result<Box<dyn Store>, StoreError> {
+        Ok(match (self.location, create) {
+            (StoreLocation::Sqlite(path), true) => Box::new(SqliteStore::create(path)?),
+            (StoreLocation::Sqlite(path), false) => Box::new(SqliteStore::open(path)?),
+            (StoreLocation::Postgres(target), true) => Box::new(PgStore::create(&self.pg(target))?),
+            (StoreLocation::Postgres(target), false) => Box::new(PgStore::open(&self.pg(target))?),
+        })
+    }
+}
 
 /// The device name a token gets when none is given.
 pub const DEFAULT_DEVICE: &str = "default";
@@ -72,6 +138,21 @@ pub struct Token {
 impl Token {
     pub fn is_active(&self) -> bool {
         self.confirmed.is_some()
+    }
+
+    /// A stored token: its row and its key.
+    pub fn from_info(info: TokenInfo, secret: Secret) -> Token {
+        Token {
+            id: info.id,
+            user: info.user,
+            device: info.device,
+            kind: info.kind,
+            secret,
+            params: info.params,
+            created: info.created,
+            confirmed: info.confirmed,
+            last_step: info.last_step,
+        }
     }
 
     /// Everything but the key.
@@ -160,6 +241,12 @@ pub enum StoreError {
     Untrusted(crate::trust::Untrusted),
     #[error("store query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("store query failed: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("{0}")]
+    NotEmpty(String),
+    #[error("database {target} unavailable: {reason}")]
+    Unreachable { target: String, reason: String },
     #[error("store row for {user:?} is invalid: {reason}")]
     InvalidRow { user: String, reason: String },
     #[error(
@@ -174,6 +261,14 @@ pub enum StoreError {
 /// that changes more than one row is one transaction; the step claim is a
 /// single atomic conditional write.
 pub trait Store {
+    /// The schema version of the store (0: no schema yet).
+    fn schema_version(&self) -> Result<i64, StoreError>;
+
+    /// False when a TOTP claim may be committed lazily and lost with a
+    /// crash of the machine (SQLite's login connection): the decision then
+    /// fences off steps from before the boot.
+    fn totp_claims_durable(&self) -> bool;
+
     /// All the user's tokens (pending ones too), ordered by device.
     fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError>;
 
@@ -244,4 +339,75 @@ pub trait Store {
     /// closes the user's enroll window, in one transaction. Fails with
     /// `AlreadyEnrolled` if the user meanwhile got a token.
     fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError>;
+}
+
+/// A boxed store (the backend chosen at run time) is a store.
+impl<T: Store + ?Sized> Store for Box<T> {
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        (**self).schema_version()
+    }
+    fn totp_claims_durable(&self) -> bool {
+        (**self).totp_claims_durable()
+    }
+    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
+        (**self).tokens(user)
+    }
+    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError> {
+        (**self).claim_step(id, kind, step)
+    }
+    fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
+        (**self).enroll(enrollments, mode)
+    }
+    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError> {
+        (**self).confirm(id, at, step)
+    }
+    fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
+        (**self).delete_user(user)
+    }
+    fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError> {
+        (**self).delete_device(user, device)
+    }
+    fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        (**self).list()
+    }
+    fn replace_recovery(&self, user: &str, codes: &[RecoveryHash]) -> Result<(), StoreError> {
+        (**self).replace_recovery(user, codes)
+    }
+    fn recovery_candidates(
+        &self,
+        user: &str,
+        lookup: &str,
+    ) -> Result<Vec<StoredRecovery>, StoreError> {
+        (**self).recovery_candidates(user, lookup)
+    }
+    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
+        (**self).burn_recovery(id, at)
+    }
+    fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError> {
+        (**self).recovery_count(user)
+    }
+    fn open_enroll_window(&self, user: &str, until: i64, by: &str) -> Result<(), StoreError> {
+        (**self).open_enroll_window(user, until, by)
+    }
+    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        (**self).enroll_window(user, now)
+    }
+    fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
+        (**self).failures(user, rhost, now)
+    }
+    fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
+        (**self).record_failure(user, rhost, now)
+    }
+    fn clear_failures(&self, user: &str, rhost: &str) -> Result<(), StoreError> {
+        (**self).clear_failures(user, rhost)
+    }
+    fn unlock(&self, user: &str) -> Result<usize, StoreError> {
+        (**self).unlock(user)
+    }
+    fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
+        (**self).failure_sources(user)
+    }
+    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
+        (**self).enroll_at_login(token, step)
+    }
 }

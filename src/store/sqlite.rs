@@ -363,6 +363,44 @@ impl SqliteStore {
         Ok(value)
     }
 
+    /// Everything in the store (`totpctl migrate`), read in one transaction.
+    pub fn dump(&self) -> Result<super::Dump, StoreError> {
+        self.conn.execute_batch("BEGIN")?;
+        let result = self.dump_rows();
+        let _ = self.conn.execute_batch("COMMIT");
+        result
+    }
+
+    fn dump_rows(&self) -> Result<super::Dump, StoreError> {
+        let mut dump = super::Dump::default();
+        let users: Vec<String> = self
+            .conn
+            .prepare("SELECT DISTINCT user FROM tokens ORDER BY user")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for user in users {
+            dump.tokens.extend(self.tokens(&user)?);
+        }
+        dump.recovery = self
+            .conn
+            .prepare("SELECT user, lookup, hash, created, used FROM recovery_codes ORDER BY id")?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        dump.windows = self
+            .conn
+            .prepare("SELECT user, until, opened_by FROM enroll_windows ORDER BY user")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        dump.failures = self
+            .conn
+            .prepare("SELECT user, rhost, count, last FROM failures ORDER BY user, rhost")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(dump)
+    }
+
     /// The connection's current `synchronous` setting, by name.
     pub fn synchronous(&self) -> rusqlite::Result<&'static str> {
         let level: i64 = self
@@ -527,21 +565,22 @@ fn insert_recovery(
     let mut stmt = conn.prepare(
         "INSERT INTO recovery_codes (user, lookup, hash, created) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    let now = unix_now();
+    let now = super::unix_now();
     for code in codes {
         stmt.execute(params![user, code.lookup, code.phc, now])?;
     }
     Ok(())
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl Store for SqliteStore {
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(SqliteStore::schema_version(self)?)
+    }
+
+    fn totp_claims_durable(&self) -> bool {
+        !self.login
+    }
+
     fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT {COLUMNS}, secret FROM tokens WHERE user = ?1 ORDER BY device"
@@ -555,17 +594,7 @@ impl Store for SqliteStore {
             let (raw, secret) = row?;
             let info = raw.info()?;
             let secret = Secret::from_bytes(secret).map_err(|e| invalid(user, e.to_string()))?;
-            tokens.push(Token {
-                id: info.id,
-                user: info.user,
-                device: info.device,
-                kind: info.kind,
-                secret,
-                params: info.params,
-                created: info.created,
-                confirmed: info.confirmed,
-                last_step: info.last_step,
-            });
+            tokens.push(Token::from_info(info, secret));
         }
         Ok(tokens)
     }

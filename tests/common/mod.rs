@@ -2,6 +2,8 @@
 //! pam_wrapper, pamtester as the application, oathtool as the oracle.
 #![allow(dead_code)]
 
+pub mod postgres;
+pub mod race;
 pub mod sshd;
 
 use std::io::Write;
@@ -153,8 +155,27 @@ pub fn wrong_code(code: &str) -> String {
 /// pamtester runs against them through pam_wrapper.
 pub struct World {
     pub dir: tempfile::TempDir,
+    /// The SQLite store (unused when the world runs on PostgreSQL).
     pub db: PathBuf,
     pub services: PathBuf,
+    /// Set when `PAM_TOTP_TEST_STORE=postgres`: the world's store is a
+    /// database of its own private cluster.
+    pub pg: Option<(postgres::Cluster, postgres::Database)>,
+}
+
+/// True when this test run puts every store on PostgreSQL
+/// (`PAM_TOTP_TEST_STORE=postgres`; scripts/test.sh runs the suites twice).
+pub fn on_postgres() -> bool {
+    std::env::var("PAM_TOTP_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// For a test about the SQLite file itself: says so and returns true when
+/// the run is on PostgreSQL (the test then has nothing to check).
+pub fn sqlite_only(what: &str) -> bool {
+    if on_postgres() {
+        println!("SQLite-only, not run on PostgreSQL: {what}");
+    }
+    on_postgres()
 }
 
 /// What one pamtester run ended with.
@@ -191,16 +212,30 @@ impl std::fmt::Debug for Run {
 
 impl World {
     pub fn new() -> World {
-        World::in_dir(tempfile::tempdir().expect("tempdir"))
+        World::in_dir(tempfile::tempdir().expect("tempdir"), on_postgres())
+    }
+
+    /// A world whose store is a SQLite file, whatever the run's backend.
+    pub fn new_sqlite() -> World {
+        World::in_dir(tempfile::tempdir().expect("tempdir"), false)
+    }
+
+    /// A world whose store is a PostgreSQL database of its own cluster,
+    /// whatever the run's backend.
+    pub fn with_postgres() -> World {
+        World::in_dir(tempfile::tempdir().expect("tempdir"), true)
     }
 
     /// A world outside /tmp, for tests that give their processes a private
     /// /tmp (see `store_faults.rs`).
     pub fn outside_tmp() -> World {
-        World::in_dir(tempfile::tempdir_in("/var/tmp").expect("tempdir in /var/tmp"))
+        World::in_dir(
+            tempfile::tempdir_in("/var/tmp").expect("tempdir in /var/tmp"),
+            on_postgres(),
+        )
     }
 
-    fn in_dir(dir: tempfile::TempDir) -> World {
+    fn in_dir(dir: tempfile::TempDir, on_pg: bool) -> World {
         let db = dir.path().join("state").join("pam_totp.db");
         let services = dir.path().join("pam.d");
         std::fs::create_dir(&services).expect("mkdir");
@@ -209,7 +244,46 @@ impl World {
             "auth required pam_deny.so\naccount required pam_deny.so\n",
         )
         .expect("other");
-        World { dir, db, services }
+        let pg = on_pg.then(|| {
+            assert!(
+                postgres::postgres_present(),
+                "PAM_TOTP_TEST_STORE=postgres needs the postgresql package"
+            );
+            let cluster = postgres::Cluster::start();
+            let database = cluster.database();
+            (cluster, database)
+        });
+        World {
+            dir,
+            db,
+            services,
+            pg,
+        }
+    }
+
+    /// The module arguments that name this world's store.
+    pub fn store_args(&self) -> String {
+        match &self.pg {
+            None => format!("db={}", self.db.display()),
+            Some((_, database)) => format!(
+                "db={} db_password_file={}",
+                database.url,
+                database.password_file.display()
+            ),
+        }
+    }
+
+    /// totpctl's options for this world's store.
+    pub fn store_options(&self) -> Vec<String> {
+        match &self.pg {
+            None => vec!["--db".into(), self.db.display().to_string()],
+            Some((_, database)) => vec![
+                "--db".into(),
+                database.url.clone(),
+                "--db-password-file".into(),
+                database.password_file.display().to_string(),
+            ],
+        }
     }
 
     /// Writes service `name` with `pam_totp.so db=<store> ARGS`, and
@@ -224,9 +298,9 @@ impl World {
         self.raw_service(
             name,
             &format!(
-                "auth required {} db={} {args}{delay}\n",
+                "auth required {} {} {args}{delay}\n",
                 module_path().display(),
-                self.db.display()
+                self.store_args()
             ),
         );
     }
@@ -245,8 +319,7 @@ impl World {
 
     pub fn totpctl(&self, args: &[&str]) -> Output {
         Command::new(totpctl_path())
-            .arg("--db")
-            .arg(&self.db)
+            .args(self.store_options())
             .args(args)
             .output()
             .expect("run totpctl")

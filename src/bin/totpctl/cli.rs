@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use pam_totp::config::DEFAULT_DB;
 use pam_totp::otp::Algorithm;
 use pam_totp::store::{DEFAULT_DEVICE, Kind};
 
@@ -26,9 +25,20 @@ use pam_totp::store::{DEFAULT_DEVICE, Kind};
                   totpctl show alice"
 )]
 pub struct Cli {
-    /// Path of the SQLite store (must match the module's db= argument).
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_DB)]
-    pub db: PathBuf,
+    /// The store: a SQLite file or a postgresql://USER@HOST/DB?sslmode=…
+    /// URL, as the module's db= (default: db from the config file, else
+    /// /var/lib/pam_totp/pam_totp.db).
+    #[arg(long, global = true, value_name = "PATH|URL")]
+    pub db: Option<String>,
+
+    /// The module's config file, read for db, db_password_file and
+    /// db_timeout (default /etc/security/pam_totp.conf, if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// PostgreSQL: the file holding the database password (root's, 0600).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub db_password_file: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -108,6 +118,19 @@ pub enum Command {
     Import {
         #[command(subcommand)]
         source: ImportSource,
+    },
+    /// Copy a SQLite store into an empty PostgreSQL database (schema
+    /// created or migrated first), in one transaction: tokens with their
+    /// used steps, recovery codes, enroll windows, failure counts. Prints
+    /// the counts. The SQLite file is left as it was.
+    Migrate {
+        /// The SQLite store to copy.
+        #[arg(long, value_name = "PATH")]
+        from: PathBuf,
+        /// The database: postgresql://USER@HOST/DB?sslmode=verify-full|disable
+        /// (password from --db-password-file).
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
     /// Print a completion script for SHELL (bash or zsh) on standard
     /// output. Packages install them; by hand, e.g.

@@ -18,7 +18,7 @@ use pam_totp::enroll::{otpauth_uri, qr_png, qr_terminal};
 use pam_totp::otp::Params;
 use pam_totp::recovery::{self, RecoveryCode};
 use pam_totp::secret::Secret;
-use pam_totp::store::{Claim, EnrollMode, Enrollment, Kind, SqliteStore, Store, Token};
+use pam_totp::store::{Claim, EnrollMode, Enrollment, Kind, Store, Token};
 
 fn read_secret(text: &str) -> Result<Secret, String> {
     let text = if text == "-" {
@@ -39,7 +39,7 @@ fn read_secret(text: &str) -> Result<Secret, String> {
 
 /// enroll and reset: one transaction, then the one-time display.
 pub fn enroll(
-    store: &SqliteStore,
+    store: &dyn Store,
     audit: &mut Audit,
     user: &str,
     args: &TokenArgs,
@@ -210,7 +210,7 @@ pub fn enroll(
 
 /// On a terminal: up to three tries to type the app's code; Enter alone
 /// leaves the token pending.
-fn ask_confirmation(store: &SqliteStore, audit: &mut Audit, token: &Token) -> Result<(), String> {
+fn ask_confirmation(store: &dyn Store, audit: &mut Audit, token: &Token) -> Result<(), String> {
     for _ in 0..3 {
         eprint!("\nCode from the app to confirm (Enter: confirm later): ");
         let mut line = Zeroizing::new(String::new());
@@ -246,7 +246,7 @@ fn ask_confirmation(store: &SqliteStore, audit: &mut Audit, token: &Token) -> Re
 
 /// Checks `code` against a stored pending token (its `id` is the row's)
 /// and activates it, claiming the code's step, if it matches.
-fn confirm_token(store: &SqliteStore, token: &Token, code: &str) -> Result<bool, String> {
+fn confirm_token(store: &dyn Store, token: &Token, code: &str) -> Result<bool, String> {
     let now = unix_now();
     let Some(step) = match_token(token, code, now as u64, DEFAULT_WINDOW, DEFAULT_HOTP_WINDOW)
     else {
@@ -261,7 +261,7 @@ fn confirm_token(store: &SqliteStore, token: &Token, code: &str) -> Result<bool,
 
 /// `totpctl confirm USER CODE [--device NAME]`.
 pub fn confirm(
-    store: &SqliteStore,
+    store: &dyn Store,
     audit: &mut Audit,
     user: &str,
     code: &str,
@@ -294,7 +294,7 @@ pub fn confirm(
 
 /// `totpctl recovery USER`: ten new codes, the old ones void.
 pub fn new_recovery_codes(
-    store: &SqliteStore,
+    store: &dyn Store,
     audit: &mut Audit,
     user: &str,
     json: bool,

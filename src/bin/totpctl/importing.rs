@@ -9,7 +9,7 @@ use crate::report::describe_params;
 use crate::{check_user, unix_now};
 use pam_totp::import::{self, Imported};
 use pam_totp::recovery;
-use pam_totp::store::{EnrollMode, Enrollment, Kind, SqliteStore, Store, Token};
+use pam_totp::store::{EnrollMode, Enrollment, Kind, Store, Token};
 
 fn read(path: &std::path::Path) -> Result<Zeroizing<String>, String> {
     std::fs::read_to_string(path)
@@ -17,7 +17,7 @@ fn read(path: &std::path::Path) -> Result<Zeroizing<String>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-pub fn import(store: &SqliteStore, audit: &mut Audit, source: ImportSource) -> Result<(), String> {
+pub fn import(store: &dyn Store, audit: &mut Audit, source: ImportSource) -> Result<(), String> {
     let (tokens, args, origin, path) = match source {
         ImportSource::GoogleAuthenticator { file, user, common } => {
             check_user(&user)?;

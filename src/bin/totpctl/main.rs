@@ -14,7 +14,8 @@ use clap::Parser;
 
 use audit::Audit;
 use cli::{Cli, Command};
-use pam_totp::store::{EnrollMode, SqliteStore, Store};
+use pam_totp::config::{self, Config};
+use pam_totp::store::{EnrollMode, PgSettings, PgStore, SqliteStore, StoreLocation};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -48,6 +49,60 @@ pub fn check_user(user: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The store settings, as the module would read them: the config file
+/// (--config, else the default file if it exists), then the options.
+fn settings(cli: &Cli) -> Result<Config, String> {
+    let mut args = Vec::new();
+    if let Some(file) = &cli.config {
+        args.push(format!("config={}", file.display()));
+    }
+    if let Some(db) = &cli.db {
+        args.push(format!("db={db}"));
+    }
+    if let Some(file) = &cli.db_password_file {
+        args.push(format!("db_password_file={}", file.display()));
+    }
+    config::load(&args).map_err(|e| e.to_string())
+}
+
+/// `totpctl migrate`: a SQLite store into PostgreSQL, all or nothing.
+fn migrate(cli: &Cli, from: &std::path::Path, to: &str) -> Result<(), String> {
+    let target = match StoreLocation::parse(to) {
+        Ok(StoreLocation::Postgres(target)) => target,
+        Ok(StoreLocation::Sqlite(_)) => {
+            return Err("--to must be a postgresql:// URL".to_string());
+        }
+        Err(e) => return Err(format!("--to {to}: {e}")),
+    };
+    let config = settings(cli)?;
+    let source = SqliteStore::open(from).map_err(|e| e.to_string())?;
+    let dump = source.dump().map_err(|e| e.to_string())?;
+    let destination = PgStore::create(&PgSettings {
+        target: &target,
+        password_file: config.db_password_file.as_deref(),
+        timeout: config.db_timeout,
+    })
+    .map_err(|e| e.to_string())?;
+    let (tokens, recovery, windows, failures) =
+        destination.load(&dump).map_err(|e| e.to_string())?;
+    Audit::open().record(
+        "migrate",
+        "*",
+        &format!(
+            "from=\"{}\" to=\"{}\" tokens={tokens} recovery_codes={recovery}",
+            from.display(),
+            target.url
+        ),
+    );
+    println!(
+        "Copied {tokens} token(s), {recovery} recovery code(s), {windows} enroll window(s) and \
+         {failures} failure count(s) from {} to {} in one transaction.",
+        from.display(),
+        target.url
+    );
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     // Verbs that do not touch the store.
     match &cli.command {
@@ -55,6 +110,7 @@ fn run(cli: Cli) -> Result<(), String> {
             docs::completions(*shell, &mut std::io::stdout());
             return Ok(());
         }
+        Command::Migrate { from, to } => return migrate(&cli, from, to),
         Command::Manpages { dir } => {
             for page in docs::manpages(dir)? {
                 println!("{}", dir.join(page).display());
@@ -68,22 +124,19 @@ fn run(cli: Cli) -> Result<(), String> {
         cli.command,
         Command::Init | Command::Enroll { .. } | Command::Reset { .. } | Command::Import { .. }
     );
-    let store = if creates {
-        SqliteStore::create(&cli.db)
-    } else {
-        SqliteStore::open(&cli.db)
-    }
-    .map_err(|e| e.to_string())?;
+    let config = settings(&cli)?;
+    let store = config
+        .access()
+        .open_admin(creates)
+        .map_err(|e| e.to_string())?;
+    let store = store.as_ref();
     let e = |e: pam_totp::store::StoreError| e.to_string();
     match cli.command {
         // Answered above, before the store was opened.
-        Command::Completions { .. } | Command::Manpages { .. } => Ok(()),
+        Command::Completions { .. } | Command::Manpages { .. } | Command::Migrate { .. } => Ok(()),
         Command::Init => {
             let version = store.schema_version().map_err(|e| e.to_string())?;
-            println!(
-                "Store {} is ready (schema version {version}).",
-                cli.db.display()
-            );
+            println!("Store {} is ready (schema version {version}).", config.db);
             Ok(())
         }
         Command::Enroll { user, token, force } => {
@@ -92,7 +145,7 @@ fn run(cli: Cli) -> Result<(), String> {
             } else {
                 EnrollMode::Add
             };
-            enrolling::enroll(&store, &mut Audit::open(), &user, &token, mode)
+            enrolling::enroll(store, &mut Audit::open(), &user, &token, mode)
         }
         Command::Reset { user, token } => {
             if store.tokens(&user).map_err(e)?.is_empty() {
@@ -101,7 +154,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 ));
             }
             enrolling::enroll(
-                &store,
+                store,
                 &mut Audit::open(),
                 &user,
                 &token,
@@ -109,7 +162,7 @@ fn run(cli: Cli) -> Result<(), String> {
             )
         }
         Command::Confirm { user, code, device } => {
-            enrolling::confirm(&store, &mut Audit::open(), &user, &code, device.as_deref())
+            enrolling::confirm(store, &mut Audit::open(), &user, &code, device.as_deref())
         }
         Command::Delete { user, device } => {
             let mut audit = Audit::open();
@@ -171,7 +224,7 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Recovery { user, json } => {
-            enrolling::new_recovery_codes(&store, &mut Audit::open(), &user, json)
+            enrolling::new_recovery_codes(store, &mut Audit::open(), &user, json)
         }
         Command::Unlock { user } => {
             let cleared = store.unlock(&user).map_err(e)?;
@@ -203,6 +256,6 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Import { source } => importing::import(&store, &mut Audit::open(), source),
+        Command::Import { source } => importing::import(store, &mut Audit::open(), source),
     }
 }

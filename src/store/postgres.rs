@@ -1,0 +1,699 @@
+//! The shared store: one PostgreSQL database for a pool of login nodes.
+//!
+//! The same semantics as the SQLite store, statement for statement: the
+//! step claim is one conditional `UPDATE` whose row count decides (under
+//! READ COMMITTED a second updater of the same row waits for the first to
+//! commit and then re-checks the `WHERE` on the new row, so exactly one of
+//! any number of racers changes it); failure counts are one upsert; every
+//! multi-row change is one transaction. Commits are durable when they
+//! return (PostgreSQL's `synchronous_commit` default), so no boot fence is
+//! needed for this store.
+//!
+//! Client: the pure-Rust `postgres` crate (on tokio-postgres, with a
+//! current-thread runtime: no extra threads in the sshd child) and rustls
+//! for TLS. libpq would bring libpq5 with OpenSSL, GSSAPI and LDAP
+//! libraries into every sshd child; this keeps the module self-contained
+//! (the cost is measured in the README's Performance section).
+//!
+//! Every login is bounded by `db_timeout`: the connect (TCP, TLS, auth),
+//! each statement (`statement_timeout`, `lock_timeout`) and unacknowledged
+//! writes on the socket (`TCP_USER_TIMEOUT`).
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::{Client, NoTls, Transaction};
+use zeroize::Zeroizing;
+
+use super::location::{PgTarget, PgTls, SYSTEM_CA_FILES};
+use super::{
+    Claim, EnrollMode, Enrollment, Kind, RecoveryCount, Store, StoreError, StoredRecovery, Token,
+    TokenInfo,
+};
+use crate::otp::{Algorithm, Params};
+use crate::ratelimit::{Failures, USER_WINDOW_SECS};
+use crate::recovery::RecoveryHash;
+use crate::secret::Secret;
+
+/// Schema migrations, as for SQLite: `MIGRATIONS[i]` takes the database from
+/// version `i` to `i + 1`; the version is a row of `pam_totp_meta`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: everything the SQLite store has at its version 3.
+    r#"CREATE TABLE tokens (
+        id        BIGSERIAL PRIMARY KEY,
+        "user"    TEXT   NOT NULL,
+        device    TEXT   NOT NULL,
+        kind      TEXT   NOT NULL CHECK (kind IN ('totp', 'hotp')),
+        secret    BYTEA  NOT NULL,
+        algorithm TEXT   NOT NULL CHECK (algorithm IN ('sha1', 'sha256', 'sha512')),
+        digits    BIGINT NOT NULL CHECK (digits BETWEEN 6 AND 8),
+        period    BIGINT NOT NULL CHECK (period BETWEEN 1 AND 3600),
+        created   BIGINT NOT NULL,
+        confirmed BIGINT,
+        last_step BIGINT,
+        UNIQUE ("user", device)
+    );
+    CREATE TABLE recovery_codes (
+        id      BIGSERIAL PRIMARY KEY,
+        "user"  TEXT   NOT NULL,
+        lookup  TEXT   NOT NULL,
+        hash    TEXT   NOT NULL,
+        created BIGINT NOT NULL,
+        used    BIGINT
+    );
+    CREATE INDEX recovery_codes_user ON recovery_codes ("user", lookup);
+    CREATE TABLE enroll_windows (
+        "user"    TEXT   NOT NULL PRIMARY KEY,
+        until     BIGINT NOT NULL,
+        opened_by TEXT   NOT NULL
+    );
+    CREATE TABLE failures (
+        "user" TEXT   NOT NULL,
+        rhost  TEXT   NOT NULL,
+        count  BIGINT NOT NULL,
+        last   BIGINT NOT NULL,
+        PRIMARY KEY ("user", rhost)
+    );"#,
+];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Serialises `totpctl init` runs on one database (any fixed number).
+const MIGRATION_LOCK: i64 = 0x7061_6d5f_746f_7470; // "pam_totp"
+
+pub struct PgStore {
+    client: RefCell<Client>,
+    /// For error messages: the URL (it never holds a password).
+    target: String,
+}
+
+/// How to reach the database.
+pub struct PgSettings<'a> {
+    pub target: &'a PgTarget,
+    pub password_file: Option<&'a Path>,
+    pub timeout: Duration,
+}
+
+fn unreachable(target: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Unreachable {
+        target: target.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The TLS client configuration for `verify-full`: the chain against the CA
+/// file (or the system bundle), the name against the host (rustls always
+/// checks both).
+fn tls_config(target: &str, root_cert: Option<&Path>) -> Result<rustls::ClientConfig, StoreError> {
+    let path = match root_cert {
+        Some(path) => path.to_path_buf(),
+        None => SYSTEM_CA_FILES
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .ok_or_else(|| unreachable(target, "no sslrootcert= and no system CA bundle"))?
+            .to_path_buf(),
+    };
+    let pem = std::fs::read(&path)
+        .map_err(|e| unreachable(target, format!("sslrootcert {}: {e}", path.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert =
+            cert.map_err(|e| unreachable(target, format!("sslrootcert {}: {e}", path.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| unreachable(target, format!("sslrootcert {}: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(unreachable(
+            target,
+            format!("sslrootcert {}: no certificate in it", path.display()),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| unreachable(target, e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl PgStore {
+    /// Connects to an initialised database (the login path and totpctl).
+    pub fn open(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
+        let store = Self::connect(settings)?;
+        match store.schema_version()? {
+            0 => Err(StoreError::NotInitialised(store.target.clone())),
+            found if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            }),
+            found if found < SCHEMA_VERSION => Err(StoreError::NotInitialised(format!(
+                "{} (schema version {found}; run `totpctl init` to migrate)",
+                store.target
+            ))),
+            _ => Ok(store),
+        }
+    }
+
+    /// Connects and creates or migrates the schema (`totpctl init`).
+    pub fn create(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
+        let store = Self::connect(settings)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn connect(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
+        let target = settings.target.url.clone();
+        let mut config: postgres::Config = settings
+            .target
+            .url
+            .parse()
+            .map_err(|e| unreachable(&target, format!("bad URL: {e}")))?;
+        let millis = settings.timeout.as_millis();
+        config
+            .connect_timeout(settings.timeout)
+            .tcp_user_timeout(settings.timeout)
+            .keepalives(true)
+            .options(&format!(
+                "-c statement_timeout={millis} -c lock_timeout={millis} \
+                 -c idle_in_transaction_session_timeout={}",
+                millis.saturating_mul(10)
+            ));
+        let _password: Zeroizing<String>;
+        if let Some(file) = settings.password_file {
+            let password = crate::trust::read_secret_file(file).map_err(StoreError::Untrusted)?;
+            config.password(password.as_bytes());
+            _password = password;
+        }
+        let client = match &settings.target.tls {
+            PgTls::Disable => config.connect(NoTls),
+            PgTls::VerifyFull { root_cert } => {
+                let tls = tls_config(&target, root_cert.as_deref())?;
+                config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+            }
+        }
+        .map_err(|e| unreachable(&target, describe(&e)))?;
+        Ok(PgStore {
+            client: RefCell::new(client),
+            target,
+        })
+    }
+
+    /// The schema version in the database (0 when it has no schema yet).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        let mut client = self.client.borrow_mut();
+        let exists: bool = client
+            .query_one("SELECT to_regclass('pam_totp_meta') IS NOT NULL", &[])?
+            .get(0);
+        if !exists {
+            return Ok(0);
+        }
+        Ok(client
+            .query_opt(
+                "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
+                &[],
+            )?
+            .map_or(0, |row| row.get(0)))
+    }
+
+    /// Applies the missing migrations in one transaction, holding an
+    /// advisory lock so two `totpctl init` runs cannot both apply a step.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS pam_totp_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        )?;
+        let found: i64 = tx
+            .query_opt(
+                "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
+                &[],
+            )?
+            .map_or(0, |row| row.get(0));
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+            tx.batch_execute(sql)?;
+            tx.execute(
+                "INSERT INTO pam_totp_meta (key, value) VALUES ('schema_version', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&(from as i64 + 1)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Loads a dump into an empty store in one transaction: all or nothing.
+    /// Returns (tokens, recovery codes, enroll windows, failure counts).
+    pub fn load(&self, dump: &super::Dump) -> Result<(usize, usize, usize, usize), StoreError> {
+        self.write(|tx| {
+            let existing: i64 = tx.query_one("SELECT COUNT(*) FROM tokens", &[])?.get(0);
+            if existing > 0 {
+                return Err(StoreError::NotEmpty(format!(
+                    "{} already holds {existing} token(s); migrate only into an empty store",
+                    self.target
+                )));
+            }
+            for token in &dump.tokens {
+                insert_token(tx, token)?;
+            }
+            for (user, lookup, hash, created, used) in &dump.recovery {
+                tx.execute(
+                    r#"INSERT INTO recovery_codes ("user", lookup, hash, created, used)
+                       VALUES ($1, $2, $3, $4, $5)"#,
+                    &[user, lookup, hash, created, used],
+                )?;
+            }
+            for (user, until, by) in &dump.windows {
+                tx.execute(
+                    r#"INSERT INTO enroll_windows ("user", until, opened_by) VALUES ($1, $2, $3)"#,
+                    &[user, until, by],
+                )?;
+            }
+            for (user, rhost, count, last) in &dump.failures {
+                tx.execute(
+                    r#"INSERT INTO failures ("user", rhost, count, last) VALUES ($1, $2, $3, $4)"#,
+                    &[user, rhost, count, last],
+                )?;
+            }
+            Ok((
+                dump.tokens.len(),
+                dump.recovery.len(),
+                dump.windows.len(),
+                dump.failures.len(),
+            ))
+        })
+    }
+
+    /// Runs `work` in one transaction: all or nothing.
+    fn write<T>(
+        &self,
+        work: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction()?;
+        let value = work(&mut tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        Ok(self.client.borrow_mut().execute(sql, params)?)
+    }
+}
+
+/// The error with its cause, e.g. "error connecting to server: Connection
+/// refused (os error 111)" or "db error: FATAL: password authentication
+/// failed for user \"totp\"".
+fn describe(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(db) = e.as_db_error() {
+        text = format!("{}: {}", db.severity(), db.message());
+    } else {
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text = format!("{text}: {cause_text}");
+            }
+            source = cause.source();
+        }
+    }
+    if e.is_closed() {
+        text.push_str(" (connection closed)");
+    }
+    text
+}
+
+fn step_to_sql(step: u64) -> Result<i64, StoreError> {
+    i64::try_from(step).map_err(|_| StoreError::StepOutOfRange(step))
+}
+
+fn invalid(user: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::InvalidRow {
+        user: user.to_string(),
+        reason: reason.into(),
+    }
+}
+
+const COLUMNS: &str =
+    r#"id, "user", device, kind, algorithm, digits, period, created, confirmed, last_step"#;
+
+fn info(row: &postgres::Row) -> Result<TokenInfo, StoreError> {
+    let user: String = row.try_get(1)?;
+    let kind: String = row.try_get(3)?;
+    let algorithm: String = row.try_get(4)?;
+    let kind: Kind = kind.parse().map_err(|e| invalid(&user, e))?;
+    let algorithm: Algorithm = algorithm.parse().map_err(|e| invalid(&user, e))?;
+    let digits: i64 = row.try_get(5)?;
+    let period: i64 = row.try_get(6)?;
+    let params = Params {
+        algorithm,
+        digits: u32::try_from(digits).map_err(|_| invalid(&user, "digits"))?,
+        period: u64::try_from(period).map_err(|_| invalid(&user, "period"))?,
+    };
+    params.validate().map_err(|e| invalid(&user, e))?;
+    let last_step: Option<i64> = row.try_get(9)?;
+    let last_step = match last_step {
+        Some(s) => Some(u64::try_from(s).map_err(|_| invalid(&user, "last_step"))?),
+        None => None,
+    };
+    Ok(TokenInfo {
+        id: row.try_get(0)?,
+        device: row.try_get(2)?,
+        kind,
+        params,
+        created: row.try_get(7)?,
+        confirmed: row.try_get(8)?,
+        last_step,
+        user,
+    })
+}
+
+fn insert_token(tx: &mut Transaction<'_>, token: &Token) -> Result<(), StoreError> {
+    token
+        .params
+        .validate()
+        .map_err(|e| invalid(&token.user, e))?;
+    let last_step = token.last_step.map(step_to_sql).transpose()?;
+    let result = tx.execute(
+        r#"INSERT INTO tokens
+             ("user", device, kind, secret, algorithm, digits, period, created, confirmed, last_step)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+           ON CONFLICT ("user", device) DO NOTHING"#,
+        &[
+            &token.user,
+            &token.device,
+            &token.kind.as_str(),
+            &token.secret.as_bytes(),
+            &token.params.algorithm.as_str(),
+            &i64::from(token.params.digits),
+            &step_to_sql(token.params.period)?,
+            &token.created,
+            &token.confirmed,
+            &last_step,
+        ],
+    )?;
+    if result == 0 {
+        return Err(StoreError::AlreadyEnrolled {
+            user: token.user.clone(),
+            device: token.device.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn insert_recovery(
+    tx: &mut Transaction<'_>,
+    user: &str,
+    codes: &[RecoveryHash],
+) -> Result<(), StoreError> {
+    tx.execute(r#"DELETE FROM recovery_codes WHERE "user" = $1"#, &[&user])?;
+    let now = super::unix_now();
+    for code in codes {
+        tx.execute(
+            r#"INSERT INTO recovery_codes ("user", lookup, hash, created) VALUES ($1, $2, $3, $4)"#,
+            &[&user, &code.lookup, &code.phc, &now],
+        )?;
+    }
+    Ok(())
+}
+
+fn delete_user_rows(tx: &mut Transaction<'_>, user: &str) -> Result<usize, StoreError> {
+    let tokens = tx.execute(r#"DELETE FROM tokens WHERE "user" = $1"#, &[&user])?;
+    for table in ["recovery_codes", "enroll_windows", "failures"] {
+        tx.execute(
+            &format!(r#"DELETE FROM {table} WHERE "user" = $1"#),
+            &[&user],
+        )?;
+    }
+    Ok(tokens as usize)
+}
+
+fn claim(changed: u64) -> Claim {
+    if changed == 1 {
+        Claim::Claimed
+    } else {
+        Claim::AlreadyUsed
+    }
+}
+
+impl Store for PgStore {
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        PgStore::schema_version(self)
+    }
+
+    fn totp_claims_durable(&self) -> bool {
+        true
+    }
+
+    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
+        let rows = self.client.borrow_mut().query(
+            &format!(r#"SELECT {COLUMNS}, secret FROM tokens WHERE "user" = $1 ORDER BY device"#),
+            &[&user],
+        )?;
+        let mut tokens = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let info = info(row)?;
+            let secret = Zeroizing::new(row.try_get::<_, Vec<u8>>(10)?);
+            let secret = Secret::from_bytes(secret).map_err(|e| invalid(user, e.to_string()))?;
+            tokens.push(Token::from_info(info, secret));
+        }
+        Ok(tokens)
+    }
+
+    fn claim_step(&self, id: i64, _kind: Kind, step: u64) -> Result<Claim, StoreError> {
+        let step = step_to_sql(step)?;
+        Ok(claim(self.execute(
+            "UPDATE tokens SET last_step = $2
+             WHERE id = $1 AND confirmed IS NOT NULL
+               AND (last_step IS NULL OR last_step < $2)",
+            &[&id, &step],
+        )?))
+    }
+
+    fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
+        self.write(|tx| {
+            for e in enrollments {
+                let (user, device) = (&e.token.user, &e.token.device);
+                match mode {
+                    EnrollMode::Add => {}
+                    EnrollMode::ReplaceDevice => {
+                        tx.execute(
+                            r#"DELETE FROM tokens WHERE "user" = $1 AND device = $2"#,
+                            &[user, device],
+                        )?;
+                    }
+                    EnrollMode::ReplaceUser => {
+                        delete_user_rows(tx, user)?;
+                    }
+                }
+                insert_token(tx, &e.token)?;
+                if let Some(codes) = &e.recovery {
+                    insert_recovery(tx, user, codes)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError> {
+        let step = step_to_sql(step)?;
+        Ok(claim(self.execute(
+            "UPDATE tokens SET confirmed = $2, last_step = $3
+             WHERE id = $1 AND confirmed IS NULL
+               AND (last_step IS NULL OR last_step < $3)",
+            &[&id, &at, &step],
+        )?))
+    }
+
+    fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
+        self.write(|tx| delete_user_rows(tx, user))
+    }
+
+    fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError> {
+        Ok(self.execute(
+            r#"DELETE FROM tokens WHERE "user" = $1 AND device = $2"#,
+            &[&user, &device],
+        )? == 1)
+    }
+
+    fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = self.client.borrow_mut().query(
+            &format!(r#"SELECT {COLUMNS} FROM tokens ORDER BY "user", device"#),
+            &[],
+        )?;
+        rows.iter().map(info).collect()
+    }
+
+    fn replace_recovery(&self, user: &str, codes: &[RecoveryHash]) -> Result<(), StoreError> {
+        self.write(|tx| insert_recovery(tx, user, codes))
+    }
+
+    fn recovery_candidates(
+        &self,
+        user: &str,
+        lookup: &str,
+    ) -> Result<Vec<StoredRecovery>, StoreError> {
+        let rows = self.client.borrow_mut().query(
+            r#"SELECT id, hash FROM recovery_codes
+               WHERE "user" = $1 AND lookup = $2 AND used IS NULL ORDER BY id"#,
+            &[&user, &lookup],
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredRecovery {
+                    id: row.try_get(0)?,
+                    phc: row.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
+        Ok(claim(self.execute(
+            "UPDATE recovery_codes SET used = $2 WHERE id = $1 AND used IS NULL",
+            &[&id, &at],
+        )?))
+    }
+
+    fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError> {
+        let row = self.client.borrow_mut().query_one(
+            r#"SELECT COUNT(*) FILTER (WHERE used IS NULL), COUNT(*) FILTER (WHERE used IS NOT NULL)
+               FROM recovery_codes WHERE "user" = $1"#,
+            &[&user],
+        )?;
+        let (unused, used): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        Ok(RecoveryCount {
+            unused: usize::try_from(unused).unwrap_or(0),
+            used: usize::try_from(used).unwrap_or(0),
+        })
+    }
+
+    fn open_enroll_window(&self, user: &str, until: i64, by: &str) -> Result<(), StoreError> {
+        self.execute(
+            r#"INSERT INTO enroll_windows ("user", until, opened_by) VALUES ($1, $2, $3)
+               ON CONFLICT ("user") DO UPDATE SET until = EXCLUDED.until, opened_by = EXCLUDED.opened_by"#,
+            &[&user, &until, &by],
+        )?;
+        Ok(())
+    }
+
+    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .client
+            .borrow_mut()
+            .query_opt(
+                r#"SELECT until FROM enroll_windows WHERE "user" = $1 AND until > $2"#,
+                &[&user, &now],
+            )?
+            .map(|row| row.get(0)))
+    }
+
+    fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
+        let row = self.client.borrow_mut().query_one(
+            r#"SELECT
+                 COALESCE((SELECT count FROM failures WHERE "user" = $1 AND rhost = $2), 0),
+                 COALESCE((SELECT last FROM failures WHERE "user" = $1 AND rhost = $2), 0),
+                 COALESCE((SELECT SUM(count) FROM failures WHERE "user" = $1 AND last > $3), 0)::BIGINT,
+                 COALESCE((SELECT MAX(last) FROM failures WHERE "user" = $1 AND last > $3), 0)"#,
+            &[&user, &rhost, &(now - USER_WINDOW_SECS)],
+        )?;
+        let (source_count, source_last, user_recent, user_last): (i64, i64, i64, i64) = (
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        );
+        Ok(Failures {
+            source_count: u64::try_from(source_count).unwrap_or(0),
+            source_last,
+            user_recent: u64::try_from(user_recent).unwrap_or(0),
+            user_last,
+        })
+    }
+
+    fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
+        self.execute(
+            r#"INSERT INTO failures ("user", rhost, count, last) VALUES ($1, $2, 1, $3)
+               ON CONFLICT ("user", rhost) DO UPDATE SET count = failures.count + 1, last = $3"#,
+            &[&user, &rhost, &now],
+        )?;
+        self.failures(user, rhost, now)
+    }
+
+    fn clear_failures(&self, user: &str, rhost: &str) -> Result<(), StoreError> {
+        self.execute(
+            r#"DELETE FROM failures WHERE "user" = $1 AND rhost = $2"#,
+            &[&user, &rhost],
+        )?;
+        Ok(())
+    }
+
+    fn unlock(&self, user: &str) -> Result<usize, StoreError> {
+        Ok(self.execute(r#"DELETE FROM failures WHERE "user" = $1"#, &[&user])? as usize)
+    }
+
+    fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
+        let rows = self.client.borrow_mut().query(
+            r#"SELECT rhost, count, last FROM failures WHERE "user" = $1 ORDER BY last DESC"#,
+            &[&user],
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
+                    row.try_get(2)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
+        let step = step_to_sql(step)?;
+        self.write(|tx| {
+            // Serialise enrollments of this user across nodes.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                &[&token.user],
+            )?;
+            let existing: i64 = tx
+                .query_one(
+                    r#"SELECT COUNT(*) FROM tokens WHERE "user" = $1"#,
+                    &[&token.user],
+                )?
+                .get(0);
+            if existing > 0 {
+                return Err(StoreError::AlreadyEnrolled {
+                    user: token.user.clone(),
+                    device: token.device.clone(),
+                });
+            }
+            insert_token(tx, token)?;
+            tx.execute(
+                r#"UPDATE tokens SET last_step = $3 WHERE "user" = $1 AND device = $2"#,
+                &[&token.user, &token.device, &step],
+            )?;
+            tx.execute(
+                r#"DELETE FROM enroll_windows WHERE "user" = $1"#,
+                &[&token.user],
+            )?;
+            Ok(())
+        })
+    }
+}

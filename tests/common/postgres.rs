@@ -1,0 +1,241 @@
+//! A private PostgreSQL cluster on loopback for one test: initdb into a
+//! temporary directory (as the `postgres` user, which the server package
+//! creates), a free port, password (SCRAM) authentication for TCP, and a
+//! database per store with its own role and a root-only password file,
+//! as a site would set it up for pam_totp.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::tools_present;
+
+static DATABASES: AtomicUsize = AtomicUsize::new(0);
+
+/// The server binaries of the newest installed PostgreSQL.
+fn bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+/// True if a cluster can be started here; under CI=true a missing server
+/// is a failure, elsewhere a skip (like the other tools).
+pub fn postgres_present() -> bool {
+    match bin_dir() {
+        Some(dir) => tools_present(&[dir.join("initdb").to_str().unwrap_or("initdb"), "runuser"]),
+        None => tools_present(&["/usr/lib/postgresql/*/bin/initdb (package postgresql)"]),
+    }
+}
+
+pub struct Cluster {
+    /// Owned by postgres: the data directory, the socket, the server log.
+    dir: tempfile::TempDir,
+    /// Root's alone: the password files the module reads.
+    secrets: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+/// One database for one store: its URL (no password in it) and the file
+/// with its role's password.
+#[derive(Clone)]
+pub struct Database {
+    pub name: String,
+    pub url: String,
+    pub password_file: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn as_postgres(program: &Path) -> Command {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "postgres", "--"]).arg(program);
+    cmd
+}
+
+fn check(what: &str, out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let bin = bin_dir().expect("postgresql server binaries");
+        let dir = tempfile::Builder::new()
+            .prefix("pam_totp_pg")
+            .tempdir()
+            .expect("tmp");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let secrets = tempfile::tempdir().expect("tmp");
+        fs::set_permissions(secrets.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
+        let data = dir.path().join("data");
+        let superuser_pw = dir.path().join("superuser.pw");
+        fs::write(&superuser_pw, "superuser-password\n").expect("pw");
+        check(
+            "chown",
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .output()
+                .expect("chown"),
+        );
+        check(
+            "initdb",
+            as_postgres(&bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                ])
+                .arg(format!("--pwfile={}", superuser_pw.display()))
+                .args(["-E", "UTF8", "--no-sync"])
+                .output()
+                .expect("initdb"),
+        );
+        let cluster = Cluster {
+            dir,
+            secrets,
+            bin,
+            port: free_port(),
+        };
+        cluster.start_server();
+        cluster
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start_server(&self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=300 -c fsync=on",
+            self.port,
+            self.dir.path().display()
+        );
+        check(
+            "pg_ctl start",
+            as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.data())
+                .arg("-l")
+                .arg(self.dir.path().join("server.log"))
+                .args(["-o", &options, "-w", "-t", "30", "start"])
+                .output()
+                .expect("pg_ctl"),
+        );
+    }
+
+    /// Stops the server at once (as a crash or an admin would).
+    pub fn stop_server(&self) {
+        check(
+            "pg_ctl stop",
+            as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.data())
+                .args(["-m", "fast", "-w", "stop"])
+                .output()
+                .expect("pg_ctl"),
+        );
+    }
+
+    /// Runs SQL as the superuser over the socket; returns stdout.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = check(
+            "psql",
+            as_postgres(&self.bin.join("psql"))
+                .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
+                .arg("-h")
+                .arg(self.dir.path())
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    db,
+                    "-c",
+                    sql,
+                ])
+                .output()
+                .expect("psql"),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `pg_dump` of one database, as a DBA's backup would hold it.
+    pub fn dump(&self, db: &str) -> Vec<u8> {
+        check(
+            "pg_dump",
+            as_postgres(&self.bin.join("pg_dump"))
+                .arg("-h")
+                .arg(self.dir.path())
+                .args(["-p", &self.port.to_string(), "-U", "postgres", db])
+                .output()
+                .expect("pg_dump"),
+        )
+        .stdout
+    }
+
+    /// A new database owned by a new role with a random password, and the
+    /// root-only file holding that password.
+    pub fn database(&self) -> Database {
+        let n = DATABASES.fetch_add(1, Ordering::SeqCst);
+        let name = format!("totp{}_{n}", std::process::id());
+        let mut bytes = [0u8; 18];
+        getrandom::fill(&mut bytes).expect("random");
+        let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.psql(
+            "postgres",
+            &format!("CREATE ROLE {name} LOGIN PASSWORD '{password}'"),
+        );
+        self.psql("postgres", &format!("CREATE DATABASE {name} OWNER {name}"));
+        let password_file = self.secrets.path().join(format!("{name}.pw"));
+        fs::write(&password_file, format!("{password}\n")).expect("pw file");
+        fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600)).expect("chmod");
+        Database {
+            url: format!(
+                "postgresql://{name}@127.0.0.1:{}/{name}?sslmode=disable",
+                self.port
+            ),
+            name,
+            password_file,
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
