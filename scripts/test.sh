@@ -3,7 +3,9 @@
 # Debian 12, as root. Installs what it needs, builds once in release, then
 # runs format and lint checks, unit tests, the integration tests that drive
 # the real libpam (pam_wrapper + pamtester) with codes from oathtool, the
-# end-to-end logins through a real sshd and ssh client, `demo.sh --check`,
+# end-to-end logins through a real sshd and ssh client, a pool of two login
+# nodes on one PostgreSQL database, the integration suites once more with
+# every store on PostgreSQL, `demo.sh --check`,
 # and the packages: .deb built, linted, installed, the end-to-end suite run
 # against the installed module, purged (packaging/test-package.sh; it will
 # not run where pam-totp is installed for real).
@@ -14,7 +16,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/debian.sh
 ensure_debian_packages libpam0g-dev pamtester libpam-wrapper oathtool faketime \
     openssh-server openssh-client sqlite3 zbar-tools libpam-google-authenticator libpam-oath \
-    man-db groff-base zsh
+    man-db groff-base zsh postgresql
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "==> installing cargo-nextest"
     cargo install --locked cargo-nextest
@@ -26,8 +28,12 @@ echo "==> cargo clippy -D warnings"
 cargo clippy --release --all-targets --quiet -- -D warnings
 echo "==> cargo build --release (module, totpctl, tests)"
 cargo build --release --all-targets --quiet
-echo "==> tests (unit, libpam via pam_wrapper, races, real sshd end-to-end)"
+echo "==> tests (unit, libpam via pam_wrapper, races, real sshd end-to-end, PostgreSQL pool)"
 cargo nextest run --release "$@"
+echo "==> the integration suites again, every store on PostgreSQL (a private cluster per test)"
+PAM_TOTP_TEST_STORE=postgres cargo nextest run --release \
+    --test pam_login --test pam_race --test token_life --test hostile_input \
+    --test secrets_stay_secret --test store_faults --test e2e_sshd "$@"
 echo "==> the README's demo, logging in by itself"
 ./scripts/demo.sh --check
 echo "==> the packages: build, lint, install, test the installed module, purge"

@@ -264,9 +264,12 @@ fn table() -> Vec<Row> {
 }
 
 fn run_row(world: &World, index: usize, row: &Row) -> Result<(), String> {
-    let db = world.db.display().to_string();
-    let mut line =
-        format!("auth required {} db={db} ", common::module_path().display()).into_bytes();
+    let mut line = format!(
+        "auth required {} {} ",
+        common::module_path().display(),
+        world.store_args()
+    )
+    .into_bytes();
     if let Some(file) = &row.config_file {
         let path = world.dir.path().join(format!("row{index}.conf"));
         std::fs::write(&path, file).map_err(|e| e.to_string())?;

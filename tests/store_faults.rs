@@ -65,7 +65,10 @@ fn with_private_tmp(cmd: &Command) -> Command {
 
 #[test]
 fn sigkill_at_random_moments_keeps_the_store_whole_and_every_acknowledged_step() {
-    if !pam_tools_present() || !tools_present(&[FAKETIME, "sqlite3", "unshare"]) {
+    if common::sqlite_only("SIGKILL against the SQLite file")
+        || !pam_tools_present()
+        || !tools_present(&[FAKETIME, "sqlite3", "unshare"])
+    {
         return;
     }
     // Everything this test's pamtester loads must live outside /tmp (the
@@ -226,7 +229,10 @@ fn world_on(fs: &SmallFs) -> World {
 
 #[test]
 fn a_full_disk_denies_and_leaves_the_store_intact() {
-    if !pam_tools_present() || !tools_present(&["sqlite3", "mount"]) {
+    if common::sqlite_only("a full file system under the SQLite file")
+        || !pam_tools_present()
+        || !tools_present(&["sqlite3", "mount"])
+    {
         return;
     }
     let fs = SmallFs::mount("1m");
@@ -252,7 +258,10 @@ fn a_full_disk_denies_and_leaves_the_store_intact() {
 
 #[test]
 fn a_read_only_store_denies_and_stays_intact() {
-    if !pam_tools_present() || !tools_present(&["sqlite3", "mount"]) {
+    if common::sqlite_only("a read-only file system under the SQLite file")
+        || !pam_tools_present()
+        || !tools_present(&["sqlite3", "mount"])
+    {
         return;
     }
     let fs = SmallFs::mount("4m");
@@ -270,7 +279,10 @@ fn a_read_only_store_denies_and_stays_intact() {
 
 #[test]
 fn a_store_locked_beyond_the_busy_timeout_denies_without_burning() {
-    if !pam_tools_present() || !tools_present(&["sqlite3"]) {
+    if common::sqlite_only("the SQLite file locked by another process")
+        || !pam_tools_present()
+        || !tools_present(&["sqlite3"])
+    {
         return;
     }
     let world = World::new();

@@ -160,7 +160,48 @@ pub struct World {
     pub services: PathBuf,
     /// Set when `PAM_TOTP_TEST_STORE=postgres`: the world's store is a
     /// database of its own private cluster.
-    pub pg: Option<(postgres::Cluster, postgres::Database)>,
+    pub pg: PgStore,
+}
+
+/// A test's PostgreSQL store: its private cluster and its database.
+pub type PgStore = Option<(postgres::Cluster, postgres::Database)>;
+
+/// A PostgreSQL store for this test when the run asks for one.
+pub fn pg_store_if_asked() -> PgStore {
+    on_postgres().then(|| {
+        assert!(
+            postgres::postgres_present(),
+            "PAM_TOTP_TEST_STORE=postgres needs the postgresql package"
+        );
+        let cluster = postgres::Cluster::start();
+        let database = cluster.database();
+        (cluster, database)
+    })
+}
+
+/// The module arguments naming a store: the SQLite file, or the database.
+pub fn store_args(db: &Path, pg: &PgStore) -> String {
+    match pg {
+        None => format!("db={}", db.display()),
+        Some((_, database)) => format!(
+            "db={} db_password_file={}",
+            database.url,
+            database.password_file.display()
+        ),
+    }
+}
+
+/// totpctl's options naming the same store.
+pub fn store_options(db: &Path, pg: &PgStore) -> Vec<String> {
+    match pg {
+        None => vec!["--db".into(), db.display().to_string()],
+        Some((_, database)) => vec![
+            "--db".into(),
+            database.url.clone(),
+            "--db-password-file".into(),
+            database.password_file.display().to_string(),
+        ],
+    }
 }
 
 /// True when this test run puts every store on PostgreSQL
@@ -244,15 +285,16 @@ impl World {
             "auth required pam_deny.so\naccount required pam_deny.so\n",
         )
         .expect("other");
-        let pg = on_pg.then(|| {
-            assert!(
-                postgres::postgres_present(),
-                "PAM_TOTP_TEST_STORE=postgres needs the postgresql package"
-            );
+        let pg = if on_pg {
+            if !on_postgres() {
+                assert!(postgres::postgres_present(), "needs the postgresql package");
+            }
             let cluster = postgres::Cluster::start();
             let database = cluster.database();
-            (cluster, database)
-        });
+            Some((cluster, database))
+        } else {
+            None
+        };
         World {
             dir,
             db,
@@ -263,10 +305,15 @@ impl World {
 
     /// The module arguments that name this world's store.
     pub fn store_args(&self) -> String {
+        store_args(&self.db, &self.pg)
+    }
+
+    /// The config-file lines that name this world's store.
+    pub fn store_config_lines(&self) -> String {
         match &self.pg {
-            None => format!("db={}", self.db.display()),
+            None => format!("db = {}\n", self.db.display()),
             Some((_, database)) => format!(
-                "db={} db_password_file={}",
+                "db = {}\ndb_password_file = {}\n",
                 database.url,
                 database.password_file.display()
             ),
@@ -275,15 +322,7 @@ impl World {
 
     /// totpctl's options for this world's store.
     pub fn store_options(&self) -> Vec<String> {
-        match &self.pg {
-            None => vec!["--db".into(), self.db.display().to_string()],
-            Some((_, database)) => vec![
-                "--db".into(),
-                database.url.clone(),
-                "--db-password-file".into(),
-                database.password_file.display().to_string(),
-            ],
-        }
+        store_options(&self.db, &self.pg)
     }
 
     /// Writes service `name` with `pam_totp.so db=<store> ARGS`, and

@@ -165,6 +165,8 @@ pub struct Sshd {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub db: PathBuf,
+    /// Set when the run puts stores on PostgreSQL.
+    pub pg: super::PgStore,
     child: Child,
     log: LogSink,
     _placeholder: DevLogPlaceholder,
@@ -280,17 +282,18 @@ impl Sshd {
             }
         };
         let db = path.join("state").join("pam_totp.db");
+        let pg = super::pg_store_if_asked();
         let pam = path.join("pam.d");
         fs::create_dir(&pam).expect("pam dir");
         fs::write(
             pam.join("sshd"),
             format!(
                 "auth     required pam_unix.so\n\
-                 auth     required {} db={} {totp_args}\n\
+                 auth     required {} {} {totp_args}\n\
                  account  required pam_unix.so\n\
                  session  required pam_permit.so\n",
                 module.display(),
-                db.display()
+                super::store_args(&db, &pg)
             ),
         )
         .expect("pam stack");
@@ -302,8 +305,7 @@ impl Sshd {
         .expect("other");
         // The store exists before the first login, as after `totpctl init`.
         let status = Command::new(super::totpctl_path())
-            .arg("--db")
-            .arg(&db)
+            .args(super::store_options(&db, &pg))
             .arg("init")
             .stdout(Stdio::null())
             .status()
@@ -326,6 +328,7 @@ impl Sshd {
             dir,
             port,
             db,
+            pg,
             child,
             log,
             _placeholder: placeholder,
@@ -355,8 +358,7 @@ impl Sshd {
     /// Runs totpctl on this sshd's store.
     pub fn totpctl(&self, args: &[&str]) -> std::process::Output {
         Command::new(super::totpctl_path())
-            .arg("--db")
-            .arg(&self.db)
+            .args(super::store_options(&self.db, &self.pg))
             .args(args)
             .output()
             .expect("totpctl")
@@ -366,8 +368,7 @@ impl Sshd {
     pub fn enroll(&self, user: &str) -> String {
         let key = super::random_secret();
         let out = Command::new(super::totpctl_path())
-            .arg("--db")
-            .arg(&self.db)
+            .args(super::store_options(&self.db, &self.pg))
             .args(["enroll", user, "--secret", &key])
             .output()
             .expect("totpctl");
