@@ -11,7 +11,9 @@
 //! - wrong codes are counted across nodes: the back-off holds when the
 //!   guesses alternate between A and B;
 //! - PostgreSQL stopped: denied within the timeout with the cause in the
-//!   log, and working again once it is back, with nothing restarted;
+//!   log, and working again once it is back, with nothing restarted; a
+//!   server that accepts the connection and never answers: given up after
+//!   `db_timeout`;
 //!   a wrong database password: denied, named;
 //! - `totpctl migrate` of a SQLite store with users, devices, HOTP and
 //!   recovery codes: every user logs in afterwards.
@@ -329,4 +331,47 @@ fn migrate_copies_a_sqlite_store_and_everyone_logs_in() {
         .expect("migrate");
     assert!(!again.status.success());
     println!("migrate: {}", said.trim());
+}
+
+#[test]
+fn a_database_that_never_answers_is_given_up_after_db_timeout() {
+    if !tools() {
+        return;
+    }
+    // A listener that accepts connections and never says a word: the TCP
+    // connect succeeds, the PostgreSQL start-up never completes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in silent.incoming().take(4) {
+            open.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let world = pool("");
+    let key = world.enroll("quinn");
+    let (_, database) = world.pg.as_ref().expect("pg");
+    world.raw_service(
+        "silent",
+        &format!(
+            "auth required {} db=postgresql://{}@127.0.0.1:{port}/{}?sslmode=disable \
+             db_password_file={} db_timeout=2 fail_delay=0\n",
+            common::module_path().display(),
+            database.name,
+            database.name,
+            database.password_file.display()
+        ),
+    );
+    let started = Instant::now();
+    let run = world.login("silent", "quinn", Some(RHOST), &oathtool(&key, None, &[]));
+    let took = started.elapsed();
+    assert!(!run.success, "{run:?}");
+    assert!(run.logged("unavailable"), "{run:?}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(4),
+        "gave up after {took:?} with db_timeout=2"
+    );
+    println!("a database that never answers: denied after {took:?} (db_timeout=2)");
+    drop(held);
 }

@@ -15,9 +15,12 @@
 //! libraries into every sshd child; this keeps the module self-contained
 //! (the cost is measured in the README's Performance section).
 //!
-//! Every login is bounded by `db_timeout`: the connect (TCP, TLS, auth),
-//! each statement (`statement_timeout`, `lock_timeout`) and unacknowledged
-//! writes on the socket (`TCP_USER_TIMEOUT`).
+//! Every login is bounded by `db_timeout`: the connect (TCP, TLS, auth:
+//! `connect_within`), each statement (`statement_timeout`, `lock_timeout`),
+//! unacknowledged writes on the socket (`TCP_USER_TIMEOUT`) and a peer that
+//! vanished (keepalives). Not bounded: a server whose kernel keeps
+//! acknowledging while the server process hangs in the middle of a
+//! statement after a good connect.
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -174,10 +177,19 @@ impl PgStore {
             .parse()
             .map_err(|e| unreachable(&target, format!("bad URL: {e}")))?;
         let millis = settings.timeout.as_millis();
+        // TCP_USER_TIMEOUT fails a write the peer does not acknowledge in
+        // time; keepalives notice a peer that is gone while we wait for it.
         config
             .connect_timeout(settings.timeout)
             .tcp_user_timeout(settings.timeout)
             .keepalives(true)
+            .keepalives_idle(settings.timeout)
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(
+                u32::try_from(settings.timeout.as_secs())
+                    .unwrap_or(3)
+                    .max(1),
+            )
             .options(&format!(
                 "-c statement_timeout={millis} -c lock_timeout={millis} \
                  -c idle_in_transaction_session_timeout={}",
@@ -189,14 +201,11 @@ impl PgStore {
             config.password(password.as_bytes());
             _password = password;
         }
-        let client = match &settings.target.tls {
-            PgTls::Disable => config.connect(NoTls),
-            PgTls::VerifyFull { root_cert } => {
-                let tls = tls_config(&target, root_cert.as_deref())?;
-                config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
-            }
-        }
-        .map_err(|e| unreachable(&target, describe(&e)))?;
+        let tls = match &settings.target.tls {
+            PgTls::Disable => None,
+            PgTls::VerifyFull { root_cert } => Some(tls_config(&target, root_cert.as_deref())?),
+        };
+        let client = connect_within(config, tls, settings.timeout, &target)?;
         Ok(PgStore {
             client: RefCell::new(client),
             target,
@@ -313,6 +322,40 @@ impl PgStore {
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<u64, StoreError> {
         Ok(self.client.borrow_mut().execute(sql, params)?)
+    }
+}
+
+/// Connects, giving up after `timeout` whatever the server does. The
+/// client library bounds only the TCP connect by its own timeout; a server
+/// (or a proxy, or a firewall) that accepts the connection and then never
+/// answers would hold the login forever in the start-up exchange. So the
+/// connect runs on a thread of its own and the login waits for it at most
+/// `timeout`; a connect that is given up finishes or fails on that thread
+/// and is dropped (the sshd child ends soon after a denied login anyway).
+fn connect_within(
+    config: postgres::Config,
+    tls: Option<rustls::ClientConfig>,
+    timeout: Duration,
+    target: &str,
+) -> Result<Client, StoreError> {
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("pam_totp-db".to_string())
+        .spawn(move || {
+            let client = match tls {
+                None => config.connect(NoTls),
+                Some(tls) => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)),
+            };
+            let _ = done.send(client.map_err(|e| describe(&e)));
+        })
+        .map_err(|e| unreachable(target, format!("cannot start the connect: {e}")))?;
+    match result.recv_timeout(timeout) {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(reason)) => Err(unreachable(target, reason)),
+        Err(_) => Err(unreachable(
+            target,
+            format!("no answer within db_timeout ({} s)", timeout.as_secs()),
+        )),
     }
 }
 
