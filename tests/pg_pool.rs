@@ -15,6 +15,8 @@
 //!   server that accepts the connection and never answers: given up after
 //!   `db_timeout`;
 //!   a wrong database password: denied, named;
+//! - TLS with `sslmode=verify-full`: the right CA and host name get in; a
+//!   certificate from another CA, or for another name, is refused and named;
 //! - `totpctl migrate` of a SQLite store with users, devices, HOTP and
 //!   recovery codes: every user logs in afterwards.
 
@@ -374,4 +376,64 @@ fn a_database_that_never_answers_is_given_up_after_db_timeout() {
     );
     println!("a database that never answers: denied after {took:?} (db_timeout=2)");
     drop(held);
+}
+
+#[test]
+fn tls_verify_full_checks_the_chain_and_the_host_name() {
+    if !tools() || !common::tools_present(&["openssl"]) {
+        return;
+    }
+    let world = pool("");
+    let key = world.enroll("tess");
+    let (cluster, database) = world.pg.as_ref().expect("pg");
+    let (ca, other_ca) = cluster.enable_tls();
+    let service = |name: &str, host: &str, ca: &std::path::Path| {
+        world.raw_service(
+            name,
+            &format!(
+                "auth required {} db=postgresql://{}@{host}:{}/{}?sslmode=verify-full&sslrootcert={} \
+                 db_password_file={} fail_delay=0\n",
+                common::module_path().display(),
+                database.name,
+                cluster.port,
+                database.name,
+                ca.display(),
+                database.password_file.display()
+            ),
+        );
+    };
+    service("tls_right", "localhost", &ca);
+    service("tls_other_ca", "localhost", &other_ca);
+    service("tls_other_name", "127.0.0.1", &ca);
+
+    let run = world.login(
+        "tls_other_ca",
+        "tess",
+        Some(RHOST),
+        &oathtool(&key, None, &[]),
+    );
+    assert!(!run.success && run.logged("unavailable"), "{run:?}");
+    assert!(run.logged("certificate"), "names the certificate: {run:?}");
+    let run = world.login(
+        "tls_other_name",
+        "tess",
+        Some(RHOST),
+        &oathtool(&key, None, &[]),
+    );
+    assert!(!run.success && run.logged("certificate"), "{run:?}");
+    let run = world.login("tls_right", "tess", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(run.success, "{run:?}");
+    let log = cluster.server_log();
+    let tls_line = log
+        .lines()
+        .rfind(|l| l.contains("connection authorized") && l.contains(&database.name))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        tls_line.contains("SSL enabled"),
+        "server saw no TLS: {tls_line}"
+    );
+    println!(
+        "verify-full: other CA refused, other host name refused, right CA and name in; server: {tls_line}"
+    );
 }

@@ -120,6 +120,10 @@ fn tls_config(target: &str, root_cert: Option<&Path>) -> Result<rustls::ClientCo
             .ok_or_else(|| unreachable(target, "no sslrootcert= and no system CA bundle"))?
             .to_path_buf(),
     };
+    // The CA decides who may pose as the database: root's alone, like
+    // every other file the module trusts.
+    crate::trust::check_file_and_dir(&path)
+        .map_err(|e| unreachable(target, format!("sslrootcert not trusted: {e}")))?;
     let pem = std::fs::read(&path)
         .map_err(|e| unreachable(target, format!("sslrootcert {}: {e}", path.display())))?;
     let mut roots = rustls::RootCertStore::empty();

@@ -131,7 +131,8 @@ impl Cluster {
     /// Starts the server and waits until it accepts connections.
     pub fn start_server(&self) {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=300 -c fsync=on",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=300 -c fsync=on \
+             -c log_connections=on",
             self.port,
             self.dir.path().display()
         );
@@ -223,6 +224,109 @@ impl Cluster {
             name,
             password_file,
         }
+    }
+
+    /// Turns TLS on with a server certificate for DNS name `localhost` only,
+    /// signed by a new CA; returns the CA file (root's, for the module) and
+    /// a second, unrelated CA that signed nothing here.
+    pub fn enable_tls(&self) -> (PathBuf, PathBuf) {
+        let ssl = |args: &[&str]| {
+            check(
+                "openssl",
+                Command::new("openssl")
+                    .args(args)
+                    .current_dir(self.dir.path())
+                    .output()
+                    .expect("openssl"),
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            ssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=pam_totp test {ca}"),
+            ]);
+        }
+        ssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        fs::write(
+            self.dir.path().join("san.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("ext");
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        check(
+            "chown",
+            Command::new("chown")
+                .args(["postgres:postgres", "server.key", "server.pem"])
+                .current_dir(self.dir.path())
+                .output()
+                .expect("chown"),
+        );
+        fs::set_permissions(
+            self.dir.path().join("server.key"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
+        let dir = self.dir.path().display();
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET ssl_cert_file = '{dir}/server.pem'"),
+        );
+        self.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET ssl_key_file = '{dir}/server.key'"),
+        );
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        let mut cas = Vec::new();
+        for ca in ["ca", "other-ca"] {
+            let path = self.secrets.path().join(format!("{ca}.pem"));
+            fs::copy(self.dir.path().join(format!("{ca}.pem")), &path).expect("copy ca");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+            cas.push(path);
+        }
+        (cas[0].clone(), cas[1].clone())
     }
 
     pub fn server_log(&self) -> String {
