@@ -40,6 +40,7 @@ pub const KEYS: &[&str] = &[
     "db",
     "db_password_file",
     "db_timeout",
+    "key_file",
     "config",
     "trusted",
     "window",
@@ -82,6 +83,10 @@ pub struct Config {
     pub db_password_file: Option<PathBuf>,
     /// PostgreSQL: bound on connecting and on each statement.
     pub db_timeout: Duration,
+    /// The key that seals token keys at rest; used when the file exists
+    /// (a `key_file=` that names a missing file is an error at login).
+    pub key_file: PathBuf,
+    pub key_file_named: bool,
     pub trusted: Vec<IpNet>,
     pub window: u32,
     pub hotp_window: u32,
@@ -104,6 +109,8 @@ impl Config {
             location: &self.db,
             password_file: self.db_password_file.as_deref(),
             timeout: self.db_timeout,
+            key_file: &self.key_file,
+            key_file_named: self.key_file_named,
         }
     }
 }
@@ -114,6 +121,8 @@ impl Default for Config {
             db: StoreLocation::Sqlite(PathBuf::from(DEFAULT_DB)),
             db_password_file: None,
             db_timeout: DEFAULT_DB_TIMEOUT,
+            key_file: PathBuf::from(crate::seal::DEFAULT_KEY_FILE),
+            key_file_named: false,
             trusted: Vec::new(),
             window: DEFAULT_WINDOW,
             hotp_window: DEFAULT_HOTP_WINDOW,
@@ -382,6 +391,10 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
                 StoreLocation::parse(value).map_err(|reason| bad(setting, value, reason))?;
         }
         "db_password_file" => config.db_password_file = Some(absolute_path(setting)?),
+        "key_file" => {
+            config.key_file = absolute_path(setting)?;
+            config.key_file_named = true;
+        }
         "db_timeout" => {
             let seconds = number(setting, 60)?.max(1);
             config.db_timeout = Duration::from_secs(u64::from(seconds));
@@ -440,7 +453,7 @@ mod tests {
     #[test]
     fn every_listed_key_is_handled() {
         let sample = |key: &str| match key {
-            "db" | "config" | "db_password_file" => "/etc/security/x",
+            "db" | "config" | "db_password_file" | "key_file" => "/etc/security/x",
             "trusted" => "10.0.0.0/8",
             "prompt" | "issuer" => "text",
             "unenrolled" => "allow",

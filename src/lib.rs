@@ -14,6 +14,7 @@ pub mod otp;
 pub mod pam;
 pub mod ratelimit;
 pub mod recovery;
+pub mod seal;
 pub mod secret;
 pub mod store;
 pub mod trust;

@@ -437,3 +437,127 @@ fn tls_verify_full_checks_the_chain_and_the_host_name() {
         "verify-full: other CA refused, other host name refused, right CA and name in; server: {tls_line}"
     );
 }
+
+/// base64 (standard alphabet, padded) of `bytes`, to look for it in dumps.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn raw_key(base32_key: &str) -> Vec<u8> {
+    base32::decode(base32::Alphabet::Rfc4648 { padding: false }, base32_key).expect("base32")
+}
+
+#[test]
+fn sealed_keys_are_in_no_dump_and_do_not_open_in_another_row() {
+    if !tools() {
+        return;
+    }
+    let keys = tempfile::tempdir().expect("tmp");
+    let key_file = keys.path().join("pam_totp.key");
+    let other_key = keys.path().join("other.key");
+    let world = pool("");
+    let (cluster, database) = world.pg.as_ref().expect("pg");
+    // Carol is enrolled before there is any key: stored plain.
+    let carol = world.enroll("carol");
+    for file in [&key_file, &other_key] {
+        let out = Command::new(common::totpctl_path())
+            .arg("keygen")
+            .arg(file)
+            .output()
+            .expect("keygen");
+        assert!(out.status.success(), "{out:?}");
+    }
+    let sealed = |args: &[&str]| {
+        let mut all = vec!["--key-file", key_file.to_str().expect("path")];
+        all.extend_from_slice(args);
+        world.totpctl(&all)
+    };
+    let out = sealed(&["rekey", "--new-key", key_file.to_str().expect("path")]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Sealed 1 token key(s)"));
+    let alice = random_secret();
+    let bob = random_secret();
+    for (user, key) in [("alice", &alice), ("bob", &bob)] {
+        let out = sealed(&["enroll", user, "--secret", key]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let key_arg = format!("key_file={}", key_file.display());
+    world.service("sealed", &key_arg);
+    world.service(
+        "no_key",
+        &format!("key_file={}", keys.path().join("absent.key").display()),
+    );
+    world.service("other_key", &format!("key_file={}", other_key.display()));
+
+    for (user, key) in [("alice", &alice), ("carol", &carol)] {
+        let run = world.login("sealed", user, Some(RHOST), &oathtool(key, None, &[]));
+        assert!(run.success, "{user}: {run:?}");
+    }
+
+    // No key, in any encoding, anywhere in a dump of the database.
+    let dump = String::from_utf8_lossy(&cluster.dump(&database.name)).into_owned();
+    for (user, key) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        let raw = raw_key(key);
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        for form in [key.clone(), key.to_lowercase(), hex, base64(&raw)] {
+            assert!(
+                !dump.contains(&form),
+                "{user}'s key is in the dump as {form}"
+            );
+        }
+        assert!(
+            !dump
+                .as_bytes()
+                .windows(raw.len())
+                .any(|w| w == raw.as_slice()),
+            "{user}'s raw key is in the dump"
+        );
+    }
+
+    // A sealed key moved into bob's row does not open there.
+    cluster.psql(
+        &database.name,
+        r#"UPDATE tokens SET secret = (SELECT secret FROM tokens WHERE "user" = 'alice') WHERE "user" = 'bob'"#,
+    );
+    let run = world.login("sealed", "bob", Some(RHOST), &oathtool(&alice, None, &[]));
+    assert!(!run.success && run.logged("does not open"), "{run:?}");
+    // A missing or wrong key: denied, and the log says which.
+    let run = world.login("no_key", "alice", Some(RHOST), &oathtool(&alice, None, &[]));
+    assert!(!run.success && run.logged("absent.key"), "{run:?}");
+    let run = world.login(
+        "other_key",
+        "alice",
+        Some(RHOST),
+        &oathtool(&alice, None, &[]),
+    );
+    assert!(!run.success && run.logged("does not open"), "{run:?}");
+    // A plain key written into a sealed store by hand is refused.
+    cluster.psql(
+        &database.name,
+        &format!(
+            r#"UPDATE tokens SET secret = '\x{}' WHERE "user" = 'carol'"#,
+            raw_key(&carol)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+    );
+    let run = world.login("sealed", "carol", Some(RHOST), &oathtool(&carol, None, &[]));
+    assert!(!run.success && run.logged("not sealed"), "{run:?}");
+    println!(
+        "sealed: dump holds no key in 5 encodings; a row moved to bob, a missing key, another key, a plain row: all refused and named"
+    );
+}

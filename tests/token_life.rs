@@ -613,3 +613,51 @@ fn pam_oath_users_files_import_after_pam_oath_used_them() {
     );
     assert!(!world.totpctl(&["show", "pia"]).status.success());
 }
+
+#[test]
+fn keys_are_sealed_in_a_sqlite_store_too() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new_sqlite();
+    let keys = tempfile::tempdir().expect("tmp");
+    let key_file = keys.path().join("pam_totp.key");
+    let out = std::process::Command::new(common::totpctl_path())
+        .arg("keygen")
+        .arg(&key_file)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success(), "{out:?}");
+    let key = common::random_secret();
+    let out = world.totpctl(&[
+        "--key-file",
+        key_file.to_str().expect("path"),
+        "enroll",
+        "sam",
+        "--secret",
+        &key,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let raw = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, &key).expect("b32");
+    // The store file (and its WAL) never hold the key in the clear.
+    for file in [world.db.clone(), world.db.with_extension("db-wal")] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !bytes.windows(raw.len()).any(|w| w == raw.as_slice()),
+            "{} holds the key",
+            file.display()
+        );
+    }
+    world.service("sealed", &format!("key_file={}", key_file.display()));
+    world.service(
+        "plain",
+        &format!("key_file={}", keys.path().join("none").display()),
+    );
+    let run = world.login("sealed", "sam", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(run.success, "{run:?}");
+    let run = world.login("plain", "sam", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(!run.success && run.logged("none"), "{run:?}");
+    println!(
+        "SQLite: the key is sealed in the file and its WAL; with the key file in, without it refused"
+    );
+}

@@ -29,6 +29,57 @@ pub(crate) fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// A token key as the store keeps it: sealed for its (user, device) when a
+/// sealing key is loaded, else the raw bytes.
+pub fn stored_secret(
+    sealer: Option<&crate::seal::Sealer>,
+    token: &Token,
+) -> Result<Vec<u8>, StoreError> {
+    match sealer {
+        Some(sealer) => Ok(sealer.seal(&token.user, &token.device, &token.secret)?),
+        None => Ok(token.secret.as_bytes().to_vec()),
+    }
+}
+
+/// A token key as read from the store. With a sealing key only sealed keys
+/// are accepted (a plain key in a sealed store is a row someone wrote by
+/// hand, or one `totpctl rekey` has not reached); without one, a sealed key
+/// cannot be used. Either way the login is denied and the log says why.
+pub fn loaded_secret(
+    sealer: Option<&crate::seal::Sealer>,
+    user: &str,
+    device: &str,
+    blob: zeroize::Zeroizing<Vec<u8>>,
+) -> Result<Secret, StoreError> {
+    let raw = match (sealer, crate::seal::is_sealed(&blob)) {
+        (Some(sealer), true) => sealer.open(user, device, &blob)?,
+        (None, false) => blob,
+        (Some(_), false) => {
+            return Err(StoreError::InvalidRow {
+                user: user.to_string(),
+                reason: format!(
+                    "the key of device {device:?} is not sealed, but a key_file is in use (seal it with `totpctl rekey`)"
+                ),
+            });
+        }
+        (None, true) => {
+            return Err(StoreError::InvalidRow {
+                user: user.to_string(),
+                reason: format!(
+                    "the key of device {device:?} is sealed, but no key_file is loaded (key_file= must name the pool's key)"
+                ),
+            });
+        }
+    };
+    Secret::from_bytes(raw).map_err(|e| StoreError::InvalidRow {
+        user: user.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// One token key row as stored, for `totpctl rekey`: id, user, device, blob.
+pub type SecretRow = (i64, String, String, zeroize::Zeroizing<Vec<u8>>);
+
 /// Everything a store holds, for `totpctl migrate` (keys included: it only
 /// ever moves from one root-only place to another, in memory).
 #[derive(Debug, Default)]
@@ -49,6 +100,10 @@ pub struct Access<'a> {
     pub location: &'a StoreLocation,
     pub password_file: Option<&'a std::path::Path>,
     pub timeout: std::time::Duration,
+    /// The sealing key file, and whether it was named (a named file must
+    /// exist; the default one switches sealing on only when present).
+    pub key_file: &'a std::path::Path,
+    pub key_file_named: bool,
 }
 
 impl Access<'_> {
@@ -60,23 +115,47 @@ impl Access<'_> {
         }
     }
 
+    /// The sealing key, if one is in use.
+    pub fn sealer(&self) -> Result<Option<std::sync::Arc<crate::seal::Sealer>>, StoreError> {
+        if !self.key_file_named && std::fs::symlink_metadata(self.key_file).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(std::sync::Arc::new(crate::seal::Sealer::load(
+            self.key_file,
+        )?)))
+    }
+
     /// The store for one login: never created here; SQLite commits TOTP
     /// claims lazily (see `sqlite`).
     pub fn open_for_login(&self) -> Result<Box<dyn Store>, StoreError> {
+        let sealer = self.sealer()?;
         Ok(match self.location {
-            StoreLocation::Sqlite(path) => Box::new(SqliteStore::open_for_login(path)?),
-            StoreLocation::Postgres(target) => Box::new(PgStore::open(&self.pg(target))?),
+            StoreLocation::Sqlite(path) => {
+                Box::new(SqliteStore::open_for_login(path)?.with_sealer(sealer))
+            }
+            StoreLocation::Postgres(target) => {
+                Box::new(PgStore::open(&self.pg(target))?.with_sealer(sealer))
+            }
         })
     }
 
     /// The store for administration: every write synced; `create` makes or
     /// migrates it (`totpctl init`, and the verbs that may create it).
     pub fn open_admin(&self, create: bool) -> Result<Box<dyn Store>, StoreError> {
+        let sealer = self.sealer()?;
         Ok(match (self.location, create) {
-            (StoreLocation::Sqlite(path), true) => Box::new(SqliteStore::create(path)?),
-            (StoreLocation::Sqlite(path), false) => Box::new(SqliteStore::open(path)?),
-            (StoreLocation::Postgres(target), true) => Box::new(PgStore::create(&self.pg(target))?),
-            (StoreLocation::Postgres(target), false) => Box::new(PgStore::open(&self.pg(target))?),
+            (StoreLocation::Sqlite(path), true) => {
+                Box::new(SqliteStore::create(path)?.with_sealer(sealer))
+            }
+            (StoreLocation::Sqlite(path), false) => {
+                Box::new(SqliteStore::open(path)?.with_sealer(sealer))
+            }
+            (StoreLocation::Postgres(target), true) => {
+                Box::new(PgStore::create(&self.pg(target))?.with_sealer(sealer))
+            }
+            (StoreLocation::Postgres(target), false) => {
+                Box::new(PgStore::open(&self.pg(target))?.with_sealer(sealer))
+            }
         })
     }
 }
@@ -245,6 +324,8 @@ pub enum StoreError {
     Postgres(#[from] ::postgres::Error),
     #[error("{0}")]
     NotEmpty(String),
+    #[error("{0}")]
+    Sealing(#[from] crate::seal::SealError),
     #[error("database {target} unavailable: {reason}")]
     Unreachable { target: String, reason: String },
     #[error("store row for {user:?} is invalid: {reason}")]
@@ -339,6 +420,13 @@ pub trait Store {
     /// closes the user's enroll window, in one transaction. Fails with
     /// `AlreadyEnrolled` if the user meanwhile got a token.
     fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError>;
+
+    /// Every token's key as stored (sealed or not), for `totpctl rekey`.
+    fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError>;
+
+    /// Replaces stored keys by row id, all in one transaction; returns how
+    /// many rows changed.
+    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError>;
 }
 
 /// A boxed store (the backend chosen at run time) is a store.
@@ -409,5 +497,11 @@ impl<T: Store + ?Sized> Store for Box<T> {
     }
     fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
         (**self).enroll_at_login(token, step)
+    }
+    fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
+        (**self).secret_rows()
+    }
+    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError> {
+        (**self).replace_secrets(rows)
     }
 }

@@ -38,7 +38,6 @@ use super::{
 use crate::otp::{Algorithm, Params};
 use crate::ratelimit::{Failures, USER_WINDOW_SECS};
 use crate::recovery::RecoveryHash;
-use crate::secret::Secret;
 
 /// Schema migrations, as for SQLite: `MIGRATIONS[i]` takes the database from
 /// version `i` to `i + 1`; the version is a row of `pam_totp_meta`.
@@ -89,6 +88,8 @@ const MIGRATION_LOCK: i64 = 0x7061_6d5f_746f_7470; // "pam_totp"
 
 pub struct PgStore {
     client: RefCell<Client>,
+    /// Seals token keys on the way in and opens them on the way out.
+    sealer: Option<Arc<crate::seal::Sealer>>,
     /// For error messages: the URL (it never holds a password).
     target: String,
 }
@@ -212,8 +213,15 @@ impl PgStore {
         let client = connect_within(config, tls, settings.timeout, &target)?;
         Ok(PgStore {
             client: RefCell::new(client),
+            sealer: None,
             target,
         })
+    }
+
+    /// Token keys are sealed with this key (or stored plain without one).
+    pub fn with_sealer(mut self, sealer: Option<Arc<crate::seal::Sealer>>) -> Self {
+        self.sealer = sealer;
+        self
     }
 
     /// The schema version in the database (0 when it has no schema yet).
@@ -278,7 +286,7 @@ impl PgStore {
                 )));
             }
             for token in &dump.tokens {
-                insert_token(tx, token)?;
+                insert_token(tx, self.sealer.as_deref(), token)?;
             }
             for (user, lookup, hash, created, used) in &dump.recovery {
                 tx.execute(
@@ -431,12 +439,17 @@ fn info(row: &postgres::Row) -> Result<TokenInfo, StoreError> {
     })
 }
 
-fn insert_token(tx: &mut Transaction<'_>, token: &Token) -> Result<(), StoreError> {
+fn insert_token(
+    tx: &mut Transaction<'_>,
+    sealer: Option<&crate::seal::Sealer>,
+    token: &Token,
+) -> Result<(), StoreError> {
     token
         .params
         .validate()
         .map_err(|e| invalid(&token.user, e))?;
     let last_step = token.last_step.map(step_to_sql).transpose()?;
+    let secret = Zeroizing::new(super::stored_secret(sealer, token)?);
     let result = tx.execute(
         r#"INSERT INTO tokens
              ("user", device, kind, secret, algorithm, digits, period, created, confirmed, last_step)
@@ -446,7 +459,7 @@ fn insert_token(tx: &mut Transaction<'_>, token: &Token) -> Result<(), StoreErro
             &token.user,
             &token.device,
             &token.kind.as_str(),
-            &token.secret.as_bytes(),
+            &secret.as_slice(),
             &token.params.algorithm.as_str(),
             &i64::from(token.params.digits),
             &step_to_sql(token.params.period)?,
@@ -517,7 +530,7 @@ impl Store for PgStore {
         for row in &rows {
             let info = info(row)?;
             let secret = Zeroizing::new(row.try_get::<_, Vec<u8>>(10)?);
-            let secret = Secret::from_bytes(secret).map_err(|e| invalid(user, e.to_string()))?;
+            let secret = super::loaded_secret(self.sealer.as_deref(), user, &info.device, secret)?;
             tokens.push(Token::from_info(info, secret));
         }
         Ok(tokens)
@@ -549,7 +562,7 @@ impl Store for PgStore {
                         delete_user_rows(tx, user)?;
                     }
                 }
-                insert_token(tx, &e.token)?;
+                insert_token(tx, self.sealer.as_deref(), &e.token)?;
                 if let Some(codes) = &e.recovery {
                     insert_recovery(tx, user, codes)?;
                 }
@@ -731,7 +744,7 @@ impl Store for PgStore {
                     device: token.device.clone(),
                 });
             }
-            insert_token(tx, token)?;
+            insert_token(tx, self.sealer.as_deref(), token)?;
             tx.execute(
                 r#"UPDATE tokens SET last_step = $3 WHERE "user" = $1 AND device = $2"#,
                 &[&token.user, &token.device, &step],
@@ -741,6 +754,34 @@ impl Store for PgStore {
                 &[&token.user],
             )?;
             Ok(())
+        })
+    }
+
+    fn secret_rows(&self) -> Result<Vec<super::SecretRow>, StoreError> {
+        let rows = self.client.borrow_mut().query(
+            r#"SELECT id, "user", device, secret FROM tokens ORDER BY id"#,
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    Zeroizing::new(row.try_get(3)?),
+                ))
+            })
+            .collect()
+    }
+
+    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            let mut changed = 0;
+            for (id, blob) in rows {
+                changed +=
+                    tx.execute("UPDATE tokens SET secret = $2 WHERE id = $1", &[id, blob])?;
+            }
+            Ok(changed as usize)
         })
     }
 }

@@ -37,7 +37,6 @@ use super::{
 use crate::otp::{Algorithm, Params};
 use crate::ratelimit::{Failures, USER_WINDOW_SECS};
 use crate::recovery::RecoveryHash;
-use crate::secret::Secret;
 
 /// How long a login waits for another process's write before giving up.
 /// A claim holds the write lock for well under a millisecond, so this only
@@ -143,6 +142,8 @@ pub struct SqliteStore {
     /// Commits are `NORMAL` unless a write asks for `durably` (the login
     /// path); otherwise every commit is `FULL`.
     login: bool,
+    /// Seals token keys on the way in and opens them on the way out.
+    sealer: Option<std::sync::Arc<crate::seal::Sealer>>,
 }
 
 /// How the connection commits by default.
@@ -288,6 +289,7 @@ impl SqliteStore {
         let mut store = SqliteStore {
             conn: Connection::open_in_memory()?,
             login: false,
+            sealer: None,
         };
         store.migrate(Path::new(":memory:"))?;
         Ok(store)
@@ -324,6 +326,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             login: sync == Sync::Normal,
+            sealer: None,
         })
     }
 
@@ -343,6 +346,12 @@ impl SqliteStore {
                 Err(e)
             }
         }
+    }
+
+    /// Token keys are sealed with this key (or stored plain without one).
+    pub fn with_sealer(mut self, sealer: Option<std::sync::Arc<crate::seal::Sealer>>) -> Self {
+        self.sealer = sealer;
+        self
     }
 
     /// Runs one write that must be on disk before the login is answered
@@ -521,12 +530,17 @@ impl RawRow {
     }
 }
 
-fn insert_token(conn: &Connection, token: &Token) -> Result<(), StoreError> {
+fn insert_token(
+    conn: &Connection,
+    sealer: Option<&crate::seal::Sealer>,
+    token: &Token,
+) -> Result<(), StoreError> {
     token
         .params
         .validate()
         .map_err(|e| invalid(&token.user, e))?;
     let last_step = token.last_step.map(step_to_sql).transpose()?;
+    let secret = Zeroizing::new(super::stored_secret(sealer, token)?);
     let result = conn.execute(
         "INSERT INTO tokens
              (user, device, kind, secret, algorithm, digits, period, created, confirmed, last_step)
@@ -535,7 +549,7 @@ fn insert_token(conn: &Connection, token: &Token) -> Result<(), StoreError> {
             token.user,
             token.device,
             token.kind.as_str(),
-            token.secret.as_bytes(),
+            secret.as_slice(),
             token.params.algorithm.as_str(),
             token.params.digits,
             step_to_sql(token.params.period)?,
@@ -593,7 +607,7 @@ impl Store for SqliteStore {
         for row in rows {
             let (raw, secret) = row?;
             let info = raw.info()?;
-            let secret = Secret::from_bytes(secret).map_err(|e| invalid(user, e.to_string()))?;
+            let secret = super::loaded_secret(self.sealer.as_deref(), user, &info.device, secret)?;
             tokens.push(Token::from_info(info, secret));
         }
         Ok(tokens)
@@ -640,7 +654,7 @@ impl Store for SqliteStore {
                         delete_user_rows(conn, user)?;
                     }
                 }
-                insert_token(conn, &e.token)?;
+                insert_token(conn, self.sealer.as_deref(), &e.token)?;
                 if let Some(codes) = &e.recovery {
                     insert_recovery(conn, user, codes)?;
                 }
@@ -817,6 +831,29 @@ impl Store for SqliteStore {
         let step = step_to_sql(step)?;
         self.durably(|| self.enroll_at_login_tx(token, step))
     }
+
+    fn secret_rows(&self) -> Result<Vec<super::SecretRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, user, device, secret FROM tokens ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, Zeroizing::new(r.get(3)?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError> {
+        self.write(|conn| {
+            let mut changed = 0;
+            for (id, blob) in rows {
+                changed += conn.execute(
+                    "UPDATE tokens SET secret = ?2 WHERE id = ?1",
+                    params![id, blob],
+                )?;
+            }
+            Ok(changed)
+        })
+    }
 }
 
 impl SqliteStore {
@@ -833,7 +870,7 @@ impl SqliteStore {
                     device: token.device.clone(),
                 });
             }
-            insert_token(conn, token)?;
+            insert_token(conn, self.sealer.as_deref(), token)?;
             conn.execute(
                 "UPDATE tokens SET last_step = ?3 WHERE user = ?1 AND device = ?2",
                 params![token.user, token.device, step],

@@ -40,6 +40,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub db_password_file: Option<PathBuf>,
 
+    /// The key that seals token keys at rest (default: key_file from the
+    /// config file, else /etc/security/pam_totp.key if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -131,6 +136,20 @@ pub enum Command {
         /// (password from --db-password-file).
         #[arg(long, value_name = "URL")]
         to: String,
+    },
+    /// Write a new sealing key (32 random bytes, hex) to FILE, mode 0600;
+    /// FILE must not exist. Then copy it to every login node and run
+    /// `rekey --new-key FILE` (README: "Secrets sealed at rest").
+    Keygen {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Re-seal every token key with the key in --new-key FILE, in one
+    /// transaction: keys are opened with the current key file (or read
+    /// plain when none is in use) and sealed with the new one.
+    Rekey {
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
     },
     /// Print a completion script for SHELL (bash or zsh) on standard
     /// output. Packages install them; by hand, e.g.

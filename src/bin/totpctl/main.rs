@@ -6,6 +6,7 @@ mod docs;
 mod enrolling;
 mod importing;
 mod report;
+mod sealing;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -62,6 +63,9 @@ fn settings(cli: &Cli) -> Result<Config, String> {
     if let Some(file) = &cli.db_password_file {
         args.push(format!("db_password_file={}", file.display()));
     }
+    if let Some(file) = &cli.key_file {
+        args.push(format!("key_file={}", file.display()));
+    }
     config::load(&args).map_err(|e| e.to_string())
 }
 
@@ -111,6 +115,7 @@ fn run(cli: Cli) -> Result<(), String> {
             return Ok(());
         }
         Command::Migrate { from, to } => return migrate(&cli, from, to),
+        Command::Keygen { file } => return sealing::keygen(file),
         Command::Manpages { dir } => {
             for page in docs::manpages(dir)? {
                 println!("{}", dir.join(page).display());
@@ -133,7 +138,11 @@ fn run(cli: Cli) -> Result<(), String> {
     let e = |e: pam_totp::store::StoreError| e.to_string();
     match cli.command {
         // Answered above, before the store was opened.
-        Command::Completions { .. } | Command::Manpages { .. } | Command::Migrate { .. } => Ok(()),
+        Command::Completions { .. }
+        | Command::Manpages { .. }
+        | Command::Migrate { .. }
+        | Command::Keygen { .. } => Ok(()),
+        Command::Rekey { new_key } => sealing::rekey(store, &config, &new_key),
         Command::Init => {
             let version = store.schema_version().map_err(|e| e.to_string())?;
             println!("Store {} is ready (schema version {version}).", config.db);

@@ -1,6 +1,7 @@
 //! The SQLite store against its contract: enrollment modes, the atomic
 //! claim, recovery codes, windows, failure counts, migrations, files.
 use super::*;
+use crate::secret::Secret;
 use crate::store::{DEFAULT_DEVICE, EnrollMode};
 
 fn token(user: &str, device: &str) -> Token {

@@ -1,0 +1,71 @@
+//! `keygen` and `rekey`: the key that seals token keys at rest.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use pam_totp::config::Config;
+use pam_totp::seal::{Sealer, is_sealed};
+use pam_totp::store::{Store, loaded_secret};
+
+use crate::audit::Audit;
+
+/// Writes a new key file, 0600, never over an existing file.
+pub fn keygen(file: &Path) -> Result<(), String> {
+    let key = Sealer::generate().map_err(|e| e.to_string())?;
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(file)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    out.write_all(key.as_bytes())
+        .and_then(|()| out.sync_all())
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    Audit::open().record("keygen", "*", &format!("file=\"{}\"", file.display()));
+    println!(
+        "Wrote a new sealing key to {} (mode 0600). Copy it to every login node \
+         (root, 0600), then seal the store with `totpctl rekey --new-key {}`.",
+        file.display(),
+        file.display()
+    );
+    Ok(())
+}
+
+/// Opens every stored key and seals it with the new one, all rows in one
+/// transaction. A plain key is taken as it is (that is what rekey is for);
+/// a sealed one is opened with the current key, or with the new one (a
+/// second run, or the new key already in place), else rekey stops and
+/// changes nothing.
+pub fn rekey(store: &dyn Store, config: &Config, new_key: &Path) -> Result<(), String> {
+    let current = config.access().sealer().map_err(|e| e.to_string())?;
+    let next = Sealer::load(new_key).map_err(|e| e.to_string())?;
+    let mut sealed = Vec::new();
+    for (id, user, device, blob) in store.secret_rows().map_err(|e| e.to_string())? {
+        let secret = if !is_sealed(&blob) {
+            loaded_secret(None, &user, &device, blob)
+        } else {
+            loaded_secret(current.as_deref(), &user, &device, blob.clone())
+                .or_else(|_| loaded_secret(Some(&next), &user, &device, blob))
+        }
+        .map_err(|e| e.to_string())?;
+        let blob = next
+            .seal(&user, &device, &secret)
+            .map_err(|e| e.to_string())?;
+        sealed.push((id, blob));
+    }
+    let changed = store.replace_secrets(&sealed).map_err(|e| e.to_string())?;
+    Audit::open().record(
+        "rekey",
+        "*",
+        &format!("tokens={changed} new_key=\"{}\"", new_key.display()),
+    );
+    println!(
+        "Sealed {changed} token key(s) with {} in one transaction. Every node must now use \
+         that key file (key_file=, default /etc/security/pam_totp.key).",
+        new_key.display()
+    );
+    Ok(())
+}
