@@ -20,6 +20,9 @@ use libc::{c_char, c_int, c_uint};
 #[path = "support/pam_ffi.rs"]
 mod pam_ffi;
 
+#[path = "../tests/common/postgres.rs"]
+mod pg_cluster;
+
 use pam_ffi::*;
 
 const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -109,6 +112,9 @@ impl Login {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Module {
     Ours,
+    /// pam_totp with its store on PostgreSQL (a private cluster on loopback,
+    /// password authentication, no TLS).
+    OursPg,
     GoogleAuthenticator,
     Oath,
 }
@@ -117,9 +123,22 @@ impl Module {
     fn name(self) -> &'static str {
         match self {
             Module::Ours => "pam_totp",
+            Module::OursPg => "pam_totp-postgresql",
             Module::GoogleAuthenticator => "google-authenticator",
             Module::Oath => "pam_oath",
         }
+    }
+
+    fn by_name(name: &str) -> Module {
+        [
+            Module::Ours,
+            Module::OursPg,
+            Module::GoogleAuthenticator,
+            Module::Oath,
+        ]
+        .into_iter()
+        .find(|m| m.name() == name)
+        .unwrap_or(Module::Oath)
     }
 }
 
@@ -127,6 +146,7 @@ impl Module {
 struct Setup {
     module: Module,
     dir: PathBuf,
+    pg: Option<(pg_cluster::Cluster, pg_cluster::Database)>,
 }
 
 fn totpctl() -> PathBuf {
@@ -145,31 +165,63 @@ impl Setup {
     fn new(root: &Path, module: Module, users: usize) -> Setup {
         let dir = root.join(module.name());
         std::fs::create_dir_all(&dir).expect("dir");
-        let line = match module {
-            Module::Ours => format!(
+        let pg = (module == Module::OursPg).then(|| {
+            let cluster = pg_cluster::Cluster::start();
+            let database = cluster.database();
+            (cluster, database)
+        });
+        let line = match (module, &pg) {
+            (Module::OursPg, Some((_, database))) => format!(
+                "auth required {} db={} db_password_file={}\n",
+                module_so().display(),
+                database.url,
+                database.password_file.display()
+            ),
+            (Module::Ours | Module::OursPg, _) => format!(
                 "auth required {} db={}/state/totp.db\n",
                 module_so().display(),
                 dir.display()
             ),
-            Module::GoogleAuthenticator => format!(
+            (Module::GoogleAuthenticator, _) => format!(
                 "auth required pam_google_authenticator.so secret={}/ga/${{USER}} user=root allowed_perm=0600\n",
                 dir.display()
             ),
-            Module::Oath => format!(
+            (Module::Oath, _) => format!(
                 "auth required pam_oath.so usersfile={}/users.oath window=1\n",
                 dir.display()
             ),
         };
         std::fs::write(dir.join("bench"), line).expect("service");
-        let setup = Setup { module, dir };
+        let setup = Setup { module, dir, pg };
         setup.populate(users);
         setup
     }
 
     /// `users` users `u0…`, all with the same key (fine for timing).
     fn populate(&self, users: usize) {
+        if let Some((cluster, database)) = &self.pg {
+            let st = Command::new(totpctl())
+                .args(["--db", &database.url, "--db-password-file"])
+                .arg(&database.password_file)
+                .arg("init")
+                .stdout(Stdio::null())
+                .status()
+                .expect("init");
+            assert!(st.success());
+            cluster.psql(
+                &database.name,
+                &format!(
+                    "TRUNCATE tokens, failures; \
+                     INSERT INTO tokens (\"user\", device, kind, secret, algorithm, digits, period, created, confirmed) \
+                     SELECT 'u' || i, 'default', 'totp', '\\x{KEY_HEX}'::bytea, 'sha1', 6, 30, 0, 0 \
+                     FROM generate_series(0, {}) AS i; ANALYZE tokens",
+                    users - 1
+                ),
+            );
+            return;
+        }
         match self.module {
-            Module::Ours => {
+            Module::Ours | Module::OursPg => {
                 let db = self.dir.join("state/totp.db");
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
@@ -215,8 +267,18 @@ impl Setup {
 
     /// Forgets that `user` used any code (untimed, between logins).
     fn reset_user(&self, user: &str) {
+        if let Some((cluster, database)) = &self.pg {
+            cluster.psql(
+                &database.name,
+                &format!(
+                    "UPDATE tokens SET last_step = NULL WHERE \"user\" = '{user}'; \
+                     DELETE FROM failures WHERE \"user\" = '{user}'"
+                ),
+            );
+            return;
+        }
         match self.module {
-            Module::Ours => {
+            Module::Ours | Module::OursPg => {
                 let conn =
                     rusqlite::Connection::open(self.dir.join("state/totp.db")).expect("open");
                 // Like the module: leave the WAL as it is on close, so the
@@ -507,11 +569,7 @@ impl Drop for LogSink {
 /// module then goes to the console, at a millisecond each. Prints
 /// `key<TAB>median_ns<TAB>cell` lines.
 fn rows(args: &[String]) {
-    let module = match args.first().map(String::as_str) {
-        Some("pam_totp") => Module::Ours,
-        Some("google-authenticator") => Module::GoogleAuthenticator,
-        _ => Module::Oath,
-    };
+    let module = Module::by_name(args.first().map(String::as_str).unwrap_or(""));
     let root = Path::new(&args[1]);
     let logins = env_usize("LOGINS", 300);
     let setup = Setup::new(root, module, 64);
@@ -586,7 +644,12 @@ fn main() {
     let logins = env_usize("LOGINS", 300);
     let trials = env_usize("RACE_TRIALS", 100);
     let root = tempfile::tempdir().expect("tmp");
-    let modules = [Module::Ours, Module::GoogleAuthenticator, Module::Oath];
+    let modules = [
+        Module::Ours,
+        Module::GoogleAuthenticator,
+        Module::Oath,
+        Module::OursPg,
+    ];
     let _sink = LogSink::ensure();
 
     println!(
@@ -664,11 +727,18 @@ fn main() {
     row(&format!("64 logins, one code ({trials} trials)"), races);
 
     let ratio = |key: &str| median(0, key) / median(1, key).min(median(2, key));
+    let pg_ratio = |key: &str| median(3, key) / median(1, key).min(median(2, key));
     println!(
         "\nratios (ours / faster anchor, medians): accept {:.2} (goal ≤ 0.25), reject {:.2} (goal ≤ 0.5), pam_start {:.2}; 100,000 / 1 users: {:.2} (goal ≤ 1.2)",
         ratio("accept"),
         ratio("reject"),
         ratio("start"),
         median(0, "scale100000") / median(0, "scale1"),
+    );
+    println!(
+        "PostgreSQL store (loopback, a connection per login): accept {:.2}, reject {:.2} of the faster anchor; 100,000 / 1 users: {:.2}",
+        pg_ratio("accept"),
+        pg_ratio("reject"),
+        median(3, "scale100000") / median(3, "scale1"),
     );
 }

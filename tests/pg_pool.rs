@@ -27,8 +27,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::postgres::postgres_present;
-use common::{World, oathtool, pam_tools_present, random_secret};
+use common::{World, oathtool, pam_tools_present, postgres_present, random_secret};
 
 const RHOST: &str = "203.0.113.7";
 const SAME_CODE_TRIALS: usize = 10;

@@ -2,7 +2,8 @@
 //! temporary directory (as the `postgres` user, which the server package
 //! creates), a free port, password (SCRAM) authentication for TCP, and a
 //! database per store with its own role and a root-only password file,
-//! as a site would set it up for pam_totp.
+//! as a site would set it up for pam_totp. (Also compiled into the bench,
+//! benches/pam_bench.rs, for its PostgreSQL column.)
 
 #![allow(dead_code)]
 
@@ -12,12 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::tools_present;
-
 static DATABASES: AtomicUsize = AtomicUsize::new(0);
 
 /// The server binaries of the newest installed PostgreSQL.
-fn bin_dir() -> Option<PathBuf> {
+pub fn bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -25,15 +24,6 @@ fn bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop()
-}
-
-/// True if a cluster can be started here; under CI=true a missing server
-/// is a failure, elsewhere a skip (like the other tools).
-pub fn postgres_present() -> bool {
-    match bin_dir() {
-        Some(dir) => tools_present(&[dir.join("initdb").to_str().unwrap_or("initdb"), "runuser"]),
-        None => tools_present(&["/usr/lib/postgresql/*/bin/initdb (package postgresql)"]),
-    }
 }
 
 pub struct Cluster {
