@@ -560,3 +560,22 @@ fn sealed_keys_are_in_no_dump_and_do_not_open_in_another_row() {
         "sealed: dump holds no key in 5 encodings; a row moved to bob, a missing key, another key, a plain row: all refused and named"
     );
 }
+
+#[test]
+fn a_database_schema_newer_than_the_module_is_refused() {
+    if !tools() {
+        return;
+    }
+    let world = pool("");
+    let key = world.enroll("nina");
+    let (cluster, database) = world.pg.as_ref().expect("pg");
+    cluster.psql(
+        &database.name,
+        "UPDATE pam_totp_meta SET value = 99 WHERE key = 'schema_version'",
+    );
+    let run = world.login("node_a", "nina", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(!run.success, "{run:?}");
+    assert!(run.logged("schema version 99 is newer"), "{run:?}");
+    let out = world.totpctl(&["init"]);
+    assert!(!out.status.success(), "init must not downgrade: {out:?}");
+}
