@@ -6,8 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-use crate::config::{self, Config, EnrollAtLogin, Unenrolled};
+use crate::config::{self, Config, EnrollAtLogin, Mode, Unenrolled};
 use crate::enroll;
+use crate::groups::Groups;
 use crate::network;
 use crate::otp::{self, Params};
 use crate::ratelimit::{self, Lock};
@@ -60,6 +61,16 @@ pub enum Outcome {
     /// The client's address is inside `trusted=`: no code asked.
     TrustedNetwork {
         ip: String,
+    },
+    /// `exempt_user=` or `exempt_group=`: no code asked.
+    Exempt {
+        reason: String,
+    },
+    /// A right code from this address earlier, within `grace=`: no code
+    /// asked until `until`.
+    Grace {
+        ip: String,
+        until: i64,
     },
     /// An unenrolled user enrolled during this login and confirmed with a code.
     EnrolledAtLogin {
@@ -117,11 +128,22 @@ impl Outcome {
                 | Outcome::RecoveryAccepted { .. }
                 | Outcome::TrustedNetwork { .. }
                 | Outcome::EnrolledAtLogin { .. }
+                | Outcome::Exempt { .. }
+                | Outcome::Grace { .. }
         )
     }
 }
 
 impl Outcome {
+    /// A right code or recovery code typed in this login (what may start a
+    /// grace period; a grace login itself never extends one).
+    pub fn is_code_success(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Accepted { .. } | Outcome::RecoveryAccepted { .. }
+        )
+    }
+
     /// The ends that count as a guess for the rate limits. A reused code
     /// is not a guess (it was right, and replaying it teaches nothing): an
     /// HPC user who opens five sessions at once with one code must not be
@@ -206,6 +228,9 @@ pub trait Conversation {
     fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, String>;
     /// Shows text without asking anything (PAM_TEXT_INFO).
     fn info(&mut self, text: &str) -> Result<(), String>;
+    /// Hands the password part of a combined answer to the next module
+    /// (PAM_AUTHTOK).
+    fn set_authtok(&mut self, password: &[u8]) -> Result<(), String>;
 }
 
 /// Loads the configuration from the module arguments, then decides.
@@ -214,6 +239,7 @@ pub fn authenticate<S: Store>(
     request: Request<'_>,
     open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
     clock: &dyn Clock,
+    groups: &dyn Groups,
     conversation: &mut dyn Conversation,
 ) -> Decision {
     let config = match config::load(args) {
@@ -227,7 +253,7 @@ pub fn authenticate<S: Store>(
             };
         }
     };
-    let mut decision = decide(&config, request, open_store, clock, conversation);
+    let mut decision = decide(&config, request, open_store, clock, groups, conversation);
     if config.debug {
         decision.trace.push(format!(
             "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} limits={:?} prompt={:?}",
@@ -255,23 +281,44 @@ pub fn decide<S: Store>(
     request: Request<'_>,
     open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
     clock: &dyn Clock,
+    groups: &dyn Groups,
     conversation: &mut dyn Conversation,
 ) -> Decision {
     let mut alerts = Vec::new();
-    let outcome = decide_outcome(
-        config,
-        request,
-        open_store,
-        clock,
-        conversation,
-        &mut alerts,
-    );
+    let outcome = match exemption(config, request.user, groups) {
+        Some(reason) if !request.user.is_empty() => Outcome::Exempt { reason },
+        _ => decide_outcome(
+            config,
+            request,
+            open_store,
+            clock,
+            conversation,
+            &mut alerts,
+        ),
+    };
     Decision {
         outcome,
         alerts,
         trace: Vec::new(),
         fail_delay_ms: config.fail_delay_ms,
     }
+}
+
+/// Why `user` needs no code, if they are exempt. A group lookup that fails
+/// (NSS or LDAP down) exempts no one: the code is asked.
+fn exemption(config: &Config, user: &str, groups: &dyn Groups) -> Option<String> {
+    if config.exempt_users.iter().any(|u| u == user) {
+        return Some("listed in exempt_user".to_string());
+    }
+    if config.exempt_groups.is_empty() {
+        return None;
+    }
+    let member_of = groups.groups_of(user).ok()?;
+    config
+        .exempt_groups
+        .iter()
+        .find(|g| member_of.contains(g))
+        .map(|g| format!("member of exempt group {g:?}"))
 }
 
 fn decide_outcome<S: Store>(
@@ -342,14 +389,54 @@ fn decide_outcome<S: Store>(
         return Outcome::NotEnrolledIgnored;
     }
 
+    let grace_ip = (config.grace_secs > 0)
+        .then(|| request.rhost.and_then(network::rhost_ip))
+        .flatten()
+        .map(|ip| ip.to_string());
+    if let (Some(ip), false) = (&grace_ip, active.is_empty()) {
+        let now = match now(clock) {
+            Ok(now) => now,
+            Err(outcome) => return outcome,
+        };
+        match store.grace_until(request.user, ip, now as i64) {
+            Ok(Some(until)) => {
+                return Outcome::Grace {
+                    ip: ip.clone(),
+                    until,
+                };
+            }
+            Ok(None) => {}
+            Err(e) => return Outcome::StoreError(e.to_string()),
+        }
+    }
+
     // Prompt even for unenrolled users, so the prompt reveals nothing.
-    let answer = match conversation.ask_hidden(&config.prompt) {
+    let typed = match conversation.ask_hidden(config.effective_prompt()) {
         Ok(answer) => answer,
         Err(e) => return Outcome::ConversationError(e),
     };
-    if is_sshd_placeholder(&answer) {
+    if is_sshd_placeholder(&typed) {
         return Outcome::RefusedBySshd;
     }
+    let candidates = match config.mode {
+        Mode::Separate => vec![typed],
+        Mode::Combined => {
+            let split = split_combined(&typed, &active);
+            // The password module gets the password part whatever the code
+            // turns out to be: a wrong code and a wrong password look alike.
+            let password = split.first().map_or(&typed[..], |(p, _)| &p[..]);
+            if let Err(e) = conversation.set_authtok(password) {
+                return Outcome::ConversationError(e);
+            }
+            let codes: Vec<_> = split.into_iter().map(|(_, code)| code).collect();
+            if codes.is_empty() {
+                vec![Zeroizing::new(Vec::new())]
+            } else {
+                codes
+            }
+        }
+    };
+
     if active.is_empty() {
         return Outcome::NotEnrolled {
             pending: !tokens.is_empty(),
@@ -367,7 +454,21 @@ fn decide_outcome<S: Store>(
     if let Some(lock) = ratelimit::lock_at(&failures, &config.limits, now as i64) {
         return Outcome::RateLimited(lock);
     }
-    let outcome = check_answer(config, &store, request.user, &active, &answer, now, clock);
+    let mut outcome = Outcome::MalformedAnswer;
+    for candidate in &candidates {
+        outcome = check_answer(config, &store, request.user, &active, candidate, now, clock);
+        if !outcome.is_failed_guess() {
+            break;
+        }
+    }
+    if let (Some(ip), true) = (&grace_ip, outcome.is_code_success()) {
+        // Losing this only asks for a code next time: never a reason to deny.
+        let _ = store.grant_grace(
+            request.user,
+            ip,
+            (now as i64).saturating_add(config.grace_secs as i64),
+        );
+    }
     if outcome.is_failed_guess() {
         match store.record_failure(request.user, rhost, now as i64) {
             Ok(f) if ratelimit::reaches_user_limit(f.user_recent, &config.limits) => {
@@ -386,6 +487,39 @@ fn decide_outcome<S: Store>(
         let _ = store.clear_failures(request.user, rhost);
     }
     outcome
+}
+
+/// A combined answer split into (password, code) ways to read it: for each
+/// code length of the user's tokens (longest first), if it ends in that
+/// many digits; then, if it ends in a recovery code's shape, that. Empty
+/// when it ends in neither.
+fn split_combined(
+    typed: &[u8],
+    active: &[&Token],
+) -> Vec<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>)> {
+    let mut lengths: Vec<usize> = active.iter().map(|t| t.params.digits as usize).collect();
+    lengths.sort_unstable_by(|a, b| b.cmp(a));
+    lengths.dedup();
+    lengths.push(recovery::CODE_TEXT_LEN);
+    let mut ways = Vec::new();
+    for len in lengths {
+        if typed.len() < len {
+            continue;
+        }
+        let (password, code) = typed.split_at(typed.len() - len);
+        let shaped = if len == recovery::CODE_TEXT_LEN {
+            std::str::from_utf8(code).is_ok_and(|c| recovery::candidate(c).is_some())
+        } else {
+            code.iter().all(u8::is_ascii_digit)
+        };
+        if shaped {
+            ways.push((
+                Zeroizing::new(password.to_vec()),
+                Zeroizing::new(code.to_vec()),
+            ));
+        }
+    }
+    ways
 }
 
 /// The answer against the user's active tokens and recovery codes.
@@ -593,9 +727,7 @@ fn enroll_at_login<S: Store>(
         Ok(answer) => answer,
         Err(e) => return Outcome::ConversationError(e),
     };
-    if is_sshd_placeholder(&answer) {
-        return Outcome::RefusedBySshd;
-    }
+
     let now = match now(clock) {
         Ok(now) => now,
         Err(outcome) => return outcome,

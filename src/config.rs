@@ -41,6 +41,10 @@ pub const KEYS: &[&str] = &[
     "db_password_file",
     "db_timeout",
     "key_file",
+    "grace",
+    "mode",
+    "exempt_group",
+    "exempt_user",
     "config",
     "trusted",
     "window",
@@ -87,6 +91,16 @@ pub struct Config {
     /// (a `key_file=` that names a missing file is an error at login).
     pub key_file: PathBuf,
     pub key_file_named: bool,
+    /// After a right code from an IP address, that user from that address
+    /// skips the code for this many seconds (0: never).
+    pub grace_secs: u64,
+    /// One prompt for password and code, or the code on its own prompt.
+    pub mode: Mode,
+    /// Users, and members of groups, who log in without a code.
+    pub exempt_users: Vec<String>,
+    pub exempt_groups: Vec<String>,
+    /// True when `prompt=` was given (the combined mode has its own default).
+    pub prompt_named: bool,
     pub trusted: Vec<IpNet>,
     pub window: u32,
     pub hotp_window: u32,
@@ -102,7 +116,52 @@ pub struct Config {
     pub debug: bool,
 }
 
+/// How the code is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Its own prompt, after the password module (the default).
+    Separate,
+    /// One prompt for password and code, before the password module, which
+    /// gets the password as PAM_AUTHTOK (`use_first_pass`).
+    Combined,
+}
+
+/// The combined mode's prompt unless `prompt=` says otherwise.
+pub const DEFAULT_COMBINED_PROMPT: &str = "Password and verification code: ";
+
+/// A duration such as `30m`, `8h`, `2d` or `90s`: seconds, more than 0 and
+/// at most 30 days.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: s, m, h or d (e.g. 24h)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 24h"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.saturating_mul(60),
+        "h" => number.saturating_mul(3600),
+        "d" => number.saturating_mul(86_400),
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (s, m, h or d)")),
+    };
+    if seconds == 0 || seconds > 30 * 86_400 {
+        return Err(format!("{text:?} must be more than 0 and at most 30d"));
+    }
+    Ok(seconds)
+}
+
 impl Config {
+    /// The prompt this configuration shows.
+    pub fn effective_prompt(&self) -> &str {
+        match (self.mode, self.prompt_named) {
+            (Mode::Combined, false) => DEFAULT_COMBINED_PROMPT,
+            _ => &self.prompt,
+        }
+    }
+
     /// How the module reaches its store.
     pub fn access(&self) -> Access<'_> {
         Access {
@@ -123,6 +182,11 @@ impl Default for Config {
             db_timeout: DEFAULT_DB_TIMEOUT,
             key_file: PathBuf::from(crate::seal::DEFAULT_KEY_FILE),
             key_file_named: false,
+            grace_secs: 0,
+            mode: Mode::Separate,
+            exempt_users: Vec::new(),
+            exempt_groups: Vec::new(),
+            prompt_named: false,
             trusted: Vec::new(),
             window: DEFAULT_WINDOW,
             hotp_window: DEFAULT_HOTP_WINDOW,
@@ -415,7 +479,43 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
         }
         "user_limit" => config.limits.user_limit = number(setting, 10_000)?,
         "fail_delay" => config.fail_delay_ms = number(setting, 10_000)?,
-        "prompt" => config.prompt = printable_text(setting)?,
+        "prompt" => {
+            config.prompt = printable_text(setting)?;
+            config.prompt_named = true;
+        }
+        "grace" => {
+            let value = required_value(setting)?;
+            config.grace_secs =
+                parse_duration(value).map_err(|reason| bad(setting, value, reason))?;
+        }
+        "mode" => {
+            let value = required_value(setting)?;
+            config.mode = match value {
+                "separate" => Mode::Separate,
+                "combined" => Mode::Combined,
+                _ => return Err(bad(setting, value, "expected separate or combined")),
+            };
+        }
+        "exempt_user" | "exempt_group" => {
+            let value = required_value(setting)?;
+            let names: Vec<String> = value.split(',').map(|n| n.trim().to_string()).collect();
+            if let Some(bad_name) = names.iter().find(|n| {
+                n.is_empty()
+                    || n.len() > 256
+                    || n.chars().any(|c| c.is_whitespace() || c.is_control())
+            }) {
+                return Err(bad(
+                    setting,
+                    value,
+                    format!("{bad_name:?} is not a user or group name"),
+                ));
+            }
+            if setting.key == "exempt_user" {
+                config.exempt_users = names;
+            } else {
+                config.exempt_groups = names;
+            }
+        }
         "issuer" => config.issuer = Some(printable_text(setting)?),
         "enroll" => {
             let value = required_value(setting)?;
@@ -458,6 +558,9 @@ mod tests {
             "prompt" | "issuer" => "text",
             "unenrolled" => "allow",
             "enroll" => "trusted",
+            "grace" => "8h",
+            "mode" => "combined",
+            "exempt_user" | "exempt_group" => "svc,backup",
             "debug" => "yes",
             _ => "7",
         };

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod enroll;
+pub mod groups;
 pub mod import;
 pub mod logline;
 pub mod network;

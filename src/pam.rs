@@ -8,12 +8,13 @@ use libc::{
 };
 use pam::constants::{PAM_PROMPT_ECHO_OFF, PAM_TEXT_INFO, PamFlag, PamResultCode};
 use pam::conv::Conv;
-use pam::items::RHost;
+use pam::items::{AuthTok, Item, RHost};
 use pam::module::{PamHandle, PamHooks};
 use zeroize::Zeroizing;
 
 use crate::auth::{self, Conversation, Decision, EnrollVia, Outcome, Request, SystemClock};
 use crate::config::DEFAULT_FAIL_DELAY_MS;
+use crate::groups::NssGroups;
 use crate::logline::{escape, one_line};
 use crate::ratelimit::Lock;
 use crate::store::Kind;
@@ -59,7 +60,7 @@ impl PamHooks for PamTotp {
             }
         };
         let decision = {
-            let mut conversation = PamConversation { pamh };
+            let mut conversation = PamConversation { pamh: &mut *pamh };
             auth::authenticate(
                 &args,
                 Request {
@@ -68,6 +69,7 @@ impl PamHooks for PamTotp {
                 },
                 |config| config.access().open_for_login(),
                 &SystemClock,
+                &NssGroups,
                 &mut conversation,
             )
         };
@@ -94,7 +96,7 @@ fn login_items(pamh: &mut PamHandle) -> Result<(String, Option<String>), Outcome
 
 /// The application's conversation function, asked for one hidden answer.
 struct PamConversation<'a> {
-    pamh: &'a PamHandle,
+    pamh: &'a mut PamHandle,
 }
 
 impl PamConversation<'_> {
@@ -121,6 +123,21 @@ impl Conversation for PamConversation<'_> {
             .send(PAM_TEXT_INFO, text)
             .map(|_| ())
             .map_err(|code| format!("conversation failed: {code:?}"))
+    }
+
+    fn set_authtok(&mut self, password: &[u8]) -> Result<(), String> {
+        if password.contains(&0) {
+            return Err("the password contains a NUL byte".to_string());
+        }
+        let mut terminated = Zeroizing::new(Vec::with_capacity(password.len() + 1));
+        terminated.extend_from_slice(password);
+        terminated.push(0);
+        // SAFETY: `terminated` is NUL-terminated with no other NUL and lives
+        // until pam_set_item has copied it (libpam keeps its own copy).
+        let item = unsafe { AuthTok::from_raw(terminated.as_ptr().cast()) };
+        self.pamh
+            .set_item_str(item)
+            .map_err(|code| format!("setting PAM_AUTHTOK failed: {code:?}"))
     }
 }
 
@@ -158,6 +175,19 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             PAM_SUCCESS,
             LOG_INFO,
             format!("accepted without code: {ip} is in a trusted network"),
+        ),
+        Outcome::Exempt { reason } => (
+            PAM_SUCCESS,
+            LOG_NOTICE,
+            format!("accepted without code: exempt ({})", escape(reason)),
+        ),
+        Outcome::Grace { ip, until } => (
+            PAM_SUCCESS,
+            LOG_INFO,
+            format!(
+                "accepted without code: grace from {ip} (a right code from there earlier) until {}",
+                crate::logline::utc(*until)
+            ),
         ),
         Outcome::EnrolledAtLogin { via } => (
             PAM_SUCCESS,

@@ -100,6 +100,10 @@ pub fn hash_imported(code: &str) -> Result<RecoveryHash, RecoveryError> {
     })
 }
 
+/// A recovery code as shown, `abcd-efgh-jkmn`: what the combined mode looks
+/// for at the end of an answer.
+pub const CODE_TEXT_LEN: usize = 14;
+
 /// Recognises an answer shaped like a recovery code and normalises it.
 /// Anything that could be a TOTP code (digits only, up to 8) is `None`.
 pub fn candidate(answer: &str) -> Option<Candidate> {

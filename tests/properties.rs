@@ -102,12 +102,22 @@ impl Clock for FixedClock {
     }
 }
 
+struct NoGroups;
+impl pam_totp::groups::Groups for NoGroups {
+    fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
 struct Says(Vec<u8>);
 impl Conversation for Says {
     fn ask_hidden(&mut self, _: &str) -> Result<Zeroizing<Vec<u8>>, String> {
         Ok(Zeroizing::new(self.0.clone()))
     }
     fn info(&mut self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn set_authtok(&mut self, _: &[u8]) -> Result<(), String> {
         Ok(())
     }
 }
@@ -146,6 +156,7 @@ proptest! {
                 Request { user: "p", rhost: Some("192.0.2.1") },
                 |_| SqliteStore::open(&db),
                 &FixedClock,
+                &NoGroups,
                 &mut Says(answer),
             );
             prop_assert!(!decision.outcome.is_success(), "{:?}", decision.outcome);

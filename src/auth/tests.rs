@@ -24,6 +24,14 @@ impl Clock for FixedClock {
     }
 }
 
+/// Nobody is in any group.
+struct NoGroups;
+impl crate::groups::Groups for NoGroups {
+    fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
 /// A clock whose machine booted at `booted` (or cannot say when).
 struct BootedClock {
     now: u64,
@@ -68,6 +76,9 @@ impl Conversation for Scripted {
     }
     fn info(&mut self, text: &str) -> Result<(), String> {
         self.infos.push(text.to_string());
+        Ok(())
+    }
+    fn set_authtok(&mut self, _: &[u8]) -> Result<(), String> {
         Ok(())
     }
 }
@@ -130,6 +141,7 @@ impl World {
             Request { user, rhost },
             |_| SqliteStore::open(&self.db),
             &FixedClock(NOW),
+            &NoGroups,
             conv,
         )
         .outcome
@@ -144,6 +156,7 @@ impl World {
             },
             |_| SqliteStore::open_for_login(&self.db),
             &BootedClock { now: NOW, booted },
+            &NoGroups,
             &mut Scripted::says(answer),
         )
         .outcome
@@ -458,6 +471,9 @@ impl Conversation for Enrollee {
         self.shown.push(text.to_string());
         Ok(())
     }
+    fn set_authtok(&mut self, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[test]
@@ -573,6 +589,7 @@ fn failures_deny() {
         },
         |_| Err(StoreError::Missing("/nowhere".to_string())),
         &FixedClock(NOW),
+        &NoGroups,
         &mut Scripted::says("123456"),
     )
     .outcome;
@@ -589,6 +606,7 @@ fn failures_deny() {
         },
         |_| SqliteStore::open(&world.db),
         &FixedClock(NOW),
+        &NoGroups,
         &mut Scripted::says("123456"),
     );
     assert!(matches!(bad_config.outcome, Outcome::ConfigError(ref e) if e.contains("window")));
@@ -680,6 +698,7 @@ fn the_user_ceiling_across_sources_raises_one_alert_and_locks() {
             },
             |_| SqliteStore::open(&world.db),
             &FixedClock(NOW),
+            &NoGroups,
             &mut Scripted::says(wrong_now()),
         );
         assert_eq!(decision.outcome, Outcome::WrongCode);
@@ -791,4 +810,219 @@ fn hotp_counters_and_recovery_codes_are_not_fenced_and_leave_the_login_store_laz
         .expect("claim");
     assert_eq!(store.synchronous().expect("pragma"), "NORMAL");
     assert_eq!(world.store().synchronous().expect("pragma"), "FULL");
+}
+
+/// Answers once and keeps what the module handed on as PAM_AUTHTOK.
+struct OnePrompt {
+    answer: Vec<u8>,
+    prompts: Vec<String>,
+    authtok: Option<Vec<u8>>,
+}
+
+impl OnePrompt {
+    fn says(answer: &str) -> OnePrompt {
+        OnePrompt {
+            answer: answer.as_bytes().to_vec(),
+            prompts: Vec::new(),
+            authtok: None,
+        }
+    }
+}
+
+impl Conversation for OnePrompt {
+    fn ask_hidden(&mut self, prompt: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+        self.prompts.push(prompt.to_string());
+        Ok(Zeroizing::new(self.answer.clone()))
+    }
+    fn info(&mut self, _: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn set_authtok(&mut self, password: &[u8]) -> Result<(), String> {
+        self.authtok = Some(password.to_vec());
+        Ok(())
+    }
+}
+
+struct InGroups(Result<Vec<String>, String>);
+impl crate::groups::Groups for InGroups {
+    fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
+        self.0.clone()
+    }
+}
+
+impl World {
+    fn run_full(
+        &self,
+        config: &Config,
+        rhost: &str,
+        now: u64,
+        groups: &dyn crate::groups::Groups,
+        conv: &mut dyn Conversation,
+    ) -> Outcome {
+        decide(
+            config,
+            Request {
+                user: "alice",
+                rhost: Some(rhost),
+            },
+            |_| SqliteStore::open(&self.db),
+            &FixedClock(now),
+            groups,
+            conv,
+        )
+        .outcome
+    }
+}
+
+fn with_grace(secs: u64) -> Config {
+    Config {
+        grace_secs: secs,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn grace_skips_the_code_from_the_same_address_only_and_never_extends_itself() {
+    let world = World::with_alice();
+    let config = with_grace(3600);
+    let groups = NoGroups;
+    let mut first = OnePrompt::says(&code_at(NOW));
+    assert!(matches!(
+        world.run_full(&config, "198.51.100.4", NOW, &groups, &mut first),
+        Outcome::Accepted { .. }
+    ));
+    // Same address, within the hour: no prompt at all.
+    let mut again = OnePrompt::says("");
+    assert_eq!(
+        world.run_full(&config, "198.51.100.4", NOW + 1800, &groups, &mut again),
+        Outcome::Grace {
+            ip: "198.51.100.4".to_string(),
+            until: NOW as i64 + 3600
+        }
+    );
+    assert!(again.prompts.is_empty());
+    // IPv4-mapped IPv6 is the same address.
+    assert!(matches!(
+        world.run_full(
+            &config,
+            "::ffff:198.51.100.4",
+            NOW + 1800,
+            &groups,
+            &mut OnePrompt::says("")
+        ),
+        Outcome::Grace { .. }
+    ));
+    // Another address is asked.
+    let mut other = OnePrompt::says("000000");
+    assert!(
+        !world
+            .run_full(&config, "198.51.100.5", NOW + 1800, &groups, &mut other)
+            .is_success()
+    );
+    assert_eq!(other.prompts.len(), 1);
+    // Grace logins did not extend it: after the hour, a code is asked.
+    let mut later = OnePrompt::says("000000");
+    assert_eq!(
+        world.run_full(&config, "198.51.100.4", NOW + 3601, &groups, &mut later),
+        Outcome::WrongCode
+    );
+    // A host name never gets grace.
+    let mut named = OnePrompt::says("000000");
+    world.run_full(&config, "host.example.org", NOW + 10, &groups, &mut named);
+    assert_eq!(named.prompts.len(), 1);
+    // Forgetting ends it.
+    world.run_full(
+        &config,
+        "198.51.100.4",
+        NOW + 3630,
+        &groups,
+        &mut OnePrompt::says(&code_at(NOW + 3630)),
+    );
+    assert_eq!(world.store().forget_grace("alice").expect("forget"), 1);
+    let mut forgotten = OnePrompt::says("000000");
+    world.run_full(&config, "198.51.100.4", NOW + 3640, &groups, &mut forgotten);
+    assert_eq!(forgotten.prompts.len(), 1);
+}
+
+#[test]
+fn exempt_users_and_groups_skip_the_code_and_a_failed_lookup_exempts_no_one() {
+    let world = World::with_alice();
+    let config = Config {
+        exempt_users: vec!["svc".into()],
+        exempt_groups: vec!["breakglass".into()],
+        ..Config::default()
+    };
+    let mut conv = OnePrompt::says("");
+    assert_eq!(
+        world.run_full(
+            &config,
+            "198.51.100.4",
+            NOW,
+            &InGroups(Ok(vec!["users".into(), "breakglass".into()])),
+            &mut conv
+        ),
+        Outcome::Exempt {
+            reason: "member of exempt group \"breakglass\"".to_string()
+        }
+    );
+    assert!(conv.prompts.is_empty());
+    let mut conv = OnePrompt::says("000000");
+    assert_eq!(
+        world.run_full(
+            &config,
+            "198.51.100.4",
+            NOW,
+            &InGroups(Err("LDAP down".into())),
+            &mut conv
+        ),
+        Outcome::WrongCode
+    );
+    let svc = decide(
+        &config,
+        Request {
+            user: "svc",
+            rhost: None,
+        },
+        |_| SqliteStore::open(&world.db),
+        &FixedClock(NOW),
+        &NoGroups,
+        &mut OnePrompt::says(""),
+    );
+    assert!(matches!(svc.outcome, Outcome::Exempt { .. }));
+}
+
+#[test]
+fn combined_mode_splits_password_and_code_and_always_hands_the_password_on() {
+    let world = World::with_alice();
+    let config = Config {
+        mode: config::Mode::Combined,
+        ..Config::default()
+    };
+    let code = code_at(NOW);
+    let mut right = OnePrompt::says(&format!("hunter2 42{code}"));
+    assert!(matches!(
+        world.run_full(&config, "198.51.100.4", NOW, &NoGroups, &mut right),
+        Outcome::Accepted { .. }
+    ));
+    assert_eq!(
+        right.prompts,
+        vec![config::DEFAULT_COMBINED_PROMPT.to_string()]
+    );
+    assert_eq!(right.authtok.as_deref(), Some(&b"hunter2 42"[..]));
+    // A wrong code: refused, the password still handed on (so a wrong code
+    // and a wrong password look the same), the failure counted.
+    let mut wrong = OnePrompt::says("hunter2 42000000");
+    assert_eq!(
+        world.run_full(&config, "198.51.100.4", NOW + 30, &NoGroups, &mut wrong),
+        Outcome::WrongCode
+    );
+    assert_eq!(wrong.authtok.as_deref(), Some(&b"hunter2 42"[..]));
+    // No code at the end: the whole answer is the password.
+    let mut bare = OnePrompt::says("hunter2");
+    assert!(
+        !world
+            .run_full(&config, "198.51.100.4", NOW + 30, &NoGroups, &mut bare)
+            .is_success()
+    );
+    assert_eq!(bare.authtok.as_deref(), Some(&b"hunter2"[..]));
 }

@@ -421,6 +421,15 @@ pub trait Store {
     /// `AlreadyEnrolled` if the user meanwhile got a token.
     fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError>;
 
+    /// After a right code: `user` from `ip` skips the code until `until`.
+    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError>;
+
+    /// The end of the user's grace from `ip`, if one is running at `now`.
+    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Ends every grace of `user` (`totpctl forget`, `unlock`, `reset`…).
+    fn forget_grace(&self, user: &str) -> Result<usize, StoreError>;
+
     /// Every token's key as stored (sealed or not), for `totpctl rekey`.
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError>;
 
@@ -497,6 +506,15 @@ impl<T: Store + ?Sized> Store for Box<T> {
     }
     fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
         (**self).enroll_at_login(token, step)
+    }
+    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError> {
+        (**self).grant_grace(user, ip, until)
+    }
+    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        (**self).grace_until(user, ip, now)
+    }
+    fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
+        (**self).forget_grace(user)
     }
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
         (**self).secret_rows()

@@ -78,6 +78,13 @@ const MIGRATIONS: &[&str] = &[
         last   BIGINT NOT NULL,
         PRIMARY KEY ("user", rhost)
     );"#,
+    // 1 -> 2: grace periods per (user, IP address).
+    r#"CREATE TABLE grace (
+        "user" TEXT   NOT NULL,
+        ip     TEXT   NOT NULL,
+        until  BIGINT NOT NULL,
+        PRIMARY KEY ("user", ip)
+    );"#,
 ];
 
 /// The schema version this build writes and understands.
@@ -495,7 +502,7 @@ fn insert_recovery(
 
 fn delete_user_rows(tx: &mut Transaction<'_>, user: &str) -> Result<usize, StoreError> {
     let tokens = tx.execute(r#"DELETE FROM tokens WHERE "user" = $1"#, &[&user])?;
-    for table in ["recovery_codes", "enroll_windows", "failures"] {
+    for table in ["recovery_codes", "enroll_windows", "failures", "grace"] {
         tx.execute(
             &format!(r#"DELETE FROM {table} WHERE "user" = $1"#),
             &[&user],
@@ -755,6 +762,30 @@ impl Store for PgStore {
             )?;
             Ok(())
         })
+    }
+
+    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError> {
+        self.execute(
+            r#"INSERT INTO grace ("user", ip, until) VALUES ($1, $2, $3)
+               ON CONFLICT ("user", ip) DO UPDATE SET until = EXCLUDED.until"#,
+            &[&user, &ip, &until],
+        )?;
+        Ok(())
+    }
+
+    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .client
+            .borrow_mut()
+            .query_opt(
+                r#"SELECT until FROM grace WHERE "user" = $1 AND ip = $2 AND until > $3"#,
+                &[&user, &ip, &now],
+            )?
+            .map(|row| row.get(0)))
+    }
+
+    fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
+        Ok(self.execute(r#"DELETE FROM grace WHERE "user" = $1"#, &[&user])? as usize)
     }
 
     fn secret_rows(&self) -> Result<Vec<super::SecretRow>, StoreError> {

@@ -132,6 +132,13 @@ const MIGRATIONS: &[&str] = &[
         last  INTEGER NOT NULL,
         PRIMARY KEY (user, rhost)
     ) STRICT;",
+    // 3 -> 4: grace periods per (user, IP address).
+    "CREATE TABLE grace (
+        user  TEXT    NOT NULL,
+        ip    TEXT    NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY (user, ip)
+    ) STRICT;",
 ];
 
 /// The schema version this build writes and understands.
@@ -832,6 +839,32 @@ impl Store for SqliteStore {
         self.durably(|| self.enroll_at_login_tx(token, step))
     }
 
+    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO grace (user, ip, until) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user, ip) DO UPDATE SET until = ?3",
+            params![user, ip, until],
+        )?;
+        Ok(())
+    }
+
+    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT until FROM grace WHERE user = ?1 AND ip = ?2 AND until > ?3",
+                params![user, ip, now],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM grace WHERE user = ?1", [user])?)
+    }
+
     fn secret_rows(&self) -> Result<Vec<super::SecretRow>, StoreError> {
         let mut stmt = self
             .conn
@@ -887,6 +920,7 @@ fn delete_user_rows(conn: &Connection, user: &str) -> Result<usize, StoreError> 
     conn.execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM enroll_windows WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM failures WHERE user = ?1", [user])?;
+    conn.execute("DELETE FROM grace WHERE user = ?1", [user])?;
     Ok(tokens)
 }
 

@@ -112,6 +112,10 @@ pub enum Command {
     },
     /// Clear USER's failed-code counts: ends a back-off or a per-user lock.
     Unlock { user: String },
+    /// End USER's grace periods (module argument grace=): the next login
+    /// from every address asks for a code again. unlock, reset and delete
+    /// end them too.
+    Forget { user: String },
     /// Let USER enroll at login (module argument enroll=window) for a while.
     AllowEnroll {
         user: String,
@@ -267,25 +271,7 @@ fn parse_kind(text: &str) -> Result<Kind, String> {
 
 /// `30m`, `24h`, `2d`, `90s` -> seconds, at most 30 days.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} needs a unit: s, m, h or d (e.g. 24h)"))?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 24h"))?;
-    let seconds = match unit {
-        "s" => number,
-        "m" => number.saturating_mul(60),
-        "h" => number.saturating_mul(3600),
-        "d" => number.saturating_mul(86_400),
-        _ => return Err(format!("unknown unit {unit:?} in {text:?} (s, m, h or d)")),
-    };
-    if seconds == 0 || seconds > 30 * 86_400 {
-        return Err(format!("{text:?} must be more than 0 and at most 30d"));
-    }
-    Ok(seconds)
+    pam_totp::config::parse_duration(text)
 }
 
 #[cfg(test)]

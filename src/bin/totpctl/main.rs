@@ -180,6 +180,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     if !store.delete_device(&user, &device).map_err(e)? {
                         return Err(format!("{user} has no device named {device:?}"));
                     }
+                    store.forget_grace(&user).map_err(e)?;
                     audit.record("delete", &user, &format!("device=\"{device}\""));
                     println!("Deleted device {device:?} of {user}.");
                 }
@@ -237,8 +238,23 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Unlock { user } => {
             let cleared = store.unlock(&user).map_err(e)?;
-            Audit::open().record("unlock", &user, &format!("sources={cleared}"));
-            println!("Cleared the failed-code counts of {user} ({cleared} address(es)).");
+            let graces = store.forget_grace(&user).map_err(e)?;
+            Audit::open().record(
+                "unlock",
+                &user,
+                &format!("sources={cleared} graces={graces}"),
+            );
+            println!(
+                "Cleared the failed-code counts of {user} ({cleared} address(es)) and ended {graces} grace period(s)."
+            );
+            Ok(())
+        }
+        Command::Forget { user } => {
+            let graces = store.forget_grace(&user).map_err(e)?;
+            Audit::open().record("forget", &user, &format!("graces={graces}"));
+            println!(
+                "Ended {graces} grace period(s) of {user}: every address asks for a code again."
+            );
             Ok(())
         }
         Command::AllowEnroll { user, duration } => {
