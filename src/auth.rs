@@ -489,6 +489,9 @@ fn decide_outcome<S: Store>(
     outcome
 }
 
+/// One way to read a combined answer: (password, code).
+type Split = (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>);
+
 /// A combined answer split into (password, code) ways to read it: for each
 /// code length of the user's tokens (longest first), if it ends in that
 /// many digits; then, if it ends in a recovery code's shape, that. Empty
@@ -496,7 +499,7 @@ fn decide_outcome<S: Store>(
 fn split_combined(
     typed: &[u8],
     active: &[&Token],
-) -> Vec<(Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>)> {
+) -> Vec<Split> {
     let mut lengths: Vec<usize> = active.iter().map(|t| t.params.digits as usize).collect();
     lengths.sort_unstable_by(|a, b| b.cmp(a));
     lengths.dedup();
