@@ -33,7 +33,7 @@ cargo nextest run --release "$@"
 echo "==> the integration suites again, every store on PostgreSQL (a private cluster per test)"
 PAM_TOTP_TEST_STORE=postgres cargo nextest run --release \
     --test pam_login --test pam_race --test token_life --test hostile_input \
-    --test secrets_stay_secret --test store_faults --test e2e_sshd "$@"
+    --test secrets_stay_secret --test store_faults --test e2e_sshd --test e2e_policies "$@"
 echo "==> the README's demo, logging in by itself"
 ./scripts/demo.sh --check
 echo "==> the packages: build, lint, install, test the installed module, purge"

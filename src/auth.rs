@@ -496,10 +496,7 @@ type Split = (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>);
 /// code length of the user's tokens (longest first), if it ends in that
 /// many digits; then, if it ends in a recovery code's shape, that. Empty
 /// when it ends in neither.
-fn split_combined(
-    typed: &[u8],
-    active: &[&Token],
-) -> Vec<Split> {
+fn split_combined(typed: &[u8], active: &[&Token]) -> Vec<Split> {
     let mut lengths: Vec<usize> = active.iter().map(|t| t.params.digits as usize).collect();
     lengths.sort_unstable_by(|a, b| b.cmp(a));
     lengths.dedup();

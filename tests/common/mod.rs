@@ -343,6 +343,13 @@ impl World {
         } else {
             " fail_delay=0"
         };
+        // A loaded 2-core CI machine can take seconds to start a database
+        // connection; tests that are about the timeout set their own.
+        let delay = if self.pg.is_some() && !args.contains("db_timeout=") {
+            format!("{delay} db_timeout=20")
+        } else {
+            delay.to_string()
+        };
         self.raw_service(
             name,
             &format!(

@@ -85,6 +85,64 @@ impl LocalUser {
     }
 }
 
+impl LocalUser {
+    /// A new key pair whose public half is in the user's authorized_keys;
+    /// returns the private key's path (inside `dir`).
+    pub fn authorize_new_key(&self, dir: &Path) -> PathBuf {
+        let key = dir.join(format!("{}_id_ed25519", self.name));
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen");
+        assert!(status.success());
+        let home = PathBuf::from(format!("/home/{}", self.name));
+        let ssh = home.join(".ssh");
+        fs::create_dir_all(&ssh).expect(".ssh");
+        fs::copy(key.with_extension("pub"), ssh.join("authorized_keys")).expect("authorized_keys");
+        let status = Command::new("chown")
+            .args(["-R", &format!("{0}:{0}", self.name)])
+            .arg(&ssh)
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        key
+    }
+}
+
+/// A throwaway local group (removed on drop).
+pub struct LocalGroup {
+    pub name: String,
+}
+
+impl LocalGroup {
+    pub fn create(members: &[&LocalUser]) -> LocalGroup {
+        let name = format!("e2eg{}", random_hex(3));
+        let status = Command::new("groupadd")
+            .arg(&name)
+            .status()
+            .expect("groupadd");
+        assert!(status.success(), "groupadd {name}");
+        for member in members {
+            let status = Command::new("usermod")
+                .args(["-a", "-G", &name, &member.name])
+                .status()
+                .expect("usermod");
+            assert!(status.success(), "usermod");
+        }
+        LocalGroup { name }
+    }
+}
+
+impl Drop for LocalGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("groupdel")
+            .arg(&self.name)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl Drop for LocalUser {
     fn drop(&mut self) {
         let _ = Command::new("userdel")
@@ -212,6 +270,8 @@ pub struct Attempt<'a> {
     pub codes: Vec<String>,
     /// The key for "@oathtool" codes.
     pub key: Option<&'a str>,
+    /// An SSH private key to offer first (`ssh -i`).
+    pub identity: Option<PathBuf>,
 }
 
 impl<'a> Attempt<'a> {
@@ -223,6 +283,7 @@ impl<'a> Attempt<'a> {
             passwords: Vec::new(),
             codes: Vec::new(),
             key: None,
+            identity: None,
         }
     }
 
@@ -249,9 +310,26 @@ fn free_port() -> u16 {
     }
 }
 
+/// The PAM auth stack and sshd methods a test runs with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// `pam_unix`, then `pam_totp` (password, then code).
+    PasswordThenCode,
+    /// `pam_totp mode=combined`, then `pam_unix use_first_pass`: one prompt.
+    Combined,
+    /// `pam_totp` alone, after an SSH key: `AuthenticationMethods
+    /// publickey,keyboard-interactive`.
+    KeyThenCode,
+}
+
 impl Sshd {
     /// Starts sshd with `auth required pam_totp.so db=<store> ARGS`.
     pub fn start(totp_args: &str) -> Sshd {
+        Sshd::start_with(Stack::PasswordThenCode, totp_args)
+    }
+
+    /// Starts sshd with one of the stacks.
+    pub fn start_with(stack: Stack, totp_args: &str) -> Sshd {
         let serial = Serial::acquire();
         fs::create_dir_all("/run/sshd").expect("/run/sshd");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -270,6 +348,16 @@ impl Sshd {
             .expect("template")
             .replace("@PORT@", &port.to_string())
             .replace("@DIR@", &path.display().to_string());
+        let config = if stack == Stack::KeyThenCode {
+            config
+                .replace("PubkeyAuthentication no", "PubkeyAuthentication yes")
+                .replace(
+                    "AuthenticationMethods keyboard-interactive",
+                    "AuthenticationMethods publickey,keyboard-interactive",
+                )
+        } else {
+            config
+        };
         fs::write(path.join("sshd_config"), config).expect("sshd_config");
 
         // Installed-name copy, so log lines read `pam_totp(sshd:auth)`.
@@ -285,15 +373,25 @@ impl Sshd {
         let pg = super::pg_store_if_asked();
         let pam = path.join("pam.d");
         fs::create_dir(&pam).expect("pam dir");
+        let totp = format!(
+            "auth     required {} {}{} {totp_args}",
+            module.display(),
+            super::store_args(&db, &pg),
+            // Seconds to connect can happen on a loaded CI machine.
+            if pg.is_some() { " db_timeout=20" } else { "" }
+        );
+        let auth = match stack {
+            Stack::PasswordThenCode => format!("auth     required pam_unix.so\n{totp}\n"),
+            Stack::Combined => {
+                format!("{totp} mode=combined\nauth     required pam_unix.so use_first_pass\n")
+            }
+            Stack::KeyThenCode => format!("{totp}\n"),
+        };
         fs::write(
             pam.join("sshd"),
             format!(
-                "auth     required pam_unix.so\n\
-                 auth     required {} {} {totp_args}\n\
-                 account  required pam_unix.so\n\
-                 session  required pam_permit.so\n",
-                module.display(),
-                super::store_args(&db, &pg)
+                "{auth}account  required pam_unix.so\n\
+                 session  required pam_permit.so\n"
             ),
         )
         .expect("pam stack");
@@ -443,7 +541,11 @@ impl Sshd {
                 "-o",
                 "LogLevel=ERROR",
                 "-o",
-                "PreferredAuthentications=keyboard-interactive",
+                if attempt.identity.is_some() {
+                    "PreferredAuthentications=publickey,keyboard-interactive"
+                } else {
+                    "PreferredAuthentications=keyboard-interactive"
+                },
                 "-o",
                 "ConnectTimeout=20",
                 "-o",
@@ -451,6 +553,11 @@ impl Sshd {
             ]);
         if let Some(bind) = attempt.bind {
             cmd.args(["-b", bind]);
+        }
+        if let Some(identity) = &attempt.identity {
+            cmd.arg("-i")
+                .arg(identity)
+                .args(["-o", "IdentitiesOnly=yes"]);
         }
         let marker = "E2E-LOGGED-IN-AS";
         cmd.arg(format!("{}@{}", attempt.user, attempt.host))
