@@ -122,7 +122,7 @@ pub enum Mode {
     /// Its own prompt, after the password module (the default).
     Separate,
     /// One prompt for password and code, before the password module, which
-    /// gets the password as PAM_AUTHTOK (`use_first_pass`).
+    /// gets the password as PAM_AUTHTOK (`try_first_pass`).
     Combined,
 }
 

@@ -315,7 +315,7 @@ fn free_port() -> u16 {
 pub enum Stack {
     /// `pam_unix`, then `pam_totp` (password, then code).
     PasswordThenCode,
-    /// `pam_totp mode=combined`, then `pam_unix use_first_pass`: one prompt.
+    /// `pam_totp mode=combined`, then `pam_unix try_first_pass`: one prompt.
     Combined,
     /// `pam_totp` alone, after an SSH key: `AuthenticationMethods
     /// publickey,keyboard-interactive`.
@@ -383,7 +383,7 @@ impl Sshd {
         let auth = match stack {
             Stack::PasswordThenCode => format!("auth     required pam_unix.so\n{totp}\n"),
             Stack::Combined => {
-                format!("{totp} mode=combined\nauth     required pam_unix.so use_first_pass\n")
+                format!("{totp} mode=combined\nauth     required pam_unix.so try_first_pass\n")
             }
             Stack::KeyThenCode => format!("{totp}\n"),
         };
