@@ -256,7 +256,7 @@ pub fn authenticate<S: Store>(
     let mut decision = decide(&config, request, open_store, clock, groups, conversation);
     if config.debug {
         decision.trace.push(format!(
-            "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} limits={:?} prompt={:?}",
+            "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} limits={:?} prompt={:?} mode={:?} grace={}s exempt_users={:?} exempt_groups={:?} db_timeout={}s key_file={}{}",
             config.db,
             config.window,
             config.hotp_window,
@@ -269,7 +269,14 @@ pub fn authenticate<S: Store>(
             config.unenrolled,
             config.enroll,
             config.limits,
-            config.prompt,
+            config.effective_prompt(),
+            config.mode,
+            config.grace_secs,
+            config.exempt_users,
+            config.exempt_groups,
+            config.db_timeout.as_secs(),
+            config.key_file.display(),
+            if config.key_file_named { "" } else { " (if present)" },
         ));
     }
     decision

@@ -79,6 +79,34 @@ fn table() -> Vec<Row> {
     vec![
         // Module arguments: every mistake denies and names itself.
         row("unknown key", "frobnicate=1", "unknown key \"frobnicate\""),
+        row("grace without a unit", "grace=8", "needs a unit"),
+        row("grace too long", "grace=90d", "at most 30d"),
+        row("unknown mode", "mode=both", "expected separate or combined"),
+        row(
+            "empty name in an exempt list",
+            "exempt_group=wheel,,adm",
+            "is not a user or group name",
+        ),
+        row(
+            "database timeout out of range",
+            "db_timeout=600",
+            "from 0 to 60",
+        ),
+        config_row(
+            "password in the database URL",
+            b"db = postgresql://totp:hunter2@db.example.org/totp?sslmode=disable\n",
+            "carries a password",
+        ),
+        config_row(
+            "unverified TLS to the database",
+            b"db = postgresql://totp@db.example.org/totp?sslmode=require\n",
+            "sslmode=require is not accepted",
+        ),
+        config_row(
+            "database URL without a TLS decision",
+            b"db = postgresql://totp@db.example.org/totp\n",
+            "sslmode=verify-full",
+        ),
         row(
             "option of another module",
             "nullok",
