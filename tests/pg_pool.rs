@@ -20,6 +20,8 @@
 //! - `totpctl migrate` of a SQLite store with users, devices, HOTP and
 //!   recovery codes: every user logs in afterwards.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

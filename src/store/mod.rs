@@ -5,6 +5,7 @@
 //! `postgres` (one database shared by a pool of login nodes).
 
 pub mod location;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
 
@@ -17,6 +18,7 @@ use crate::recovery::RecoveryHash;
 use crate::secret::Secret;
 
 pub use location::{DEFAULT_DB_TIMEOUT, PgTarget, PgTls, StoreLocation};
+#[cfg(feature = "postgres")]
 pub use postgres::{PgSettings, PgStore};
 pub use sqlite::SqliteStore;
 
@@ -107,6 +109,7 @@ pub struct Access<'a> {
 }
 
 impl Access<'_> {
+    #[cfg(feature = "postgres")]
     fn pg<'a>(&'a self, target: &'a PgTarget) -> PgSettings<'a> {
         PgSettings {
             target,
@@ -133,9 +136,12 @@ impl Access<'_> {
             StoreLocation::Sqlite(path) => {
                 Box::new(SqliteStore::open_for_login(path)?.with_sealer(sealer))
             }
+            #[cfg(feature = "postgres")]
             StoreLocation::Postgres(target) => {
                 Box::new(PgStore::open(&self.pg(target))?.with_sealer(sealer))
             }
+            #[cfg(not(feature = "postgres"))]
+            StoreLocation::Postgres(_) => return Err(StoreError::NoPostgres),
         })
     }
 
@@ -150,12 +156,16 @@ impl Access<'_> {
             (StoreLocation::Sqlite(path), false) => {
                 Box::new(SqliteStore::open(path)?.with_sealer(sealer))
             }
+            #[cfg(feature = "postgres")]
             (StoreLocation::Postgres(target), true) => {
                 Box::new(PgStore::create(&self.pg(target))?.with_sealer(sealer))
             }
+            #[cfg(feature = "postgres")]
             (StoreLocation::Postgres(target), false) => {
                 Box::new(PgStore::open(&self.pg(target))?.with_sealer(sealer))
             }
+            #[cfg(not(feature = "postgres"))]
+            (StoreLocation::Postgres(_), _) => return Err(StoreError::NoPostgres),
         })
     }
 }
@@ -320,8 +330,11 @@ pub enum StoreError {
     Untrusted(crate::trust::Untrusted),
     #[error("store query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[cfg(feature = "postgres")]
     #[error("store query failed: {0}")]
     Postgres(#[from] ::postgres::Error),
+    #[error("this build has no PostgreSQL support (built without the `postgres` feature)")]
+    NoPostgres,
     #[error("{0}")]
     NotEmpty(String),
     #[error("{0}")]

@@ -16,7 +16,9 @@ use clap::Parser;
 use audit::Audit;
 use cli::{Cli, Command};
 use pam_totp::config::{self, Config};
-use pam_totp::store::{EnrollMode, PgSettings, PgStore, SqliteStore, StoreLocation};
+use pam_totp::store::EnrollMode;
+#[cfg(feature = "postgres")]
+use pam_totp::store::{PgSettings, PgStore, SqliteStore, StoreLocation};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -69,7 +71,14 @@ fn settings(cli: &Cli) -> Result<Config, String> {
     config::load(&args).map_err(|e| e.to_string())
 }
 
+/// Without PostgreSQL support there is nothing to migrate to.
+#[cfg(not(feature = "postgres"))]
+fn migrate(_: &Cli, _: &std::path::Path, _: &str) -> Result<(), String> {
+    Err(pam_totp::store::StoreError::NoPostgres.to_string())
+}
+
 /// `totpctl migrate`: a SQLite store into PostgreSQL, all or nothing.
+#[cfg(feature = "postgres")]
 fn migrate(cli: &Cli, from: &std::path::Path, to: &str) -> Result<(), String> {
     let target = match StoreLocation::parse(to) {
         Ok(StoreLocation::Postgres(target)) => target,
