@@ -24,8 +24,9 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy -D warnings"
+echo "==> cargo clippy -D warnings (and the build without PostgreSQL for one-node sites)"
 cargo clippy --release --all-targets --quiet -- -D warnings
+cargo clippy --release --no-default-features --lib --bin totpctl --quiet -- -D warnings
 echo "==> cargo build --release (module, totpctl, tests)"
 cargo build --release --all-targets --quiet
 echo "==> tests (unit, libpam via pam_wrapper, races, real sshd end-to-end, PostgreSQL pool)"
