@@ -476,11 +476,15 @@ pub fn run_with_stdin(mut cmd: Command, answer: &str) -> Run {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
         // pam_wrapper failing to set up its own state directory is the
-        // harness failing, not the module: run again.
+        // harness failing, not the module: run again, but only if the login
+        // never reached the module. pam_wrapper can complain about one slot
+        // and go on with another; running such a login again would replay
+        // its code and see it refused as used.
         let wrapper_failed = run
             .stderr
             .lines()
-            .any(|l| l.contains("PWRAP_ERROR") && l.contains("pam_wrapper config dir"));
+            .any(|l| l.contains("PWRAP_ERROR") && l.contains("pam_wrapper config dir"))
+            && !run.stderr.contains("performing operation");
         if !wrapper_failed {
             return run;
         }
