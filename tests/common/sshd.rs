@@ -85,17 +85,22 @@ impl LocalUser {
     }
 }
 
+/// An ed25519 key pair without a passphrase at `key` (and `key`.pub).
+fn new_key_pair(key: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success(), "ssh-keygen {}", key.display());
+}
+
 impl LocalUser {
     /// A new key pair whose public half is in the user's authorized_keys;
     /// returns the private key's path (inside `dir`).
     pub fn authorize_new_key(&self, dir: &Path) -> PathBuf {
         let key = dir.join(format!("{}_id_ed25519", self.name));
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .expect("ssh-keygen");
-        assert!(status.success());
+        new_key_pair(&key);
         let home = PathBuf::from(format!("/home/{}", self.name));
         let ssh = home.join(".ssh");
         fs::create_dir_all(&ssh).expect(".ssh");
@@ -336,13 +341,7 @@ impl Sshd {
         let path = dir.path();
         let port = free_port();
 
-        let key = path.join("ssh_host_ed25519_key");
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .expect("ssh-keygen");
-        assert!(status.success());
+        new_key_pair(&path.join("ssh_host_ed25519_key"));
 
         let config = fs::read_to_string(Path::new(FIXTURES).join("sshd_config.in"))
             .expect("template")
