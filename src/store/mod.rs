@@ -23,8 +23,8 @@ pub use postgres::{PgSettings, PgStore};
 pub use sqlite::SqliteStore;
 
 /// Seconds since the epoch (0 if the clock is before 1970), for row times
-/// the stores stamp themselves.
-pub(crate) fn unix_now() -> i64 {
+/// the stores and totpctl stamp themselves.
+pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

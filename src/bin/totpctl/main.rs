@@ -9,7 +9,6 @@ mod report;
 mod sealing;
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 
@@ -31,12 +30,7 @@ fn main() -> ExitCode {
     }
 }
 
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+pub use pam_totp::store::unix_now;
 
 /// User names go into the store key, log lines and URIs: refuse the ones
 /// that cannot be a login name.
