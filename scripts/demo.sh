@@ -60,9 +60,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port free on both loopback addresses.
+# A port free on both loopback addresses, below Linux's ephemeral range
+# (32768-60999): a port in that range can be the local end of some other
+# connection at the moment sshd binds it, which the probe cannot see.
 port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-PORT=42022
+PORT=22022
 while port_busy 127.0.0.1 $PORT || port_busy ::1 $PORT; do PORT=$((PORT + 1)); done
 
 mkdir -p /run/sshd "$T/pam.d"
