@@ -2,19 +2,17 @@
 //! in, one `Outcome` out. No PAM here: `pam.rs` supplies the conversation
 //! and turns the outcome into a return code and a log line.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use zeroize::Zeroizing;
 
 use crate::config::{self, Config, EnrollAtLogin, Mode, Unenrolled};
 use crate::enroll;
-use crate::groups::Groups;
 use crate::network;
 use crate::otp::{self, Params};
-use crate::ratelimit::{self, Lock};
+use crate::ratelimit::{self, Failures, Lock};
 use crate::recovery::{self, Candidate};
 use crate::secret::Secret;
-use crate::store::{Claim, DEFAULT_DEVICE, Kind, Store, StoreError, Token};
+use crate::store::{Claim, DEFAULT_DEVICE, Grant, Kind, Reservation, Store, StoreError, Token};
+use crate::sys::{self, Accounts};
 
 /// What sshd hands to PAM instead of the user's answer when it has already
 /// decided to refuse the login (unknown user, root under `PermitRootLogin
@@ -72,7 +70,9 @@ pub enum Outcome {
         ip: String,
         until: i64,
     },
-    /// An unenrolled user enrolled during this login and confirmed with a code.
+    /// An unenrolled user was shown a new key during this login and
+    /// confirmed it with a code. The token is staged: it is stored only
+    /// once the whole auth stack has succeeded (`commit_staged`).
     EnrolledAtLogin {
         via: EnrollVia,
     },
@@ -113,6 +113,8 @@ pub enum Outcome {
     RefusedBySshd,
     /// No usable PAM_USER.
     NoUser(String),
+    /// PAM_USER is a name NSS does not know: prompted, then denied.
+    UnknownUser,
     ConfigError(String),
     StoreError(String),
     ConversationError(String),
@@ -162,10 +164,30 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub outcome: Outcome,
+    /// The canonical user name (NSS), once it was looked up.
+    pub user: Option<String>,
     pub alerts: Vec<String>,
     pub trace: Vec<String>,
     /// How long libpam should hold a failure back (`fail_delay=`).
     pub fail_delay_ms: u32,
+    /// The nonce of what this login staged (an enrollment at login, a
+    /// grace): `pam.rs` keeps it in the PAM environment for the account or
+    /// setcred phase, which commits it.
+    pub staged: Option<Zeroizing<String>>,
+}
+
+impl Decision {
+    /// A decision made before the configuration could be read.
+    pub fn early(outcome: Outcome) -> Decision {
+        Decision {
+            outcome,
+            user: None,
+            alerts: Vec::new(),
+            trace: Vec::new(),
+            fail_delay_ms: config::DEFAULT_FAIL_DELAY_MS,
+            staged: None,
+        }
+    }
 }
 
 /// Who is logging in and from where, as PAM reports it.
@@ -188,29 +210,13 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn unix_time(&self) -> Result<u64, String> {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .map_err(|_| "system clock is before 1970".to_string())
+        sys::unix_time()
     }
 
     fn booted_at(&self) -> Result<u64, String> {
-        // SAFETY: sysinfo fills the zeroed struct it is given and touches
-        // nothing else.
-        let (rc, info) = unsafe {
-            let mut info: libc::sysinfo = std::mem::zeroed();
-            (libc::sysinfo(&mut info), info)
-        };
-        if rc != 0 {
-            return Err(format!(
-                "sysinfo failed: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
         // Uptime is whole seconds, rounded down: the estimate is at or
         // after the real boot, the safe side.
-        let uptime = u64::try_from(info.uptime).map_err(|_| "negative uptime".to_string())?;
-        Ok(self.unix_time()?.saturating_sub(uptime))
+        Ok(self.unix_time()?.saturating_sub(sys::uptime()?))
     }
 }
 
@@ -239,261 +245,588 @@ pub fn authenticate<S: Store>(
     request: Request<'_>,
     open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
     clock: &dyn Clock,
-    groups: &dyn Groups,
+    accounts: &dyn Accounts,
     conversation: &mut dyn Conversation,
 ) -> Decision {
     let config = match config::load(args) {
         Ok(config) => config,
-        Err(e) => {
-            return Decision {
-                outcome: Outcome::ConfigError(e.to_string()),
-                alerts: Vec::new(),
-                trace: Vec::new(),
-                fail_delay_ms: config::DEFAULT_FAIL_DELAY_MS,
-            };
-        }
+        Err(e) => return Decision::early(Outcome::ConfigError(e.to_string())),
     };
-    let mut decision = decide(&config, request, open_store, clock, groups, conversation);
+    let mut decision = decide(&config, request, open_store, clock, accounts, conversation);
     if config.debug {
-        decision.trace.push(format!(
-            "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} limits={:?} prompt={:?} mode={:?} grace={}s exempt_users={:?} exempt_groups={:?} db_timeout={}s key_file={}{}",
-            config.db,
-            config.window,
-            config.hotp_window,
-            config
-                .trusted
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            config.unenrolled,
-            config.enroll,
-            config.limits,
-            config.effective_prompt(),
-            config.mode,
-            config.grace_secs,
-            config.exempt_users,
-            config.exempt_groups,
-            config.db_timeout.as_secs(),
-            config.key_file.display(),
-            if config.key_file_named { "" } else { " (if present)" },
-        ));
+        decision.trace.push(config_trace(&config));
     }
     decision
 }
 
+/// The settings that led to a decision, for `debug` (never a secret).
+fn config_trace(config: &Config) -> String {
+    format!(
+        "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} limits={:?} prompt={:?} mode={:?} grace={}s exempt_users={:?} exempt_groups={:?} db_timeout={}s key_file={}{}",
+        config.db,
+        config.window,
+        config.hotp_window,
+        config
+            .trusted
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        config.unenrolled,
+        config.enroll,
+        config.limits,
+        config.effective_prompt(),
+        config.mode,
+        config.grace_secs,
+        config.exempt_users,
+        config.exempt_groups,
+        config.db_timeout.as_secs(),
+        config.key_file.display(),
+        if config.key_file_named {
+            ""
+        } else {
+            " (if present)"
+        },
+    )
+}
+
+/// How long a staged grant waits for the phase that commits it. sshd runs
+/// the account phase right after the auth phase (in the same process for
+/// keyboard-interactive) and `pam_setcred` when the session starts, after
+/// any further authentication methods: minutes at most.
+pub const STAGE_TTL_SECS: i64 = 600;
+
 /// The decision for one login with a valid configuration.
+///
+/// The order of the phases is the security property: who the user is
+/// (NSS), what lets them in without a code, the answer, a guess reserved
+/// against the limits *before* the answer is checked, the check with its
+/// atomic claim, and last what the login would grant, staged, never
+/// granted here.
 pub fn decide<S: Store>(
     config: &Config,
     request: Request<'_>,
     open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
     clock: &dyn Clock,
-    groups: &dyn Groups,
+    accounts: &dyn Accounts,
     conversation: &mut dyn Conversation,
 ) -> Decision {
-    let mut alerts = Vec::new();
-    let outcome = match exemption(config, request.user, groups) {
-        Some(reason) if !request.user.is_empty() => Outcome::Exempt { reason },
-        _ => decide_outcome(
-            config,
-            request,
-            open_store,
-            clock,
-            conversation,
-            &mut alerts,
-        ),
+    let mut login = Login {
+        config,
+        rhost: request.rhost,
+        clock,
+        user: String::new(),
+        alerts: Vec::new(),
+        staged: None,
     };
+    let outcome = login
+        .run(request.user, open_store, accounts, conversation)
+        .unwrap_or_else(|end| end);
     Decision {
         outcome,
-        alerts,
+        user: (!login.user.is_empty()).then_some(login.user),
+        alerts: login.alerts,
         trace: Vec::new(),
         fail_delay_ms: config.fail_delay_ms,
+        staged: login.staged,
+    }
+}
+
+/// One login's state as the phases fill it in. Every phase returns
+/// `Err(outcome)` to end the login early, so `?` does the early returns.
+struct Login<'a> {
+    config: &'a Config,
+    rhost: Option<&'a str>,
+    clock: &'a dyn Clock,
+    /// The canonical user name (NSS), once known.
+    user: String,
+    alerts: Vec<String>,
+    staged: Option<Zeroizing<String>>,
+}
+
+type Phase<T> = Result<T, Outcome>;
+
+/// The user's tokens and, among them, those that can log in.
+struct Tokens {
+    all: Vec<Token>,
+}
+
+impl Tokens {
+    fn active(&self) -> Vec<&Token> {
+        self.all.iter().filter(|t| t.is_active()).collect()
+    }
+}
+
+impl Login<'_> {
+    fn run<S: Store>(
+        &mut self,
+        pam_user: &str,
+        open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
+        accounts: &dyn Accounts,
+        conversation: &mut dyn Conversation,
+    ) -> Phase<Outcome> {
+        self.resolve_user(pam_user, accounts, conversation)?;
+        if let Some(reason) = exemption(self.config, &self.user, accounts) {
+            return Ok(Outcome::Exempt { reason });
+        }
+        let trusted_ip = self.trusted_ip();
+        // Fast path: a trusted source needs no store unless it may enroll.
+        if let Some(ip) = &trusted_ip
+            && self.config.enroll != EnrollAtLogin::Trusted
+        {
+            return Ok(Outcome::TrustedNetwork { ip: ip.clone() });
+        }
+        let store = open_store(self.config).map_err(store_error)?;
+        let tokens = Tokens {
+            all: store.tokens(&self.user).map_err(store_error)?,
+        };
+        self.without_code(&store, &tokens, trusted_ip, conversation)?;
+        let active = tokens.active();
+        if active.is_empty() && self.config.unenrolled == Unenrolled::Allow {
+            return Ok(Outcome::NotEnrolledIgnored);
+        }
+        let grace_ip = self.grace_ip();
+        if let Some(ip) = &grace_ip
+            && !active.is_empty()
+        {
+            self.grace(&store, ip)?;
+        }
+        let candidates = self.answer(&active, conversation)?;
+        if active.is_empty() {
+            dummy_check(self.config, &candidates);
+            return Ok(Outcome::NotEnrolled {
+                pending: !tokens.all.is_empty(),
+            });
+        }
+        let now = self.now()?;
+        let failures = self.reserve_guess(&store, now)?;
+        let outcome = self.verify(&store, &active, &candidates, now);
+        self.record(&store, &outcome, failures, now, grace_ip.as_deref())?;
+        Ok(outcome)
+    }
+
+    /// Phase 1: the user is who NSS says. A name NSS does not know is
+    /// prompted like any other (the prompt reveals nothing), then denied.
+    fn resolve_user(
+        &mut self,
+        pam_user: &str,
+        accounts: &dyn Accounts,
+        conversation: &mut dyn Conversation,
+    ) -> Phase<()> {
+        if pam_user.is_empty() {
+            return Err(Outcome::NoUser("empty user name".to_string()));
+        }
+        match accounts.canonical_user(pam_user) {
+            Ok(Some(name)) if !name.is_empty() => {
+                self.user = name;
+                Ok(())
+            }
+            Ok(_) => {
+                let typed = ask(self.config, conversation)?;
+                if is_sshd_placeholder(&typed) {
+                    return Err(Outcome::RefusedBySshd);
+                }
+                dummy_check(self.config, &[typed]);
+                Err(Outcome::UnknownUser)
+            }
+            Err(e) => Err(Outcome::NoUser(format!("user lookup failed: {e}"))),
+        }
+    }
+
+    /// Phase 2: what lets the user in without a code (a trusted network,
+    /// enrollment at login); `Ok(())` when a code is needed.
+    fn without_code<S: Store>(
+        &mut self,
+        store: &S,
+        tokens: &Tokens,
+        trusted_ip: Option<String>,
+        conversation: &mut dyn Conversation,
+    ) -> Phase<()> {
+        if let Some(ip) = trusted_ip {
+            return Err(if tokens.all.is_empty() {
+                self.enroll_at_login(store, conversation, EnrollVia::TrustedNetwork)
+            } else {
+                Outcome::TrustedNetwork { ip }
+            });
+        }
+        if tokens.all.is_empty() && self.config.enroll == EnrollAtLogin::Window {
+            let now = self.now()?;
+            if store
+                .enroll_window(&self.user, now as i64)
+                .map_err(store_error)?
+                .is_some()
+            {
+                return Err(self.enroll_at_login(store, conversation, EnrollVia::AdminWindow));
+            }
+        }
+        Ok(())
+    }
+
+    /// A right code from this address earlier, within `grace=`.
+    fn grace<S: Store>(&self, store: &S, ip: &str) -> Phase<()> {
+        let now = self.now()?;
+        match store
+            .grace_until(&self.user, ip, now as i64)
+            .map_err(store_error)?
+        {
+            Some(until) => Err(Outcome::Grace {
+                ip: ip.to_string(),
+                until,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Phase 3: the answer, as the ways it can be read (one, or for a
+    /// combined answer one per code length that fits).
+    fn answer(
+        &self,
+        active: &[&Token],
+        conversation: &mut dyn Conversation,
+    ) -> Phase<Vec<Zeroizing<Vec<u8>>>> {
+        // Prompt even for unenrolled users, so the prompt reveals nothing.
+        let typed = ask(self.config, conversation)?;
+        if is_sshd_placeholder(&typed) {
+            return Err(Outcome::RefusedBySshd);
+        }
+        Ok(match self.config.mode {
+            Mode::Separate => vec![typed],
+            Mode::Combined => {
+                let split = split_combined(&typed, active);
+                // The password module gets the password part whatever the
+                // code turns out to be: a wrong code and a wrong password
+                // look alike.
+                let password = split.first().map_or(&typed[..], |(p, _)| &p[..]);
+                conversation
+                    .set_authtok(password)
+                    .map_err(Outcome::ConversationError)?;
+                let codes: Vec<_> = split.into_iter().map(|(_, code)| code).collect();
+                if codes.is_empty() {
+                    vec![Zeroizing::new(Vec::new())]
+                } else {
+                    codes
+                }
+            }
+        })
+    }
+
+    /// Phase 4: one guess taken against the limits before the answer is
+    /// looked at. A refused guess checks nothing and burns nothing.
+    fn reserve_guess<S: Store>(&self, store: &S, now: u64) -> Phase<Failures> {
+        match store
+            .reserve_guess(
+                &self.user,
+                self.rhost_key(),
+                now as i64,
+                &self.config.limits,
+            )
+            .map_err(store_error)?
+        {
+            Reservation::Granted(failures) => Ok(failures),
+            Reservation::Locked(lock) => Err(Outcome::RateLimited(lock)),
+        }
+    }
+
+    /// Phase 5: the answer against the tokens and recovery codes; a match
+    /// is claimed atomically.
+    fn verify<S: Store>(
+        &self,
+        store: &S,
+        active: &[&Token],
+        candidates: &[Zeroizing<Vec<u8>>],
+        now: u64,
+    ) -> Outcome {
+        let mut outcome = Outcome::MalformedAnswer;
+        for candidate in candidates {
+            outcome = check_answer(
+                self.config,
+                store,
+                &self.user,
+                active,
+                candidate,
+                now,
+                self.clock,
+            );
+            if !outcome.is_failed_guess() {
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// Phase 6: a wrong guess stays counted (and may raise the alert);
+    /// anything else gives the guess back; a right code stages its grace.
+    fn record<S: Store>(
+        &mut self,
+        store: &S,
+        outcome: &Outcome,
+        failures: Failures,
+        now: u64,
+        grace_ip: Option<&str>,
+    ) -> Phase<()> {
+        if outcome.is_failed_guess() {
+            if ratelimit::reaches_user_limit(failures.user_recent, &self.config.limits) {
+                self.alerts.push(format!(
+                    "user \"{}\" reached {} failed codes within 24 h (latest from \"{}\"): code logins for this user are refused from every untrusted address for 24 h, or until `totpctl unlock`",
+                    crate::logline::escape(&self.user),
+                    failures.user_recent,
+                    crate::logline::escape(self.rhost_key())
+                ));
+            }
+            return Ok(());
+        }
+        if matches!(outcome, Outcome::StoreError(_)) {
+            // The guess stays counted: an error never gives one back.
+            return Ok(());
+        }
+        // Losing this only keeps one more failure counted: never a reason
+        // to deny.
+        let _ = store.release_guess(&self.user, self.rhost_key(), outcome.is_success());
+        if let (Some(ip), true) = (grace_ip, outcome.is_code_success()) {
+            let grant = Grant::Grace {
+                ip: ip.to_string(),
+                until: (now as i64).saturating_add(self.config.grace_secs as i64),
+            };
+            // Losing the stage only asks for a code next time.
+            let _ = self.stage(store, &grant, now);
+        }
+        Ok(())
+    }
+
+    /// Stages `grant` under a fresh nonce that only this PAM transaction
+    /// will hold (`Decision::staged`).
+    fn stage<S: Store>(&mut self, store: &S, grant: &Grant, now: u64) -> Result<(), StoreError> {
+        let nonce = new_nonce()?;
+        store.stage_grant(
+            &nonce_digest(&nonce),
+            &self.user,
+            grant,
+            (now as i64).saturating_add(STAGE_TTL_SECS),
+            now as i64,
+        )?;
+        self.staged = Some(nonce);
+        Ok(())
+    }
+
+    /// Shows a new key (QR code and text) through the conversation, asks for
+    /// a code from the app and, when it is right, stages the token: it is
+    /// stored only once the whole login has succeeded.
+    fn enroll_at_login<S: Store>(
+        &mut self,
+        store: &S,
+        conversation: &mut dyn Conversation,
+        via: EnrollVia,
+    ) -> Outcome {
+        let secret = match Secret::generate() {
+            Ok(secret) => secret,
+            Err(e) => return Outcome::EnrollmentFailed(e.to_string()),
+        };
+        let params = Params::default();
+        let issuer = self.config.issuer.clone().unwrap_or_else(sys::host_name);
+        let uri = enroll::otpauth_uri(&secret, &issuer, &self.user, Kind::Totp, &params, 0);
+        let qr = match enroll::qr_terminal(&uri, false) {
+            Ok(qr) => qr,
+            Err(e) => return Outcome::EnrollmentFailed(e.to_string()),
+        };
+        let text = Zeroizing::new(format!(
+            "You have no authenticator token yet. Scan this QR code with your \
+             authenticator app, or add the key by hand, then enter the code it shows.\n\
+             {}\nKey: {}\n",
+            qr.as_str(),
+            secret.to_base32_grouped().as_str()
+        ));
+        if let Err(e) = conversation.info(&text) {
+            return Outcome::ConversationError(e);
+        }
+        let answer = match conversation.ask_hidden(CONFIRM_PROMPT) {
+            Ok(answer) => answer,
+            Err(e) => return Outcome::ConversationError(e),
+        };
+        let now = match self.now() {
+            Ok(now) => now,
+            Err(outcome) => return outcome,
+        };
+        let token = Token {
+            id: 0,
+            user: self.user.clone(),
+            device: DEFAULT_DEVICE.to_string(),
+            kind: Kind::Totp,
+            secret,
+            params,
+            created: now as i64,
+            confirmed: Some(now as i64),
+            last_step: None,
+        };
+        let code = std::str::from_utf8(&answer).unwrap_or("").trim();
+        let Some(step) = match_token(
+            &token,
+            code,
+            now,
+            self.config.window,
+            self.config.hotp_window,
+        ) else {
+            return Outcome::EnrollmentFailed(
+                "wrong confirmation code; nothing stored".to_string(),
+            );
+        };
+        match self.stage(store, &Grant::Enroll { token, step }, now) {
+            Ok(()) => Outcome::EnrolledAtLogin { via },
+            Err(e) => store_error(e),
+        }
+    }
+
+    fn trusted_ip(&self) -> Option<String> {
+        network::is_trusted(self.rhost, &self.config.trusted)
+            .then(|| self.rhost.and_then(network::rhost_ip))
+            .flatten()
+            .map(|ip| ip.to_string())
+    }
+
+    fn grace_ip(&self) -> Option<String> {
+        (self.config.grace_secs > 0)
+            .then(|| self.rhost.and_then(network::rhost_ip))
+            .flatten()
+            .map(|ip| ip.to_string())
+    }
+
+    /// The source the per-address back-off is kept for.
+    fn rhost_key(&self) -> &str {
+        self.rhost.unwrap_or("")
+    }
+
+    fn now(&self) -> Phase<u64> {
+        now(self.clock)
+    }
+}
+
+fn store_error(e: StoreError) -> Outcome {
+    Outcome::StoreError(e.to_string())
+}
+
+fn ask(config: &Config, conversation: &mut dyn Conversation) -> Phase<Zeroizing<Vec<u8>>> {
+    conversation
+        .ask_hidden(config.effective_prompt())
+        .map_err(Outcome::ConversationError)
+}
+
+/// The HMAC work of checking a code, against a key nobody has, for the
+/// answers of users who have no token (unknown to NSS, or not enrolled):
+/// the time from answer to result then does not depend on whether a token
+/// was there to check (see SECURITY.md for what still differs).
+fn dummy_check(config: &Config, candidates: &[Zeroizing<Vec<u8>>]) {
+    let key = [0x5au8; 20];
+    let params = Params::default();
+    for candidate in candidates {
+        let text = std::str::from_utf8(candidate).unwrap_or("").trim();
+        let _ = otp::verify_window(&key, text, 0, config.window, &params);
+    }
+}
+
+/// A fresh secret for one PAM transaction: 32 random bytes, hex.
+fn new_nonce() -> Result<Zeroizing<String>, StoreError> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut *bytes).map_err(|e| StoreError::Io {
+        path: "getrandom".to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut hex = Zeroizing::new(String::with_capacity(64));
+    for b in bytes.iter() {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    Ok(hex)
+}
+
+/// What the store keeps of a nonce: its SHA-256, so that a store reader
+/// learns nothing that could be put into a PAM environment.
+pub fn nonce_digest(nonce: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(nonce.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// How committing a staged grant ended (the account or setcred phase).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    /// This transaction staged nothing.
+    Nothing,
+    /// The token enrolled at login is now stored.
+    Enrolled { device: String },
+    /// The grace from `ip` now runs until `until`.
+    Grace { ip: String, until: i64 },
+    /// A grace could not be stored: logged, the login goes on (it only
+    /// asks for a code next time).
+    GraceLost(String),
+    /// A nonce without its staged row: expired, taken already, or the
+    /// account line names another store than the auth line.
+    Missing,
+    /// The enrollment could not be stored: the login is denied.
+    Failed(String),
+}
+
+/// Commits what this transaction's auth phase staged for `pam_user`.
+/// Called only from phases PAM reaches after the whole auth stack
+/// succeeded.
+pub fn commit_staged<S: Store>(
+    config: &Config,
+    pam_user: &str,
+    nonce: &str,
+    open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
+    clock: &dyn Clock,
+    accounts: &dyn Accounts,
+) -> Commit {
+    let user = match accounts.canonical_user(pam_user) {
+        Ok(Some(user)) => user,
+        Ok(None) => return Commit::Failed(format!("user {pam_user:?} is unknown to NSS")),
+        Err(e) => return Commit::Failed(format!("user lookup failed: {e}")),
+    };
+    let now = match clock.unix_time() {
+        Ok(now) => now as i64,
+        Err(e) => return Commit::Failed(format!("clock error: {e}")),
+    };
+    let store = match open_store(config) {
+        Ok(store) => store,
+        Err(e) => return Commit::Failed(format!("store error: {e}")),
+    };
+    let grant = match store.take_staged(&nonce_digest(nonce), &user, now) {
+        Ok(Some(grant)) => grant,
+        Ok(None) => return Commit::Missing,
+        Err(e) => return Commit::Failed(format!("store error: {e}")),
+    };
+    match grant {
+        Grant::Enroll { token, step } => match store.enroll_at_login(&token, step) {
+            Ok(()) => Commit::Enrolled {
+                device: token.device,
+            },
+            Err(StoreError::AlreadyEnrolled { .. }) => Commit::Failed(
+                "the user got a token meanwhile; the token confirmed at login was not stored"
+                    .to_string(),
+            ),
+            Err(e) => Commit::Failed(format!("store error: {e}")),
+        },
+        Grant::Grace { ip, until } => match store.grant_grace(&user, &ip, until) {
+            Ok(()) => Commit::Grace { ip, until },
+            Err(e) => Commit::GraceLost(e.to_string()),
+        },
     }
 }
 
 /// Why `user` needs no code, if they are exempt. A group lookup that fails
 /// (NSS or LDAP down) exempts no one: the code is asked.
-fn exemption(config: &Config, user: &str, groups: &dyn Groups) -> Option<String> {
+fn exemption(config: &Config, user: &str, accounts: &dyn Accounts) -> Option<String> {
     if config.exempt_users.iter().any(|u| u == user) {
         return Some("listed in exempt_user".to_string());
     }
     if config.exempt_groups.is_empty() {
         return None;
     }
-    let member_of = groups.groups_of(user).ok()?;
+    let member_of = accounts.groups_of(user).ok()?;
     config
         .exempt_groups
         .iter()
         .find(|g| member_of.contains(g))
         .map(|g| format!("member of exempt group {g:?}"))
-}
-
-fn decide_outcome<S: Store>(
-    config: &Config,
-    request: Request<'_>,
-    open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
-    clock: &dyn Clock,
-    conversation: &mut dyn Conversation,
-    alerts: &mut Vec<String>,
-) -> Outcome {
-    if request.user.is_empty() {
-        return Outcome::NoUser("empty user name".to_string());
-    }
-    let trusted_ip = network::is_trusted(request.rhost, &config.trusted)
-        .then(|| request.rhost.and_then(network::rhost_ip))
-        .flatten();
-    // Fast path: a trusted source needs no store unless it may enroll.
-    if let Some(ip) = trusted_ip
-        && config.enroll != EnrollAtLogin::Trusted
-    {
-        return Outcome::TrustedNetwork { ip: ip.to_string() };
-    }
-
-    let store = match open_store(config) {
-        Ok(store) => store,
-        Err(e) => return Outcome::StoreError(e.to_string()),
-    };
-    let tokens = match store.tokens(request.user) {
-        Ok(tokens) => tokens,
-        Err(e) => return Outcome::StoreError(e.to_string()),
-    };
-    if let Some(ip) = trusted_ip {
-        return if tokens.is_empty() {
-            enroll_at_login(
-                config,
-                &store,
-                request.user,
-                clock,
-                conversation,
-                EnrollVia::TrustedNetwork,
-            )
-        } else {
-            Outcome::TrustedNetwork { ip: ip.to_string() }
-        };
-    }
-    if tokens.is_empty() && config.enroll == EnrollAtLogin::Window {
-        let now = match now(clock) {
-            Ok(now) => now,
-            Err(outcome) => return outcome,
-        };
-        match store.enroll_window(request.user, now as i64) {
-            Ok(Some(_)) => {
-                return enroll_at_login(
-                    config,
-                    &store,
-                    request.user,
-                    clock,
-                    conversation,
-                    EnrollVia::AdminWindow,
-                );
-            }
-            Ok(None) => {}
-            Err(e) => return Outcome::StoreError(e.to_string()),
-        }
-    }
-    let active: Vec<&Token> = tokens.iter().filter(|t| t.is_active()).collect();
-    if active.is_empty() && config.unenrolled == Unenrolled::Allow {
-        return Outcome::NotEnrolledIgnored;
-    }
-
-    let grace_ip = (config.grace_secs > 0)
-        .then(|| request.rhost.and_then(network::rhost_ip))
-        .flatten()
-        .map(|ip| ip.to_string());
-    if let (Some(ip), false) = (&grace_ip, active.is_empty()) {
-        let now = match now(clock) {
-            Ok(now) => now,
-            Err(outcome) => return outcome,
-        };
-        match store.grace_until(request.user, ip, now as i64) {
-            Ok(Some(until)) => {
-                return Outcome::Grace {
-                    ip: ip.clone(),
-                    until,
-                };
-            }
-            Ok(None) => {}
-            Err(e) => return Outcome::StoreError(e.to_string()),
-        }
-    }
-
-    // Prompt even for unenrolled users, so the prompt reveals nothing.
-    let typed = match conversation.ask_hidden(config.effective_prompt()) {
-        Ok(answer) => answer,
-        Err(e) => return Outcome::ConversationError(e),
-    };
-    if is_sshd_placeholder(&typed) {
-        return Outcome::RefusedBySshd;
-    }
-    let candidates = match config.mode {
-        Mode::Separate => vec![typed],
-        Mode::Combined => {
-            let split = split_combined(&typed, &active);
-            // The password module gets the password part whatever the code
-            // turns out to be: a wrong code and a wrong password look alike.
-            let password = split.first().map_or(&typed[..], |(p, _)| &p[..]);
-            if let Err(e) = conversation.set_authtok(password) {
-                return Outcome::ConversationError(e);
-            }
-            let codes: Vec<_> = split.into_iter().map(|(_, code)| code).collect();
-            if codes.is_empty() {
-                vec![Zeroizing::new(Vec::new())]
-            } else {
-                codes
-            }
-        }
-    };
-
-    if active.is_empty() {
-        return Outcome::NotEnrolled {
-            pending: !tokens.is_empty(),
-        };
-    }
-    let now = match now(clock) {
-        Ok(now) => now,
-        Err(outcome) => return outcome,
-    };
-    let rhost = request.rhost.unwrap_or("");
-    let failures = match store.failures(request.user, rhost, now as i64) {
-        Ok(failures) => failures,
-        Err(e) => return Outcome::StoreError(e.to_string()),
-    };
-    if let Some(lock) = ratelimit::lock_at(&failures, &config.limits, now as i64) {
-        return Outcome::RateLimited(lock);
-    }
-    let mut outcome = Outcome::MalformedAnswer;
-    for candidate in &candidates {
-        outcome = check_answer(config, &store, request.user, &active, candidate, now, clock);
-        if !outcome.is_failed_guess() {
-            break;
-        }
-    }
-    if let (Some(ip), true) = (&grace_ip, outcome.is_code_success()) {
-        // Losing this only asks for a code next time: never a reason to deny.
-        let _ = store.grant_grace(
-            request.user,
-            ip,
-            (now as i64).saturating_add(config.grace_secs as i64),
-        );
-    }
-    if outcome.is_failed_guess() {
-        match store.record_failure(request.user, rhost, now as i64) {
-            Ok(f) if ratelimit::reaches_user_limit(f.user_recent, &config.limits) => {
-                alerts.push(format!(
-                    "user \"{}\" reached {} failed codes within 24 h (latest from \"{}\"): code logins for this user are refused from every untrusted address for 24 h, or until `totpctl unlock`",
-                    crate::logline::escape(request.user),
-                    f.user_recent,
-                    crate::logline::escape(rhost)
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => return Outcome::StoreError(format!("recording a failed code: {e}")),
-        }
-    } else if outcome.is_success() && failures.source_count > 0 {
-        // Losing this only keeps an old count: never a reason to deny.
-        let _ = store.clear_failures(request.user, rhost);
-    }
-    outcome
 }
 
 /// One way to read a combined answer: (password, code).
@@ -699,77 +1032,9 @@ fn use_recovery<S: Store>(
     }
 }
 
-/// Shows a new key (QR code and text) through the conversation, asks for a
-/// code from the app, and stores the token only when the code is right.
-fn enroll_at_login<S: Store>(
-    config: &Config,
-    store: &S,
-    user: &str,
-    clock: &dyn Clock,
-    conversation: &mut dyn Conversation,
-    via: EnrollVia,
-) -> Outcome {
-    let secret = match Secret::generate() {
-        Ok(secret) => secret,
-        Err(e) => return Outcome::EnrollmentFailed(e.to_string()),
-    };
-    let params = Params::default();
-    let issuer = config.issuer.clone().unwrap_or_else(host_name);
-    let uri = enroll::otpauth_uri(&secret, &issuer, user, Kind::Totp, &params, 0);
-    let qr = match enroll::qr_terminal(&uri, false) {
-        Ok(qr) => qr,
-        Err(e) => return Outcome::EnrollmentFailed(e.to_string()),
-    };
-    let text = Zeroizing::new(format!(
-        "You have no authenticator token yet. Scan this QR code with your \
-         authenticator app, or add the key by hand, then enter the code it shows.\n\
-         {}\nKey: {}\n",
-        qr.as_str(),
-        secret.to_base32_grouped().as_str()
-    ));
-    if let Err(e) = conversation.info(&text) {
-        return Outcome::ConversationError(e);
-    }
-    let answer = match conversation.ask_hidden(CONFIRM_PROMPT) {
-        Ok(answer) => answer,
-        Err(e) => return Outcome::ConversationError(e),
-    };
-
-    let now = match now(clock) {
-        Ok(now) => now,
-        Err(outcome) => return outcome,
-    };
-    let token = Token {
-        id: 0,
-        user: user.to_string(),
-        device: DEFAULT_DEVICE.to_string(),
-        kind: Kind::Totp,
-        secret,
-        params,
-        created: now as i64,
-        confirmed: Some(now as i64),
-        last_step: None,
-    };
-    let code = std::str::from_utf8(&answer).unwrap_or("").trim();
-    let Some(step) = match_token(&token, code, now, config.window, config.hotp_window) else {
-        return Outcome::EnrollmentFailed("wrong confirmation code; nothing stored".to_string());
-    };
-    match store.enroll_at_login(&token, step) {
-        Ok(()) => Outcome::EnrolledAtLogin { via },
-        Err(StoreError::AlreadyEnrolled { .. }) => {
-            Outcome::EnrollmentFailed("the user got a token meanwhile; nothing stored".to_string())
-        }
-        Err(e) => Outcome::StoreError(e.to_string()),
-    }
-}
-
 /// The issuer shown in apps when none is configured.
 pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "pam_totp".to_string())
+    sys::host_name()
 }
 
 #[cfg(test)]

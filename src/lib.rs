@@ -7,7 +7,6 @@
 pub mod auth;
 pub mod config;
 pub mod enroll;
-pub mod groups;
 pub mod import;
 pub mod logline;
 pub mod network;
@@ -18,4 +17,5 @@ pub mod recovery;
 pub mod seal;
 pub mod secret;
 pub mod store;
+pub mod sys;
 pub mod trust;

@@ -4,7 +4,8 @@
 use std::ffi::{CStr, CString};
 
 use libc::{
-    LOG_ALERT, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, c_char, c_int, c_uint,
+    LOG_ALERT, LOG_CRIT, LOG_DEBUG, LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, c_char, c_int,
+    c_uint,
 };
 use pam::constants::{PAM_PROMPT_ECHO_OFF, PAM_TEXT_INFO, PamFlag, PamResultCode};
 use pam::conv::Conv;
@@ -12,12 +13,18 @@ use pam::items::{AuthTok, Item, RHost};
 use pam::module::{PamHandle, PamHooks};
 use zeroize::Zeroizing;
 
-use crate::auth::{self, Conversation, Decision, EnrollVia, Outcome, Request, SystemClock};
-use crate::config::DEFAULT_FAIL_DELAY_MS;
-use crate::groups::NssGroups;
+use crate::auth::{self, Commit, Conversation, Decision, EnrollVia, Outcome, Request, SystemClock};
 use crate::logline::{escape, one_line};
 use crate::ratelimit::Lock;
 use crate::store::Kind;
+use crate::sys::Nss;
+
+/// The PAM environment variable that carries the nonce of what the auth
+/// phase staged to the phase that commits it. The PAM environment is the
+/// one piece of a PAM transaction that OpenSSH carries from the process
+/// that runs `pam_authenticate` (a child, for keyboard-interactive) back to
+/// the monitor that later calls `pam_setcred`.
+pub const STAGED_ENV: &str = "PAM_TOTP_STAGED";
 
 #[link(name = "pam")]
 unsafe extern "C" {
@@ -27,58 +34,278 @@ unsafe extern "C" {
     /// Asks libpam to wait at least `usec` microseconds before returning a
     /// failure to the application (`pam_fail_delay(3)`).
     fn pam_fail_delay(pamh: *mut PamHandle, usec: c_uint) -> c_int;
+    /// Sets (`NAME=value`) or deletes (`NAME`) a PAM environment variable.
+    fn pam_putenv(pamh: *mut PamHandle, name_value: *const c_char) -> c_int;
+    /// A PAM environment variable's value, owned by libpam, or NULL.
+    fn pam_getenv(pamh: *const PamHandle, name: *const c_char) -> *const c_char;
 }
 
 pub struct PamTotp;
 pam::pam_hooks!(PamTotp);
 
-/// A decision made before the configuration could be read.
-fn early(outcome: Outcome) -> Decision {
-    Decision {
-        outcome,
-        alerts: Vec::new(),
-        trace: Vec::new(),
-        fail_delay_ms: DEFAULT_FAIL_DELAY_MS,
+/// The PAM phase an entry point serves, for log lines.
+#[derive(Clone, Copy)]
+enum Phase {
+    Auth,
+    Account,
+    Setcred,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Auth => "auth",
+            Phase::Account => "account",
+            Phase::Setcred => "setcred",
+        }
     }
+}
+
+/// Runs one entry point; a panic (a bug) never crosses into libpam: it is
+/// caught here, logged as an internal error, and denies.
+fn guarded(
+    pamh: &mut PamHandle,
+    phase: Phase,
+    work: impl FnOnce(&mut PamHandle) -> PamResultCode,
+) -> PamResultCode {
+    let raw: *mut PamHandle = pamh;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(pamh))) {
+        Ok(code) => code,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            // SAFETY: `raw` is the live handle libpam passed to this entry
+            // point; the closure that borrowed it has ended (it unwound).
+            let pamh = unsafe { &mut *raw };
+            log(
+                pamh,
+                LOG_CRIT,
+                &format!(
+                    "denied: internal error in the {} phase (a bug, please report it): {}",
+                    phase.name(),
+                    escape(&what)
+                ),
+            );
+            PamResultCode::PAM_SERVICE_ERR
+        }
+    }
+}
+
+/// The module arguments as UTF-8 strings.
+fn string_args(args: &[&CStr]) -> Result<Vec<String>, Outcome> {
+    args.iter()
+        .map(|a| a.to_str().map(str::to_string))
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|_| Outcome::ConfigError("a module argument is not UTF-8".to_string()))
 }
 
 impl PamHooks for PamTotp {
     fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
-        let (user, rhost) = match login_items(pamh) {
-            Ok(items) => items,
-            Err(outcome) => return finish(pamh, "?", None, &early(outcome)),
-        };
-        let args = match args
-            .iter()
-            .map(|a| a.to_str().map(str::to_string))
-            .collect::<Result<Vec<String>, _>>()
-        {
-            Ok(args) => args,
-            Err(_) => {
-                let outcome = Outcome::ConfigError("a module argument is not UTF-8".to_string());
-                return finish(pamh, &user, rhost.as_deref(), &early(outcome));
-            }
-        };
-        let decision = {
-            let mut conversation = PamConversation { pamh: &mut *pamh };
-            auth::authenticate(
-                &args,
-                Request {
-                    user: &user,
-                    rhost: rhost.as_deref(),
-                },
-                |config| config.access().open_for_login(),
-                &SystemClock,
-                &NssGroups,
-                &mut conversation,
-            )
-        };
-        finish(pamh, &user, rhost.as_deref(), &decision)
+        guarded(pamh, Phase::Auth, |pamh| authenticate(pamh, &args))
     }
 
-    fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
-        PamResultCode::PAM_SUCCESS
+    fn acct_mgmt(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        guarded(pamh, Phase::Account, |pamh| {
+            commit(pamh, &args, Phase::Account)
+        })
     }
+
+    fn sm_setcred(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        guarded(pamh, Phase::Setcred, |pamh| {
+            if flags & pam::constants::PAM_DELETE_CRED != 0 {
+                return PamResultCode::PAM_SUCCESS;
+            }
+            commit(pamh, &args, Phase::Setcred)
+        })
+    }
+}
+
+fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
+    // A stage of an earlier try in this transaction is never committed.
+    let _ = take_env(pamh, STAGED_ENV);
+    let (user, rhost) = match login_items(pamh) {
+        Ok(items) => items,
+        Err(outcome) => return finish(pamh, "?", None, &Decision::early(outcome)),
+    };
+    let args = match string_args(args) {
+        Ok(args) => args,
+        Err(outcome) => return finish(pamh, &user, rhost.as_deref(), &Decision::early(outcome)),
+    };
+    let mut decision = {
+        let mut conversation = PamConversation { pamh: &mut *pamh };
+        auth::authenticate(
+            &args,
+            Request {
+                user: &user,
+                rhost: rhost.as_deref(),
+            },
+            |config| config.access().open_for_login(),
+            &SystemClock,
+            &Nss,
+            &mut conversation,
+        )
+    };
+    if let Some(nonce) = decision.staged.take()
+        && decision.outcome.is_success()
+    {
+        let entry = Zeroizing::new(format!("{STAGED_ENV}={}", nonce.as_str()));
+        if let Err(why) = put_env(pamh, &entry) {
+            if matches!(decision.outcome, Outcome::EnrolledAtLogin { .. }) {
+                decision.outcome = Outcome::EnrollmentFailed(format!(
+                    "the confirmed token could not be staged ({why}); nothing stored"
+                ));
+            } else {
+                log(pamh, LOG_WARNING, &format!("grace not staged: {why}"));
+            }
+        } else {
+            log(
+                pamh,
+                LOG_INFO,
+                "staged: what this login grants is stored once the whole login has succeeded (the application's pam_setcred, which sshd calls, or an `account required pam_totp.so` line with the same arguments)",
+            );
+        }
+    }
+    finish(pamh, &user, rhost.as_deref(), &decision)
+}
+
+/// The account and setcred phases: PAM reaches them only after the whole
+/// auth stack succeeded, so what the auth phase staged is committed here.
+fn commit(pamh: &mut PamHandle, args: &[&CStr], phase: Phase) -> PamResultCode {
+    let nothing = match phase {
+        Phase::Account => PamResultCode::PAM_IGNORE,
+        _ => PamResultCode::PAM_SUCCESS,
+    };
+    let denied = match phase {
+        Phase::Account => PamResultCode::PAM_PERM_DENIED,
+        _ => PamResultCode::PAM_CRED_ERR,
+    };
+    // Taken out first: whatever happens next, it is committed at most once
+    // and never handed to the user's session environment.
+    let nonce = match take_env(pamh, STAGED_ENV) {
+        Ok(Some(nonce)) => nonce,
+        Ok(None) => return nothing,
+        Err(why) => {
+            log(
+                pamh,
+                LOG_ERR,
+                &format!("denied: {}: staged grant unreadable: {why}", phase.name()),
+            );
+            return denied;
+        }
+    };
+    let user = match pamh.get_user(None) {
+        Ok(user) => user,
+        Err(code) => {
+            log(
+                pamh,
+                LOG_ERR,
+                &format!(
+                    "denied: {}: pam_get_user failed: {code:?}; nothing granted",
+                    phase.name()
+                ),
+            );
+            return denied;
+        }
+    };
+    let config = match string_args(args).and_then(|args| {
+        crate::config::load(&args).map_err(|e| Outcome::ConfigError(e.to_string()))
+    }) {
+        Ok(config) => config,
+        Err(outcome) => {
+            let (_, _, why) = translate(&outcome);
+            log(
+                pamh,
+                LOG_ERR,
+                &format!("{}: {why}; nothing granted", phase.name()),
+            );
+            return denied;
+        }
+    };
+    let result = auth::commit_staged(
+        &config,
+        &user,
+        &nonce,
+        |config| config.access().open_for_login(),
+        &SystemClock,
+        &Nss,
+    );
+    let user = escape(&user);
+    let (code, priority, message) = match result {
+        Commit::Nothing => return nothing,
+        Commit::Enrolled { device } => (
+            PamResultCode::PAM_SUCCESS,
+            LOG_NOTICE,
+            format!(
+                "enrolled at login: token \"{}\" stored now that the login succeeded",
+                escape(&device)
+            ),
+        ),
+        Commit::Grace { ip, until } => (
+            PamResultCode::PAM_SUCCESS,
+            LOG_INFO,
+            format!(
+                "grace from {ip} granted until {}",
+                crate::logline::utc(until)
+            ),
+        ),
+        Commit::GraceLost(why) => (
+            PamResultCode::PAM_SUCCESS,
+            LOG_WARNING,
+            format!("grace not stored (the next login asks for a code): {why}"),
+        ),
+        Commit::Missing => (
+            denied,
+            LOG_ERR,
+            "denied: the grant staged at auth is gone (expired, or this line names another store than the auth line: give the account line the same arguments); nothing granted".to_string(),
+        ),
+        Commit::Failed(why) => (denied, LOG_ERR, format!("denied: {why}; nothing granted")),
+    };
+    log(
+        pamh,
+        priority,
+        &format!("{}: {message}; user=\"{user}\"", phase.name()),
+    );
+    code
+}
+
+/// Removes a PAM environment variable and returns the value it had.
+fn take_env(pamh: &mut PamHandle, name: &str) -> Result<Option<Zeroizing<String>>, String> {
+    let c_name = CString::new(name).map_err(|_| "variable name contains NUL".to_string())?;
+    // SAFETY: `pamh` is the live handle; `c_name` is NUL-terminated and
+    // outlives the call. The returned pointer is libpam's and is read
+    // before anything changes the environment.
+    let value = unsafe {
+        let ptr = pam_getenv(pamh, c_name.as_ptr());
+        if ptr.is_null() {
+            return Ok(None);
+        }
+        Zeroizing::new(CStr::from_ptr(ptr).to_string_lossy().into_owned())
+    };
+    // SAFETY: as above; a name without '=' deletes the variable.
+    let rc = unsafe { pam_putenv(pamh, c_name.as_ptr()) };
+    if rc != PamResultCode::PAM_SUCCESS as c_int {
+        return Err(format!("pam_putenv could not remove {name} ({rc})"));
+    }
+    Ok(Some(value))
+}
+
+/// Sets `NAME=value` in the PAM environment.
+fn put_env(pamh: &mut PamHandle, entry: &str) -> Result<(), String> {
+    let c_entry = Zeroizing::new(
+        CString::new(entry)
+            .map_err(|_| "variable contains NUL".to_string())?
+            .into_bytes_with_nul(),
+    );
+    // SAFETY: `pamh` is the live handle; `c_entry` is NUL-terminated and
+    // lives until pam_putenv has copied it.
+    let rc = unsafe { pam_putenv(pamh, c_entry.as_ptr().cast()) };
+    if rc != PamResultCode::PAM_SUCCESS as c_int {
+        return Err(format!("pam_putenv failed ({rc})"));
+    }
+    Ok(())
 }
 
 /// PAM_USER (asking for it if the application has not set it) and PAM_RHOST.
@@ -193,7 +420,7 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             PAM_SUCCESS,
             LOG_NOTICE,
             format!(
-                "accepted: enrolled a new token at login ({}) and confirmed it with a code",
+                "accepted: new token confirmed at login ({}); it is stored once the whole login has succeeded",
                 match via {
                     EnrollVia::TrustedNetwork => "from a trusted network",
                     EnrollVia::AdminWindow => "inside an enroll window opened by an administrator",
@@ -271,6 +498,11 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             "denied: sshd had already refused this login (unknown user, or root not permitted) and sent its placeholder answer".to_string(),
         ),
         Outcome::NoUser(why) => (PAM_USER_UNKNOWN, LOG_ERR, format!("denied: no user: {why}")),
+        Outcome::UnknownUser => (
+            PAM_USER_UNKNOWN,
+            LOG_NOTICE,
+            "denied: user unknown to the name service (NSS)".to_string(),
+        ),
         Outcome::ConfigError(why) => (
             PAM_SERVICE_ERR,
             LOG_ERR,
@@ -299,9 +531,18 @@ fn finish(
         log(pamh, LOG_ALERT, &format!("ALERT: {alert}"));
     }
     let (code, priority, message) = translate(&decision.outcome);
+    // The canonical name (NSS) once known, and PAM's name when it differs.
+    let named = match decision.user.as_deref() {
+        Some(canonical) if canonical != user => format!(
+            "user=\"{}\" pam_user=\"{}\"",
+            escape(canonical),
+            escape(user)
+        ),
+        Some(canonical) => format!("user=\"{}\"", escape(canonical)),
+        None => format!("user=\"{}\"", escape(user)),
+    };
     let line = format!(
-        "{message}; user=\"{}\" rhost=\"{}\"",
-        escape(user),
+        "{message}; {named} rhost=\"{}\"",
         escape(rhost.unwrap_or(""))
     );
     log(pamh, priority, &line);

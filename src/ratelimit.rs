@@ -50,6 +50,19 @@ pub struct Failures {
     pub user_last: i64,
 }
 
+impl Failures {
+    /// The counts once one more failure from this source, at `now`, is
+    /// added.
+    pub fn with_one_more(self, now: i64) -> Failures {
+        Failures {
+            source_count: self.source_count.saturating_add(1),
+            source_last: now,
+            user_recent: self.user_recent.saturating_add(1),
+            user_last: now,
+        }
+    }
+}
+
 /// Why and until when a try is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lock {

@@ -103,7 +103,10 @@ impl Clock for FixedClock {
 }
 
 struct NoGroups;
-impl pam_totp::groups::Groups for NoGroups {
+impl pam_totp::sys::Accounts for NoGroups {
+    fn canonical_user(&self, name: &str) -> Result<Option<String>, String> {
+        Ok(Some(name.to_string()))
+    }
     fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }

@@ -24,12 +24,28 @@ impl Clock for FixedClock {
     }
 }
 
-/// Nobody is in any group.
+/// Every name is a user of its own (except `Stranger`-style names that
+/// start with "nobody-"), in no group; `BOB` and `bob@site` are `bob`, as
+/// a case-insensitive name service with aliases would say.
 struct NoGroups;
-impl crate::groups::Groups for NoGroups {
+impl crate::sys::Accounts for NoGroups {
+    fn canonical_user(&self, name: &str) -> Result<Option<String>, String> {
+        canonical(name)
+    }
     fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
+}
+
+fn canonical(name: &str) -> Result<Option<String>, String> {
+    if name.starts_with("nobody-") {
+        return Ok(None);
+    }
+    if name == "nss-down" {
+        return Err("the directory is down".to_string());
+    }
+    let base = name.split('@').next().unwrap_or(name);
+    Ok(Some(base.to_ascii_lowercase()))
 }
 
 /// A clock whose machine booted at `booted` (or cannot say when).
@@ -129,6 +145,8 @@ impl World {
             .expect("enroll");
     }
 
+    /// One login whose whole auth stack succeeds when this module does:
+    /// what it staged is committed, as the account or setcred phase would.
     fn run_with(
         &self,
         config: &Config,
@@ -136,6 +154,19 @@ impl World {
         rhost: Option<&str>,
         conv: &mut dyn Conversation,
     ) -> Outcome {
+        let decision = self.decide_only(config, user, rhost, conv);
+        self.stack_succeeds(config, user, NOW, decision)
+    }
+
+    /// The auth phase alone: another module of the stack fails afterwards
+    /// (a wrong password), so nothing staged is ever committed.
+    fn decide_only(
+        &self,
+        config: &Config,
+        user: &str,
+        rhost: Option<&str>,
+        conv: &mut dyn Conversation,
+    ) -> Decision {
         decide(
             config,
             Request { user, rhost },
@@ -144,7 +175,24 @@ impl World {
             &NoGroups,
             conv,
         )
-        .outcome
+    }
+
+    fn stack_succeeds(&self, config: &Config, user: &str, now: u64, decision: Decision) -> Outcome {
+        if let (true, Some(nonce)) = (decision.outcome.is_success(), &decision.staged) {
+            let commit = commit_staged(
+                config,
+                user,
+                nonce,
+                |_| SqliteStore::open(&self.db),
+                &FixedClock(now),
+                &NoGroups,
+            );
+            assert!(
+                matches!(commit, Commit::Enrolled { .. } | Commit::Grace { .. }),
+                "{commit:?}"
+            );
+        }
+        decision.outcome
     }
 
     fn run_booted(&self, user: &str, booted: Result<u64, String>, answer: &str) -> Outcome {
@@ -844,7 +892,10 @@ impl Conversation for OnePrompt {
 }
 
 struct InGroups(Result<Vec<String>, String>);
-impl crate::groups::Groups for InGroups {
+impl crate::sys::Accounts for InGroups {
+    fn canonical_user(&self, name: &str) -> Result<Option<String>, String> {
+        canonical(name)
+    }
     fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
         self.0.clone()
     }
@@ -856,10 +907,10 @@ impl World {
         config: &Config,
         rhost: &str,
         now: u64,
-        groups: &dyn crate::groups::Groups,
+        groups: &dyn crate::sys::Accounts,
         conv: &mut dyn Conversation,
     ) -> Outcome {
-        decide(
+        let decision = decide(
             config,
             Request {
                 user: "alice",
@@ -869,8 +920,8 @@ impl World {
             &FixedClock(now),
             groups,
             conv,
-        )
-        .outcome
+        );
+        self.stack_succeeds(config, "alice", now, decision)
     }
 }
 

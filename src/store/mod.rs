@@ -13,7 +13,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::otp::Params;
-use crate::ratelimit::Failures;
+use crate::ratelimit::{Failures, Limits, Lock};
 use crate::recovery::RecoveryHash;
 use crate::secret::Secret;
 
@@ -300,6 +300,28 @@ pub struct Enrollment {
     pub recovery: Option<Vec<RecoveryHash>>,
 }
 
+/// What a login may grant, staged during the auth phase and committed only
+/// once the whole auth stack has succeeded (`auth::commit_staged`, from
+/// `pam_sm_acct_mgmt` or `pam_sm_setcred`). A login that fails leaves a
+/// staged row behind that nobody can name and that expires by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// A token enrolled at login, confirmed with the code of `step`.
+    Enroll { token: Token, step: u64 },
+    /// The user skips the code from `ip` until `until`.
+    Grace { ip: String, until: i64 },
+}
+
+/// The answer to a request for one guess against the rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The guess is taken and already counted as a failure; these are the
+    /// counts with it. A right code gives it back (`release_guess`).
+    Granted(Failures),
+    /// A limit is in force: the answer must not be checked.
+    Locked(Lock),
+}
+
 /// A stored recovery code that is still unused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecovery {
@@ -443,6 +465,39 @@ pub trait Store {
     /// Ends every grace of `user` (`totpctl forget`, `unlock`, `reset`…).
     fn forget_grace(&self, user: &str) -> Result<usize, StoreError>;
 
+    /// Takes one guess for (user, rhost) at `now`, atomically against the
+    /// limits: with the counts as they are, `ratelimit::lock_at` decides;
+    /// when no lock is in force the guess is counted as a failure at once,
+    /// so any number of concurrent answers can never check more codes than
+    /// the limits allow.
+    fn reserve_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<Reservation, StoreError>;
+
+    /// Gives a reserved guess back (the answer was not a wrong guess).
+    /// `clear`: a success, which forgets every failure of this source.
+    fn release_guess(&self, user: &str, rhost: &str, clear: bool) -> Result<(), StoreError>;
+
+    /// Stages `grant` for `user` under `nonce` (a digest of a secret only
+    /// this PAM transaction holds) until `expires`; drops every stage that
+    /// expired before `now`.
+    fn stage_grant(
+        &self,
+        nonce: &str,
+        user: &str,
+        grant: &Grant,
+        expires: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Removes the grant staged under `nonce` and returns it if it is
+    /// `user`'s and has not expired at `now`. A stage is taken at most once.
+    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError>;
+
     /// Every token's key as stored (sealed or not), for `totpctl rekey`.
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError>;
 
@@ -528,6 +583,31 @@ impl<T: Store + ?Sized> Store for Box<T> {
     }
     fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
         (**self).forget_grace(user)
+    }
+    fn reserve_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<Reservation, StoreError> {
+        (**self).reserve_guess(user, rhost, now, limits)
+    }
+    fn release_guess(&self, user: &str, rhost: &str, clear: bool) -> Result<(), StoreError> {
+        (**self).release_guess(user, rhost, clear)
+    }
+    fn stage_grant(
+        &self,
+        nonce: &str,
+        user: &str,
+        grant: &Grant,
+        expires: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        (**self).stage_grant(nonce, user, grant, expires, now)
+    }
+    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError> {
+        (**self).take_staged(nonce, user, now)
     }
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
         (**self).secret_rows()

@@ -27,16 +27,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, GenericClient, NoTls, Transaction};
 use zeroize::Zeroizing;
 
 use super::location::{PgTarget, PgTls, SYSTEM_CA_FILES};
 use super::{
-    Claim, EnrollMode, Enrollment, Kind, RecoveryCount, Store, StoreError, StoredRecovery, Token,
-    TokenInfo,
+    Claim, EnrollMode, Enrollment, Grant, Kind, RecoveryCount, Reservation, Store, StoreError,
+    StoredRecovery, Token, TokenInfo,
 };
 use crate::otp::{Algorithm, Params};
-use crate::ratelimit::{Failures, USER_WINDOW_SECS};
+use crate::ratelimit::{Failures, Limits, USER_WINDOW_SECS};
 use crate::recovery::RecoveryHash;
 
 /// Schema migrations, as for SQLite: `MIGRATIONS[i]` takes the database from
@@ -85,6 +85,25 @@ const MIGRATIONS: &[&str] = &[
         until  BIGINT NOT NULL,
         PRIMARY KEY ("user", ip)
     );"#,
+    // 2 -> 3: grants staged until the whole auth stack has succeeded (see
+    // the SQLite store's migration 4 -> 5).
+    r#"CREATE TABLE staged (
+        nonce     TEXT   NOT NULL PRIMARY KEY,
+        "user"    TEXT   NOT NULL,
+        expires   BIGINT NOT NULL,
+        what      TEXT   NOT NULL CHECK (what IN ('enroll', 'grace')),
+        device    TEXT,
+        kind      TEXT,
+        secret    BYTEA,
+        algorithm TEXT,
+        digits    BIGINT,
+        period    BIGINT,
+        created   BIGINT,
+        step      BIGINT,
+        ip        TEXT,
+        until     BIGINT
+    );
+    CREATE INDEX staged_expires ON staged (expires);"#,
 ];
 
 /// The schema version this build writes and understands.
@@ -502,7 +521,13 @@ fn insert_recovery(
 
 fn delete_user_rows(tx: &mut Transaction<'_>, user: &str) -> Result<usize, StoreError> {
     let tokens = tx.execute(r#"DELETE FROM tokens WHERE "user" = $1"#, &[&user])?;
-    for table in ["recovery_codes", "enroll_windows", "failures", "grace"] {
+    for table in [
+        "recovery_codes",
+        "enroll_windows",
+        "failures",
+        "grace",
+        "staged",
+    ] {
         tx.execute(
             &format!(r#"DELETE FROM {table} WHERE "user" = $1"#),
             &[&user],
@@ -510,6 +535,41 @@ fn delete_user_rows(tx: &mut Transaction<'_>, user: &str) -> Result<usize, Store
     }
     Ok(tokens as usize)
 }
+
+/// The failure counts for (user, rhost) at `now`, through a client or
+/// inside a transaction.
+fn read_failures(
+    client: &mut impl GenericClient,
+    user: &str,
+    rhost: &str,
+    now: i64,
+) -> Result<Failures, StoreError> {
+    let row = client.query_one(
+        r#"SELECT
+             COALESCE((SELECT count FROM failures WHERE "user" = $1 AND rhost = $2), 0),
+             COALESCE((SELECT last FROM failures WHERE "user" = $1 AND rhost = $2), 0),
+             COALESCE((SELECT SUM(count) FROM failures WHERE "user" = $1 AND last > $3), 0)::BIGINT,
+             COALESCE((SELECT MAX(last) FROM failures WHERE "user" = $1 AND last > $3), 0)"#,
+        &[&user, &rhost, &(now - USER_WINDOW_SECS)],
+    )?;
+    let (source_count, source_last, user_recent, user_last): (i64, i64, i64, i64) = (
+        row.try_get(0)?,
+        row.try_get(1)?,
+        row.try_get(2)?,
+        row.try_get(3)?,
+    );
+    Ok(Failures {
+        source_count: u64::try_from(source_count).unwrap_or(0),
+        source_last,
+        user_recent: u64::try_from(user_recent).unwrap_or(0),
+        user_last,
+    })
+}
+
+/// Serialises the rate-limit reservations of one user across every node
+/// (a transaction-scoped advisory lock; seed 1 keeps it apart from the
+/// enrollment lock of the same user).
+const FAILURES_LOCK_SEED: i64 = 1;
 
 fn claim(changed: u64) -> Claim {
     if changed == 1 {
@@ -672,26 +732,7 @@ impl Store for PgStore {
     }
 
     fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
-        let row = self.client.borrow_mut().query_one(
-            r#"SELECT
-                 COALESCE((SELECT count FROM failures WHERE "user" = $1 AND rhost = $2), 0),
-                 COALESCE((SELECT last FROM failures WHERE "user" = $1 AND rhost = $2), 0),
-                 COALESCE((SELECT SUM(count) FROM failures WHERE "user" = $1 AND last > $3), 0)::BIGINT,
-                 COALESCE((SELECT MAX(last) FROM failures WHERE "user" = $1 AND last > $3), 0)"#,
-            &[&user, &rhost, &(now - USER_WINDOW_SECS)],
-        )?;
-        let (source_count, source_last, user_recent, user_last): (i64, i64, i64, i64) = (
-            row.try_get(0)?,
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
-        );
-        Ok(Failures {
-            source_count: u64::try_from(source_count).unwrap_or(0),
-            source_last,
-            user_recent: u64::try_from(user_recent).unwrap_or(0),
-            user_last,
-        })
+        read_failures(&mut *self.client.borrow_mut(), user, rhost, now)
     }
 
     fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
@@ -786,6 +827,137 @@ impl Store for PgStore {
 
     fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
         Ok(self.execute(r#"DELETE FROM grace WHERE "user" = $1"#, &[&user])? as usize)
+    }
+
+    fn reserve_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<Reservation, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
+                &[&user, &FAILURES_LOCK_SEED],
+            )?;
+            let before = read_failures(tx, user, rhost, now)?;
+            if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
+                return Ok(Reservation::Locked(lock));
+            }
+            tx.execute(
+                r#"INSERT INTO failures ("user", rhost, count, last) VALUES ($1, $2, 1, $3)
+                   ON CONFLICT ("user", rhost) DO UPDATE SET count = failures.count + 1, last = $3"#,
+                &[&user, &rhost, &now],
+            )?;
+            Ok(Reservation::Granted(before.with_one_more(now)))
+        })
+    }
+
+    fn release_guess(&self, user: &str, rhost: &str, clear: bool) -> Result<(), StoreError> {
+        if clear {
+            self.execute(
+                r#"DELETE FROM failures WHERE "user" = $1 AND rhost = $2"#,
+                &[&user, &rhost],
+            )?;
+            return Ok(());
+        }
+        self.write(|tx| {
+            tx.execute(
+                r#"UPDATE failures SET count = count - 1 WHERE "user" = $1 AND rhost = $2"#,
+                &[&user, &rhost],
+            )?;
+            tx.execute(
+                r#"DELETE FROM failures WHERE "user" = $1 AND rhost = $2 AND count <= 0"#,
+                &[&user, &rhost],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn stage_grant(
+        &self,
+        nonce: &str,
+        user: &str,
+        grant: &Grant,
+        expires: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM staged WHERE expires <= $1", &[&now])?;
+            match grant {
+                Grant::Enroll { token, step } => {
+                    token
+                        .params
+                        .validate()
+                        .map_err(|e| invalid(&token.user, e))?;
+                    let secret =
+                        Zeroizing::new(super::stored_secret(self.sealer.as_deref(), token)?);
+                    tx.execute(
+                        r#"INSERT INTO staged (nonce, "user", expires, what, device, kind, secret,
+                               algorithm, digits, period, created, step)
+                           VALUES ($1, $2, $3, 'enroll', $4, $5, $6, $7, $8, $9, $10, $11)"#,
+                        &[
+                            &nonce,
+                            &user,
+                            &expires,
+                            &token.device,
+                            &token.kind.as_str(),
+                            &secret.as_slice(),
+                            &token.params.algorithm.as_str(),
+                            &i64::from(token.params.digits),
+                            &step_to_sql(token.params.period)?,
+                            &token.created,
+                            &step_to_sql(*step)?,
+                        ],
+                    )?;
+                }
+                Grant::Grace { ip, until } => {
+                    tx.execute(
+                        r#"INSERT INTO staged (nonce, "user", expires, what, ip, until)
+                           VALUES ($1, $2, $3, 'grace', $4, $5)"#,
+                        &[&nonce, &user, &expires, &ip, &until],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError> {
+        let row = self.client.borrow_mut().query_opt(
+            r#"DELETE FROM staged WHERE nonce = $1
+               RETURNING 0::BIGINT, "user", device, kind, algorithm, digits, period, created,
+                         created, step, secret, what, ip, until, expires"#,
+            &[&nonce],
+        )?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let owner: String = row.try_get(1)?;
+        let expires: i64 = row.try_get(14)?;
+        if owner != user || expires <= now {
+            return Ok(None);
+        }
+        let what: String = row.try_get(11)?;
+        let ip: Option<String> = row.try_get(12)?;
+        let until: Option<i64> = row.try_get(13)?;
+        match (what.as_str(), ip, until) {
+            ("grace", Some(ip), Some(until)) => Ok(Some(Grant::Grace { ip, until })),
+            ("enroll", _, _) => {
+                let info = info(&row)?;
+                let step = info
+                    .last_step
+                    .ok_or_else(|| invalid(user, "staged enrollment without a step"))?;
+                let secret = Zeroizing::new(row.try_get::<_, Vec<u8>>(10)?);
+                let secret =
+                    super::loaded_secret(self.sealer.as_deref(), user, &info.device, secret)?;
+                let mut token = Token::from_info(info, secret);
+                token.last_step = None;
+                Ok(Some(Grant::Enroll { token, step }))
+            }
+            _ => Err(invalid(user, "staged row of an unknown shape")),
+        }
     }
 
     fn secret_rows(&self) -> Result<Vec<super::SecretRow>, StoreError> {

@@ -31,11 +31,11 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 use zeroize::Zeroizing;
 
 use super::{
-    Claim, EnrollMode, Enrollment, Kind, RecoveryCount, Store, StoreError, StoredRecovery, Token,
-    TokenInfo,
+    Claim, EnrollMode, Enrollment, Grant, Kind, RecoveryCount, Reservation, Store, StoreError,
+    StoredRecovery, Token, TokenInfo,
 };
 use crate::otp::{Algorithm, Params};
-use crate::ratelimit::{Failures, USER_WINDOW_SECS};
+use crate::ratelimit::{Failures, Limits, USER_WINDOW_SECS};
 use crate::recovery::RecoveryHash;
 
 /// How long a login waits for another process's write before giving up.
@@ -139,6 +139,26 @@ const MIGRATIONS: &[&str] = &[
         until INTEGER NOT NULL,
         PRIMARY KEY (user, ip)
     ) STRICT;",
+    // 4 -> 5: what a login would grant, staged until the whole auth stack
+    // has succeeded (an enrollment at login, a grace entry). `nonce` is the
+    // SHA-256 of a secret only that PAM transaction holds.
+    "CREATE TABLE staged (
+        nonce     TEXT    NOT NULL PRIMARY KEY,
+        user      TEXT    NOT NULL,
+        expires   INTEGER NOT NULL,
+        what      TEXT    NOT NULL CHECK (what IN ('enroll', 'grace')),
+        device    TEXT,
+        kind      TEXT,
+        secret    BLOB,
+        algorithm TEXT,
+        digits    INTEGER,
+        period    INTEGER,
+        created   INTEGER,
+        step      INTEGER,
+        ip        TEXT,
+        until     INTEGER
+    ) STRICT;
+    CREATE INDEX staged_expires ON staged (expires);",
 ];
 
 /// The schema version this build writes and understands.
@@ -865,6 +885,153 @@ impl Store for SqliteStore {
             .execute("DELETE FROM grace WHERE user = ?1", [user])?)
     }
 
+    fn reserve_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<Reservation, StoreError> {
+        // BEGIN IMMEDIATE takes the write lock before the counts are read:
+        // every other reservation waits, so none decides on stale counts.
+        self.write(|conn| {
+            let before = self.failures(user, rhost, now)?;
+            if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
+                return Ok(Reservation::Locked(lock));
+            }
+            conn.execute(
+                "INSERT INTO failures (user, rhost, count, last) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (user, rhost) DO UPDATE SET count = count + 1, last = ?3",
+                params![user, rhost, now],
+            )?;
+            Ok(Reservation::Granted(before.with_one_more(now)))
+        })
+    }
+
+    fn release_guess(&self, user: &str, rhost: &str, clear: bool) -> Result<(), StoreError> {
+        if clear {
+            self.conn.execute(
+                "DELETE FROM failures WHERE user = ?1 AND rhost = ?2",
+                [user, rhost],
+            )?;
+            return Ok(());
+        }
+        self.write(|conn| {
+            conn.execute(
+                "UPDATE failures SET count = count - 1 WHERE user = ?1 AND rhost = ?2",
+                [user, rhost],
+            )?;
+            conn.execute(
+                "DELETE FROM failures WHERE user = ?1 AND rhost = ?2 AND count <= 0",
+                [user, rhost],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn stage_grant(
+        &self,
+        nonce: &str,
+        user: &str,
+        grant: &Grant,
+        expires: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write(|conn| {
+            conn.execute("DELETE FROM staged WHERE expires <= ?1", [now])?;
+            match grant {
+                Grant::Enroll { token, step } => {
+                    token
+                        .params
+                        .validate()
+                        .map_err(|e| invalid(&token.user, e))?;
+                    let secret =
+                        Zeroizing::new(super::stored_secret(self.sealer.as_deref(), token)?);
+                    conn.execute(
+                        "INSERT INTO staged (nonce, user, expires, what, device, kind, secret,
+                             algorithm, digits, period, created, step)
+                         VALUES (?1, ?2, ?3, 'enroll', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        params![
+                            nonce,
+                            user,
+                            expires,
+                            token.device,
+                            token.kind.as_str(),
+                            secret.as_slice(),
+                            token.params.algorithm.as_str(),
+                            token.params.digits,
+                            step_to_sql(token.params.period)?,
+                            token.created,
+                            step_to_sql(*step)?,
+                        ],
+                    )?;
+                }
+                Grant::Grace { ip, until } => {
+                    conn.execute(
+                        "INSERT INTO staged (nonce, user, expires, what, ip, until)
+                         VALUES (?1, ?2, ?3, 'grace', ?4, ?5)",
+                        params![nonce, user, expires, ip, until],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError> {
+        let row = self.durably(|| {
+            self.write(|conn| {
+                let row = conn
+                    .query_row(
+                        "SELECT 0, user, device, kind, algorithm, digits, period, created,
+                                created, step, secret, what, ip, until, expires
+                         FROM staged WHERE nonce = ?1",
+                        [nonce],
+                        |r| {
+                            Ok((
+                                r.get::<_, String>(11)?,
+                                r.get::<_, i64>(14)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, Option<String>>(12)?,
+                                r.get::<_, Option<i64>>(13)?,
+                                match r.get::<_, Option<String>>(2)? {
+                                    Some(_) => Some((
+                                        RawRow::read(r)?,
+                                        Zeroizing::new(r.get::<_, Vec<u8>>(10)?),
+                                    )),
+                                    None => None,
+                                },
+                            ))
+                        },
+                    )
+                    .optional()?;
+                conn.execute("DELETE FROM staged WHERE nonce = ?1", [nonce])?;
+                Ok(row)
+            })
+        })?;
+        let Some((what, expires, owner, ip, until, token)) = row else {
+            return Ok(None);
+        };
+        if owner != user || expires <= now {
+            return Ok(None);
+        }
+        match (what.as_str(), ip, until, token) {
+            ("grace", Some(ip), Some(until), _) => Ok(Some(Grant::Grace { ip, until })),
+            ("enroll", _, _, Some((raw, secret))) => {
+                let info = raw.info()?;
+                let step = info
+                    .last_step
+                    .ok_or_else(|| invalid(user, "staged enrollment without a step"))?;
+                let secret =
+                    super::loaded_secret(self.sealer.as_deref(), user, &info.device, secret)?;
+                let mut token = Token::from_info(info, secret);
+                token.last_step = None;
+                Ok(Some(Grant::Enroll { token, step }))
+            }
+            _ => Err(invalid(user, "staged row of an unknown shape")),
+        }
+    }
+
     fn secret_rows(&self) -> Result<Vec<super::SecretRow>, StoreError> {
         let mut stmt = self
             .conn
@@ -921,6 +1088,7 @@ fn delete_user_rows(conn: &Connection, user: &str) -> Result<usize, StoreError> 
     conn.execute("DELETE FROM enroll_windows WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM failures WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM grace WHERE user = ?1", [user])?;
+    conn.execute("DELETE FROM staged WHERE user = ?1", [user])?;
     Ok(tokens)
 }
 

@@ -1,0 +1,178 @@
+//! The libc calls the decision needs, in one place: who a user is and which
+//! groups they are in (NSS, so LDAP or SSSD count as much as /etc/passwd),
+//! the wall clock, when the machine booted, and the host name. The core
+//! (`auth`) reaches the system only through the `Accounts` and `Clock`
+//! traits, so tests drive it with fixed answers.
+
+use std::ffi::{CStr, CString};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Users and groups, for the decision; tests use fixed ones.
+pub trait Accounts {
+    /// The canonical name of the user PAM was given: the `pw_name` of the
+    /// passwd entry NSS returns for it. Where the name service matches
+    /// names case-insensitively or accepts aliases (SSSD, `user@domain`),
+    /// `BOB` and `bob@site` both become `bob`. `Ok(None)`: NSS knows no
+    /// such user. `Err`: the lookup itself failed.
+    fn canonical_user(&self, name: &str) -> Result<Option<String>, String>;
+
+    /// The names of every group `user` is in (primary group included).
+    fn groups_of(&self, user: &str) -> Result<Vec<String>, String>;
+}
+
+/// The system's answer (NSS).
+pub struct Nss;
+
+/// Room for one passwd or group entry's strings; larger entries are retried
+/// with a larger buffer up to `MAX_BUFFER`.
+const BUFFER: usize = 16 * 1024;
+const MAX_BUFFER: usize = 1024 * 1024;
+
+/// One passwd entry: the canonical name and the primary group.
+struct PasswdEntry {
+    name: String,
+    gid: libc::gid_t,
+}
+
+fn getpwnam(name: &str) -> Result<Option<PasswdEntry>, String> {
+    let c_name = CString::new(name).map_err(|_| "user name contains NUL".to_string())?;
+    let mut size = BUFFER;
+    loop {
+        let mut buf = vec![0 as libc::c_char; size];
+        // SAFETY: passwd is plain old data; getpwnam_r fills it and points
+        // its strings into `buf`, which outlives every read of `pwd` below.
+        // `found` is either null or points at `pwd`.
+        let (rc, entry) = unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwnam_r(
+                c_name.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            );
+            let entry = if rc == 0 && !found.is_null() && !pwd.pw_name.is_null() {
+                Some(PasswdEntry {
+                    name: CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
+                    gid: pwd.pw_gid,
+                })
+            } else {
+                None
+            };
+            (rc, entry)
+        };
+        match rc {
+            0 => return Ok(entry),
+            libc::ERANGE if size < MAX_BUFFER => size *= 4,
+            // "Not found" as some NSS modules report it.
+            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
+            _ => {
+                return Err(format!(
+                    "getpwnam_r failed: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                ));
+            }
+        }
+    }
+}
+
+impl Accounts for Nss {
+    fn canonical_user(&self, name: &str) -> Result<Option<String>, String> {
+        Ok(getpwnam(name)?.map(|entry| entry.name))
+    }
+
+    fn groups_of(&self, user: &str) -> Result<Vec<String>, String> {
+        let Some(entry) = getpwnam(user)? else {
+            return Err(format!("user {user:?} not found in the passwd database"));
+        };
+        let name = CString::new(user).map_err(|_| "user name contains NUL".to_string())?;
+        let mut count: libc::c_int = 64;
+        let mut gids: Vec<libc::gid_t> = vec![0; 64];
+        loop {
+            let capacity = count;
+            // SAFETY: `gids` has room for `count` entries; getgrouplist
+            // writes at most that many and updates `count`.
+            let rc = unsafe {
+                libc::getgrouplist(name.as_ptr(), entry.gid, gids.as_mut_ptr(), &mut count)
+            };
+            if rc >= 0 {
+                gids.truncate(usize::try_from(count).unwrap_or(0));
+                break;
+            }
+            if count <= capacity || count > 65_536 {
+                return Err(format!("getgrouplist failed for {user:?}"));
+            }
+            gids.resize(usize::try_from(count).unwrap_or(0), 0);
+        }
+        Ok(gids.into_iter().filter_map(group_name).collect())
+    }
+}
+
+fn group_name(gid: libc::gid_t) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; BUFFER];
+    // SAFETY: as for getpwnam_r: the struct points into `buf`, which lives
+    // until the name is copied out.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc != 0 || found.is_null() || grp.gr_name.is_null() {
+            return None;
+        }
+        Some(CStr::from_ptr(grp.gr_name).to_string_lossy().into_owned())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_time() -> Result<u64, String> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| "system clock is before 1970".to_string())
+}
+
+/// Whole seconds since the machine booted, rounded down.
+pub fn uptime() -> Result<u64, String> {
+    // SAFETY: sysinfo fills the zeroed struct it is given and touches
+    // nothing else.
+    let (rc, info) = unsafe {
+        let mut info: libc::sysinfo = std::mem::zeroed();
+        (libc::sysinfo(&mut info), info)
+    };
+    if rc != 0 {
+        return Err(format!(
+            "sysinfo failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    u64::try_from(info.uptime).map_err(|_| "negative uptime".to_string())
+}
+
+/// The host name, for the issuer shown in apps when none is configured.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pam_totp".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_in_the_root_group_and_strangers_are_errors() {
+        let groups = Nss.groups_of("root").expect("root");
+        assert!(groups.iter().any(|g| g == "root"), "{groups:?}");
+        assert!(Nss.groups_of("no-such-user-pam-totp").is_err());
+    }
+
+    #[test]
+    fn canonical_names_come_from_the_passwd_entry() {
+        assert_eq!(Nss.canonical_user("root"), Ok(Some("root".to_string())));
+        assert_eq!(Nss.canonical_user("no-such-user-pam-totp"), Ok(None));
+        assert!(Nss.canonical_user("nul\0inside").is_err());
+    }
+}
