@@ -1077,3 +1077,236 @@ fn combined_mode_splits_password_and_code_and_always_hands_the_password_on() {
     );
     assert_eq!(bare.authtok.as_deref(), Some(&b"hunter2"[..]));
 }
+
+fn enrollee(right: bool) -> Enrollee {
+    Enrollee {
+        right,
+        shown: Vec::new(),
+        prompts: Vec::new(),
+    }
+}
+
+#[test]
+fn an_enrollment_at_login_is_only_staged_until_the_stack_succeeds() {
+    let world = World::with_alice();
+    let windowed = Config {
+        enroll: EnrollAtLogin::Window,
+        ..Config::default()
+    };
+    world
+        .store()
+        .open_enroll_window("wendy", NOW as i64 + 3600, "root")
+        .expect("window");
+    // The password module fails after this one: nothing is stored, the
+    // window stays open, and the real user can still enroll.
+    let failed = world.decide_only(&windowed, "wendy", Some("192.0.2.1"), &mut enrollee(true));
+    assert!(matches!(failed.outcome, Outcome::EnrolledAtLogin { .. }));
+    assert!(failed.staged.is_some(), "a nonce to hand to the next phase");
+    assert!(world.store().tokens("wendy").expect("q").is_empty());
+    assert!(
+        world
+            .store()
+            .enroll_window("wendy", NOW as i64)
+            .expect("q")
+            .is_some()
+    );
+    // A commit by another user, or with another nonce, takes nothing.
+    let nonce = failed.staged.clone().expect("nonce");
+    let commit = |user: &str, nonce: &str, at: u64| {
+        commit_staged(
+            &windowed,
+            user,
+            nonce,
+            |_| SqliteStore::open(&world.db),
+            &FixedClock(at),
+            &NoGroups,
+        )
+    };
+    assert_eq!(commit("wendy", &"0".repeat(64), NOW), Commit::Missing);
+    // Expired stages are gone for good.
+    assert_eq!(
+        commit("wendy", &nonce, NOW + STAGE_TTL_SECS as u64),
+        Commit::Missing
+    );
+    assert_eq!(commit("wendy", &nonce, NOW), Commit::Missing, "taken once");
+    assert!(world.store().tokens("wendy").expect("q").is_empty());
+
+    // Staged for wendy, committed as mallory: nothing, and it is used up.
+    let other = world.decide_only(&windowed, "wendy", Some("192.0.2.1"), &mut enrollee(true));
+    let nonce = other.staged.clone().expect("nonce");
+    assert_eq!(commit("mallory", &nonce, NOW), Commit::Missing);
+    assert_eq!(commit("wendy", &nonce, NOW), Commit::Missing);
+
+    // The real login: committed once the stack succeeded.
+    let real = world.decide_only(&windowed, "wendy", Some("192.0.2.1"), &mut enrollee(true));
+    let nonce = real.staged.clone().expect("nonce");
+    assert!(matches!(
+        commit("wendy", &nonce, NOW + 5),
+        Commit::Enrolled { .. }
+    ));
+    let tokens = world.store().tokens("wendy").expect("q");
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(
+        tokens[0].last_step,
+        Some(NOW / 30),
+        "the confirming code is spent"
+    );
+    assert_eq!(world.store().enroll_window("wendy", 0).expect("q"), None);
+    // A stage that lost the race to a token stored meanwhile is refused.
+    world
+        .store()
+        .open_enroll_window("zed", NOW as i64 + 3600, "root")
+        .expect("window");
+    let late = world.decide_only(&windowed, "zed", Some("192.0.2.1"), &mut enrollee(true));
+    world.add("zed", DEFAULT_DEVICE, Kind::Totp, KEY_B32, true);
+    assert!(matches!(
+        commit("zed", &late.staged.expect("nonce"), NOW),
+        Commit::Failed(_)
+    ));
+}
+
+#[test]
+fn a_grace_is_only_granted_once_the_stack_succeeds() {
+    let world = World::with_alice();
+    let config = with_grace(3600);
+    let failed = world.decide_only(
+        &config,
+        "alice",
+        Some("198.51.100.9"),
+        &mut OnePrompt::says(&code_at(NOW)),
+    );
+    assert!(matches!(failed.outcome, Outcome::Accepted { .. }));
+    assert!(failed.staged.is_some());
+    // The password was wrong: the next login from there is asked again.
+    let mut again = OnePrompt::says("000000");
+    assert_eq!(
+        world.run_full(&config, "198.51.100.9", NOW + 60, &NoGroups, &mut again),
+        Outcome::WrongCode
+    );
+    assert_eq!(again.prompts.len(), 1);
+}
+
+#[test]
+fn the_user_is_who_nss_says() {
+    let world = World::with_alice();
+    world.add("bob", DEFAULT_DEVICE, Kind::Totp, KEY_B32, true);
+    let allow = Config {
+        unenrolled: Unenrolled::Allow,
+        ..Config::default()
+    };
+    // A case-insensitive name service, or an alias: still bob, still asked.
+    for name in ["BOB", "bob@site", "Bob"] {
+        let mut conv = Scripted::says("000000");
+        assert_eq!(
+            world.run_with(&allow, name, Some("203.0.113.7"), &mut conv),
+            Outcome::WrongCode,
+            "{name}"
+        );
+        assert_eq!(conv.prompts.len(), 1);
+    }
+    let decision = world.decide_only(&allow, "BOB", None, &mut Scripted::says(&code_at(NOW)));
+    assert!(matches!(decision.outcome, Outcome::Accepted { .. }));
+    assert_eq!(decision.user.as_deref(), Some("bob"));
+    // A name NSS does not know is asked like any other, then denied: never
+    // ignored, even under unenrolled=allow.
+    let mut conv = Scripted::says("123456");
+    assert_eq!(
+        world.run_with(&allow, "nobody-here", None, &mut conv),
+        Outcome::UnknownUser
+    );
+    assert_eq!(conv.prompts.len(), 1);
+    // A failed lookup denies.
+    assert!(matches!(
+        world.run_with(&allow, "nss-down", None, &mut Scripted::says("1")),
+        Outcome::NoUser(_)
+    ));
+    // exempt_user= names canonical users.
+    let exempt = Config {
+        exempt_users: vec!["bob".to_string()],
+        ..Config::default()
+    };
+    assert!(matches!(
+        world.run_with(&exempt, "BOB", None, &mut Scripted::says("")),
+        Outcome::Exempt { .. }
+    ));
+}
+
+#[test]
+fn concurrent_wrong_answers_never_check_more_guesses_than_the_limit() {
+    let world = World::with_alice();
+    let config = Config {
+        limits: crate::ratelimit::Limits {
+            backoff_after: 1000,
+            backoff_max: 3600,
+            user_limit: 20,
+        },
+        ..Config::default()
+    };
+    {
+        let store = world.store();
+        for i in 0..19 {
+            store
+                .record_failure("alice", &format!("192.0.2.{i}"), NOW as i64)
+                .expect("failure");
+        }
+    }
+    let wrong = wrong_now();
+    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..24)
+            .map(|i| {
+                let (world, config) = (&world, &config);
+                scope.spawn(move || {
+                    decide(
+                        config,
+                        Request {
+                            user: "alice",
+                            rhost: Some(&format!("198.51.100.{i}")),
+                        },
+                        |_| SqliteStore::open_for_login(&world.db),
+                        &FixedClock(NOW),
+                        &NoGroups,
+                        &mut Scripted::says(wrong),
+                    )
+                    .outcome
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let checked = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::WrongCode)
+        .count();
+    let locked = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::RateLimited(Lock::User { .. })))
+        .count();
+    assert_eq!((checked, locked), (1, 23), "{outcomes:?}");
+    let failures = world
+        .store()
+        .failures("alice", "", NOW as i64)
+        .expect("failures");
+    assert_eq!(failures.user_recent, 20);
+}
+
+#[test]
+fn a_right_or_reused_code_gives_its_guess_back() {
+    let world = World::with_alice();
+    let code = code_at(NOW);
+    assert!(matches!(world.run(&code), Outcome::Accepted { .. }));
+    assert!(matches!(world.run(&code), Outcome::Reused { .. }));
+    let failures = world
+        .store()
+        .failures("alice", "203.0.113.7", NOW as i64)
+        .expect("failures");
+    assert_eq!(failures.user_recent, 0, "neither counted as a guess");
+    assert_eq!(world.run(wrong_now()), Outcome::WrongCode);
+    let failures = world
+        .store()
+        .failures("alice", "203.0.113.7", NOW as i64)
+        .expect("failures");
+    assert_eq!(failures.source_count, 1);
+}
