@@ -74,7 +74,11 @@ struct Parked {
 // The child is handed back in `Parked` and waited for in `race`.
 #[allow(clippy::zombie_processes)]
 fn park(world: &World, service: &str, user: &str) -> Parked {
+    world.add_user(user);
     let mut child = Command::new(worker_path())
+        .env("LD_PRELOAD", common::NSS_WRAPPER)
+        .env("NSS_WRAPPER_PASSWD", world.passwd_file())
+        .env("NSS_WRAPPER_GROUP", world.group_file())
         .arg(&world.services)
         .args([service, user, RHOST])
         .stdin(Stdio::piped())

@@ -9,9 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{
-    FAKETIME, PAM_WRAPPER, World, oathtool, pam_tools_present, tools_present, utc_for_faketime,
-};
+use common::{FAKETIME, World, oathtool, pam_tools_present, tools_present, utc_for_faketime};
 
 const KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
@@ -94,7 +92,7 @@ fn sigkill_at_random_moments_keeps_the_store_whole_and_every_acknowledged_step()
     let login = |i: u64, kill_after: Option<Duration>| {
         let at = base + 30 * i;
         let mut cmd = world.pamtester_command("totp", "kim", Some("203.0.113.7"));
-        cmd.env("LD_PRELOAD", format!("{PAM_WRAPPER} {FAKETIME}"))
+        cmd.env("LD_PRELOAD", common::preload(&[FAKETIME]))
             .env("FAKETIME", format!("@{}", utc_for_faketime(at)))
             .env("TZ", "UTC")
             .env("PAM_WRAPPER_DEBUGLEVEL", "0");

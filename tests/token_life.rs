@@ -418,15 +418,15 @@ fn enrollment_at_login_only_from_trusted_networks_or_inside_a_window() {
         return;
     }
     let world = World::new();
-    world.service("trusted", "trusted=10.0.0.0/8 enroll=trusted");
-    world.service("window", "enroll=window");
+    world.service_with_account("trusted", "trusted=10.0.0.0/8 enroll=trusted");
+    world.service_with_account("window", "enroll=window");
     ok(&world.totpctl(&["init"]));
 
     let (success, output) = enroll_at_login(&world, "trusted", "tess", "10.9.9.9", true);
     assert!(success, "{output}");
     assert!(output.contains('█'), "QR code shown: {output}");
     assert!(
-        output.contains("enrolled a new token at login (from a trusted network)"),
+        output.contains("new token confirmed at login (from a trusted network)"),
         "{output}"
     );
     let shown = json(&world.totpctl(&["show", "tess", "--json"]));
@@ -452,6 +452,7 @@ fn enrollment_at_login_only_from_trusted_networks_or_inside_a_window() {
     let (success, output) = enroll_at_login(&world, "window", "wade", RHOST, true);
     assert!(success, "{output}");
     assert!(output.contains("inside an enroll window"), "{output}");
+    assert!(output.contains("account: enrolled at login"), "{output}");
     let shown = json(&world.totpctl(&["show", "wade", "--json"]));
     assert_eq!(
         shown["enroll_window_until"],
@@ -464,6 +465,96 @@ fn enrollment_at_login_only_from_trusted_networks_or_inside_a_window() {
             .status
             .success()
     );
+}
+
+/// A right confirming code with a wrong password (pam_deny first in the
+/// stack, as `auth required pam_unix.so` failing would be): nothing is
+/// stored, the window stays open, the real user can still enroll.
+#[test]
+fn an_enrollment_at_login_with_a_failed_password_stores_nothing() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service_with_account("window", "enroll=window trusted=10.0.0.0/8 grace=1h");
+    let with_deny = std::fs::read_to_string(world.services.join("window")).expect("service");
+    world.raw_service("denied", &format!("auth required pam_deny.so\n{with_deny}"));
+    world.raw_service(
+        "trusted-denied",
+        &format!(
+            "auth required pam_deny.so\n{}",
+            with_deny.replace("enroll=window", "enroll=trusted")
+        ),
+    );
+    ok(&world.totpctl(&["init"]));
+    ok(&world.totpctl(&["allow-enroll", "vic", "--for", "1h"]));
+    for (service, rhost) in [("denied", RHOST), ("trusted-denied", "10.1.2.3")] {
+        let (success, output) = enroll_at_login(&world, service, "vic", rhost, true);
+        assert!(!success, "{output}");
+        assert!(output.contains("Key: "), "the key was shown: {output}");
+        let shown = json(&world.totpctl(&["show", "vic", "--json"]));
+        assert_eq!(
+            shown["tokens"],
+            serde_json::json!([]),
+            "nothing stored: {output}"
+        );
+        assert_ne!(
+            shown["enroll_window_until"],
+            Value::Null,
+            "window still open"
+        );
+    }
+    // The auth line alone (no account line, an application that never
+    // calls pam_setcred): the login passes, nothing is stored, and the log
+    // names the line to add.
+    world.service("auth-only", "enroll=window");
+    let (success, output) = enroll_at_login(&world, "auth-only", "vic", RHOST, true);
+    assert!(success, "{output}");
+    assert!(output.contains("account required pam_totp.so"), "{output}");
+    let shown = json(&world.totpctl(&["show", "vic", "--json"]));
+    assert_eq!(shown["tokens"], serde_json::json!([]), "{output}");
+    // The real user, with the right password: enrolled.
+    let (success, output) = enroll_at_login(&world, "window", "vic", RHOST, true);
+    assert!(success, "{output}");
+    let shown = json(&world.totpctl(&["show", "vic", "--json"]));
+    assert_eq!(shown["tokens"][0]["state"], "active", "{output}");
+}
+
+/// grace= after a right code and a wrong password: no grace.
+#[test]
+fn a_grace_after_a_failed_password_is_not_granted() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service_with_account("graced", "grace=1h");
+    let graced = std::fs::read_to_string(world.services.join("graced")).expect("service");
+    world.raw_service("denied", &format!("auth required pam_deny.so\n{graced}"));
+    let key = world.enroll("gus");
+    let now = common::unix_now();
+    let denied = world.login(
+        "denied",
+        "gus",
+        Some(RHOST),
+        &oathtool(&key, Some(now), &[]),
+    );
+    assert!(!denied.success, "{denied:?}");
+    // The next login from there is asked for a code (an empty answer fails).
+    let asked = world.login("graced", "gus", Some(RHOST), "");
+    assert!(
+        !asked.success,
+        "no grace after a failed password: {asked:?}"
+    );
+    // With the password right, the grace starts.
+    let right = world.login(
+        "graced",
+        "gus",
+        Some(RHOST),
+        &oathtool(&key, Some(now + 30), &[]),
+    );
+    assert!(right.success, "{right:?}");
+    let free = world.login("graced", "gus", Some(RHOST), "");
+    assert!(free.success && free.logged("grace from"), "{free:?}");
 }
 
 #[test]

@@ -14,6 +14,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
 pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 pub const STDBUF: &str = "/usr/libexec/coreutils/libstdbuf.so";
+/// nss_wrapper gives each World a passwd and group file of its own: the
+/// module resolves every user through NSS (unknown names are denied), and
+/// the tests' users need not exist on the machine.
+pub const NSS_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
+
+/// LD_PRELOAD for a pamtester run: pam_wrapper, nss_wrapper, then `extra`.
+pub fn preload(extra: &[&str]) -> String {
+    let mut all = vec![PAM_WRAPPER, NSS_WRAPPER];
+    all.extend_from_slice(extra);
+    all.join(" ")
+}
 
 /// Returns false (and says so) when a tool the test needs is missing, so a
 /// developer without it sees a skip; under `CI=true` a missing tool fails
@@ -51,7 +62,7 @@ pub fn tools_present(tools: &[&str]) -> bool {
 
 /// The PAM harness tools every PAM test needs.
 pub fn pam_tools_present() -> bool {
-    tools_present(&["pamtester", "oathtool", PAM_WRAPPER])
+    tools_present(&["pamtester", "oathtool", PAM_WRAPPER, NSS_WRAPPER])
 }
 
 /// The totpctl under test: `PAM_TOTP_TOTPCTL` if set (an installed one,
@@ -161,6 +172,10 @@ pub struct World {
     /// Set when `PAM_TOTP_TEST_STORE=postgres`: the world's store is a
     /// database of its own private cluster.
     pub pg: PgStore,
+    /// Only users added with `add_user` exist (see `strict_users`).
+    strict_users: std::sync::atomic::AtomicBool,
+    /// Serialises additions to the passwd and group files.
+    users_lock: std::sync::Mutex<()>,
 }
 
 /// True if a PostgreSQL cluster can be started here; under CI=true a
@@ -304,11 +319,80 @@ impl World {
         } else {
             None
         };
+        std::fs::write(
+            dir.path().join("passwd"),
+            "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        )
+        .expect("passwd");
+        std::fs::write(
+            dir.path().join("group"),
+            "root:x:0:\nusers:x:100:\nnogroup:x:65534:\n",
+        )
+        .expect("group");
         World {
             dir,
             db,
             services,
             pg,
+            strict_users: std::sync::atomic::AtomicBool::new(false),
+            users_lock: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// The World's passwd file (nss_wrapper's NSS_WRAPPER_PASSWD).
+    pub fn passwd_file(&self) -> PathBuf {
+        self.dir.path().join("passwd")
+    }
+
+    /// The World's group file (nss_wrapper's NSS_WRAPPER_GROUP).
+    pub fn group_file(&self) -> PathBuf {
+        self.dir.path().join("group")
+    }
+
+    /// From now on only users added with `add_user` exist; by default
+    /// every name a test logs in with is added to the passwd file first.
+    pub fn strict_users(&self) {
+        self.strict_users
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Adds `user` to the World's passwd file (primary group `users`).
+    pub fn add_user(&self, user: &str) {
+        assert!(
+            !user.is_empty() && !user.contains([':', '\n', '\0']),
+            "not a passwd name: {user:?}"
+        );
+        let _guard = self.users_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let text = std::fs::read_to_string(self.passwd_file()).expect("passwd");
+        if text.lines().any(|l| l.split(':').next() == Some(user)) {
+            return;
+        }
+        let uid = 10_000 + text.lines().count();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.passwd_file())
+            .expect("passwd");
+        writeln!(file, "{user}:x:{uid}:100::/nonexistent:/usr/sbin/nologin").expect("passwd");
+    }
+
+    /// Adds a group with these members to the World's group file.
+    pub fn add_group(&self, group: &str, members: &[&str]) {
+        let _guard = self.users_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let text = std::fs::read_to_string(self.group_file()).expect("group");
+        let gid = 20_000 + text.lines().count();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.group_file())
+            .expect("group");
+        writeln!(file, "{group}:x:{gid}:{}", members.join(",")).expect("group");
+    }
+
+    fn ensure_user(&self, user: &str) {
+        if !self.strict_users.load(std::sync::atomic::Ordering::SeqCst)
+            && !user.is_empty()
+            && !user.contains([':', '\n', '\0'])
+        {
+            self.add_user(user);
         }
     }
 
@@ -357,6 +441,20 @@ impl World {
                 module_path().display(),
                 self.store_args()
             ),
+        );
+    }
+
+    /// Writes service `name` as `service` does, plus the account line with
+    /// the same arguments that commits what a login staged, and pam_permit
+    /// standing in for the system's account modules (pam_totp's account
+    /// line says PAM_IGNORE when it has nothing to commit).
+    pub fn service_with_account(&self, name: &str, args: &str) {
+        self.service(name, args);
+        let auth = std::fs::read_to_string(self.services.join(name)).expect("service");
+        let account = auth.replacen("auth ", "account ", 1);
+        self.raw_service(
+            name,
+            &format!("{auth}{account}account required pam_permit.so\n"),
         );
     }
 
@@ -409,7 +507,7 @@ impl World {
         rhost: Option<&str>,
     ) -> Command {
         let mut cmd = self.pamtester_with(Command::new("pamtester"), service, user, rhost);
-        cmd.env("LD_PRELOAD", format!("{PAM_WRAPPER} {STDBUF}"))
+        cmd.env("LD_PRELOAD", preload(&[STDBUF]))
             .env("_STDBUF_O", "L");
         cmd
     }
@@ -421,7 +519,10 @@ impl World {
         user: &str,
         rhost: Option<&str>,
     ) -> Command {
-        cmd.env("LD_PRELOAD", PAM_WRAPPER)
+        self.ensure_user(user);
+        cmd.env("LD_PRELOAD", preload(&[]))
+            .env("NSS_WRAPPER_PASSWD", self.passwd_file())
+            .env("NSS_WRAPPER_GROUP", self.group_file())
             .env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", &self.services)
             .env("PAM_WRAPPER_DEBUGLEVEL", "3")
@@ -430,6 +531,14 @@ impl World {
             cmd.args(["-I", &format!("rhost={rhost}")]);
         }
         cmd.args([service, user, "authenticate"]);
+        // Like sshd, run the account phase after a successful
+        // authentication when the service has an account stack: that is
+        // where what pam_totp staged (an enrollment at login, a grace) is
+        // committed.
+        let text = std::fs::read_to_string(self.services.join(service)).unwrap_or_default();
+        if text.lines().any(|l| l.trim_start().starts_with("account")) {
+            cmd.arg("acct_mgmt");
+        }
         cmd
     }
 
@@ -449,7 +558,7 @@ impl World {
         answer: &str,
     ) -> Run {
         let mut cmd = self.pamtester_command(service, user, rhost);
-        cmd.env("LD_PRELOAD", format!("{PAM_WRAPPER} {FAKETIME}"))
+        cmd.env("LD_PRELOAD", preload(&[FAKETIME]))
             .env("FAKETIME", format!("@{}", utc_for_faketime(at)))
             .env("TZ", "UTC");
         run_with_stdin(cmd, answer)
