@@ -296,6 +296,23 @@ fn s9_enrollment_at_login_inside_an_admin_window() {
 
     let opened = sshd.totpctl(&["allow-enroll", &erin.name, "--for", "1h"]);
     assert!(opened.status.success());
+    // A wrong password with the right confirming code: the key is shown
+    // (the module cannot know the password failed), nothing is stored, the
+    // window stays open.
+    let wrong_password = sshd.login(&Attempt {
+        passwords: vec![format!("{}x", erin.password)],
+        codes: vec!["@key-from-prompt".to_string()],
+        ..Attempt::new(&erin.name)
+    });
+    assert!(!wrong_password.success, "{wrong_password:?}");
+    sshd.expect_log(&["new token confirmed at login", &erin.name]);
+    let shown = String::from_utf8_lossy(&sshd.totpctl(&["show", &erin.name]).stdout).into_owned();
+    assert!(!shown.contains("active"), "nothing stored: {shown}");
+    assert!(
+        !shown.contains("enroll window: none"),
+        "window open: {shown}"
+    );
+
     let login = sshd.login(&Attempt {
         passwords: vec![erin.password.clone()],
         codes: vec!["@key-from-prompt".to_string()],
@@ -312,7 +329,12 @@ fn s9_enrollment_at_login_inside_an_admin_window() {
         "the key is shown with it: {confirm}"
     );
     sshd.expect_log(&[
-        "enrolled a new token at login (inside an enroll window",
+        "new token confirmed at login (inside an enroll window",
+        &erin.name,
+    ]);
+    // The stack has no pam_totp account line: sshd's pam_setcred commits it.
+    sshd.expect_log(&[
+        "setcred: enrolled at login: token \"default\" stored",
         &erin.name,
     ]);
     let shown = String::from_utf8_lossy(&sshd.totpctl(&["show", &erin.name]).stdout).into_owned();

@@ -484,7 +484,7 @@ impl Sshd {
             .lock()
             .expect("log")
             .iter()
-            .filter(|l| l.contains("pam_totp(sshd:auth)"))
+            .filter(|l| l.contains("pam_totp(sshd:"))
             .cloned()
             .collect()
     }
