@@ -280,12 +280,16 @@ fn verify_full_sends_nothing_in_clear_to_a_server_that_declines_tls() {
         "one named line: {run:?}"
     );
     assert!(!run.stderr.contains(&secrets.password), "{run:?}");
+    if let Some(line) = run.stderr.lines().find(|l| named(l)) {
+        println!("log: {line}");
+    }
 
     let pw = secrets.password_file.to_str().expect("path");
     let list = totpctl(&["--db", &url, "--db-password-file", pw, "list"]);
     let list_err = String::from_utf8_lossy(&list.stderr);
     assert!(!list.status.success(), "{list:?}");
     assert!(named(&list_err), "totpctl list: {list_err}");
+    println!("totpctl list: {}", list_err.trim());
 
     // migrate: a SQLite store with one user, into the fake "database".
     let source = World::new_sqlite();
