@@ -353,3 +353,42 @@ fn verify_full_denies_when_the_tls_handshake_breaks() {
         println!("{answer:?}: login and totpctl list denied, named; nothing sent in clear");
     }
 }
+
+#[test]
+fn a_password_in_the_url_is_refused_and_never_repeated_even_percent_encoded() {
+    if !pam_tools_present() {
+        return;
+    }
+    const SECRET: &str = "Hunter2Secret";
+    let world = World::new_sqlite();
+    for url in [
+        "postgresql://totp@127.0.0.1/totp?sslmode=verify-full&pass%77ord=Hunter2Secret",
+        "postgresql://totp@127.0.0.1/totp?sslmode=disable&%70%61%73%73%77%6F%72%64=Hunter2Secret",
+        "postgresql://totp%3AHunter2Secret@127.0.0.1/totp?sslmode=disable",
+        "postgresql://totp:Hunter2Secret@127.0.0.1/totp?sslmode=disable",
+    ] {
+        world.service_exact("leak", &format!("db={url} debug fail_delay=0"));
+        let run = world.login("leak", "alice", Some(RHOST), "123456");
+        assert!(!run.success, "{url}: {run:?}");
+        assert!(run.logged("carries a password"), "{url}: {run:?}");
+        assert!(!run.stderr.contains(SECRET), "{url}: {run:?}");
+        assert!(!run.stdout.contains(SECRET), "{url}: {run:?}");
+        let out = totpctl(&["--db", url, "list"]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{url}: {said}");
+        assert!(said.contains("password"), "{url}: {said}");
+        assert!(!said.contains(SECRET), "{url}: {said}");
+        let source = world.db.to_str().expect("path");
+        let out = totpctl(&["migrate", "--from", source, "--to", url]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && said.contains("password"), "{said}");
+        assert!(!said.contains(SECRET), "{url}: {said}");
+    }
+    println!(
+        "4 URLs with a password (2 percent-encoded): refused by the module, totpctl and migrate, the secret in no line"
+    );
+}

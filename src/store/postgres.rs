@@ -213,7 +213,7 @@ impl PgStore {
         let transport = match &settings.target.tls {
             PgTls::Disable => Transport::Plain,
             PgTls::VerifyFull { root_cert } => {
-                Transport::VerifiedTls(tls_config(&target, root_cert.as_deref())?)
+                Transport::VerifiedTls(Box::new(tls_config(&target, root_cert.as_deref())?))
             }
         };
         let client = connect_within(config, transport, settings.timeout, &target)?;
@@ -375,7 +375,7 @@ fn client_config(target: &PgTarget) -> postgres::Config {
 /// in TLS that is required and verified (`sslmode=verify-full`).
 enum Transport {
     Plain,
-    VerifiedTls(rustls::ClientConfig),
+    VerifiedTls(Box<rustls::ClientConfig>),
 }
 
 /// The reason for a failed connect; with verify-full a failed or declined
@@ -420,7 +420,7 @@ fn connect_within(
                     .map_err(|e| connect_failure(&e, false)),
                 Transport::VerifiedTls(tls) => config
                     .ssl_mode(SslMode::Require)
-                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(*tls))
                     .map_err(|e| connect_failure(&e, true)),
             };
             let _ = done.send(client);
@@ -934,7 +934,7 @@ mod tests {
         .with_no_client_auth();
         let err = match connect_within(
             config,
-            Transport::VerifiedTls(tls),
+            Transport::VerifiedTls(Box::new(tls)),
             Duration::from_secs(10),
             "t",
         ) {
