@@ -451,8 +451,9 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
         }
         "db" => {
             let value = required_value(setting)?;
-            config.db =
-                StoreLocation::parse(value).map_err(|reason| bad(setting, value, reason))?;
+            // A refused URL is not repeated: it may hold a password.
+            config.db = StoreLocation::parse(value)
+                .map_err(|reason| bad(setting, &StoreLocation::shown(value), reason))?;
         }
         "db_password_file" => config.db_password_file = Some(absolute_path(setting)?),
         "key_file" => {

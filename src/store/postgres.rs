@@ -27,10 +27,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use postgres::config::{SslMode, TargetSessionAttrs};
 use postgres::{Client, GenericClient, NoTls, Transaction};
 use zeroize::Zeroizing;
 
-use super::location::{PgTarget, PgTls, SYSTEM_CA_FILES};
+use super::location::{PgHost, PgTarget, PgTls, SYSTEM_CA_FILES};
 use super::{
     Claim, EnrollMode, Enrollment, Grant, Kind, RecoveryCount, Reservation, Store, StoreError,
     StoredRecovery, Token, TokenInfo,
@@ -202,11 +203,7 @@ impl PgStore {
 
     fn connect(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
         let target = settings.target.url.clone();
-        let mut config: postgres::Config = settings
-            .target
-            .url
-            .parse()
-            .map_err(|e| unreachable(&target, format!("bad URL: {e}")))?;
+        let mut config = client_config(settings.target);
         let millis = settings.timeout.as_millis();
         // TCP_USER_TIMEOUT fails a write the peer does not acknowledge in
         // time; keepalives notice a peer that is gone while we wait for it.
@@ -232,11 +229,13 @@ impl PgStore {
             config.password(password.as_bytes());
             _password = password;
         }
-        let tls = match &settings.target.tls {
-            PgTls::Disable => None,
-            PgTls::VerifyFull { root_cert } => Some(tls_config(&target, root_cert.as_deref())?),
+        let transport = match &settings.target.tls {
+            PgTls::Disable => Transport::Plain,
+            PgTls::VerifyFull { root_cert } => {
+                Transport::VerifiedTls(Box::new(tls_config(&target, root_cert.as_deref())?))
+            }
         };
-        let client = connect_within(config, tls, settings.timeout, &target)?;
+        let client = connect_within(config, transport, settings.timeout, &target)?;
         Ok(PgStore {
             client: RefCell::new(client),
             sealer: None,
@@ -363,6 +362,54 @@ impl PgStore {
     }
 }
 
+/// The client library's configuration, field by field from the parsed URL
+/// (the library never parses the URL: see `location`). The TLS mode is set
+/// in `connect_within`, with the connector, so the two cannot disagree.
+fn client_config(target: &PgTarget) -> postgres::Config {
+    let mut config = postgres::Config::new();
+    config.user(&target.user);
+    if let Some(dbname) = &target.dbname {
+        config.dbname(dbname);
+    }
+    for host in &target.hosts {
+        match host {
+            PgHost::Tcp { name, port } => {
+                config.host(name).port(*port);
+            }
+            PgHost::Socket { dir, port } => {
+                config.host_path(dir).port(*port);
+            }
+        }
+    }
+    if let Some(name) = &target.application_name {
+        config.application_name(name);
+    }
+    if target.read_write {
+        config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+    }
+    config
+}
+
+/// How the bytes travel: in clear (`sslmode=disable`, said explicitly) or
+/// in TLS that is required and verified (`sslmode=verify-full`).
+enum Transport {
+    Plain,
+    VerifiedTls(Box<rustls::ClientConfig>),
+}
+
+/// The reason for a failed connect; with verify-full a failed or declined
+/// TLS handshake is named as such (nothing was sent in clear: the library
+/// gives up before the start-up message).
+fn connect_failure(e: &postgres::Error, tls: bool) -> String {
+    let text = describe(e);
+    // tokio-postgres has no public error kind; its TLS kind reads so.
+    if tls && text.starts_with("error performing TLS handshake") {
+        format!("TLS refused (sslmode=verify-full; nothing sent unencrypted): {text}")
+    } else {
+        text
+    }
+}
+
 /// Connects, giving up after `timeout` whatever the server does. The
 /// client library bounds only the TCP connect by its own timeout; a server
 /// (or a proxy, or a firewall) that accepts the connection and then never
@@ -370,9 +417,14 @@ impl PgStore {
 /// connect runs on a thread of its own and the login waits for it at most
 /// `timeout`; a connect that is given up finishes or fails on that thread
 /// and is dropped (the sshd child ends soon after a denied login anyway).
+///
+/// With TLS the library's mode is `Require`: a server that answers the
+/// SSLRequest with "no" ends the connect (its default, `Prefer`, would go
+/// on in plain text and hand the start-up message and the password to
+/// whoever answered). Without TLS the mode is `Disable`: no SSLRequest.
 fn connect_within(
-    config: postgres::Config,
-    tls: Option<rustls::ClientConfig>,
+    mut config: postgres::Config,
+    transport: Transport,
     timeout: Duration,
     target: &str,
 ) -> Result<Client, StoreError> {
@@ -380,11 +432,17 @@ fn connect_within(
     std::thread::Builder::new()
         .name("pam_totp-db".to_string())
         .spawn(move || {
-            let client = match tls {
-                None => config.connect(NoTls),
-                Some(tls) => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)),
+            let client = match transport {
+                Transport::Plain => config
+                    .ssl_mode(SslMode::Disable)
+                    .connect(NoTls)
+                    .map_err(|e| connect_failure(&e, false)),
+                Transport::VerifiedTls(tls) => config
+                    .ssl_mode(SslMode::Require)
+                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(*tls))
+                    .map_err(|e| connect_failure(&e, true)),
             };
-            let _ = done.send(client.map_err(|e| describe(&e)));
+            let _ = done.send(client);
         })
         .map_err(|e| unreachable(target, format!("cannot start the connect: {e}")))?;
     match result.recv_timeout(timeout) {
@@ -986,5 +1044,82 @@ impl Store for PgStore {
             }
             Ok(changed as usize)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn target(text: &str) -> PgTarget {
+        match super::super::StoreLocation::parse(text) {
+            Ok(super::super::StoreLocation::Postgres(target)) => target,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_client_gets_the_decoded_parts() {
+        let config = client_config(&target(
+            "postgresql://to%74p@db1:5433,db2/my%20db?sslmode=verify-full&application_name=a%26b&target_session_attrs=read-write",
+        ));
+        assert_eq!(config.get_user(), Some("totp"));
+        assert_eq!(config.get_dbname(), Some("my db"));
+        assert_eq!(config.get_application_name(), Some("a&b"));
+        assert_eq!(config.get_ports(), &[5433, 5432]);
+        assert_eq!(config.get_hosts().len(), 2);
+        assert_eq!(
+            config.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(config.get_password(), None);
+    }
+
+    /// A server that answers the SSLRequest with 'N': the connect fails,
+    /// named, and the server receives the 8 bytes of the SSLRequest and
+    /// nothing else (no start-up message, no password).
+    #[test]
+    fn verified_tls_never_falls_back_to_plain_text() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut request = [0u8; 8];
+            stream.read_exact(&mut request).expect("SSLRequest");
+            stream.write_all(b"N").expect("answer");
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+            (request, rest)
+        });
+        let mut config = client_config(&target(&format!(
+            "postgresql://totp@127.0.0.1:{port}/totp?sslmode=verify-full"
+        )));
+        config.password("s3cret-password");
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let err = match connect_within(
+            config,
+            Transport::VerifiedTls(Box::new(tls)),
+            Duration::from_secs(10),
+            "t",
+        ) {
+            Ok(_) => panic!("connected without TLS"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("TLS refused (sslmode=verify-full")
+                && err.contains("does not support TLS"),
+            "{err}"
+        );
+        let (request, rest) = server.join().expect("server");
+        assert_eq!(request, [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+        assert!(rest.is_empty(), "sent after 'N': {rest:?}");
     }
 }

@@ -79,7 +79,7 @@ fn migrate(cli: &Cli, from: &std::path::Path, to: &str) -> Result<(), String> {
         Ok(StoreLocation::Sqlite(_)) => {
             return Err("--to must be a postgresql:// URL".to_string());
         }
-        Err(e) => return Err(format!("--to {to}: {e}")),
+        Err(e) => return Err(format!("--to {}: {e}", StoreLocation::shown(to))),
     };
     let config = settings(cli)?;
     let source = SqliteStore::open(from).map_err(|e| e.to_string())?;
