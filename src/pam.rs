@@ -69,7 +69,29 @@ fn guarded(
     work: impl FnOnce(&mut PamHandle) -> PamResultCode,
 ) -> PamResultCode {
     let raw: *mut PamHandle = pamh;
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(pamh))) {
+    contain_panic(
+        || work(pamh),
+        |what| {
+            // SAFETY: `raw` is the live handle libpam passed to this entry
+            // point; the closure that borrowed it has ended (it unwound).
+            let pamh = unsafe { &*raw };
+            log(
+                pamh,
+                LOG_CRIT,
+                &format!(
+                    "denied: internal error in the {} phase (a bug, please report it): {}",
+                    phase.name(),
+                    escape(what)
+                ),
+            );
+        },
+    )
+}
+
+/// `work`'s result, or PAM_SERVICE_ERR after `report` has been told the
+/// panic's message.
+fn contain_panic(work: impl FnOnce() -> PamResultCode, report: impl FnOnce(&str)) -> PamResultCode {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
         Ok(code) => code,
         Err(payload) => {
             let what = payload
@@ -77,18 +99,7 @@ fn guarded(
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            // SAFETY: `raw` is the live handle libpam passed to this entry
-            // point; the closure that borrowed it has ended (it unwound).
-            let pamh = unsafe { &mut *raw };
-            log(
-                pamh,
-                LOG_CRIT,
-                &format!(
-                    "denied: internal error in the {} phase (a bug, please report it): {}",
-                    phase.name(),
-                    escape(&what)
-                ),
-            );
+            report(&what);
             PamResultCode::PAM_SERVICE_ERR
         }
     }
@@ -575,5 +586,47 @@ fn log(pamh: &PamHandle, priority: c_int, message: &str) {
     // outlives the call, so pam_syslog reads exactly one valid C string.
     unsafe {
         pam_syslog(pamh, priority, c"%s".as_ptr(), message.as_ptr());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_contained_reported_and_denies() {
+        let mut reported = None;
+        let code = contain_panic(
+            || panic!("index out of bounds: the len is 0"),
+            |what| reported = Some(what.to_string()),
+        );
+        assert_eq!(code, PamResultCode::PAM_SERVICE_ERR);
+        assert_eq!(
+            reported.as_deref(),
+            Some("index out of bounds: the len is 0")
+        );
+        let formatted = contain_panic(|| panic!("{} {}", "with", 2), |_| {});
+        assert_eq!(formatted, PamResultCode::PAM_SERVICE_ERR);
+        let fine = contain_panic(|| PamResultCode::PAM_SUCCESS, |_| unreachable!());
+        assert_eq!(fine, PamResultCode::PAM_SUCCESS);
+    }
+
+    #[test]
+    fn every_outcome_that_is_not_a_success_denies() {
+        for outcome in [
+            Outcome::UnknownUser,
+            Outcome::WrongCode,
+            Outcome::EnrollmentFailed(String::new()),
+            Outcome::StoreError(String::new()),
+            Outcome::ConfigError(String::new()),
+            Outcome::ClockError(String::new()),
+            Outcome::RefusedBySshd,
+        ] {
+            let (code, _, _) = translate(&outcome);
+            assert!(
+                code != PamResultCode::PAM_SUCCESS && code != PamResultCode::PAM_IGNORE,
+                "{outcome:?}"
+            );
+        }
     }
 }
