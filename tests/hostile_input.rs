@@ -100,7 +100,8 @@ fn table() -> Vec<Row> {
         config_row(
             "unverified TLS to the database",
             b"db = postgresql://totp@db.example.org/totp?sslmode=require\n",
-            "sslmode=require is not accepted",
+            // A file's value is not repeated: the error says what db takes.
+            "the value of db is invalid: expected an absolute path, or a postgresql://",
         ),
         config_row(
             "database URL without a TLS decision",
