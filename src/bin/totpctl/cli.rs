@@ -22,27 +22,42 @@ use pam_totp::store::{DEFAULT_DEVICE, Kind};
                   totpctl reset alice                     # lost phone: new token, new recovery codes\n  \
                   totpctl allow-enroll bob --for 24h      # let bob enroll at his next login\n  \
                   totpctl import oath /etc/users.oath     # dry run; add --apply to write\n  \
-                  totpctl show alice"
+                  totpctl show alice\n\n\
+                  Help desk through sudo: totpctl sees SUDO_USER, SUDO_UID, SUDO_GID or SUDO_COMMAND\n\
+                  and then works only on the store the module's config file names: --db, --config,\n\
+                  --key-file and --db-password-file (options before the verb only) are refused, and so\n\
+                  are migrate, keygen, rekey, import and manpages; --qr-png FILE is created as the caller,\n\
+                  new, mode 0600. A sudoers rule (visudo -f /etc/sudoers.d/totpctl):\n  \
+                  Cmnd_Alias TOTP_HELPDESK = \\\n    \
+                  /usr/sbin/totpctl show *, /usr/sbin/totpctl list, \\\n    \
+                  /usr/sbin/totpctl list --json, /usr/sbin/totpctl reset *, \\\n    \
+                  /usr/sbin/totpctl unlock *, /usr/sbin/totpctl forget *, \\\n    \
+                  /usr/sbin/totpctl enroll *, /usr/sbin/totpctl confirm *, \\\n    \
+                  /usr/sbin/totpctl delete *\n  \
+                  %helpdesk ALL = (root) TOTP_HELPDESK"
 )]
 pub struct Cli {
     /// The store: a SQLite file or a postgresql://USER@HOST/DB?sslmode=…
     /// URL, as the module's db= (default: db from the config file, else
-    /// /var/lib/pam_totp/pam_totp.db).
-    #[arg(long, global = true, value_name = "PATH|URL")]
+    /// /var/lib/pam_totp/pam_totp.db). Before the verb; refused through sudo.
+    #[arg(long, value_name = "PATH|URL")]
     pub db: Option<String>,
 
     /// The module's config file, read for db, db_password_file and
     /// db_timeout (default /etc/security/pam_totp.conf, if it exists).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Before the verb; refused through sudo.
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// PostgreSQL: the file holding the database password (root's, 0600).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Before the verb; refused through sudo.
+    #[arg(long, value_name = "FILE")]
     pub db_password_file: Option<PathBuf>,
 
     /// The key that seals token keys at rest (default: key_file from the
-    /// config file, else /etc/security/pam_totp.key if it exists).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// config file, else /etc/security/pam_totp.key if it exists). Before
+    /// the verb; refused through sudo.
+    #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -252,7 +267,8 @@ pub struct TokenArgs {
     /// Draw the terminal QR code for a light background (default: dark).
     #[arg(long)]
     pub invert: bool,
-    /// Also write the QR code as a PNG (mode 0600, must not exist yet).
+    /// Also write the QR code as a PNG: a new file (never an existing file
+    /// or a symlink), mode 0600; through sudo, created as the caller.
     #[arg(long, value_name = "FILE", conflicts_with = "secret")]
     pub qr_png: Option<PathBuf>,
     /// Print one JSON object (user, device, key, uri, recovery_codes, state)
