@@ -288,6 +288,16 @@ fn table() -> Vec<Row> {
             "a\" rhost=\"10.0.0.1",
             "user=\"a\\\" rhost=\\\"10.0.0.1\"",
         ),
+        user_row(
+            "line separator in user",
+            "eve\u{2028}pam_totp(sshd:auth): accepted: code",
+            "user=\"eve\\u{2028}pam_totp(sshd:auth): accepted: code\"",
+        ),
+        user_row(
+            "right-to-left override in user",
+            "mallory\u{202e}\u{2066}nimda\u{feff}",
+            "user=\"mallory\\u{202e}\\u{2066}nimda\\u{feff}\"",
+        ),
         user_row("empty user", "", "no user: empty user name"),
     ]
 }

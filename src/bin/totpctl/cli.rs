@@ -138,7 +138,8 @@ pub enum Command {
         #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
         duration: u64,
     },
-    /// Move tokens from another tool. A dry run unless --apply.
+    /// Move tokens from another tool. A dry run unless --apply. Refused
+    /// through sudo (it reads a file named on the command line).
     Import {
         #[command(subcommand)]
         source: ImportSource,
@@ -146,7 +147,7 @@ pub enum Command {
     /// Copy a SQLite store into an empty PostgreSQL database (schema
     /// created or migrated first), in one transaction: tokens with their
     /// used steps, recovery codes, enroll windows, failure counts. Prints
-    /// the counts. The SQLite file is left as it was.
+    /// the counts. The SQLite file is left as it was. Refused through sudo.
     Migrate {
         /// The SQLite store to copy.
         #[arg(long, value_name = "PATH")]
@@ -158,14 +159,16 @@ pub enum Command {
     },
     /// Write a new sealing key (32 random bytes, hex) to FILE, mode 0600;
     /// FILE must not exist. Then copy it to every login node and run
-    /// `rekey --new-key FILE` (README: "Secrets sealed at rest").
+    /// `rekey --new-key FILE` (README: "Secrets sealed at rest"). Refused
+    /// through sudo.
     Keygen {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
     /// Re-seal every token key with the key in --new-key FILE, in one
     /// transaction: keys are opened with the current key file (or read
-    /// plain when none is in use) and sealed with the new one.
+    /// plain when none is in use) and sealed with the new one. Refused
+    /// through sudo.
     Rekey {
         #[arg(long, value_name = "FILE")]
         new_key: PathBuf,
