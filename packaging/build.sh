@@ -8,6 +8,9 @@
 # shell completions into target/package/; then cargo-deb, and rpmbuild.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Started with sudo: its variables would make `totpctl manpages` refuse
+# (README: "Help desk through sudo"); packaging is root's own work.
+unset SUDO_USER SUDO_UID SUDO_GID SUDO_COMMAND
 . scripts/lib/debian.sh
 ensure_debian_packages dpkg-dev binutils libpam0g-dev
 if ! cargo deb --version >/dev/null 2>&1; then

@@ -11,6 +11,9 @@
 # sshd runs in a private mount namespace with its own PAM stack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Started with sudo: its variables would make totpctl refuse --db (README:
+# "Help desk through sudo"); this script is root's own work.
+unset SUDO_USER SUDO_UID SUDO_GID SUDO_COMMAND
 ROOT=$PWD
 FIXTURES=$ROOT/tests/fixtures
 USER_NAME=totpdemo

@@ -12,6 +12,9 @@
 # Extra arguments go to `cargo nextest run` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Started through sudo? sudo's variables would make every totpctl the tests
+# run act as a help desk's, refusing --db (README: "Help desk through sudo").
+unset SUDO_USER SUDO_UID SUDO_GID SUDO_COMMAND
 
 . scripts/lib/debian.sh
 ensure_debian_packages libpam0g-dev pamtester libpam-wrapper oathtool faketime \

@@ -3,6 +3,11 @@
 //! Every mistake is an error that names the key, the value and where it came
 //! from; the module then refuses every login. Nothing is guessed: an unknown
 //! key, a key given twice, an empty value or a malformed value all fail.
+//!
+//! An error about a file never quotes the file: it names the file, the line
+//! and the kind of problem, and the key only when it looks like one (see
+//! [`ConfigError`]). `totpctl --config FILE` must not turn into a way of
+//! reading the first line of a root-only file.
 
 use std::fmt;
 use std::fs;
@@ -217,27 +222,106 @@ impl fmt::Display for Origin {
     }
 }
 
+/// A configuration mistake. What comes from a file is never repeated in
+/// the error: no line, no value, and a key only when it is shaped like one
+/// (lower-case letters, digits and `_`, at most 32: see `plain_key`); a
+/// reason that would repeat part of a file's value is replaced by what the
+/// key expects (`expected`). Module arguments are shown (escaped): they
+/// are the PAM stack's own text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{origin}: unknown key {key:?}")]
     UnknownKey { origin: Origin, key: String },
-    #[error("{origin}: {key}={value:?} is invalid: {reason}")]
+    #[error("{origin}: {} is invalid: {reason}", shown_value(key, value.as_deref()))]
     BadValue {
         origin: Origin,
         key: String,
-        value: String,
+        /// `None` when the value came from a file.
+        value: Option<String>,
         reason: String,
     },
     #[error("{origin}: {key:?} needs a value ({key}=...)")]
     MissingValue { origin: Origin, key: String },
     #[error("{origin}: {key:?} is given more than once")]
     Duplicate { origin: Origin, key: String },
-    #[error("{origin}: line is not `key = value`: {text:?}")]
-    Syntax { origin: Origin, text: String },
+    #[error("{origin}: the line is not `key = value`")]
+    Syntax { origin: Origin },
+    #[error("{origin}: config= is only valid as a module argument")]
+    ConfigInFile { origin: Origin },
     #[error("module argument is not valid UTF-8")]
     NotUtf8,
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
+}
+
+/// `key="value"` for a module argument, `the value of key` for a file.
+fn shown_value(key: &str, value: Option<&str>) -> String {
+    match value {
+        Some(value) => format!("{key}={value:?}"),
+        None => format!("the value of {key}"),
+    }
+}
+
+/// A key that may be named in an error about a file: shaped like the keys
+/// of `KEYS`. Anything else on a file's line (a password, a hash, a line of
+/// /etc/shadow) is not repeated.
+fn plain_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && key.len() <= 32
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// An unknown key, named only when it comes from the arguments or is a
+/// plain key; otherwise the line is simply not `key = value`.
+fn unknown_key(origin: &Origin, key: &str) -> ConfigError {
+    match origin {
+        Origin::File { .. } if !plain_key(key) => ConfigError::Syntax {
+            origin: origin.clone(),
+        },
+        _ => ConfigError::UnknownKey {
+            origin: origin.clone(),
+            key: key.to_string(),
+        },
+    }
+}
+
+/// True when `reason` repeats the value or a piece of it (split at commas,
+/// spaces, `?`, `&`, `=` and `;`) as a word of its own.
+fn mentions_value(reason: &str, value: &str) -> bool {
+    let separators = |c: char| c.is_whitespace() || matches!(c, ',' | '?' | '&' | '=' | ';');
+    std::iter::once(value.trim())
+        .chain(value.split(separators))
+        .filter(|piece| !piece.is_empty())
+        .any(|piece| {
+            reason.match_indices(piece).any(|(at, _)| {
+                let before = reason[..at].chars().next_back();
+                let after = reason[at + piece.len()..].chars().next();
+                !before.is_some_and(char::is_alphanumeric)
+                    && !after.is_some_and(char::is_alphanumeric)
+            })
+        })
+}
+
+/// What a key accepts, for an error about a file's value whose own reason
+/// would repeat the value.
+fn expected(key: &str) -> &'static str {
+    match key {
+        "db" => {
+            "expected an absolute path, or a postgresql://USER@HOST/DB URL with \
+             sslmode=verify-full or sslmode=disable and no password (db_password_file=)"
+        }
+        "trusted" => "expected IP addresses or CIDR blocks, separated by commas",
+        "grace" => "expected a duration such as 8h (s, m, h or d; at most 30d)",
+        "exempt_user" | "exempt_group" => {
+            "expected names separated by commas, without spaces or control characters"
+        }
+        "mode" => "expected separate or combined",
+        "enroll" => "expected never, trusted or window",
+        "unenrolled" => "expected deny or allow",
+        "debug" => "expected yes or no",
+        _ => "see pam_totp.conf(5) for the values it accepts",
+    }
 }
 
 /// One `key[=value]` setting before validation.
@@ -264,9 +348,8 @@ pub fn load(args: &[String]) -> Result<Config, ConfigError> {
     };
     reject_duplicates(&file_settings)?;
     if let Some(s) = file_settings.iter().find(|s| s.key == "config") {
-        return Err(ConfigError::UnknownKey {
+        return Err(ConfigError::ConfigInFile {
             origin: s.origin.clone(),
-            key: "config (only valid as a module argument)".to_string(),
         });
     }
 
@@ -343,12 +426,7 @@ fn read_file(path: &Path, required: bool) -> Result<Vec<Setting>, ConfigError> {
                 (k.trim().to_string(), Some(v.to_string()))
             }
             None if trimmed == "debug" => (trimmed.to_string(), None),
-            None => {
-                return Err(ConfigError::Syntax {
-                    origin,
-                    text: trimmed.to_string(),
-                });
-            }
+            None => return Err(ConfigError::Syntax { origin }),
         };
         settings.push(Setting { key, value, origin });
     }
@@ -358,9 +436,9 @@ fn read_file(path: &Path, required: bool) -> Result<Vec<Setting>, ConfigError> {
 fn reject_duplicates(settings: &[Setting]) -> Result<(), ConfigError> {
     for (i, s) in settings.iter().enumerate() {
         if settings[..i].iter().any(|earlier| earlier.key == s.key) {
-            return Err(ConfigError::Duplicate {
-                origin: s.origin.clone(),
-                key: s.key.clone(),
+            return Err(match unknown_key(&s.origin, &s.key) {
+                ConfigError::UnknownKey { origin, key } => ConfigError::Duplicate { origin, key },
+                not_a_key => not_a_key,
             });
         }
     }
@@ -368,17 +446,28 @@ fn reject_duplicates(settings: &[Setting]) -> Result<(), ConfigError> {
 }
 
 fn bad(setting: &Setting, value: &str, reason: impl Into<String>) -> ConfigError {
-    // Long values are cut so the reason still fits on the log line.
-    const SHOWN: usize = 64;
-    let value = match value.char_indices().nth(SHOWN) {
-        Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
-        None => value.to_string(),
+    let reason = reason.into();
+    let (value, reason) = match setting.origin {
+        Origin::Argument => {
+            // Long values are cut so the reason still fits on the log line.
+            const SHOWN: usize = 64;
+            let value = match value.char_indices().nth(SHOWN) {
+                Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
+                None => value.to_string(),
+            };
+            (Some(value), reason)
+        }
+        // A file's value is never repeated, nor a reason that quotes it.
+        Origin::File { .. } if mentions_value(&reason, value) => {
+            (None, expected(&setting.key).to_string())
+        }
+        Origin::File { .. } => (None, reason),
     };
     ConfigError::BadValue {
         origin: setting.origin.clone(),
         key: setting.key.clone(),
         value,
-        reason: reason.into(),
+        reason,
     }
 }
 
@@ -438,10 +527,7 @@ fn printable_text(setting: &Setting) -> Result<String, ConfigError> {
 }
 
 fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
-    let unknown = || ConfigError::UnknownKey {
-        origin: setting.origin.clone(),
-        key: setting.key.clone(),
-    };
+    let unknown = || unknown_key(&setting.origin, &setting.key);
     if !KEYS.contains(&setting.key.as_str()) {
         return Err(unknown());
     }
@@ -715,6 +801,85 @@ mod tests {
 
         let (_dir, cfg) = with_file("config = /etc/other.conf\n");
         assert!(load(&[cfg]).is_err());
+    }
+
+    /// A file that is not a config file (a shadow line, a sealing key, a
+    /// password, secrets behind known keys): the error names the file and
+    /// the line, never what is on it.
+    #[test]
+    fn errors_about_a_file_never_quote_it() {
+        let secret = "hunter2Secret";
+        let files = [
+            format!("root:$y$j9T${secret}$:19000:0:99999:7:::\n"),
+            format!("{secret}\n"),
+            format!("{}\n", "a3".repeat(32)),
+            format!("{secret}={secret}\n"),
+            format!("PASSWORD={secret}\n"),
+            format!("# comment\n\n{secret} = 1\n"),
+            format!("db = postgresql://totp@db/totp?sslmode={secret}\n"),
+            format!("db = {secret}\n"),
+            format!("trusted = {secret}\n"),
+            format!("trusted = 10.1.2.3/16,{secret}\n"),
+            format!("grace = {secret}\n"),
+            format!("window = {secret}\n"),
+            format!("mode = {secret}\n"),
+            format!("exempt_user = alice,{secret} x\n"),
+            format!("prompt = {secret}\u{7}\n"),
+            format!("window = 1\nwindow = {secret}\n"),
+            format!("{secret} = 1\n{secret} = 2\n"),
+            format!("x{secret}-y = 1\nx{secret}-y = 2\n"),
+            format!("config = /etc/{secret}\n"),
+        ];
+        for file in &files {
+            let (_dir, cfg) = with_file(file);
+            let err = load(std::slice::from_ref(&cfg)).expect_err(file);
+            let shown = format!("{err} {err:?}");
+            assert!(
+                !shown.contains(secret) && !shown.contains("a3a3a3") && !shown.contains("j9T"),
+                "{file:?}: {shown}"
+            );
+            assert!(
+                err.to_string().contains("pam_totp.conf:"),
+                "{file:?}: {err}"
+            );
+        }
+        // Key names shaped like keys are still named, and fixed reasons kept.
+        for (file, said) in [
+            ("windw = 1\n", "unknown key \"windw\""),
+            (
+                "window = 1\nwindow = 2\n",
+                "\"window\" is given more than once",
+            ),
+            (
+                "window = 11\n",
+                "the value of window is invalid: expected a whole number",
+            ),
+            ("db = store.db\n", "must be an absolute path"),
+            (
+                "trusted = 10.1.2.3/16\n",
+                "the value of trusted is invalid: expected IP addresses or CIDR blocks",
+            ),
+            (
+                "db = postgresql://totp@db/totp?sslmode=require\n",
+                "sslmode=verify-full or sslmode=disable",
+            ),
+            ("grace = 8\n", "expected a duration such as 8h"),
+            (
+                "window 3\n",
+                "pam_totp.conf:1: the line is not `key = value`",
+            ),
+            (
+                "config = /etc/x.conf\n",
+                "config= is only valid as a module argument",
+            ),
+        ] {
+            let (_dir, cfg) = with_file(file);
+            let err = load(&[cfg]).expect_err(file).to_string();
+            assert!(err.contains(said), "{file:?}: {err}");
+        }
+        // Module arguments are the PAM stack's own text: shown, escaped.
+        let err = load_isolated(&["window=abc"]).expect_err("abc").to_string();
+        assert!(err.contains("window=\"abc\" is invalid"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,55 @@
 //! Untrusted text (user names, rhosts, device names) inside log lines.
 //!
 //! Everything a client chooses is escaped before it is logged, so it can
-//! never end a line, start a forged one, or close the quotes around it:
-//! control characters become `\xNN`, `"` becomes `\"`, `\` becomes `\\`.
+//! never end a line, start a forged one, close the quotes around it, or
+//! make the line read differently from what it holds: ASCII control
+//! characters become `\xNN`, `"` becomes `\"`, `\` becomes `\\`, and every
+//! other control, format or line/paragraph separator character (Unicode
+//! categories Cc, Cf, Zl, Zp: U+0085, U+2028, U+2029, the bidirectional
+//! overrides and isolates, zero-width characters, U+FEFF…) becomes
+//! `\u{XXXX}`. Whole lines pass through [`one_line`] on their way to syslog
+//! (the module's `pam_syslog` and totpctl's audit lines alike).
+
+/// Unicode 15 general category Cf (format characters), as inclusive ranges.
+/// U+2065 (unassigned) is taken along with its neighbours.
+const FORMAT: &[(u32, u32)] = &[
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+];
+
+/// True for the characters a log line must not carry as they are: controls
+/// (Cc), format characters (Cf) and the line and paragraph separators (Zl,
+/// Zp).
+pub fn is_hidden(c: char) -> bool {
+    let cp = u32::from(c);
+    c.is_control()
+        || cp == 0x2028
+        || cp == 0x2029
+        || FORMAT.iter().any(|&(low, high)| (low..=high).contains(&cp))
+}
+
+/// `\u{XXXX}` for a character outside ASCII.
+fn push_unicode_escape(out: &mut String, c: char) {
+    out.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+}
 
 /// The escaped form of `text`, safe inside `"..."` on one log line.
 pub fn escape(text: &str) -> String {
@@ -11,23 +58,29 @@ pub fn escape(text: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let mut buf = [0u8; 4];
-                for byte in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("\\x{byte:02x}"));
-                }
-            }
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if is_hidden(c) => push_unicode_escape(&mut out, c),
             c => out.push(c),
         }
     }
     out
 }
 
-/// A whole line made single-line: any control character left becomes `?`.
+/// A whole line made single-line and plain: an ASCII control character
+/// left becomes `?`, any other hidden character (see [`is_hidden`])
+/// `\u{XXXX}`.
 pub fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii_control() {
+            out.push('?');
+        } else if is_hidden(c) {
+            push_unicode_escape(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (civil-from-days, proleptic Gregorian).
@@ -64,7 +117,82 @@ mod tests {
         );
         assert_eq!(escape("a\" rhost=\"10.0.0.1"), "a\\\" rhost=\\\"10.0.0.1");
         assert_eq!(escape("back\\slash\0"), "back\\\\slash\\x00");
-        assert_eq!(escape("\u{85}"), "\\xc2\\x85");
         assert_eq!(one_line("a\nb\rc"), "a?b?c");
+    }
+
+    /// One character of every class a log line must not carry raw: each
+    /// is escaped as `\u{XXXX}` (outside ASCII) by both functions, and
+    /// nothing of it survives.
+    #[test]
+    fn unicode_controls_formats_and_separators_are_escaped() {
+        let cases: &[(char, &str)] = &[
+            // Cc outside ASCII: NEL and the other C1 controls.
+            ('\u{85}', "\\u{0085}"),
+            ('\u{9b}', "\\u{009b}"),
+            // Zl, Zp: line and paragraph separators.
+            ('\u{2028}', "\\u{2028}"),
+            ('\u{2029}', "\\u{2029}"),
+            // Cf: bidirectional embeddings and overrides U+202A–U+202E.
+            ('\u{202a}', "\\u{202a}"),
+            ('\u{202b}', "\\u{202b}"),
+            ('\u{202c}', "\\u{202c}"),
+            ('\u{202d}', "\\u{202d}"),
+            ('\u{202e}', "\\u{202e}"),
+            // Cf: bidirectional isolates U+2066–U+2069.
+            ('\u{2066}', "\\u{2066}"),
+            ('\u{2067}', "\\u{2067}"),
+            ('\u{2068}', "\\u{2068}"),
+            ('\u{2069}', "\\u{2069}"),
+            // Cf: zero width space, non-joiner, joiner, LRM, RLM.
+            ('\u{200b}', "\\u{200b}"),
+            ('\u{200c}', "\\u{200c}"),
+            ('\u{200d}', "\\u{200d}"),
+            ('\u{200e}', "\\u{200e}"),
+            ('\u{200f}', "\\u{200f}"),
+            // Cf: byte order mark, soft hyphen, Arabic letter mark, word
+            // joiner, interlinear annotation, a tag character.
+            ('\u{feff}', "\\u{feff}"),
+            ('\u{ad}', "\\u{00ad}"),
+            ('\u{61c}', "\\u{061c}"),
+            ('\u{2060}', "\\u{2060}"),
+            ('\u{fff9}', "\\u{fff9}"),
+            ('\u{e0041}', "\\u{e0041}"),
+        ];
+        for (c, escaped) in cases {
+            let text = format!("eve{c}x");
+            let want = format!("eve{escaped}x");
+            assert!(is_hidden(*c), "U+{:04X}", u32::from(*c));
+            assert_eq!(escape(&text), want, "escape U+{:04X}", u32::from(*c));
+            assert_eq!(one_line(&text), want, "one_line U+{:04X}", u32::from(*c));
+        }
+        // A forged right-to-left line: nothing hidden is left in it.
+        let forged = "mallory\u{202e}detpecca\u{2028}pam_totp: accepted\u{2029}";
+        for out in [escape(forged), one_line(forged)] {
+            assert!(!out.chars().any(is_hidden), "{out:?}");
+            assert!(
+                out.contains("\\u{202e}") && out.contains("\\u{2028}"),
+                "{out}"
+            );
+        }
+    }
+
+    /// Letters, digits, punctuation and spaces of any script stay readable.
+    #[test]
+    fn ordinary_text_is_kept() {
+        for text in [
+            "alice",
+            "José Müller",
+            "анна",
+            "李雷",
+            "ph one",
+            "a-b_c.d@e",
+            "١٢٣",
+        ] {
+            assert_eq!(escape(text), text);
+            assert_eq!(one_line(text), text);
+        }
+        for c in ['a', ' ', '\u{a0}', '\u{3000}', 'é', '\u{1f600}'] {
+            assert!(!is_hidden(c), "U+{:04X}", u32::from(c));
+        }
     }
 }

@@ -100,7 +100,8 @@ fn table() -> Vec<Row> {
         config_row(
             "unverified TLS to the database",
             b"db = postgresql://totp@db.example.org/totp?sslmode=require\n",
-            "sslmode=require is not accepted",
+            // A file's value is not repeated: the error says what db takes.
+            "the value of db is invalid: expected an absolute path, or a postgresql://",
         ),
         config_row(
             "database URL without a TLS decision",
@@ -286,6 +287,16 @@ fn table() -> Vec<Row> {
             "quotes in user",
             "a\" rhost=\"10.0.0.1",
             "user=\"a\\\" rhost=\\\"10.0.0.1\"",
+        ),
+        user_row(
+            "line separator in user",
+            "eve\u{2028}pam_totp(sshd:auth): accepted: code",
+            "user=\"eve\\u{2028}pam_totp(sshd:auth): accepted: code\"",
+        ),
+        user_row(
+            "right-to-left override in user",
+            "mallory\u{202e}\u{2066}nimda\u{feff}",
+            "user=\"mallory\\u{202e}\\u{2066}nimda\\u{feff}\"",
         ),
         user_row("empty user", "", "no user: empty user name"),
     ]

@@ -293,13 +293,14 @@ fn migrate_copies_a_sqlite_store_and_everyone_logs_in() {
 
     let world = pool("");
     let (_, database) = world.pg.as_ref().expect("pg");
+    // The store options come before the verb.
     let out = Command::new(common::totpctl_path())
+        .arg("--db-password-file")
+        .arg(&database.password_file)
         .arg("migrate")
         .arg("--from")
         .arg(&sqlite.db)
         .args(["--to", &database.url])
-        .arg("--db-password-file")
-        .arg(&database.password_file)
         .output()
         .expect("migrate");
     let said = String::from_utf8_lossy(&out.stdout);
@@ -328,12 +329,12 @@ fn migrate_copies_a_sqlite_store_and_everyone_logs_in() {
     assert!(run.success, "recovery code: {run:?}");
     // Migrating again into a store that is no longer empty is refused.
     let again = Command::new(common::totpctl_path())
+        .arg("--db-password-file")
+        .arg(&database.password_file)
         .arg("migrate")
         .arg("--from")
         .arg(&sqlite.db)
         .args(["--to", &database.url])
-        .arg("--db-password-file")
-        .arg(&database.password_file)
         .output()
         .expect("migrate");
     assert!(!again.status.success());

@@ -23,7 +23,7 @@ impl Ctl {
         self.run_with_stdin(args, "")
     }
     fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_totpctl"))
+        let mut child = totpctl()
             .arg("--db")
             .arg(self.db())
             .args(args)
@@ -40,6 +40,37 @@ impl Ctl {
             .expect("write");
         child.wait_with_output().expect("wait")
     }
+}
+
+/// The variables sudo sets; totpctl takes any of them as "run through sudo".
+const SUDO_VARIABLES: [&str; 4] = ["SUDO_USER", "SUDO_UID", "SUDO_GID", "SUDO_COMMAND"];
+
+/// totpctl as root runs it: none of sudo's variables, even when the test
+/// run itself was started through sudo.
+fn totpctl() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_totpctl"));
+    for variable in SUDO_VARIABLES {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// totpctl as `sudo totpctl ARGS` runs it for the help desk user
+/// `helpdesk-bob` (uid and gid 65534): sudo's variables are how totpctl
+/// knows (README, "Help desk through sudo").
+fn through_sudo(args: &[&str]) -> Command {
+    let mut command = totpctl();
+    command
+        .args(args)
+        .env("SUDO_USER", "helpdesk-bob")
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .env(
+            "SUDO_COMMAND",
+            format!("/usr/sbin/totpctl {}", args.join(" ")),
+        )
+        .stdin(Stdio::null());
+    command
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -197,15 +228,28 @@ fn every_change_is_audited_in_syslog() {
         .as_str()
         .expect("key")
         .to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_totpctl"))
-        .arg("--db")
-        .arg(ctl.db())
-        .args(["recovery", "alice"])
-        .env("SUDO_USER", "helpdesk-bob")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    assert!(child.wait().expect("wait").success());
+    // Through sudo totpctl takes no --db: the help desk's change runs on
+    // the default store, in a mount namespace where it is this test's.
+    // A hidden character in the caller's name, user and device names:
+    // escaped, never raw.
+    let isolated = Isolated::new();
+    if let Some(isolated) = &isolated {
+        let mut enroll = totpctl();
+        enroll.args(["enroll", "alice", "--no-confirm"]);
+        assert!(isolated.run(&mut enroll).status.success());
+        let mut recovery = through_sudo(&["recovery", "alice"]);
+        recovery.env("SUDO_USER", "help\u{2028}desk");
+        let out = isolated.run(&mut recovery);
+        assert!(out.status.success(), "{:?}", text(&out));
+    }
+    let out = ctl.run(&[
+        "enroll",
+        "eve\u{202e}x",
+        "--device",
+        "ph\u{200b}one",
+        "--no-confirm",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
     for args in [
         &["allow-enroll", "carol", "--for", "2h"][..],
         &["reset", "alice", "--no-confirm"],
@@ -223,13 +267,22 @@ fn every_change_is_audited_in_syslog() {
             Err(_) => break,
         }
     }
-    let expect = [
+    let mut expect = vec![
         ("enroll user=\"alice\"", ""),
-        ("recovery user=\"alice\"", "by \"helpdesk-bob\" (sudo"),
+        ("enroll user=\"eve\\u{202e}x\"", "ph\\u{200b}one"),
         ("allow-enroll user=\"carol\" until=", ""),
         ("reset user=\"alice\"", ""),
         ("delete user=\"alice\"", ""),
     ];
+    if isolated.is_some() {
+        expect.push(("recovery user=\"alice\"", "by \"help\\u{2028}desk\" (sudo"));
+    }
+    for line in &lines {
+        assert!(
+            !line.contains(['\u{2028}', '\u{202e}', '\u{200b}', '\n']),
+            "a raw hidden character in the audit log: {line:?}"
+        );
+    }
     for (action, who) in expect {
         let line = lines
             .iter()
@@ -242,4 +295,408 @@ fn every_change_is_audited_in_syslog() {
         assert!(line.contains(who), "{line}");
         assert!(!line.contains(&key), "no key in the audit log: {line}");
     }
+}
+
+/// totpctl in a mount namespace of its own (unshare, as root), with this
+/// test's directories bound over /etc/security and /var/lib: through sudo
+/// totpctl takes no store option and uses the module's default config,
+/// key file and store, which here are private to the test and never the
+/// machine's.
+struct Isolated {
+    dir: tempfile::TempDir,
+}
+
+impl Isolated {
+    /// None (a skip; a failure under CI=true) where mount namespaces are
+    /// not available, e.g. not root.
+    fn new() -> Option<Isolated> {
+        let works = std::path::Path::new("/etc/security").is_dir()
+            && Command::new("unshare")
+                .args(["--mount", "true"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if !works {
+            let message = "unshare --mount fails here (not root?) or there is no /etc/security: \
+                           the tests of totpctl through sudo need both";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{message}");
+            }
+            eprintln!("SKIPPED: {message}");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["etc-security", "var-lib"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        Some(Isolated { dir })
+    }
+
+    /// Where the default store is, seen from outside.
+    fn store(&self) -> std::path::PathBuf {
+        self.dir.path().join("var-lib/pam_totp/pam_totp.db")
+    }
+
+    /// Runs a totpctl command (from `totpctl()` or `through_sudo()`) inside.
+    fn run(&self, command: &mut Command) -> Output {
+        let mut wrapped = Command::new("unshare");
+        wrapped
+            .args(["--mount", "--propagation", "private", "/bin/sh", "-euc"])
+            .arg("mount --bind \"$1\" /etc/security; mount --bind \"$2\" /var/lib; shift 2; exec \"$@\"")
+            .arg("isolated")
+            .arg(self.dir.path().join("etc-security"))
+            .arg(self.dir.path().join("var-lib"))
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (name, value) in command.get_envs() {
+            match value {
+                Some(value) => wrapped.env(name, value),
+                None => wrapped.env_remove(name),
+            };
+        }
+        wrapped.stdin(Stdio::null()).output().expect("unshare")
+    }
+}
+
+/// Root-only files given where totpctl reads a config, an import file, a
+/// key or a store: the errors name the file (and a line), never what is in
+/// it. (Found by an attacker: `totpctl --config /etc/shadow` printed the
+/// first line of /etc/shadow.)
+#[test]
+fn files_given_to_totpctl_are_never_quoted_in_errors() {
+    let ctl = Ctl::new();
+    assert!(ctl.run(&["init"]).status.success());
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let marks = ["Sup3rSecretSalt", "Tr0ub4dor", "a3a3a3a3", "hunter2x"];
+    let files: &[(&str, String)] = &[
+        (
+            "shadow",
+            format!("root:$y$j9T${}$Q0zLnb4:19000:0:99999:7:::\n", marks[0]),
+        ),
+        ("pam_totp.key", format!("{}\n", marks[2].repeat(8))),
+        ("db_password", format!("{}=&3\n", marks[1])),
+        ("lowercase_password", format!("{}\n", marks[3])),
+        (
+            "known_key.conf",
+            format!("db = postgresql://totp@db/totp?sslmode={}\n", marks[3]),
+        ),
+        ("trusted.conf", format!("trusted = {}\n", marks[3])),
+    ];
+    let mut checked = 0;
+    for (name, content) in files {
+        let path = secrets.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let path = path.to_str().expect("utf-8 path");
+        let runs: Vec<Output> = vec![
+            totpctl()
+                .args(["--config", path, "list"])
+                .output()
+                .expect("run"),
+            totpctl()
+                .args(["--db", path, "list"])
+                .output()
+                .expect("run"),
+            ctl.run(&["import", "oath", path]),
+            ctl.run(&["import", "google-authenticator", path, "--user", "alice"]),
+            totpctl()
+                .arg("--db")
+                .arg(ctl.db())
+                .args(["--key-file", path, "list"])
+                .output()
+                .expect("run"),
+            ctl.run(&["rekey", "--new-key", path]),
+            totpctl()
+                .args(["migrate", "--from", path, "--to"])
+                .arg("postgresql://totp@127.0.0.1:9/totp?sslmode=disable")
+                .output()
+                .expect("run"),
+        ];
+        for out in runs {
+            // (The key file is a valid key: `--key-file` with it succeeds.)
+            let (stdout, stderr) = text(&out);
+            for mark in marks {
+                assert!(
+                    !stdout.contains(mark) && !stderr.contains(mark),
+                    "{name}: the file's content is in the output:\n{stdout}\n{stderr}"
+                );
+            }
+            assert!(
+                !stderr.contains("j9T") && !stderr.contains("19000"),
+                "{stderr}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, files.len() * 7);
+    // What the error says instead: the file, the line, the kind of problem.
+    let shadow = secrets.path().join("shadow");
+    let out = totpctl()
+        .arg("--config")
+        .arg(&shadow)
+        .arg("list")
+        .output()
+        .expect("run");
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains(&format!(
+            "{}:1: the line is not `key = value`",
+            shadow.display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// The store options come before the verb: after it they are refused, so
+/// `sudo totpctl reset bob --db /tmp/mine` (a sudoers rule `totpctl reset
+/// *`) cannot point totpctl at a store of the caller's choice.
+#[test]
+fn store_options_are_refused_after_the_verb() {
+    let ctl = Ctl::new();
+    assert!(ctl.run(&["enroll", "bob", "--no-confirm"]).status.success());
+    let mine = ctl.dir.path().join("mine");
+    let mine = mine.to_str().expect("path");
+    for args in [
+        &["reset", "bob", "--db", mine][..],
+        &["reset", "bob", "--config", mine],
+        &["show", "bob", "--key-file", mine],
+        &["unlock", "bob", "--db-password-file", mine],
+        &["list", "--db=/tmp/elsewhere.db"],
+        &[
+            "migrate",
+            "--from",
+            mine,
+            "--to",
+            "postgresql://evil@evil/x?sslmode=disable",
+            "--db-password-file",
+            mine,
+        ],
+    ] {
+        let out = ctl.run(args);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("unexpected argument"), "{args:?}: {stderr}");
+    }
+    assert!(!std::path::Path::new(mine).exists());
+    assert!(!std::path::Path::new("/tmp/elsewhere.db").exists());
+}
+
+/// Through sudo (any of sudo's variables set) totpctl works only on the
+/// module's own store: the store, config, key and password options, and
+/// the verbs that read or write files named on the command line (migrate
+/// copied every key in clear to a database of the caller's choice), are
+/// refused before anything is opened.
+#[test]
+fn through_sudo_nothing_can_redirect_the_store_or_name_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let existing = file("existing");
+    std::fs::write(
+        &existing,
+        "HOTP alice - 3132333435363738393031323334353637383930\n",
+    )
+    .expect("write");
+    let refused: Vec<Vec<String>> = [
+        vec!["--db", &file("mine.db"), "list"],
+        vec![
+            "--db",
+            "postgresql://evil@evil.example/x?sslmode=disable",
+            "show",
+            "bob",
+        ],
+        vec!["--config", &existing, "list"],
+        vec!["--key-file", &existing, "show", "bob"],
+        vec!["--db-password-file", &existing, "list"],
+        vec![
+            "migrate",
+            "--from",
+            &file("mine.db"),
+            "--to",
+            "postgresql://evil@evil.example/x?sslmode=disable",
+        ],
+        vec!["keygen", &file("new.key")],
+        vec!["rekey", "--new-key", &existing],
+        vec!["import", "oath", &existing, "--apply"],
+        vec![
+            "import",
+            "google-authenticator",
+            &existing,
+            "--user",
+            "root",
+        ],
+        vec!["manpages", &file("man")],
+    ]
+    .iter()
+    .map(|args| args.iter().map(|a| a.to_string()).collect())
+    .collect();
+    for args in &refused {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = through_sudo(&args).output().expect("run");
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout} {stderr}");
+        assert!(
+            stderr.contains("is refused when totpctl runs through sudo"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Each of sudo's variables alone is enough.
+    for variable in SUDO_VARIABLES {
+        let out = totpctl()
+            .args(["--db", &file("mine.db"), "list"])
+            .env(variable, "1000")
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{variable}");
+        assert!(
+            text(&out).1.contains("through sudo"),
+            "{variable}: {:?}",
+            text(&out)
+        );
+    }
+    // Nothing was created.
+    for name in ["mine.db", "new.key", "man"] {
+        assert!(!dir.path().join(name).exists(), "{name} was created");
+    }
+}
+
+/// Through sudo the help desk's verbs work on the module's own store (the
+/// default paths, private to this test), and `--qr-png FILE` is created as
+/// the caller: where the caller may not create a file, the reset is
+/// refused before the store changes.
+#[test]
+fn through_sudo_the_help_desk_works_on_the_modules_store_and_writes_as_itself() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(isolated) = Isolated::new() else {
+        return;
+    };
+    let key = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let mut admin = totpctl();
+    admin.args(["enroll", "bob", "--secret", key]);
+    let out = isolated.run(&mut admin);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(isolated.store().exists(), "the default store is the test's");
+
+    let show = || {
+        let out = isolated.run(&mut through_sudo(&["show", "bob", "--json"]));
+        assert!(out.status.success(), "{:?}", text(&out));
+        out.stdout
+    };
+    let before = show();
+    for args in [&["list"][..], &["unlock", "bob"], &["forget", "bob"]] {
+        let out = isolated.run(&mut through_sudo(args));
+        assert!(out.status.success(), "{args:?}: {:?}", text(&out));
+    }
+
+    // Where the caller (uid 65534) may create files, and where not.
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(out_dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let open = out_dir.path().join("open");
+    let closed = out_dir.path().join("closed");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    std::fs::create_dir(&closed).expect("mkdir");
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+
+    let refused = closed.join("bob.png");
+    let refused_arg = refused.display().to_string();
+    let out = isolated.run(&mut through_sudo(&[
+        "reset",
+        "bob",
+        "--digits",
+        "8",
+        "--qr-png",
+        &refused_arg,
+    ]));
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--qr-png") && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
+    assert!(!refused.exists());
+    assert_eq!(show(), before, "a refused --qr-png changed the store");
+
+    let png = open.join("bob.png");
+    let png_arg = png.display().to_string();
+    let out = isolated.run(&mut through_sudo(&[
+        "reset",
+        "bob",
+        "--no-confirm",
+        "--qr-png",
+        &png_arg,
+    ]));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let meta = std::fs::symlink_metadata(&png).expect("png written");
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (65534, 65534),
+        "created as the caller"
+    );
+    assert_eq!(meta.mode() & 0o7777, 0o600);
+    assert!(std::fs::read(&png).expect("read").starts_with(b"\x89PNG"));
+    assert_ne!(show(), before, "the reset happened");
+    let out = isolated.run(&mut through_sudo(&["delete", "bob"]));
+    assert!(out.status.success(), "{:?}", text(&out));
+}
+
+/// `--qr-png` onto an existing file or a symlink (dangling or not) is
+/// refused before the store changes: the existing file keeps its content,
+/// no link target appears, the user's tokens are as they were.
+#[test]
+fn qr_png_onto_an_existing_file_or_a_symlink_is_refused_before_anything_changes() {
+    let ctl = Ctl::new();
+    let key = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    assert!(
+        ctl.run(&["enroll", "bob", "--secret", key])
+            .status
+            .success()
+    );
+    let show = || ctl.run(&["show", "bob", "--json"]).stdout;
+    let before = show();
+    let dir = ctl.dir.path();
+    let existing = dir.join("existing.png");
+    std::fs::write(&existing, "keep me").expect("write");
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "root's file").expect("write");
+    let link = dir.join("link.png");
+    std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+    let dangling = dir.join("dangling.png");
+    let absent = dir.join("would-be-created");
+    std::os::unix::fs::symlink(&absent, &dangling).expect("symlink");
+    for target in [&existing, &link, &dangling] {
+        let target = target.to_str().expect("path");
+        for args in [
+            &["reset", "bob", "--no-confirm", "--qr-png", target][..],
+            &["enroll", "carol", "--no-confirm", "--qr-png", target],
+            &["enroll", "bob", "--device", "tablet", "--qr-png", target],
+        ] {
+            let out = ctl.run(args);
+            let (_, stderr) = text(&out);
+            assert!(!out.status.success(), "{args:?}");
+            assert!(stderr.contains("--qr-png"), "{args:?}: {stderr}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&existing).expect("read"), "keep me");
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("read"),
+        "root's file"
+    );
+    assert!(!absent.exists(), "a link's target was created");
+    assert_eq!(show(), before, "bob's tokens changed");
+    let (listing, _) = text(&ctl.run(&["list"]));
+    assert!(!listing.contains("carol"), "{listing}");
+
+    // A new file is written, 0600.
+    let png = dir.join("new.png");
+    let out = ctl.run(&[
+        "reset",
+        "bob",
+        "--no-confirm",
+        "--qr-png",
+        png.to_str().expect("path"),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let meta = std::fs::symlink_metadata(&png).expect("png");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    assert!(std::fs::read(&png).expect("read").starts_with(b"\x89PNG"));
 }

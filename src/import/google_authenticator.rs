@@ -33,7 +33,7 @@ pub fn parse(text: &str, user: &str) -> Result<Imported, ImportError> {
             let values: Vec<&str> = words.collect();
             let number = |v: &str| {
                 v.parse::<u64>()
-                    .map_err(|_| error(n, format!("{name}: {v:?} is not a number")))
+                    .map_err(|_| error(n, format!("{name}: a value is not a number")))
             };
             match name {
                 "TOTP_AUTH" => kind = Some(Kind::Totp),
@@ -75,7 +75,7 @@ pub fn parse(text: &str, user: &str) -> Result<Imported, ImportError> {
     let kind = kind.ok_or_else(|| error(1, "neither TOTP_AUTH nor HOTP_COUNTER is set"))?;
     params
         .validate()
-        .map_err(|e| error(1, format!("STEP_SIZE: {e}")))?;
+        .map_err(|_| error(1, "STEP_SIZE must be from 1 to 3600 seconds"))?;
     let last_step = match kind {
         Kind::Totp => used_steps.into_iter().max(),
         Kind::Hotp => hotp_counter.and_then(|c| c.checked_sub(1)),

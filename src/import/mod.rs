@@ -29,6 +29,9 @@ pub struct Imported {
     pub ignored: Vec<String>,
 }
 
+/// A line the parser refuses: its number and what is wrong with it, never
+/// what is on it (an import file holds keys, and totpctl may be pointed at
+/// any file).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("line {line}: {reason}")]
 pub struct ImportError {

@@ -28,9 +28,7 @@ pub fn parse(text: &str) -> Result<Vec<Imported>, ImportError> {
         if !matches!(fields[2], "-" | "+") {
             return Err(error(
                 n,
-                format!(
-                    "{user} has a PIN; pam_totp has none (the password is the first factor): remove it or enroll this user anew"
-                ),
+                "the token has a PIN; pam_totp has none (the password is the first factor): remove it or enroll this user anew",
             ));
         }
         let bytes = Zeroizing::new(
@@ -40,14 +38,14 @@ pub fn parse(text: &str) -> Result<Vec<Imported>, ImportError> {
         let counter = match fields.get(4) {
             Some(c) => Some(
                 c.parse::<u64>()
-                    .map_err(|_| error(n, format!("counter {c:?} is not a number")))?,
+                    .map_err(|_| error(n, "the counter (field 5) is not a number"))?,
             ),
             None => None,
         };
         if let Some(first) = tokens.iter().find(|t| t.user == user) {
             return Err(error(
                 n,
-                format!("{user} already has a token on line {}", first.line),
+                format!("the same user already has a token on line {}", first.line),
             ));
         }
         // pam_oath writes back the counter it accepted together with that
@@ -83,7 +81,10 @@ pub fn parse(text: &str) -> Result<Vec<Imported>, ImportError> {
 fn token_type(text: &str) -> Result<(Kind, Params), String> {
     let mut parts = text.split('/');
     if parts.next() != Some("HOTP") {
-        return Err(format!("unknown token type {text:?}"));
+        return Err(
+            "unknown token type (expected HOTP, HOTP/E or HOTP/T<seconds>, then /<digits> if any)"
+                .to_string(),
+        );
     }
     let mut kind = Kind::Hotp;
     let mut params = Params {
@@ -98,14 +99,17 @@ fn token_type(text: &str) -> Result<(Kind, Params), String> {
             kind = Kind::Totp;
             params.period = seconds
                 .parse()
-                .map_err(|_| format!("bad time step in {text:?}"))?;
+                .map_err(|_| "the time step of the token type is not a number".to_string())?;
         } else {
-            params.digits = part
-                .parse()
-                .map_err(|_| format!("unknown part {part:?} in {text:?}"))?;
+            params.digits = part.parse().map_err(|_| {
+                "the token type has a part that is not E, T<seconds> or <digits>".to_string()
+            })?;
         }
     }
-    params.validate()?;
+    params.validate().map_err(|_| {
+        "the token type asks for digits other than 6 to 8, or a time step other than 1 to 3600 s"
+            .to_string()
+    })?;
     Ok((kind, params))
 }
 
@@ -160,6 +164,11 @@ mod tests {
         for (text, line) in cases {
             let err = parse(&text).expect_err(&text);
             assert_eq!(err.line, line, "{text:?}: {err}");
+            // The line is named, never repeated.
+            let said = err.to_string();
+            for part in ["alice", "bob", KEY, "zz", "many", "TOTP", "1234"] {
+                assert!(!said.contains(part), "{text:?}: {said}");
+            }
         }
     }
 }

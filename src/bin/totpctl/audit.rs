@@ -35,14 +35,16 @@ impl Audit {
     }
 
     /// One line: `ACTION user="USER" DETAIL by ACTOR`. Never a key or code.
+    /// The parts are escaped, and the whole line goes through `one_line`,
+    /// as the module's own lines do.
     pub fn record(&mut self, action: &str, user: &str, detail: &str) {
-        let line = format!(
+        let line = one_line(&format!(
             "{action} user=\"{}\"{}{} by {}",
             printable(user),
             if detail.is_empty() { "" } else { " " },
             printable(detail),
             self.actor
-        );
+        ));
         if let Some(logger) = self.logger.as_mut()
             && let Err(e) = logger.notice(&line)
         {
@@ -51,7 +53,7 @@ impl Audit {
     }
 }
 
-use pam_totp::logline::escape as printable;
+use pam_totp::logline::{escape as printable, one_line};
 
 /// `bob (sudo, uid 0)`, or the login user, or the uid alone.
 fn actor() -> String {

@@ -22,27 +22,42 @@ use pam_totp::store::{DEFAULT_DEVICE, Kind};
                   totpctl reset alice                     # lost phone: new token, new recovery codes\n  \
                   totpctl allow-enroll bob --for 24h      # let bob enroll at his next login\n  \
                   totpctl import oath /etc/users.oath     # dry run; add --apply to write\n  \
-                  totpctl show alice"
+                  totpctl show alice\n\n\
+                  Help desk through sudo: totpctl sees SUDO_USER, SUDO_UID, SUDO_GID or SUDO_COMMAND\n\
+                  and then works only on the store the module's config file names: --db, --config,\n\
+                  --key-file and --db-password-file (options before the verb only) are refused, and so\n\
+                  are migrate, keygen, rekey, import and manpages; --qr-png FILE is created as the caller,\n\
+                  new, mode 0600. A sudoers rule (visudo -f /etc/sudoers.d/totpctl):\n  \
+                  Cmnd_Alias TOTP_HELPDESK = \\\n    \
+                  /usr/sbin/totpctl show *, /usr/sbin/totpctl list, \\\n    \
+                  /usr/sbin/totpctl list --json, /usr/sbin/totpctl reset *, \\\n    \
+                  /usr/sbin/totpctl unlock *, /usr/sbin/totpctl forget *, \\\n    \
+                  /usr/sbin/totpctl enroll *, /usr/sbin/totpctl confirm *, \\\n    \
+                  /usr/sbin/totpctl delete *\n  \
+                  %helpdesk ALL = (root) TOTP_HELPDESK"
 )]
 pub struct Cli {
     /// The store: a SQLite file or a postgresql://USER@HOST/DB?sslmode=…
     /// URL, as the module's db= (default: db from the config file, else
-    /// /var/lib/pam_totp/pam_totp.db).
-    #[arg(long, global = true, value_name = "PATH|URL")]
+    /// /var/lib/pam_totp/pam_totp.db). Before the verb; refused through sudo.
+    #[arg(long, value_name = "PATH|URL")]
     pub db: Option<String>,
 
     /// The module's config file, read for db, db_password_file and
     /// db_timeout (default /etc/security/pam_totp.conf, if it exists).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Before the verb; refused through sudo.
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// PostgreSQL: the file holding the database password (root's, 0600).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Before the verb; refused through sudo.
+    #[arg(long, value_name = "FILE")]
     pub db_password_file: Option<PathBuf>,
 
     /// The key that seals token keys at rest (default: key_file from the
-    /// config file, else /etc/security/pam_totp.key if it exists).
-    #[arg(long, global = true, value_name = "FILE")]
+    /// config file, else /etc/security/pam_totp.key if it exists). Before
+    /// the verb; refused through sudo.
+    #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -123,7 +138,8 @@ pub enum Command {
         #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
         duration: u64,
     },
-    /// Move tokens from another tool. A dry run unless --apply.
+    /// Move tokens from another tool. A dry run unless --apply. Refused
+    /// through sudo (it reads a file named on the command line).
     Import {
         #[command(subcommand)]
         source: ImportSource,
@@ -131,7 +147,7 @@ pub enum Command {
     /// Copy a SQLite store into an empty PostgreSQL database (schema
     /// created or migrated first), in one transaction: tokens with their
     /// used steps, recovery codes, enroll windows, failure counts. Prints
-    /// the counts. The SQLite file is left as it was.
+    /// the counts. The SQLite file is left as it was. Refused through sudo.
     Migrate {
         /// The SQLite store to copy.
         #[arg(long, value_name = "PATH")]
@@ -143,14 +159,16 @@ pub enum Command {
     },
     /// Write a new sealing key (32 random bytes, hex) to FILE, mode 0600;
     /// FILE must not exist. Then copy it to every login node and run
-    /// `rekey --new-key FILE` (README: "Secrets sealed at rest").
+    /// `rekey --new-key FILE` (README: "Secrets sealed at rest"). Refused
+    /// through sudo.
     Keygen {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
     /// Re-seal every token key with the key in --new-key FILE, in one
     /// transaction: keys are opened with the current key file (or read
-    /// plain when none is in use) and sealed with the new one.
+    /// plain when none is in use) and sealed with the new one. Refused
+    /// through sudo.
     Rekey {
         #[arg(long, value_name = "FILE")]
         new_key: PathBuf,
@@ -252,7 +270,8 @@ pub struct TokenArgs {
     /// Draw the terminal QR code for a light background (default: dark).
     #[arg(long)]
     pub invert: bool,
-    /// Also write the QR code as a PNG (mode 0600, must not exist yet).
+    /// Also write the QR code as a PNG: a new file (never an existing file
+    /// or a symlink), mode 0600; through sudo, created as the caller.
     #[arg(long, value_name = "FILE", conflicts_with = "secret")]
     pub qr_png: Option<PathBuf>,
     /// Print one JSON object (user, device, key, uri, recovery_codes, state)

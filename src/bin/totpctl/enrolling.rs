@@ -1,9 +1,7 @@
 //! enroll, reset, confirm and recovery: the verbs that create secrets and
 //! show them, once.
 
-use std::fs::OpenOptions;
 use std::io::{BufRead, IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -11,6 +9,7 @@ use zeroize::Zeroizing;
 use crate::audit::Audit;
 use crate::cli::TokenArgs;
 use crate::report::describe_params;
+use crate::sudo::OutputFile;
 use crate::{check_user, unix_now};
 use pam_totp::auth::{host_name, match_token};
 use pam_totp::config::{DEFAULT_HOTP_WINDOW, DEFAULT_WINDOW};
@@ -85,17 +84,29 @@ pub fn enroll(
             Kind::Totp => None,
         },
     };
-    store
-        .enroll(
-            &[Enrollment {
-                token: token.clone(),
-                recovery: recovery_codes
-                    .as_ref()
-                    .map(|codes| codes.iter().map(|(_, h)| h.clone()).collect()),
-            }],
-            mode,
-        )
-        .map_err(|e| e.to_string())?;
+    // The PNG file is created before the store changes, so a refused one
+    // (it exists, is a link, or the caller may not create it) changes nothing.
+    let mut png_file = match &args.qr_png {
+        Some(path) => Some(
+            OutputFile::create(path).map_err(|e| format!("--qr-png {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let enrolled = store.enroll(
+        &[Enrollment {
+            token: token.clone(),
+            recovery: recovery_codes
+                .as_ref()
+                .map(|codes| codes.iter().map(|(_, h)| h.clone()).collect()),
+        }],
+        mode,
+    );
+    if let Err(e) = enrolled {
+        if let (Some(file), Some(path)) = (png_file, &args.qr_png) {
+            file.discard(path);
+        }
+        return Err(e.to_string());
+    }
     let verb = if mode == EnrollMode::ReplaceUser {
         "reset"
     } else {
@@ -132,14 +143,10 @@ pub fn enroll(
         &params,
         args.counter,
     );
-    if let Some(path) = &args.qr_png {
+    if let (Some(path), Some(out)) = (&args.qr_png, png_file.as_mut()) {
         let png = qr_png(&uri).map_err(|e| e.to_string())?;
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .and_then(|mut f| f.write_all(&png))
+        out.file
+            .write_all(&png)
             .map_err(|e| format!("--qr-png {}: {e}", path.display()))?;
     }
     if args.json {

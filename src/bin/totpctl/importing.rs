@@ -107,12 +107,17 @@ pub fn import(store: &dyn Store, audit: &mut Audit, source: ImportSource) -> Res
 /// Refuses the whole import if any token breaks a rule, naming its line.
 fn check(tokens: &[Imported], args: &ImportArgs) -> Result<(), String> {
     let mut problems = Vec::new();
+    // Errors name the line, never what is on it.
     for t in tokens {
-        if let Err(e) = check_user(&t.user) {
-            problems.push(format!("line {}: {e}", t.line));
+        if check_user(&t.user).is_err() {
+            problems.push(format!(
+                "line {}: the user name is empty, longer than 256 bytes, or contains spaces \
+                 or control characters",
+                t.line
+            ));
         }
         if let Err(e) = t.secret.check_strength(args.allow_short) {
-            problems.push(format!("line {}: {} : {e}", t.line, t.user));
+            problems.push(format!("line {}: {e}", t.line));
         }
     }
     if problems.is_empty() {

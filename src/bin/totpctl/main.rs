@@ -7,6 +7,7 @@ mod enrolling;
 mod importing;
 mod report;
 mod sealing;
+mod sudo;
 
 use std::process::ExitCode;
 
@@ -111,6 +112,9 @@ fn migrate(cli: &Cli, from: &std::path::Path, to: &str) -> Result<(), String> {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    // Through sudo: only the module's own store, no file named on the
+    // command line. Before anything is read or written.
+    sudo::check(&cli)?;
     // Verbs that do not touch the store.
     match &cli.command {
         Command::Completions { shell } => {

@@ -1,0 +1,178 @@
+//! totpctl run through sudo: a help desk's tool, held to the module's own
+//! store.
+//!
+//! sudo puts `SUDO_USER`, `SUDO_UID`, `SUDO_GID` and `SUDO_COMMAND` in the
+//! environment of the command it runs; when any of them is set, totpctl
+//! takes itself to be run through sudo. Then:
+//! - it uses only the store, sealing key and database password that the
+//!   module's config file (/etc/security/pam_totp.conf) names: `--db`,
+//!   `--config`, `--key-file` and `--db-password-file` are refused;
+//! - it reads and writes no file named on its command line: `migrate`,
+//!   `keygen`, `rekey`, `import` and `manpages` are refused;
+//! - the one output file it writes, `--qr-png FILE`, is created as the
+//!   caller (SUDO_UID, SUDO_GID), new (never an existing file or a link),
+//!   mode 0600.
+//!
+//! The store options are accepted only before the verb (they are not
+//! global), so a sudoers rule that starts with the verb cannot be stretched
+//! to them by its wildcard either. Whoever can set these variables by hand
+//! is root already (sudoers does not let the help desk set them: no
+//! SETENV), and root needs no sudo.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::cli::{Cli, Command};
+
+/// The variables sudo sets for the command it runs.
+pub const VARIABLES: &[&str] = &["SUDO_USER", "SUDO_UID", "SUDO_GID", "SUDO_COMMAND"];
+
+/// True when totpctl runs through sudo (any of [`VARIABLES`] is set, even
+/// empty: in doubt, the limits apply).
+pub fn active() -> bool {
+    VARIABLES.iter().any(|v| std::env::var_os(v).is_some())
+}
+
+fn refused(what: &str) -> String {
+    format!(
+        "{what} is refused when totpctl runs through sudo (SUDO_USER, SUDO_UID, SUDO_GID or \
+         SUDO_COMMAND is set): through sudo it works only on the store the module's config \
+         file names and touches no file named on its command line. An administrator runs \
+         this as root outside sudo (a shell from `sudo -i` carries these variables: unset \
+         them first). README: \"Help desk through sudo\"."
+    )
+}
+
+/// Refuses, through sudo, every option and verb that chooses where data
+/// comes from or goes. Checked before anything is opened.
+pub fn check(cli: &Cli) -> Result<(), String> {
+    if !active() {
+        return Ok(());
+    }
+    for (given, option) in [
+        (cli.db.is_some(), "--db"),
+        (cli.config.is_some(), "--config"),
+        (cli.key_file.is_some(), "--key-file"),
+        (cli.db_password_file.is_some(), "--db-password-file"),
+    ] {
+        if given {
+            return Err(refused(option));
+        }
+    }
+    let verb = match &cli.command {
+        Command::Migrate { .. } => "migrate",
+        Command::Keygen { .. } => "keygen",
+        Command::Rekey { .. } => "rekey",
+        Command::Import { .. } => "import",
+        Command::Manpages { .. } => "manpages",
+        _ => return Ok(()),
+    };
+    Err(refused(&format!("`totpctl {verb}`")))
+}
+
+/// Who ran sudo: SUDO_UID and SUDO_GID, both required.
+fn caller() -> Result<(libc::uid_t, libc::gid_t), String> {
+    let number = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or_else(|| {
+                format!("through sudo, {name} must be set to a number (sudo sets it itself)")
+            })
+    };
+    Ok((number("SUDO_UID")?, number("SUDO_GID")?))
+}
+
+/// A file totpctl writes for its caller (`--qr-png`): created new
+/// (O_CREAT|O_EXCL, so never an existing file, and never through a symlink:
+/// O_NOFOLLOW), mode 0600. Through sudo it is created as the caller, so it
+/// appears only where the caller could create it and belongs to them.
+pub struct OutputFile {
+    pub file: File,
+    caller: Option<(libc::uid_t, libc::gid_t)>,
+}
+
+impl OutputFile {
+    pub fn create(path: &Path) -> Result<OutputFile, String> {
+        let caller = if active() { Some(caller()?) } else { None };
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)
+        };
+        let file = match caller {
+            Some((uid, gid)) => as_user(uid, gid, open)?,
+            None => open(),
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(OutputFile { file, caller })
+    }
+
+    /// Removes the file again (nothing was written to it), as whoever
+    /// created it; best effort.
+    pub fn discard(self, path: &Path) {
+        drop(self.file);
+        let _ = match self.caller {
+            Some((uid, gid)) => as_user(uid, gid, || std::fs::remove_file(path)),
+            None => Ok(std::fs::remove_file(path)),
+        };
+    }
+}
+
+/// Runs `f` with the effective uid, gid and groups of (uid, gid), then
+/// returns to root's. When totpctl is not root there is nothing to give up:
+/// `f` runs as it is. Fails closed: if root's identity cannot be taken
+/// back, the error stops totpctl before it touches the store.
+fn as_user<T>(
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    f: impl FnOnce() -> io::Result<T>,
+) -> Result<io::Result<T>, String> {
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if euid != 0 {
+        return Ok(f());
+    }
+    let groups = current_groups()?;
+    let os_error = |what: &str| format!("{what}: {}", io::Error::last_os_error());
+    // SAFETY: setgroups reads exactly one gid from a valid pointer.
+    if unsafe { libc::setgroups(1, &gid) } != 0 {
+        return Err(os_error("setgroups"));
+    }
+    // SAFETY: setegid and seteuid take plain integers.
+    let dropped = unsafe { libc::setegid(gid) } == 0 && unsafe { libc::seteuid(uid) } == 0;
+    let result = if dropped {
+        Ok(f())
+    } else {
+        Err(os_error("taking the caller's identity"))
+    };
+    // Back to root, whatever happened above.
+    // SAFETY: as above; setgroups reads groups.len() gids from the vector.
+    let restored = unsafe {
+        libc::seteuid(euid) == 0
+            && libc::setegid(egid) == 0
+            && libc::setgroups(groups.len(), groups.as_ptr()) == 0
+    };
+    if !restored {
+        return Err(os_error("returning to root's identity"));
+    }
+    result
+}
+
+/// The supplementary groups of this process.
+fn current_groups() -> Result<Vec<libc::gid_t>, String> {
+    // SAFETY: with size 0, getgroups only returns the number of groups.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let count = usize::try_from(count).map_err(|_| "getgroups failed".to_string())?;
+    let mut groups: Vec<libc::gid_t> = vec![0; count];
+    // SAFETY: the vector has room for `count` gids; getgroups writes at most that many.
+    let got = unsafe { libc::getgroups(count as libc::c_int, groups.as_mut_ptr()) };
+    let got = usize::try_from(got).map_err(|_| "getgroups failed".to_string())?;
+    groups.truncate(got);
+    Ok(groups)
+}
