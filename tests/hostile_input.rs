@@ -95,13 +95,13 @@ fn table() -> Vec<Row> {
         config_row(
             "password in the database URL",
             b"db = postgresql://totp:hunter2@db.example.org/totp?sslmode=disable\n",
-            "carries a password",
+            "and no password (db_password_file=)",
         ),
         config_row(
             "unverified TLS to the database",
             b"db = postgresql://totp@db.example.org/totp?sslmode=require\n",
             // A file's value is not repeated: the error says what db takes.
-            "the value of db is invalid: expected an absolute path, or a postgresql://",
+            "sslmode=require is not accepted",
         ),
         config_row(
             "database URL without a TLS decision",

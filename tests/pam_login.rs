@@ -409,3 +409,34 @@ fn a_store_or_config_that_others_could_swap_is_refused() {
     let run = login();
     assert!(run.success, "{run:?}");
 }
+
+/// The user is who NSS says: a name the name service does not know is
+/// prompted like any other, then denied, even under unenrolled=allow (an
+/// alias or another spelling of an enrolled user never skips the code).
+#[test]
+fn names_the_name_service_does_not_know_are_denied_never_ignored() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.strict_users();
+    world.add_user("bob");
+    world.service("allow", "unenrolled=allow");
+    let key = world.enroll("bob");
+    for name in ["BOB", "bob@site", "bob ", "nosuchuser"] {
+        let run = world.login("allow", name, Some(RHOST), "123456");
+        assert!(!run.success, "{name:?}: {run:?}");
+        assert!(
+            run.prompted(PROMPT),
+            "{name:?} is asked like anyone: {run:?}"
+        );
+        assert!(
+            run.logged("denied: user unknown to the name service"),
+            "{name:?}: {run:?}"
+        );
+    }
+    // bob himself still needs his code.
+    let run = world.login("allow", "bob", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(run.success, "{run:?}");
+    assert!(run.logged("user=\"bob\""), "{run:?}");
+}

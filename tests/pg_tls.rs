@@ -295,13 +295,13 @@ fn verify_full_sends_nothing_in_clear_to_a_server_that_declines_tls() {
     let source = World::new_sqlite();
     source.enroll("alice");
     let migrate = totpctl(&[
+        "--db-password-file",
+        pw,
         "migrate",
         "--from",
         source.db.to_str().expect("path"),
         "--to",
         &url,
-        "--db-password-file",
-        pw,
     ]);
     let migrate_err = String::from_utf8_lossy(&migrate.stderr);
     assert!(!migrate.status.success(), "{migrate:?}");
