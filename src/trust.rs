@@ -182,8 +182,8 @@ fn check_dir(file: &Path, dir: &Path, meta: &Metadata) -> Result<(), Untrusted> 
         return Err(untrusted(
             file,
             format!(
-                "directory {d} is mode {:04o}, writable by group or others, who could swap \
-                 the file: {fix}",
+                "directory {d} is mode {:04o}, group- or world-writable: others could swap \
+                 the file; {fix}",
                 mode(meta)
             ),
         ));
@@ -298,7 +298,7 @@ fn check_file(path: &Path, meta: &Metadata, holds: Holds) -> Result<(), Untruste
         return Err(untrusted(
             path,
             format!(
-                "mode {:04o} is writable by group or others: chmod go-w {p}",
+                "mode {:04o} is group- or world-writable: chmod go-w {p}",
                 mode(meta)
             ),
         ));
@@ -631,7 +631,7 @@ mod tests {
         for (mode, shown) in [(0o775, "0775"), (0o757, "0757"), (0o1777, "1777")] {
             chmod(dir.path(), mode);
             let p = problem(&file, Holds::Settings);
-            assert!(p.contains(shown) && p.contains("writable"), "{p}");
+            assert!(p.contains(shown) && p.contains("world-writable"), "{p}");
         }
         chmod(dir.path(), 0o1777);
         assert!(problem(&file, Holds::Settings).contains("sticky"));
@@ -643,7 +643,7 @@ mod tests {
         fs::write(&f, b"x").expect("write");
         chmod(&f, 0o600);
         let p = problem(&f, Holds::Settings);
-        assert!(p.contains("writable by group or others"), "{p}");
+        assert!(p.contains("group- or world-writable"), "{p}");
     }
 
     #[test]
@@ -766,7 +766,7 @@ mod tests {
         assert_eq!(check_dirs_before_mkdir(&dir.path().join("a/b/c")), Ok(()));
         let in_tmp = tempfile::tempdir().expect("tmp");
         let err = check_dirs_before_mkdir(&in_tmp.path().join("state")).expect_err("tmp");
-        assert!(err.problem.contains("writable by group or others"), "{err}");
+        assert!(err.problem.contains("group- or world-writable"), "{err}");
         let p = create_store_file(&in_tmp.path().join("x.db")).expect_err("tmp");
         assert!(p.problem.contains("/tmp"), "{p}");
         assert!(!in_tmp.path().join("x.db").exists());
