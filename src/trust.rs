@@ -393,7 +393,7 @@ pub fn read(path: &Path, holds: Holds) -> Result<Zeroizing<Vec<u8>>, Untrusted> 
 /// its checked descriptor: the text without its trailing newline.
 pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, Untrusted> {
     let mut bytes = read(path, Holds::Secret)?;
-    let text = match String::from_utf8(std::mem::take(&mut *bytes)) {
+    let mut text = match String::from_utf8(std::mem::take(&mut *bytes)) {
         Ok(text) => Zeroizing::new(text),
         Err(e) => {
             // Wiped when dropped.
@@ -401,7 +401,6 @@ pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, Untrusted> {
             return Err(untrusted(path, "not valid UTF-8 text"));
         }
     };
-    let mut text = text;
     let trimmed = text.trim_end_matches(['\n', '\r']).len();
     text.truncate(trimmed);
     Ok(text)
