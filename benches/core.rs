@@ -9,6 +9,9 @@ use pam_totp::otp::{self, Algorithm, Params};
 use pam_totp::secret::Secret;
 use pam_totp::store::{EnrollMode, Enrollment, Kind, SqliteStore, Store, Token};
 
+#[path = "../tests/common/dirs.rs"]
+mod dirs;
+
 fn verify(c: &mut Criterion) {
     let key = Secret::from_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").expect("key");
     let params = Params::default();
@@ -49,7 +52,8 @@ fn store_with_token(db: &std::path::Path) -> i64 {
 }
 
 fn claim(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("tmp");
+    // Stores are trusted only in a private directory under root-owned ones.
+    let dir = dirs::private_tempdir();
     let db = dir.path().join("totp.db");
     let id = store_with_token(&db);
     let mut step = 0u64;

@@ -20,6 +20,8 @@ use libc::{c_char, c_int, c_uint};
 #[path = "support/pam_ffi.rs"]
 mod pam_ffi;
 
+#[path = "../tests/common/dirs.rs"]
+mod dirs;
 #[path = "../tests/common/postgres.rs"]
 mod pg_cluster;
 
@@ -493,7 +495,8 @@ fn together(setup: &Setup, users: &[String], code: &str) -> (usize, Duration) {
 fn profile(args: &[String]) {
     let what = args.first().map(String::as_str).unwrap_or("accept");
     let n = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let root = tempfile::tempdir().expect("tmp");
+    // Stores are trusted only under root-owned directories (not /tmp).
+    let root = dirs::trusted_tempdir();
     let setup = Setup::new(root.path(), Module::Ours, 64);
     let st = match what {
         "reject" => reject(&setup, n),
@@ -643,7 +646,8 @@ fn main() {
     }
     let logins = env_usize("LOGINS", 300);
     let trials = env_usize("RACE_TRIALS", 100);
-    let root = tempfile::tempdir().expect("tmp");
+    // Stores are trusted only under root-owned directories (not /tmp).
+    let root = dirs::trusted_tempdir();
     let modules = [
         Module::Ours,
         Module::GoogleAuthenticator,

@@ -49,7 +49,9 @@ if id "$USER_NAME" >/dev/null 2>&1; then
     fi
 fi
 
-T=$(mktemp -d /tmp/pam_totp_demo.XXXXXX)
+# Not under /tmp: the module trusts a store only when every directory above
+# it is root's and not group- or world-writable (/tmp is world-writable).
+T=$(mktemp -d /run/pam_totp_demo.XXXXXX)
 sshd_pid=""
 cleanup() {
     if [ -n "$sshd_pid" ]; then

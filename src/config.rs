@@ -10,9 +10,6 @@
 //! reading the first line of a root-only file.
 
 use std::fmt;
-use std::fs;
-use std::io::{ErrorKind, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -390,22 +387,14 @@ fn read_file(path: &Path, required: bool) -> Result<Vec<Setting>, ConfigError> {
         path: path.to_path_buf(),
         reason,
     };
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == ErrorKind::NotFound && !required => return Ok(Vec::new()),
-        Err(e) => return Err(file_error(e.to_string())),
-        Ok(_) => crate::trust::check_file(path).map_err(|u| file_error(u.problem))?,
-    }
-    let opened = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path);
-    let text = match opened.and_then(|mut f| {
-        let mut bytes = Vec::new();
-        f.read_to_end(&mut bytes).map(|_| bytes)
-    }) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|_| file_error("not valid UTF-8".into()))?,
-        Err(e) => return Err(file_error(e.to_string())),
+    // Walked from / and checked on the descriptor it is read from (see
+    // `trust`): a file that is not there is no file only when optional.
+    let bytes = match crate::trust::read(path, crate::trust::Holds::Settings) {
+        Ok(bytes) => bytes,
+        Err(e) if e.not_found && !required => return Ok(Vec::new()),
+        Err(e) => return Err(file_error(e.problem)),
     };
+    let text = std::str::from_utf8(&bytes).map_err(|_| file_error("not valid UTF-8".into()))?;
     let mut settings = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let origin = Origin::File {
@@ -672,9 +661,9 @@ mod tests {
     /// A config file in a fresh temp dir; `config=` points at it so the
     /// machine's own /etc/security/pam_totp.conf never leaks into a test.
     fn with_file(content: &str) -> (tempfile::TempDir, String) {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = crate::trust::test_dir();
         let path = dir.path().join("pam_totp.conf");
-        let mut f = fs::File::create(&path).expect("create");
+        let mut f = std::fs::File::create(&path).expect("create");
         f.write_all(content.as_bytes()).expect("write");
         let arg = format!("config={}", path.display());
         (dir, arg)

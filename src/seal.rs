@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn sealed_keys_open_only_for_their_row_and_key() {
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = crate::trust::test_dir();
         let a = sealer(dir.path(), "a.key");
         let b = sealer(dir.path(), "b.key");
         let secret = Secret::from_base32("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").expect("key");
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn key_files_must_be_root_only_and_well_formed() {
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = crate::trust::test_dir();
         let path = dir.path().join("k");
         std::fs::write(&path, Sealer::generate().expect("key").as_bytes()).expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");

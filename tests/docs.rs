@@ -51,8 +51,7 @@ fn every_module_key_is_documented_everywhere_a_sysadmin_looks() {
 /// Copies the packaged config file into a private directory (the module
 /// trusts only root-owned files that others cannot write) with `edit`.
 fn load_packaged(edit: impl Fn(&str) -> String) -> Result<Config, config::ConfigError> {
-    let dir = tempfile::tempdir().expect("tmp");
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
+    let dir = common::private_tempdir();
     let path = dir.path().join("pam_totp.conf");
     fs::write(&path, edit(&read("packaging/pam_totp.conf"))).expect("write");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");

@@ -222,8 +222,15 @@ fn faults_fail_closed_with_a_named_cause() {
     let key = world.enroll("alice");
     let conf_dir = world.dir.path().join("conf-is-a-dir");
     std::fs::create_dir(&conf_dir).expect("mkdir");
-    let corrupt = world.dir.path().join("corrupt.db");
+    use std::os::unix::fs::PermissionsExt;
+    // In a directory of its own that only root can read, mode 0600, as a
+    // store must be: what is wrong with it is its contents.
+    let private = world.dir.path().join("private");
+    std::fs::create_dir(&private).expect("mkdir");
+    std::fs::set_permissions(&private, PermissionsExt::from_mode(0o700)).expect("chmod");
+    let corrupt = private.join("corrupt.db");
     std::fs::write(&corrupt, vec![0x42u8; 16384]).expect("write");
+    std::fs::set_permissions(&corrupt, PermissionsExt::from_mode(0o600)).expect("chmod");
     let db = world.db.display().to_string();
 
     let cases: Vec<(String, &str)> = vec![

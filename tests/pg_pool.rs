@@ -471,7 +471,7 @@ fn sealed_keys_are_in_no_dump_and_do_not_open_in_another_row() {
     if !tools() {
         return;
     }
-    let keys = tempfile::tempdir().expect("tmp");
+    let keys = common::private_tempdir();
     let key_file = keys.path().join("pam_totp.key");
     let other_key = keys.path().join("other.key");
     let world = pool("");

@@ -4,6 +4,8 @@
 //! (cargo-fuzz needs a nightly compiler, which this machine does not have;
 //! `scripts/fuzz.sh` runs these with many more cases.)
 
+mod common;
+
 use std::net::IpAddr;
 
 use pam_totp::auth::{self, Clock, Conversation, Outcome, Request};
@@ -44,7 +46,7 @@ proptest! {
 
     #[test]
     fn config_files_never_panic(text in any::<Vec<u8>>()) {
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = common::trusted_tempdir();
         let path = dir.path().join("pam_totp.conf");
         std::fs::write(&path, &text).expect("write");
         let _ = config::load(&[format!("config={}", path.display())]);
@@ -136,7 +138,7 @@ proptest! {
     /// (none exist here).
     #[test]
     fn arbitrary_answers_never_get_in(answers in proptest::collection::vec(any::<Vec<u8>>(), 1..16)) {
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = common::private_tempdir();
         let db = dir.path().join("totp.db");
         let store = SqliteStore::create(&db).expect("store");
         use pam_totp::store::{Enrollment, EnrollMode, Kind, Store, Token};

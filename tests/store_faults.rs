@@ -177,7 +177,7 @@ struct SmallFs {
 
 impl SmallFs {
     fn mount(size: &str) -> SmallFs {
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = common::trusted_tempdir();
         let status = Command::new("mount")
             .args([
                 "-t",

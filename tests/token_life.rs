@@ -709,7 +709,7 @@ fn keys_are_sealed_in_a_sqlite_store_too() {
         return;
     }
     let world = World::new_sqlite();
-    let keys = tempfile::tempdir().expect("tmp");
+    let keys = common::private_tempdir();
     let key_file = keys.path().join("pam_totp.key");
     let out = std::process::Command::new(common::totpctl_path())
         .arg("keygen")

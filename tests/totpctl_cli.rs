@@ -13,7 +13,7 @@ struct Ctl {
 impl Ctl {
     fn new() -> Ctl {
         Ctl {
-            dir: tempfile::tempdir().expect("tempdir"),
+            dir: common::trusted_tempdir(),
         }
     }
     fn db(&self) -> std::path::PathBuf {

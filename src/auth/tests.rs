@@ -106,7 +106,7 @@ struct World {
 
 impl World {
     fn empty() -> World {
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = crate::trust::test_dir();
         let db = dir.path().join("totp.db");
         SqliteStore::create(&db).expect("create");
         World { _dir: dir, db }

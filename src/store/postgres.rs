@@ -150,10 +150,9 @@ fn tls_config(target: &str, root_cert: Option<&Path>) -> Result<rustls::ClientCo
     };
     // The CA decides who may pose as the database: root's alone, like
     // every other file the module trusts.
-    crate::trust::check_file_and_dir(&path)
+    // Read from the descriptor that was checked (see `trust`).
+    let pem = crate::trust::read(&path, crate::trust::Holds::Settings)
         .map_err(|e| unreachable(target, format!("sslrootcert not trusted: {e}")))?;
-    let pem = std::fs::read(&path)
-        .map_err(|e| unreachable(target, format!("sslrootcert {}: {e}", path.display())))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert =
@@ -225,7 +224,10 @@ impl PgStore {
             ));
         let _password: Zeroizing<String>;
         if let Some(file) = settings.password_file {
-            let password = crate::trust::read_secret_file(file).map_err(StoreError::Untrusted)?;
+            let password = crate::trust::read_secret_file(file).map_err(|mut e| {
+                e.path = format!("db_password_file {}", e.path);
+                StoreError::Untrusted(e)
+            })?;
             config.password(password.as_bytes());
             _password = password;
         }

@@ -20,9 +20,8 @@
 //! checkpoint syncs the WAL, so NORMAL commits are on disk at the latest
 //! after `WAL_LIMIT` frames.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -265,16 +264,14 @@ impl SqliteStore {
     }
 
     fn open_with(path: &Path, sync: Sync) -> Result<SqliteStore, StoreError> {
-        if let Err(untrusted) = crate::trust::check_file_and_dir(path) {
-            // Only on this error path is the path looked at a second time.
-            return Err(match std::fs::symlink_metadata(path) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    StoreError::Missing(path.display().to_string())
-                }
-                _ => StoreError::Untrusted(untrusted),
-            });
-        }
-        let mut store = Self::connect(path, sync)?;
+        let checked = crate::trust::open(path, crate::trust::Holds::Store).map_err(|e| {
+            if e.not_found {
+                StoreError::Missing(path.display().to_string())
+            } else {
+                StoreError::Untrusted(e)
+            }
+        })?;
+        let mut store = Self::connect(path, &checked, sync)?;
         match store.schema_version().map_err(|e| classify(path, e))? {
             0 => Err(StoreError::NotInitialised(path.display().to_string())),
             _ => {
@@ -288,25 +285,18 @@ impl SqliteStore {
     /// and the file (0600) if needed, and bringing the schema up to date.
     pub fn create(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::trust::check_dirs_before_mkdir(dir).map_err(StoreError::Untrusted)?;
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
                 .map_err(|e| io_error(dir, e))?;
         }
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_error(path, e)),
-        }
-        crate::trust::check_file_and_dir(path).map_err(StoreError::Untrusted)?;
-        let mut store = Self::connect(path, Sync::Full)?;
+        // Created only in a checked directory, never through a symlink.
+        crate::trust::create_store_file(path).map_err(StoreError::Untrusted)?;
+        let checked =
+            crate::trust::open(path, crate::trust::Holds::Store).map_err(StoreError::Untrusted)?;
+        let mut store = Self::connect(path, &checked, Sync::Full)?;
         store.migrate(path)?;
         Ok(store)
     }
@@ -322,11 +312,27 @@ impl SqliteStore {
         Ok(store)
     }
 
-    fn connect(path: &Path, sync: Sync) -> Result<SqliteStore, StoreError> {
+    /// Opens the store that `trust::open` checked as `checked`.
+    ///
+    /// SQLite opens the store by path (it finds the -wal and -shm files
+    /// beside it by that name), so it cannot be handed the checked
+    /// descriptor. What makes the path safe to open: every directory on it
+    /// was checked to be root's alone, so nobody else can rename or replace
+    /// any name on it; SQLITE_OPEN_NOFOLLOW refuses a symlink as the file;
+    /// and `checked` is held open until SQLite has opened the path, after
+    /// which (before SQLite reads a byte) `trust::same_file` proves that the
+    /// path still names the inode that was checked (held open, it cannot be
+    /// reused). A mismatch is refused.
+    fn connect(
+        path: &Path,
+        checked: &std::fs::File,
+        sync: Sync,
+    ) -> Result<SqliteStore, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let mut conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
+        crate::trust::same_file(checked, path).map_err(StoreError::Untrusted)?;
         conn.busy_handler(Some(wait_briefly()))
             .map_err(|e| classify(path, e))?;
         let setup = || -> rusqlite::Result<()> {

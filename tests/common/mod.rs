@@ -2,6 +2,7 @@
 //! pam_wrapper, pamtester as the application, oathtool as the oracle.
 #![allow(dead_code)]
 
+pub mod dirs;
 pub mod postgres;
 pub mod race;
 pub mod sshd;
@@ -10,6 +11,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+#[allow(unused_imports)]
+pub use dirs::{private_tempdir, test_root, trusted_tempdir};
 
 pub const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
 pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -277,27 +281,24 @@ impl std::fmt::Debug for Run {
 
 impl World {
     pub fn new() -> World {
-        World::in_dir(tempfile::tempdir().expect("tempdir"), on_postgres())
+        World::in_dir(trusted_tempdir(), on_postgres())
     }
 
     /// A world whose store is a SQLite file, whatever the run's backend.
     pub fn new_sqlite() -> World {
-        World::in_dir(tempfile::tempdir().expect("tempdir"), false)
+        World::in_dir(trusted_tempdir(), false)
     }
 
     /// A world whose store is a PostgreSQL database of its own cluster,
     /// whatever the run's backend.
     pub fn with_postgres() -> World {
-        World::in_dir(tempfile::tempdir().expect("tempdir"), true)
+        World::in_dir(trusted_tempdir(), true)
     }
 
     /// A world outside /tmp, for tests that give their processes a private
-    /// /tmp (see `store_faults.rs`).
+    /// /tmp (see `store_faults.rs`): every world is (see `test_root`).
     pub fn outside_tmp() -> World {
-        World::in_dir(
-            tempfile::tempdir_in("/var/tmp").expect("tempdir in /var/tmp"),
-            on_postgres(),
-        )
+        World::new()
     }
 
     fn in_dir(dir: tempfile::TempDir, on_pg: bool) -> World {

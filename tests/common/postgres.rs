@@ -75,7 +75,8 @@ impl Cluster {
             .tempdir()
             .expect("tmp");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-        let secrets = tempfile::tempdir().expect("tmp");
+        // Password files are trusted only under root-owned directories.
+        let secrets = super::dirs::private_tempdir();
         fs::set_permissions(secrets.path(), fs::Permissions::from_mode(0o700)).expect("chmod");
         let data = dir.path().join("data");
         let superuser_pw = dir.path().join("superuser.pw");

@@ -337,7 +337,8 @@ impl Sshd {
     pub fn start_with(stack: Stack, totp_args: &str) -> Sshd {
         let serial = Serial::acquire();
         fs::create_dir_all("/run/sshd").expect("/run/sshd");
-        let dir = tempfile::tempdir().expect("tempdir");
+        // The store is trusted only under root-owned directories.
+        let dir = super::trusted_tempdir();
         let path = dir.path();
         let port = free_port();
 

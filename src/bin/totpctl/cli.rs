@@ -69,6 +69,9 @@ pub enum Command {
     /// Create the store (directory 0700, file 0600) or bring its schema up
     /// to date. Safe to run again. Do this before adding pam_totp to a PAM
     /// stack: the module never creates a store and denies while it is missing.
+    /// An existing store directory that group or others can read or write is
+    /// set to 0700 (and said so); every directory above it must be root's and
+    /// not group- or world-writable.
     Init,
     /// Give USER a token. Without --secret a random 160-bit key is generated
     /// and shown once (QR code, otpauth:// URI, key) with 10 recovery codes

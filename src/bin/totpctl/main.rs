@@ -66,6 +66,28 @@ fn settings(cli: &Cli) -> Result<Config, String> {
     config::load(&args).map_err(|e| e.to_string())
 }
 
+/// `totpctl init` on a SQLite store: the store directory, if it exists
+/// already, must be root's alone; one that group or others can read or write
+/// (e.g. made 0755 by hand) is set to 0700, and the administrator is told.
+fn private_store_dir(path: &std::path::Path) -> Result<(), String> {
+    use pam_totp::trust::StoreDir;
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    match pam_totp::trust::private_store_dir(dir) {
+        Ok(StoreDir::Fixed(old)) => {
+            println!(
+                "Changed the mode of the store directory {} from {old:04o} to 0700: group and \
+                 others must not read or write where the store lives.",
+                dir.display()
+            );
+            Ok(())
+        }
+        Ok(StoreDir::Absent | StoreDir::Private) => Ok(()),
+        Err(e) => Err(format!("store directory not trusted: {e}")),
+    }
+}
+
 /// Without PostgreSQL support there is nothing to migrate to.
 #[cfg(not(feature = "postgres"))]
 fn migrate(_: &Cli, _: &std::path::Path, _: &str) -> Result<(), String> {
@@ -137,6 +159,11 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Init | Command::Enroll { .. } | Command::Reset { .. } | Command::Import { .. }
     );
     let config = settings(&cli)?;
+    if let (Command::Init, pam_totp::store::StoreLocation::Sqlite(path)) =
+        (&cli.command, &config.db)
+    {
+        private_store_dir(path)?;
+    }
     let store = config
         .access()
         .open_admin(creates)

@@ -262,9 +262,15 @@ fn failures_count_per_source_and_per_user() {
     );
 }
 
+/// Mode 0600: a store readable by group or others is refused.
+fn private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 #[test]
 fn version_1_stores_migrate_keeping_tokens_and_used_steps() {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = crate::trust::test_dir();
     let path = dir.path().join("v1.db");
     {
         let conn = Connection::open(&path).expect("open");
@@ -276,6 +282,8 @@ fn version_1_stores_migrate_keeping_tokens_and_used_steps() {
         )
         .expect("row");
     }
+    // A store holds every key: only root may read it.
+    private(&path);
     let store = SqliteStore::open(&path).expect("migrates");
     assert_eq!(store.schema_version().expect("v"), SCHEMA_VERSION);
     let alice = &store.tokens("alice").expect("q")[0];
@@ -291,7 +299,7 @@ fn version_1_stores_migrate_keeping_tokens_and_used_steps() {
 #[test]
 fn file_store_is_created_private_and_reopened() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = crate::trust::test_dir();
     let path = dir.path().join("state").join("pam_totp.db");
     assert!(matches!(
         SqliteStore::open(&path),
@@ -316,9 +324,10 @@ fn file_store_is_created_private_and_reopened() {
 
 #[test]
 fn broken_stores_are_named() {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = crate::trust::test_dir();
     let empty = dir.path().join("empty.db");
     std::fs::write(&empty, b"").expect("write");
+    private(&empty);
     assert!(matches!(
         SqliteStore::open(&empty),
         Err(StoreError::NotInitialised(_))
@@ -326,6 +335,7 @@ fn broken_stores_are_named() {
 
     let garbage = dir.path().join("garbage.db");
     std::fs::write(&garbage, vec![0x5a; 8192]).expect("write");
+    private(&garbage);
     let err = SqliteStore::open(&garbage).err().expect("corrupt");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
 
@@ -344,7 +354,7 @@ fn broken_stores_are_named() {
 
 #[test]
 fn symlinked_store_is_refused() {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = crate::trust::test_dir();
     let real = dir.path().join("real.db");
     SqliteStore::create(&real).expect("create");
     let link = dir.path().join("link.db");
@@ -354,7 +364,7 @@ fn symlinked_store_is_refused() {
 
 #[test]
 fn threads_racing_one_step_claim_it_once() {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = crate::trust::test_dir();
     let path = dir.path().join("race.db");
     let store = SqliteStore::create(&path).expect("create");
     enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
@@ -386,7 +396,7 @@ fn the_wal_stays_short_when_every_login_is_the_only_connection() {
     // Each login is alone with the store, so SQLite rebuilds the WAL index
     // from the WAL at every open; without `bound_wal` the WAL never starts
     // over and every login reads more of it (it reached megabytes).
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = crate::trust::test_dir();
     let path = dir.path().join("wal.db");
     let store = SqliteStore::create(&path).expect("create");
     enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
