@@ -87,5 +87,81 @@ fn claim(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, verify, claim);
+/// The decision from the answer to the result for the three kinds of user
+/// an outsider could tell apart by timing: unknown to NSS, known but not
+/// enrolled (unenrolled=deny), enrolled with a wrong code. SECURITY.md
+/// ("Timing") quotes what this prints.
+fn answer_to_result(c: &mut Criterion) {
+    use pam_totp::auth::{self, Clock, Conversation, Request};
+    use pam_totp::config::Config;
+    use pam_totp::sys::Accounts;
+    use zeroize::Zeroizing;
+
+    struct Now;
+    impl Clock for Now {
+        fn unix_time(&self) -> Result<u64, String> {
+            pam_totp::sys::unix_time()
+        }
+        fn booted_at(&self) -> Result<u64, String> {
+            Ok(0)
+        }
+    }
+    /// "bench" and "plain" exist; nobody else does.
+    struct TwoUsers;
+    impl Accounts for TwoUsers {
+        fn canonical_user(&self, name: &str) -> Result<Option<String>, String> {
+            Ok(["bench", "plain"].contains(&name).then(|| name.to_string()))
+        }
+        fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
+            Ok(Vec::new())
+        }
+    }
+    struct Says;
+    impl Conversation for Says {
+        fn ask_hidden(&mut self, _: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+            Ok(Zeroizing::new(b"000000".to_vec()))
+        }
+        fn info(&mut self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        fn set_authtok(&mut self, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let dir = dirs::private_tempdir();
+    let db = dir.path().join("totp.db");
+    store_with_token(&db);
+    let config = Config {
+        db: pam_totp::store::StoreLocation::Sqlite(db.clone()),
+        limits: pam_totp::ratelimit::Limits {
+            backoff_after: u32::MAX,
+            backoff_max: 0,
+            user_limit: 0,
+        },
+        ..Config::default()
+    };
+    for (name, user) in [
+        ("answer to result: user unknown to NSS", "nobody-else"),
+        ("answer to result: known, not enrolled", "plain"),
+        ("answer to result: enrolled, wrong code", "bench"),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                auth::decide(
+                    &config,
+                    Request {
+                        user,
+                        rhost: Some("203.0.113.7"),
+                    },
+                    |_| SqliteStore::open_for_login(&db),
+                    &Now,
+                    &TwoUsers,
+                    &mut Says,
+                )
+            })
+        });
+    }
+}
+
+criterion_group!(benches, verify, claim, answer_to_result);
 criterion_main!(benches);

@@ -527,8 +527,17 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
         "db" => {
             let value = required_value(setting)?;
             // A refused URL is not repeated: it may hold a password.
-            config.db = StoreLocation::parse(value)
-                .map_err(|reason| bad(setting, &StoreLocation::shown(value), reason))?;
+            config.db = StoreLocation::parse(value).map_err(|reason| {
+                // `bad` compares the reason with the shown (redacted) value;
+                // a file's raw value must not come back through the reason.
+                let reason = match setting.origin {
+                    Origin::File { .. } if mentions_value(&reason, value) => {
+                        expected("db").to_string()
+                    }
+                    _ => reason,
+                };
+                bad(setting, &StoreLocation::shown(value), reason)
+            })?;
         }
         "db_password_file" => config.db_password_file = Some(absolute_path(setting)?),
         "key_file" => {

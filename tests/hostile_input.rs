@@ -101,7 +101,7 @@ fn table() -> Vec<Row> {
             "unverified TLS to the database",
             b"db = postgresql://totp@db.example.org/totp?sslmode=require\n",
             // A file's value is not repeated: the error says what db takes.
-            "sslmode=require is not accepted",
+            "the value of db is invalid: expected an absolute path, or a postgresql://",
         ),
         config_row(
             "database URL without a TLS decision",
