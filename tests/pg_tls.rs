@@ -170,7 +170,7 @@ struct Secrets {
 }
 
 fn secrets() -> Secrets {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = common::dirs::private_tempdir();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let ca = dir.path().join("ca.pem");
     std::fs::copy(

@@ -365,7 +365,7 @@ impl Isolated {
 fn files_given_to_totpctl_are_never_quoted_in_errors() {
     let ctl = Ctl::new();
     assert!(ctl.run(&["init"]).status.success());
-    let secrets = tempfile::tempdir().expect("tempdir");
+    let secrets = common::dirs::private_tempdir();
     let marks = ["Sup3rSecretSalt", "Tr0ub4dor", "a3a3a3a3", "hunter2x"];
     let files: &[(&str, String)] = &[
         (
