@@ -81,8 +81,11 @@ pub fn lock_at(failures: &Failures, limits: &Limits, now: i64) -> Option<Lock> {
     let over = failures
         .source_count
         .checked_sub(u64::from(limits.backoff_after))?;
-    let wait = BACKOFF_BASE_SECS
+    // 30 s × 2^over, capped; `checked_shl` only checks the shift amount,
+    // so the doubling is a checked multiplication (30 << 63 would wrap).
+    let wait = 1u64
         .checked_shl(u32::try_from(over).unwrap_or(u32::MAX))
+        .and_then(|factor| BACKOFF_BASE_SECS.checked_mul(factor))
         .filter(|w| *w <= limits.backoff_max)
         .unwrap_or(limits.backoff_max);
     let until = failures.source_last.saturating_add(wait as i64);
@@ -132,6 +135,15 @@ mod tests {
             lock_at(&many, &limits, 1000),
             Some(Lock::Source { until: 4600 })
         );
+        // Every count past the cap stays capped: no wrap-around gap.
+        for count in 13..200 {
+            many.source_count = count;
+            assert_eq!(
+                lock_at(&many, &limits, 1000),
+                Some(Lock::Source { until: 4600 }),
+                "{count}"
+            );
+        }
         many.source_count = 500;
         assert_eq!(
             lock_at(&many, &limits, 1000),

@@ -229,6 +229,58 @@ fn wrong_codes_are_counted_across_nodes() {
     );
 }
 
+/// The guess is reserved before the answer is checked, in a transaction
+/// the module makes READ COMMITTED itself: a database whose default is
+/// REPEATABLE READ (a DBA's `ALTER DATABASE`) must not let racing answers
+/// decide on a snapshot taken before the per-user lock was granted.
+#[test]
+fn racing_wrong_codes_check_one_guess_past_19_even_under_repeatable_read() {
+    if !tools() {
+        return;
+    }
+    let world = pool("user_limit=20 backoff_after=100");
+    let (cluster, database) = world.pg.as_ref().expect("a database");
+    cluster.psql(
+        &database.name,
+        &format!(
+            "ALTER DATABASE \"{}\" SET default_transaction_isolation = 'repeatable read'",
+            database.name
+        ),
+    );
+    let key = world.enroll("rita");
+    let right = oathtool(&key, None, &[]);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let now = common::unix_now();
+    cluster.psql(
+        &database.name,
+        &format!(
+            "INSERT INTO failures (\"user\", rhost, count, last) VALUES ('rita', '192.0.2.77', 19, {now})"
+        ),
+    );
+    let logins: Vec<(&str, String, String)> = (0..24)
+        .map(|i| {
+            (
+                if i % 2 == 0 { "node_a" } else { "node_b" },
+                "rita".to_string(),
+                wrong.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(race(&world, &logins), 0);
+    let total = cluster.psql(
+        &database.name,
+        "SELECT SUM(count) FROM failures WHERE \"user\" = 'rita'",
+    );
+    assert_eq!(total.trim(), "20", "one guess past 19, not one per racer");
+    println!(
+        "24 wrong codes at once over A and B, 19 failures before, REPEATABLE READ default: 1 checked"
+    );
+}
+
 #[test]
 fn a_stopped_database_denies_within_the_timeout_and_recovers_without_restarts() {
     if !tools() {

@@ -108,7 +108,10 @@ impl StoreLocation {
                 format!("{scheme}://… (not repeated: it may hold a secret)")
             }
             Some(_) => "(a URL, not repeated: it may hold a secret)".to_string(),
-            None => text.to_string(),
+            // Anything else that is not a plain absolute path (a mistyped
+            // `postgresql:/user:pw@host`, say) may hold a secret too.
+            None if text.starts_with('/') && !text.contains(['@', ':']) => text.to_string(),
+            None => "(not an absolute path; not repeated: it may hold a secret)".to_string(),
         }
     }
 }

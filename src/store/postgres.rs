@@ -349,7 +349,14 @@ impl PgStore {
         work: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut client = self.client.borrow_mut();
-        let mut tx = client.transaction()?;
+        // READ COMMITTED whatever the database or role defaults to: under
+        // REPEATABLE READ a transaction's snapshot is taken by its first
+        // statement, before the advisory lock it waits for is granted, so
+        // the guess reservation would decide on stale counts.
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::ReadCommitted)
+            .start()?;
         let value = work(&mut tx)?;
         tx.commit()?;
         Ok(value)
