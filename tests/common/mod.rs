@@ -590,11 +590,11 @@ pub fn run_with_stdin(mut cmd: Command, answer: &str) -> Run {
         // never reached the module. pam_wrapper can complain about one slot
         // and go on with another; running such a login again would replay
         // its code and see it refused as used.
-        let wrapper_failed = run
-            .stderr
-            .lines()
-            .any(|l| l.contains("PWRAP_ERROR") && l.contains("pam_wrapper config dir"))
-            && !run.stderr.contains("performing operation");
+        let wrapper_failed = run.stderr.lines().any(|l| {
+            l.contains("PWRAP_ERROR")
+                && (l.contains("pam_wrapper config dir")
+                    || l.contains("Failed to copy config files"))
+        }) && !run.stderr.contains("performing operation");
         if !wrapper_failed {
             return run;
         }
