@@ -111,7 +111,7 @@ impl StoreLocation {
             // Anything else that is not a plain absolute path (a mistyped
             // `postgresql:/user:pw@host`, say) may hold a secret too.
             None if text.starts_with('/') && !text.contains(['@', ':']) => text.to_string(),
-            None => "(not an absolute path; not repeated: it may hold a secret)".to_string(),
+            None => "(value not repeated)".to_string(),
         }
     }
 }
