@@ -43,6 +43,65 @@ pub fn stored_secret(
     }
 }
 
+/// A token's parameters checked and its key as the store keeps it, for
+/// every statement that writes a token row (a token, a staged enrollment).
+pub fn checked_secret(
+    sealer: Option<&crate::seal::Sealer>,
+    token: &Token,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+    token
+        .params
+        .validate()
+        .map_err(|e| StoreError::InvalidRow {
+            user: token.user.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(zeroize::Zeroizing::new(stored_secret(sealer, token)?))
+}
+
+/// A `staged` row as both backends read it: the token columns of an
+/// enrollment come as a `TokenInfo` whose `last_step` is the confirming
+/// step, and the key as stored.
+pub struct StagedRow {
+    pub owner: String,
+    pub expires: i64,
+    pub what: String,
+    pub ip: Option<String>,
+    pub until: Option<i64>,
+    pub token: Option<(TokenInfo, zeroize::Zeroizing<Vec<u8>>)>,
+}
+
+impl StagedRow {
+    /// The grant, if the row is `user`'s and not expired at `now`.
+    pub fn grant(
+        self,
+        sealer: Option<&crate::seal::Sealer>,
+        user: &str,
+        now: i64,
+    ) -> Result<Option<Grant>, StoreError> {
+        if self.owner != user || self.expires <= now {
+            return Ok(None);
+        }
+        let invalid = |reason: &str| StoreError::InvalidRow {
+            user: user.to_string(),
+            reason: reason.to_string(),
+        };
+        match (self.what.as_str(), self.ip, self.until, self.token) {
+            ("grace", Some(ip), Some(until), _) => Ok(Some(Grant::Grace { ip, until })),
+            ("enroll", _, _, Some((info, blob))) => {
+                let step = info
+                    .last_step
+                    .ok_or_else(|| invalid("staged enrollment without a step"))?;
+                let secret = loaded_secret(sealer, user, &info.device, blob)?;
+                let mut token = Token::from_info(info, secret);
+                token.last_step = None;
+                Ok(Some(Grant::Enroll { token, step }))
+            }
+            _ => Err(invalid("staged row of an unknown shape")),
+        }
+    }
+}
+
 /// A token key as read from the store. With a sealing key only sealed keys
 /// are accepted (a plain key in a sealed store is a row someone wrote by
 /// hand, or one `totpctl rekey` has not reached); without one, a sealed key
@@ -442,9 +501,6 @@ pub trait Store {
     /// Counts one failed code from (user, rhost) at `now`; returns the new counts.
     fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError>;
 
-    /// A success from (user, rhost) forgets that source's failures.
-    fn clear_failures(&self, user: &str, rhost: &str) -> Result<(), StoreError>;
-
     /// Forgets all the user's failures (`totpctl unlock`); returns the sources cleared.
     fn unlock(&self, user: &str) -> Result<usize, StoreError>;
 
@@ -562,9 +618,6 @@ impl<T: Store + ?Sized> Store for Box<T> {
     }
     fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
         (**self).record_failure(user, rhost, now)
-    }
-    fn clear_failures(&self, user: &str, rhost: &str) -> Result<(), StoreError> {
-        (**self).clear_failures(user, rhost)
     }
     fn unlock(&self, user: &str) -> Result<usize, StoreError> {
         (**self).unlock(user)

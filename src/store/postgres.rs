@@ -33,8 +33,8 @@ use zeroize::Zeroizing;
 
 use super::location::{PgHost, PgTarget, PgTls, SYSTEM_CA_FILES};
 use super::{
-    Claim, EnrollMode, Enrollment, Grant, Kind, RecoveryCount, Reservation, Store, StoreError,
-    StoredRecovery, Token, TokenInfo,
+    Claim, EnrollMode, Enrollment, Grant, Kind, RecoveryCount, Reservation, StagedRow, Store,
+    StoreError, StoredRecovery, Token, TokenInfo,
 };
 use crate::otp::{Algorithm, Params};
 use crate::ratelimit::{Failures, Limits, USER_WINDOW_SECS};
@@ -537,12 +537,8 @@ fn insert_token(
     sealer: Option<&crate::seal::Sealer>,
     token: &Token,
 ) -> Result<(), StoreError> {
-    token
-        .params
-        .validate()
-        .map_err(|e| invalid(&token.user, e))?;
     let last_step = token.last_step.map(step_to_sql).transpose()?;
-    let secret = Zeroizing::new(super::stored_secret(sealer, token)?);
+    let secret = super::checked_secret(sealer, token)?;
     let result = tx.execute(
         r#"INSERT INTO tokens
              ("user", device, kind, secret, algorithm, digits, period, created, confirmed, last_step)
@@ -811,14 +807,6 @@ impl Store for PgStore {
         self.failures(user, rhost, now)
     }
 
-    fn clear_failures(&self, user: &str, rhost: &str) -> Result<(), StoreError> {
-        self.execute(
-            r#"DELETE FROM failures WHERE "user" = $1 AND rhost = $2"#,
-            &[&user, &rhost],
-        )?;
-        Ok(())
-    }
-
     fn unlock(&self, user: &str) -> Result<usize, StoreError> {
         Ok(self.execute(r#"DELETE FROM failures WHERE "user" = $1"#, &[&user])? as usize)
     }
@@ -954,12 +942,7 @@ impl Store for PgStore {
             tx.execute("DELETE FROM staged WHERE expires <= $1", &[&now])?;
             match grant {
                 Grant::Enroll { token, step } => {
-                    token
-                        .params
-                        .validate()
-                        .map_err(|e| invalid(&token.user, e))?;
-                    let secret =
-                        Zeroizing::new(super::stored_secret(self.sealer.as_deref(), token)?);
+                    let secret = super::checked_secret(self.sealer.as_deref(), token)?;
                     tx.execute(
                         r#"INSERT INTO staged (nonce, "user", expires, what, device, kind, secret,
                                algorithm, digits, period, created, step)
@@ -1001,30 +984,20 @@ impl Store for PgStore {
         let Some(row) = row else {
             return Ok(None);
         };
-        let owner: String = row.try_get(1)?;
-        let expires: i64 = row.try_get(14)?;
-        if owner != user || expires <= now {
-            return Ok(None);
-        }
         let what: String = row.try_get(11)?;
-        let ip: Option<String> = row.try_get(12)?;
-        let until: Option<i64> = row.try_get(13)?;
-        match (what.as_str(), ip, until) {
-            ("grace", Some(ip), Some(until)) => Ok(Some(Grant::Grace { ip, until })),
-            ("enroll", _, _) => {
-                let info = info(&row)?;
-                let step = info
-                    .last_step
-                    .ok_or_else(|| invalid(user, "staged enrollment without a step"))?;
-                let secret = Zeroizing::new(row.try_get::<_, Vec<u8>>(10)?);
-                let secret =
-                    super::loaded_secret(self.sealer.as_deref(), user, &info.device, secret)?;
-                let mut token = Token::from_info(info, secret);
-                token.last_step = None;
-                Ok(Some(Grant::Enroll { token, step }))
-            }
-            _ => Err(invalid(user, "staged row of an unknown shape")),
+        let token = match what.as_str() {
+            "enroll" => Some((info(&row)?, Zeroizing::new(row.try_get::<_, Vec<u8>>(10)?))),
+            _ => None,
+        };
+        StagedRow {
+            owner: row.try_get(1)?,
+            expires: row.try_get(14)?,
+            what,
+            ip: row.try_get(12)?,
+            until: row.try_get(13)?,
+            token,
         }
+        .grant(self.sealer.as_deref(), user, now)
     }
 
     fn secret_rows(&self) -> Result<Vec<super::SecretRow>, StoreError> {

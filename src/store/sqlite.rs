@@ -30,8 +30,8 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 use zeroize::Zeroizing;
 
 use super::{
-    Claim, EnrollMode, Enrollment, Grant, Kind, RecoveryCount, Reservation, Store, StoreError,
-    StoredRecovery, Token, TokenInfo,
+    Claim, EnrollMode, Enrollment, Grant, Kind, RecoveryCount, Reservation, StagedRow, Store,
+    StoreError, StoredRecovery, Token, TokenInfo,
 };
 use crate::otp::{Algorithm, Params};
 use crate::ratelimit::{Failures, Limits, USER_WINDOW_SECS};
@@ -568,12 +568,8 @@ fn insert_token(
     sealer: Option<&crate::seal::Sealer>,
     token: &Token,
 ) -> Result<(), StoreError> {
-    token
-        .params
-        .validate()
-        .map_err(|e| invalid(&token.user, e))?;
     let last_step = token.last_step.map(step_to_sql).transpose()?;
-    let secret = Zeroizing::new(super::stored_secret(sealer, token)?);
+    let secret = super::checked_secret(sealer, token)?;
     let result = conn.execute(
         "INSERT INTO tokens
              (user, device, kind, secret, algorithm, digits, period, created, confirmed, last_step)
@@ -832,14 +828,6 @@ impl Store for SqliteStore {
         self.failures(user, rhost, now)
     }
 
-    fn clear_failures(&self, user: &str, rhost: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            "DELETE FROM failures WHERE user = ?1 AND rhost = ?2",
-            [user, rhost],
-        )?;
-        Ok(())
-    }
-
     fn unlock(&self, user: &str) -> Result<usize, StoreError> {
         Ok(self
             .conn
@@ -947,12 +935,7 @@ impl Store for SqliteStore {
             conn.execute("DELETE FROM staged WHERE expires <= ?1", [now])?;
             match grant {
                 Grant::Enroll { token, step } => {
-                    token
-                        .params
-                        .validate()
-                        .map_err(|e| invalid(&token.user, e))?;
-                    let secret =
-                        Zeroizing::new(super::stored_secret(self.sealer.as_deref(), token)?);
+                    let secret = super::checked_secret(self.sealer.as_deref(), token)?;
                     conn.execute(
                         "INSERT INTO staged (nonce, user, expires, what, device, kind, secret,
                              algorithm, digits, period, created, step)
@@ -985,57 +968,50 @@ impl Store for SqliteStore {
     }
 
     fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError> {
-        let row = self.durably(|| {
-            self.write(|conn| {
-                let row = conn
-                    .query_row(
-                        "SELECT 0, user, device, kind, algorithm, digits, period, created,
-                                created, step, secret, what, ip, until, expires
-                         FROM staged WHERE nonce = ?1",
-                        [nonce],
-                        |r| {
-                            Ok((
-                                r.get::<_, String>(11)?,
-                                r.get::<_, i64>(14)?,
-                                r.get::<_, String>(1)?,
-                                r.get::<_, Option<String>>(12)?,
-                                r.get::<_, Option<i64>>(13)?,
-                                match r.get::<_, Option<String>>(2)? {
-                                    Some(_) => Some((
-                                        RawRow::read(r)?,
-                                        Zeroizing::new(r.get::<_, Vec<u8>>(10)?),
-                                    )),
-                                    None => None,
-                                },
-                            ))
-                        },
-                    )
-                    .optional()?;
-                conn.execute("DELETE FROM staged WHERE nonce = ?1", [nonce])?;
-                Ok(row)
-            })
+        let row = self.write(|conn| {
+            let row = conn
+                .query_row(
+                    "SELECT 0, user, device, kind, algorithm, digits, period, created,
+                            created, step, secret, what, ip, until, expires
+                     FROM staged WHERE nonce = ?1",
+                    [nonce],
+                    |r| {
+                        let token = match r.get::<_, Option<String>>(2)? {
+                            Some(_) => {
+                                Some((RawRow::read(r)?, Zeroizing::new(r.get::<_, Vec<u8>>(10)?)))
+                            }
+                            None => None,
+                        };
+                        Ok((
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(14)?,
+                            r.get::<_, String>(11)?,
+                            r.get::<_, Option<String>>(12)?,
+                            r.get::<_, Option<i64>>(13)?,
+                            token,
+                        ))
+                    },
+                )
+                .optional()?;
+            conn.execute("DELETE FROM staged WHERE nonce = ?1", [nonce])?;
+            Ok(row)
         })?;
-        let Some((what, expires, owner, ip, until, token)) = row else {
+        let Some((owner, expires, what, ip, until, token)) = row else {
             return Ok(None);
         };
-        if owner != user || expires <= now {
-            return Ok(None);
+        let token = match token {
+            Some((raw, blob)) => Some((raw.info()?, blob)),
+            None => None,
+        };
+        StagedRow {
+            owner,
+            expires,
+            what,
+            ip,
+            until,
+            token,
         }
-        match (what.as_str(), ip, until, token) {
-            ("grace", Some(ip), Some(until), _) => Ok(Some(Grant::Grace { ip, until })),
-            ("enroll", _, _, Some((raw, secret))) => {
-                let info = raw.info()?;
-                let step = info
-                    .last_step
-                    .ok_or_else(|| invalid(user, "staged enrollment without a step"))?;
-                let secret =
-                    super::loaded_secret(self.sealer.as_deref(), user, &info.device, secret)?;
-                let mut token = Token::from_info(info, secret);
-                token.last_step = None;
-                Ok(Some(Grant::Enroll { token, step }))
-            }
-            _ => Err(invalid(user, "staged row of an unknown shape")),
-        }
+        .grant(self.sealer.as_deref(), user, now)
     }
 
     fn secret_rows(&self) -> Result<Vec<super::SecretRow>, StoreError> {

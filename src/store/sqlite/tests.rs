@@ -246,7 +246,9 @@ fn failures_count_per_source_and_per_user() {
         .failures("alice", "10.0.0.9", 110 + 86_400)
         .expect("f");
     assert_eq!(f.user_recent, 1);
-    store.clear_failures("alice", "10.0.0.1").expect("clear");
+    store
+        .release_guess("alice", "10.0.0.1", true)
+        .expect("clear");
     assert_eq!(
         store
             .failures("alice", "10.0.0.1", 130)
