@@ -346,17 +346,6 @@ struct Login<'a> {
 
 type Phase<T> = Result<T, Outcome>;
 
-/// The user's tokens and, among them, those that can log in.
-struct Tokens {
-    all: Vec<Token>,
-}
-
-impl Tokens {
-    fn active(&self) -> Vec<&Token> {
-        self.all.iter().filter(|t| t.is_active()).collect()
-    }
-}
-
 impl Login<'_> {
     fn run<S: Store>(
         &mut self,
@@ -377,11 +366,9 @@ impl Login<'_> {
             return Ok(Outcome::TrustedNetwork { ip: ip.clone() });
         }
         let store = open_store(self.config).map_err(store_error)?;
-        let tokens = Tokens {
-            all: store.tokens(&self.user).map_err(store_error)?,
-        };
+        let tokens = store.tokens(&self.user).map_err(store_error)?;
         self.without_code(&store, &tokens, trusted_ip, conversation)?;
-        let active = tokens.active();
+        let active: Vec<&Token> = tokens.iter().filter(|t| t.is_active()).collect();
         if active.is_empty() && self.config.unenrolled == Unenrolled::Allow {
             return Ok(Outcome::NotEnrolledIgnored);
         }
@@ -395,7 +382,7 @@ impl Login<'_> {
         if active.is_empty() {
             dummy_check(self.config, &candidates);
             return Ok(Outcome::NotEnrolled {
-                pending: !tokens.all.is_empty(),
+                pending: !tokens.is_empty(),
             });
         }
         let now = self.now()?;
@@ -438,18 +425,18 @@ impl Login<'_> {
     fn without_code<S: Store>(
         &mut self,
         store: &S,
-        tokens: &Tokens,
+        tokens: &[Token],
         trusted_ip: Option<String>,
         conversation: &mut dyn Conversation,
     ) -> Phase<()> {
         if let Some(ip) = trusted_ip {
-            return Err(if tokens.all.is_empty() {
+            return Err(if tokens.is_empty() {
                 self.enroll_at_login(store, conversation, EnrollVia::TrustedNetwork)
             } else {
                 Outcome::TrustedNetwork { ip }
             });
         }
-        if tokens.all.is_empty() && self.config.enroll == EnrollAtLogin::Window {
+        if tokens.is_empty() && self.config.enroll == EnrollAtLogin::Window {
             let now = self.now()?;
             if store
                 .enroll_window(&self.user, now as i64)
@@ -1030,11 +1017,6 @@ fn use_recovery<S: Store>(
         Ok(Claim::AlreadyUsed) => Outcome::RecoveryReused,
         Err(e) => Outcome::StoreError(e.to_string()),
     }
-}
-
-/// The issuer shown in apps when none is configured.
-pub fn host_name() -> String {
-    sys::host_name()
 }
 
 #[cfg(test)]

@@ -11,13 +11,14 @@ use crate::cli::TokenArgs;
 use crate::report::describe_params;
 use crate::sudo::OutputFile;
 use crate::{check_user, unix_now};
-use pam_totp::auth::{host_name, match_token};
+use pam_totp::auth::match_token;
 use pam_totp::config::{DEFAULT_HOTP_WINDOW, DEFAULT_WINDOW};
 use pam_totp::enroll::{otpauth_uri, qr_png, qr_terminal};
 use pam_totp::otp::Params;
 use pam_totp::recovery::{self, RecoveryCode};
 use pam_totp::secret::Secret;
 use pam_totp::store::{Claim, EnrollMode, Enrollment, Kind, Store, Token};
+use pam_totp::sys::host_name;
 
 fn read_secret(text: &str) -> Result<Secret, String> {
     let text = if text == "-" {
