@@ -10,6 +10,12 @@
 //! written to stdout as `PROMPT <text>` and answered with the next line of
 //! stdin; text messages are written as `INFO <text>`. At the end it prints
 //! `RESULT <pam return code>` and exits 0.
+//!
+//! With `PAM_WORKER_THEN=account,setcred` it goes on like a careless
+//! application, whatever pam_authenticate said: pam_acct_mgmt and
+//! pam_setcred on the same handle, printing `ACCOUNT <rc>` and
+//! `SETCRED <rc>`. Its PAM_FAIL_DELAY function prints `DELAY <status>`
+//! (the status libpam reports for the whole stack) and does not sleep.
 
 #[path = "../benches/support/pam_ffi.rs"]
 mod pam_ffi;
@@ -61,6 +67,11 @@ extern "C" fn over_stdio(
     PAM_SUCCESS
 }
 
+/// The application's PAM_FAIL_DELAY function: says what libpam reported.
+extern "C" fn report_delay(status: c_int, _usec: libc::c_uint, _appdata: *mut c_void) {
+    println!("DELAY {status}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() != 4 {
@@ -89,9 +100,17 @@ fn main() {
             return;
         }
         pam_set_item(pamh, PAM_RHOST, rhost.as_ptr() as *const c_void);
-        let delay: extern "C" fn(c_int, libc::c_uint, *mut c_void) = no_delay;
+        let delay: extern "C" fn(c_int, libc::c_uint, *mut c_void) = report_delay;
         pam_set_item(pamh, PAM_FAIL_DELAY, delay as *const c_void);
         let rc = pam_authenticate(pamh, 0);
+        let then = std::env::var("PAM_WORKER_THEN").unwrap_or_default();
+        for step in then.split(',') {
+            match step {
+                "account" => println!("ACCOUNT {}", pam_acct_mgmt(pamh, 0)),
+                "setcred" => println!("SETCRED {}", pam_setcred(pamh, PAM_ESTABLISH_CRED)),
+                _ => {}
+            }
+        }
         pam_end(pamh, rc);
         rc
     };

@@ -25,7 +25,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,21 +49,6 @@ fn pool(extra: &str) -> World {
     world
 }
 
-fn worker_path() -> PathBuf {
-    let release = PathBuf::from(env!("CARGO_BIN_EXE_totpctl"));
-    let path = release
-        .parent()
-        .expect("target dir")
-        .join("examples")
-        .join("pam_worker");
-    assert!(
-        path.exists(),
-        "{} missing: run `cargo build --release --all-targets` first",
-        path.display()
-    );
-    path
-}
-
 /// A pam_worker parked at the code prompt.
 struct Parked {
     child: Child,
@@ -75,7 +59,7 @@ struct Parked {
 #[allow(clippy::zombie_processes)]
 fn park(world: &World, service: &str, user: &str) -> Parked {
     world.add_user(user);
-    let mut child = Command::new(worker_path())
+    let mut child = Command::new(common::pam_worker_path())
         .env("LD_PRELOAD", common::NSS_WRAPPER)
         .env("NSS_WRAPPER_PASSWD", world.passwd_file())
         .env("NSS_WRAPPER_GROUP", world.group_file())

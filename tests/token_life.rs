@@ -557,6 +557,61 @@ fn a_grace_after_a_failed_password_is_not_granted() {
     assert!(free.success && free.logged("grace from"), "{free:?}");
 }
 
+/// An application that calls the account and setcred phases after a failed
+/// pam_authenticate on the same handle (sshd does so on its monitor's handle
+/// when PasswordAuthentication fails and another method then succeeds):
+/// what pam_totp staged is dropped when libpam reports the failed stack, so
+/// nothing commits it. The application's own PAM_FAIL_DELAY function still
+/// hears the stack's status.
+#[test]
+fn a_careless_application_cannot_commit_what_a_failed_stack_staged() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service_with_account("graced", "grace=1h");
+    let graced = std::fs::read_to_string(world.services.join("graced")).expect("service");
+    world.raw_service("denied", &format!("auth required pam_deny.so\n{graced}"));
+    world.raw_service(
+        "permitted",
+        &format!("auth required pam_permit.so\n{graced}"),
+    );
+    let key = world.enroll("gus");
+    let now = common::unix_now();
+    let printed = world.pam_worker(
+        "denied",
+        "gus",
+        RHOST,
+        &[&oathtool(&key, Some(now), &[])],
+        "account,setcred",
+    );
+    assert!(
+        printed.contains("DELAY 7\n"),
+        "the stack failed (PAM_AUTH_ERR): {printed}"
+    );
+    assert!(printed.contains("RESULT 7"), "{printed}");
+    assert!(
+        printed.contains("ACCOUNT 0"),
+        "the careless account phase ran: {printed}"
+    );
+    let asked = world.login("graced", "gus", Some(RHOST), "");
+    assert!(!asked.success, "no grace from a failed stack: {asked:?}");
+
+    // The same application with a stack that succeeds: the grace starts,
+    // and its delay function heard PAM_SUCCESS.
+    let printed = world.pam_worker(
+        "permitted",
+        "gus",
+        RHOST,
+        &[&oathtool(&key, Some(now + 30), &[])],
+        "account",
+    );
+    assert!(printed.contains("DELAY 0\n"), "{printed}");
+    assert!(printed.contains("RESULT 0"), "{printed}");
+    let free = world.login("graced", "gus", Some(RHOST), "");
+    assert!(free.success && free.logged("grace from"), "{free:?}");
+}
+
 #[test]
 fn google_authenticator_files_import_with_scratch_codes() {
     if !pam_tools_present() || !tools_present(&["google-authenticator"]) {

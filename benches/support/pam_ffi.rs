@@ -14,6 +14,7 @@ pub const PAM_RHOST: c_int = 4;
 pub const PAM_FAIL_DELAY: c_int = 10;
 pub const PAM_PROMPT_ECHO_OFF: c_int = 1;
 pub const PAM_PROMPT_ECHO_ON: c_int = 2;
+pub const PAM_ESTABLISH_CRED: c_int = 0x2;
 
 #[repr(C)]
 pub struct PamMessage {
@@ -47,6 +48,8 @@ unsafe extern "C" {
     ) -> c_int;
     pub fn pam_authenticate(pamh: *mut c_void, flags: c_int) -> c_int;
     pub fn pam_end(pamh: *mut c_void, status: c_int) -> c_int;
+    pub fn pam_acct_mgmt(pamh: *mut c_void, flags: c_int) -> c_int;
+    pub fn pam_setcred(pamh: *mut c_void, flags: c_int) -> c_int;
     pub fn pam_set_item(pamh: *mut c_void, item_type: c_int, item: *const c_void) -> c_int;
 }
 

@@ -107,6 +107,22 @@ pub fn module_path() -> PathBuf {
         })
 }
 
+/// examples/pam_worker: one login through the real libpam without
+/// pam_wrapper (see its documentation).
+pub fn pam_worker_path() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_totpctl"))
+        .parent()
+        .expect("target dir")
+        .join("examples")
+        .join("pam_worker");
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --release --all-targets` first",
+        path.display()
+    );
+    path
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -457,6 +473,40 @@ impl World {
             name,
             &format!("{auth}{account}account required pam_permit.so\n"),
         );
+    }
+
+    /// One login through examples/pam_worker (the real libpam, this
+    /// World's users through nss_wrapper), `answers` one per prompt, then
+    /// the phases in `then` (`account,setcred`) whatever the result, as a
+    /// careless application would. Returns what the worker printed.
+    pub fn pam_worker(
+        &self,
+        service: &str,
+        user: &str,
+        rhost: &str,
+        answers: &[&str],
+        then: &str,
+    ) -> String {
+        self.ensure_user(user);
+        let mut child = Command::new(pam_worker_path())
+            .env("LD_PRELOAD", NSS_WRAPPER)
+            .env("NSS_WRAPPER_PASSWD", self.passwd_file())
+            .env("NSS_WRAPPER_GROUP", self.group_file())
+            .env("PAM_WORKER_THEN", then)
+            .arg(&self.services)
+            .args([service, user, rhost])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pam_worker");
+        if let Some(mut stdin) = child.stdin.take() {
+            for answer in answers {
+                let _ = writeln!(stdin, "{answer}");
+            }
+        }
+        let out = child.wait_with_output().expect("pam_worker");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Writes service `name` with exactly `args` after the module path.

@@ -40,6 +40,8 @@ unsafe extern "C" {
     fn pam_getenv(pamh: *const PamHandle, name: *const c_char) -> *const c_char;
 }
 
+mod stack_result;
+
 pub struct PamTotp;
 pam::pam_hooks!(PamTotp);
 
@@ -163,7 +165,14 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
         && decision.outcome.is_success()
     {
         let entry = Zeroizing::new(format!("{STAGED_ENV}={}", nonce.as_str()));
-        if let Err(why) = put_env(pamh, &entry) {
+        // The stage is handed on only together with the watch that takes it
+        // back if the rest of the stack fails.
+        let handed_on = put_env(pamh, &entry).and_then(|()| {
+            stack_result::watch(pamh).inspect_err(|_| {
+                let _ = take_env(pamh, STAGED_ENV);
+            })
+        });
+        if let Err(why) = handed_on {
             if matches!(decision.outcome, Outcome::EnrolledAtLogin { .. }) {
                 decision.outcome = Outcome::EnrollmentFailed(format!(
                     "the confirmed token could not be staged ({why}); nothing stored"
