@@ -645,6 +645,14 @@ mod tests {
             "postgresql://… (not repeated: it may hold a secret)"
         );
         assert_eq!(StoreLocation::shown("/var/x.db"), "/var/x.db");
+        // A URL missing a slash is no URL, but may still carry a password.
+        for text in [
+            "postgresql:/u:s3cretXYZ@h/d",
+            "u:s3cretXYZ@h",
+            "x.db@s3cretXYZ",
+        ] {
+            assert!(!StoreLocation::shown(text).contains("s3cret"), "{text}");
+        }
     }
 
     #[test]
