@@ -31,7 +31,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (it creates a user and starts sshd)"
-command -v cargo >/dev/null || die "cargo not found: install Rust 1.85 or newer (rustup.rs)"
+command -v cargo >/dev/null || die "cargo not found: install Rust 1.89 or newer (rustup.rs)"
 
 . scripts/lib/debian.sh
 ensure_debian_packages libpam0g-dev oathtool openssh-server openssh-client

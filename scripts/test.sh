@@ -27,6 +27,8 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
+echo "==> the declared minimum Rust version covers the dependencies"
+./scripts/check-msrv.sh
 echo "==> cargo clippy -D warnings (and the build without PostgreSQL for one-node sites)"
 cargo clippy --release --all-targets --quiet -- -D warnings
 cargo clippy --release --no-default-features --lib --bin totpctl --quiet -- -D warnings

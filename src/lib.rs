@@ -2,7 +2,6 @@
 //!
 //! The pure core (`otp`, `secret`, `config`, `network`, `auth`) is driven by
 //! tests without PAM; `store` holds the state; `pam` is the only FFI seam.
-#![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod auth;
 pub mod config;

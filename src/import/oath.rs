@@ -114,7 +114,7 @@ fn token_type(text: &str) -> Result<(Kind, Params), String> {
 }
 
 fn hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
