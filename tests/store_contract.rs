@@ -1,0 +1,534 @@
+//! The `Store` trait's contract, one suite run against both backends: a
+//! SQLite file and a PostgreSQL database of a private cluster. Each check
+//! opens its connections the way logins do (one per process or thread) and
+//! asserts what the decision relies on: the claim, recovery codes, the
+//! enrollment modes, the guess reservation, staged grants and deletion.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pam_totp::otp::Params;
+use pam_totp::ratelimit::{Limits, Lock};
+use pam_totp::recovery;
+use pam_totp::secret::Secret;
+use pam_totp::store::{
+    Claim, EnrollMode, Enrollment, Grant, Kind, PgSettings, PgStore, Reservation, SqliteStore,
+    Store, StoreError, StoreLocation, Token,
+};
+
+const KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+const NOW: i64 = 1_700_000_000;
+
+/// Where a backend's store lives; `open` gives a new connection each time.
+enum Backend {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        db: PathBuf,
+    },
+    Postgres {
+        _cluster: common::postgres::Cluster,
+        database: common::postgres::Database,
+    },
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        let dir = common::dirs::private_tempdir();
+        let db = dir.path().join("contract.db");
+        SqliteStore::create(&db).expect("create sqlite store");
+        Backend::Sqlite { _dir: dir, db }
+    }
+
+    fn postgres() -> Backend {
+        let cluster = common::postgres::Cluster::start();
+        let database = cluster.database();
+        let backend = Backend::Postgres {
+            _cluster: cluster,
+            database,
+        };
+        backend.connect(true);
+        backend
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        }
+    }
+
+    fn connect(&self, create: bool) -> Box<dyn Store + Send> {
+        match self {
+            Backend::Sqlite { db, .. } => Box::new(SqliteStore::open(db).expect("open sqlite")),
+            Backend::Postgres { database, .. } => {
+                let StoreLocation::Postgres(target) =
+                    StoreLocation::parse(&database.url).expect("url")
+                else {
+                    panic!("not a PostgreSQL URL: {}", database.url);
+                };
+                let settings = PgSettings {
+                    target: &target,
+                    password_file: Some(&database.password_file),
+                    timeout: Duration::from_secs(20),
+                };
+                let store = if create {
+                    PgStore::create(&settings)
+                } else {
+                    PgStore::open(&settings)
+                };
+                Box::new(store.expect("open postgres"))
+            }
+        }
+    }
+
+    fn open(&self) -> Box<dyn Store + Send> {
+        self.connect(false)
+    }
+}
+
+/// Both backends; PostgreSQL only where a server can be started (under
+/// CI=true a missing server fails the test).
+fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::sqlite()];
+    if common::postgres_present() {
+        all.push(Backend::postgres());
+    }
+    all
+}
+
+fn token(user: &str, device: &str, kind: Kind, active: bool) -> Token {
+    Token {
+        id: 0,
+        user: user.to_string(),
+        device: device.to_string(),
+        kind,
+        secret: Secret::from_base32(KEY).expect("key"),
+        params: Params::default(),
+        created: NOW,
+        confirmed: active.then_some(NOW),
+        last_step: None,
+    }
+}
+
+fn enroll(store: &dyn Store, token: Token, mode: EnrollMode) -> Result<(), StoreError> {
+    store.enroll(
+        &[Enrollment {
+            token,
+            recovery: None,
+        }],
+        mode,
+    )
+}
+
+fn id_of(store: &dyn Store, user: &str, device: &str) -> i64 {
+    store
+        .tokens(user)
+        .expect("tokens")
+        .into_iter()
+        .find(|t| t.device == device)
+        .map(|t| t.id)
+        .expect("token")
+}
+
+/// A fresh set of recovery code hashes (the codes themselves are dropped).
+fn recovery_hashes() -> Vec<pam_totp::recovery::RecoveryHash> {
+    recovery::generate()
+        .expect("codes")
+        .into_iter()
+        .map(|(_, hash)| hash)
+        .collect()
+}
+
+#[test]
+fn claims_only_move_forward_and_pending_tokens_never_claim() {
+    for backend in backends() {
+        let store = backend.open();
+        enroll(
+            &*store,
+            token("ann", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("add");
+        enroll(
+            &*store,
+            token("ann", "spare", Kind::Totp, false),
+            EnrollMode::Add,
+        )
+        .expect("add");
+        let phone = id_of(&*store, "ann", "phone");
+        let spare = id_of(&*store, "ann", "spare");
+        let name = backend.name();
+        assert_eq!(
+            store.claim_step(phone, Kind::Totp, 10).expect("c"),
+            Claim::Claimed,
+            "{name}"
+        );
+        for step in [10, 9] {
+            assert_eq!(
+                store.claim_step(phone, Kind::Totp, step).expect("c"),
+                Claim::AlreadyUsed,
+                "{name}: step {step}"
+            );
+        }
+        assert_eq!(
+            store.claim_step(phone, Kind::Totp, 11).expect("c"),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.claim_step(spare, Kind::Totp, 1).expect("c"),
+            Claim::AlreadyUsed,
+            "{name}: a pending token cannot claim"
+        );
+        assert_eq!(
+            store.confirm(spare, NOW, 5).expect("confirm"),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.claim_step(spare, Kind::Totp, 5).expect("c"),
+            Claim::AlreadyUsed,
+            "{name}: the confirming step is spent"
+        );
+        assert!(matches!(
+            store.claim_step(phone, Kind::Totp, u64::MAX),
+            Err(StoreError::StepOutOfRange(_))
+        ));
+    }
+}
+
+#[test]
+fn racing_connections_claim_one_step_exactly_once() {
+    for backend in backends() {
+        let setup = backend.open();
+        enroll(
+            &*setup,
+            token("bea", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("add");
+        let id = id_of(&*setup, "bea", "phone");
+        drop(setup);
+        for step in 1..=5u64 {
+            let stores: Vec<_> = (0..8).map(|_| backend.open()).collect();
+            let wins = std::thread::scope(|scope| {
+                let handles: Vec<_> = stores
+                    .into_iter()
+                    .map(|store| scope.spawn(move || store.claim_step(id, Kind::Totp, step)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread").expect("claim"))
+                    .filter(|c| *c == Claim::Claimed)
+                    .count()
+            });
+            assert_eq!(wins, 1, "{}: step {step}", backend.name());
+        }
+    }
+}
+
+#[test]
+fn enrollment_modes_and_deletion() {
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        enroll(
+            &*store,
+            token("cy", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("add");
+        assert!(
+            matches!(
+                enroll(
+                    &*store,
+                    token("cy", "phone", Kind::Hotp, true),
+                    EnrollMode::Add
+                ),
+                Err(StoreError::AlreadyEnrolled { .. })
+            ),
+            "{name}"
+        );
+        enroll(
+            &*store,
+            token("cy", "phone", Kind::Hotp, true),
+            EnrollMode::ReplaceDevice,
+        )
+        .expect("replace device");
+        let tokens = store.tokens("cy").expect("tokens");
+        assert_eq!((tokens.len(), tokens[0].kind), (1, Kind::Hotp), "{name}");
+        let hashes = recovery_hashes();
+        store.replace_recovery("cy", &hashes).expect("recovery");
+        store
+            .open_enroll_window("cy", NOW + 60, "root")
+            .expect("window");
+        enroll(
+            &*store,
+            token("cy", "tablet", Kind::Totp, true),
+            EnrollMode::ReplaceUser,
+        )
+        .expect("reset");
+        let tokens = store.tokens("cy").expect("tokens");
+        assert_eq!(tokens.len(), 1, "{name}: reset leaves only the new token");
+        assert_eq!(
+            store.recovery_count("cy").expect("count").unused,
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            store.enroll_window("cy", NOW).expect("window"),
+            None,
+            "{name}"
+        );
+        // delete_user: tokens, recovery codes, windows, failures, grace and
+        // stages all go.
+        store.replace_recovery("cy", &hashes).expect("recovery");
+        store
+            .grant_grace("cy", "192.0.2.1", NOW + 60)
+            .expect("grace");
+        store
+            .reserve_guess("cy", "192.0.2.1", NOW, &Limits::default())
+            .expect("reserve");
+        let grace = Grant::Grace {
+            ip: "192.0.2.2".to_string(),
+            until: NOW + 60,
+        };
+        store
+            .stage_grant("n-cy", "cy", &grace, NOW + 600, NOW)
+            .expect("stage");
+        assert_eq!(store.delete_user("cy").expect("delete"), 1, "{name}");
+        assert!(store.tokens("cy").expect("tokens").is_empty());
+        assert_eq!(store.recovery_count("cy").expect("count").unused, 0);
+        assert_eq!(
+            store.grace_until("cy", "192.0.2.1", NOW).expect("grace"),
+            None
+        );
+        assert_eq!(
+            store
+                .failures("cy", "192.0.2.1", NOW)
+                .expect("f")
+                .user_recent,
+            0
+        );
+        assert_eq!(
+            store.take_staged("n-cy", "cy", NOW).expect("take"),
+            None,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_recovery_code_burns_once() {
+    for backend in backends() {
+        let store = backend.open();
+        let hashes = recovery_hashes();
+        store.replace_recovery("dee", &hashes).expect("recovery");
+        let stored = store
+            .recovery_candidates("dee", &hashes[0].lookup)
+            .expect("candidates");
+        let id = stored[0].id;
+        let racers: Vec<_> = (0..6).map(|_| backend.open()).collect();
+        let burned = std::thread::scope(|scope| {
+            let handles: Vec<_> = racers
+                .into_iter()
+                .map(|store| scope.spawn(move || store.burn_recovery(id, NOW)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread").expect("burn"))
+                .filter(|c| *c == Claim::Claimed)
+                .count()
+        });
+        assert_eq!(burned, 1, "{}", backend.name());
+        let count = store.recovery_count("dee").expect("count");
+        assert_eq!(
+            (count.unused, count.used),
+            (hashes.len() - 1, 1),
+            "{}",
+            backend.name()
+        );
+    }
+}
+
+#[test]
+fn guesses_are_reserved_against_the_limits_and_given_back() {
+    let limits = Limits {
+        backoff_after: 2,
+        backoff_max: 3600,
+        user_limit: 4,
+    };
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        let reserve = |rhost: &str, at: i64| {
+            store
+                .reserve_guess("eve", rhost, at, &limits)
+                .expect("reserve")
+        };
+        assert!(matches!(reserve("a", NOW), Reservation::Granted(f) if f.source_count == 1));
+        assert!(matches!(reserve("a", NOW), Reservation::Granted(f) if f.source_count == 2));
+        // Two failures from "a": backed off for 30 s, nothing counted.
+        assert_eq!(
+            reserve("a", NOW + 1),
+            Reservation::Locked(Lock::Source { until: NOW + 30 }),
+            "{name}"
+        );
+        assert_eq!(store.failures("eve", "a", NOW).expect("f").source_count, 2);
+        // A reused code gives its guess back; a success clears the source.
+        assert!(matches!(reserve("b", NOW), Reservation::Granted(_)));
+        store.release_guess("eve", "b", false).expect("release");
+        assert_eq!(
+            store.failures("eve", "b", NOW).expect("f").source_count,
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            store.failures("eve", "", NOW).expect("f").user_recent,
+            2,
+            "{name}"
+        );
+        assert!(matches!(reserve("c", NOW), Reservation::Granted(_)));
+        assert!(matches!(reserve("d", NOW), Reservation::Granted(f) if f.user_recent == 4));
+        // The per-user ceiling: every address is refused.
+        assert!(
+            matches!(
+                reserve("e", NOW + 5),
+                Reservation::Locked(Lock::User { .. })
+            ),
+            "{name}"
+        );
+        store.release_guess("eve", "a", true).expect("clear");
+        assert_eq!(
+            store.failures("eve", "a", NOW).expect("f").source_count,
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            store.unlock("eve").expect("unlock"),
+            2,
+            "{name}: c and d were left"
+        );
+    }
+}
+
+#[test]
+fn racing_reservations_never_pass_the_user_limit() {
+    let limits = Limits {
+        backoff_after: 100,
+        backoff_max: 3600,
+        user_limit: 5,
+    };
+    for backend in backends() {
+        let setup = backend.open();
+        for i in 0..4 {
+            setup
+                .reserve_guess("fay", &format!("192.0.2.{i}"), NOW, &limits)
+                .expect("reserve");
+        }
+        drop(setup);
+        let racers: Vec<_> = (0..12).map(|_| backend.open()).collect();
+        let granted = std::thread::scope(|scope| {
+            let handles: Vec<_> = racers
+                .into_iter()
+                .enumerate()
+                .map(|(i, store)| {
+                    let limits = &limits;
+                    scope.spawn(move || {
+                        store.reserve_guess("fay", &format!("198.51.100.{i}"), NOW, limits)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread").expect("reserve"))
+                .filter(|r| matches!(r, Reservation::Granted(_)))
+                .count()
+        });
+        assert_eq!(granted, 1, "{}", backend.name());
+    }
+}
+
+#[test]
+fn staged_grants_are_taken_once_by_their_user_before_they_expire() {
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        let enrolled = token("gil", "default", Kind::Totp, true);
+        let enroll = Grant::Enroll {
+            token: enrolled.clone(),
+            step: 42,
+        };
+        store
+            .stage_grant("n1", "gil", &enroll, NOW + 600, NOW)
+            .expect("stage");
+        // Another user's take consumes it and gets nothing.
+        assert_eq!(
+            store.take_staged("n1", "mallory", NOW).expect("t"),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            store.take_staged("n1", "gil", NOW).expect("t"),
+            None,
+            "{name}"
+        );
+        store
+            .stage_grant("n2", "gil", &enroll, NOW + 600, NOW)
+            .expect("stage");
+        let Some(Grant::Enroll { token, step }) = store.take_staged("n2", "gil", NOW).expect("t")
+        else {
+            panic!("{name}: the staged enrollment");
+        };
+        assert_eq!(step, 42);
+        assert_eq!(token.secret, enrolled.secret, "{name}: the key comes back");
+        assert_eq!((token.device.as_str(), token.last_step), ("default", None));
+        assert_eq!(
+            store.take_staged("n2", "gil", NOW).expect("t"),
+            None,
+            "{name}: once"
+        );
+        // Expired stages give nothing, and a new stage sweeps them away.
+        let grace = Grant::Grace {
+            ip: "192.0.2.9".to_string(),
+            until: NOW + 3600,
+        };
+        store
+            .stage_grant("n3", "gil", &grace, NOW + 10, NOW)
+            .expect("stage");
+        assert_eq!(
+            store.take_staged("n3", "gil", NOW + 10).expect("t"),
+            None,
+            "{name}"
+        );
+        store
+            .stage_grant("n4", "gil", &grace, NOW + 10, NOW)
+            .expect("stage");
+        store
+            .stage_grant("n5", "gil", &grace, NOW + 900, NOW + 20)
+            .expect("stage");
+        assert_eq!(
+            store.take_staged("n4", "gil", NOW).expect("t"),
+            None,
+            "{name}: swept"
+        );
+        assert_eq!(
+            store.take_staged("n5", "gil", NOW + 30).expect("t"),
+            Some(grace)
+        );
+        // Committing: enroll_at_login stores it and closes the window, once.
+        store
+            .open_enroll_window("gil", NOW + 600, "root")
+            .expect("window");
+        store
+            .enroll_at_login(&token, step)
+            .expect("enroll at login");
+        let stored = store.tokens("gil").expect("tokens");
+        assert_eq!(stored[0].last_step, Some(42), "{name}");
+        assert_eq!(store.enroll_window("gil", NOW).expect("w"), None, "{name}");
+        assert!(matches!(
+            store.enroll_at_login(&token, step),
+            Err(StoreError::AlreadyEnrolled { .. })
+        ));
+    }
+}
