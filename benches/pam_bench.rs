@@ -630,7 +630,47 @@ fn rows_in_child(root: &Path, module: Module) -> std::collections::HashMap<Strin
         .collect()
 }
 
+/// The users a login can name (u0…u255), known to NSS: pam_totp denies
+/// names the name service does not know. Unless the bench already runs
+/// under nss_wrapper, it writes a passwd and group file with them and runs
+/// itself again with libnss_wrapper preloaded; its row and worker processes
+/// inherit that. Every module in the table pays the same lookups.
+fn under_nss_wrapper() -> Option<i32> {
+    const NSS_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so";
+    if std::env::var_os("NSS_WRAPPER_PASSWD").is_some() {
+        return None;
+    }
+    assert!(
+        Path::new(NSS_WRAPPER).exists(),
+        "{NSS_WRAPPER} missing: apt-get install libnss-wrapper (scripts/bench.sh does)"
+    );
+    let dir = std::env::temp_dir().join(format!("pam_bench_nss_{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("nss dir");
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    for i in 0..256 {
+        passwd.push_str(&format!("u{i}:x:{}:100::/nonexistent:/bin/false\n", 20_000 + i));
+    }
+    std::fs::write(dir.join("passwd"), passwd).expect("passwd");
+    std::fs::write(dir.join("group"), "root:x:0:\nusers:x:100:\n").expect("group");
+    let preload = match std::env::var("LD_PRELOAD") {
+        Ok(other) if !other.is_empty() => format!("{NSS_WRAPPER} {other}"),
+        _ => NSS_WRAPPER.to_string(),
+    };
+    let status = Command::new(std::env::current_exe().expect("own path"))
+        .args(std::env::args_os().skip(1))
+        .env("LD_PRELOAD", preload)
+        .env("NSS_WRAPPER_PASSWD", dir.join("passwd"))
+        .env("NSS_WRAPPER_GROUP", dir.join("group"))
+        .status()
+        .expect("run the bench under nss_wrapper");
+    let _ = std::fs::remove_dir_all(&dir);
+    Some(status.code().unwrap_or(1))
+}
+
 fn main() {
+    if let Some(code) = under_nss_wrapper() {
+        std::process::exit(code);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--worker") {
         worker(&args[i + 1..]);
