@@ -612,6 +612,88 @@ fn a_careless_application_cannot_commit_what_a_failed_stack_staged() {
     assert!(free.success && free.logged("grace from"), "{free:?}");
 }
 
+/// Two transactions in one process with the same (NULL) conversation
+/// appdata, one inside the other: B stages a grace, then, at B's password
+/// prompt, A logs in (and commits its own grace); B's password fails. The
+/// verdict of each stack reaches only its own handle: B commits nothing, A
+/// keeps its grace.
+#[test]
+fn a_nested_transaction_neither_commits_nor_drops_the_other_ones_stage() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service_with_account("graced", "grace=1h");
+    let graced = std::fs::read_to_string(world.services.join("graced")).expect("service");
+    let (auth, rest) = graced.split_once('\n').expect("two lines");
+    world.raw_service(
+        "with-password",
+        &format!("{auth}\nauth required pam_exec.so expose_authtok /bin/false\n{rest}"),
+    );
+    let nia = world.enroll("nia");
+    let ned = world.enroll("ned");
+    world.add_user("ned");
+    let now = common::unix_now();
+    let nested = format!("graced ned {}", oathtool(&ned, Some(now), &[]));
+    let printed = world.pam_worker_with(
+        "with-password",
+        "nia",
+        RHOST,
+        &[&oathtool(&nia, Some(now), &[]), "not-her-password"],
+        &[
+            ("PAM_WORKER_THEN", "account,setcred"),
+            ("PAM_WORKER_NESTED", &nested),
+        ],
+    );
+    assert!(printed.contains("NESTED 0"), "A logged in: {printed}");
+    assert!(
+        !printed.contains("RESULT 0"),
+        "B's password failed: {printed}"
+    );
+    let asked = world.login("graced", "nia", Some(RHOST), "");
+    assert!(!asked.success, "no grace for B's failed stack: {asked:?}");
+    let free = world.login("graced", "ned", Some(RHOST), "");
+    assert!(
+        free.success && free.logged("grace from"),
+        "A's grace: {free:?}"
+    );
+}
+
+/// A first try that succeeds and stages, then a second try on the same
+/// handle that fails before pam_totp runs (requisite on the address): the
+/// first try's stage is dropped with the failed verdict.
+#[test]
+fn a_failed_retry_drops_what_an_earlier_try_staged() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service_with_account("graced", "grace=1h");
+    let graced = std::fs::read_to_string(world.services.join("graced")).expect("service");
+    world.raw_service(
+        "gated",
+        &format!("auth requisite pam_succeed_if.so rhost = {RHOST}\n{graced}"),
+    );
+    let key = world.enroll("rex");
+    let printed = world.pam_worker_with(
+        "gated",
+        "rex",
+        RHOST,
+        &[&oathtool(&key, None, &[])],
+        &[
+            ("PAM_WORKER_THEN", "account,setcred"),
+            ("PAM_WORKER_RETRY_RHOST", "198.51.100.1"),
+        ],
+    );
+    assert!(printed.contains("FIRST 0"), "{printed}");
+    assert!(
+        !printed.contains("RESULT 0"),
+        "the second try failed: {printed}"
+    );
+    let asked = world.login("graced", "rex", Some(RHOST), "");
+    assert!(!asked.success, "no grace after the failed retry: {asked:?}");
+}
+
 #[test]
 fn google_authenticator_files_import_with_scratch_codes() {
     if !pam_tools_present() || !tools_present(&["google-authenticator"]) {

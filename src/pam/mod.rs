@@ -168,7 +168,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
         // The stage is handed on only together with the watch that takes it
         // back if the rest of the stack fails.
         let handed_on = put_env(pamh, &entry).and_then(|()| {
-            stack_result::watch(pamh).inspect_err(|_| {
+            stack_result::watch(pamh, &nonce).inspect_err(|_| {
                 let _ = take_env(pamh, STAGED_ENV);
             })
         });
@@ -216,6 +216,23 @@ fn commit(pamh: &mut PamHandle, args: &[&CStr], phase: Phase) -> PamResultCode {
             return denied;
         }
     };
+    // The stage is consumed here whatever follows; the watch on this
+    // handle's verdicts has done its job once its last verdict is read.
+    let verdict = stack_result::verdict(pamh, &nonce);
+    stack_result::release(pamh);
+    if let Some(verdict) = verdict
+        && verdict != stack_result::Verdict::Succeeded
+    {
+        log(
+            pamh,
+            LOG_ERR,
+            &format!(
+                "denied: {}: the application asks to commit what pam_totp staged, but libpam's last verdict on the auth stack is {verdict:?}; nothing granted",
+                phase.name()
+            ),
+        );
+        return denied;
+    }
     let user = match pamh.get_user(None) {
         Ok(user) => user,
         Err(code) => {

@@ -9,14 +9,26 @@
 //! PasswordAuthentication runs the stack on its long-lived monitor handle,
 //! and a public key can then succeed on the same connection).
 //!
-//! libpam does tell one party the verdict: at the end of `pam_authenticate`
-//! it calls the PAM_FAIL_DELAY function with the stack's final status
-//! (Linux-PAM `_pam_await_timer`, always, even for a zero delay). So while a
-//! stage is pending, the module puts its own function there, remembers the
-//! application's, and on a failed stack takes the stage's nonce out of the
-//! PAM environment, so nothing can commit it. It then restores and calls
-//! the application's function, or sleeps the delay itself as libpam would
-//! have (the delay it is handed is already randomised).
+//! libpam does tell one party the verdict: at the end of every
+//! `pam_authenticate` it calls the handle's PAM_FAIL_DELAY function with the
+//! stack's final status (Linux-PAM `_pam_await_timer`, always, even for a
+//! zero delay). So while a stage is pending the module puts a function of
+//! its own there and records each verdict; on a failure the stage's nonce
+//! leaves the PAM environment at once, and the commit refuses unless the
+//! last verdict recorded for the handle is a success. The application's own
+//! function is called as before (or the delay slept, as libpam would).
+//!
+//! libpam hands that function only the status, the delay and the
+//! conversation's appdata, not the handle, and appdata is no identity (it
+//! is NULL in most applications and can change). So each watched handle
+//! gets a function of its own: one of `SLOTS` trampolines, each bound to one
+//! slot that names its handle. A handle that cannot get a slot stages
+//! nothing.
+//!
+//! A stage can also arrive from another process: OpenSSH runs
+//! keyboard-interactive in a child and hands the PAM environment back to
+//! the monitor only when the stack succeeded. The monitor then has no
+//! record for the handle, and the commit relies on that hand-over.
 
 use std::ffi::c_void;
 use std::sync::Mutex;
@@ -24,7 +36,6 @@ use std::sync::Mutex;
 use libc::{LOG_NOTICE, c_int, c_uint};
 use pam::module::PamHandle;
 
-const PAM_CONV: c_int = 5;
 const PAM_FAIL_DELAY: c_int = 10;
 const PAM_SUCCESS: c_int = 0;
 
@@ -38,128 +49,220 @@ unsafe extern "C" {
     fn pam_set_item(pamh: *mut PamHandle, item_type: c_int, item: *const c_void) -> c_int;
 }
 
-/// The head of libpam's `struct pam_conv`.
-#[repr(C)]
-struct RawConv {
-    conv: *const c_void,
-    appdata_ptr: *mut c_void,
+/// What libpam last said about a watched handle's stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Watched, but no `pam_authenticate` has ended since: the
+    /// application replaced the delay function, or has not finished.
+    Pending,
+    Succeeded,
+    Failed,
 }
 
-/// One handle being watched: the handle, its conversation's appdata (what
-/// the delay function is called with), and the application's function.
-struct Watch {
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The watched handle's address; 0 for a free slot.
     pamh: usize,
-    appdata: usize,
+    /// The application's delay function, called after ours.
     original: Option<DelayFn>,
+    /// Which stage the verdicts are about (`stage_tag` of its nonce).
+    stage: u64,
+    verdict: Verdict,
 }
 
-static WATCHES: Mutex<Vec<Watch>> = Mutex::new(Vec::new());
+const FREE: Slot = Slot {
+    pamh: 0,
+    original: None,
+    stage: 0,
+    verdict: Verdict::Pending,
+};
 
-fn watches() -> std::sync::MutexGuard<'static, Vec<Watch>> {
-    WATCHES.lock().unwrap_or_else(|e| e.into_inner())
+/// 64 bits of a stage's nonce (hex), to tell stages apart.
+fn stage_tag(nonce: &str) -> u64 {
+    nonce
+        .get(..16)
+        .and_then(|head| u64::from_str_radix(head, 16).ok())
+        .unwrap_or(0)
 }
 
-/// Removes the handle's watch when libpam drops the module data (pam_end,
-/// or a newer watch of the same handle): no entry outlives its handle.
-struct Unwatch(usize);
+/// How many handles one process can watch at once (a PAM application runs
+/// one or a few transactions at a time; sshd runs one per process).
+const SLOTS: usize = 32;
+
+static TABLE: Mutex<[Slot; SLOTS]> = Mutex::new([FREE; SLOTS]);
+
+fn table() -> std::sync::MutexGuard<'static, [Slot; SLOTS]> {
+    TABLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+macro_rules! trampolines {
+    ($($slot:literal),*) => {
+        /// One delay function per slot, so each knows its handle.
+        const TRAMPOLINES: [DelayFn; SLOTS] = [$({
+            unsafe extern "C" fn trampoline(status: c_int, delay: c_uint, appdata: *mut c_void) {
+                stack_ended($slot, status, delay, appdata)
+            }
+            trampoline
+        }),*];
+    };
+}
+trampolines!(
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
+    26, 27, 28, 29, 30, 31
+);
+
+fn trampoline_slot(f: *const c_void) -> Option<usize> {
+    TRAMPOLINES.iter().position(|t| *t as *const c_void == f)
+}
+
+/// Frees the handle's slot when libpam drops the module data (pam_end, or
+/// a newer watch of the same handle): no slot outlives its handle.
+struct Unwatch {
+    slot: usize,
+    pamh: usize,
+}
 
 impl Drop for Unwatch {
     fn drop(&mut self) {
-        watches().retain(|w| w.pamh != self.0);
+        let mut slots = table();
+        if slots[self.slot].pamh == self.pamh {
+            slots[self.slot] = FREE;
+        }
     }
 }
 
 const DATA_KEY: &str = "pam_totp.stack_result";
 
-/// Watches this `pam_authenticate` for a failed verdict (see the module
-/// documentation). `Err` when libpam would not take the function: the
+/// Watches this handle's `pam_authenticate` verdicts until the stage is
+/// committed (`release`) or the handle ends. `Err` when it cannot: the
 /// caller then must not leave a stage behind.
-pub(super) fn watch(pamh: &mut PamHandle) -> Result<(), String> {
-    let handle = pamh as *mut PamHandle;
+pub(super) fn watch(pamh: &mut PamHandle, nonce: &str) -> Result<(), String> {
+    let stage = stage_tag(nonce);
+    let handle = pamh as *mut PamHandle as usize;
     let mut current: *const c_void = std::ptr::null();
-    let mut conv: *const c_void = std::ptr::null();
-    // SAFETY: `handle` is the live handle of this entry point; pam_get_item
-    // only stores libpam's own pointers into the two out-parameters.
-    let (rc_delay, rc_conv) = unsafe {
-        (
-            pam_get_item(handle, PAM_FAIL_DELAY, &mut current),
-            pam_get_item(handle, PAM_CONV, &mut conv),
-        )
-    };
-    if rc_delay != PAM_SUCCESS || rc_conv != PAM_SUCCESS || conv.is_null() {
-        return Err("PAM_FAIL_DELAY or PAM_CONV unreadable".to_string());
-    }
-    // SAFETY: a non-null PAM_CONV item points at libpam's copy of the
-    // application's `struct pam_conv`, alive for the whole transaction.
-    let appdata = unsafe { (*conv.cast::<RawConv>()).appdata_ptr } as usize;
-    let ours = stack_ended as DelayFn as *const c_void;
-    let original = if current == ours {
-        // A retry in the same transaction: the application's function is
-        // the one remembered by the earlier watch.
-        let list = watches();
-        list.iter()
-            .find(|w| w.pamh == handle as usize)
-            .and_then(|w| w.original)
-    } else if current.is_null() {
-        None
-    } else {
-        // SAFETY: a non-null PAM_FAIL_DELAY item is the application's
-        // delay function, of exactly this type.
-        Some(unsafe { std::mem::transmute::<*const c_void, DelayFn>(current) })
-    };
-    // Replacing the data drops an earlier watch of this handle first.
-    pamh.set_data(DATA_KEY, Box::new(Unwatch(handle as usize)))
-        .map_err(|code| format!("pam_set_data failed: {code:?}"))?;
-    watches().push(Watch {
-        pamh: handle as usize,
-        appdata,
-        original,
-    });
-    // SAFETY: `handle` is live; the item is a function with the type libpam
-    // calls PAM_FAIL_DELAY functions with, and it stays loaded while the
-    // module is (libpam unloads modules only at pam_end, after the call).
-    let rc = unsafe { pam_set_item(handle, PAM_FAIL_DELAY, ours) };
+    // SAFETY: `pamh` is the live handle of this entry point; pam_get_item
+    // only stores libpam's pointer into the out-parameter.
+    let rc = unsafe { pam_get_item(pamh, PAM_FAIL_DELAY, &mut current) };
     if rc != PAM_SUCCESS {
-        watches().retain(|w| w.pamh != handle as usize);
+        return Err(format!("PAM_FAIL_DELAY unreadable ({rc})"));
+    }
+    {
+        let mut slots = table();
+        // A retry in the same transaction, still watched: a new verdict is
+        // awaited, the application's function is the one remembered.
+        if let Some(slot) = trampoline_slot(current).filter(|&s| slots[s].pamh == handle) {
+            slots[slot].verdict = Verdict::Pending;
+            slots[slot].stage = stage;
+            return Ok(());
+        }
+    }
+    let original = match trampoline_slot(current) {
+        // Another handle's trampoline is never chained to.
+        Some(_) => None,
+        None if current.is_null() => None,
+        // SAFETY: a non-null PAM_FAIL_DELAY item other than ours is the
+        // application's delay function, of exactly this type.
+        None => Some(unsafe { std::mem::transmute::<*const c_void, DelayFn>(current) }),
+    };
+    let slot = {
+        let mut slots = table();
+        let Some(slot) = slots.iter().position(|s| s.pamh == 0) else {
+            return Err(format!(
+                "more than {SLOTS} transactions watched in this process"
+            ));
+        };
+        slots[slot] = Slot {
+            pamh: handle,
+            original,
+            stage,
+            verdict: Verdict::Pending,
+        };
+        slot
+    };
+    // Replacing the data frees an earlier slot of this handle.
+    if let Err(code) = pamh.set_data(DATA_KEY, Box::new(Unwatch { slot, pamh: handle })) {
+        table()[slot] = FREE;
+        return Err(format!("pam_set_data failed: {code:?}"));
+    }
+    let ours = TRAMPOLINES[slot] as *const c_void;
+    // SAFETY: `pamh` is live; the item is a function of the type libpam
+    // calls PAM_FAIL_DELAY functions with, and it stays loaded while the
+    // module is (libpam unloads modules only in pam_end, after which the
+    // handle is gone).
+    let rc = unsafe { pam_set_item(pamh, PAM_FAIL_DELAY, ours) };
+    if rc != PAM_SUCCESS {
+        table()[slot] = FREE;
         return Err(format!("pam_set_item(PAM_FAIL_DELAY) failed ({rc})"));
     }
     Ok(())
 }
 
-/// libpam's call at the end of `pam_authenticate`, with the stack's status.
-unsafe extern "C" fn stack_ended(status: c_int, delay: c_uint, appdata: *mut c_void) {
-    let ended: Vec<Watch> = {
-        let mut list = watches();
-        let (ended, kept) = list.drain(..).partition(|w| w.appdata == appdata as usize);
-        *list = kept;
-        ended
-    };
-    let mut original = None;
-    for watch in &ended {
-        let pamh = watch.pamh as *mut PamHandle;
-        let restore = watch
-            .original
-            .map_or(std::ptr::null(), |f| f as *const c_void);
-        // SAFETY: a watch lives only as long as its handle (`Unwatch`), and
-        // libpam calls this from inside that handle's pam_authenticate.
-        let pamh = unsafe {
-            pam_set_item(pamh, PAM_FAIL_DELAY, restore);
-            &mut *pamh
+/// The last verdict recorded for the stage with this nonce on this handle,
+/// or `None` when this process did not stage it here (it came from another
+/// process, e.g. sshd's keyboard-interactive child, which hands the PAM
+/// environment back only when its stack succeeded).
+pub(super) fn verdict(pamh: &PamHandle, nonce: &str) -> Option<Verdict> {
+    let handle = pamh as *const PamHandle as usize;
+    let stage = stage_tag(nonce);
+    table()
+        .iter()
+        .find(|s| s.pamh == handle && s.stage == stage)
+        .map(|s| s.verdict)
+}
+
+/// Ends the watch once the stage is committed or refused: the
+/// application's own delay function goes back in place.
+pub(super) fn release(pamh: &mut PamHandle) {
+    let handle = pamh as *mut PamHandle as usize;
+    let original = {
+        let mut slots = table();
+        let Some(slot) = slots.iter().position(|s| s.pamh == handle) else {
+            return;
         };
-        if status != PAM_SUCCESS {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                if let Ok(Some(_)) = super::take_env(pamh, super::STAGED_ENV) {
-                    super::log(
-                        pamh,
-                        LOG_NOTICE,
-                        "auth stack failed after this module succeeded: what it staged is dropped, nothing granted",
-                    );
-                }
-            }));
-        }
-        original = original.or(watch.original);
+        let original = slots[slot].original;
+        slots[slot] = FREE;
+        original
+    };
+    let restore = original.map_or(std::ptr::null(), |f| f as *const c_void);
+    // SAFETY: `pamh` is the live handle of this entry point; the item is
+    // the application's own function (or none), as it was before.
+    unsafe {
+        pam_set_item(pamh, PAM_FAIL_DELAY, restore);
     }
-    match original {
+}
+
+/// libpam's call at the end of a watched handle's `pam_authenticate`, with
+/// the stack's status, through the handle's own trampoline.
+fn stack_ended(slot: usize, status: c_int, delay: c_uint, appdata: *mut c_void) {
+    let watched = {
+        let mut slots = table();
+        let watched = slots[slot];
+        if watched.pamh != 0 {
+            slots[slot].verdict = if status == PAM_SUCCESS {
+                Verdict::Succeeded
+            } else {
+                Verdict::Failed
+            };
+        }
+        watched
+    };
+    if watched.pamh != 0 && status != PAM_SUCCESS {
+        let _ = std::panic::catch_unwind(|| {
+            // SAFETY: this trampoline is the PAM_FAIL_DELAY item of exactly
+            // this handle, so libpam is calling it from inside that
+            // handle's own pam_authenticate, on its thread; the slot is
+            // freed before the handle ends (`Unwatch`).
+            let pamh = unsafe { &mut *(watched.pamh as *mut PamHandle) };
+            if let Ok(Some(_)) = super::take_env(pamh, super::STAGED_ENV) {
+                super::log(
+                    pamh,
+                    LOG_NOTICE,
+                    "auth stack failed after this module succeeded: what it staged is dropped, nothing granted",
+                );
+            }
+        });
+    }
+    match watched.original {
         // SAFETY: the application's own delay function, called as libpam
         // would have called it.
         Some(f) => unsafe { f(status, delay, appdata) },

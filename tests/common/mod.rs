@@ -487,12 +487,24 @@ impl World {
         answers: &[&str],
         then: &str,
     ) -> String {
+        self.pam_worker_with(service, user, rhost, answers, &[("PAM_WORKER_THEN", then)])
+    }
+
+    /// `pam_worker` with any of its PAM_WORKER_* settings.
+    pub fn pam_worker_with(
+        &self,
+        service: &str,
+        user: &str,
+        rhost: &str,
+        answers: &[&str],
+        settings: &[(&str, &str)],
+    ) -> String {
         self.ensure_user(user);
         let mut child = Command::new(pam_worker_path())
             .env("LD_PRELOAD", NSS_WRAPPER)
             .env("NSS_WRAPPER_PASSWD", self.passwd_file())
             .env("NSS_WRAPPER_GROUP", self.group_file())
-            .env("PAM_WORKER_THEN", then)
+            .envs(settings.iter().copied())
             .arg(&self.services)
             .args([service, user, rhost])
             .stdin(Stdio::piped())
