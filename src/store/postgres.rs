@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::config::{SslMode, TargetSessionAttrs};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use postgres::{Client, GenericClient, NoTls, Transaction};
 use zeroize::Zeroizing;
 
@@ -154,7 +156,7 @@ fn tls_config(target: &str, root_cert: Option<&Path>) -> Result<rustls::ClientCo
     let pem = crate::trust::read(&path, crate::trust::Holds::Settings)
         .map_err(|e| unreachable(target, format!("sslrootcert not trusted: {e}")))?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert =
             cert.map_err(|e| unreachable(target, format!("sslrootcert {}: {e}", path.display())))?;
         roots
