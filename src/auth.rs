@@ -113,10 +113,11 @@ pub enum Outcome {
     RefusedBySshd,
     /// No usable PAM_USER.
     NoUser(String),
+    /// The store failed: unreachable for now, or broken (see `StoreFault`).
+    StoreError(StoreFault),
     /// PAM_USER is a name NSS does not know: prompted, then denied.
     UnknownUser,
     ConfigError(String),
-    StoreError(String),
     ConversationError(String),
     ClockError(String),
 }
@@ -687,7 +688,26 @@ impl Login<'_> {
 }
 
 fn store_error(e: StoreError) -> Outcome {
-    Outcome::StoreError(e.to_string())
+    Outcome::StoreError(StoreFault::from(&e))
+}
+
+/// Why the store failed, kept typed as far as `pam.rs`: a store that is
+/// only unavailable (PAM_AUTHINFO_UNAVAIL) is not a broken one
+/// (PAM_SERVICE_ERR), so a stack that tolerates the first (for example
+/// `[authinfo_unavail=…]`) never tolerates the second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFault {
+    pub unavailable: bool,
+    pub message: String,
+}
+
+impl From<&StoreError> for StoreFault {
+    fn from(e: &StoreError) -> StoreFault {
+        StoreFault {
+            unavailable: e.is_unavailable(),
+            message: e.to_string(),
+        }
+    }
 }
 
 fn ask(config: &Config, conversation: &mut dyn Conversation) -> Phase<Zeroizing<Vec<u8>>> {
@@ -987,7 +1007,7 @@ fn claim<S: Store>(
             device: token.device.clone(),
             step,
         },
-        Err(e) => Outcome::StoreError(e.to_string()),
+        Err(e) => store_error(e),
     }
 }
 
@@ -1002,7 +1022,7 @@ fn use_recovery<S: Store>(
 ) -> Outcome {
     let stored = match store.recovery_candidates(user, &candidate.lookup) {
         Ok(stored) => stored,
-        Err(e) => return Outcome::StoreError(e.to_string()),
+        Err(e) => return store_error(e),
     };
     let Some(hit) = stored.iter().find(|s| candidate.matches(&s.phc)) else {
         return no_match;
@@ -1012,10 +1032,10 @@ fn use_recovery<S: Store>(
             Ok(count) => Outcome::RecoveryAccepted {
                 remaining: count.unused,
             },
-            Err(e) => Outcome::StoreError(e.to_string()),
+            Err(e) => store_error(e),
         },
         Ok(Claim::AlreadyUsed) => Outcome::RecoveryReused,
-        Err(e) => Outcome::StoreError(e.to_string()),
+        Err(e) => store_error(e),
     }
 }
 

@@ -447,3 +447,17 @@ fn names_the_name_service_does_not_know_are_denied_never_ignored() {
     assert!(run.success, "{run:?}");
     assert!(run.logged("user=\"bob\""), "{run:?}");
 }
+
+/// A store that is missing is a service error (an administrator must act),
+/// not "authentication information unavailable", which a stack may be
+/// written to tolerate: seen through the real libpam's return code.
+#[test]
+fn a_missing_store_is_a_service_error_not_an_unavailable_one() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new_sqlite();
+    world.service("totp", "");
+    let printed = world.pam_worker("totp", "mia", RHOST, &["123456"], "");
+    assert!(printed.contains("RESULT 3\n"), "PAM_SERVICE_ERR: {printed}");
+}

@@ -244,7 +244,7 @@ fn a_full_disk_denies_and_leaves_the_store_intact() {
     let code = oathtool(KEY, None, &[]);
     let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
     assert!(!run.success, "{run:?}");
-    assert!(run.logged("denied: store error"), "{run:?}");
+    assert!(run.logged("denied: store unavailable"), "{run:?}");
     std::fs::remove_file(&filler).expect("free the disk");
     assert_eq!(sqlite(&world.db, "PRAGMA integrity_check"), "ok");
     let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
@@ -268,7 +268,7 @@ fn a_read_only_store_denies_and_stays_intact() {
     let code = oathtool(KEY, None, &[]);
     let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
     assert!(!run.success, "{run:?}");
-    assert!(run.logged("denied: store error"), "{run:?}");
+    assert!(run.logged("denied: store unavailable"), "{run:?}");
     fs.remount("rw");
     assert_eq!(sqlite(&world.db, "PRAGMA integrity_check"), "ok");
     let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
@@ -309,7 +309,7 @@ fn a_store_locked_beyond_the_busy_timeout_denies_without_burning() {
     drop(stdin);
     let _ = holder.wait();
     assert!(!run.success, "{run:?}");
-    assert!(run.logged("denied: store error"), "{run:?}");
+    assert!(run.logged("denied: store unavailable"), "{run:?}");
     assert!(run.logged("locked"), "{run:?}");
     let run = world.login("totp", "lee", Some("203.0.113.7"), &code);
     assert!(run.success, "the code was not burned: {run:?}");

@@ -641,7 +641,9 @@ fn failures_deny() {
         &mut Scripted::says("123456"),
     )
     .outcome;
-    assert!(matches!(broken, Outcome::StoreError(ref e) if e.contains("/nowhere")));
+    assert!(
+        matches!(broken, Outcome::StoreError(ref e) if e.message.contains("/nowhere") && !e.unavailable)
+    );
 
     let no_user = world.run_with(&Config::default(), "", None, &mut Scripted::says("123456"));
     assert!(matches!(no_user, Outcome::NoUser(_)));
@@ -792,7 +794,13 @@ fn only_guesses_count_as_failures() {
         .is_failed_guess()
     );
     assert!(!Outcome::NotEnrolled { pending: false }.is_failed_guess());
-    assert!(!Outcome::StoreError(String::new()).is_failed_guess());
+    assert!(
+        !Outcome::StoreError(StoreFault {
+            unavailable: true,
+            message: String::new()
+        })
+        .is_failed_guess()
+    );
 }
 
 #[test]

@@ -545,10 +545,15 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             LOG_ERR,
             format!("denied: configuration error: {why}"),
         ),
-        Outcome::StoreError(why) => (
+        Outcome::StoreError(fault) if fault.unavailable => (
             PAM_AUTHINFO_UNAVAIL,
             LOG_ERR,
-            format!("denied: store error: {why}"),
+            format!("denied: store unavailable: {}", fault.message),
+        ),
+        Outcome::StoreError(fault) => (
+            PAM_SERVICE_ERR,
+            LOG_ERR,
+            format!("denied: store error: {}", fault.message),
         ),
         Outcome::ConversationError(why) => (PAM_CONV_ERR, LOG_ERR, format!("denied: {why}")),
         Outcome::ClockError(why) => (PAM_AUTH_ERR, LOG_ERR, format!("denied: clock error: {why}")),
@@ -638,12 +643,53 @@ mod tests {
     }
 
     #[test]
+    fn an_unavailable_store_and_a_broken_one_are_different_pam_results() {
+        let fault = |unavailable| {
+            Outcome::StoreError(auth::StoreFault {
+                unavailable,
+                message: "x".to_string(),
+            })
+        };
+        assert_eq!(
+            translate(&fault(true)).0,
+            PamResultCode::PAM_AUTHINFO_UNAVAIL
+        );
+        assert_eq!(translate(&fault(false)).0, PamResultCode::PAM_SERVICE_ERR);
+        use crate::store::StoreError;
+        let unreachable = StoreError::Unreachable {
+            target: "db".to_string(),
+            reason: "refused".to_string(),
+        };
+        assert!(unreachable.is_unavailable());
+        for broken in [
+            StoreError::Missing("/x".to_string()),
+            StoreError::SchemaTooNew {
+                found: 9,
+                supported: 5,
+            },
+            StoreError::Corrupt {
+                path: "/x".to_string(),
+                reason: "not a database".to_string(),
+            },
+        ] {
+            assert!(!broken.is_unavailable(), "{broken}");
+        }
+    }
+
+    #[test]
     fn every_outcome_that_is_not_a_success_denies() {
         for outcome in [
             Outcome::UnknownUser,
             Outcome::WrongCode,
             Outcome::EnrollmentFailed(String::new()),
-            Outcome::StoreError(String::new()),
+            Outcome::StoreError(auth::StoreFault {
+                unavailable: true,
+                message: String::new(),
+            }),
+            Outcome::StoreError(auth::StoreFault {
+                unavailable: false,
+                message: String::new(),
+            }),
             Outcome::ConfigError(String::new()),
             Outcome::ClockError(String::new()),
             Outcome::RefusedBySshd,

@@ -432,6 +432,46 @@ pub enum StoreError {
     StepOutOfRange(u64),
 }
 
+impl StoreError {
+    /// True when the store could not be reached or used just now (a
+    /// database down or slow, a file locked, full or read-only): the
+    /// condition passes by itself. False when the store is there but must
+    /// not be used as it is (missing, not initialised, too new, corrupt,
+    /// untrusted, a bad row or key): an administrator has to act.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unreachable { .. } | StoreError::Io { .. } => true,
+            #[cfg(feature = "postgres")]
+            StoreError::Postgres(_) => true,
+            // What `sqlite::classify` calls an I/O condition, when a
+            // statement (not the open) meets it.
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::PermissionDenied
+                        | rusqlite::ErrorCode::ReadOnly
+                        | rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                )
+            ),
+            StoreError::Missing(_)
+            | StoreError::NotInitialised(_)
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Untrusted(_)
+            | StoreError::NoPostgres
+            | StoreError::NotEmpty(_)
+            | StoreError::Sealing(_)
+            | StoreError::InvalidRow { .. }
+            | StoreError::AlreadyEnrolled { .. }
+            | StoreError::StepOutOfRange(_) => false,
+        }
+    }
+}
+
 /// What every backend provides. Reads are single statements; every write
 /// that changes more than one row is one transaction; the step claim is a
 /// single atomic conditional write.

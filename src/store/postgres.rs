@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::config::{SslMode, TargetSessionAttrs};
+use postgres::{Client, GenericClient, NoTls, Transaction};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use postgres::{Client, GenericClient, NoTls, Transaction};
 use zeroize::Zeroizing;
 
 use super::location::{PgHost, PgTarget, PgTls, SYSTEM_CA_FILES};
