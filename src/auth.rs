@@ -569,7 +569,12 @@ impl Login<'_> {
         }
         // Losing this only keeps one more failure counted: never a reason
         // to deny.
-        let _ = store.release_guess(&self.user, self.rhost_key(), outcome.is_success());
+        let _ = store.release_guess(
+            &self.user,
+            self.rhost_key(),
+            outcome.is_success(),
+            now as i64,
+        );
         if let (Some(ip), true) = (grace_ip, outcome.is_code_success()) {
             let grant = Grant::Grace {
                 ip: ip.to_string(),

@@ -51,6 +51,30 @@ pub struct Failures {
 }
 
 impl Failures {
+    /// The counts as a store reads them: the source's consecutive failures
+    /// and the last one; the user's failures in the 24 h up to their latest
+    /// failure, and that latest one. Once the latest is over 24 h old the
+    /// user's count is 0: it no longer locks anything.
+    pub fn new(
+        source_count: i64,
+        source_last: i64,
+        user_count: i64,
+        user_last: i64,
+        now: i64,
+    ) -> Failures {
+        let recent = user_last > now.saturating_sub(USER_WINDOW_SECS);
+        Failures {
+            source_count: u64::try_from(source_count).unwrap_or(0),
+            source_last,
+            user_recent: if recent {
+                u64::try_from(user_count).unwrap_or(0)
+            } else {
+                0
+            },
+            user_last,
+        }
+    }
+
     /// The counts once one more failure from this source, at `now`, is
     /// added.
     pub fn with_one_more(self, now: i64) -> Failures {

@@ -242,7 +242,8 @@ fn racing_wrong_codes_check_one_guess_past_19_even_under_repeatable_read() {
     cluster.psql(
         &database.name,
         &format!(
-            "INSERT INTO failures (\"user\", rhost, count, last) VALUES ('rita', '192.0.2.77', 19, {now})"
+            "INSERT INTO failures (\"user\", rhost, count, last) VALUES ('rita', '192.0.2.77', 19, {now});
+             INSERT INTO guesses (\"user\", at) SELECT 'rita', {now} FROM generate_series(1, 19)"
         ),
     );
     let logins: Vec<(&str, String, String)> = (0..24)

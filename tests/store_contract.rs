@@ -377,7 +377,9 @@ fn guesses_are_reserved_against_the_limits_and_given_back() {
         assert_eq!(store.failures("eve", "a", NOW).expect("f").source_count, 2);
         // A reused code gives its guess back; a success clears the source.
         assert!(matches!(reserve("b", NOW), Reservation::Granted(_)));
-        store.release_guess("eve", "b", false).expect("release");
+        store
+            .release_guess("eve", "b", false, NOW)
+            .expect("release");
         assert_eq!(
             store.failures("eve", "b", NOW).expect("f").source_count,
             0,
@@ -398,11 +400,16 @@ fn guesses_are_reserved_against_the_limits_and_given_back() {
             ),
             "{name}"
         );
-        store.release_guess("eve", "a", true).expect("clear");
+        store.release_guess("eve", "a", true, NOW).expect("clear");
         assert_eq!(
             store.failures("eve", "a", NOW).expect("f").source_count,
             0,
             "{name}"
+        );
+        assert_eq!(
+            store.failures("eve", "", NOW).expect("f").user_recent,
+            3,
+            "{name}: a success gives back its own guess, not the address's failures"
         );
         assert_eq!(
             store.unlock("eve").expect("unlock"),

@@ -1318,3 +1318,57 @@ fn a_right_or_reused_code_gives_its_guess_back() {
         .expect("failures");
     assert_eq!(failures.source_count, 1);
 }
+
+#[test]
+fn a_right_code_ends_the_back_off_but_keeps_the_users_failures() {
+    let world = World::with_alice();
+    let config = Config {
+        limits: crate::ratelimit::Limits {
+            backoff_after: 100,
+            backoff_max: 3600,
+            user_limit: 20,
+        },
+        ..Config::default()
+    };
+    {
+        let store = world.store();
+        for _ in 0..19 {
+            store
+                .record_failure("alice", "203.0.113.7", NOW as i64 - 60)
+                .expect("failure");
+        }
+    }
+    // The victim logs in from the address an attacker shares (NAT).
+    let right = world.run_with(
+        &config,
+        "alice",
+        Some("203.0.113.7"),
+        &mut Scripted::says(&code_at(NOW)),
+    );
+    assert!(matches!(right, Outcome::Accepted { .. }), "{right:?}");
+    let after = world
+        .store()
+        .failures("alice", "203.0.113.7", NOW as i64)
+        .expect("failures");
+    assert_eq!(after.source_count, 0, "the back-off of that address ends");
+    assert_eq!(after.user_recent, 19, "the 19 guesses still count");
+    // One more wrong code, and the ceiling is reached for every address.
+    assert_eq!(
+        world.run_with(
+            &config,
+            "alice",
+            Some("203.0.113.7"),
+            &mut Scripted::says(wrong_now())
+        ),
+        Outcome::WrongCode
+    );
+    assert!(matches!(
+        world.run_with(
+            &config,
+            "alice",
+            Some("198.51.100.1"),
+            &mut Scripted::says(wrong_now())
+        ),
+        Outcome::RateLimited(Lock::User { .. })
+    ));
+}

@@ -538,7 +538,8 @@ pub trait Store {
     /// The failure counts that decide whether `user` from `rhost` may try a code.
     fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError>;
 
-    /// Counts one failed code from (user, rhost) at `now`; returns the new counts.
+    /// Counts one failed code from (user, rhost) at `now` (outside any
+    /// reservation: tests and imports); returns the new counts.
     fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError>;
 
     /// Forgets all the user's failures (`totpctl unlock`); returns the sources cleared.
@@ -574,9 +575,16 @@ pub trait Store {
         limits: &Limits,
     ) -> Result<Reservation, StoreError>;
 
-    /// Gives a reserved guess back (the answer was not a wrong guess).
-    /// `clear`: a success, which forgets every failure of this source.
-    fn release_guess(&self, user: &str, rhost: &str, clear: bool) -> Result<(), StoreError>;
+    /// Gives the guess reserved at `at` back (the answer was not a wrong
+    /// guess). `clear`: a success, which also ends this source's back-off;
+    /// the user's other failures of the last 24 h still count.
+    fn release_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        clear: bool,
+        at: i64,
+    ) -> Result<(), StoreError>;
 
     /// Stages `grant` for `user` under `nonce` (a digest of a secret only
     /// this PAM transaction holds) until `expires`; drops every stage that
@@ -686,8 +694,14 @@ impl<T: Store + ?Sized> Store for Box<T> {
     ) -> Result<Reservation, StoreError> {
         (**self).reserve_guess(user, rhost, now, limits)
     }
-    fn release_guess(&self, user: &str, rhost: &str, clear: bool) -> Result<(), StoreError> {
-        (**self).release_guess(user, rhost, clear)
+    fn release_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        clear: bool,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        (**self).release_guess(user, rhost, clear, at)
     }
     fn stage_grant(
         &self,

@@ -107,6 +107,16 @@ const MIGRATIONS: &[&str] = &[
         until     BIGINT
     );
     CREATE INDEX staged_expires ON staged (expires);"#,
+    // 3 -> 4: each failed code of a user with its time, for the per-user
+    // ceiling (see the SQLite store's migration 5 -> 6).
+    r#"CREATE TABLE guesses (
+        id     BIGSERIAL PRIMARY KEY,
+        "user" TEXT   NOT NULL,
+        at     BIGINT NOT NULL
+    );
+    CREATE INDEX guesses_user ON guesses ("user", at);
+    INSERT INTO guesses ("user", at)
+        SELECT f."user", f.last FROM failures f, generate_series(1, LEAST(f.count, 10000));"#,
 ];
 
 /// The schema version this build writes and understands.
@@ -334,6 +344,12 @@ impl PgStore {
                 tx.execute(
                     r#"INSERT INTO failures ("user", rhost, count, last) VALUES ($1, $2, $3, $4)"#,
                     &[user, rhost, count, last],
+                )?;
+                // The ceiling's failures, at the source's last time.
+                tx.execute(
+                    r#"INSERT INTO guesses ("user", at)
+                       SELECT $1, $2 FROM generate_series(1, LEAST($3, 10000))"#,
+                    &[user, last, count],
                 )?;
             }
             Ok((
@@ -590,6 +606,7 @@ fn delete_user_rows(tx: &mut Transaction<'_>, user: &str) -> Result<usize, Store
         "recovery_codes",
         "enroll_windows",
         "failures",
+        "guesses",
         "grace",
         "staged",
     ] {
@@ -613,22 +630,42 @@ fn read_failures(
         r#"SELECT
              COALESCE((SELECT count FROM failures WHERE "user" = $1 AND rhost = $2), 0),
              COALESCE((SELECT last FROM failures WHERE "user" = $1 AND rhost = $2), 0),
-             COALESCE((SELECT SUM(count) FROM failures WHERE "user" = $1 AND last > $3), 0)::BIGINT,
-             COALESCE((SELECT MAX(last) FROM failures WHERE "user" = $1 AND last > $3), 0)"#,
-        &[&user, &rhost, &(now - USER_WINDOW_SECS)],
+             (SELECT COUNT(*) FROM guesses WHERE "user" = $1 AND at >
+                 (SELECT COALESCE(MAX(at), 0) FROM guesses WHERE "user" = $1) - $3),
+             (SELECT COALESCE(MAX(at), 0) FROM guesses WHERE "user" = $1)"#,
+        &[&user, &rhost, &USER_WINDOW_SECS],
     )?;
-    let (source_count, source_last, user_recent, user_last): (i64, i64, i64, i64) = (
+    Ok(Failures::new(
         row.try_get(0)?,
         row.try_get(1)?,
         row.try_get(2)?,
         row.try_get(3)?,
-    );
-    Ok(Failures {
-        source_count: u64::try_from(source_count).unwrap_or(0),
-        source_last,
-        user_recent: u64::try_from(user_recent).unwrap_or(0),
-        user_last,
-    })
+        now,
+    ))
+}
+
+/// One failed code from (user, rhost) at `now` (see the SQLite store's
+/// `count_failure`).
+fn count_failure(
+    client: &mut impl GenericClient,
+    user: &str,
+    rhost: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    client.execute(
+        r#"INSERT INTO failures ("user", rhost, count, last) VALUES ($1, $2, 1, $3)
+           ON CONFLICT ("user", rhost) DO UPDATE SET count = failures.count + 1, last = $3"#,
+        &[&user, &rhost, &now],
+    )?;
+    client.execute(
+        r#"DELETE FROM guesses WHERE "user" = $1 AND at <= $2"#,
+        &[&user, &(now - 2 * USER_WINDOW_SECS)],
+    )?;
+    client.execute(
+        r#"INSERT INTO guesses ("user", at) VALUES ($1, $2)"#,
+        &[&user, &now],
+    )?;
+    Ok(())
 }
 
 /// Serialises the rate-limit reservations of one user across every node
@@ -801,16 +838,15 @@ impl Store for PgStore {
     }
 
     fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
-        self.execute(
-            r#"INSERT INTO failures ("user", rhost, count, last) VALUES ($1, $2, 1, $3)
-               ON CONFLICT ("user", rhost) DO UPDATE SET count = failures.count + 1, last = $3"#,
-            &[&user, &rhost, &now],
-        )?;
+        self.write(|tx| count_failure(tx, user, rhost, now))?;
         self.failures(user, rhost, now)
     }
 
     fn unlock(&self, user: &str) -> Result<usize, StoreError> {
-        Ok(self.execute(r#"DELETE FROM failures WHERE "user" = $1"#, &[&user])? as usize)
+        self.write(|tx| {
+            tx.execute(r#"DELETE FROM guesses WHERE "user" = $1"#, &[&user])?;
+            Ok(tx.execute(r#"DELETE FROM failures WHERE "user" = $1"#, &[&user])? as usize)
+        })
     }
 
     fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
@@ -902,24 +938,31 @@ impl Store for PgStore {
             if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
                 return Ok(Reservation::Locked(lock));
             }
-            tx.execute(
-                r#"INSERT INTO failures ("user", rhost, count, last) VALUES ($1, $2, 1, $3)
-                   ON CONFLICT ("user", rhost) DO UPDATE SET count = failures.count + 1, last = $3"#,
-                &[&user, &rhost, &now],
-            )?;
+            count_failure(tx, user, rhost, now)?;
             Ok(Reservation::Granted(before.with_one_more(now)))
         })
     }
 
-    fn release_guess(&self, user: &str, rhost: &str, clear: bool) -> Result<(), StoreError> {
-        if clear {
-            self.execute(
-                r#"DELETE FROM failures WHERE "user" = $1 AND rhost = $2"#,
-                &[&user, &rhost],
-            )?;
-            return Ok(());
-        }
+    fn release_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        clear: bool,
+        at: i64,
+    ) -> Result<(), StoreError> {
         self.write(|tx| {
+            tx.execute(
+                r#"DELETE FROM guesses WHERE id =
+                       (SELECT id FROM guesses WHERE "user" = $1 AND at = $2 LIMIT 1)"#,
+                &[&user, &at],
+            )?;
+            if clear {
+                tx.execute(
+                    r#"DELETE FROM failures WHERE "user" = $1 AND rhost = $2"#,
+                    &[&user, &rhost],
+                )?;
+                return Ok(());
+            }
             tx.execute(
                 r#"UPDATE failures SET count = count - 1 WHERE "user" = $1 AND rhost = $2"#,
                 &[&user, &rhost],

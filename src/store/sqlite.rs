@@ -158,6 +158,19 @@ const MIGRATIONS: &[&str] = &[
         until     INTEGER
     ) STRICT;
     CREATE INDEX staged_expires ON staged (expires);",
+    // 5 -> 6: each failed code of a user with its time, for the per-user
+    // ceiling: a success from one address ends that address's back-off
+    // (`failures`) but no longer wipes its failures from the user's 24 h
+    // count. Existing counts are carried over at their last time.
+    "CREATE TABLE guesses (
+        id   INTEGER PRIMARY KEY,
+        user TEXT    NOT NULL,
+        at   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX guesses_user ON guesses (user, at);
+    WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+    INSERT INTO guesses (user, at)
+        SELECT f.user, f.last FROM failures f JOIN n ON n.i <= f.count;",
 ];
 
 /// The schema version this build writes and understands.
@@ -805,33 +818,30 @@ impl Store for SqliteStore {
             )
             .optional()?
             .unwrap_or((0, 0));
-        let (user_recent, user_last): (i64, i64) = self.conn.query_row(
-            "SELECT COALESCE(SUM(count), 0), COALESCE(MAX(last), 0) FROM failures
-             WHERE user = ?1 AND last > ?2",
-            params![user, now - USER_WINDOW_SECS],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok(Failures {
-            source_count: u64::try_from(source_count).unwrap_or(0),
+        let (user_recent, user_last): (i64, i64) =
+            self.conn
+                .query_row(USER_FAILURES, params![user, USER_WINDOW_SECS], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        Ok(Failures::new(
+            source_count,
             source_last,
-            user_recent: u64::try_from(user_recent).unwrap_or(0),
+            user_recent,
             user_last,
-        })
+            now,
+        ))
     }
 
     fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
-        self.conn.execute(
-            "INSERT INTO failures (user, rhost, count, last) VALUES (?1, ?2, 1, ?3)
-             ON CONFLICT (user, rhost) DO UPDATE SET count = count + 1, last = ?3",
-            params![user, rhost, now],
-        )?;
+        self.write(|conn| count_failure(conn, user, rhost, now))?;
         self.failures(user, rhost, now)
     }
 
     fn unlock(&self, user: &str) -> Result<usize, StoreError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM failures WHERE user = ?1", [user])?)
+        self.write(|conn| {
+            conn.execute("DELETE FROM guesses WHERE user = ?1", [user])?;
+            Ok(conn.execute("DELETE FROM failures WHERE user = ?1", [user])?)
+        })
     }
 
     fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
@@ -893,24 +903,31 @@ impl Store for SqliteStore {
             if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
                 return Ok(Reservation::Locked(lock));
             }
-            conn.execute(
-                "INSERT INTO failures (user, rhost, count, last) VALUES (?1, ?2, 1, ?3)
-                 ON CONFLICT (user, rhost) DO UPDATE SET count = count + 1, last = ?3",
-                params![user, rhost, now],
-            )?;
+            count_failure(conn, user, rhost, now)?;
             Ok(Reservation::Granted(before.with_one_more(now)))
         })
     }
 
-    fn release_guess(&self, user: &str, rhost: &str, clear: bool) -> Result<(), StoreError> {
-        if clear {
-            self.conn.execute(
-                "DELETE FROM failures WHERE user = ?1 AND rhost = ?2",
-                [user, rhost],
-            )?;
-            return Ok(());
-        }
+    fn release_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        clear: bool,
+        at: i64,
+    ) -> Result<(), StoreError> {
         self.write(|conn| {
+            conn.execute(
+                "DELETE FROM guesses WHERE id =
+                     (SELECT id FROM guesses WHERE user = ?1 AND at = ?2 LIMIT 1)",
+                params![user, at],
+            )?;
+            if clear {
+                conn.execute(
+                    "DELETE FROM failures WHERE user = ?1 AND rhost = ?2",
+                    [user, rhost],
+                )?;
+                return Ok(());
+            }
             conn.execute(
                 "UPDATE failures SET count = count - 1 WHERE user = ?1 AND rhost = ?2",
                 [user, rhost],
@@ -1063,12 +1080,39 @@ impl SqliteStore {
     }
 }
 
+/// The user's failed codes for the ceiling: how many in the 24 h up to the
+/// latest, and the latest (see `Failures::new`).
+const USER_FAILURES: &str = "SELECT COUNT(*), COALESCE(MAX(at), 0) FROM guesses
+     WHERE user = ?1
+       AND at > (SELECT COALESCE(MAX(at), 0) FROM guesses WHERE user = ?1) - ?2";
+
+/// One failed code from (user, rhost) at `now`: the source's back-off
+/// count and the user's ceiling both count it. Failures too old to matter
+/// to the ceiling (48 h) are dropped on the way.
+fn count_failure(conn: &Connection, user: &str, rhost: &str, now: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO failures (user, rhost, count, last) VALUES (?1, ?2, 1, ?3)
+         ON CONFLICT (user, rhost) DO UPDATE SET count = count + 1, last = ?3",
+        params![user, rhost, now],
+    )?;
+    conn.execute(
+        "DELETE FROM guesses WHERE user = ?1 AND at <= ?2",
+        params![user, now - 2 * USER_WINDOW_SECS],
+    )?;
+    conn.execute(
+        "INSERT INTO guesses (user, at) VALUES (?1, ?2)",
+        params![user, now],
+    )?;
+    Ok(())
+}
+
 /// Everything the store holds about a user; returns the number of tokens.
 fn delete_user_rows(conn: &Connection, user: &str) -> Result<usize, StoreError> {
     let tokens = conn.execute("DELETE FROM tokens WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM recovery_codes WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM enroll_windows WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM failures WHERE user = ?1", [user])?;
+    conn.execute("DELETE FROM guesses WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM grace WHERE user = ?1", [user])?;
     conn.execute("DELETE FROM staged WHERE user = ?1", [user])?;
     Ok(tokens)

@@ -241,14 +241,28 @@ fn failures_count_per_source_and_per_user() {
     assert_eq!((f.user_recent, f.user_last), (3, 120));
     let f = store.failures("alice", "10.0.0.1", 130).expect("f");
     assert_eq!((f.source_count, f.user_recent), (2, 3));
-    // Failures older than a day no longer count for the user.
+    // The ceiling counts the failures of the 24 h up to the latest one, for
+    // 24 h after it (the lock lasts until 24 h after the last failure);
+    // then nothing counts.
     let f = store
         .failures("alice", "10.0.0.9", 110 + 86_400)
         .expect("f");
-    assert_eq!(f.user_recent, 1);
+    assert_eq!(f.user_recent, 3);
+    let f = store
+        .failures("alice", "10.0.0.9", 120 + 86_400)
+        .expect("f");
+    assert_eq!(f.user_recent, 0);
+    // A success from 10.0.0.1 ends its back-off and gives its own guess
+    // back, but the user's other failures still count (attack finding:
+    // one right code wiped its address's failures from the ceiling).
     store
-        .release_guess("alice", "10.0.0.1", true)
+        .release_guess("alice", "10.0.0.1", true, 110)
         .expect("clear");
+    assert_eq!(
+        store.failures("alice", "", 130).expect("f").user_recent,
+        2,
+        "the guess at 110 given back; 100 and 120 still count"
+    );
     assert_eq!(
         store
             .failures("alice", "10.0.0.1", 130)
