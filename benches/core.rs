@@ -7,6 +7,7 @@ use criterion::{Criterion, black_box, criterion_group, criterion_main};
 
 use pam_totp::otp::{self, Algorithm, Params};
 use pam_totp::secret::Secret;
+use pam_totp::store::LoginStore;
 use pam_totp::store::{EnrollMode, Enrollment, Kind, SqliteStore, Store, Token};
 
 #[path = "../tests/common/dirs.rs"]

@@ -11,7 +11,9 @@ use crate::otp::{self, Params};
 use crate::ratelimit::{self, Failures, Lock};
 use crate::recovery::{self, Candidate};
 use crate::secret::Secret;
-use crate::store::{Claim, DEFAULT_DEVICE, Grant, Kind, Reservation, Store, StoreError, Token};
+use crate::store::{
+    Claim, DEFAULT_DEVICE, Grant, Kind, LoginStore, Reservation, StoreError, Token,
+};
 use crate::sys::{self, Accounts};
 
 /// What sshd hands to PAM instead of the user's answer when it has already
@@ -241,7 +243,7 @@ pub trait Conversation {
 }
 
 /// Loads the configuration from the module arguments, then decides.
-pub fn authenticate<S: Store>(
+pub fn authenticate<S: LoginStore>(
     args: &[String],
     request: Request<'_>,
     open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
@@ -304,7 +306,7 @@ pub const STAGE_TTL_SECS: i64 = 600;
 /// against the limits *before* the answer is checked, the check with its
 /// atomic claim, and last what the login would grant, staged, never
 /// granted here.
-pub fn decide<S: Store>(
+pub fn decide<S: LoginStore>(
     config: &Config,
     request: Request<'_>,
     open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
@@ -348,7 +350,7 @@ struct Login<'a> {
 type Phase<T> = Result<T, Outcome>;
 
 impl Login<'_> {
-    fn run<S: Store>(
+    fn run<S: LoginStore>(
         &mut self,
         pam_user: &str,
         open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
@@ -423,7 +425,7 @@ impl Login<'_> {
 
     /// Phase 2: what lets the user in without a code (a trusted network,
     /// enrollment at login); `Ok(())` when a code is needed.
-    fn without_code<S: Store>(
+    fn without_code<S: LoginStore>(
         &mut self,
         store: &S,
         tokens: &[Token],
@@ -451,7 +453,7 @@ impl Login<'_> {
     }
 
     /// A right code from this address earlier, within `grace=`.
-    fn grace<S: Store>(&self, store: &S, ip: &str) -> Phase<()> {
+    fn grace<S: LoginStore>(&self, store: &S, ip: &str) -> Phase<()> {
         let now = self.now()?;
         match store
             .grace_until(&self.user, ip, now as i64)
@@ -500,7 +502,7 @@ impl Login<'_> {
 
     /// Phase 4: one guess taken against the limits before the answer is
     /// looked at. A refused guess checks nothing and burns nothing.
-    fn reserve_guess<S: Store>(&self, store: &S, now: u64) -> Phase<Failures> {
+    fn reserve_guess<S: LoginStore>(&self, store: &S, now: u64) -> Phase<Failures> {
         match store
             .reserve_guess(
                 &self.user,
@@ -517,7 +519,7 @@ impl Login<'_> {
 
     /// Phase 5: the answer against the tokens and recovery codes; a match
     /// is claimed atomically.
-    fn verify<S: Store>(
+    fn verify<S: LoginStore>(
         &self,
         store: &S,
         active: &[&Token],
@@ -544,7 +546,7 @@ impl Login<'_> {
 
     /// Phase 6: a wrong guess stays counted (and may raise the alert);
     /// anything else gives the guess back; a right code stages its grace.
-    fn record<S: Store>(
+    fn record<S: LoginStore>(
         &mut self,
         store: &S,
         outcome: &Outcome,
@@ -588,7 +590,12 @@ impl Login<'_> {
 
     /// Stages `grant` under a fresh nonce that only this PAM transaction
     /// will hold (`Decision::staged`).
-    fn stage<S: Store>(&mut self, store: &S, grant: &Grant, now: u64) -> Result<(), StoreError> {
+    fn stage<S: LoginStore>(
+        &mut self,
+        store: &S,
+        grant: &Grant,
+        now: u64,
+    ) -> Result<(), StoreError> {
         let nonce = new_nonce()?;
         store.stage_grant(
             &nonce_digest(&nonce),
@@ -604,7 +611,7 @@ impl Login<'_> {
     /// Shows a new key (QR code and text) through the conversation, asks for
     /// a code from the app and, when it is right, stages the token: it is
     /// stored only once the whole login has succeeded.
-    fn enroll_at_login<S: Store>(
+    fn enroll_at_login<S: LoginStore>(
         &mut self,
         store: &S,
         conversation: &mut dyn Conversation,
@@ -780,7 +787,7 @@ pub enum Commit {
 /// Commits what this transaction's auth phase staged for `pam_user`.
 /// Called only from phases PAM reaches after the whole auth stack
 /// succeeded.
-pub fn commit_staged<S: Store>(
+pub fn commit_staged<S: LoginStore>(
     config: &Config,
     pam_user: &str,
     nonce: &str,
@@ -875,7 +882,7 @@ fn split_combined(typed: &[u8], active: &[&Token]) -> Vec<Split> {
 }
 
 /// The answer against the user's active tokens and recovery codes.
-fn check_answer<S: Store>(
+fn check_answer<S: LoginStore>(
     config: &Config,
     store: &S,
     user: &str,
@@ -980,7 +987,7 @@ fn check_code<'a>(config: &Config, active: &[&'a Token], text: &str, now: u64) -
     }
 }
 
-fn claim<S: Store>(
+fn claim<S: LoginStore>(
     config: &Config,
     store: &S,
     token: &Token,
@@ -1018,7 +1025,7 @@ fn claim<S: Store>(
 
 /// Tries the answer as one of the user's unused recovery codes; burns it
 /// atomically when it matches. `no_match` is the outcome when it does not.
-fn use_recovery<S: Store>(
+fn use_recovery<S: LoginStore>(
     store: &S,
     user: &str,
     candidate: &Candidate,

@@ -623,3 +623,61 @@ fn a_database_schema_newer_than_the_module_is_refused() {
     let out = world.totpctl(&["init"]);
     assert!(!out.status.success(), "init must not downgrade: {out:?}");
 }
+
+/// Databases made before both backends shared one version sequence
+/// recorded 1 to 4 for what is now 3 to 6. One at the old 2 (no staged
+/// grants, no guesses table: the new 4) is refused until `totpctl init`
+/// brings it to 6, keeping its tokens and used steps; one at the old 4 (the
+/// current tables) is the new 6 and opens as it is.
+#[test]
+fn databases_numbered_before_the_shared_sequence_are_read_and_migrated() {
+    if !tools() {
+        return;
+    }
+    let world = pool("");
+    let key = world.enroll("olga");
+    let (cluster, database) = world.pg.as_ref().expect("pg");
+    let version = || {
+        cluster
+            .psql(
+                &database.name,
+                "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
+            )
+            .trim()
+            .to_string()
+    };
+    assert_eq!(version(), "6");
+    cluster.psql(
+        &database.name,
+        "UPDATE pam_totp_meta SET value = 4 WHERE key = 'schema_version'",
+    );
+    let run = world.login("node_a", "olga", Some(RHOST), &oathtool(&key, None, &[]));
+    assert!(run.success, "old 4 is the current schema: {run:?}");
+
+    cluster.psql(
+        &database.name,
+        "DROP TABLE staged; DROP TABLE guesses; \
+         UPDATE pam_totp_meta SET value = 2 WHERE key = 'schema_version'",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let next = oathtool(&key, Some(now + 30), &[]);
+    let run = world.login("node_a", "olga", Some(RHOST), &next);
+    assert!(!run.success, "{run:?}");
+    assert!(
+        run.logged("schema version 4; run `totpctl init` to migrate"),
+        "{run:?}"
+    );
+    let out = world.totpctl(&["init"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(version(), "6");
+    let run = world.login("node_b", "olga", Some(RHOST), &next);
+    assert!(run.success, "after init: {run:?}");
+    let run = world.login("node_a", "olga", Some(RHOST), &next);
+    assert!(
+        !run.success,
+        "the used step survived the migration: {run:?}"
+    );
+}

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::otp::{Algorithm, format_code, hotp};
 use crate::ratelimit::Lock;
 use crate::recovery;
-use crate::store::{EnrollMode, Enrollment, SqliteStore};
+use crate::store::{EnrollMode, Enrollment, SqliteStore, Store};
 
 const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const NOW: u64 = 1_111_111_111;

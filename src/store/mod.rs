@@ -1,26 +1,48 @@
 //! The secret store: users' tokens (one or more devices each), the last
-//! step or counter each token used, recovery code hashes, and the enroll
-//! windows an administrator opened. `Store` is the seam between the
-//! decision and the backends: `sqlite` (the embedded default, one node) and
-//! `postgres` (one database shared by a pool of login nodes).
+//! step or counter each token used, recovery code hashes, the enroll
+//! windows an administrator opened, failed codes, grace periods and staged
+//! grants.
+//!
+//! Layers, each importing only the ones below it:
+//! - `login::LoginStore` (what the module's login path may do) and
+//!   `admin::Store` (everything, for totpctl): the seam the decision and
+//!   the CLI see;
+//! - `shared::SqlStore`: both traits written once, with the statements of
+//!   `sql`, on any `driver::Driver`;
+//! - the backends, which keep only what is their own (connecting, schema
+//!   and migration, durability, locking): `sqlite` (the embedded default,
+//!   one node) and `postgres` (one database for a pool of login nodes).
 
+pub mod admin;
+pub mod driver;
 pub mod location;
+pub mod login;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod shared;
+pub mod sql;
 pub mod sqlite;
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::otp::Params;
-use crate::ratelimit::{Failures, Limits, Lock};
+use crate::ratelimit::{Failures, Lock};
 use crate::recovery::RecoveryHash;
 use crate::secret::Secret;
 
+pub use admin::Store;
 pub use location::{DEFAULT_DB_TIMEOUT, PgTarget, PgTls, StoreLocation};
+pub use login::LoginStore;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgSettings, PgStore};
-pub use sqlite::SqliteStore;
+pub use postgres::{PgDriver, PgSettings, PgStore};
+pub use shared::SqlStore;
+pub use sqlite::{SqliteDriver, SqliteStore};
+
+/// The schema version this build writes and understands, one sequence for
+/// both backends (SQLite keeps it in `user_version`, PostgreSQL in
+/// `pam_totp_meta`).
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Seconds since the epoch (0 if the clock is before 1970), for row times
 /// the stores and totpctl stamp themselves.
@@ -189,7 +211,7 @@ impl Access<'_> {
 
     /// The store for one login: never created here; SQLite commits TOTP
     /// claims lazily (see `sqlite`).
-    pub fn open_for_login(&self) -> Result<Box<dyn Store>, StoreError> {
+    pub fn open_for_login(&self) -> Result<Box<dyn LoginStore>, StoreError> {
         let sealer = self.sealer()?;
         Ok(match self.location {
             StoreLocation::Sqlite(path) => {
@@ -430,6 +452,13 @@ pub enum StoreError {
     AlreadyEnrolled { user: String, device: String },
     #[error("time step or counter {0} does not fit in the store")]
     StepOutOfRange(u64),
+    #[error("store row has no {expected} in column {column}")]
+    Column {
+        column: usize,
+        expected: &'static str,
+    },
+    #[error("store statement parameter {index}: {reason}")]
+    Parameter { index: usize, reason: String },
 }
 
 impl StoreError {
@@ -441,8 +470,21 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Unreachable { .. } | StoreError::Io { .. } => true,
+            // The connection or the server's resources, not the data: a
+            // broken connection, SQLSTATE classes 08 (connection), 53
+            // (resources), 57 (operator intervention, statement timeout),
+            // 58 (system), 40 (rolled back), 55P03 (lock not available).
             #[cfg(feature = "postgres")]
-            StoreError::Postgres(_) => true,
+            StoreError::Postgres(e) => match e.as_db_error() {
+                None => true,
+                Some(db) => {
+                    let code = db.code().code();
+                    ["08", "53", "57", "58", "40"]
+                        .iter()
+                        .any(|class| code.starts_with(class))
+                        || code == "55P03"
+                }
+            },
             // What `sqlite::classify` calls an I/O condition, when a
             // statement (not the open) meets it.
             StoreError::Sqlite(e) => matches!(
@@ -467,259 +509,9 @@ impl StoreError {
             | StoreError::Sealing(_)
             | StoreError::InvalidRow { .. }
             | StoreError::AlreadyEnrolled { .. }
-            | StoreError::StepOutOfRange(_) => false,
+            | StoreError::StepOutOfRange(_)
+            | StoreError::Column { .. }
+            | StoreError::Parameter { .. } => false,
         }
-    }
-}
-
-/// What every backend provides. Reads are single statements; every write
-/// that changes more than one row is one transaction; the step claim is a
-/// single atomic conditional write.
-pub trait Store {
-    /// The schema version of the store (0: no schema yet).
-    fn schema_version(&self) -> Result<i64, StoreError>;
-
-    /// False when a TOTP claim may be committed lazily and lost with a
-    /// crash of the machine (SQLite's login connection): the decision then
-    /// fences off steps from before the boot.
-    fn totp_claims_durable(&self) -> bool;
-
-    /// All the user's tokens (pending ones too), ordered by device.
-    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError>;
-
-    /// Records `step` (TOTP) or `counter` (HOTP) as used for token `id` if,
-    /// and only if, it is greater than every one used before. Two callers
-    /// racing with the same value: exactly one gets `Claimed`. `kind` is
-    /// the token's: an HOTP counter never expires, so its claim is on disk
-    /// before this returns; a TOTP claim may be committed lazily (the
-    /// decision fences off steps from before the last boot).
-    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError>;
-
-    /// Stores enrollments in one transaction (all or nothing).
-    fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError>;
-
-    /// Marks a pending token active and claims `step` with it, atomically:
-    /// the confirmation code cannot then be replayed to log in.
-    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError>;
-
-    /// Removes the user's tokens, recovery codes, enroll window and failure
-    /// counts; returns
-    /// how many tokens there were.
-    fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
-
-    /// Removes one device; `false` when there was none of that name.
-    fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError>;
-
-    /// Every token, without keys, ordered by user and device.
-    fn list(&self) -> Result<Vec<TokenInfo>, StoreError>;
-
-    /// Replaces the user's recovery codes (the old ones stop working).
-    fn replace_recovery(&self, user: &str, codes: &[RecoveryHash]) -> Result<(), StoreError>;
-
-    /// The user's unused recovery codes with this lookup tag.
-    fn recovery_candidates(
-        &self,
-        user: &str,
-        lookup: &str,
-    ) -> Result<Vec<StoredRecovery>, StoreError>;
-
-    /// Marks recovery code `id` used if it is still unused (atomic).
-    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError>;
-
-    /// How many of the user's recovery codes are unused and used.
-    fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError>;
-
-    /// Lets `user` enroll at login until `until` (unix time).
-    fn open_enroll_window(&self, user: &str, until: i64, by: &str) -> Result<(), StoreError>;
-
-    /// The end of the user's enroll window, if one is open at `now`.
-    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError>;
-
-    /// The failure counts that decide whether `user` from `rhost` may try a code.
-    fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError>;
-
-    /// Counts one failed code from (user, rhost) at `now` (outside any
-    /// reservation: tests and imports); returns the new counts.
-    fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError>;
-
-    /// Forgets all the user's failures (`totpctl unlock`); returns the sources cleared.
-    fn unlock(&self, user: &str) -> Result<usize, StoreError>;
-
-    /// (rhost, failures, last failure) for each source, newest first.
-    fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError>;
-
-    /// Stores a token enrolled at login, active, with `step` claimed, and
-    /// closes the user's enroll window, in one transaction. Fails with
-    /// `AlreadyEnrolled` if the user meanwhile got a token.
-    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError>;
-
-    /// After a right code: `user` from `ip` skips the code until `until`.
-    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError>;
-
-    /// The end of the user's grace from `ip`, if one is running at `now`.
-    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError>;
-
-    /// Ends every grace of `user` (`totpctl forget`, `unlock`, `reset`…).
-    fn forget_grace(&self, user: &str) -> Result<usize, StoreError>;
-
-    /// Takes one guess for (user, rhost) at `now`, atomically against the
-    /// limits: with the counts as they are, `ratelimit::lock_at` decides;
-    /// when no lock is in force the guess is counted as a failure at once,
-    /// so any number of concurrent answers can never check more codes than
-    /// the limits allow.
-    fn reserve_guess(
-        &self,
-        user: &str,
-        rhost: &str,
-        now: i64,
-        limits: &Limits,
-    ) -> Result<Reservation, StoreError>;
-
-    /// Gives the guess reserved at `at` back (the answer was not a wrong
-    /// guess). `clear`: a success, which also ends this source's back-off;
-    /// the user's other failures of the last 24 h still count.
-    fn release_guess(
-        &self,
-        user: &str,
-        rhost: &str,
-        clear: bool,
-        at: i64,
-    ) -> Result<(), StoreError>;
-
-    /// Stages `grant` for `user` under `nonce` (a digest of a secret only
-    /// this PAM transaction holds) until `expires`; drops every stage that
-    /// expired before `now`.
-    fn stage_grant(
-        &self,
-        nonce: &str,
-        user: &str,
-        grant: &Grant,
-        expires: i64,
-        now: i64,
-    ) -> Result<(), StoreError>;
-
-    /// Removes the grant staged under `nonce` and returns it if it is
-    /// `user`'s and has not expired at `now`. A stage is taken at most once.
-    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError>;
-
-    /// Every token's key as stored (sealed or not), for `totpctl rekey`.
-    fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError>;
-
-    /// Replaces stored keys by row id, all in one transaction; returns how
-    /// many rows changed.
-    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError>;
-}
-
-/// A boxed store (the backend chosen at run time) is a store.
-impl<T: Store + ?Sized> Store for Box<T> {
-    fn schema_version(&self) -> Result<i64, StoreError> {
-        (**self).schema_version()
-    }
-    fn totp_claims_durable(&self) -> bool {
-        (**self).totp_claims_durable()
-    }
-    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
-        (**self).tokens(user)
-    }
-    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError> {
-        (**self).claim_step(id, kind, step)
-    }
-    fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
-        (**self).enroll(enrollments, mode)
-    }
-    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError> {
-        (**self).confirm(id, at, step)
-    }
-    fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
-        (**self).delete_user(user)
-    }
-    fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError> {
-        (**self).delete_device(user, device)
-    }
-    fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        (**self).list()
-    }
-    fn replace_recovery(&self, user: &str, codes: &[RecoveryHash]) -> Result<(), StoreError> {
-        (**self).replace_recovery(user, codes)
-    }
-    fn recovery_candidates(
-        &self,
-        user: &str,
-        lookup: &str,
-    ) -> Result<Vec<StoredRecovery>, StoreError> {
-        (**self).recovery_candidates(user, lookup)
-    }
-    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
-        (**self).burn_recovery(id, at)
-    }
-    fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError> {
-        (**self).recovery_count(user)
-    }
-    fn open_enroll_window(&self, user: &str, until: i64, by: &str) -> Result<(), StoreError> {
-        (**self).open_enroll_window(user, until, by)
-    }
-    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError> {
-        (**self).enroll_window(user, now)
-    }
-    fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
-        (**self).failures(user, rhost, now)
-    }
-    fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
-        (**self).record_failure(user, rhost, now)
-    }
-    fn unlock(&self, user: &str) -> Result<usize, StoreError> {
-        (**self).unlock(user)
-    }
-    fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
-        (**self).failure_sources(user)
-    }
-    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
-        (**self).enroll_at_login(token, step)
-    }
-    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError> {
-        (**self).grant_grace(user, ip, until)
-    }
-    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError> {
-        (**self).grace_until(user, ip, now)
-    }
-    fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
-        (**self).forget_grace(user)
-    }
-    fn reserve_guess(
-        &self,
-        user: &str,
-        rhost: &str,
-        now: i64,
-        limits: &Limits,
-    ) -> Result<Reservation, StoreError> {
-        (**self).reserve_guess(user, rhost, now, limits)
-    }
-    fn release_guess(
-        &self,
-        user: &str,
-        rhost: &str,
-        clear: bool,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        (**self).release_guess(user, rhost, clear, at)
-    }
-    fn stage_grant(
-        &self,
-        nonce: &str,
-        user: &str,
-        grant: &Grant,
-        expires: i64,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        (**self).stage_grant(nonce, user, grant, expires, now)
-    }
-    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError> {
-        (**self).take_staged(nonce, user, now)
-    }
-    fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
-        (**self).secret_rows()
-    }
-    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError> {
-        (**self).replace_secrets(rows)
     }
 }

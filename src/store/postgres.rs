@@ -23,30 +23,34 @@
 //! statement after a good connect.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::config::{SslMode, TargetSessionAttrs};
-use postgres::{Client, GenericClient, NoTls, Transaction};
+use postgres::types::{ToSql, Type};
+use postgres::{Client, NoTls, Statement};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
+use super::StoreError;
+use super::driver::{Driver, Hold, Param, Row, Value, placeholders_as_dollars};
 use super::location::{PgHost, PgTarget, PgTls, SYSTEM_CA_FILES};
-use super::{
-    Claim, EnrollMode, Enrollment, Grant, Kind, RecoveryCount, Reservation, StagedRow, Store,
-    StoreError, StoredRecovery, Token, TokenInfo,
-};
-use crate::otp::{Algorithm, Params};
-use crate::ratelimit::{Failures, Limits, USER_WINDOW_SECS};
-use crate::recovery::RecoveryHash;
+use super::shared::SqlStore;
 
-/// Schema migrations, as for SQLite: `MIGRATIONS[i]` takes the database from
-/// version `i` to `i + 1`; the version is a row of `pam_totp_meta`.
-const MIGRATIONS: &[&str] = &[
-    // 0 -> 1: everything the SQLite store has at its version 3.
-    r#"CREATE TABLE tokens (
+/// Schema migrations, in the version sequence both backends share
+/// (`store::SCHEMA_VERSION`): each entry takes the database to version `.0`
+/// from the entry before it; the version is a row of `pam_totp_meta`.
+/// PostgreSQL has no versions 1 and 2: the first entry creates what a
+/// SQLite store has at version 3.
+const MIGRATIONS: &[(i64, &str)] = &[
+    // 0 -> 3: tokens (several devices per user, HOTP, pending), recovery
+    // codes, enroll windows, failed codes per (user, rhost).
+    (
+        3,
+        r#"CREATE TABLE tokens (
         id        BIGSERIAL PRIMARY KEY,
         "user"    TEXT   NOT NULL,
         device    TEXT   NOT NULL,
@@ -81,16 +85,21 @@ const MIGRATIONS: &[&str] = &[
         last   BIGINT NOT NULL,
         PRIMARY KEY ("user", rhost)
     );"#,
-    // 1 -> 2: grace periods per (user, IP address).
-    r#"CREATE TABLE grace (
+    ),
+    // 3 -> 4: grace periods per (user, IP address).
+    (
+        4,
+        r#"CREATE TABLE grace (
         "user" TEXT   NOT NULL,
         ip     TEXT   NOT NULL,
         until  BIGINT NOT NULL,
         PRIMARY KEY ("user", ip)
     );"#,
-    // 2 -> 3: grants staged until the whole auth stack has succeeded (see
-    // the SQLite store's migration 4 -> 5).
-    r#"CREATE TABLE staged (
+    ),
+    // 4 -> 5: grants staged until the whole auth stack has succeeded.
+    (
+        5,
+        r#"CREATE TABLE staged (
         nonce     TEXT   NOT NULL PRIMARY KEY,
         "user"    TEXT   NOT NULL,
         expires   BIGINT NOT NULL,
@@ -107,9 +116,12 @@ const MIGRATIONS: &[&str] = &[
         until     BIGINT
     );
     CREATE INDEX staged_expires ON staged (expires);"#,
-    // 3 -> 4: each failed code of a user with its time, for the per-user
-    // ceiling (see the SQLite store's migration 5 -> 6).
-    r#"CREATE TABLE guesses (
+    ),
+    // 5 -> 6: each failed code of a user with its time, for the per-user
+    // ceiling.
+    (
+        6,
+        r#"CREATE TABLE guesses (
         id     BIGSERIAL PRIMARY KEY,
         "user" TEXT   NOT NULL,
         at     BIGINT NOT NULL
@@ -117,18 +129,36 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX guesses_user ON guesses ("user", at);
     INSERT INTO guesses ("user", at)
         SELECT f."user", f.last FROM failures f, generate_series(1, LEAST(f.count, 10000));"#,
+    ),
 ];
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+const _: () = assert!(SCHEMA_VERSION == super::SCHEMA_VERSION);
+
+/// Databases made before the two backends shared one version sequence
+/// recorded 1 to 4 for what is 3 to 6 in it. Every build since records 6
+/// or more, so a recorded 1 to 4 is always the old numbering (and a build
+/// from before reads 6 as "newer than supported": it refuses, as it must).
+fn shared_version(recorded: i64) -> i64 {
+    if (1..=4).contains(&recorded) {
+        recorded + 2
+    } else {
+        recorded
+    }
+}
 
 /// Serialises `totpctl init` runs on one database (any fixed number).
 const MIGRATION_LOCK: i64 = 0x7061_6d5f_746f_7470; // "pam_totp"
 
-pub struct PgStore {
+/// The PostgreSQL store: the shared statements on one client connection.
+pub type PgStore = SqlStore<PgDriver>;
+
+/// One client connection to the database.
+pub struct PgDriver {
     client: RefCell<Client>,
-    /// Seals token keys on the way in and opens them on the way out.
-    sealer: Option<Arc<crate::seal::Sealer>>,
+    /// Statements prepared on this connection, by their text.
+    prepared: RefCell<HashMap<&'static str, Statement>>,
     /// For error messages: the URL (it never holds a password).
     target: String,
 }
@@ -187,32 +217,34 @@ fn tls_config(target: &str, root_cert: Option<&Path>) -> Result<rustls::ClientCo
         .with_no_client_auth())
 }
 
-impl PgStore {
+impl SqlStore<PgDriver> {
     /// Connects to an initialised database (the login path and totpctl).
     pub fn open(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
-        let store = Self::connect(settings)?;
-        match store.schema_version()? {
-            0 => Err(StoreError::NotInitialised(store.target.clone())),
+        let driver = PgDriver::connect(settings)?;
+        match driver.version()? {
+            0 => Err(StoreError::NotInitialised(driver.target.clone())),
             found if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
                 found,
                 supported: SCHEMA_VERSION,
             }),
             found if found < SCHEMA_VERSION => Err(StoreError::NotInitialised(format!(
                 "{} (schema version {found}; run `totpctl init` to migrate)",
-                store.target
+                driver.target
             ))),
-            _ => Ok(store),
+            _ => Ok(SqlStore::new(driver)),
         }
     }
 
     /// Connects and creates or migrates the schema (`totpctl init`).
     pub fn create(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
-        let store = Self::connect(settings)?;
-        store.migrate()?;
-        Ok(store)
+        let driver = PgDriver::connect(settings)?;
+        driver.migrate()?;
+        Ok(SqlStore::new(driver))
     }
+}
 
-    fn connect(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
+impl PgDriver {
+    fn connect(settings: &PgSettings<'_>) -> Result<PgDriver, StoreError> {
         let target = settings.target.url.clone();
         let mut config = client_config(settings.target);
         let millis = settings.timeout.as_millis();
@@ -250,21 +282,15 @@ impl PgStore {
             }
         };
         let client = connect_within(config, transport, settings.timeout, &target)?;
-        Ok(PgStore {
+        Ok(PgDriver {
             client: RefCell::new(client),
-            sealer: None,
+            prepared: RefCell::new(HashMap::new()),
             target,
         })
     }
 
-    /// Token keys are sealed with this key (or stored plain without one).
-    pub fn with_sealer(mut self, sealer: Option<Arc<crate::seal::Sealer>>) -> Self {
-        self.sealer = sealer;
-        self
-    }
-
     /// The schema version in the database (0 when it has no schema yet).
-    pub fn schema_version(&self) -> Result<i64, StoreError> {
+    fn version(&self) -> Result<i64, StoreError> {
         let mut client = self.client.borrow_mut();
         let exists: bool = client
             .query_one("SELECT to_regclass('pam_totp_meta') IS NOT NULL", &[])?
@@ -277,7 +303,7 @@ impl PgStore {
                 "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
                 &[],
             )?
-            .map_or(0, |row| row.get(0)))
+            .map_or(0, |row| shared_version(row.get(0))))
     }
 
     /// Applies the missing migrations in one transaction, holding an
@@ -294,98 +320,23 @@ impl PgStore {
                 "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
                 &[],
             )?
-            .map_or(0, |row| row.get(0));
+            .map_or(0, |row| shared_version(row.get(0)));
         if found > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew {
                 found,
                 supported: SCHEMA_VERSION,
             });
         }
-        for (from, sql) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        for (to, sql) in MIGRATIONS.iter().filter(|(to, _)| *to > found) {
             tx.batch_execute(sql)?;
             tx.execute(
                 "INSERT INTO pam_totp_meta (key, value) VALUES ('schema_version', $1)
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                &[&(from as i64 + 1)],
+                &[to],
             )?;
         }
         tx.commit()?;
         Ok(())
-    }
-
-    /// Loads a dump into an empty store in one transaction: all or nothing.
-    /// Returns (tokens, recovery codes, enroll windows, failure counts).
-    pub fn load(&self, dump: &super::Dump) -> Result<(usize, usize, usize, usize), StoreError> {
-        self.write(|tx| {
-            let existing: i64 = tx.query_one("SELECT COUNT(*) FROM tokens", &[])?.get(0);
-            if existing > 0 {
-                return Err(StoreError::NotEmpty(format!(
-                    "{} already holds {existing} token(s); migrate only into an empty store",
-                    self.target
-                )));
-            }
-            for token in &dump.tokens {
-                insert_token(tx, self.sealer.as_deref(), token)?;
-            }
-            for (user, lookup, hash, created, used) in &dump.recovery {
-                tx.execute(
-                    r#"INSERT INTO recovery_codes ("user", lookup, hash, created, used)
-                       VALUES ($1, $2, $3, $4, $5)"#,
-                    &[user, lookup, hash, created, used],
-                )?;
-            }
-            for (user, until, by) in &dump.windows {
-                tx.execute(
-                    r#"INSERT INTO enroll_windows ("user", until, opened_by) VALUES ($1, $2, $3)"#,
-                    &[user, until, by],
-                )?;
-            }
-            for (user, rhost, count, last) in &dump.failures {
-                tx.execute(
-                    r#"INSERT INTO failures ("user", rhost, count, last) VALUES ($1, $2, $3, $4)"#,
-                    &[user, rhost, count, last],
-                )?;
-                // The ceiling's failures, at the source's last time.
-                tx.execute(
-                    r#"INSERT INTO guesses ("user", at)
-                       SELECT $1, $2 FROM generate_series(1, LEAST($3, 10000))"#,
-                    &[user, last, count],
-                )?;
-            }
-            Ok((
-                dump.tokens.len(),
-                dump.recovery.len(),
-                dump.windows.len(),
-                dump.failures.len(),
-            ))
-        })
-    }
-
-    /// Runs `work` in one transaction: all or nothing.
-    fn write<T>(
-        &self,
-        work: impl FnOnce(&mut Transaction<'_>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut client = self.client.borrow_mut();
-        // READ COMMITTED whatever the database or role defaults to: under
-        // REPEATABLE READ a transaction's snapshot is taken by its first
-        // statement, before the advisory lock it waits for is granted, so
-        // the guess reservation would decide on stale counts.
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::ReadCommitted)
-            .start()?;
-        let value = work(&mut tx)?;
-        tx.commit()?;
-        Ok(value)
-    }
-
-    fn execute(
-        &self,
-        sql: &str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<u64, StoreError> {
-        Ok(self.client.borrow_mut().execute(sql, params)?)
     }
 }
 
@@ -505,572 +456,172 @@ fn describe(e: &postgres::Error) -> String {
     text
 }
 
-fn step_to_sql(step: u64) -> Result<i64, StoreError> {
-    i64::try_from(step).map_err(|_| StoreError::StepOutOfRange(step))
-}
-
-fn invalid(user: &str, reason: impl Into<String>) -> StoreError {
-    StoreError::InvalidRow {
-        user: user.to_string(),
-        reason: reason.into(),
-    }
-}
-
-const COLUMNS: &str =
-    r#"id, "user", device, kind, algorithm, digits, period, created, confirmed, last_step"#;
-
-fn info(row: &postgres::Row) -> Result<TokenInfo, StoreError> {
-    let user: String = row.try_get(1)?;
-    let kind: String = row.try_get(3)?;
-    let algorithm: String = row.try_get(4)?;
-    let kind: Kind = kind.parse().map_err(|e| invalid(&user, e))?;
-    let algorithm: Algorithm = algorithm.parse().map_err(|e| invalid(&user, e))?;
-    let digits: i64 = row.try_get(5)?;
-    let period: i64 = row.try_get(6)?;
-    let params = Params {
-        algorithm,
-        digits: u32::try_from(digits).map_err(|_| invalid(&user, "digits"))?,
-        period: u64::try_from(period).map_err(|_| invalid(&user, "period"))?,
+/// A statement parameter as PostgreSQL's type for it (the server infers
+/// each `$N`'s type from the statement; integers are narrowed only when
+/// they fit, anything else is refused).
+fn bind<'a>(
+    param: &Param<'a>,
+    wanted: &Type,
+    index: usize,
+) -> Result<Box<dyn ToSql + Sync + 'a>, StoreError> {
+    let narrow = |v: i64| {
+        i32::try_from(v).map_err(|_| StoreError::Parameter {
+            index,
+            reason: format!("{v} does not fit in {wanted}"),
+        })
     };
-    params.validate().map_err(|e| invalid(&user, e))?;
-    let last_step: Option<i64> = row.try_get(9)?;
-    let last_step = match last_step {
-        Some(s) => Some(u64::try_from(s).map_err(|_| invalid(&user, "last_step"))?),
-        None => None,
-    };
-    Ok(TokenInfo {
-        id: row.try_get(0)?,
-        device: row.try_get(2)?,
-        kind,
-        params,
-        created: row.try_get(7)?,
-        confirmed: row.try_get(8)?,
-        last_step,
-        user,
+    Ok(match (*param, wanted) {
+        (Param::Int(v), &Type::INT8) => Box::new(v),
+        (Param::Int(v), &Type::INT4) => Box::new(narrow(v)?),
+        (Param::OptInt(v), &Type::INT8) => Box::new(v),
+        (Param::OptInt(v), &Type::INT4) => Box::new(v.map(narrow).transpose()?),
+        (Param::Text(v), &Type::TEXT | &Type::VARCHAR | &Type::NAME | &Type::BPCHAR) => Box::new(v),
+        (Param::Blob(v), &Type::BYTEA) => Box::new(v),
+        (param, _) => {
+            return Err(StoreError::Parameter {
+                index,
+                reason: format!("{param:?} where the statement wants {wanted}"),
+            });
+        }
     })
 }
 
-fn insert_token(
-    tx: &mut Transaction<'_>,
-    sealer: Option<&crate::seal::Sealer>,
-    token: &Token,
-) -> Result<(), StoreError> {
-    let last_step = token.last_step.map(step_to_sql).transpose()?;
-    let secret = super::checked_secret(sealer, token)?;
-    let result = tx.execute(
-        r#"INSERT INTO tokens
-             ("user", device, kind, secret, algorithm, digits, period, created, confirmed, last_step)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-           ON CONFLICT ("user", device) DO NOTHING"#,
-        &[
-            &token.user,
-            &token.device,
-            &token.kind.as_str(),
-            &secret.as_slice(),
-            &token.params.algorithm.as_str(),
-            &i64::from(token.params.digits),
-            &step_to_sql(token.params.period)?,
-            &token.created,
-            &token.confirmed,
-            &last_step,
-        ],
-    )?;
-    if result == 0 {
-        return Err(StoreError::AlreadyEnrolled {
-            user: token.user.clone(),
-            device: token.device.clone(),
-        });
+/// One column of a result row.
+fn read_value(row: &postgres::Row, column: usize) -> Result<Value, StoreError> {
+    let wanted = row.columns().get(column).map(|c| c.type_().clone());
+    let value = match wanted {
+        Some(Type::INT8) => row
+            .try_get::<_, Option<i64>>(column)?
+            .map_or(Value::Null, Value::Int),
+        Some(Type::INT4) => row
+            .try_get::<_, Option<i32>>(column)?
+            .map_or(Value::Null, |v| Value::Int(i64::from(v))),
+        Some(Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR) => row
+            .try_get::<_, Option<String>>(column)?
+            .map_or(Value::Null, Value::Text),
+        Some(Type::BYTEA) => row
+            .try_get::<_, Option<Vec<u8>>>(column)?
+            .map_or(Value::Null, |v| Value::Blob(Zeroizing::new(v))),
+        _ => Value::Unsupported("a column type the store does not use"),
+    };
+    Ok(value)
+}
+
+impl PgDriver {
+    /// The statement prepared on this connection (once per connection).
+    fn statement(&self, sql: &'static str) -> Result<Statement, StoreError> {
+        if let Some(statement) = self.prepared.borrow().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self
+            .client
+            .borrow_mut()
+            .prepare(&placeholders_as_dollars(sql))?;
+        self.prepared.borrow_mut().insert(sql, statement.clone());
+        Ok(statement)
     }
-    Ok(())
-}
 
-fn insert_recovery(
-    tx: &mut Transaction<'_>,
-    user: &str,
-    codes: &[RecoveryHash],
-) -> Result<(), StoreError> {
-    tx.execute(r#"DELETE FROM recovery_codes WHERE "user" = $1"#, &[&user])?;
-    let now = super::unix_now();
-    for code in codes {
-        tx.execute(
-            r#"INSERT INTO recovery_codes ("user", lookup, hash, created) VALUES ($1, $2, $3, $4)"#,
-            &[&user, &code.lookup, &code.phc, &now],
-        )?;
-    }
-    Ok(())
-}
-
-fn delete_user_rows(tx: &mut Transaction<'_>, user: &str) -> Result<usize, StoreError> {
-    let tokens = tx.execute(r#"DELETE FROM tokens WHERE "user" = $1"#, &[&user])?;
-    for table in [
-        "recovery_codes",
-        "enroll_windows",
-        "failures",
-        "guesses",
-        "grace",
-        "staged",
-    ] {
-        tx.execute(
-            &format!(r#"DELETE FROM {table} WHERE "user" = $1"#),
-            &[&user],
-        )?;
-    }
-    Ok(tokens as usize)
-}
-
-/// The failure counts for (user, rhost) at `now`, through a client or
-/// inside a transaction.
-fn read_failures(
-    client: &mut impl GenericClient,
-    user: &str,
-    rhost: &str,
-    now: i64,
-) -> Result<Failures, StoreError> {
-    let row = client.query_one(
-        r#"SELECT
-             COALESCE((SELECT count FROM failures WHERE "user" = $1 AND rhost = $2), 0),
-             COALESCE((SELECT last FROM failures WHERE "user" = $1 AND rhost = $2), 0),
-             (SELECT COUNT(*) FROM guesses WHERE "user" = $1 AND at >
-                 (SELECT COALESCE(MAX(at), 0) FROM guesses WHERE "user" = $1) - $3),
-             (SELECT COALESCE(MAX(at), 0) FROM guesses WHERE "user" = $1)"#,
-        &[&user, &rhost, &USER_WINDOW_SECS],
-    )?;
-    Ok(Failures::new(
-        row.try_get(0)?,
-        row.try_get(1)?,
-        row.try_get(2)?,
-        row.try_get(3)?,
-        now,
-    ))
-}
-
-/// One failed code from (user, rhost) at `now` (see the SQLite store's
-/// `count_failure`).
-fn count_failure(
-    client: &mut impl GenericClient,
-    user: &str,
-    rhost: &str,
-    now: i64,
-) -> Result<(), StoreError> {
-    client.execute(
-        r#"INSERT INTO failures ("user", rhost, count, last) VALUES ($1, $2, 1, $3)
-           ON CONFLICT ("user", rhost) DO UPDATE SET count = failures.count + 1, last = $3"#,
-        &[&user, &rhost, &now],
-    )?;
-    client.execute(
-        r#"DELETE FROM guesses WHERE "user" = $1 AND at <= $2"#,
-        &[&user, &(now - 2 * USER_WINDOW_SECS)],
-    )?;
-    client.execute(
-        r#"INSERT INTO guesses ("user", at) VALUES ($1, $2)"#,
-        &[&user, &now],
-    )?;
-    Ok(())
-}
-
-/// Serialises the rate-limit reservations of one user across every node
-/// (a transaction-scoped advisory lock; seed 1 keeps it apart from the
-/// enrollment lock of the same user).
-const FAILURES_LOCK_SEED: i64 = 1;
-
-fn claim(changed: u64) -> Claim {
-    if changed == 1 {
-        Claim::Claimed
-    } else {
-        Claim::AlreadyUsed
+    /// Runs `run` with the statement and its parameters bound.
+    fn with_bound<T>(
+        &self,
+        sql: &'static str,
+        params: &[Param<'_>],
+        run: impl FnOnce(&mut Client, &Statement, &[&(dyn ToSql + Sync)]) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let statement = self.statement(sql)?;
+        let wanted = statement.params();
+        if wanted.len() != params.len() {
+            return Err(StoreError::Parameter {
+                index: params.len(),
+                reason: format!(
+                    "{} given, the statement takes {}",
+                    params.len(),
+                    wanted.len()
+                ),
+            });
+        }
+        let bound = params
+            .iter()
+            .zip(wanted)
+            .enumerate()
+            .map(|(index, (param, ty))| bind(param, ty, index + 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| &**b as _).collect();
+        Ok(run(&mut self.client.borrow_mut(), &statement, &refs)?)
     }
 }
 
-impl Store for PgStore {
-    fn schema_version(&self) -> Result<i64, StoreError> {
-        PgStore::schema_version(self)
+impl Driver for PgDriver {
+    fn execute(&self, sql: &'static str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        self.with_bound(sql, params, |client, statement, params| {
+            client.execute(statement, params)
+        })
     }
 
-    fn totp_claims_durable(&self) -> bool {
+    fn query(&self, sql: &'static str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        let rows = self.with_bound(sql, params, |client, statement, params| {
+            client.query(statement, params)
+        })?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|column| read_value(row, column))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Row)
+            })
+            .collect()
+    }
+
+    fn begin(&self, hold: Hold<'_>) -> Result<(), StoreError> {
+        // READ COMMITTED whatever the database or role defaults to: under
+        // REPEATABLE READ a transaction's snapshot is taken by its first
+        // statement, before the advisory lock it waits for is granted, so
+        // the guess reservation would decide on stale counts.
+        let begin = match hold {
+            Hold::Rows | Hold::User(..) => "BEGIN ISOLATION LEVEL READ COMMITTED",
+            Hold::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        };
+        self.client.borrow_mut().batch_execute(begin)?;
+        if let Hold::User(user, purpose) = hold {
+            // A transaction-scoped advisory lock on (user, purpose): the
+            // same user's decisions of one kind wait for each other on
+            // every node of the pool; different users never do.
+            let locked = self.client.borrow_mut().execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
+                &[&user, &(purpose as i64)],
+            );
+            if let Err(e) = locked {
+                self.rollback();
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self) -> Result<(), StoreError> {
+        Ok(self.client.borrow_mut().batch_execute("COMMIT")?)
+    }
+
+    fn rollback(&self) {
+        let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
+    }
+
+    /// Commits are durable when they return (`synchronous_commit` is on by
+    /// default and the module never turns it off).
+    fn durably<T>(&self, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        work()
+    }
+
+    fn claims_durable(&self) -> bool {
         true
     }
 
-    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
-        let rows = self.client.borrow_mut().query(
-            &format!(r#"SELECT {COLUMNS}, secret FROM tokens WHERE "user" = $1 ORDER BY device"#),
-            &[&user],
-        )?;
-        let mut tokens = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let info = info(row)?;
-            let secret = Zeroizing::new(row.try_get::<_, Vec<u8>>(10)?);
-            let secret = super::loaded_secret(self.sealer.as_deref(), user, &info.device, secret)?;
-            tokens.push(Token::from_info(info, secret));
-        }
-        Ok(tokens)
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        self.version()
     }
 
-    fn claim_step(&self, id: i64, _kind: Kind, step: u64) -> Result<Claim, StoreError> {
-        let step = step_to_sql(step)?;
-        Ok(claim(self.execute(
-            "UPDATE tokens SET last_step = $2
-             WHERE id = $1 AND confirmed IS NOT NULL
-               AND (last_step IS NULL OR last_step < $2)",
-            &[&id, &step],
-        )?))
-    }
-
-    fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
-        self.write(|tx| {
-            for e in enrollments {
-                let (user, device) = (&e.token.user, &e.token.device);
-                match mode {
-                    EnrollMode::Add => {}
-                    EnrollMode::ReplaceDevice => {
-                        tx.execute(
-                            r#"DELETE FROM tokens WHERE "user" = $1 AND device = $2"#,
-                            &[user, device],
-                        )?;
-                    }
-                    EnrollMode::ReplaceUser => {
-                        delete_user_rows(tx, user)?;
-                    }
-                }
-                insert_token(tx, self.sealer.as_deref(), &e.token)?;
-                if let Some(codes) = &e.recovery {
-                    insert_recovery(tx, user, codes)?;
-                }
-            }
-            Ok(())
-        })
-    }
-
-    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError> {
-        let step = step_to_sql(step)?;
-        Ok(claim(self.execute(
-            "UPDATE tokens SET confirmed = $2, last_step = $3
-             WHERE id = $1 AND confirmed IS NULL
-               AND (last_step IS NULL OR last_step < $3)",
-            &[&id, &at, &step],
-        )?))
-    }
-
-    fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
-        self.write(|tx| delete_user_rows(tx, user))
-    }
-
-    fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError> {
-        Ok(self.execute(
-            r#"DELETE FROM tokens WHERE "user" = $1 AND device = $2"#,
-            &[&user, &device],
-        )? == 1)
-    }
-
-    fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        let rows = self.client.borrow_mut().query(
-            &format!(r#"SELECT {COLUMNS} FROM tokens ORDER BY "user", device"#),
-            &[],
-        )?;
-        rows.iter().map(info).collect()
-    }
-
-    fn replace_recovery(&self, user: &str, codes: &[RecoveryHash]) -> Result<(), StoreError> {
-        self.write(|tx| insert_recovery(tx, user, codes))
-    }
-
-    fn recovery_candidates(
-        &self,
-        user: &str,
-        lookup: &str,
-    ) -> Result<Vec<StoredRecovery>, StoreError> {
-        let rows = self.client.borrow_mut().query(
-            r#"SELECT id, hash FROM recovery_codes
-               WHERE "user" = $1 AND lookup = $2 AND used IS NULL ORDER BY id"#,
-            &[&user, &lookup],
-        )?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredRecovery {
-                    id: row.try_get(0)?,
-                    phc: row.try_get(1)?,
-                })
-            })
-            .collect()
-    }
-
-    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
-        Ok(claim(self.execute(
-            "UPDATE recovery_codes SET used = $2 WHERE id = $1 AND used IS NULL",
-            &[&id, &at],
-        )?))
-    }
-
-    fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError> {
-        let row = self.client.borrow_mut().query_one(
-            r#"SELECT COUNT(*) FILTER (WHERE used IS NULL), COUNT(*) FILTER (WHERE used IS NOT NULL)
-               FROM recovery_codes WHERE "user" = $1"#,
-            &[&user],
-        )?;
-        let (unused, used): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-        Ok(RecoveryCount {
-            unused: usize::try_from(unused).unwrap_or(0),
-            used: usize::try_from(used).unwrap_or(0),
-        })
-    }
-
-    fn open_enroll_window(&self, user: &str, until: i64, by: &str) -> Result<(), StoreError> {
-        self.execute(
-            r#"INSERT INTO enroll_windows ("user", until, opened_by) VALUES ($1, $2, $3)
-               ON CONFLICT ("user") DO UPDATE SET until = EXCLUDED.until, opened_by = EXCLUDED.opened_by"#,
-            &[&user, &until, &by],
-        )?;
-        Ok(())
-    }
-
-    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .client
-            .borrow_mut()
-            .query_opt(
-                r#"SELECT until FROM enroll_windows WHERE "user" = $1 AND until > $2"#,
-                &[&user, &now],
-            )?
-            .map(|row| row.get(0)))
-    }
-
-    fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
-        read_failures(&mut *self.client.borrow_mut(), user, rhost, now)
-    }
-
-    fn record_failure(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
-        self.write(|tx| count_failure(tx, user, rhost, now))?;
-        self.failures(user, rhost, now)
-    }
-
-    fn unlock(&self, user: &str) -> Result<usize, StoreError> {
-        self.write(|tx| {
-            tx.execute(r#"DELETE FROM guesses WHERE "user" = $1"#, &[&user])?;
-            Ok(tx.execute(r#"DELETE FROM failures WHERE "user" = $1"#, &[&user])? as usize)
-        })
-    }
-
-    fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
-        let rows = self.client.borrow_mut().query(
-            r#"SELECT rhost, count, last FROM failures WHERE "user" = $1 ORDER BY last DESC"#,
-            &[&user],
-        )?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0)?,
-                    u64::try_from(row.try_get::<_, i64>(1)?).unwrap_or(0),
-                    row.try_get(2)?,
-                ))
-            })
-            .collect()
-    }
-
-    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
-        let step = step_to_sql(step)?;
-        self.write(|tx| {
-            // Serialise enrollments of this user across nodes.
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                &[&token.user],
-            )?;
-            let existing: i64 = tx
-                .query_one(
-                    r#"SELECT COUNT(*) FROM tokens WHERE "user" = $1"#,
-                    &[&token.user],
-                )?
-                .get(0);
-            if existing > 0 {
-                return Err(StoreError::AlreadyEnrolled {
-                    user: token.user.clone(),
-                    device: token.device.clone(),
-                });
-            }
-            insert_token(tx, self.sealer.as_deref(), token)?;
-            tx.execute(
-                r#"UPDATE tokens SET last_step = $3 WHERE "user" = $1 AND device = $2"#,
-                &[&token.user, &token.device, &step],
-            )?;
-            tx.execute(
-                r#"DELETE FROM enroll_windows WHERE "user" = $1"#,
-                &[&token.user],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError> {
-        self.execute(
-            r#"INSERT INTO grace ("user", ip, until) VALUES ($1, $2, $3)
-               ON CONFLICT ("user", ip) DO UPDATE SET until = EXCLUDED.until"#,
-            &[&user, &ip, &until],
-        )?;
-        Ok(())
-    }
-
-    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .client
-            .borrow_mut()
-            .query_opt(
-                r#"SELECT until FROM grace WHERE "user" = $1 AND ip = $2 AND until > $3"#,
-                &[&user, &ip, &now],
-            )?
-            .map(|row| row.get(0)))
-    }
-
-    fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
-        Ok(self.execute(r#"DELETE FROM grace WHERE "user" = $1"#, &[&user])? as usize)
-    }
-
-    fn reserve_guess(
-        &self,
-        user: &str,
-        rhost: &str,
-        now: i64,
-        limits: &Limits,
-    ) -> Result<Reservation, StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
-                &[&user, &FAILURES_LOCK_SEED],
-            )?;
-            let before = read_failures(tx, user, rhost, now)?;
-            if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
-                return Ok(Reservation::Locked(lock));
-            }
-            count_failure(tx, user, rhost, now)?;
-            Ok(Reservation::Granted(before.with_one_more(now)))
-        })
-    }
-
-    fn release_guess(
-        &self,
-        user: &str,
-        rhost: &str,
-        clear: bool,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute(
-                r#"DELETE FROM guesses WHERE id =
-                       (SELECT id FROM guesses WHERE "user" = $1 AND at = $2 LIMIT 1)"#,
-                &[&user, &at],
-            )?;
-            if clear {
-                tx.execute(
-                    r#"DELETE FROM failures WHERE "user" = $1 AND rhost = $2"#,
-                    &[&user, &rhost],
-                )?;
-                return Ok(());
-            }
-            tx.execute(
-                r#"UPDATE failures SET count = count - 1 WHERE "user" = $1 AND rhost = $2"#,
-                &[&user, &rhost],
-            )?;
-            tx.execute(
-                r#"DELETE FROM failures WHERE "user" = $1 AND rhost = $2 AND count <= 0"#,
-                &[&user, &rhost],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn stage_grant(
-        &self,
-        nonce: &str,
-        user: &str,
-        grant: &Grant,
-        expires: i64,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.write(|tx| {
-            tx.execute("DELETE FROM staged WHERE expires <= $1", &[&now])?;
-            match grant {
-                Grant::Enroll { token, step } => {
-                    let secret = super::checked_secret(self.sealer.as_deref(), token)?;
-                    tx.execute(
-                        r#"INSERT INTO staged (nonce, "user", expires, what, device, kind, secret,
-                               algorithm, digits, period, created, step)
-                           VALUES ($1, $2, $3, 'enroll', $4, $5, $6, $7, $8, $9, $10, $11)"#,
-                        &[
-                            &nonce,
-                            &user,
-                            &expires,
-                            &token.device,
-                            &token.kind.as_str(),
-                            &secret.as_slice(),
-                            &token.params.algorithm.as_str(),
-                            &i64::from(token.params.digits),
-                            &step_to_sql(token.params.period)?,
-                            &token.created,
-                            &step_to_sql(*step)?,
-                        ],
-                    )?;
-                }
-                Grant::Grace { ip, until } => {
-                    tx.execute(
-                        r#"INSERT INTO staged (nonce, "user", expires, what, ip, until)
-                           VALUES ($1, $2, $3, 'grace', $4, $5)"#,
-                        &[&nonce, &user, &expires, &ip, &until],
-                    )?;
-                }
-            }
-            Ok(())
-        })
-    }
-
-    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError> {
-        let row = self.client.borrow_mut().query_opt(
-            r#"DELETE FROM staged WHERE nonce = $1
-               RETURNING 0::BIGINT, "user", device, kind, algorithm, digits, period, created,
-                         created, step, secret, what, ip, until, expires"#,
-            &[&nonce],
-        )?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let what: String = row.try_get(11)?;
-        let token = match what.as_str() {
-            "enroll" => Some((info(&row)?, Zeroizing::new(row.try_get::<_, Vec<u8>>(10)?))),
-            _ => None,
-        };
-        StagedRow {
-            owner: row.try_get(1)?,
-            expires: row.try_get(14)?,
-            what,
-            ip: row.try_get(12)?,
-            until: row.try_get(13)?,
-            token,
-        }
-        .grant(self.sealer.as_deref(), user, now)
-    }
-
-    fn secret_rows(&self) -> Result<Vec<super::SecretRow>, StoreError> {
-        let rows = self.client.borrow_mut().query(
-            r#"SELECT id, "user", device, secret FROM tokens ORDER BY id"#,
-            &[],
-        )?;
-        rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0)?,
-                    row.try_get(1)?,
-                    row.try_get(2)?,
-                    Zeroizing::new(row.try_get(3)?),
-                ))
-            })
-            .collect()
-    }
-
-    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError> {
-        self.write(|tx| {
-            let mut changed = 0;
-            for (id, blob) in rows {
-                changed +=
-                    tx.execute("UPDATE tokens SET secret = $2 WHERE id = $1", &[id, blob])?;
-            }
-            Ok(changed as usize)
-        })
+    fn name(&self) -> &str {
+        &self.target
     }
 }
 

@@ -1,8 +1,13 @@
 //! The SQLite store against its contract: enrollment modes, the atomic
 //! claim, recovery codes, windows, failure counts, migrations, files.
 use super::*;
+use crate::otp::Params;
+use crate::ratelimit::Failures;
+use crate::recovery::RecoveryHash;
 use crate::secret::Secret;
-use crate::store::{DEFAULT_DEVICE, EnrollMode};
+use crate::store::{
+    Claim, DEFAULT_DEVICE, EnrollMode, Enrollment, Kind, LoginStore, RecoveryCount, Store, Token,
+};
 
 fn token(user: &str, device: &str) -> Token {
     Token {
@@ -331,6 +336,7 @@ fn file_store_is_created_private_and_reopened() {
     let store = SqliteStore::open(&path).expect("open");
     assert_eq!(store.schema_version().expect("v"), SCHEMA_VERSION);
     let mode: String = store
+        .driver
         .conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .expect("mode");
@@ -358,6 +364,7 @@ fn broken_stores_are_named() {
     let newer = dir.path().join("newer.db");
     let store = SqliteStore::create(&newer).expect("create");
     store
+        .driver
         .conn
         .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
         .expect("bump");

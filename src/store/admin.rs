@@ -1,0 +1,266 @@
+//! What totpctl asks of a store beyond the login path, and how `SqlStore`
+//! does it. Every write here is synced before it returns (the backends
+//! open administrative connections that way).
+
+use super::driver::{Driver, Hold, params};
+use super::shared::{SqlStore, changed, claim, step_to_sql, token_info};
+use super::{
+    Claim, Dump, EnrollMode, Enrollment, LoginStore, SecretRow, StoreError, TokenInfo, sql,
+};
+use crate::ratelimit::Failures;
+use crate::recovery::RecoveryHash;
+
+/// Everything a store does: the login path's operations and the
+/// administrator's.
+pub trait Store: LoginStore {
+    /// The schema version of the store (0: no schema yet).
+    fn schema_version(&self) -> Result<i64, StoreError>;
+
+    /// Stores the enrollments in one transaction: all or nothing.
+    fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError>;
+
+    /// Confirms pending token `id` with the step of its first code, which
+    /// is thereby used. `AlreadyUsed` if it is not pending or the step is
+    /// not newer than one used before.
+    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError>;
+
+    /// Removes everything about a user; returns how many tokens went.
+    fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
+
+    /// Removes one device; false if the user had no such device.
+    fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError>;
+
+    /// Every token, without keys, by user and device.
+    fn list(&self) -> Result<Vec<TokenInfo>, StoreError>;
+
+    /// Replaces the user's recovery codes in one transaction.
+    fn replace_recovery(&self, user: &str, codes: &[RecoveryHash]) -> Result<(), StoreError>;
+
+    /// Lets the user enroll at login until `until` (opened by `by`).
+    fn open_enroll_window(&self, user: &str, until: i64, by: &str) -> Result<(), StoreError>;
+
+    /// The failure counts of (user, rhost) at `now`.
+    fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError>;
+
+    /// Ends every back-off and the ceiling of a user; returns the number
+    /// of sources that had failures.
+    fn unlock(&self, user: &str) -> Result<usize, StoreError>;
+
+    /// (source, failures, last) of a user, latest first.
+    fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError>;
+
+    /// Ends every grace period of a user; returns how many.
+    fn forget_grace(&self, user: &str) -> Result<usize, StoreError>;
+
+    /// Every token key as stored (`totpctl rekey`).
+    fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError>;
+
+    /// Writes new stored keys by row id in one transaction; returns how
+    /// many rows changed.
+    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError>;
+}
+
+impl<D: Driver> Store for SqlStore<D> {
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        self.driver.schema_version()
+    }
+
+    fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
+        self.write(Hold::Rows, |db| {
+            for e in enrollments {
+                let (user, device) = (&e.token.user, &e.token.device);
+                match mode {
+                    EnrollMode::Add => {}
+                    EnrollMode::ReplaceDevice => {
+                        db.execute(sql::DELETE_DEVICE, params![user, device])?;
+                    }
+                    EnrollMode::ReplaceUser => {
+                        self.delete_user_rows(user)?;
+                    }
+                }
+                self.insert_token(&e.token)?;
+                if let Some(codes) = &e.recovery {
+                    self.insert_recovery(user, codes)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError> {
+        let step = step_to_sql(step)?;
+        Ok(claim(
+            self.driver.execute(sql::CONFIRM, params![id, at, step])?,
+        ))
+    }
+
+    fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
+        self.write(Hold::Rows, |_| self.delete_user_rows(user))
+    }
+
+    fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .driver
+            .execute(sql::DELETE_DEVICE, params![user, device])?
+            == 1)
+    }
+
+    fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {
+        self.driver
+            .query(sql::ALL_TOKENS, &[])?
+            .iter()
+            .map(token_info)
+            .collect()
+    }
+
+    fn replace_recovery(&self, user: &str, codes: &[RecoveryHash]) -> Result<(), StoreError> {
+        self.write(Hold::Rows, |_| self.insert_recovery(user, codes))
+    }
+
+    fn open_enroll_window(&self, user: &str, until: i64, by: &str) -> Result<(), StoreError> {
+        self.driver
+            .execute(sql::OPEN_WINDOW, params![user, until, by])?;
+        Ok(())
+    }
+
+    fn failures(&self, user: &str, rhost: &str, now: i64) -> Result<Failures, StoreError> {
+        self.read_failures(user, rhost, now)
+    }
+
+    fn unlock(&self, user: &str) -> Result<usize, StoreError> {
+        self.write(Hold::Rows, |db| {
+            db.execute(sql::DELETE_GUESSES_OF_USER, params![user])?;
+            Ok(changed(
+                db.execute(sql::DELETE_FAILURES_OF_USER, params![user])?,
+            ))
+        })
+    }
+
+    fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
+        self.driver
+            .query(sql::FAILURE_SOURCES, params![user])?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.text(0)?,
+                    u64::try_from(row.int(1)?).unwrap_or(0),
+                    row.int(2)?,
+                ))
+            })
+            .collect()
+    }
+
+    fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
+        Ok(changed(
+            self.driver
+                .execute(sql::DELETE_GRACE_OF_USER, params![user])?,
+        ))
+    }
+
+    fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
+        self.driver
+            .query(sql::ALL_KEYS, &[])?
+            .into_iter()
+            .map(|mut row| {
+                let blob = row.take_blob(3)?;
+                Ok((row.int(0)?, row.text(1)?, row.text(2)?, blob))
+            })
+            .collect()
+    }
+
+    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError> {
+        self.write(Hold::Rows, |db| {
+            let mut rewritten = 0;
+            for (id, blob) in rows {
+                rewritten += db.execute(sql::SET_KEY, params![*id, blob.as_slice()])?;
+            }
+            Ok(changed(rewritten))
+        })
+    }
+}
+
+/// Failed codes beyond this many per source are not carried over by
+/// `load` (the ceiling is far below it).
+const CARRIED_GUESSES: i64 = 10_000;
+
+impl<D: Driver> SqlStore<D> {
+    /// One failed code from (user, rhost) at `now`, outside a login (tests
+    /// and tools); returns the counts with it.
+    pub fn record_failure(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+    ) -> Result<Failures, StoreError> {
+        self.write(Hold::Rows, |_| self.count_failure(user, rhost, now))?;
+        self.read_failures(user, rhost, now)
+    }
+
+    /// Everything in the store (`totpctl migrate`), read from one snapshot.
+    pub fn dump(&self) -> Result<Dump, StoreError> {
+        self.write(Hold::Snapshot, |db| {
+            let tokens = self.tokens_from(db.query(sql::ALL_TOKENS_WITH_KEYS, &[])?)?;
+            let recovery = db
+                .query(sql::ALL_RECOVERY, &[])?
+                .iter()
+                .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?, r.int(3)?, r.opt_int(4)?)))
+                .collect::<Result<_, StoreError>>()?;
+            let windows = db
+                .query(sql::ALL_WINDOWS, &[])?
+                .iter()
+                .map(|r| Ok((r.text(0)?, r.int(1)?, r.text(2)?)))
+                .collect::<Result<_, StoreError>>()?;
+            let failures = db
+                .query(sql::ALL_FAILURES, &[])?
+                .iter()
+                .map(|r| Ok((r.text(0)?, r.text(1)?, r.int(2)?, r.int(3)?)))
+                .collect::<Result<_, StoreError>>()?;
+            Ok(Dump {
+                tokens,
+                recovery,
+                windows,
+                failures,
+            })
+        })
+    }
+
+    /// Loads a dump into an empty store in one transaction: all or nothing.
+    /// Returns (tokens, recovery codes, enroll windows, failure counts).
+    pub fn load(&self, dump: &Dump) -> Result<(usize, usize, usize, usize), StoreError> {
+        self.write(Hold::Rows, |db| {
+            let existing = self.one(sql::COUNT_TOKENS, &[])?.int(0)?;
+            if existing > 0 {
+                return Err(StoreError::NotEmpty(format!(
+                    "{} already holds {existing} token(s); migrate only into an empty store",
+                    db.name()
+                )));
+            }
+            for token in &dump.tokens {
+                self.insert_token(token)?;
+            }
+            for (user, lookup, hash, created, used) in &dump.recovery {
+                db.execute(
+                    sql::INSERT_RECOVERY,
+                    params![user, lookup, hash, *created, *used],
+                )?;
+            }
+            for (user, until, by) in &dump.windows {
+                db.execute(sql::OPEN_WINDOW, params![user, *until, by])?;
+            }
+            for (user, rhost, failures, last) in &dump.failures {
+                db.execute(sql::INSERT_FAILURE, params![user, rhost, *failures, *last])?;
+                // The ceiling's failures, at the source's last time.
+                let carried = (*failures).clamp(0, CARRIED_GUESSES);
+                if carried > 0 {
+                    db.execute(sql::INSERT_GUESSES, params![user, *last, carried])?;
+                }
+            }
+            Ok((
+                dump.tokens.len(),
+                dump.recovery.len(),
+                dump.windows.len(),
+                dump.failures.len(),
+            ))
+        })
+    }
+}

@@ -1,0 +1,353 @@
+//! What the module's login path asks of a store, and how `SqlStore` does it.
+//!
+//! Reads are single statements; every write that changes more than one row
+//! is one transaction; the step claim is one conditional write.
+
+use super::driver::{Driver, Hold, Purpose, params};
+use super::shared::{SqlStore, claim, step_to_sql};
+use super::{
+    Claim, Grant, Kind, RecoveryCount, Reservation, StagedRow, StoreError, StoredRecovery, Token,
+    sql,
+};
+use crate::ratelimit::Limits;
+
+pub trait LoginStore {
+    /// Whether a TOTP step claim is on disk when `claim_step` returns (if
+    /// not, `auth` refuses the steps that could have been claimed before
+    /// the current boot).
+    fn totp_claims_durable(&self) -> bool;
+
+    /// All tokens of a user (active and pending), ordered by device.
+    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError>;
+
+    /// Atomically records `step` (a TOTP time step or an HOTP counter) as
+    /// used by active token `id`, if it is newer than anything used before.
+    /// This single conditional write is the whole replay protection.
+    /// HOTP counters never expire, so their claims are on disk on return.
+    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError>;
+
+    /// The user's unused recovery codes filed under `lookup`.
+    fn recovery_candidates(
+        &self,
+        user: &str,
+        lookup: &str,
+    ) -> Result<Vec<StoredRecovery>, StoreError>;
+
+    /// Marks a recovery code used, once (on disk on return).
+    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError>;
+
+    /// The user's recovery codes, unused and used.
+    fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError>;
+
+    /// The end of the user's enroll window, if one is open at `now`.
+    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// One guess for (user, rhost) at `now`, decided against `limits` while
+    /// every other reservation of the user waits: either the guess is
+    /// counted as a failure before the answer is checked, or it is refused.
+    fn reserve_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<Reservation, StoreError>;
+
+    /// Gives back the guess of a right code taken at `at`; `clear` also
+    /// ends the source's back-off.
+    fn release_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        clear: bool,
+        at: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Enrolls the user's first token, confirmed by the code of `step`,
+    /// and closes the window; refused when the user has a token already.
+    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError>;
+
+    /// The user skips the code from `ip` until `until`.
+    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError>;
+
+    /// The end of the user's grace from `ip`, if one is running at `now`.
+    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Stages `grant` under `nonce` (the hash of the transaction's secret)
+    /// until `expires`; expired stages are dropped on the way.
+    fn stage_grant(
+        &self,
+        nonce: &str,
+        user: &str,
+        grant: &Grant,
+        expires: i64,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Takes the grant staged under `nonce`, once, if it is `user`'s and
+    /// not expired at `now`.
+    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError>;
+}
+
+impl<D: Driver> LoginStore for SqlStore<D> {
+    fn totp_claims_durable(&self) -> bool {
+        self.driver.claims_durable()
+    }
+
+    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
+        let rows = self.driver.query(sql::TOKENS_OF_USER, params![user])?;
+        self.tokens_from(rows)
+    }
+
+    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError> {
+        let step = step_to_sql(step)?;
+        let update = || self.driver.execute(sql::CLAIM_STEP, params![id, step]);
+        Ok(claim(match kind {
+            Kind::Totp => update()?,
+            Kind::Hotp => self.driver.durably(update)?,
+        }))
+    }
+
+    fn recovery_candidates(
+        &self,
+        user: &str,
+        lookup: &str,
+    ) -> Result<Vec<StoredRecovery>, StoreError> {
+        self.driver
+            .query(sql::RECOVERY_CANDIDATES, params![user, lookup])?
+            .iter()
+            .map(|row| {
+                Ok(StoredRecovery {
+                    id: row.int(0)?,
+                    phc: row.text(1)?,
+                })
+            })
+            .collect()
+    }
+
+    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
+        let changed = self
+            .driver
+            .durably(|| self.driver.execute(sql::BURN_RECOVERY, params![id, at]))?;
+        Ok(claim(changed))
+    }
+
+    fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError> {
+        let row = self.one(sql::RECOVERY_COUNT, params![user])?;
+        Ok(RecoveryCount {
+            unused: super::shared::count(row.int(0)?),
+            used: super::shared::count(row.int(1)?),
+        })
+    }
+
+    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        self.opt_int(sql::WINDOW_UNTIL, params![user, now])
+    }
+
+    fn reserve_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<Reservation, StoreError> {
+        // The hold is taken before the counts are read: every other
+        // reservation of this user waits, so none decides on stale counts.
+        self.write(Hold::User(user, Purpose::Guesses), |_| {
+            let before = self.read_failures(user, rhost, now)?;
+            if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
+                return Ok(Reservation::Locked(lock));
+            }
+            self.count_failure(user, rhost, now)?;
+            Ok(Reservation::Granted(before.with_one_more(now)))
+        })
+    }
+
+    fn release_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        clear: bool,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.write(Hold::Rows, |db| {
+            db.execute(sql::RELEASE_GUESS, params![user, at])?;
+            if clear {
+                db.execute(sql::CLEAR_SOURCE, params![user, rhost])?;
+            } else {
+                db.execute(sql::UNCOUNT_SOURCE_FAILURE, params![user, rhost])?;
+                db.execute(sql::DROP_EMPTY_SOURCE, params![user, rhost])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
+        step_to_sql(step)?;
+        let user = token.user.as_str();
+        self.driver.durably(|| {
+            // Enrollments of this user wait for each other (on every node):
+            // only the first of two racing logins enrolls.
+            self.write(Hold::User(user, Purpose::Enrollment), |db| {
+                let existing = self.one(sql::COUNT_TOKENS_OF_USER, params![user])?;
+                if existing.int(0)? > 0 {
+                    return Err(StoreError::AlreadyEnrolled {
+                        user: user.to_string(),
+                        device: token.device.clone(),
+                    });
+                }
+                let mut confirmed = token.clone();
+                confirmed.last_step = Some(step);
+                self.insert_token(&confirmed)?;
+                db.execute(sql::CLOSE_WINDOW, params![user])?;
+                Ok(())
+            })
+        })
+    }
+
+    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError> {
+        self.driver
+            .execute(sql::GRANT_GRACE, params![user, ip, until])?;
+        Ok(())
+    }
+
+    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        self.opt_int(sql::GRACE_UNTIL, params![user, ip, now])
+    }
+
+    fn stage_grant(
+        &self,
+        nonce: &str,
+        user: &str,
+        grant: &Grant,
+        expires: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write(Hold::Rows, |db| {
+            db.execute(sql::DROP_EXPIRED_STAGED, params![now])?;
+            match grant {
+                Grant::Enroll { token, step } => {
+                    let secret = super::checked_secret(self.sealer.as_deref(), token)?;
+                    db.execute(
+                        sql::STAGE_ENROLL,
+                        params![
+                            nonce,
+                            user,
+                            expires,
+                            &token.device,
+                            token.kind.as_str(),
+                            secret.as_slice(),
+                            token.params.algorithm.as_str(),
+                            token.params.digits,
+                            step_to_sql(token.params.period)?,
+                            token.created,
+                            step_to_sql(*step)?,
+                        ],
+                    )?;
+                }
+                Grant::Grace { ip, until } => {
+                    db.execute(sql::STAGE_GRACE, params![nonce, user, expires, ip, *until])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError> {
+        let Some(mut row) = self
+            .driver
+            .query(sql::TAKE_STAGED, params![nonce])?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let what = row.text(11)?;
+        let token = match what.as_str() {
+            "enroll" => {
+                let info = super::shared::token_info(&row)?;
+                Some((info, row.take_blob(10)?))
+            }
+            _ => None,
+        };
+        StagedRow {
+            owner: row.text(1)?,
+            expires: row.int(14)?,
+            what,
+            ip: row.opt_text(12)?,
+            until: row.opt_int(13)?,
+            token,
+        }
+        .grant(self.sealer.as_deref(), user, now)
+    }
+}
+
+/// The login path takes its store by value from an opener; the module's
+/// opener returns whichever backend the configuration names, boxed.
+impl<T: LoginStore + ?Sized> LoginStore for Box<T> {
+    fn totp_claims_durable(&self) -> bool {
+        (**self).totp_claims_durable()
+    }
+    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
+        (**self).tokens(user)
+    }
+    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError> {
+        (**self).claim_step(id, kind, step)
+    }
+    fn recovery_candidates(
+        &self,
+        user: &str,
+        lookup: &str,
+    ) -> Result<Vec<StoredRecovery>, StoreError> {
+        (**self).recovery_candidates(user, lookup)
+    }
+    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
+        (**self).burn_recovery(id, at)
+    }
+    fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError> {
+        (**self).recovery_count(user)
+    }
+    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        (**self).enroll_window(user, now)
+    }
+    fn reserve_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &Limits,
+    ) -> Result<Reservation, StoreError> {
+        (**self).reserve_guess(user, rhost, now, limits)
+    }
+    fn release_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        clear: bool,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        (**self).release_guess(user, rhost, clear, at)
+    }
+    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
+        (**self).enroll_at_login(token, step)
+    }
+    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError> {
+        (**self).grant_grace(user, ip, until)
+    }
+    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        (**self).grace_until(user, ip, now)
+    }
+    fn stage_grant(
+        &self,
+        nonce: &str,
+        user: &str,
+        grant: &Grant,
+        expires: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        (**self).stage_grant(nonce, user, grant, expires, now)
+    }
+    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError> {
+        (**self).take_staged(nonce, user, now)
+    }
+}

@@ -1,0 +1,243 @@
+//! `SqlStore`: the store written once, on any `Driver`. The operations are
+//! in `login` (what the module's login path uses) and `admin` (what only
+//! totpctl uses); this file holds what both build on: the transaction, row
+//! decoding, and the statement groups more than one operation runs.
+
+use std::sync::Arc;
+
+use super::driver::{Driver, Hold, Row, params};
+use super::{Kind, StoreError, Token, TokenInfo, sql};
+use crate::otp::{Algorithm, Params};
+use crate::ratelimit::{Failures, USER_WINDOW_SECS};
+use crate::recovery::RecoveryHash;
+use crate::seal::Sealer;
+
+/// A store on a database reached through `D`.
+pub struct SqlStore<D> {
+    pub(crate) driver: D,
+    /// Seals token keys on the way in and opens them on the way out.
+    pub(crate) sealer: Option<Arc<Sealer>>,
+}
+
+impl<D: Driver> SqlStore<D> {
+    pub(crate) fn new(driver: D) -> Self {
+        SqlStore {
+            driver,
+            sealer: None,
+        }
+    }
+
+    /// Token keys are sealed with this key (or stored plain without one).
+    pub fn with_sealer(mut self, sealer: Option<Arc<Sealer>>) -> Self {
+        self.sealer = sealer;
+        self
+    }
+
+    /// Runs `work` in one transaction holding `hold`: all or nothing.
+    pub(crate) fn write<T>(
+        &self,
+        hold: Hold<'_>,
+        work: impl FnOnce(&D) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.driver.begin(hold)?;
+        let done = work(&self.driver).and_then(|value| {
+            self.driver.commit()?;
+            Ok(value)
+        });
+        if done.is_err() {
+            self.driver.rollback();
+        }
+        done
+    }
+
+    /// The first row of a statement that always returns one.
+    pub(crate) fn one(
+        &self,
+        sql: &'static str,
+        params: &[super::driver::Param<'_>],
+    ) -> Result<Row, StoreError> {
+        self.driver
+            .query(sql, params)?
+            .into_iter()
+            .next()
+            .ok_or(StoreError::Column {
+                column: 0,
+                expected: "a row",
+            })
+    }
+
+    /// The single integer of a statement that returns at most one row.
+    pub(crate) fn opt_int(
+        &self,
+        sql: &'static str,
+        params: &[super::driver::Param<'_>],
+    ) -> Result<Option<i64>, StoreError> {
+        match self.driver.query(sql, params)?.first() {
+            Some(row) => Ok(Some(row.int(0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Tokens with their keys from a statement that reads `token_columns`
+    /// and then the key.
+    pub(crate) fn tokens_from(&self, rows: Vec<Row>) -> Result<Vec<Token>, StoreError> {
+        let mut tokens = Vec::with_capacity(rows.len());
+        for mut row in rows {
+            let info = token_info(&row)?;
+            let blob = row.take_blob(10)?;
+            let secret =
+                super::loaded_secret(self.sealer.as_deref(), &info.user, &info.device, blob)?;
+            tokens.push(Token::from_info(info, secret));
+        }
+        Ok(tokens)
+    }
+
+    /// Inserts a token (its parameters checked, its key sealed if sealing
+    /// is on); an existing (user, device) is `AlreadyEnrolled`.
+    pub(crate) fn insert_token(&self, token: &Token) -> Result<(), StoreError> {
+        let last_step = token.last_step.map(step_to_sql).transpose()?;
+        let secret = super::checked_secret(self.sealer.as_deref(), token)?;
+        let inserted = self.driver.execute(
+            sql::INSERT_TOKEN,
+            params![
+                &token.user,
+                &token.device,
+                token.kind.as_str(),
+                secret.as_slice(),
+                token.params.algorithm.as_str(),
+                token.params.digits,
+                step_to_sql(token.params.period)?,
+                token.created,
+                token.confirmed,
+                last_step,
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::AlreadyEnrolled {
+                user: token.user.clone(),
+                device: token.device.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The user's recovery codes replaced by `codes`.
+    pub(crate) fn insert_recovery(
+        &self,
+        user: &str,
+        codes: &[RecoveryHash],
+    ) -> Result<(), StoreError> {
+        self.driver
+            .execute(sql::DELETE_RECOVERY_OF_USER, params![user])?;
+        let now = super::unix_now();
+        for code in codes {
+            self.driver.execute(
+                sql::INSERT_RECOVERY,
+                params![user, &code.lookup, &code.phc, now, None],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Everything the store holds about a user; returns the number of tokens.
+    pub(crate) fn delete_user_rows(&self, user: &str) -> Result<usize, StoreError> {
+        let [tokens, rest @ ..] = sql::DELETE_USER;
+        let removed = self.driver.execute(tokens, params![user])?;
+        for statement in rest {
+            self.driver.execute(statement, params![user])?;
+        }
+        Ok(changed(removed))
+    }
+
+    /// The failure counts of (user, rhost) at `now`.
+    pub(crate) fn read_failures(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+    ) -> Result<Failures, StoreError> {
+        let row = self.one(sql::READ_FAILURES, params![user, rhost, USER_WINDOW_SECS])?;
+        Ok(Failures::new(
+            row.int(0)?,
+            row.int(1)?,
+            row.int(2)?,
+            row.int(3)?,
+            now,
+        ))
+    }
+
+    /// One failed code from (user, rhost) at `now`: the source's back-off
+    /// count and the user's ceiling both count it. Failures too old to
+    /// matter to the ceiling (48 h) are dropped on the way.
+    pub(crate) fn count_failure(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.driver
+            .execute(sql::COUNT_SOURCE_FAILURE, params![user, rhost, now])?;
+        self.driver.execute(
+            sql::DROP_OLD_GUESSES,
+            params![user, now - 2 * USER_WINDOW_SECS],
+        )?;
+        self.driver.execute(sql::INSERT_GUESS, params![user, now])?;
+        Ok(())
+    }
+}
+
+pub(crate) fn step_to_sql(step: u64) -> Result<i64, StoreError> {
+    i64::try_from(step).map_err(|_| StoreError::StepOutOfRange(step))
+}
+
+pub(crate) fn claim(changed: u64) -> super::Claim {
+    if changed == 1 {
+        super::Claim::Claimed
+    } else {
+        super::Claim::AlreadyUsed
+    }
+}
+
+fn invalid(user: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::InvalidRow {
+        user: user.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A token row's first ten columns (`sql::token_columns`), checked.
+pub(crate) fn token_info(row: &Row) -> Result<TokenInfo, StoreError> {
+    let user = row.text(1)?;
+    let kind: Kind = row.text(3)?.parse().map_err(|e| invalid(&user, e))?;
+    let algorithm: Algorithm = row.text(4)?.parse().map_err(|e| invalid(&user, e))?;
+    let params = Params {
+        algorithm,
+        digits: u32::try_from(row.int(5)?).map_err(|_| invalid(&user, "digits"))?,
+        period: u64::try_from(row.int(6)?).map_err(|_| invalid(&user, "period"))?,
+    };
+    params.validate().map_err(|e| invalid(&user, e))?;
+    let last_step = match row.opt_int(9)? {
+        Some(s) => Some(u64::try_from(s).map_err(|_| invalid(&user, "last_step"))?),
+        None => None,
+    };
+    Ok(TokenInfo {
+        id: row.int(0)?,
+        device: row.text(2)?,
+        kind,
+        params,
+        created: row.int(7)?,
+        confirmed: row.opt_int(8)?,
+        last_step,
+        user,
+    })
+}
+
+/// A count from the store as a `usize` (negative counts read as 0).
+pub(crate) fn count(value: i64) -> usize {
+    usize::try_from(value).unwrap_or(0)
+}
+
+/// A number of rows changed, as a `usize`.
+pub(crate) fn changed(rows: u64) -> usize {
+    usize::try_from(rows).unwrap_or(usize::MAX)
+}

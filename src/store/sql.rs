@@ -1,0 +1,229 @@
+//! Every statement the store runs, once, for both backends.
+//!
+//! The dialect is the part SQLite and PostgreSQL share: `?N` placeholders
+//! (rewritten to `$N` for PostgreSQL by its driver), `"user"` quoted (a
+//! reserved word in PostgreSQL), `ON CONFLICT … DO UPDATE/NOTHING` upserts,
+//! `RETURNING`, `CAST(… AS BIGINT)` where PostgreSQL must know a type.
+//! Schema creation and migration are each backend's own (`sqlite`,
+//! `postgres`): the column types differ, the tables and columns do not.
+
+/// The token columns every token query reads first, in this order
+/// (`rows::token_info` decodes them).
+macro_rules! token_columns {
+    () => {
+        r#"id, "user", device, kind, algorithm, digits, period, created, confirmed, last_step"#
+    };
+}
+
+// Tokens.
+
+pub const TOKENS_OF_USER: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    r#", secret FROM tokens WHERE "user" = ?1 ORDER BY device"#
+);
+pub const ALL_TOKENS_WITH_KEYS: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    r#", secret FROM tokens ORDER BY "user", device"#
+);
+pub const ALL_TOKENS: &str = concat!(
+    "SELECT ",
+    token_columns!(),
+    r#" FROM tokens ORDER BY "user", device"#
+);
+pub const COUNT_TOKENS: &str = "SELECT COUNT(*) FROM tokens";
+pub const COUNT_TOKENS_OF_USER: &str = r#"SELECT COUNT(*) FROM tokens WHERE "user" = ?1"#;
+
+/// The whole replay protection: the row changes only if the step is newer
+/// than anything used before, and only for a confirmed token. Both
+/// databases serialise writers of one row (SQLite the whole file;
+/// PostgreSQL re-checks the `WHERE` on the committed row under READ
+/// COMMITTED), so of any number of racers exactly one sees 1 row changed.
+pub const CLAIM_STEP: &str = "UPDATE tokens SET last_step = ?2
+     WHERE id = ?1 AND confirmed IS NOT NULL
+       AND (last_step IS NULL OR last_step < ?2)";
+/// Confirms a pending token with the step of its first code (used up).
+pub const CONFIRM: &str = "UPDATE tokens SET confirmed = ?2, last_step = ?3
+     WHERE id = ?1 AND confirmed IS NULL
+       AND (last_step IS NULL OR last_step < ?3)";
+/// A new token; a (user, device) that exists changes nothing (0 rows).
+pub const INSERT_TOKEN: &str = r#"INSERT INTO tokens
+         ("user", device, kind, secret, algorithm, digits, period, created, confirmed, last_step)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+     ON CONFLICT ("user", device) DO NOTHING"#;
+pub const DELETE_DEVICE: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2"#;
+pub const ALL_KEYS: &str = r#"SELECT id, "user", device, secret FROM tokens ORDER BY id"#;
+pub const SET_KEY: &str = "UPDATE tokens SET secret = ?2 WHERE id = ?1";
+
+/// Everything the store holds about a user, tokens first (its row count
+/// is what `delete` reports). Grace entries and staged grants go with the
+/// user: nothing granted outlives the tokens it was granted for.
+pub const DELETE_USER: [&str; 7] = [
+    r#"DELETE FROM tokens WHERE "user" = ?1"#,
+    r#"DELETE FROM recovery_codes WHERE "user" = ?1"#,
+    r#"DELETE FROM enroll_windows WHERE "user" = ?1"#,
+    r#"DELETE FROM failures WHERE "user" = ?1"#,
+    r#"DELETE FROM guesses WHERE "user" = ?1"#,
+    r#"DELETE FROM grace WHERE "user" = ?1"#,
+    r#"DELETE FROM staged WHERE "user" = ?1"#,
+];
+
+// Recovery codes.
+
+pub const DELETE_RECOVERY_OF_USER: &str = r#"DELETE FROM recovery_codes WHERE "user" = ?1"#;
+pub const INSERT_RECOVERY: &str = r#"INSERT INTO recovery_codes ("user", lookup, hash, created, used)
+     VALUES (?1, ?2, ?3, ?4, ?5)"#;
+pub const RECOVERY_CANDIDATES: &str = r#"SELECT id, hash FROM recovery_codes
+     WHERE "user" = ?1 AND lookup = ?2 AND used IS NULL ORDER BY id"#;
+/// A recovery code is used once: the `used IS NULL` decides between racers.
+pub const BURN_RECOVERY: &str =
+    "UPDATE recovery_codes SET used = ?2 WHERE id = ?1 AND used IS NULL";
+pub const RECOVERY_COUNT: &str = r#"SELECT COUNT(CASE WHEN used IS NULL THEN 1 END),
+            COUNT(CASE WHEN used IS NOT NULL THEN 1 END)
+     FROM recovery_codes WHERE "user" = ?1"#;
+pub const ALL_RECOVERY: &str =
+    r#"SELECT "user", lookup, hash, created, used FROM recovery_codes ORDER BY id"#;
+
+// Enroll windows.
+
+pub const OPEN_WINDOW: &str = r#"INSERT INTO enroll_windows ("user", until, opened_by) VALUES (?1, ?2, ?3)
+     ON CONFLICT ("user") DO UPDATE SET until = excluded.until, opened_by = excluded.opened_by"#;
+pub const WINDOW_UNTIL: &str =
+    r#"SELECT until FROM enroll_windows WHERE "user" = ?1 AND until > ?2"#;
+pub const CLOSE_WINDOW: &str = r#"DELETE FROM enroll_windows WHERE "user" = ?1"#;
+pub const ALL_WINDOWS: &str =
+    r#"SELECT "user", until, opened_by FROM enroll_windows ORDER BY "user""#;
+
+// Failed codes: `failures` is the back-off of one (user, source), `guesses`
+// the user's failures for the ceiling (see `ratelimit::Failures::new`).
+
+/// (source count, source last, user's failures in the 24 h up to their
+/// latest, that latest).
+pub const READ_FAILURES: &str = r#"SELECT
+       COALESCE((SELECT count FROM failures WHERE "user" = ?1 AND rhost = ?2), 0),
+       COALESCE((SELECT last FROM failures WHERE "user" = ?1 AND rhost = ?2), 0),
+       (SELECT COUNT(*) FROM guesses WHERE "user" = ?1 AND at >
+           (SELECT COALESCE(MAX(at), 0) FROM guesses WHERE "user" = ?1) - ?3),
+       (SELECT COALESCE(MAX(at), 0) FROM guesses WHERE "user" = ?1)"#;
+pub const COUNT_SOURCE_FAILURE: &str = r#"INSERT INTO failures ("user", rhost, count, last) VALUES (?1, ?2, 1, ?3)
+     ON CONFLICT ("user", rhost) DO UPDATE SET count = failures.count + 1, last = excluded.last"#;
+/// Failures too old to matter to the ceiling (two windows back).
+pub const DROP_OLD_GUESSES: &str = r#"DELETE FROM guesses WHERE "user" = ?1 AND at <= ?2"#;
+pub const INSERT_GUESS: &str = r#"INSERT INTO guesses ("user", at) VALUES (?1, ?2)"#;
+/// The guess of a right code, given back: one row of that time.
+pub const RELEASE_GUESS: &str = r#"DELETE FROM guesses WHERE id =
+     (SELECT id FROM guesses WHERE "user" = ?1 AND at = ?2 LIMIT 1)"#;
+pub const CLEAR_SOURCE: &str = r#"DELETE FROM failures WHERE "user" = ?1 AND rhost = ?2"#;
+pub const UNCOUNT_SOURCE_FAILURE: &str =
+    r#"UPDATE failures SET count = count - 1 WHERE "user" = ?1 AND rhost = ?2"#;
+pub const DROP_EMPTY_SOURCE: &str =
+    r#"DELETE FROM failures WHERE "user" = ?1 AND rhost = ?2 AND count <= 0"#;
+pub const DELETE_GUESSES_OF_USER: &str = r#"DELETE FROM guesses WHERE "user" = ?1"#;
+pub const DELETE_FAILURES_OF_USER: &str = r#"DELETE FROM failures WHERE "user" = ?1"#;
+pub const FAILURE_SOURCES: &str =
+    r#"SELECT rhost, count, last FROM failures WHERE "user" = ?1 ORDER BY last DESC"#;
+pub const ALL_FAILURES: &str =
+    r#"SELECT "user", rhost, count, last FROM failures ORDER BY "user", rhost"#;
+pub const INSERT_FAILURE: &str =
+    r#"INSERT INTO failures ("user", rhost, count, last) VALUES (?1, ?2, ?3, ?4)"#;
+/// `?3` guesses of `?1` at `?2` (a migrated failure count).
+pub const INSERT_GUESSES: &str = r#"WITH RECURSIVE n(i) AS
+         (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < CAST(?3 AS BIGINT))
+     INSERT INTO guesses ("user", at) SELECT CAST(?1 AS TEXT), CAST(?2 AS BIGINT) FROM n"#;
+
+// Grace periods.
+
+pub const GRANT_GRACE: &str = r#"INSERT INTO grace ("user", ip, until) VALUES (?1, ?2, ?3)
+     ON CONFLICT ("user", ip) DO UPDATE SET until = excluded.until"#;
+pub const GRACE_UNTIL: &str =
+    r#"SELECT until FROM grace WHERE "user" = ?1 AND ip = ?2 AND until > ?3"#;
+pub const DELETE_GRACE_OF_USER: &str = r#"DELETE FROM grace WHERE "user" = ?1"#;
+
+// Grants staged until the whole auth stack has succeeded.
+
+pub const DROP_EXPIRED_STAGED: &str = "DELETE FROM staged WHERE expires <= ?1";
+pub const STAGE_ENROLL: &str = r#"INSERT INTO staged (nonce, "user", expires, what, device, kind, secret,
+         algorithm, digits, period, created, step)
+     VALUES (?1, ?2, ?3, 'enroll', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"#;
+pub const STAGE_GRACE: &str = r#"INSERT INTO staged (nonce, "user", expires, what, ip, until)
+     VALUES (?1, ?2, ?3, 'grace', ?4, ?5)"#;
+/// Takes a staged row: read and removed in one statement, so it is taken
+/// once. The first ten columns have the shape of `token_columns` (id 0,
+/// `created` as `confirmed`, the confirming step as `last_step`).
+pub const TAKE_STAGED: &str = r#"DELETE FROM staged WHERE nonce = ?1
+     RETURNING CAST(0 AS BIGINT), "user", device, kind, algorithm, digits, period, created,
+               created, step, secret, what, ip, until, expires"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: &[&str] = &[
+        TOKENS_OF_USER,
+        ALL_TOKENS_WITH_KEYS,
+        ALL_TOKENS,
+        COUNT_TOKENS,
+        COUNT_TOKENS_OF_USER,
+        CLAIM_STEP,
+        CONFIRM,
+        INSERT_TOKEN,
+        DELETE_DEVICE,
+        ALL_KEYS,
+        SET_KEY,
+        DELETE_RECOVERY_OF_USER,
+        INSERT_RECOVERY,
+        RECOVERY_CANDIDATES,
+        BURN_RECOVERY,
+        RECOVERY_COUNT,
+        ALL_RECOVERY,
+        OPEN_WINDOW,
+        WINDOW_UNTIL,
+        CLOSE_WINDOW,
+        ALL_WINDOWS,
+        READ_FAILURES,
+        COUNT_SOURCE_FAILURE,
+        DROP_OLD_GUESSES,
+        INSERT_GUESS,
+        RELEASE_GUESS,
+        CLEAR_SOURCE,
+        UNCOUNT_SOURCE_FAILURE,
+        DROP_EMPTY_SOURCE,
+        DELETE_GUESSES_OF_USER,
+        DELETE_FAILURES_OF_USER,
+        FAILURE_SOURCES,
+        ALL_FAILURES,
+        INSERT_FAILURE,
+        INSERT_GUESSES,
+        GRANT_GRACE,
+        GRACE_UNTIL,
+        DELETE_GRACE_OF_USER,
+        DROP_EXPIRED_STAGED,
+        STAGE_ENROLL,
+        STAGE_GRACE,
+        TAKE_STAGED,
+    ];
+
+    /// What the PostgreSQL driver's rewrite relies on: `?` only as a
+    /// numbered placeholder, no `$`, and `user` never bare (in PostgreSQL
+    /// a bare `user` is the current role's name, not the column).
+    #[test]
+    fn statements_stay_in_the_shared_dialect() {
+        for sql in ALL.iter().chain(DELETE_USER.iter()) {
+            assert!(!sql.contains('$'), "{sql}");
+            let bytes = sql.as_bytes();
+            for (i, b) in bytes.iter().enumerate() {
+                if *b == b'?' {
+                    assert!(
+                        bytes.get(i + 1).is_some_and(u8::is_ascii_digit),
+                        "a bare ? in {sql}"
+                    );
+                }
+            }
+            let words: Vec<&str> = sql
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '"'))
+                .collect();
+            assert!(!words.contains(&"user"), "bare user in {sql}");
+        }
+    }
+}
