@@ -116,6 +116,9 @@ fn answer_to_result(c: &mut Criterion) {
         fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
             Ok(Vec::new())
         }
+        fn group_exists(&self, _: &str) -> Result<bool, String> {
+            Ok(false)
+        }
     }
     struct Says;
     impl Conversation for Says {

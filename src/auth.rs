@@ -26,6 +26,10 @@ pub const SSHD_PLACEHOLDER: &[u8] = b"\x08\n\r\x7fINCORRECT";
 /// The prompt for the first code of a token enrolled at login.
 pub const CONFIRM_PROMPT: &str = "Code from your app, to confirm: ";
 
+/// Confirmation codes asked, with the same key, before enrollment at login
+/// gives up.
+pub const CONFIRM_ATTEMPTS: u32 = 3;
+
 /// True for a non-empty answer made of sshd's placeholder pattern. No one
 /// types it: it starts with a backspace and a newline.
 pub fn is_sshd_placeholder(answer: &[u8]) -> bool {
@@ -325,6 +329,12 @@ pub fn decide<S: LoginStore>(
     let outcome = login
         .run(request.user, open_store, accounts, conversation)
         .unwrap_or_else(|end| end);
+    if config.messages
+        && let Some(text) = user_message(&outcome, clock.unix_time().unwrap_or(0))
+    {
+        // The message is a courtesy: the outcome stands without it.
+        let _ = conversation.info(&text);
+    }
     Decision {
         outcome,
         user: (!login.user.is_empty()).then_some(login.user),
@@ -333,6 +343,65 @@ pub fn decide<S: LoginStore>(
         fail_delay_ms: config.fail_delay_ms,
         staged: login.staged,
     }
+}
+
+/// What the user is told about an outcome they can act on (`messages=yes`).
+/// Only what someone without the code learns nothing from: "already used"
+/// and "before the restart" follow a right code only; a back-off is what
+/// a guesser meets anyway, and saying so stops an honest user retrying.
+pub fn user_message(outcome: &Outcome, now: u64) -> Option<String> {
+    let minutes = |until: i64| {
+        let left = until.saturating_sub(now as i64).max(1);
+        (left + 59) / 60
+    };
+    Some(match outcome {
+        Outcome::Reused { .. } => {
+            "This code was already used. Wait for the next code from your app, then try again."
+                .to_string()
+        }
+        Outcome::StepBeforeBoot { .. } => "This machine has just restarted and cannot accept \
+            this code yet. Wait for the next code from your app, then try again."
+            .to_string(),
+        Outcome::RecoveryReused => "This recovery code was already used.".to_string(),
+        Outcome::RateLimited(Lock::Source { until }) => format!(
+            "Too many wrong codes from this address: try again in {} min.",
+            minutes(*until)
+        ),
+        Outcome::RateLimited(Lock::User { until }) => format!(
+            "Too many wrong codes for this account: code logins are blocked until {} UTC, \
+             or until your help desk unlocks the account.",
+            crate::logline::utc(*until)
+        ),
+        Outcome::RecoveryAccepted { remaining: 0 } => "Recovery code accepted. That was your \
+            last one: set up your authenticator again or ask your help desk for new codes."
+            .to_string(),
+        Outcome::RecoveryAccepted { remaining } => format!(
+            "Recovery code accepted: {remaining} left. If your phone is lost, set up a new \
+             one before they run out."
+        ),
+        _ => return None,
+    })
+}
+
+/// A code typed as apps show it, in two groups ("700 102"), without the
+/// space; any other answer as typed (trimmed).
+pub fn ungrouped(text: &str) -> Zeroizing<String> {
+    let text = text.trim();
+    let mut parts = text.splitn(2, ' ');
+    if let (Some(first), Some(second)) = (parts.next(), parts.next())
+        && !first.is_empty()
+        && !second.is_empty()
+        && first
+            .bytes()
+            .chain(second.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        let mut joined = Zeroizing::new(String::with_capacity(text.len()));
+        joined.push_str(first);
+        joined.push_str(second);
+        return joined;
+    }
+    Zeroizing::new(text.to_string())
 }
 
 /// One login's state as the phases fill it in. Every phase returns
@@ -359,6 +428,9 @@ impl Login<'_> {
     ) -> Phase<Outcome> {
         self.resolve_user(pam_user, accounts, conversation)?;
         if let Some(reason) = exemption(self.config, &self.user, accounts) {
+            return Ok(Outcome::Exempt { reason });
+        }
+        if let Some(reason) = outside_pilot(self.config, &self.user, accounts)? {
             return Ok(Outcome::Exempt { reason });
         }
         let trusted_ip = self.trusted_ip();
@@ -638,10 +710,6 @@ impl Login<'_> {
         if let Err(e) = conversation.info(&text) {
             return Outcome::ConversationError(e);
         }
-        let answer = match conversation.ask_hidden(CONFIRM_PROMPT) {
-            Ok(answer) => answer,
-            Err(e) => return Outcome::ConversationError(e),
-        };
         let now = match self.now() {
             Ok(now) => now,
             Err(outcome) => return outcome,
@@ -657,22 +725,74 @@ impl Login<'_> {
             confirmed: Some(now as i64),
             last_step: None,
         };
-        let code = std::str::from_utf8(&answer).unwrap_or("").trim();
-        let Some(step) = match_token(
-            &token,
-            code,
-            now,
-            self.config.window,
-            self.config.hotp_window,
-        ) else {
-            return Outcome::EnrollmentFailed(
-                "wrong confirmation code; nothing stored".to_string(),
+        // A mistyped code is asked again with the same key: the phone
+        // already holds it, and a new key would leave a dead entry there.
+        let mut confirmed = None;
+        for attempt in 1..=CONFIRM_ATTEMPTS {
+            let answer = match conversation.ask_hidden(CONFIRM_PROMPT) {
+                Ok(answer) => answer,
+                Err(e) => return Outcome::ConversationError(e),
+            };
+            let code = ungrouped(std::str::from_utf8(&answer).unwrap_or(""));
+            let now = match self.now() {
+                Ok(now) => now,
+                Err(outcome) => return outcome,
+            };
+            confirmed = match_token(
+                &token,
+                &code,
+                now,
+                self.config.window,
+                self.config.hotp_window,
             );
-        };
-        match self.stage(store, &Grant::Enroll { token, step }, now) {
-            Ok(()) => Outcome::EnrolledAtLogin { via },
-            Err(e) => store_error(e),
+            if confirmed.is_some() {
+                break;
+            }
+            if attempt < CONFIRM_ATTEMPTS
+                && let Err(e) = conversation.info(
+                    "That code does not match. Enter the newest code the app shows for this \
+                     entry (and check that the phone sets its clock automatically).",
+                )
+            {
+                return Outcome::ConversationError(e);
+            }
         }
+        let Some(step) = confirmed else {
+            return Outcome::EnrollmentFailed(format!(
+                "{CONFIRM_ATTEMPTS} wrong confirmation codes; nothing stored"
+            ));
+        };
+        // Recovery codes come with the token. Failing to make them only
+        // leaves the user without (totpctl can make a set later).
+        let (shown, recovery): (Vec<_>, Vec<_>) =
+            recovery::generate().unwrap_or_default().into_iter().unzip();
+        let grant = Grant::Enroll {
+            token,
+            step,
+            recovery,
+        };
+        if let Err(e) = self.stage(store, &grant, now) {
+            return store_error(e);
+        }
+        let mut text = Zeroizing::new(String::from(
+            "Code confirmed: your authenticator app is set up, and will be asked for at \
+             every login once this one completes.\n",
+        ));
+        if !shown.is_empty() {
+            text.push_str(
+                "Your recovery codes, each good for one login without the phone. Write them \
+                 down or store them safely now: they are not shown again.\n",
+            );
+            for code in &shown {
+                text.push_str("  ");
+                text.push_str(code.as_str());
+                text.push('\n');
+            }
+        }
+        if let Err(e) = conversation.info(&text) {
+            return Outcome::ConversationError(e);
+        }
+        Outcome::EnrolledAtLogin { via }
     }
 
     fn trusted_ip(&self) -> Option<String> {
@@ -736,8 +856,8 @@ fn dummy_check(config: &Config, candidates: &[Zeroizing<Vec<u8>>]) {
     let key = [0x5au8; 20];
     let params = Params::default();
     for candidate in candidates {
-        let text = std::str::from_utf8(candidate).unwrap_or("").trim();
-        let _ = otp::verify_window(&key, text, 0, config.window, &params);
+        let text = ungrouped(std::str::from_utf8(candidate).unwrap_or(""));
+        let _ = otp::verify_window(&key, &text, 0, config.window, &params);
     }
 }
 
@@ -814,7 +934,11 @@ pub fn commit_staged<S: LoginStore>(
         Err(e) => return Commit::Failed(format!("store error: {e}")),
     };
     match grant {
-        Grant::Enroll { token, step } => match store.enroll_at_login(&token, step) {
+        Grant::Enroll {
+            token,
+            step,
+            recovery,
+        } => match store.enroll_at_login(&token, step, &recovery) {
             Ok(()) => Commit::Enrolled {
                 device: token.device,
             },
@@ -846,6 +970,40 @@ fn exemption(config: &Config, user: &str, accounts: &dyn Accounts) -> Option<Str
         .iter()
         .find(|g| member_of.contains(g))
         .map(|g| format!("member of exempt group {g:?}"))
+}
+
+/// Why `user` needs no code under `only_group=` (a pilot), if they are
+/// outside it. Every named group must exist: a typo denies every login
+/// (`ConfigError`) rather than exempting everyone. A lookup that fails
+/// (the group's or the user's) keeps the user in the pilot: the code is
+/// asked.
+fn outside_pilot(config: &Config, user: &str, accounts: &dyn Accounts) -> Phase<Option<String>> {
+    if config.only_groups.is_empty() {
+        return Ok(None);
+    }
+    for group in &config.only_groups {
+        match accounts.group_exists(group) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(Outcome::ConfigError(format!(
+                    "only_group: the name service knows no group {:?}; every login is denied until the group exists or the setting is fixed",
+                    crate::logline::escape(group)
+                )));
+            }
+            // Unknown whether the setting is right: the code is asked.
+            Err(_) => return Ok(None),
+        }
+    }
+    let Ok(member_of) = accounts.groups_of(user) else {
+        return Ok(None);
+    };
+    if config.only_groups.iter().any(|g| member_of.contains(g)) {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "outside the pilot: not a member of only_group {}",
+        config.only_groups.join(",")
+    )))
 }
 
 /// One way to read a combined answer: (password, code).
@@ -894,7 +1052,8 @@ fn check_answer<S: LoginStore>(
     let Ok(text) = std::str::from_utf8(answer) else {
         return Outcome::MalformedAnswer;
     };
-    let text = text.trim();
+    let text = ungrouped(text);
+    let text = text.as_str();
     if let Some(candidate) = recovery::candidate(text) {
         return use_recovery(store, user, &candidate, now, Outcome::WrongRecoveryCode);
     }

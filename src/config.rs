@@ -47,6 +47,8 @@ pub const KEYS: &[&str] = &[
     "mode",
     "exempt_group",
     "exempt_user",
+    "only_group",
+    "messages",
     "config",
     "trusted",
     "window",
@@ -101,6 +103,13 @@ pub struct Config {
     /// Users, and members of groups, who log in without a code.
     pub exempt_users: Vec<String>,
     pub exempt_groups: Vec<String>,
+    /// A pilot: when set, only members of these groups are asked for a
+    /// code; everyone else logs in without one (logged). Each group must
+    /// exist (NSS), or every login is denied: a typo never opens the door.
+    pub only_groups: Vec<String>,
+    /// Tell the user, through the conversation, what they can act on (a
+    /// reused code, a back-off, recovery codes left).
+    pub messages: bool,
     /// True when `prompt=` was given (the combined mode has its own default).
     pub prompt_named: bool,
     pub trusted: Vec<IpNet>,
@@ -188,6 +197,8 @@ impl Default for Config {
             mode: Mode::Separate,
             exempt_users: Vec::new(),
             exempt_groups: Vec::new(),
+            only_groups: Vec::new(),
+            messages: true,
             prompt_named: false,
             trusted: Vec::new(),
             window: DEFAULT_WINDOW,
@@ -310,9 +321,10 @@ fn expected(key: &str) -> &'static str {
         }
         "trusted" => "expected IP addresses or CIDR blocks, separated by commas",
         "grace" => "expected a duration such as 8h (s, m, h or d; at most 30d)",
-        "exempt_user" | "exempt_group" => {
+        "exempt_user" | "exempt_group" | "only_group" => {
             "expected names separated by commas, without spaces or control characters"
         }
+        "messages" => "expected yes or no",
         "mode" => "expected separate or combined",
         "enroll" => "expected never, trusted or window",
         "unenrolled" => "expected deny or allow",
@@ -581,7 +593,7 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
                 _ => return Err(bad(setting, value, "expected separate or combined")),
             };
         }
-        "exempt_user" | "exempt_group" => {
+        "exempt_user" | "exempt_group" | "only_group" => {
             let value = required_value(setting)?;
             let names: Vec<String> = value.split(',').map(|n| n.trim().to_string()).collect();
             if let Some(bad_name) = names.iter().find(|n| {
@@ -595,10 +607,10 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
                     format!("{bad_name:?} is not a user or group name"),
                 ));
             }
-            if setting.key == "exempt_user" {
-                config.exempt_users = names;
-            } else {
-                config.exempt_groups = names;
+            match setting.key.as_str() {
+                "exempt_user" => config.exempt_users = names,
+                "exempt_group" => config.exempt_groups = names,
+                _ => config.only_groups = names,
             }
         }
         "issuer" => config.issuer = Some(printable_text(setting)?),
@@ -617,6 +629,14 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
                 "deny" => Unenrolled::Deny,
                 "allow" => Unenrolled::Allow,
                 _ => return Err(bad(setting, value, "expected deny or allow")),
+            };
+        }
+        "messages" => {
+            let value = required_value(setting)?;
+            config.messages = match value {
+                "yes" | "true" | "1" => true,
+                "no" | "false" | "0" => false,
+                _ => return Err(bad(setting, value, "expected yes or no")),
             };
         }
         "debug" => {
@@ -645,8 +665,8 @@ mod tests {
             "enroll" => "trusted",
             "grace" => "8h",
             "mode" => "combined",
-            "exempt_user" | "exempt_group" => "svc,backup",
-            "debug" => "yes",
+            "exempt_user" | "exempt_group" | "only_group" => "svc,backup",
+            "debug" | "messages" => "yes",
             _ => "7",
         };
         for key in KEYS {
@@ -710,9 +730,13 @@ mod tests {
             "backoff_max=600",
             "user_limit=0",
             "fail_delay=0",
+            "only_group=pilot,hpc-staff",
+            "messages=no",
             "debug",
         ])
         .expect("ok");
+        assert_eq!(c.only_groups, ["pilot", "hpc-staff"]);
+        assert!(!c.messages);
         assert_eq!(c.limits.backoff_after, 3);
         assert_eq!(c.limits.backoff_max, 600);
         assert_eq!(c.limits.user_limit, 0);
@@ -753,6 +777,12 @@ mod tests {
             ("db=/tmp/a\nb", "db"),
             ("db=relative.db", "db"),
             ("debug=perhaps", "debug"),
+            ("messages=perhaps", "messages"),
+            ("messages", "messages"),
+            ("only_group=", "only_group"),
+            ("only_group=pilot,,staff", "only_group"),
+            ("only_group=pi lot", "only_group"),
+            ("only_groups=pilot", "only_groups"),
             ("nullok", "nullok"),
         ];
         for (arg, key) in cases {

@@ -462,9 +462,11 @@ fn staged_grants_are_taken_once_by_their_user_before_they_expire() {
         let name = backend.name();
         let store = backend.open();
         let enrolled = token("gil", "default", Kind::Totp, true);
+        let hashes = recovery_hashes();
         let enroll = Grant::Enroll {
             token: enrolled.clone(),
             step: 42,
+            recovery: hashes.clone(),
         };
         store
             .stage_grant("n1", "gil", &enroll, NOW + 600, NOW)
@@ -483,11 +485,16 @@ fn staged_grants_are_taken_once_by_their_user_before_they_expire() {
         store
             .stage_grant("n2", "gil", &enroll, NOW + 600, NOW)
             .expect("stage");
-        let Some(Grant::Enroll { token, step }) = store.take_staged("n2", "gil", NOW).expect("t")
+        let Some(Grant::Enroll {
+            token,
+            step,
+            recovery,
+        }) = store.take_staged("n2", "gil", NOW).expect("t")
         else {
             panic!("{name}: the staged enrollment");
         };
         assert_eq!(step, 42);
+        assert_eq!(recovery, hashes, "{name}: the recovery codes");
         assert_eq!(token.secret, enrolled.secret, "{name}: the key comes back");
         assert_eq!((token.device.as_str(), token.last_step), ("default", None));
         assert_eq!(
@@ -528,13 +535,18 @@ fn staged_grants_are_taken_once_by_their_user_before_they_expire() {
             .open_enroll_window("gil", NOW + 600, "root")
             .expect("window");
         store
-            .enroll_at_login(&token, step)
+            .enroll_at_login(&token, step, &recovery)
             .expect("enroll at login");
         let stored = store.tokens("gil").expect("tokens");
         assert_eq!(stored[0].last_step, Some(42), "{name}");
         assert_eq!(store.enroll_window("gil", NOW).expect("w"), None, "{name}");
+        assert_eq!(
+            store.recovery_count("gil").expect("count").unused,
+            recovery.len(),
+            "{name}: the recovery codes are stored with the token"
+        );
         assert!(matches!(
-            store.enroll_at_login(&token, step),
+            store.enroll_at_login(&token, step, &recovery),
             Err(StoreError::AlreadyEnrolled { .. })
         ));
     }

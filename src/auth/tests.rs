@@ -35,6 +35,9 @@ impl crate::sys::Accounts for NoGroups {
     fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
+    fn group_exists(&self, _: &str) -> Result<bool, String> {
+        Ok(false)
+    }
 }
 
 fn canonical(name: &str) -> Result<Option<String>, String> {
@@ -275,7 +278,16 @@ fn answers_are_trimmed_and_shape_checked() {
         },
         ..Config::default()
     };
-    for bad in ["", "abcdef", "12345", "1234567", "12 3456", "١٢٣٤٥٦"] {
+    for bad in [
+        "",
+        "abcdef",
+        "12345",
+        "1234567",
+        "12  3456",
+        "1 23 456",
+        "12\t3456",
+        "١٢٣٤٥٦",
+    ] {
         assert_eq!(
             world.run_with(&patient, "alice", None, &mut Scripted::says(bad)),
             Outcome::MalformedAnswer,
@@ -288,6 +300,10 @@ fn answers_are_trimmed_and_shape_checked() {
         "000000"
     };
     assert_eq!(world.run(wrong), Outcome::WrongCode);
+    // As apps show it: two groups with one space between.
+    let next = code_at(NOW + 30);
+    let grouped = format!(" {} {}\n", &next[..3], &next[3..]);
+    assert!(matches!(world.run(&grouped), Outcome::Accepted { .. }));
 }
 
 #[test]
@@ -490,9 +506,23 @@ fn sshd_placeholder_is_recognised_at_any_length() {
 /// A conversation that reads the key out of the enrollment text and
 /// answers the confirmation prompt with its code (or a wrong one).
 struct Enrollee {
-    right: bool,
+    /// Confirmation answers that are wrong before the right ones.
+    wrong_first: usize,
     shown: Vec<String>,
     prompts: Vec<String>,
+}
+
+impl Enrollee {
+    fn right() -> Enrollee {
+        Enrollee::wrong_first(0)
+    }
+    fn wrong_first(wrong_first: usize) -> Enrollee {
+        Enrollee {
+            wrong_first,
+            shown: Vec::new(),
+            prompts: Vec::new(),
+        }
+    }
 }
 
 impl Conversation for Enrollee {
@@ -508,7 +538,8 @@ impl Conversation for Enrollee {
         };
         let key: String = key_line.split_whitespace().collect();
         let code = code_with(&key, NOW / 30);
-        let answer = if self.right {
+        let confirmations = self.prompts.iter().filter(|p| *p == CONFIRM_PROMPT).count();
+        let answer = if confirmations > self.wrong_first {
             code
         } else {
             format!("{:06}", (code.parse::<u32>().unwrap_or(0) + 1) % 1_000_000)
@@ -532,11 +563,7 @@ fn enrollment_at_login_from_a_trusted_network_or_an_admin_window() {
         enroll: EnrollAtLogin::Trusted,
         ..Config::default()
     };
-    let mut person = Enrollee {
-        right: true,
-        shown: Vec::new(),
-        prompts: Vec::new(),
-    };
+    let mut person = Enrollee::right();
     assert_eq!(
         world.run_with(&config, "newbie", Some("10.1.1.1"), &mut person),
         Outcome::EnrolledAtLogin {
@@ -545,6 +572,19 @@ fn enrollment_at_login_from_a_trusted_network_or_an_admin_window() {
     );
     assert!(person.shown[0].contains('█'), "a QR code is shown");
     assert_eq!(person.prompts, [CONFIRM_PROMPT]);
+    // Success is said, with ten recovery codes that the store then holds.
+    let said = person.shown.last().expect("a closing message");
+    assert!(said.starts_with("Code confirmed"), "{said}");
+    let codes: Vec<&str> = said.lines().filter_map(|l| l.strip_prefix("  ")).collect();
+    assert_eq!(codes.len(), crate::recovery::COUNT, "{said}");
+    assert_eq!(
+        world
+            .store()
+            .recovery_count("newbie")
+            .expect("count")
+            .unused,
+        crate::recovery::COUNT
+    );
     // The token is active, and the confirmation code is spent.
     let tokens = world.store().tokens("newbie").expect("q");
     assert_eq!(tokens.len(), 1);
@@ -556,11 +596,7 @@ fn enrollment_at_login_from_a_trusted_network_or_an_admin_window() {
         Outcome::TrustedNetwork { .. }
     ));
     // From outside, enroll=trusted offers nothing.
-    let mut outsider = Enrollee {
-        right: true,
-        shown: Vec::new(),
-        prompts: Vec::new(),
-    };
+    let mut outsider = Enrollee::right();
     assert_eq!(
         world.run_with(&config, "other", Some("192.0.2.1"), &mut outsider),
         Outcome::NotEnrolled { pending: false }
@@ -572,11 +608,7 @@ fn enrollment_at_login_from_a_trusted_network_or_an_admin_window() {
         enroll: EnrollAtLogin::Window,
         ..Config::default()
     };
-    let mut early = Enrollee {
-        right: true,
-        shown: Vec::new(),
-        prompts: Vec::new(),
-    };
+    let mut early = Enrollee::right();
     assert_eq!(
         world.run_with(&windowed, "wendy", Some("192.0.2.1"), &mut early),
         Outcome::NotEnrolled { pending: false }
@@ -585,29 +617,32 @@ fn enrollment_at_login_from_a_trusted_network_or_an_admin_window() {
         .store()
         .open_enroll_window("wendy", NOW as i64 + 3600, "root")
         .expect("window");
-    let mut wrong = Enrollee {
-        right: false,
-        shown: Vec::new(),
-        prompts: Vec::new(),
-    };
+    let mut wrong = Enrollee::wrong_first(usize::MAX);
     assert!(matches!(
         world.run_with(&windowed, "wendy", Some("192.0.2.1"), &mut wrong),
         Outcome::EnrollmentFailed(_)
     ));
+    assert_eq!(
+        wrong.prompts, [CONFIRM_PROMPT; CONFIRM_ATTEMPTS as usize],
+        "asked again with the same key, then given up"
+    );
     assert!(
         world.store().tokens("wendy").expect("q").is_empty(),
         "nothing stored"
     );
-    let mut right = Enrollee {
-        right: true,
-        shown: Vec::new(),
-        prompts: Vec::new(),
-    };
+    // One mistyped code, then the right one for the same key.
+    let mut right = Enrollee::wrong_first(1);
     assert_eq!(
         world.run_with(&windowed, "wendy", Some("192.0.2.1"), &mut right),
         Outcome::EnrolledAtLogin {
             via: EnrollVia::AdminWindow
         }
+    );
+    assert_eq!(right.prompts, [CONFIRM_PROMPT; 2]);
+    assert!(
+        right.shown[1].contains("does not match"),
+        "{:?}",
+        right.shown
     );
     assert_eq!(
         world.store().enroll_window("wendy", 0).expect("q"),
@@ -907,6 +942,14 @@ impl crate::sys::Accounts for InGroups {
     fn groups_of(&self, _: &str) -> Result<Vec<String>, String> {
         self.0.clone()
     }
+    /// Every group exists but `typo-group`; `nss-down-group` cannot be looked up.
+    fn group_exists(&self, group: &str) -> Result<bool, String> {
+        match group {
+            "typo-group" => Ok(false),
+            "nss-down-group" => Err("the directory is down".to_string()),
+            _ => Ok(true),
+        }
+    }
 }
 
 impl World {
@@ -1051,6 +1094,69 @@ fn exempt_users_and_groups_skip_the_code_and_a_failed_lookup_exempts_no_one() {
 }
 
 #[test]
+fn only_group_asks_its_members_lets_the_rest_in_and_a_typo_denies_everyone() {
+    let world = World::with_alice();
+    let pilot = |groups: &[&str]| Config {
+        only_groups: groups.iter().map(|g| g.to_string()).collect(),
+        ..Config::default()
+    };
+    // A member follows the normal rules: asked, and a wrong code is wrong.
+    let mut member = OnePrompt::says("000000");
+    assert_eq!(
+        world.run_full(
+            &pilot(&["pilot"]),
+            "198.51.100.4",
+            NOW,
+            &InGroups(Ok(vec!["users".into(), "pilot".into()])),
+            &mut member
+        ),
+        Outcome::WrongCode
+    );
+    assert_eq!(member.prompts.len(), 1);
+    // Outside the pilot: in without a prompt, and the reason names it.
+    let mut outside = OnePrompt::says("");
+    let outcome = world.run_full(
+        &pilot(&["pilot", "staff"]),
+        "198.51.100.4",
+        NOW,
+        &InGroups(Ok(vec!["users".into()])),
+        &mut outside,
+    );
+    assert_eq!(
+        outcome,
+        Outcome::Exempt {
+            reason: "outside the pilot: not a member of only_group pilot,staff".to_string()
+        }
+    );
+    assert!(outside.prompts.is_empty());
+    // A group the name service does not know: everyone is denied, unasked.
+    let mut typo = OnePrompt::says("");
+    let outcome = world.run_full(
+        &pilot(&["pilot", "typo-group"]),
+        "198.51.100.4",
+        NOW,
+        &InGroups(Ok(vec!["users".into()])),
+        &mut typo,
+    );
+    assert!(
+        matches!(&outcome, Outcome::ConfigError(why) if why.contains("typo-group")),
+        "{outcome:?}"
+    );
+    assert!(!outcome.is_success());
+    // Lookups that fail (the user's groups, or whether the group exists)
+    // keep the user in the pilot: asked.
+    for (groups, accounts) in [
+        (["pilot"], InGroups(Err("LDAP down".into()))),
+        (["nss-down-group"], InGroups(Ok(vec!["users".into()]))),
+    ] {
+        let mut conv = OnePrompt::says("000000");
+        let outcome = world.run_full(&pilot(&groups), "198.51.100.4", NOW, &accounts, &mut conv);
+        assert_eq!(outcome, Outcome::WrongCode, "{groups:?}");
+        assert_eq!(conv.prompts.len(), 1);
+    }
+}
+
+#[test]
 fn combined_mode_splits_password_and_code_and_always_hands_the_password_on() {
     let world = World::with_alice();
     let config = Config {
@@ -1087,11 +1193,7 @@ fn combined_mode_splits_password_and_code_and_always_hands_the_password_on() {
 }
 
 fn enrollee(right: bool) -> Enrollee {
-    Enrollee {
-        right,
-        shown: Vec::new(),
-        prompts: Vec::new(),
-    }
+    Enrollee::wrong_first(if right { 0 } else { usize::MAX })
 }
 
 #[test]
@@ -1371,4 +1473,69 @@ fn a_right_code_ends_the_back_off_but_keeps_the_users_failures() {
         ),
         Outcome::RateLimited(Lock::User { .. })
     ));
+}
+
+/// `messages=yes` (the default) tells the user what they can act on, and
+/// only that; `messages=no` tells nothing.
+#[test]
+fn the_user_is_told_what_they_can_act_on_and_nothing_else() {
+    let world = World::with_alice();
+    let told = |config: &Config, answer: &str| {
+        let mut conv = Scripted::says(answer);
+        let outcome = world.run_with(config, "alice", Some("203.0.113.7"), &mut conv);
+        (outcome, conv.infos)
+    };
+    let quiet = Config {
+        messages: false,
+        ..Config::default()
+    };
+    let code = code_at(NOW);
+    let (first, infos) = told(&Config::default(), &code);
+    assert!(matches!(first, Outcome::Accepted { .. }) && infos.is_empty());
+    // A right code used before: said so, and how to go on.
+    let (again, infos) = told(&Config::default(), &code);
+    assert!(matches!(again, Outcome::Reused { .. }));
+    assert_eq!(infos.len(), 1);
+    assert!(infos[0].contains("already used") && infos[0].contains("next code"));
+    let (_, infos) = told(&quiet, &code);
+    assert!(infos.is_empty(), "messages=no: {infos:?}");
+    // A wrong code says nothing beyond the denial.
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (outcome, infos) = told(&Config::default(), wrong);
+    assert_eq!(outcome, Outcome::WrongCode);
+    assert!(infos.is_empty(), "{infos:?}");
+    // A recovery code: how many are left.
+    let codes = recovery::generate().expect("codes");
+    let hashes: Vec<_> = codes.iter().map(|(_, h)| h.clone()).collect();
+    world
+        .store()
+        .replace_recovery("alice", &hashes)
+        .expect("store");
+    let (outcome, infos) = told(&Config::default(), codes[0].0.as_str());
+    assert_eq!(outcome, Outcome::RecoveryAccepted { remaining: 9 });
+    assert!(
+        infos[0].starts_with("Recovery code accepted: 9 left"),
+        "{infos:?}"
+    );
+    // A back-off: when to try again (rounded up to whole minutes).
+    assert_eq!(
+        user_message(
+            &Outcome::RateLimited(Lock::Source { until: 1_000 + 61 }),
+            1_000
+        )
+        .as_deref(),
+        Some("Too many wrong codes from this address: try again in 2 min.")
+    );
+    let ceiling =
+        user_message(&Outcome::RateLimited(Lock::User { until: 86_400 }), 0).expect("said");
+    assert!(ceiling.contains("1970-01-02 00:00:00 UTC"), "{ceiling}");
+    for silent in [
+        Outcome::WrongCode,
+        Outcome::MalformedAnswer,
+        Outcome::WrongRecoveryCode,
+        Outcome::UnknownUser,
+        Outcome::NotEnrolled { pending: false },
+    ] {
+        assert_eq!(user_message(&silent, 0), None, "{silent:?}");
+    }
 }

@@ -10,6 +10,7 @@ use super::{
     sql,
 };
 use crate::ratelimit::Limits;
+use crate::recovery::RecoveryHash;
 
 pub trait LoginStore {
     /// Whether a TOTP step claim is on disk when `claim_step` returns (if
@@ -64,8 +65,14 @@ pub trait LoginStore {
     ) -> Result<(), StoreError>;
 
     /// Enrolls the user's first token, confirmed by the code of `step`,
-    /// and closes the window; refused when the user has a token already.
-    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError>;
+    /// with these recovery codes, and closes the window; refused when the
+    /// user has a token already.
+    fn enroll_at_login(
+        &self,
+        token: &Token,
+        step: u64,
+        recovery: &[RecoveryHash],
+    ) -> Result<(), StoreError>;
 
     /// The user skips the code from `ip` until `until`.
     fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError>;
@@ -182,7 +189,12 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         })
     }
 
-    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
+    fn enroll_at_login(
+        &self,
+        token: &Token,
+        step: u64,
+        recovery: &[RecoveryHash],
+    ) -> Result<(), StoreError> {
         step_to_sql(step)?;
         let user = token.user.as_str();
         self.driver.durably(|| {
@@ -199,6 +211,9 @@ impl<D: Driver> LoginStore for SqlStore<D> {
                 let mut confirmed = token.clone();
                 confirmed.last_step = Some(step);
                 self.insert_token(&confirmed)?;
+                if !recovery.is_empty() {
+                    self.insert_recovery(user, recovery)?;
+                }
                 db.execute(sql::CLOSE_WINDOW, params![user])?;
                 Ok(())
             })
@@ -226,8 +241,13 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         self.write(Hold::Rows, |db| {
             db.execute(sql::DROP_EXPIRED_STAGED, params![now])?;
             match grant {
-                Grant::Enroll { token, step } => {
+                Grant::Enroll {
+                    token,
+                    step,
+                    recovery,
+                } => {
                     let secret = super::checked_secret(self.sealer.as_deref(), token)?;
+                    let recovery = super::encode_recovery(recovery);
                     db.execute(
                         sql::STAGE_ENROLL,
                         params![
@@ -242,6 +262,7 @@ impl<D: Driver> LoginStore for SqlStore<D> {
                             step_to_sql(token.params.period)?,
                             token.created,
                             step_to_sql(*step)?,
+                            recovery.as_str(),
                         ],
                     )?;
                 }
@@ -277,6 +298,7 @@ impl<D: Driver> LoginStore for SqlStore<D> {
             ip: row.opt_text(12)?,
             until: row.opt_int(13)?,
             token,
+            recovery: row.opt_text(15)?,
         }
         .grant(self.sealer.as_deref(), user, now)
     }
@@ -328,8 +350,13 @@ impl<T: LoginStore + ?Sized> LoginStore for Box<T> {
     ) -> Result<(), StoreError> {
         (**self).release_guess(user, rhost, clear, at)
     }
-    fn enroll_at_login(&self, token: &Token, step: u64) -> Result<(), StoreError> {
-        (**self).enroll_at_login(token, step)
+    fn enroll_at_login(
+        &self,
+        token: &Token,
+        step: u64,
+        recovery: &[RecoveryHash],
+    ) -> Result<(), StoreError> {
+        (**self).enroll_at_login(token, step, recovery)
     }
     fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError> {
         (**self).grant_grace(user, ip, until)

@@ -42,7 +42,7 @@ pub use sqlite::{SqliteDriver, SqliteStore};
 /// The schema version this build writes and understands, one sequence for
 /// both backends (SQLite keeps it in `user_version`, PostgreSQL in
 /// `pam_totp_meta`).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Seconds since the epoch (0 if the clock is before 1970), for row times
 /// the stores and totpctl stamp themselves.
@@ -91,6 +91,32 @@ pub struct StagedRow {
     pub ip: Option<String>,
     pub until: Option<i64>,
     pub token: Option<(TokenInfo, zeroize::Zeroizing<Vec<u8>>)>,
+    /// An enrollment's recovery codes (`encode_recovery`).
+    pub recovery: Option<String>,
+}
+
+/// Recovery code hashes as one staged column: a `lookup hash` line each
+/// (neither holds a space or a line break).
+pub fn encode_recovery(codes: &[RecoveryHash]) -> String {
+    codes
+        .iter()
+        .map(|c| format!("{} {}\n", c.lookup, c.phc))
+        .collect()
+}
+
+fn decode_recovery(user: &str, text: &str) -> Result<Vec<RecoveryHash>, StoreError> {
+    text.lines()
+        .map(|line| {
+            let (lookup, phc) = line.split_once(' ').ok_or_else(|| StoreError::InvalidRow {
+                user: user.to_string(),
+                reason: "staged recovery codes of an unknown shape".to_string(),
+            })?;
+            Ok(RecoveryHash {
+                lookup: lookup.to_string(),
+                phc: phc.to_string(),
+            })
+        })
+        .collect()
 }
 
 impl StagedRow {
@@ -117,7 +143,12 @@ impl StagedRow {
                 let secret = loaded_secret(sealer, user, &info.device, blob)?;
                 let mut token = Token::from_info(info, secret);
                 token.last_step = None;
-                Ok(Some(Grant::Enroll { token, step }))
+                let recovery = decode_recovery(user, self.recovery.as_deref().unwrap_or(""))?;
+                Ok(Some(Grant::Enroll {
+                    token,
+                    step,
+                    recovery,
+                }))
             }
             _ => Err(invalid("staged row of an unknown shape")),
         }
@@ -387,8 +418,13 @@ pub struct Enrollment {
 /// staged row behind that nobody can name and that expires by itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Grant {
-    /// A token enrolled at login, confirmed with the code of `step`.
-    Enroll { token: Token, step: u64 },
+    /// A token enrolled at login, confirmed with the code of `step`, and
+    /// the recovery codes shown with it (none when they could not be made).
+    Enroll {
+        token: Token,
+        step: u64,
+        recovery: Vec<RecoveryHash>,
+    },
     /// The user skips the code from `ip` until `until`.
     Grace { ip: String, until: i64 },
 }

@@ -130,6 +130,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     INSERT INTO guesses ("user", at)
         SELECT f."user", f.last FROM failures f, generate_series(1, LEAST(f.count, 10000));"#,
     ),
+    // 6 -> 7: the recovery codes shown with an enrollment at login.
+    (7, "ALTER TABLE staged ADD COLUMN recovery TEXT;"),
 ];
 
 /// The schema version this build writes and understands.

@@ -144,8 +144,8 @@ pub const DELETE_GRACE_OF_USER: &str = r#"DELETE FROM grace WHERE "user" = ?1"#;
 
 pub const DROP_EXPIRED_STAGED: &str = "DELETE FROM staged WHERE expires <= ?1";
 pub const STAGE_ENROLL: &str = r#"INSERT INTO staged (nonce, "user", expires, what, device, kind, secret,
-         algorithm, digits, period, created, step)
-     VALUES (?1, ?2, ?3, 'enroll', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"#;
+         algorithm, digits, period, created, step, recovery)
+     VALUES (?1, ?2, ?3, 'enroll', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"#;
 pub const STAGE_GRACE: &str = r#"INSERT INTO staged (nonce, "user", expires, what, ip, until)
      VALUES (?1, ?2, ?3, 'grace', ?4, ?5)"#;
 /// Takes a staged row: read and removed in one statement, so it is taken
@@ -153,7 +153,7 @@ pub const STAGE_GRACE: &str = r#"INSERT INTO staged (nonce, "user", expires, wha
 /// `created` as `confirmed`, the confirming step as `last_step`).
 pub const TAKE_STAGED: &str = r#"DELETE FROM staged WHERE nonce = ?1
      RETURNING CAST(0 AS BIGINT), "user", device, kind, algorithm, digits, period, created,
-               created, step, secret, what, ip, until, expires"#;
+               created, step, secret, what, ip, until, expires, recovery"#;
 
 #[cfg(test)]
 mod tests {

@@ -168,6 +168,9 @@ const MIGRATIONS: &[&str] = &[
     WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
     INSERT INTO guesses (user, at)
         SELECT f.user, f.last FROM failures f JOIN n ON n.i <= f.count;",
+    // 6 -> 7: the recovery codes shown with an enrollment at login, staged
+    // with it (`lookup hash` lines).
+    "ALTER TABLE staged ADD COLUMN recovery TEXT;",
 ];
 
 /// The schema version this build writes and understands.

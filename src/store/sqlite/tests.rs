@@ -227,11 +227,11 @@ fn enroll_windows_expire_and_close_on_enrollment() {
     assert_eq!(store.enroll_window("alice", 1000).expect("q"), None);
     let mut t = token("alice", DEFAULT_DEVICE);
     t.created = 999;
-    store.enroll_at_login(&t, 33).expect("enroll at login");
+    store.enroll_at_login(&t, 33, &[]).expect("enroll at login");
     assert_eq!(store.enroll_window("alice", 0).expect("q"), None);
     assert_eq!(store.tokens("alice").expect("q")[0].last_step, Some(33));
     assert!(matches!(
-        store.enroll_at_login(&t, 34),
+        store.enroll_at_login(&t, 34, &[]),
         Err(StoreError::AlreadyEnrolled { .. })
     ));
 }
