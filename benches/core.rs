@@ -9,7 +9,7 @@ use pam_totp::otp::{self, Algorithm, Params};
 use pam_totp::secret::Secret;
 use pam_totp::store::{EnrollMode, Enrollment, Kind, SqliteStore, Store, Token};
 
-#[path = "../tests/common/dirs.rs"]
+#[path = "../tests/it/common/dirs.rs"]
 mod dirs;
 
 fn verify(c: &mut Criterion) {

@@ -20,9 +20,7 @@
 //! - `totpctl migrate` of a SQLite store with users, devices, HOTP and
 //!   recovery codes: every user logs in afterwards.
 
-#![cfg(feature = "postgres")]
-
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! The login path through the real libpam (pam_wrapper + pamtester), with
 //! codes from oathtool.
 
-mod common;
+use crate::common;
 
 use common::{World, oathtool, pam_tools_present, tools_present, unix_now, wrong_code};
 

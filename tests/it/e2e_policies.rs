@@ -1,9 +1,9 @@
 //! The login policies through the real OpenSSH server and client: grace
 //! periods, one-prompt (combined) mode, exempt groups, and SSH key + code.
-//! Like tests/e2e_sshd.rs: throwaway local users, sshd with its own PAM
+//! Like e2e_sshd.rs: throwaway local users, sshd with its own PAM
 //! stack in a private mount namespace, codes from oathtool.
 
-mod common;
+use crate::common;
 
 use common::sshd::{Attempt, LocalGroup, LocalUser, Sshd, Stack, e2e_tools_present};
 use common::wrong_code;

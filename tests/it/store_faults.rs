@@ -2,7 +2,7 @@
 //! full file system, a read-only file system. Each must deny cleanly, keep
 //! the store intact, and never forget a step it acknowledged as used.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;

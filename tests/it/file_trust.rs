@@ -5,7 +5,7 @@
 //! even with the right code, and one log line names the file, what is wrong
 //! and the fix. Put right, the same code logs in (nothing was burned).
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! asserts what the decision relies on: the claim, recovery codes, the
 //! enrollment modes, the guess reservation, staged grants and deletion.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

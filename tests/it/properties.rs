@@ -4,7 +4,7 @@
 //! (cargo-fuzz needs a nightly compiler, which this machine does not have;
 //! `scripts/fuzz.sh` runs these with many more cases.)
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 

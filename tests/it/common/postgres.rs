@@ -5,8 +5,6 @@
 //! as a site would set it up for pam_totp. (Also compiled into the bench,
 //! benches/pam_bench.rs, for its PostgreSQL column.)
 
-#![allow(dead_code)]
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

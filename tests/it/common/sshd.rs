@@ -33,7 +33,9 @@ pub fn e2e_tools_present() -> bool {
 
 /// Holds an exclusive lock for the whole test: the end-to-end tests share
 /// /dev/log (a placeholder on machines without syslog) and the user database.
-pub struct Serial(File);
+pub struct Serial {
+    _lock: File,
+}
 
 impl Serial {
     pub fn acquire() -> Serial {
@@ -44,7 +46,7 @@ impl Serial {
         // lifetime of `Serial`; it has no memory effects.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0, "flock");
-        Serial(file)
+        Serial { _lock: file }
     }
 }
 
@@ -237,7 +239,6 @@ pub struct Sshd {
 }
 
 /// What one ssh connection ended with.
-#[derive(Debug)]
 pub struct Login {
     /// The remote command ran and printed its marker.
     pub success: bool,
@@ -245,6 +246,17 @@ pub struct Login {
     pub prompts: Vec<String>,
     pub stdout: String,
     pub stderr: String,
+}
+
+/// For the tests' failure messages: the client's output as it printed it.
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "success={} prompts={:?} stdout={:?}\nssh stderr:\n{}",
+            self.success, self.prompts, self.stdout, self.stderr
+        )
+    }
 }
 
 impl Login {

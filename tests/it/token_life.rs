@@ -3,7 +3,7 @@
 //! recovery codes, HOTP, reset, enrollment at login, and imports from files
 //! written by google-authenticator and pam_oath themselves.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};

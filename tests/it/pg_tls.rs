@@ -16,9 +16,7 @@
 //! The CA file is a fixture (tests/fixtures/fake-server-ca.pem, its key
 //! discarded): no handshake here gets as far as checking a certificate.
 
-#![cfg(feature = "postgres")]
-
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

@@ -2,8 +2,6 @@
 //! the code prompt (the module has opened the store and read the token by
 //! then); only when all are waiting are the answers written, all at once.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::process::{Child, ChildStderr, Stdio};
 use std::sync::{Arc, Barrier};

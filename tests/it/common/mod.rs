@@ -1,6 +1,5 @@
 //! Shared harness for the integration tests: the real libpam through
 //! pam_wrapper, pamtester as the application, oathtool as the oracle.
-#![allow(dead_code)]
 
 pub mod dirs;
 pub mod postgres;
@@ -12,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-#[allow(unused_imports)]
-pub use dirs::{private_tempdir, test_root, trusted_tempdir};
+pub use dirs::{private_tempdir, trusted_tempdir};
 
 pub const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
 pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -390,18 +388,6 @@ impl World {
             .open(self.passwd_file())
             .expect("passwd");
         writeln!(file, "{user}:x:{uid}:100::/nonexistent:/usr/sbin/nologin").expect("passwd");
-    }
-
-    /// Adds a group with these members to the World's group file.
-    pub fn add_group(&self, group: &str, members: &[&str]) {
-        let _guard = self.users_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let text = std::fs::read_to_string(self.group_file()).expect("group");
-        let gid = 20_000 + text.lines().count();
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.group_file())
-            .expect("group");
-        writeln!(file, "{group}:x:{gid}:{}", members.join(",")).expect("group");
     }
 
     fn ensure_user(&self, user: &str) {

@@ -2,7 +2,7 @@
 //! module arguments and config files, bad answers, bad rhosts, bad user
 //! names. Every row asserts the PAM result and the module's log line.
 
-mod common;
+use crate::common;
 
 use std::thread;
 
