@@ -6,9 +6,7 @@ use crate::common;
 
 use std::thread;
 
-use common::{World, oathtool, pam_tools_present};
-
-const KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+use common::{KEY, World, oathtool, pam_tools_present};
 
 enum Answer {
     Text(String),

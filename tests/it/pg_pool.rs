@@ -26,9 +26,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{World, oathtool, pam_tools_present, postgres_present, random_secret};
+use common::{RHOST, World, oathtool, pam_tools_present, postgres_present, random_secret};
 
-const RHOST: &str = "203.0.113.7";
 const SAME_CODE_TRIALS: usize = 10;
 const RACERS: usize = 64;
 

@@ -13,6 +13,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use dirs::{private_tempdir, trusted_tempdir};
 
+/// The client address of the logins (TEST-NET-3, RFC 5737): in no trusted
+/// network of any test.
+pub const RHOST: &str = "203.0.113.7";
+
+/// The RFC 4226/6238 test key (ASCII `12345678901234567890`), base32.
+pub const KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+
 pub const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
 pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 pub const STDBUF: &str = "/usr/libexec/coreutils/libstdbuf.so";
@@ -103,6 +110,14 @@ pub fn module_path() -> PathBuf {
                 dir.display()
             )
         })
+}
+
+/// Runs the totpctl under test with exactly `args` and waits for it.
+pub fn run_totpctl<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Output {
+    Command::new(totpctl_path())
+        .args(args)
+        .output()
+        .expect("run totpctl")
 }
 
 /// examples/pam_worker: one login through the real libpam without
@@ -520,11 +535,8 @@ impl World {
     }
 
     pub fn totpctl(&self, args: &[&str]) -> Output {
-        Command::new(totpctl_path())
-            .args(self.store_options())
-            .args(args)
-            .output()
-            .expect("run totpctl")
+        let store = self.store_options();
+        run_totpctl(store.iter().map(String::as_str).chain(args.iter().copied()))
     }
 
     /// Enrolls `user` with a fresh random key and returns the key.

@@ -50,7 +50,7 @@ pub fn race(world: &World, racers: &[Racer]) -> usize {
 /// the prompt.
 fn start_at_prompt(world: &World, service: &str, user: &str) -> (Child, ChildStderr) {
     for attempt in 1..=3 {
-        let mut cmd = world.pamtester_command(service, user, Some("203.0.113.7"));
+        let mut cmd = world.pamtester_command(service, user, Some(super::RHOST));
         cmd.env("PAM_WRAPPER_DEBUGLEVEL", "1");
         let mut child = cmd
             .stdin(Stdio::piped())

@@ -467,21 +467,14 @@ impl Sshd {
 
     /// Runs totpctl on this sshd's store.
     pub fn totpctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(super::totpctl_path())
-            .args(super::store_options(&self.db, &self.pg))
-            .args(args)
-            .output()
-            .expect("totpctl")
+        let store = super::store_options(&self.db, &self.pg);
+        super::run_totpctl(store.iter().map(String::as_str).chain(args.iter().copied()))
     }
 
     /// Enrolls `user` with a fresh random key; returns the key.
     pub fn enroll(&self, user: &str) -> String {
         let key = super::random_secret();
-        let out = Command::new(super::totpctl_path())
-            .args(super::store_options(&self.db, &self.pg))
-            .args(["enroll", user, "--secret", &key])
-            .output()
-            .expect("totpctl");
+        let out = self.totpctl(&["enroll", user, "--secret", &key]);
         assert!(
             out.status.success(),
             "enroll: {}",
