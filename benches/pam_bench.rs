@@ -170,7 +170,7 @@ impl Setup {
         let dir = root.join(module.name());
         std::fs::create_dir_all(&dir).expect("dir");
         let pg = (module == Module::OursPg).then(|| {
-            let cluster = pg_cluster::Cluster::start();
+            let cluster = pg_cluster::Cluster::start_on_loopback();
             let database = cluster.database();
             (cluster, database)
         });

@@ -36,9 +36,18 @@ fn tools() -> bool {
 }
 
 /// A pool: one database, node A and node B. (Service names are lower
-/// case: libpam lowercases the name before it looks for the file.)
+/// case: libpam lowercases the name before it looks for the file.) The
+/// nodes reach the database over its Unix socket.
 fn pool(extra: &str) -> World {
-    let world = World::with_postgres();
+    pool_in(World::with_postgres(), extra)
+}
+
+/// A pool whose database is reached over TCP on 127.0.0.1.
+fn pool_on_loopback(extra: &str) -> World {
+    pool_in(World::with_postgres_on_loopback(), extra)
+}
+
+fn pool_in(world: World, extra: &str) -> World {
     world.service("node_a", extra);
     world.service("node_b", &format!("{extra} trusted=192.0.2.0/24 window=1"));
     let out = world.totpctl(&["init"]);
@@ -423,7 +432,7 @@ fn tls_verify_full_checks_the_chain_and_the_host_name() {
     if !tools() || !common::tools_present(&["openssl"]) {
         return;
     }
-    let world = pool("");
+    let world = pool_on_loopback("");
     let key = world.enroll("tess");
     let (cluster, database) = world.pg.as_ref().expect("pg");
     let (ca, other_ca) = cluster.enable_tls();

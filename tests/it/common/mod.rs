@@ -310,18 +310,29 @@ impl std::fmt::Debug for Run {
 
 impl World {
     pub fn new() -> World {
-        World::in_dir(trusted_tempdir(), on_postgres())
+        World::in_dir(
+            trusted_tempdir(),
+            on_postgres().then_some(postgres::Cluster::start as fn() -> postgres::Cluster),
+        )
     }
 
     /// A world whose store is a SQLite file, whatever the run's backend.
     pub fn new_sqlite() -> World {
-        World::in_dir(trusted_tempdir(), false)
+        World::in_dir(trusted_tempdir(), None)
     }
 
     /// A world whose store is a PostgreSQL database of its own cluster,
     /// whatever the run's backend.
     pub fn with_postgres() -> World {
-        World::in_dir(trusted_tempdir(), true)
+        World::in_dir(trusted_tempdir(), Some(postgres::Cluster::start))
+    }
+
+    /// Like `with_postgres`, with the cluster also on 127.0.0.1 (for TLS).
+    pub fn with_postgres_on_loopback() -> World {
+        World::in_dir(
+            trusted_tempdir(),
+            Some(postgres::Cluster::start_on_loopback),
+        )
     }
 
     /// A world outside /tmp, for tests that give their processes a private
@@ -330,7 +341,9 @@ impl World {
         World::new()
     }
 
-    fn in_dir(dir: tempfile::TempDir, on_pg: bool) -> World {
+    /// A world in `dir`, its store a database of the cluster `start_pg`
+    /// starts, or a SQLite file.
+    fn in_dir(dir: tempfile::TempDir, start_pg: Option<fn() -> postgres::Cluster>) -> World {
         let db = dir.path().join("state").join("pam_totp.db");
         let services = dir.path().join("pam.d");
         std::fs::create_dir(&services).expect("mkdir");
@@ -339,16 +352,14 @@ impl World {
             "auth required pam_deny.so\naccount required pam_deny.so\n",
         )
         .expect("other");
-        let pg = if on_pg {
+        let pg = start_pg.map(|start| {
             if !on_postgres() {
                 assert!(postgres_present(), "needs the postgresql package");
             }
-            let cluster = postgres::Cluster::start();
+            let cluster = start();
             let database = cluster.database();
-            Some((cluster, database))
-        } else {
-            None
-        };
+            (cluster, database)
+        });
         std::fs::write(
             dir.path().join("passwd"),
             "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
