@@ -56,10 +56,11 @@ local all all scram-sha-256
 host all all 127.0.0.1/32 scram-sha-256
 ";
 
-/// A port for a loopback cluster: random, below Linux's ephemeral range
-/// (32768-60999), so that it is not the local end of some connection or a
-/// port another test's `bind(0)` holds; a taken one is retried.
-fn random_port() -> u16 {
+/// A port for a server on loopback (a cluster, sshd): random, below Linux's
+/// ephemeral range (32768-60999), so that it is not the local end of some
+/// connection or a port another test's `bind(0)` holds. The server binds it
+/// itself; the caller starts it again on another when it is taken.
+pub fn random_port() -> u16 {
     let mut bytes = [0u8; 2];
     getrandom::fill(&mut bytes).expect("random");
     20_000 + u16::from_le_bytes(bytes) % 12_000
