@@ -10,7 +10,7 @@ use pam_totp::secret::Secret;
 use pam_totp::store::LoginStore;
 use pam_totp::store::{EnrollMode, Enrollment, Kind, SqliteStore, Store, Token};
 
-#[path = "../tests/common/dirs.rs"]
+#[path = "../tests/it/common/dirs.rs"]
 mod dirs;
 
 fn verify(c: &mut Criterion) {

@@ -20,9 +20,11 @@ use libc::{c_char, c_int, c_uint};
 #[path = "support/pam_ffi.rs"]
 mod pam_ffi;
 
-#[path = "../tests/common/dirs.rs"]
+#[path = "../tests/it/common/dirs.rs"]
 mod dirs;
-#[path = "../tests/common/postgres.rs"]
+// The bench starts a cluster and makes a database; the tests use the rest.
+#[allow(dead_code)]
+#[path = "../tests/it/common/postgres.rs"]
 mod pg_cluster;
 
 use pam_ffi::*;
@@ -168,7 +170,7 @@ impl Setup {
         let dir = root.join(module.name());
         std::fs::create_dir_all(&dir).expect("dir");
         let pg = (module == Module::OursPg).then(|| {
-            let cluster = pg_cluster::Cluster::start();
+            let cluster = pg_cluster::Cluster::start_on_loopback();
             let database = cluster.database();
             (cluster, database)
         });

@@ -65,16 +65,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port free on both loopback addresses, below Linux's ephemeral range
-# (32768-60999): a port in that range can be the local end of some other
-# connection at the moment sshd binds it, which the probe cannot see.
-port_busy() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-PORT=22022
-while port_busy 127.0.0.1 $PORT || port_busy ::1 $PORT; do PORT=$((PORT + 1)); done
-
 mkdir -p /run/sshd "$T/pam.d"
 ssh-keygen -q -t ed25519 -N '' -f "$T/ssh_host_ed25519_key"
-sed -e "s|@PORT@|$PORT|" -e "s|@DIR@|$T|" "$FIXTURES/sshd_config.in" > "$T/sshd_config"
 cp "$MODULE" "$T/pam_totp.so"
 cat > "$T/pam.d/sshd" <<EOF
 auth     required pam_unix.so
@@ -95,10 +87,37 @@ ENROLLMENT=$("$TOTPCTL" --db "$T/pam_totp.db" enroll "$USER_NAME" --issuer "pam_
              --no-confirm 2>/dev/null)
 KEY=$(printf '%s\n' "$ENROLLMENT" | sed -n 's/^Key: //p' | tr -d ' ')
 
-"$FIXTURES/sshd-isolated" "$T/pam.d" - "$T/sshd_config" > "$T/sshd.log" 2>&1 &
-sshd_pid=$!
-for _ in $(seq 100); do port_busy 127.0.0.1 $PORT && break; sleep 0.05; done
-port_busy 127.0.0.1 $PORT || { cat "$T/sshd.log"; die "sshd did not start"; }
+# sshd binds its port itself on both loopback addresses, from 22022 up
+# (below Linux's ephemeral range, 32768-60999), and counts as started only
+# when its log says it listens on both: a port someone else holds makes it
+# say "Address already in use", and it is started again on the next one.
+# (A port probed free first could be taken before sshd binds it, and a
+# connect would then reach the other listener.)
+listening() {
+    grep -qsF "Server listening on 127.0.0.1 port $PORT." "$T/sshd.log" &&
+        grep -qsF "Server listening on ::1 port $PORT." "$T/sshd.log"
+}
+PORT=22022
+for _ in $(seq 20); do
+    sed -e "s|@PORT@|$PORT|" -e "s|@DIR@|$T|" "$FIXTURES/sshd_config.in" > "$T/sshd_config"
+    "$FIXTURES/sshd-isolated" "$T/pam.d" - "$T/sshd_config" > "$T/sshd.log" 2>&1 &
+    sshd_pid=$!
+    for _ in $(seq 200); do
+        if listening || grep -qs "Address already in use" "$T/sshd.log" ||
+            ! kill -0 "$sshd_pid" 2>/dev/null; then
+            break
+        fi
+        sleep 0.05
+    done
+    listening && break
+    kill "$sshd_pid" 2>/dev/null || true
+    wait "$sshd_pid" 2>/dev/null || true
+    sshd_pid=""
+    grep -qs "Address already in use" "$T/sshd.log" || { cat "$T/sshd.log"; die "sshd did not start"; }
+    echo "demo: port $PORT is taken, starting sshd on $((PORT + 1))"
+    PORT=$((PORT + 1))
+done
+[ -n "$sshd_pid" ] || die "sshd found no free loopback port from 22022 on"
 
 if $check; then
     say "logging in as $USER_NAME with ssh: password, then a code from oathtool"

@@ -4,10 +4,12 @@
 //! asserts what the decision relies on: the claim, recovery codes, the
 //! enrollment modes, the guess reservation, staged grants and deletion.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use common::KEY;
 
 use pam_totp::otp::Params;
 use pam_totp::ratelimit::{Limits, Lock};
@@ -18,7 +20,6 @@ use pam_totp::store::{
     Store, StoreError, StoreLocation, Token,
 };
 
-const KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const NOW: i64 = 1_700_000_000;
 
 /// Where a backend's store lives; `open` gives a new connection each time.

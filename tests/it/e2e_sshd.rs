@@ -3,7 +3,7 @@
 //! from oathtool. Each scenario asserts the client's outcome and the
 //! module's syslog line.
 
-mod common;
+use crate::common;
 
 use std::thread;
 

@@ -2,16 +2,16 @@
 //! full file system, a read-only file system. Each must deny cleanly, keep
 //! the store intact, and never forget a step it acknowledged as used.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{FAKETIME, World, oathtool, pam_tools_present, tools_present, utc_for_faketime};
-
-const KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+use common::{
+    FAKETIME, KEY, RHOST, World, oathtool, pam_tools_present, tools_present, utc_for_faketime,
+};
 
 fn sqlite(db: &Path, sql: &str) -> String {
     let out = Command::new("sqlite3")
@@ -91,7 +91,7 @@ fn sigkill_at_random_moments_keeps_the_store_whole_and_every_acknowledged_step()
     let base = (common::unix_now() / 30 - 10_000) * 30 + 10;
     let login = |i: u64, kill_after: Option<Duration>| {
         let at = base + 30 * i;
-        let mut cmd = world.pamtester_command("totp", "kim", Some("203.0.113.7"));
+        let mut cmd = world.pamtester_command("totp", "kim", Some(RHOST));
         cmd.env("LD_PRELOAD", common::preload(&[FAKETIME]))
             .env("FAKETIME", format!("@{}", utc_for_faketime(at)))
             .env("TZ", "UTC")
@@ -242,12 +242,12 @@ fn a_full_disk_denies_and_leaves_the_store_intact() {
         .stderr(Stdio::null())
         .status();
     let code = oathtool(KEY, None, &[]);
-    let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
+    let run = world.login("totp", "fran", Some(RHOST), &code);
     assert!(!run.success, "{run:?}");
     assert!(run.logged("denied: store unavailable"), "{run:?}");
     std::fs::remove_file(&filler).expect("free the disk");
     assert_eq!(sqlite(&world.db, "PRAGMA integrity_check"), "ok");
-    let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
+    let run = world.login("totp", "fran", Some(RHOST), &code);
     assert!(
         run.success,
         "the code was not burned by the failed login: {run:?}"
@@ -266,12 +266,12 @@ fn a_read_only_store_denies_and_stays_intact() {
     let world = world_on(&fs);
     fs.remount("ro");
     let code = oathtool(KEY, None, &[]);
-    let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
+    let run = world.login("totp", "fran", Some(RHOST), &code);
     assert!(!run.success, "{run:?}");
     assert!(run.logged("denied: store unavailable"), "{run:?}");
     fs.remount("rw");
     assert_eq!(sqlite(&world.db, "PRAGMA integrity_check"), "ok");
-    let run = world.login("totp", "fran", Some("203.0.113.7"), &code);
+    let run = world.login("totp", "fran", Some(RHOST), &code);
     assert!(run.success, "{run:?}");
 }
 
@@ -305,12 +305,12 @@ fn a_store_locked_beyond_the_busy_timeout_denies_without_burning() {
     stdin.flush().expect("flush");
     std::thread::sleep(Duration::from_millis(300));
     let code = oathtool(KEY, None, &[]);
-    let run = world.login("totp", "lee", Some("203.0.113.7"), &code);
+    let run = world.login("totp", "lee", Some(RHOST), &code);
     drop(stdin);
     let _ = holder.wait();
     assert!(!run.success, "{run:?}");
     assert!(run.logged("denied: store unavailable"), "{run:?}");
     assert!(run.logged("locked"), "{run:?}");
-    let run = world.login("totp", "lee", Some("203.0.113.7"), &code);
+    let run = world.login("totp", "lee", Some(RHOST), &code);
     assert!(run.success, "the code was not burned: {run:?}");
 }

@@ -16,21 +16,17 @@
 //! The CA file is a fixture (tests/fixtures/fake-server-ca.pem, its key
 //! discarded): no handshake here gets as far as checking a certificate.
 
-#![cfg(feature = "postgres")]
-
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{World, pam_tools_present};
+use common::{RHOST, World, pam_tools_present, run_totpctl};
 
-const RHOST: &str = "203.0.113.7";
 /// The 8-byte SSLRequest: length 8, code 80877103.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 /// Protocol 3.0, bytes 4..8 of every StartupMessage.
@@ -207,13 +203,6 @@ fn verify_full_url(port: u16, secrets: &Secrets) -> String {
     )
 }
 
-fn totpctl(args: &[&str]) -> Output {
-    Command::new(common::totpctl_path())
-        .args(args)
-        .output()
-        .expect("run totpctl")
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -285,7 +274,7 @@ fn verify_full_sends_nothing_in_clear_to_a_server_that_declines_tls() {
     }
 
     let pw = secrets.password_file.to_str().expect("path");
-    let list = totpctl(&["--db", &url, "--db-password-file", pw, "list"]);
+    let list = run_totpctl(["--db", &url, "--db-password-file", pw, "list"]);
     let list_err = String::from_utf8_lossy(&list.stderr);
     assert!(!list.status.success(), "{list:?}");
     assert!(named(&list_err), "totpctl list: {list_err}");
@@ -294,7 +283,7 @@ fn verify_full_sends_nothing_in_clear_to_a_server_that_declines_tls() {
     // migrate: a SQLite store with one user, into the fake "database".
     let source = World::new_sqlite();
     source.enroll("alice");
-    let migrate = totpctl(&[
+    let migrate = run_totpctl([
         "--db-password-file",
         pw,
         "migrate",
@@ -343,7 +332,7 @@ fn verify_full_denies_when_the_tls_handshake_breaks() {
                 .any(|l| l.contains("SYSLOG(") && named(l)),
             "{answer:?}: one named line: {run:?}"
         );
-        let list = totpctl(&["--db", &url, "--db-password-file", pw, "list"]);
+        let list = run_totpctl(["--db", &url, "--db-password-file", pw, "list"]);
         let list_err = String::from_utf8_lossy(&list.stderr);
         assert!(!list.status.success(), "{answer:?}: {list:?}");
         assert!(named(&list_err), "{answer:?}: totpctl list: {list_err}");
@@ -373,7 +362,7 @@ fn a_password_in_the_url_is_refused_and_never_repeated_even_percent_encoded() {
         assert!(run.logged("carries a password"), "{url}: {run:?}");
         assert!(!run.stderr.contains(SECRET), "{url}: {run:?}");
         assert!(!run.stdout.contains(SECRET), "{url}: {run:?}");
-        let out = totpctl(&["--db", url, "list"]);
+        let out = run_totpctl(["--db", url, "list"]);
         let said = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -383,7 +372,7 @@ fn a_password_in_the_url_is_refused_and_never_repeated_even_percent_encoded() {
         assert!(said.contains("password"), "{url}: {said}");
         assert!(!said.contains(SECRET), "{url}: {said}");
         let source = world.db.to_str().expect("path");
-        let out = totpctl(&["migrate", "--from", source, "--to", url]);
+        let out = run_totpctl(["migrate", "--from", source, "--to", url]);
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && said.contains("password"), "{said}");
         assert!(!said.contains(SECRET), "{url}: {said}");

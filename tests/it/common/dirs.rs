@@ -1,6 +1,5 @@
 //! Directories for test files the module must trust (shared by the tests
 //! and the benches).
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 

@@ -1,12 +1,11 @@
 //! The login path through the real libpam (pam_wrapper + pamtester), with
 //! codes from oathtool.
 
-mod common;
+use crate::common;
 
-use common::{World, oathtool, pam_tools_present, tools_present, unix_now, wrong_code};
+use common::{RHOST, World, oathtool, pam_tools_present, tools_present, unix_now, wrong_code};
 
 const PROMPT: &str = "Verification code: ";
-const RHOST: &str = "203.0.113.7";
 
 #[test]
 fn right_code_once_then_refused_as_reused() {

@@ -5,15 +5,14 @@
 //! even with the right code, and one log line names the file, what is wrong
 //! and the fix. Put right, the same code logs in (nothing was burned).
 
-mod common;
+use crate::common;
 
+use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use common::{World, oathtool, pam_tools_present};
-
-const RHOST: &str = "203.0.113.7";
+use common::{RHOST, World, oathtool, pam_tools_present};
 
 fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
@@ -244,12 +243,8 @@ fn a_password_file_others_can_read_is_refused() {
 }
 
 fn totpctl(db: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(common::totpctl_path())
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .expect("totpctl")
+    let db_option = [OsStr::new("--db"), db.as_os_str()];
+    common::run_totpctl(db_option.into_iter().chain(args.iter().map(OsStr::new)))
 }
 
 #[test]

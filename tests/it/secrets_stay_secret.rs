@@ -3,7 +3,7 @@
 //! `debug` on and pam_wrapper at full verbosity, then everything printed
 //! is searched for them.
 
-mod common;
+use crate::common;
 
 use common::{World, oathtool, pam_tools_present, wrong_code};
 

@@ -1,6 +1,5 @@
 //! Shared harness for the integration tests: the real libpam through
 //! pam_wrapper, pamtester as the application, oathtool as the oracle.
-#![allow(dead_code)]
 
 pub mod dirs;
 pub mod postgres;
@@ -12,8 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-#[allow(unused_imports)]
-pub use dirs::{private_tempdir, test_root, trusted_tempdir};
+pub use dirs::{private_tempdir, trusted_tempdir};
+
+/// The client address of the logins (TEST-NET-3, RFC 5737): in no trusted
+/// network of any test.
+pub const RHOST: &str = "203.0.113.7";
+
+/// The RFC 4226/6238 test key (ASCII `12345678901234567890`), base32.
+pub const KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
 pub const PAM_WRAPPER: &str = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so";
 pub const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -105,6 +110,14 @@ pub fn module_path() -> PathBuf {
                 dir.display()
             )
         })
+}
+
+/// Runs the totpctl under test with exactly `args` and waits for it.
+pub fn run_totpctl<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Output {
+    Command::new(totpctl_path())
+        .args(args)
+        .output()
+        .expect("run totpctl")
 }
 
 /// examples/pam_worker: one login through the real libpam without
@@ -297,18 +310,29 @@ impl std::fmt::Debug for Run {
 
 impl World {
     pub fn new() -> World {
-        World::in_dir(trusted_tempdir(), on_postgres())
+        World::in_dir(
+            trusted_tempdir(),
+            on_postgres().then_some(postgres::Cluster::start as fn() -> postgres::Cluster),
+        )
     }
 
     /// A world whose store is a SQLite file, whatever the run's backend.
     pub fn new_sqlite() -> World {
-        World::in_dir(trusted_tempdir(), false)
+        World::in_dir(trusted_tempdir(), None)
     }
 
     /// A world whose store is a PostgreSQL database of its own cluster,
     /// whatever the run's backend.
     pub fn with_postgres() -> World {
-        World::in_dir(trusted_tempdir(), true)
+        World::in_dir(trusted_tempdir(), Some(postgres::Cluster::start))
+    }
+
+    /// Like `with_postgres`, with the cluster also on 127.0.0.1 (for TLS).
+    pub fn with_postgres_on_loopback() -> World {
+        World::in_dir(
+            trusted_tempdir(),
+            Some(postgres::Cluster::start_on_loopback),
+        )
     }
 
     /// A world outside /tmp, for tests that give their processes a private
@@ -317,7 +341,9 @@ impl World {
         World::new()
     }
 
-    fn in_dir(dir: tempfile::TempDir, on_pg: bool) -> World {
+    /// A world in `dir`, its store a database of the cluster `start_pg`
+    /// starts, or a SQLite file.
+    fn in_dir(dir: tempfile::TempDir, start_pg: Option<fn() -> postgres::Cluster>) -> World {
         let db = dir.path().join("state").join("pam_totp.db");
         let services = dir.path().join("pam.d");
         std::fs::create_dir(&services).expect("mkdir");
@@ -326,16 +352,14 @@ impl World {
             "auth required pam_deny.so\naccount required pam_deny.so\n",
         )
         .expect("other");
-        let pg = if on_pg {
+        let pg = start_pg.map(|start| {
             if !on_postgres() {
                 assert!(postgres_present(), "needs the postgresql package");
             }
-            let cluster = postgres::Cluster::start();
+            let cluster = start();
             let database = cluster.database();
-            Some((cluster, database))
-        } else {
-            None
-        };
+            (cluster, database)
+        });
         std::fs::write(
             dir.path().join("passwd"),
             "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
@@ -390,18 +414,6 @@ impl World {
             .open(self.passwd_file())
             .expect("passwd");
         writeln!(file, "{user}:x:{uid}:100::/nonexistent:/usr/sbin/nologin").expect("passwd");
-    }
-
-    /// Adds a group with these members to the World's group file.
-    pub fn add_group(&self, group: &str, members: &[&str]) {
-        let _guard = self.users_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let text = std::fs::read_to_string(self.group_file()).expect("group");
-        let gid = 20_000 + text.lines().count();
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(self.group_file())
-            .expect("group");
-        writeln!(file, "{group}:x:{gid}:{}", members.join(",")).expect("group");
     }
 
     fn ensure_user(&self, user: &str) {
@@ -534,11 +546,8 @@ impl World {
     }
 
     pub fn totpctl(&self, args: &[&str]) -> Output {
-        Command::new(totpctl_path())
-            .args(self.store_options())
-            .args(args)
-            .output()
-            .expect("run totpctl")
+        let store = self.store_options();
+        run_totpctl(store.iter().map(String::as_str).chain(args.iter().copied()))
     }
 
     /// Enrolls `user` with a fresh random key and returns the key.

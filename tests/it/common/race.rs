@@ -2,8 +2,6 @@
 //! the code prompt (the module has opened the store and read the token by
 //! then); only when all are waiting are the answers written, all at once.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::process::{Child, ChildStderr, Stdio};
 use std::sync::{Arc, Barrier};
@@ -52,7 +50,7 @@ pub fn race(world: &World, racers: &[Racer]) -> usize {
 /// the prompt.
 fn start_at_prompt(world: &World, service: &str, user: &str) -> (Child, ChildStderr) {
     for attempt in 1..=3 {
-        let mut cmd = world.pamtester_command(service, user, Some("203.0.113.7"));
+        let mut cmd = world.pamtester_command(service, user, Some(super::RHOST));
         cmd.env("PAM_WRAPPER_DEBUGLEVEL", "1");
         let mut child = cmd
             .stdin(Stdio::piped())

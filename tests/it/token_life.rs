@@ -3,7 +3,7 @@
 //! recovery codes, HOTP, reset, enrollment at login, and imports from files
 //! written by google-authenticator and pam_oath themselves.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -11,11 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    World, oathtool, oathtool_hotp, pam_tools_present, tools_present, unix_now, wrong_code,
+    RHOST, World, oathtool, oathtool_hotp, pam_tools_present, tools_present, unix_now, wrong_code,
 };
 use serde_json::Value;
-
-const RHOST: &str = "203.0.113.7";
 
 fn json(out: &std::process::Output) -> Value {
     assert!(

@@ -2,13 +2,11 @@
 //! module arguments and config files, bad answers, bad rhosts, bad user
 //! names. Every row asserts the PAM result and the module's log line.
 
-mod common;
+use crate::common;
 
 use std::thread;
 
-use common::{World, oathtool, pam_tools_present};
-
-const KEY: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+use common::{KEY, World, oathtool, pam_tools_present};
 
 enum Answer {
     Text(String),

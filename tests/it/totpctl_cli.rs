@@ -1,6 +1,6 @@
 //! totpctl as an administrator uses it: output, errors and exit codes.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

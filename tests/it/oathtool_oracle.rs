@@ -1,7 +1,7 @@
 //! Our OTP core against oathtool, an independent implementation, for a few
 //! hundred random keys, times and parameter sets.
 
-mod common;
+use crate::common;
 
 use common::{oathtool, random_secret, tools_present};
 use pam_totp::otp::{Algorithm, Params, format_code, totp_at};

@@ -1,22 +1,15 @@
 //! The login policies through the real OpenSSH server and client: grace
 //! periods, one-prompt (combined) mode, exempt groups, and SSH key + code.
-//! Like tests/e2e_sshd.rs: throwaway local users, sshd with its own PAM
+//! Like e2e_sshd.rs: throwaway local users, sshd with its own PAM
 //! stack in a private mount namespace, codes from oathtool.
 
-mod common;
+use crate::common;
 
 use common::sshd::{Attempt, LocalGroup, LocalUser, Sshd, Stack, e2e_tools_present};
 use common::wrong_code;
 
 fn report(policy: &str, result: &str) {
     println!("{policy}: {result}");
-}
-
-fn code_prompts(prompts: &[String]) -> usize {
-    prompts
-        .iter()
-        .filter(|p| p.contains("Verification code"))
-        .count()
 }
 
 #[test]
@@ -30,7 +23,7 @@ fn grace_skips_the_code_from_the_same_source_until_forgotten() {
 
     let first = sshd.login(&Attempt::in_person(&gina, &key));
     assert!(first.success, "{first:?}");
-    assert_eq!(code_prompts(&first.prompts), 1, "{first:?}");
+    assert_eq!(first.code_prompts(), 1, "{first:?}");
 
     // Same source, within the hour: the password alone.
     let again = sshd.login(&Attempt {
@@ -38,7 +31,7 @@ fn grace_skips_the_code_from_the_same_source_until_forgotten() {
         ..Attempt::new(&gina.name)
     });
     assert!(again.success, "{again:?}");
-    assert_eq!(code_prompts(&again.prompts), 0, "{again:?}");
+    assert_eq!(again.code_prompts(), 0, "{again:?}");
     sshd.expect_log(&["accepted without code: grace from 127.0.0.1"]);
 
     // Another source address: the code is asked.
@@ -50,7 +43,7 @@ fn grace_skips_the_code_from_the_same_source_until_forgotten() {
         ..Attempt::new(&gina.name)
     });
     assert!(!other.success, "{other:?}");
-    assert_eq!(code_prompts(&other.prompts), 1, "{other:?}");
+    assert_eq!(other.code_prompts(), 1, "{other:?}");
 
     // After `totpctl forget`, the first source is asked again.
     let out = sshd.totpctl(&["forget", &gina.name]);
@@ -62,7 +55,7 @@ fn grace_skips_the_code_from_the_same_source_until_forgotten() {
         ..Attempt::new(&gina.name)
     });
     assert!(!forgotten.success, "{forgotten:?}");
-    assert_eq!(code_prompts(&forgotten.prompts), 1, "{forgotten:?}");
+    assert_eq!(forgotten.code_prompts(), 1, "{forgotten:?}");
     report(
         "grace=1h",
         "second login from 127.0.0.1 without a code; from 127.0.0.2 asked; after forget asked again",
@@ -169,7 +162,7 @@ fn members_of_an_exempt_group_log_in_without_a_code_and_are_logged() {
         ..Attempt::new(&svc.name)
     });
     assert!(login.success, "{login:?}");
-    assert_eq!(code_prompts(&login.prompts), 0, "{login:?}");
+    assert_eq!(login.code_prompts(), 0, "{login:?}");
     sshd.expect_log(&["accepted without code: exempt", &group.name]);
 
     // A user outside the group is asked as usual.
@@ -180,7 +173,7 @@ fn members_of_an_exempt_group_log_in_without_a_code_and_are_logged() {
         ..Attempt::new(&other.name)
     });
     assert!(!asked.success, "{asked:?}");
-    assert_eq!(code_prompts(&asked.prompts), 1, "{asked:?}");
+    assert_eq!(asked.code_prompts(), 1, "{asked:?}");
     report(
         "exempt_group",
         "member in with the password alone (logged as exempt); non-member asked for a code",
@@ -223,7 +216,7 @@ fn an_ssh_key_alone_is_refused_and_key_plus_code_gets_in() {
         both.prompts.iter().all(|p| !p.contains("assword")),
         "{both:?}"
     );
-    assert_eq!(code_prompts(&both.prompts), 1, "{both:?}");
+    assert_eq!(both.code_prompts(), 1, "{both:?}");
     report(
         "key + code",
         "key alone refused; code alone refused; key then code in, no password asked",

@@ -3,7 +3,6 @@
 //! OpenSSH client answering prompts through an SSH_ASKPASS helper.
 
 use std::fs::{self, File};
-use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -33,7 +32,9 @@ pub fn e2e_tools_present() -> bool {
 
 /// Holds an exclusive lock for the whole test: the end-to-end tests share
 /// /dev/log (a placeholder on machines without syslog) and the user database.
-pub struct Serial(File);
+pub struct Serial {
+    _lock: File,
+}
 
 impl Serial {
     pub fn acquire() -> Serial {
@@ -44,7 +45,7 @@ impl Serial {
         // lifetime of `Serial`; it has no memory effects.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
         assert_eq!(rc, 0, "flock");
-        Serial(file)
+        Serial { _lock: file }
     }
 }
 
@@ -237,7 +238,6 @@ pub struct Sshd {
 }
 
 /// What one ssh connection ended with.
-#[derive(Debug)]
 pub struct Login {
     /// The remote command ran and printed its marker.
     pub success: bool,
@@ -245,6 +245,17 @@ pub struct Login {
     pub prompts: Vec<String>,
     pub stdout: String,
     pub stderr: String,
+}
+
+/// For the tests' failure messages: the client's output as it printed it.
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "success={} prompts={:?} stdout={:?}\nssh stderr:\n{}",
+            self.success, self.prompts, self.stdout, self.stderr
+        )
+    }
 }
 
 impl Login {
@@ -304,15 +315,57 @@ impl<'a> Attempt<'a> {
     }
 }
 
-fn free_port() -> u16 {
-    // Free on both loopback families; sshd binds both.
-    loop {
-        let v4 = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = v4.local_addr().expect("addr").port();
-        if TcpListener::bind(("::1", port)).is_ok() {
-            return port;
+/// Starts sshd (through sshd-isolated) on a port it binds itself, on both
+/// 127.0.0.1 and ::1, and returns it once its log says it listens on both.
+/// The port is random, below Linux's ephemeral range; when sshd says it is
+/// taken, sshd is stopped and started again on another (nothing probes a
+/// port free and hands it over later: another process could take it in
+/// between, and the test would then talk to that).
+fn listen(dir: &Path, pam: &Path, log_socket: &Path) -> (Child, u16) {
+    let template = fs::read_to_string(dir.join("sshd_config.in")).expect("sshd_config.in");
+    for attempt in 1..=20 {
+        let port = super::postgres::random_port();
+        fs::write(
+            dir.join("sshd_config"),
+            template.replace("@PORT@", &port.to_string()),
+        )
+        .expect("sshd_config");
+        let log_path = dir.join("sshd.log");
+        let mut child = Command::new(Path::new(FIXTURES).join("sshd-isolated"))
+            .arg(pam)
+            .arg(log_socket)
+            .arg(dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log_path).expect("sshd.log"))
+            .spawn()
+            .expect("start sshd");
+        let listening = [
+            format!("Server listening on 127.0.0.1 port {port}."),
+            format!("Server listening on ::1 port {port}."),
+        ];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = fs::read_to_string(&log_path).unwrap_or_default();
+            if log.contains("Address already in use") {
+                let _ = child.kill();
+                let _ = child.wait();
+                eprintln!("port {port} taken (attempt {attempt}), starting sshd on another");
+                break;
+            }
+            if listening.iter().all(|line| log.contains(line.as_str())) {
+                return (child, port);
+            }
+            let exited = child.try_wait().expect("sshd status").is_some();
+            if exited || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sshd did not start:\n{log}");
+            }
+            thread::sleep(Duration::from_millis(20));
         }
     }
+    panic!("no free loopback port for sshd in 20 tries");
 }
 
 /// The PAM auth stack and sshd methods a test runs with.
@@ -340,13 +393,10 @@ impl Sshd {
         // The store is trusted only under root-owned directories.
         let dir = super::trusted_tempdir();
         let path = dir.path();
-        let port = free_port();
-
         new_key_pair(&path.join("ssh_host_ed25519_key"));
 
         let config = fs::read_to_string(Path::new(FIXTURES).join("sshd_config.in"))
             .expect("template")
-            .replace("@PORT@", &port.to_string())
             .replace("@DIR@", &path.display().to_string());
         let config = if stack == Stack::KeyThenCode {
             config
@@ -358,7 +408,8 @@ impl Sshd {
         } else {
             config
         };
-        fs::write(path.join("sshd_config"), config).expect("sshd_config");
+        // The port is filled in for each start (see `listen`).
+        fs::write(path.join("sshd_config.in"), config).expect("sshd_config");
 
         // Installed-name copy, so log lines read `pam_totp(sshd:auth)`.
         let module = match std::env::var("PAM_TOTP_MODULE") {
@@ -413,16 +464,8 @@ impl Sshd {
         let log_socket = path.join("log.sock");
         let log = LogSink::bind(&log_socket);
 
-        let child = Command::new(Path::new(FIXTURES).join("sshd-isolated"))
-            .arg(&pam)
-            .arg(&log_socket)
-            .arg(path.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(path.join("sshd.log")).expect("sshd.log"))
-            .spawn()
-            .expect("start sshd");
-        let sshd = Sshd {
+        let (child, port) = listen(path, &pam, &log_socket);
+        Sshd {
             dir,
             port,
             db,
@@ -431,22 +474,7 @@ impl Sshd {
             log,
             _placeholder: placeholder,
             _serial: serial,
-        };
-        sshd.wait_listening();
-        sshd
-    }
-
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && TcpStream::connect(("::1", self.port)).is_ok()
-            {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
         }
-        panic!("sshd did not start:\n{}", self.sshd_log());
     }
 
     pub fn sshd_log(&self) -> String {
@@ -455,21 +483,14 @@ impl Sshd {
 
     /// Runs totpctl on this sshd's store.
     pub fn totpctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(super::totpctl_path())
-            .args(super::store_options(&self.db, &self.pg))
-            .args(args)
-            .output()
-            .expect("totpctl")
+        let store = super::store_options(&self.db, &self.pg);
+        super::run_totpctl(store.iter().map(String::as_str).chain(args.iter().copied()))
     }
 
     /// Enrolls `user` with a fresh random key; returns the key.
     pub fn enroll(&self, user: &str) -> String {
         let key = super::random_secret();
-        let out = Command::new(super::totpctl_path())
-            .args(super::store_options(&self.db, &self.pg))
-            .args(["enroll", user, "--secret", &key])
-            .output()
-            .expect("totpctl");
+        let out = self.totpctl(&["enroll", user, "--secret", &key]);
         assert!(
             out.status.success(),
             "enroll: {}",

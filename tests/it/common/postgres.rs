@@ -1,11 +1,15 @@
-//! A private PostgreSQL cluster on loopback for one test: initdb into a
-//! temporary directory (as the `postgres` user, which the server package
-//! creates), a free port, password (SCRAM) authentication for TCP, and a
-//! database per store with its own role and a root-only password file,
-//! as a site would set it up for pam_totp. (Also compiled into the bench,
+//! A private PostgreSQL cluster for one test: initdb into a temporary
+//! directory (as the `postgres` user, which the server package creates),
+//! password (SCRAM) authentication for every role but the superuser, and a
+//! database per store with its own role and a root-only password file, as a
+//! site would set it up for pam_totp. (Also compiled into the bench,
 //! benches/pam_bench.rs, for its PostgreSQL column.)
-
-#![allow(dead_code)]
+//!
+//! The server listens where the test owns the address. `Cluster::start`:
+//! only on a Unix socket in the cluster's private directory, no TCP at all.
+//! `Cluster::start_on_loopback` (TLS needs TCP; the bench measures it): also
+//! on 127.0.0.1, on a port the server binds itself, tried again on another
+//! port when it is taken (never probed free and handed over later).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -32,7 +36,34 @@ pub struct Cluster {
     /// Root's alone: the password files the module reads.
     secrets: tempfile::TempDir,
     bin: PathBuf,
+    /// The socket's name (`.s.PGSQL.<port>` in `dir`) and, when `loopback`,
+    /// the TCP port on 127.0.0.1 the server holds.
     pub port: u16,
+    /// Also listening on 127.0.0.1 (`start_on_loopback`).
+    loopback: bool,
+}
+
+/// The port of a socket-only cluster: only the socket's file name, in a
+/// directory of its own, so every cluster can use it.
+const SOCKET_ONLY_PORT: u16 = 5432;
+
+/// Who connects how: the superuser (`psql` run as postgres) over the socket
+/// by peer identity, every other role (the stores') with its password, over
+/// the socket or loopback.
+const PG_HBA: &str = "\
+local all postgres peer
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+";
+
+/// A port for a server on loopback (a cluster, sshd): random, below Linux's
+/// ephemeral range (32768-60999), so that it is not the local end of some
+/// connection or a port another test's `bind(0)` holds. The server binds it
+/// itself; the caller starts it again on another when it is taken.
+pub fn random_port() -> u16 {
+    let mut bytes = [0u8; 2];
+    getrandom::fill(&mut bytes).expect("random");
+    20_000 + u16::from_le_bytes(bytes) % 12_000
 }
 
 /// One database for one store: its URL (no password in it) and the file
@@ -42,13 +73,6 @@ pub struct Database {
     pub name: String,
     pub url: String,
     pub password_file: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn as_postgres(program: &Path) -> Command {
@@ -68,7 +92,40 @@ fn check(what: &str, out: Output) -> Output {
 }
 
 impl Cluster {
+    /// A cluster on a Unix socket in its private directory only.
     pub fn start() -> Cluster {
+        let cluster = Cluster::init(false);
+        cluster.start_server();
+        cluster
+    }
+
+    /// A cluster also listening on 127.0.0.1: the server binds a random
+    /// port itself; when that port is taken it fails to start and is
+    /// started again on another one.
+    pub fn start_on_loopback() -> Cluster {
+        let mut cluster = Cluster::init(true);
+        for attempt in 1..=20 {
+            cluster.port = random_port();
+            let logged_before = cluster.server_log().len();
+            match cluster.try_start_server() {
+                Ok(()) => return cluster,
+                Err(failure) => {
+                    let log = cluster.server_log();
+                    let new_lines = log.get(logged_before..).unwrap_or(&log);
+                    if !new_lines.contains("Address already in use") {
+                        panic!("pg_ctl start: {failure}\nserver log:\n{new_lines}");
+                    }
+                    eprintln!(
+                        "port {} taken (attempt {attempt}), starting on another",
+                        cluster.port
+                    );
+                }
+            }
+        }
+        panic!("no free loopback port for PostgreSQL in 20 tries");
+    }
+
+    fn init(loopback: bool) -> Cluster {
         let bin = bin_dir().expect("postgresql server binaries");
         let dir = tempfile::Builder::new()
             .prefix("pam_totp_pg")
@@ -105,39 +162,56 @@ impl Cluster {
                 .output()
                 .expect("initdb"),
         );
-        let cluster = Cluster {
+        fs::write(data.join("pg_hba.conf"), PG_HBA).expect("pg_hba.conf");
+        Cluster {
             dir,
             secrets,
             bin,
-            port: free_port(),
-        };
-        cluster.start_server();
-        cluster
+            port: SOCKET_ONLY_PORT,
+            loopback,
+        }
     }
 
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    /// Starts the server and waits until it accepts connections.
+    /// Starts the server (again) where it listened before and waits until
+    /// it accepts connections.
     pub fn start_server(&self) {
+        if let Err(failure) = self.try_start_server() {
+            panic!(
+                "pg_ctl start: {failure}\nserver log:\n{}",
+                self.server_log()
+            );
+        }
+    }
+
+    fn try_start_server(&self) -> Result<(), String> {
+        let listen = if self.loopback { "127.0.0.1" } else { "''" };
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=300 -c fsync=on \
+            "-c listen_addresses={listen} -p {} -k {} -c max_connections=300 -c fsync=on \
              -c log_connections=on",
             self.port,
             self.dir.path().display()
         );
-        check(
-            "pg_ctl start",
-            as_postgres(&self.bin.join("pg_ctl"))
-                .arg("-D")
-                .arg(self.data())
-                .arg("-l")
-                .arg(self.dir.path().join("server.log"))
-                .args(["-o", &options, "-w", "-t", "30", "start"])
-                .output()
-                .expect("pg_ctl"),
-        );
+        let out = as_postgres(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-o", &options, "-w", "-t", "30", "start"])
+            .output()
+            .expect("pg_ctl");
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// Stops the server at once (as a crash or an admin would).
@@ -207,11 +281,20 @@ impl Cluster {
         let password_file = self.secrets.path().join(format!("{name}.pw"));
         fs::write(&password_file, format!("{password}\n")).expect("pw file");
         fs::set_permissions(&password_file, fs::Permissions::from_mode(0o600)).expect("chmod");
-        Database {
-            url: format!(
+        let url = if self.loopback {
+            format!(
                 "postgresql://{name}@127.0.0.1:{}/{name}?sslmode=disable",
                 self.port
-            ),
+            )
+        } else {
+            format!(
+                "postgresql://{name}@/{name}?host={}&port={}&sslmode=disable",
+                self.dir.path().display(),
+                self.port
+            )
+        };
+        Database {
+            url,
             name,
             password_file,
         }
@@ -221,6 +304,7 @@ impl Cluster {
     /// signed by a new CA; returns the CA file (root's, for the module) and
     /// a second, unrelated CA that signed nothing here.
     pub fn enable_tls(&self) -> (PathBuf, PathBuf) {
+        assert!(self.loopback, "TLS needs TCP: Cluster::start_on_loopback");
         let ssl = |args: &[&str]| {
             check(
                 "openssl",

@@ -3,10 +3,10 @@
 //!
 //! Every process is started and left waiting at the code prompt, then all
 //! answers are released at once (`common::race`), so the claims really do
-//! race. Both races live in this one test binary and run one
-//! after the other: pam_wrapper has about 62 state slots in /tmp.
+//! race. Both races live in this one test and run one after the other:
+//! pam_wrapper has about 62 state slots in /tmp.
 
-mod common;
+use crate::common;
 
 use common::race::{Racer, race};
 use common::{World, oathtool, pam_tools_present};

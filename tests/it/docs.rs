@@ -5,7 +5,7 @@
 //! (hand-written and generated from totpctl's clap definitions) renders
 //! without a groff warning; the completion scripts parse.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -20,17 +20,14 @@
 //! - `totpctl migrate` of a SQLite store with users, devices, HOTP and
 //!   recovery codes: every user logs in afterwards.
 
-#![cfg(feature = "postgres")]
-
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{World, oathtool, pam_tools_present, postgres_present, random_secret};
+use common::{RHOST, World, oathtool, pam_tools_present, postgres_present, random_secret};
 
-const RHOST: &str = "203.0.113.7";
 const SAME_CODE_TRIALS: usize = 10;
 const RACERS: usize = 64;
 
@@ -39,9 +36,18 @@ fn tools() -> bool {
 }
 
 /// A pool: one database, node A and node B. (Service names are lower
-/// case: libpam lowercases the name before it looks for the file.)
+/// case: libpam lowercases the name before it looks for the file.) The
+/// nodes reach the database over its Unix socket.
 fn pool(extra: &str) -> World {
-    let world = World::with_postgres();
+    pool_in(World::with_postgres(), extra)
+}
+
+/// A pool whose database is reached over TCP on 127.0.0.1.
+fn pool_on_loopback(extra: &str) -> World {
+    pool_in(World::with_postgres_on_loopback(), extra)
+}
+
+fn pool_in(world: World, extra: &str) -> World {
     world.service("node_a", extra);
     world.service("node_b", &format!("{extra} trusted=192.0.2.0/24 window=1"));
     let out = world.totpctl(&["init"]);
@@ -426,7 +432,7 @@ fn tls_verify_full_checks_the_chain_and_the_host_name() {
     if !tools() || !common::tools_present(&["openssl"]) {
         return;
     }
-    let world = pool("");
+    let world = pool_on_loopback("");
     let key = world.enroll("tess");
     let (cluster, database) = world.pg.as_ref().expect("pg");
     let (ca, other_ca) = cluster.enable_tls();
