@@ -18,7 +18,7 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install --locked cargo-deb
 fi
 
-cargo build --release --quiet --lib --bin totpctl
+cargo build --release --quiet --workspace   # libpam_totp.so and totpctl (its own crate)
 out=target/package
 rm -rf "$out"
 mkdir -p "$out/man" "$out/completions"

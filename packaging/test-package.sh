@@ -68,7 +68,7 @@ echo "$(ls /usr/share/man/man8/totpctl*.8.gz | wc -l) totpctl pages, pam_totp(8)
 step "totpctl init, then the end-to-end suite against the installed module"
 /usr/sbin/totpctl init
 PAM_TOTP_MODULE=pam_totp.so PAM_TOTP_TOTPCTL=/usr/sbin/totpctl \
-    cargo nextest run --release -E 'test(/^e2e_sshd::/)' --no-fail-fast
+    cargo nextest run --release --workspace -E 'test(/^e2e_sshd::/)' --no-fail-fast
 
 step "dpkg --purge (a store exists: it stays, nothing else does)"
 DEBIAN_FRONTEND=noninteractive dpkg --purge pam-totp </dev/null

@@ -37,7 +37,7 @@ command -v cargo >/dev/null || die "cargo not found: install Rust 1.89 or newer 
 ensure_debian_packages libpam0g-dev oathtool openssh-server openssh-client
 
 say "building pam_totp (release)"
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 MODULE=$ROOT/target/release/libpam_totp.so
 TOTPCTL=$ROOT/target/release/totpctl
 

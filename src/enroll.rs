@@ -1,9 +1,10 @@
 //! What a user scans: the otpauth:// URI, and the QR code that carries it,
-//! rendered for a terminal (UTF-8 half blocks) or as a PNG. Shared by
-//! `totpctl enroll` and enrollment at login.
+//! rendered for a terminal (UTF-8 half blocks). Shared by `totpctl enroll`
+//! and enrollment at login. The PNG (`totpctl enroll --qr-png`) is drawn
+//! by totpctl from [`qr_code`], so the module does not link a PNG encoder.
 
 use qrcode::render::unicode::Dense1x2;
-use qrcode::{Color, EcLevel, QrCode};
+use qrcode::{EcLevel, QrCode};
 use zeroize::Zeroizing;
 
 use crate::otp::Params;
@@ -53,11 +54,10 @@ fn percent_encode(text: &str) -> String {
 pub enum QrError {
     #[error("the URI does not fit in a QR code: {0}")]
     Encode(String),
-    #[error("writing the PNG failed: {0}")]
-    Png(String),
 }
 
-fn code(uri: &str) -> Result<QrCode, QrError> {
+/// The QR code for `uri`, error correction level M.
+pub fn qr_code(uri: &str) -> Result<QrCode, QrError> {
     QrCode::with_error_correction_level(uri.as_bytes(), EcLevel::M)
         .map_err(|e| QrError::Encode(e.to_string()))
 }
@@ -73,51 +73,13 @@ pub fn qr_terminal(uri: &str, invert: bool) -> Result<Zeroizing<String>, QrError
         (Dense1x2::Light, Dense1x2::Dark)
     };
     Ok(Zeroizing::new(
-        code(uri)?
+        qr_code(uri)?
             .render::<Dense1x2>()
             .dark_color(dark)
             .light_color(light)
             .quiet_zone(true)
             .build(),
     ))
-}
-
-/// Pixels per module and quiet-zone modules of the PNG.
-const PNG_SCALE: usize = 8;
-const PNG_QUIET: usize = 4;
-
-/// The QR code as a grayscale PNG: black modules on white, 8 px per module,
-/// a 4-module quiet zone.
-pub fn qr_png(uri: &str) -> Result<Zeroizing<Vec<u8>>, QrError> {
-    let qr = code(uri)?;
-    let width = qr.width();
-    let colors = qr.to_colors();
-    let side = (width + 2 * PNG_QUIET) * PNG_SCALE;
-    let mut pixels = Zeroizing::new(vec![255u8; side * side]);
-    for (i, color) in colors.iter().enumerate() {
-        if *color != Color::Dark {
-            continue;
-        }
-        let (mx, my) = (i % width + PNG_QUIET, i / width + PNG_QUIET);
-        for y in my * PNG_SCALE..(my + 1) * PNG_SCALE {
-            let row = y * side;
-            pixels[row + mx * PNG_SCALE..row + (mx + 1) * PNG_SCALE].fill(0);
-        }
-    }
-    let mut out = Zeroizing::new(Vec::new());
-    {
-        let side = u32::try_from(side).map_err(|e| QrError::Png(e.to_string()))?;
-        let mut encoder = png::Encoder::new(&mut *out, side, side);
-        encoder.set_color(png::ColorType::Grayscale);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder
-            .write_header()
-            .map_err(|e| QrError::Png(e.to_string()))?;
-        writer
-            .write_image_data(&pixels)
-            .map_err(|e| QrError::Png(e.to_string()))?;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -167,11 +129,5 @@ mod tests {
                 .chars()
                 .all(|c| c == ' ')
         );
-    }
-
-    #[test]
-    fn png_has_the_png_signature() {
-        let png = qr_png("otpauth://totp/x:y?secret=AAAA").expect("png");
-        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     }
 }

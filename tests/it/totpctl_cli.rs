@@ -48,7 +48,7 @@ const SUDO_VARIABLES: [&str; 4] = ["SUDO_USER", "SUDO_UID", "SUDO_GID", "SUDO_CO
 /// totpctl as root runs it: none of sudo's variables, even when the test
 /// run itself was started through sudo.
 fn totpctl() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_totpctl"));
+    let mut command = Command::new(common::built_totpctl());
     for variable in SUDO_VARIABLES {
         command.env_remove(variable);
     }

@@ -74,24 +74,47 @@ pub fn pam_tools_present() -> bool {
     tools_present(&["pamtester", "oathtool", PAM_WRAPPER, NSS_WRAPPER])
 }
 
+/// The target profile directory the running test binary was built into
+/// (`target/<profile>/`: the test binary is `target/<profile>/deps/NAME-HASH`).
+/// The workspace builds the module, totpctl and the examples there too.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the running test binary");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps/", exe.display()))
+}
+
+/// The totpctl the workspace built (crate `totpctl/`), in the same profile
+/// directory as the running test. Integration tests cannot name another
+/// package's binary (`CARGO_BIN_EXE_*` is per package), so it is found here.
+pub fn built_totpctl() -> PathBuf {
+    let path = profile_dir().join("totpctl");
+    assert!(
+        path.exists(),
+        "{} missing: totpctl is its own crate in the workspace; \
+         run `cargo build --release --workspace` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// The totpctl under test: `PAM_TOTP_TOTPCTL` if set (an installed one,
-/// e.g. /usr/sbin/totpctl), otherwise the one cargo built.
+/// e.g. /usr/sbin/totpctl), otherwise the one the workspace built.
 pub fn totpctl_path() -> PathBuf {
     std::env::var_os("PAM_TOTP_TOTPCTL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_totpctl")))
+        .unwrap_or_else(built_totpctl)
 }
 
 /// The module under test: `PAM_TOTP_MODULE` if set (an installed module),
-/// otherwise the newest `libpam_totp.so` cargo built next to totpctl.
+/// otherwise the newest `libpam_totp.so` cargo built in the test's profile
+/// directory.
 pub fn module_path() -> PathBuf {
     if let Ok(path) = std::env::var("PAM_TOTP_MODULE") {
         return PathBuf::from(path);
     }
-    let dir = Path::new(env!("CARGO_BIN_EXE_totpctl"))
-        .parent()
-        .expect("target dir")
-        .to_path_buf();
+    let dir = profile_dir();
     let candidates = [
         dir.join("libpam_totp.so"),
         dir.join("deps").join("libpam_totp.so"),
@@ -106,7 +129,7 @@ pub fn module_path() -> PathBuf {
         .map(|(_, p)| p)
         .unwrap_or_else(|| {
             panic!(
-                "libpam_totp.so not found next to {}: run `cargo build --release` first",
+                "libpam_totp.so not found in {}: run `cargo build --release --workspace` first",
                 dir.display()
             )
         })
@@ -123,14 +146,10 @@ pub fn run_totpctl<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>)
 /// examples/pam_worker: one login through the real libpam without
 /// pam_wrapper (see its documentation).
 pub fn pam_worker_path() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_totpctl"))
-        .parent()
-        .expect("target dir")
-        .join("examples")
-        .join("pam_worker");
+    let path = profile_dir().join("examples").join("pam_worker");
     assert!(
         path.exists(),
-        "{} missing: run `cargo build --release --all-targets` first",
+        "{} missing: run `cargo build --release --workspace --all-targets` first",
         path.display()
     );
     path

@@ -5,6 +5,7 @@ mod cli;
 mod docs;
 mod enrolling;
 mod importing;
+mod qr_png;
 mod report;
 mod sealing;
 mod sudo;

@@ -8,12 +8,13 @@ use zeroize::Zeroizing;
 
 use crate::audit::Audit;
 use crate::cli::TokenArgs;
+use crate::qr_png::qr_png;
 use crate::report::describe_params;
 use crate::sudo::OutputFile;
 use crate::{check_user, unix_now};
 use pam_totp::auth::match_token;
 use pam_totp::config::{DEFAULT_HOTP_WINDOW, DEFAULT_WINDOW};
-use pam_totp::enroll::{otpauth_uri, qr_png, qr_terminal};
+use pam_totp::enroll::{otpauth_uri, qr_terminal};
 use pam_totp::otp::Params;
 use pam_totp::recovery::{self, RecoveryCode};
 use pam_totp::secret::Secret;
