@@ -181,6 +181,53 @@ fn members_of_an_exempt_group_log_in_without_a_code_and_are_logged() {
 }
 
 #[test]
+fn only_group_asks_the_pilot_and_a_group_nobody_knows_denies_everyone() {
+    if !e2e_tools_present() {
+        return;
+    }
+    let pilot_user = LocalUser::create("p");
+    let outsider = LocalUser::create("q");
+    let pilot = LocalGroup::create(&[&pilot_user]);
+    let sshd = Sshd::start(&format!("only_group={}", pilot.name));
+    let key = sshd.enroll(&pilot_user.name);
+
+    // Outside the pilot: the password alone, no code prompt, logged.
+    let outside = sshd.login(&Attempt {
+        passwords: vec![outsider.password.clone()],
+        ..Attempt::new(&outsider.name)
+    });
+    assert!(outside.success, "{outside:?}");
+    assert_eq!(outside.code_prompts(), 0, "{outside:?}");
+    sshd.expect_log(&[
+        "accepted without code: exempt (outside the pilot",
+        &pilot.name,
+    ]);
+    // A member is asked, and a wrong code is refused.
+    let member = sshd.login(&Attempt {
+        passwords: vec![pilot_user.password.clone()],
+        codes: vec![wrong_code(&key)],
+        key: Some(&key),
+        ..Attempt::new(&pilot_user.name)
+    });
+    assert!(!member.success, "{member:?}");
+    assert_eq!(member.code_prompts(), 1, "{member:?}");
+    drop(sshd);
+
+    // A typo in the group name: nobody gets in, and the log says why.
+    let typo = Sshd::start("only_group=no-such-pilot-group");
+    let denied = typo.login(&Attempt {
+        passwords: vec![outsider.password.clone()],
+        ..Attempt::new(&outsider.name)
+    });
+    assert!(!denied.success, "{denied:?}");
+    typo.expect_log(&["knows no group", "no-such-pilot-group"]);
+    report(
+        "only_group",
+        "outsider in with the password alone (logged as outside the pilot); member asked; an unknown group denies everyone",
+    );
+}
+
+#[test]
 fn an_ssh_key_alone_is_refused_and_key_plus_code_gets_in() {
     if !e2e_tools_present() {
         return;

@@ -62,9 +62,15 @@ fn s2_same_code_on_a_second_connection_is_refused() {
     assert!(!second.success, "{second:?}");
     assert_eq!(second.code_prompts(), 1, "{second:?}");
     sshd.expect_log(&["denied: code already used", &alice.name]);
+    // The user is told why, through sshd to the client (messages=yes).
+    assert!(
+        second.stderr.contains("This code was already used"),
+        "{second:?}"
+    );
+    assert!(!first.stderr.contains("already used"), "{first:?}");
     report(
         "2 same code on a second connection",
-        "first in, second refused",
+        "first in, second refused and told the code was already used",
     );
 }
 

@@ -560,7 +560,9 @@ impl Sshd {
                 "-o",
                 "UserKnownHostsFile=/dev/null",
                 "-o",
-                "LogLevel=ERROR",
+                // INFO: the client prints what the server's PAM conversation
+                // shows (keyboard-interactive instructions) to stderr.
+                "LogLevel=INFO",
                 "-o",
                 if attempt.identity.is_some() {
                     "PreferredAuthentications=publickey,keyboard-interactive"
