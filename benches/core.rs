@@ -39,6 +39,7 @@ fn store_with_token(db: &std::path::Path) -> i64 {
         created: 0,
         confirmed: Some(0),
         last_step: None,
+        life: Default::default(),
     };
     store
         .enroll(
@@ -63,7 +64,7 @@ fn claim(c: &mut Criterion) {
     c.bench_function("claim_step TOTP (login, synchronous=NORMAL)", |b| {
         b.iter(|| {
             step += 1;
-            store.claim_step(id, Kind::Totp, step).expect("claim")
+            store.claim_step(id, Kind::Totp, step, 0).expect("claim")
         })
     });
     drop(store);
@@ -72,7 +73,7 @@ fn claim(c: &mut Criterion) {
     c.bench_function("claim_step synced (synchronous=FULL)", |b| {
         b.iter(|| {
             step += 1;
-            store.claim_step(id, Kind::Totp, step).expect("claim")
+            store.claim_step(id, Kind::Totp, step, 0).expect("claim")
         })
     });
     drop(store);
@@ -83,7 +84,7 @@ fn claim(c: &mut Criterion) {
             step += 1;
             let store = SqliteStore::open_for_login(&db).expect("open");
             store.tokens("bench").expect("tokens");
-            store.claim_step(id, Kind::Totp, step).expect("claim")
+            store.claim_step(id, Kind::Totp, step, 0).expect("claim")
         })
     });
 }

@@ -92,6 +92,9 @@ pub enum Outcome {
     },
     /// No active token and `unenrolled=allow`: this module steps aside.
     NotEnrolledIgnored,
+    /// Every confirmed token of the user is stopped ("disabled" or
+    /// "expired"): prompted anyway, then denied, whatever `unenrolled=`.
+    NoUsableToken(&'static str),
     /// Right shape, wrong code.
     WrongCode,
     /// Shaped like a recovery code, but not an unused one of this user.
@@ -443,8 +446,15 @@ impl Login<'_> {
         let store = open_store(self.config).map_err(store_error)?;
         let tokens = store.tokens(&self.user).map_err(store_error)?;
         self.without_code(&store, &tokens, trusted_ip, conversation)?;
-        let active: Vec<&Token> = tokens.iter().filter(|t| t.is_active()).collect();
-        if active.is_empty() && self.config.unenrolled == Unenrolled::Allow {
+        let now = self.now()? as i64;
+        let active: Vec<&Token> = tokens.iter().filter(|t| t.usable_at(now)).collect();
+        // Tokens an administrator stopped (disabled, expired) keep the user
+        // enrolled: never `unenrolled=allow`'s way around the code.
+        let stopped = tokens
+            .iter()
+            .filter(|t| t.is_active())
+            .find_map(|t| t.life.stopped_at(now));
+        if active.is_empty() && stopped.is_none() && self.config.unenrolled == Unenrolled::Allow {
             return Ok(Outcome::NotEnrolledIgnored);
         }
         let grace_ip = self.grace_ip();
@@ -456,6 +466,9 @@ impl Login<'_> {
         let candidates = self.answer(&active, conversation)?;
         if active.is_empty() {
             dummy_check(self.config, &candidates);
+            if let Some(why) = stopped {
+                return Ok(Outcome::NoUsableToken(why));
+            }
             return Ok(Outcome::NotEnrolled {
                 pending: !tokens.is_empty(),
             });
@@ -724,6 +737,7 @@ impl Login<'_> {
             created: now as i64,
             confirmed: Some(now as i64),
             last_step: None,
+            life: Default::default(),
         };
         // A mistyped code is asked again with the same key: the phone
         // already holds it, and a new key would leave a dead entry there.
@@ -1166,7 +1180,7 @@ fn claim<S: LoginStore>(
             Err(e) => return Outcome::ClockError(e),
         }
     }
-    match store.claim_step(token.id, token.kind, step) {
+    match store.claim_step(token.id, token.kind, step, now as i64) {
         Ok(Claim::Claimed) => Outcome::Accepted {
             device: token.device.clone(),
             kind: token.kind,

@@ -333,6 +333,23 @@ fn expected(key: &str) -> &'static str {
     }
 }
 
+/// The one rule for a user, group or device name that the module and
+/// totpctl accept: 1 to 256 bytes, no whitespace, no control character, no
+/// `/` (names become file names: `totpctl enroll --qr-dir`), not `.` or
+/// `..`. The name service decides which names exist.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 256 {
+        return Err("a name must be 1 to 256 bytes long".to_string());
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{name:?} contains spaces or control characters"));
+    }
+    if name.contains('/') || name == "." || name == ".." {
+        return Err(format!("{name:?} is not a name (a / or a dot directory)"));
+    }
+    Ok(())
+}
+
 /// One `key[=value]` setting before validation.
 struct Setting {
     key: String,
@@ -596,11 +613,7 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
         "exempt_user" | "exempt_group" | "only_group" => {
             let value = required_value(setting)?;
             let names: Vec<String> = value.split(',').map(|n| n.trim().to_string()).collect();
-            if let Some(bad_name) = names.iter().find(|n| {
-                n.is_empty()
-                    || n.len() > 256
-                    || n.chars().any(|c| c.is_whitespace() || c.is_control())
-            }) {
+            if let Some(bad_name) = names.iter().find(|n| check_name(n).is_err()) {
                 return Err(bad(
                     setting,
                     value,

@@ -104,9 +104,99 @@ pub fn utc(unix: i64) -> String {
     )
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (days-from-civil,
+/// the inverse of `utc`'s calendar).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A time a person typed, in UTC: `YYYY-MM-DD HH:MM` (or with `T`), or
+/// `YYYY-MM-DD` alone, which means the end of that day (the next day's
+/// 00:00). `None` for anything else, including impossible dates.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (date, time) = match text.split_once([' ', 'T']) {
+        Some((date, time)) => (date, Some(time.trim_end_matches(" UTC"))),
+        None => (text, None),
+    };
+    let mut parts = date.splitn(3, '-');
+    let number = |part: Option<&str>, len: usize| {
+        part.filter(|p| p.len() == len && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<i64>().ok())
+    };
+    let (year, month, day) = (
+        number(parts.next(), 4)?,
+        number(parts.next(), 2)?,
+        number(parts.next(), 2)?,
+    );
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days_in_month = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month[(month - 1) as usize] {
+        return None;
+    }
+    let midnight = days_from_civil(year, month, day) * 86_400;
+    match time {
+        None => Some(midnight + 86_400),
+        Some(time) => {
+            let (hours, minutes) = time.split_once(':')?;
+            let (hours, minutes) = (number(Some(hours), 2)?, number(Some(minutes), 2)?);
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            Some(midnight + hours * 3600 + minutes * 60)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_times_are_read_as_utc_and_round_trip() {
+        assert_eq!(parse_utc("1970-01-01 00:00"), Some(0));
+        assert_eq!(parse_utc("1970-01-01"), Some(86_400), "the end of the day");
+        assert_eq!(parse_utc("2026-12-01T14:03"), Some(1_796_133_780));
+        assert_eq!(utc(1_796_133_780), "2026-12-01 14:03:00");
+        assert_eq!(parse_utc("2028-02-29 12:00"), Some(1_835_438_400));
+        for t in [0, 951_782_400, 1_796_133_780, 4_102_444_800] {
+            let shown = utc(t);
+            assert_eq!(parse_utc(&shown[..16]), Some(t - t % 60), "{shown}");
+        }
+        for bad in [
+            "",
+            "2026-13-01",
+            "2026-02-29",
+            "2026-1-01",
+            "2026-12-01 24:00",
+            "2026-12-01 10:60",
+            "tomorrow",
+            "2026-12-01 10",
+            "+2026-12-01",
+            "2026-12-01 10:00:00",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn forged_lines_and_quotes_are_neutralised() {

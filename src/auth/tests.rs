@@ -136,6 +136,7 @@ impl World {
             created: 0,
             confirmed: active.then_some(0),
             last_step: None,
+            life: Default::default(),
         };
         self.store()
             .enroll(
@@ -897,7 +898,7 @@ fn hotp_counters_and_recovery_codes_are_not_fenced_and_leave_the_login_store_laz
     let store = SqliteStore::open_for_login(&world.db).expect("open");
     assert_eq!(store.synchronous().expect("pragma"), "NORMAL");
     store
-        .claim_step(store.tokens("hank").expect("t")[0].id, Kind::Hotp, 7)
+        .claim_step(store.tokens("hank").expect("t")[0].id, Kind::Hotp, 7, 0)
         .expect("claim");
     assert_eq!(store.synchronous().expect("pragma"), "NORMAL");
     assert_eq!(world.store().synchronous().expect("pragma"), "FULL");

@@ -478,6 +478,13 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
                 "denied: user is not enrolled (unenrolled=deny)".to_string()
             },
         ),
+        Outcome::NoUsableToken(why) => (
+            PAM_AUTH_ERR,
+            LOG_NOTICE,
+            format!(
+                "denied: every token of the user is {why} (totpctl show; `totpctl enable` or a new enrollment)"
+            ),
+        ),
         Outcome::NotEnrolledIgnored => (
             PAM_IGNORE,
             LOG_INFO,

@@ -21,8 +21,23 @@ pub trait Store: LoginStore {
 
     /// Confirms pending token `id` with the step of its first code, which
     /// is thereby used. `AlreadyUsed` if it is not pending or the step is
-    /// not newer than one used before.
+    /// not newer than one used before. A pending replacement retires the
+    /// user's other tokens and takes its device name, in the same
+    /// transaction.
     fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError>;
+
+    /// Disables (`Some(time)`) or enables (`None`) the user's tokens, or
+    /// one device; returns how many changed.
+    fn set_disabled(
+        &self,
+        user: &str,
+        device: Option<&str>,
+        at: Option<i64>,
+    ) -> Result<usize, StoreError>;
+
+    /// Removes the pending tokens made before `before`, and the recovery
+    /// codes of users it leaves without a token; returns (user, device).
+    fn prune_pending(&self, before: i64) -> Result<Vec<(String, String)>, StoreError>;
 
     /// Removes everything about a user; returns how many tokens went.
     fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
@@ -77,6 +92,10 @@ impl<D: Driver> Store for SqlStore<D> {
                     EnrollMode::ReplaceUser => {
                         self.delete_user_rows(user)?;
                     }
+                    EnrollMode::Replacement => {
+                        db.execute(sql::DELETE_PENDING_REPLACEMENT, params![user])?;
+                        db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
+                    }
                 }
                 self.insert_token(&e.token)?;
                 if let Some(codes) = &e.recovery {
@@ -89,9 +108,53 @@ impl<D: Driver> Store for SqlStore<D> {
 
     fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError> {
         let step = step_to_sql(step)?;
-        Ok(claim(
-            self.driver.execute(sql::CONFIRM, params![id, at, step])?,
-        ))
+        self.write(Hold::Rows, |db| {
+            let confirmed = claim(db.execute(sql::CONFIRM, params![id, at, step])?);
+            if confirmed != Claim::Claimed {
+                return Ok(confirmed);
+            }
+            let Some(row) = db.query(sql::REPLACES, params![id])?.into_iter().next() else {
+                return Ok(confirmed);
+            };
+            if let Some(device) = row.opt_text(1)? {
+                let user = row.text(0)?;
+                db.execute(sql::DELETE_OTHER_TOKENS, params![&user, id])?;
+                db.execute(sql::TAKE_DEVICE_NAME, params![id, &device])?;
+                db.execute(sql::DELETE_GRACE_OF_USER, params![&user])?;
+            }
+            Ok(confirmed)
+        })
+    }
+
+    fn set_disabled(
+        &self,
+        user: &str,
+        device: Option<&str>,
+        at: Option<i64>,
+    ) -> Result<usize, StoreError> {
+        let rows = match device {
+            Some(device) => self
+                .driver
+                .execute(sql::SET_DISABLED_DEVICE, params![user, device, at])?,
+            None => self
+                .driver
+                .execute(sql::SET_DISABLED_USER, params![user, at])?,
+        };
+        Ok(changed(rows))
+    }
+
+    fn prune_pending(&self, before: i64) -> Result<Vec<(String, String)>, StoreError> {
+        self.write(Hold::Rows, |db| {
+            let removed = db
+                .query(sql::PRUNE_PENDING, params![before])?
+                .iter()
+                .map(|row| Ok((row.text(0)?, row.text(1)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            for (user, _) in &removed {
+                db.execute(sql::DELETE_ORPHAN_RECOVERY, params![user])?;
+            }
+            Ok(removed)
+        })
     }
 
     fn delete_user(&self, user: &str) -> Result<usize, StoreError> {

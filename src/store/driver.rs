@@ -21,7 +21,15 @@ pub enum Param<'a> {
     /// An integer column that may be NULL.
     OptInt(Option<i64>),
     Text(&'a str),
+    /// A text column that may be NULL.
+    OptText(Option<&'a str>),
     Blob(&'a [u8]),
+}
+
+impl<'a> From<Option<&'a str>> for Param<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Param::OptText(v)
+    }
 }
 
 impl From<i64> for Param<'_> {

@@ -25,7 +25,8 @@ pub trait LoginStore {
     /// used by active token `id`, if it is newer than anything used before.
     /// This single conditional write is the whole replay protection.
     /// HOTP counters never expire, so their claims are on disk on return.
-    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError>;
+    /// A disabled token, or one expired at `now`, claims nothing.
+    fn claim_step(&self, id: i64, kind: Kind, step: u64, now: i64) -> Result<Claim, StoreError>;
 
     /// The user's unused recovery codes filed under `lookup`.
     fn recovery_candidates(
@@ -106,9 +107,9 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         self.tokens_from(rows)
     }
 
-    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError> {
+    fn claim_step(&self, id: i64, kind: Kind, step: u64, now: i64) -> Result<Claim, StoreError> {
         let step = step_to_sql(step)?;
-        let update = || self.driver.execute(sql::CLAIM_STEP, params![id, step]);
+        let update = || self.driver.execute(sql::CLAIM_STEP, params![id, step, now]);
         Ok(claim(match kind {
             Kind::Totp => update()?,
             Kind::Hotp => self.driver.durably(update)?,
@@ -283,22 +284,25 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         else {
             return Ok(None);
         };
-        let what = row.text(11)?;
+        // After the token's columns and its key: what, ip, until, expires,
+        // recovery (`sql::TAKE_STAGED`).
+        let at = super::shared::KEY_COLUMN;
+        let what = row.text(at + 1)?;
         let token = match what.as_str() {
             "enroll" => {
                 let info = super::shared::token_info(&row)?;
-                Some((info, row.take_blob(10)?))
+                Some((info, row.take_blob(at)?))
             }
             _ => None,
         };
         StagedRow {
             owner: row.text(1)?,
-            expires: row.int(14)?,
+            expires: row.int(at + 4)?,
             what,
-            ip: row.opt_text(12)?,
-            until: row.opt_int(13)?,
+            ip: row.opt_text(at + 2)?,
+            until: row.opt_int(at + 3)?,
             token,
-            recovery: row.opt_text(15)?,
+            recovery: row.opt_text(at + 5)?,
         }
         .grant(self.sealer.as_deref(), user, now)
     }
@@ -313,8 +317,8 @@ impl<T: LoginStore + ?Sized> LoginStore for Box<T> {
     fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
         (**self).tokens(user)
     }
-    fn claim_step(&self, id: i64, kind: Kind, step: u64) -> Result<Claim, StoreError> {
-        (**self).claim_step(id, kind, step)
+    fn claim_step(&self, id: i64, kind: Kind, step: u64, now: i64) -> Result<Claim, StoreError> {
+        (**self).claim_step(id, kind, step, now)
     }
     fn recovery_candidates(
         &self,

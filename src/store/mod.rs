@@ -42,7 +42,7 @@ pub use sqlite::{SqliteDriver, SqliteStore};
 /// The schema version this build writes and understands, one sequence for
 /// both backends (SQLite keeps it in `user_version`, PostgreSQL in
 /// `pam_totp_meta`).
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Seconds since the epoch (0 if the clock is before 1970), for row times
 /// the stores and totpctl stamp themselves.
@@ -334,11 +334,45 @@ pub struct Token {
     pub confirmed: Option<i64>,
     /// TOTP: the highest step ever accepted. HOTP: the highest counter used.
     pub last_step: Option<u64>,
+    /// Disabled, expiring, replacing: what an administrator set.
+    pub life: Life,
+}
+
+/// What an administrator set on a token beyond its key and parameters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Life {
+    /// Unix time it was disabled (`totpctl disable`); logs nobody in.
+    pub disabled: Option<i64>,
+    /// Unix time from which it logs nobody in (`enroll --expires`).
+    pub expires: Option<i64>,
+    /// A pending replacement (`totpctl reset`): when it is confirmed, the
+    /// user's other tokens go and it takes this device name.
+    pub replaces: Option<String>,
+}
+
+impl Life {
+    /// Whether an administrator's setting stops the token at `now`.
+    pub fn stopped_at(&self, now: i64) -> Option<&'static str> {
+        if self.disabled.is_some() {
+            Some("disabled")
+        } else if self.expires.is_some_and(|e| e <= now) {
+            Some("expired")
+        } else {
+            None
+        }
+    }
 }
 
 impl Token {
+    /// Confirmed (a pending token logs nobody in).
     pub fn is_active(&self) -> bool {
         self.confirmed.is_some()
+    }
+
+    /// Confirmed, not disabled and not expired at `now`: the tokens a code
+    /// is checked against.
+    pub fn usable_at(&self, now: i64) -> bool {
+        self.is_active() && self.life.stopped_at(now).is_none()
     }
 
     /// A stored token: its row and its key.
@@ -353,6 +387,7 @@ impl Token {
             created: info.created,
             confirmed: info.confirmed,
             last_step: info.last_step,
+            life: info.life,
         }
     }
 
@@ -367,6 +402,7 @@ impl Token {
             created: self.created,
             confirmed: self.confirmed,
             last_step: self.last_step,
+            life: self.life.clone(),
         }
     }
 }
@@ -382,6 +418,21 @@ pub struct TokenInfo {
     pub created: i64,
     pub confirmed: Option<i64>,
     pub last_step: Option<u64>,
+    pub life: Life,
+}
+
+impl TokenInfo {
+    /// What the token is at `now`, for people: active, pending (with
+    /// "replacement" when confirming it retires the others), disabled,
+    /// expired.
+    pub fn state_at(&self, now: i64) -> &'static str {
+        match (self.confirmed, self.life.stopped_at(now)) {
+            (_, Some(stopped)) => stopped,
+            (None, None) if self.life.replaces.is_some() => "pending replacement",
+            (None, None) => "pending",
+            (Some(_), None) => "active",
+        }
+    }
 }
 
 /// The result of trying to mark a step, counter or recovery code as used.
@@ -400,8 +451,14 @@ pub enum EnrollMode {
     Add,
     /// Replace the device of that name if it exists (`--force`).
     ReplaceDevice,
-    /// Remove all the user's tokens, recovery codes and windows first (`reset`).
+    /// Remove all the user's tokens, recovery codes and windows first
+    /// (`reset --now`, or a reset whose token is active at once).
     ReplaceUser,
+    /// A pending replacement (`reset`): the user's tokens keep working
+    /// until it is confirmed, which retires them in the same transaction
+    /// (`Life::replaces`). An earlier pending replacement is dropped, the
+    /// recovery codes are replaced and grace entries end now.
+    Replacement,
 }
 
 /// One user's enrollment: a token and, optionally, a new set of recovery

@@ -132,6 +132,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     // 6 -> 7: the recovery codes shown with an enrollment at login.
     (7, "ALTER TABLE staged ADD COLUMN recovery TEXT;"),
+    // 7 -> 8: disabled, expires, replaces (see the SQLite store's 7 -> 8).
+    (
+        8,
+        "ALTER TABLE tokens ADD COLUMN disabled BIGINT;
+         ALTER TABLE tokens ADD COLUMN expires BIGINT;
+         ALTER TABLE tokens ADD COLUMN replaces TEXT;",
+    ),
 ];
 
 /// The schema version this build writes and understands.
@@ -478,6 +485,9 @@ fn bind<'a>(
         (Param::OptInt(v), &Type::INT8) => Box::new(v),
         (Param::OptInt(v), &Type::INT4) => Box::new(v.map(narrow).transpose()?),
         (Param::Text(v), &Type::TEXT | &Type::VARCHAR | &Type::NAME | &Type::BPCHAR) => Box::new(v),
+        (Param::OptText(v), &Type::TEXT | &Type::VARCHAR | &Type::NAME | &Type::BPCHAR) => {
+            Box::new(v)
+        }
         (Param::Blob(v), &Type::BYTEA) => Box::new(v),
         (param, _) => {
             return Err(StoreError::Parameter {

@@ -84,7 +84,7 @@ impl<D: Driver> SqlStore<D> {
         let mut tokens = Vec::with_capacity(rows.len());
         for mut row in rows {
             let info = token_info(&row)?;
-            let blob = row.take_blob(10)?;
+            let blob = row.take_blob(KEY_COLUMN)?;
             let secret =
                 super::loaded_secret(self.sealer.as_deref(), &info.user, &info.device, blob)?;
             tokens.push(Token::from_info(info, secret));
@@ -110,6 +110,9 @@ impl<D: Driver> SqlStore<D> {
                 token.created,
                 token.confirmed,
                 last_step,
+                token.life.disabled,
+                token.life.expires,
+                token.life.replaces.as_deref(),
             ],
         )?;
         if inserted == 0 {
@@ -133,7 +136,7 @@ impl<D: Driver> SqlStore<D> {
         for code in codes {
             self.driver.execute(
                 sql::INSERT_RECOVERY,
-                params![user, &code.lookup, &code.phc, now, None],
+                params![user, &code.lookup, &code.phc, now, None::<i64>],
             )?;
         }
         Ok(())
@@ -205,7 +208,10 @@ fn invalid(user: &str, reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// A token row's first ten columns (`sql::token_columns`), checked.
+/// Where a token query's key column comes, after `sql::token_columns`.
+pub(crate) const KEY_COLUMN: usize = 13;
+
+/// A token row's first thirteen columns (`sql::token_columns`), checked.
 pub(crate) fn token_info(row: &Row) -> Result<TokenInfo, StoreError> {
     let user = row.text(1)?;
     let kind: Kind = row.text(3)?.parse().map_err(|e| invalid(&user, e))?;
@@ -228,6 +234,11 @@ pub(crate) fn token_info(row: &Row) -> Result<TokenInfo, StoreError> {
         created: row.int(7)?,
         confirmed: row.opt_int(8)?,
         last_step,
+        life: super::Life {
+            disabled: row.opt_int(10)?,
+            expires: row.opt_int(11)?,
+            replaces: row.opt_text(12)?,
+        },
         user,
     })
 }

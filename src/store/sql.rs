@@ -11,7 +11,8 @@
 /// (`rows::token_info` decodes them).
 macro_rules! token_columns {
     () => {
-        r#"id, "user", device, kind, algorithm, digits, period, created, confirmed, last_step"#
+        r#"id, "user", device, kind, algorithm, digits, period, created, confirmed, last_step,
+           disabled, expires, replaces"#
     };
 }
 
@@ -36,12 +37,15 @@ pub const COUNT_TOKENS: &str = "SELECT COUNT(*) FROM tokens";
 pub const COUNT_TOKENS_OF_USER: &str = r#"SELECT COUNT(*) FROM tokens WHERE "user" = ?1"#;
 
 /// The whole replay protection: the row changes only if the step is newer
-/// than anything used before, and only for a confirmed token. Both
+/// than anything used before, and only for a confirmed token that is not
+/// disabled or expired at `?3` (so a `disable` racing a login wins or
+/// loses whole). Both
 /// databases serialise writers of one row (SQLite the whole file;
 /// PostgreSQL re-checks the `WHERE` on the committed row under READ
 /// COMMITTED), so of any number of racers exactly one sees 1 row changed.
 pub const CLAIM_STEP: &str = "UPDATE tokens SET last_step = ?2
      WHERE id = ?1 AND confirmed IS NOT NULL
+       AND disabled IS NULL AND (expires IS NULL OR expires > ?3)
        AND (last_step IS NULL OR last_step < ?2)";
 /// Confirms a pending token with the step of its first code (used up).
 pub const CONFIRM: &str = "UPDATE tokens SET confirmed = ?2, last_step = ?3
@@ -49,9 +53,30 @@ pub const CONFIRM: &str = "UPDATE tokens SET confirmed = ?2, last_step = ?3
        AND (last_step IS NULL OR last_step < ?3)";
 /// A new token; a (user, device) that exists changes nothing (0 rows).
 pub const INSERT_TOKEN: &str = r#"INSERT INTO tokens
-         ("user", device, kind, secret, algorithm, digits, period, created, confirmed, last_step)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ("user", device, kind, secret, algorithm, digits, period, created, confirmed, last_step,
+          disabled, expires, replaces)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
      ON CONFLICT ("user", device) DO NOTHING"#;
+/// Disables (a time) or enables (NULL) every token of a user.
+pub const SET_DISABLED_USER: &str = r#"UPDATE tokens SET disabled = ?2
+     WHERE "user" = ?1 AND ((?2 IS NULL) <> (disabled IS NULL))"#;
+/// Disables (a time) or enables (NULL) one device of a user.
+pub const SET_DISABLED_DEVICE: &str = r#"UPDATE tokens SET disabled = ?3
+     WHERE "user" = ?1 AND device = ?2 AND ((?3 IS NULL) <> (disabled IS NULL))"#;
+/// Pending tokens made before `?1`, removed; their user and device.
+pub const PRUNE_PENDING: &str = r#"DELETE FROM tokens WHERE confirmed IS NULL AND created < ?1
+     RETURNING "user", device"#;
+/// The recovery codes of a user left without a token (they came with it).
+pub const DELETE_ORPHAN_RECOVERY: &str = r#"DELETE FROM recovery_codes WHERE "user" = ?1
+     AND NOT EXISTS (SELECT 1 FROM tokens WHERE tokens."user" = ?1)"#;
+/// The device name a pending replacement takes when confirmed.
+pub const REPLACES: &str = r#"SELECT "user", replaces FROM tokens WHERE id = ?1"#;
+/// A user's earlier pending replacement (a second `reset` drops the first).
+pub const DELETE_PENDING_REPLACEMENT: &str = r#"DELETE FROM tokens
+     WHERE "user" = ?1 AND replaces IS NOT NULL AND confirmed IS NULL"#;
+/// The user's tokens but one (a confirmed replacement's predecessors).
+pub const DELETE_OTHER_TOKENS: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND id <> ?2"#;
+pub const TAKE_DEVICE_NAME: &str = "UPDATE tokens SET device = ?2, replaces = NULL WHERE id = ?1";
 pub const DELETE_DEVICE: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2"#;
 pub const ALL_KEYS: &str = r#"SELECT id, "user", device, secret FROM tokens ORDER BY id"#;
 pub const SET_KEY: &str = "UPDATE tokens SET secret = ?2 WHERE id = ?1";
@@ -149,11 +174,13 @@ pub const STAGE_ENROLL: &str = r#"INSERT INTO staged (nonce, "user", expires, wh
 pub const STAGE_GRACE: &str = r#"INSERT INTO staged (nonce, "user", expires, what, ip, until)
      VALUES (?1, ?2, ?3, 'grace', ?4, ?5)"#;
 /// Takes a staged row: read and removed in one statement, so it is taken
-/// once. The first ten columns have the shape of `token_columns` (id 0,
-/// `created` as `confirmed`, the confirming step as `last_step`).
+/// once. The first thirteen columns have the shape of `token_columns` (id
+/// 0, `created` as `confirmed`, the confirming step as `last_step`, no
+/// administrator's settings).
 pub const TAKE_STAGED: &str = r#"DELETE FROM staged WHERE nonce = ?1
      RETURNING CAST(0 AS BIGINT), "user", device, kind, algorithm, digits, period, created,
-               created, step, secret, what, ip, until, expires, recovery"#;
+               created, step, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT),
+               secret, what, ip, until, expires, recovery"#;
 
 #[cfg(test)]
 mod tests {
@@ -202,6 +229,14 @@ mod tests {
         STAGE_ENROLL,
         STAGE_GRACE,
         TAKE_STAGED,
+        SET_DISABLED_USER,
+        SET_DISABLED_DEVICE,
+        PRUNE_PENDING,
+        REPLACES,
+        DELETE_OTHER_TOKENS,
+        TAKE_DEVICE_NAME,
+        DELETE_PENDING_REPLACEMENT,
+        DELETE_ORPHAN_RECOVERY,
     ];
 
     /// What the PostgreSQL driver's rewrite relies on: `?` only as a

@@ -171,6 +171,12 @@ const MIGRATIONS: &[&str] = &[
     // 6 -> 7: the recovery codes shown with an enrollment at login, staged
     // with it (`lookup hash` lines).
     "ALTER TABLE staged ADD COLUMN recovery TEXT;",
+    // 7 -> 8: what an administrator sets on a token: disabled (a time),
+    // expires (a time), replaces (the device name a pending replacement
+    // takes when confirmed, retiring the user's other tokens).
+    "ALTER TABLE tokens ADD COLUMN disabled INTEGER;
+    ALTER TABLE tokens ADD COLUMN expires INTEGER;
+    ALTER TABLE tokens ADD COLUMN replaces TEXT;",
 ];
 
 /// The schema version this build writes and understands.
@@ -439,7 +445,8 @@ impl rusqlite::ToSql for Param<'_> {
             Param::Int(v) => ValueRef::Integer(v),
             Param::OptInt(Some(v)) => ValueRef::Integer(v),
             Param::OptInt(None) => ValueRef::Null,
-            Param::Text(v) => ValueRef::Text(v.as_bytes()),
+            Param::Text(v) | Param::OptText(Some(v)) => ValueRef::Text(v.as_bytes()),
+            Param::OptText(None) => ValueRef::Null,
             Param::Blob(v) => ValueRef::Blob(v),
         }))
     }

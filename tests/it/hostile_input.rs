@@ -206,7 +206,19 @@ fn table() -> Vec<Row> {
             "١٢٣٤٥٦",
             "not a code of the user's tokens",
         ),
-        answer_row("inner space", "123 456", "not a code of the user's tokens"),
+        // One space between two groups of digits is how apps show codes:
+        // read as a code (a wrong one here); anything else is not a code.
+        answer_row("grouped as apps show it", "123 456", "denied: wrong code"),
+        answer_row(
+            "two inner spaces",
+            "123  456",
+            "not a code of the user's tokens",
+        ),
+        answer_row(
+            "three groups",
+            "12 34 56",
+            "not a code of the user's tokens",
+        ),
         answer_row(
             "code plus junk",
             "123456x",

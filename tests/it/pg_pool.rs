@@ -631,15 +631,17 @@ fn a_database_schema_newer_than_the_module_is_refused() {
 }
 
 /// Databases made before both backends shared one version sequence
-/// recorded 1 to 4 for what is now 3 to 6. One at the old 2 (no staged
-/// grants, no guesses table: the new 4) is refused until `totpctl init`
-/// brings it to 6, keeping its tokens and used steps; one at the old 4 (the
-/// current tables) is the new 6 and opens as it is.
+/// recorded 1 to 4 for what is now 3 to 6. One at the old 4 (the tables of
+/// the new 6) and one at the old 2 (no staged grants, no guesses table: the
+/// new 4) are read in the new numbering, refused until `totpctl init`
+/// brings them to the current version, and keep their tokens and used
+/// steps through it.
 #[test]
 fn databases_numbered_before_the_shared_sequence_are_read_and_migrated() {
     if !tools() {
         return;
     }
+    let current = pam_totp::store::SCHEMA_VERSION.to_string();
     let world = pool("");
     let key = world.enroll("olga");
     let (cluster, database) = world.pg.as_ref().expect("pg");
@@ -652,23 +654,25 @@ fn databases_numbered_before_the_shared_sequence_are_read_and_migrated() {
             .trim()
             .to_string()
     };
-    assert_eq!(version(), "6");
-    cluster.psql(
-        &database.name,
-        "UPDATE pam_totp_meta SET value = 4 WHERE key = 'schema_version'",
-    );
-    let run = world.login("node_a", "olga", Some(RHOST), &oathtool(&key, None, &[]));
-    assert!(run.success, "old 4 is the current schema: {run:?}");
-
-    cluster.psql(
-        &database.name,
-        "DROP TABLE staged; DROP TABLE guesses; \
-         UPDATE pam_totp_meta SET value = 2 WHERE key = 'schema_version'",
-    );
+    assert_eq!(version(), current);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
+    let run = world.login(
+        "node_a",
+        "olga",
+        Some(RHOST),
+        &oathtool(&key, Some(now), &[]),
+    );
+    assert!(run.success, "{run:?}");
+    // Back to the tables of the new 4, recorded as the old 2.
+    cluster.psql(
+        &database.name,
+        "DROP TABLE staged; DROP TABLE guesses; \
+         ALTER TABLE tokens DROP COLUMN disabled, DROP COLUMN expires, DROP COLUMN replaces; \
+         UPDATE pam_totp_meta SET value = 2 WHERE key = 'schema_version'",
+    );
     let next = oathtool(&key, Some(now + 30), &[]);
     let run = world.login("node_a", "olga", Some(RHOST), &next);
     assert!(!run.success, "{run:?}");
@@ -678,7 +682,7 @@ fn databases_numbered_before_the_shared_sequence_are_read_and_migrated() {
     );
     let out = world.totpctl(&["init"]);
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(version(), "6");
+    assert_eq!(version(), current);
     let run = world.login("node_b", "olga", Some(RHOST), &next);
     assert!(run.success, "after init: {run:?}");
     let run = world.login("node_a", "olga", Some(RHOST), &next);
@@ -686,4 +690,16 @@ fn databases_numbered_before_the_shared_sequence_are_read_and_migrated() {
         !run.success,
         "the used step survived the migration: {run:?}"
     );
+    // The old 4 is the new 6: older than this build, so init is asked.
+    cluster.psql(
+        &database.name,
+        "UPDATE pam_totp_meta SET value = 4 WHERE key = 'schema_version'",
+    );
+    let run = world.login(
+        "node_a",
+        "olga",
+        Some(RHOST),
+        &oathtool(&key, Some(now + 60), &[]),
+    );
+    assert!(run.logged("schema version 6;"), "{run:?}");
 }

@@ -110,6 +110,7 @@ fn token(user: &str, device: &str, kind: Kind, active: bool) -> Token {
         created: NOW,
         confirmed: active.then_some(NOW),
         last_step: None,
+        life: Default::default(),
     }
 }
 
@@ -162,23 +163,23 @@ fn claims_only_move_forward_and_pending_tokens_never_claim() {
         let spare = id_of(&*store, "ann", "spare");
         let name = backend.name();
         assert_eq!(
-            store.claim_step(phone, Kind::Totp, 10).expect("c"),
+            store.claim_step(phone, Kind::Totp, 10, 0).expect("c"),
             Claim::Claimed,
             "{name}"
         );
         for step in [10, 9] {
             assert_eq!(
-                store.claim_step(phone, Kind::Totp, step).expect("c"),
+                store.claim_step(phone, Kind::Totp, step, 0).expect("c"),
                 Claim::AlreadyUsed,
                 "{name}: step {step}"
             );
         }
         assert_eq!(
-            store.claim_step(phone, Kind::Totp, 11).expect("c"),
+            store.claim_step(phone, Kind::Totp, 11, 0).expect("c"),
             Claim::Claimed
         );
         assert_eq!(
-            store.claim_step(spare, Kind::Totp, 1).expect("c"),
+            store.claim_step(spare, Kind::Totp, 1, 0).expect("c"),
             Claim::AlreadyUsed,
             "{name}: a pending token cannot claim"
         );
@@ -187,12 +188,12 @@ fn claims_only_move_forward_and_pending_tokens_never_claim() {
             Claim::Claimed
         );
         assert_eq!(
-            store.claim_step(spare, Kind::Totp, 5).expect("c"),
+            store.claim_step(spare, Kind::Totp, 5, 0).expect("c"),
             Claim::AlreadyUsed,
             "{name}: the confirming step is spent"
         );
         assert!(matches!(
-            store.claim_step(phone, Kind::Totp, u64::MAX),
+            store.claim_step(phone, Kind::Totp, u64::MAX, 0),
             Err(StoreError::StepOutOfRange(_))
         ));
     }
@@ -215,7 +216,7 @@ fn racing_connections_claim_one_step_exactly_once() {
             let wins = std::thread::scope(|scope| {
                 let handles: Vec<_> = stores
                     .into_iter()
-                    .map(|store| scope.spawn(move || store.claim_step(id, Kind::Totp, step)))
+                    .map(|store| scope.spawn(move || store.claim_step(id, Kind::Totp, step, 0)))
                     .collect();
                 handles
                     .into_iter()

@@ -885,3 +885,249 @@ fn keys_are_sealed_in_a_sqlite_store_too() {
         "SQLite: the key is sealed in the file and its WAL; with the key file in, without it refused"
     );
 }
+
+/// `reset` for a new phone keeps the old token working until the new one
+/// is confirmed; the confirmation retires it in the same transaction and
+/// the new token takes its device name. `reset --now` (old phone lost)
+/// removes the old token at once. Both say what they removed.
+#[test]
+fn reset_keeps_the_old_phone_until_the_new_one_is_confirmed_unless_now() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let old = world.enroll("rita");
+    let reset = json(&world.totpctl(&["reset", "rita", "--json"]));
+    assert_eq!(reset["state"], "pending", "{reset}");
+    assert_eq!(reset["replaces_on_confirmation"][0], "default", "{reset}");
+    assert_eq!(reset["recovery_codes"].as_array().map(Vec::len), Some(10));
+    let new = reset["key"].as_str().expect("key").to_string();
+    let now = unix_now();
+    // The old phone still logs in; the new one does not yet.
+    let run = world.login("totp", "rita", Some(RHOST), &oathtool(&old, Some(now), &[]));
+    assert!(run.success, "old phone before confirmation: {run:?}");
+    let run = world.login("totp", "rita", Some(RHOST), &oathtool(&new, Some(now), &[]));
+    assert!(!run.success, "new phone before confirmation: {run:?}");
+    let show = ok(&world.totpctl(&["show", "rita"]));
+    assert!(show.contains("default (new)"), "{show}");
+    // Confirmed with the new phone's code: the old token is gone, the new
+    // one is "default", and the confirming code is used.
+    let code = oathtool(&new, Some(now + 30), &[]);
+    let confirmed = ok(&world.totpctl(&["confirm", "rita", &code]));
+    assert!(confirmed.contains("Confirmed"), "{confirmed}");
+    let run = world.login(
+        "totp",
+        "rita",
+        Some(RHOST),
+        &oathtool(&old, Some(now + 30), &[]),
+    );
+    assert!(!run.success, "old phone after confirmation: {run:?}");
+    let listed = json(&world.totpctl(&["list", "--json"]));
+    let devices: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|t| t["user"] == "rita")
+        .map(|t| t["device"].as_str().expect("device"))
+        .collect();
+    assert_eq!(devices, ["default"], "{listed}");
+    let run = world.login("totp", "rita", Some(RHOST), &code);
+    assert!(!run.success, "the confirming code is used: {run:?}");
+
+    // --now: the old token stops at once, the new one is pending.
+    let lost = json(&world.totpctl(&["reset", "rita", "--now", "--json"]));
+    assert_eq!(lost["removed"][0], "default", "{lost}");
+    let run = world.login(
+        "totp",
+        "rita",
+        Some(RHOST),
+        &oathtool(&new, Some(now + 60), &[]),
+    );
+    assert!(!run.success, "the lost phone after reset --now: {run:?}");
+    let text = ok(&world.totpctl(&["reset", "rita", "--now"]));
+    assert!(text.contains("Removed rita's old token(s)"), "{text}");
+}
+
+/// `disable` stops a user's tokens without deleting them, even where
+/// `unenrolled=allow` would let a user without a token through; `enable`
+/// undoes it. `--expires` stops a token at its time.
+#[test]
+fn disabled_and_expired_tokens_log_nobody_in_and_never_count_as_unenrolled() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    world.service("lenient", "unenrolled=allow");
+    let key = world.enroll("dora");
+    let out = ok(&world.totpctl(&["disable", "dora"]));
+    assert!(out.contains("Disabled dora's tokens (1 token(s))"), "{out}");
+    let now = unix_now();
+    for service in ["totp", "lenient"] {
+        let run = world.login(
+            service,
+            "dora",
+            Some(RHOST),
+            &oathtool(&key, Some(now), &[]),
+        );
+        assert!(!run.success, "{service}: {run:?}");
+        assert!(run.logged("every token of the user is disabled"), "{run:?}");
+    }
+    let shown = ok(&world.totpctl(&["show", "dora"]));
+    assert!(shown.contains("disabled"), "{shown}");
+    assert!(ok(&world.totpctl(&["disable", "dora"])).contains("Nothing to do"));
+    assert!(
+        !world
+            .totpctl(&["disable", "dora", "--device", "tablet"])
+            .status
+            .success()
+    );
+    assert!(ok(&world.totpctl(&["enable", "dora"])).contains("Enabled"));
+    let run = world.login("totp", "dora", Some(RHOST), &oathtool(&key, Some(now), &[]));
+    assert!(run.success, "enabled again: {run:?}");
+
+    // Expiry: refused in the past, shown as a date, enforced after it.
+    assert!(
+        !world
+            .totpctl(&["enroll", "eve", "--secret", &key, "--expires", "2001-01-01"])
+            .status
+            .success()
+    );
+    let eve = common::random_secret();
+    let out = ok(&world.totpctl(&["enroll", "eve", "--secret", &eve, "--expires", "1d"]));
+    assert!(out.contains("expires 20"), "{out}");
+    let later = now + 2 * 86_400;
+    for service in ["totp", "lenient"] {
+        let run = world.login_at(
+            later,
+            service,
+            "eve",
+            Some(RHOST),
+            &oathtool(&eve, Some(later), &[]),
+        );
+        assert!(!run.success, "{service} after expiry: {run:?}");
+        assert!(run.logged("every token of the user is expired"), "{run:?}");
+    }
+    let run = world.login("totp", "eve", Some(RHOST), &oathtool(&eve, Some(now), &[]));
+    assert!(run.success, "before expiry: {run:?}");
+}
+
+/// `prune` removes enrollments nobody finished, and only those.
+#[test]
+fn prune_removes_only_old_pending_tokens() {
+    let world = World::new();
+    world.enroll("finished");
+    ok(&world.totpctl(&["enroll", "unfinished", "--json"]));
+    std::thread::sleep(Duration::from_millis(2_100));
+    let dry = ok(&world.totpctl(&["prune", "--pending-older-than", "1s", "--dry-run"]));
+    assert!(
+        dry.contains("would remove unfinished's pending device"),
+        "{dry}"
+    );
+    assert!(ok(&world.totpctl(&["show", "unfinished"])).contains("pending"));
+    let pruned = ok(&world.totpctl(&["prune", "--pending-older-than", "1s"]));
+    assert!(pruned.contains("Removed 1 pending token(s)"), "{pruned}");
+    assert!(!world.totpctl(&["show", "unfinished"]).status.success());
+    assert!(world.totpctl(&["show", "finished"]).status.success());
+    assert!(
+        !world
+            .totpctl(&["prune", "--pending-older-than", "14"])
+            .status
+            .success()
+    );
+}
+
+/// `enroll --from-file`: the list is checked whole against the name
+/// service before anything is stored; then every user in one transaction,
+/// a JSON line each (or PNGs in a new 0700 directory), and the keys log in.
+#[test]
+fn bulk_enrollment_is_all_or_nothing_and_every_key_logs_in() {
+    use std::os::unix::fs::PermissionsExt;
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    for user in ["ann", "ben", "cat"] {
+        world.add_user(user);
+    }
+    let dir = common::private_tempdir();
+    let list = dir.path().join("users.txt");
+    std::fs::write(&list, "# pilot\nann\nben\n\nalcie\nben\n").expect("list");
+    let out = world.totpctl(&[
+        "enroll",
+        "--from-file",
+        list.to_str().expect("path"),
+        "--no-confirm",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("line 5") && stderr.contains("alcie"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 6") && stderr.contains("twice"),
+        "{stderr}"
+    );
+    assert!(
+        !world.totpctl(&["show", "ann"]).status.success(),
+        "nothing stored"
+    );
+
+    std::fs::write(&list, "ann\nben # second\n").expect("list");
+    let out = ok(&world.totpctl(&[
+        "enroll",
+        "--from-file",
+        list.to_str().expect("path"),
+        "--no-confirm",
+    ]));
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        let user = line["user"].as_str().expect("user");
+        let key = line["key"].as_str().expect("key");
+        assert_eq!(line["recovery_codes"].as_array().map(Vec::len), Some(10));
+        let run = world.login("totp", user, Some(RHOST), &oathtool(key, None, &[]));
+        assert!(run.success, "{user}: {run:?}");
+    }
+
+    // PNGs: into a new private directory; an existing one is refused
+    // before anything is stored.
+    std::fs::write(&list, "cat\n").expect("list");
+    let existing = dir.path().join("existing");
+    std::fs::create_dir(&existing).expect("dir");
+    let out = world.totpctl(&[
+        "enroll",
+        "--from-file",
+        list.to_str().expect("path"),
+        "--qr-dir",
+        existing.to_str().expect("path"),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        !world.totpctl(&["show", "cat"]).status.success(),
+        "nothing stored"
+    );
+    let qr = dir.path().join("qr");
+    let out = ok(&world.totpctl(&[
+        "enroll",
+        "--from-file",
+        list.to_str().expect("path"),
+        "--qr-dir",
+        qr.to_str().expect("path"),
+    ]));
+    let line: Value = serde_json::from_str(out.trim()).expect("json");
+    assert!(
+        line.get("key").is_none(),
+        "the key is in the PNG only: {line}"
+    );
+    let mode = std::fs::metadata(&qr).expect("dir").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    let png = std::fs::read(qr.join("cat.png")).expect("png");
+    assert!(png.starts_with(b"\x89PNG"));
+}

@@ -12,18 +12,58 @@ struct Ctl {
 
 impl Ctl {
     fn new() -> Ctl {
-        Ctl {
-            dir: common::trusted_tempdir(),
-        }
+        let dir = common::trusted_tempdir();
+        std::fs::write(
+            dir.path().join("passwd"),
+            "root:x:0:0:root:/root:/bin/bash\n",
+        )
+        .expect("passwd");
+        std::fs::write(dir.path().join("group"), "root:x:0:\nusers:x:100:\n").expect("group");
+        Ctl { dir }
     }
     fn db(&self) -> std::path::PathBuf {
         self.dir.path().join("lib").join("pam_totp.db")
     }
+    /// Adds `user` to this test's name service (nss_wrapper's passwd).
+    fn add_user(&self, user: &str) {
+        let path = self.dir.path().join("passwd");
+        let text = std::fs::read_to_string(&path).expect("passwd");
+        if text.lines().any(|l| l.split(':').next() == Some(user)) {
+            return;
+        }
+        let uid = 20_000 + text.lines().count();
+        std::fs::write(
+            &path,
+            format!("{text}{user}:x:{uid}:100::/nonexistent:/usr/sbin/nologin\n"),
+        )
+        .expect("passwd");
+    }
+    /// totpctl on this test's store; the user an `enroll` or `allow-enroll`
+    /// names is added to the name service first (`run_strict` does not).
     fn run(&self, args: &[&str]) -> Output {
         self.run_with_stdin(args, "")
     }
+    fn run_strict(&self, args: &[&str]) -> Output {
+        self.spawn(args, "")
+    }
     fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        if let Some(at) = args
+            .iter()
+            .position(|a| matches!(*a, "enroll" | "allow-enroll"))
+            && let Some(user) = args.get(at + 1)
+            && !user.starts_with('-')
+            && !user.is_empty()
+            && !user.contains([':', '\n', '\0'])
+        {
+            self.add_user(user);
+        }
+        self.spawn(args, stdin)
+    }
+    fn spawn(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = totpctl()
+            .env("LD_PRELOAD", common::NSS_WRAPPER)
+            .env("NSS_WRAPPER_PASSWD", self.dir.path().join("passwd"))
+            .env("NSS_WRAPPER_GROUP", self.dir.path().join("group"))
             .arg("--db")
             .arg(self.db())
             .args(args)
@@ -266,7 +306,7 @@ fn every_change_is_audited_in_syslog() {
     let isolated = Isolated::new();
     if let Some(isolated) = &isolated {
         let mut enroll = totpctl();
-        enroll.args(["enroll", "alice", "--no-confirm"]);
+        enroll.args(["enroll", "alice", "--no-confirm", "--allow-unknown-user"]);
         assert!(isolated.run(&mut enroll).status.success());
         let mut recovery = through_sudo(&["recovery", "alice"]);
         recovery.env("SUDO_USER", "help\u{2028}desk");
@@ -593,7 +633,7 @@ fn through_sudo_the_help_desk_works_on_the_modules_store_and_writes_as_itself() 
     };
     let key = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
     let mut admin = totpctl();
-    admin.args(["enroll", "bob", "--secret", key]);
+    admin.args(["enroll", "bob", "--secret", key, "--allow-unknown-user"]);
     let out = isolated.run(&mut admin);
     assert!(out.status.success(), "{:?}", text(&out));
     assert!(isolated.store().exists(), "the default store is the test's");
@@ -722,4 +762,41 @@ fn qr_png_onto_an_existing_file_or_a_symlink_is_refused_before_anything_changes(
     let meta = std::fs::symlink_metadata(&png).expect("png");
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
     assert!(std::fs::read(&png).expect("read").starts_with(b"\x89PNG"));
+}
+
+/// Names are checked against the name service before anything is stored;
+/// an explicit option allows an account this host does not know; `delete`
+/// says what it removed.
+#[test]
+fn enrollment_needs_a_name_the_name_service_knows_and_delete_says_what_went() {
+    let ctl = Ctl::new();
+    ctl.add_user("alice");
+    let out = ctl.run_strict(&["enroll", "alcie", "--no-confirm"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("\"alcie\" is not a user on this host"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--allow-unknown-user"), "{stderr}");
+    assert!(
+        !ctl.run(&["show", "alcie"]).status.success(),
+        "nothing stored"
+    );
+    let out = ctl.run_strict(&["allow-enroll", "alcie", "--for", "1h"]);
+    assert!(!out.status.success());
+    let out = ctl.run_strict(&["enroll", "alcie", "--no-confirm", "--allow-unknown-user"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = ctl.run_strict(&["enroll", "alice", "--no-confirm"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    for bad in ["../etc", "a/b", ".."] {
+        let out = ctl.run_strict(&["enroll", bad, "--allow-unknown-user"]);
+        assert!(!out.status.success(), "{bad}");
+    }
+    let out = ctl.run(&["delete", "alice"]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("Deleted alice's 1 token(s) (default) and 10 unused recovery code(s)"),
+        "{stdout}"
+    );
 }

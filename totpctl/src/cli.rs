@@ -77,14 +77,36 @@ pub enum Command {
     /// and shown once (QR code, otpauth:// URI, key) with 10 recovery codes
     /// (for the user's first token); the token stays pending until a code
     /// from the app confirms it (asked here on a terminal, or `confirm`).
+    ///
+    /// USER must be a user the name service (getent passwd) knows, under
+    /// the name it gives (`BOB` is refused when the account is `bob`).
+    ///
+    /// With --from-file, every user named in FILE (one per line; blank lines
+    /// and # comments skipped) is enrolled in one transaction, all or
+    /// nothing: each result as one JSON line on standard output (user,
+    /// device, key, uri, recovery_codes, state), or with --qr-dir one PNG
+    /// per user in a new directory (mode 0700) and the JSON lines without
+    /// keys. Nothing is shown or written when one user fails.
     Enroll {
-        /// The login name, exactly as PAM sees it.
-        user: String,
+        /// The login name, exactly as the name service gives it.
+        #[arg(required_unless_present = "from_file", conflicts_with = "from_file")]
+        user: Option<String>,
         #[command(flatten)]
         token: TokenArgs,
         /// Replace an existing token of the same device name.
         #[arg(long)]
         force: bool,
+        /// Enroll every user listed in FILE (see above).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["secret", "qr_png"])]
+        from_file: Option<PathBuf>,
+        /// With --from-file: write USER.png for each user into DIR, which
+        /// must not exist (created 0700).
+        #[arg(long, value_name = "DIR", requires = "from_file")]
+        qr_dir: Option<PathBuf>,
+        /// Allow user names the name service does not know on this host
+        /// (accounts that exist only on other login nodes).
+        #[arg(long)]
+        allow_unknown_user: bool,
     },
     /// Activate USER's pending token with a code from the app.
     Confirm {
@@ -95,12 +117,48 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         device: Option<String>,
     },
-    /// A lost or replaced phone: remove all of USER's tokens and recovery
-    /// codes and enroll a new token, in one step. Takes the options of enroll.
+    /// A new phone: enroll a new token and give USER new recovery codes
+    /// (the old codes stop working at once). The old tokens keep working
+    /// until the new one is confirmed with a code from the new phone
+    /// (asked here on a terminal, or `totpctl confirm USER CODE`); the
+    /// confirmation retires them in the same transaction. With --now (the
+    /// old phone is lost or stolen), or when the new token is active at
+    /// once (--secret, --no-confirm), the old tokens go now. Grace periods
+    /// end at once. Takes the options of enroll; says what it removed.
     Reset {
         user: String,
         #[command(flatten)]
         token: TokenArgs,
+        /// Remove the old tokens now, not when the new one is confirmed.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Stop USER's tokens (or one device) from logging anyone in, keeping
+    /// them: `enable` undoes it. A user whose tokens are all disabled is
+    /// denied (whatever unenrolled= says), with a log line saying so.
+    Disable {
+        user: String,
+        /// Only this device.
+        #[arg(long, value_name = "NAME")]
+        device: Option<String>,
+    },
+    /// Undo `disable` for USER's tokens (or one device).
+    Enable {
+        user: String,
+        /// Only this device.
+        #[arg(long, value_name = "NAME")]
+        device: Option<String>,
+    },
+    /// Remove tokens that were never confirmed and are older than
+    /// DURATION (e.g. 14d): enrollments nobody finished. Lists them.
+    Prune {
+        /// Pending tokens created longer ago than this (1 to 3650 days,
+        /// e.g. 14d, 36h).
+        #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+        pending_older_than: u64,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Remove USER's tokens, recovery codes and enroll window (or one device).
     Delete {
@@ -137,6 +195,9 @@ pub enum Command {
     /// Let USER enroll at login (module argument enroll=window) for a while.
     AllowEnroll {
         user: String,
+        /// Allow a user name the name service does not know on this host.
+        #[arg(long)]
+        allow_unknown_user: bool,
         /// How long: e.g. 30m, 24h, 2d (at most 30d).
         #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
         duration: u64,
@@ -267,6 +328,11 @@ pub struct TokenArgs {
     /// Issuer shown in the app (default: this host's name).
     #[arg(long)]
     pub issuer: Option<String>,
+    /// The token logs nobody in from this time (UTC): `2027-01-31` (the
+    /// end of that day), `2027-01-31 18:00`, or a time from now: `90d`,
+    /// `12h`. `show` and `list` say "expired" after it.
+    #[arg(long, value_name = "DATE", value_parser = parse_expiry)]
+    pub expires: Option<i64>,
     /// Make a generated token active at once, without a confirming code.
     #[arg(long)]
     pub no_confirm: bool,
@@ -296,6 +362,50 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     pam_totp::config::parse_duration(text)
 }
 
+/// An age such as `14d` or `36h`: seconds, 1 s to 3650 days.
+pub fn parse_age(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("{text:?} needs a unit: s, m, h or d (e.g. 14d)"))?,
+    );
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 14d"))?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number.saturating_mul(60),
+        "h" => number.saturating_mul(3600),
+        "d" => number.saturating_mul(86_400),
+        _ => return Err(format!("unknown unit {unit:?} in {text:?} (s, m, h or d)")),
+    };
+    if seconds == 0 || seconds > 3650 * 86_400 {
+        return Err(format!("{text:?} must be more than 0 and at most 3650d"));
+    }
+    Ok(seconds)
+}
+
+/// `--expires`: a UTC date or time, or an age from now; never in the past.
+pub fn parse_expiry(text: &str) -> Result<i64, String> {
+    let now = pam_totp::store::unix_now();
+    let at = match pam_totp::logline::parse_utc(text) {
+        Some(at) => at,
+        None => {
+            let age = parse_age(text).map_err(|_| {
+                format!("{text:?} is not a date (2027-01-31, 2027-01-31 18:00 UTC) or a time from now (90d)")
+            })?;
+            now.saturating_add(i64::try_from(age).unwrap_or(i64::MAX))
+        }
+    };
+    if at <= now {
+        return Err(format!(
+            "{text:?} is in the past ({} UTC)",
+            pam_totp::logline::utc(at)
+        ));
+    }
+    Ok(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +418,15 @@ mod tests {
         for bad in ["24", "h", "0h", "31d", "1w", "-1h", ""] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(parse_age("14d"), Ok(14 * 86_400));
+        assert_eq!(parse_age("3650d"), Ok(3650 * 86_400));
+        for bad in ["14", "0d", "3651d", "1y", "d", "-1d"] {
+            assert!(parse_age(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_expiry("2001-01-01").is_err(), "the past");
+        assert!(parse_expiry("2999-01-01").is_ok());
+        assert!(parse_expiry("90d").is_ok());
+        assert!(parse_expiry("next week").is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use pam_totp::enroll::{otpauth_uri, qr_terminal};
 use pam_totp::otp::Params;
 use pam_totp::recovery::{self, RecoveryCode};
 use pam_totp::secret::Secret;
-use pam_totp::store::{Claim, EnrollMode, Enrollment, Kind, Store, Token};
+use pam_totp::store::{Claim, EnrollMode, Enrollment, Kind, Life, Store, Token};
 use pam_totp::sys::host_name;
 
 fn read_secret(text: &str) -> Result<Secret, String> {
@@ -38,13 +38,22 @@ fn read_secret(text: &str) -> Result<Secret, String> {
     Secret::from_base32(&text).map_err(|e| format!("--secret: {e}"))
 }
 
-/// enroll and reset: one transaction, then the one-time display.
+/// The device name a pending replacement carries until it is confirmed: a
+/// space is never in a device name given on the command line, so it cannot
+/// clash with one of the user's devices.
+fn replacement_name(device: &str) -> String {
+    format!("{device} (new)")
+}
+
+/// enroll and reset: one transaction, then the one-time display. `old`:
+/// for a reset, the devices it replaces (said in the output).
 pub fn enroll(
     store: &dyn Store,
     audit: &mut Audit,
     user: &str,
     args: &TokenArgs,
     mode: EnrollMode,
+    old: &[String],
 ) -> Result<(), String> {
     check_user(user)?;
     check_user(&args.device).map_err(|e| format!("--device: {e}"))?;
@@ -67,15 +76,21 @@ pub fn enroll(
     let now = unix_now();
     let active = !generated || args.no_confirm;
     let first_token = store.tokens(user).map_err(|e| e.to_string())?.is_empty();
-    let recovery_codes = if generated && (first_token || mode == EnrollMode::ReplaceUser) {
+    let reset = matches!(mode, EnrollMode::ReplaceUser | EnrollMode::Replacement);
+    let recovery_codes = if generated && (first_token || reset) {
         Some(recovery::generate().map_err(|e| e.to_string())?)
     } else {
         None
     };
+    let replacement = mode == EnrollMode::Replacement;
     let token = Token {
         id: 0,
         user: user.to_string(),
-        device: args.device.clone(),
+        device: if replacement {
+            replacement_name(&args.device)
+        } else {
+            args.device.clone()
+        },
         kind: args.kind,
         secret,
         params,
@@ -84,6 +99,11 @@ pub fn enroll(
         last_step: match args.kind {
             Kind::Hotp => args.counter.checked_sub(1),
             Kind::Totp => None,
+        },
+        life: Life {
+            disabled: None,
+            expires: args.expires,
+            replaces: replacement.then(|| args.device.clone()),
         },
     };
     // The PNG file is created before the store changes, so a refused one
@@ -109,16 +129,12 @@ pub fn enroll(
         }
         return Err(e.to_string());
     }
-    let verb = if mode == EnrollMode::ReplaceUser {
-        "reset"
-    } else {
-        "enroll"
-    };
+    let verb = if reset { "reset" } else { "enroll" };
     audit.record(
         verb,
         user,
         &format!(
-            "device=\"{}\" type={} key={} state={}{}",
+            "device=\"{}\" type={} key={} state={}{}{}{}",
             args.device,
             args.kind,
             if generated { "generated" } else { "given" },
@@ -127,6 +143,16 @@ pub fn enroll(
                 " recovery_codes=10"
             } else {
                 ""
+            },
+            args.expires
+                .map(|t| format!(" expires=\"{} UTC\"", crate::report::utc(t)))
+                .unwrap_or_default(),
+            match mode {
+                EnrollMode::ReplaceUser => format!(" removed=\"{}\"", old.join(",")),
+                EnrollMode::Replacement => {
+                    format!(" replaces_on_confirmation=\"{}\"", old.join(","))
+                }
+                _ => String::new(),
             }
         ),
     );
@@ -160,20 +186,35 @@ pub fn enroll(
             "uri": generated.then(|| uri.to_string()),
             "recovery_codes": codes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             "state": if active { "active" } else { "pending" },
+            "expires": args.expires,
+            "replaces_on_confirmation": replacement.then_some(old),
+            "removed": (mode == EnrollMode::ReplaceUser).then_some(old),
         });
         println!("{out}");
         return Ok(());
     }
     println!(
-        "{} {user}, device {:?} ({}).",
-        if mode == EnrollMode::ReplaceUser {
-            "Reset"
-        } else {
-            "Enrolled"
-        },
+        "{} {user}, device {:?} ({}){}.",
+        if reset { "Reset" } else { "Enrolled" },
         args.device,
-        describe_params(args.kind, &params)
+        describe_params(args.kind, &params),
+        args.expires
+            .map(|t| format!(", expires {} UTC", crate::report::utc(t)))
+            .unwrap_or_default()
     );
+    match mode {
+        EnrollMode::ReplaceUser => println!(
+            "Removed {user}'s old token(s) ({}) and recovery codes; grace periods ended.",
+            old.join(", ")
+        ),
+        EnrollMode::Replacement => println!(
+            "{user}'s old token(s) ({}) keep working until the new one is confirmed; the \
+             confirmation removes them. The old recovery codes no longer work; grace periods \
+             ended. (Old phone lost? `totpctl reset {user} --now` removes them at once.)",
+            old.join(", ")
+        ),
+        _ => {}
+    }
     if generated {
         let qr = qr_terminal(&uri, args.invert).map_err(|e| e.to_string())?;
         println!(
@@ -206,7 +247,7 @@ pub fn enroll(
         } else {
             println!(
                 "\nThe token is pending: it logs nobody in until a code from the app confirms it:\n    totpctl confirm {user} CODE{}",
-                if args.device == pam_totp::store::DEFAULT_DEVICE {
+                if args.device == pam_totp::store::DEFAULT_DEVICE || replacement {
                     String::new()
                 } else {
                     format!(" --device {}", args.device)
@@ -241,7 +282,17 @@ fn ask_confirmation(store: &dyn Store, audit: &mut Audit, token: &Token) -> Resu
                     &token.user,
                     &format!("device=\"{}\"", token.device),
                 );
-                println!("Confirmed: the token is active.");
+                match &token.life.replaces {
+                    Some(device) => println!(
+                        "Confirmed: the new token is active as device {device:?}, and {}'s old \
+                         token(s) are removed. The code is used: the next login needs the next one.",
+                        token.user
+                    ),
+                    None => println!(
+                        "Confirmed: the token is active. The code is used: the next login needs \
+                         the next one."
+                    ),
+                }
                 return Ok(());
             }
             false => eprintln!("That code does not match."),
@@ -326,6 +377,186 @@ pub fn new_recovery_codes(
     for pair in codes.chunks(2) {
         let line: Vec<&str> = pair.iter().map(|(c, _)| c.as_str()).collect();
         println!("    {}", line.join("    "));
+    }
+    Ok(())
+}
+
+/// The user names of a `--from-file` list: one per line, blank lines and
+/// `#` comments skipped; every problem (a bad or unknown name, a name twice)
+/// is collected, so one run names them all.
+fn users_of(text: &str, allow_unknown: bool) -> Result<Vec<String>, String> {
+    let mut users: Vec<String> = Vec::new();
+    let mut problems = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let name = line.split('#').next().unwrap_or("").trim();
+        if name.is_empty() {
+            continue;
+        }
+        if users.iter().any(|u| u == name) {
+            problems.push(format!("line {}: {name:?} is listed twice", number + 1));
+            continue;
+        }
+        match crate::known_user(name, allow_unknown) {
+            Ok(()) => users.push(name.to_string()),
+            Err(e) => problems.push(format!("line {}: {e}", number + 1)),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(format!(
+            "nothing enrolled; fix the list:\n  {}",
+            problems.join("\n  ")
+        ));
+    }
+    if users.is_empty() {
+        return Err("the list names no user".to_string());
+    }
+    Ok(users)
+}
+
+/// One user's new token and what is shown for it, made before anything is
+/// stored.
+struct Made {
+    enrollment: Enrollment,
+    codes: Vec<RecoveryCode>,
+    uri: Zeroizing<String>,
+}
+
+/// `totpctl enroll --from-file FILE [--qr-dir DIR]`: every user of the
+/// list in one transaction. The PNGs are written before the store changes
+/// (and removed if it refuses), so either everything is stored and shown,
+/// or nothing is.
+pub fn enroll_many(
+    store: &dyn Store,
+    audit: &mut Audit,
+    file: &std::path::Path,
+    args: &TokenArgs,
+    mode: EnrollMode,
+    qr_dir: Option<&std::path::Path>,
+    allow_unknown: bool,
+) -> Result<(), String> {
+    check_user(&args.device).map_err(|e| format!("--device: {e}"))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("--from-file {}: {e}", file.display()))?;
+    let users = users_of(&text, allow_unknown)?;
+    let params = Params {
+        algorithm: args.algorithm,
+        digits: args.digits,
+        period: args.period,
+    };
+    params.validate()?;
+    let issuer = args.issuer.clone().unwrap_or_else(host_name);
+    let now = unix_now();
+    let mut made = Vec::with_capacity(users.len());
+    for user in &users {
+        let first = store.tokens(user).map_err(|e| e.to_string())?.is_empty();
+        let generated = if first {
+            recovery::generate().map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
+        let (codes, hashes): (Vec<_>, Vec<_>) = generated.into_iter().unzip();
+        let secret = Secret::generate().map_err(|e| e.to_string())?;
+        let uri = otpauth_uri(&secret, &issuer, user, args.kind, &params, args.counter);
+        made.push(Made {
+            enrollment: Enrollment {
+                token: Token {
+                    id: 0,
+                    user: user.clone(),
+                    device: args.device.clone(),
+                    kind: args.kind,
+                    secret,
+                    params,
+                    created: now,
+                    confirmed: args.no_confirm.then_some(now),
+                    last_step: match args.kind {
+                        Kind::Hotp => args.counter.checked_sub(1),
+                        Kind::Totp => None,
+                    },
+                    life: Life {
+                        expires: args.expires,
+                        ..Life::default()
+                    },
+                },
+                recovery: first.then_some(hashes),
+            },
+            codes,
+            uri,
+        });
+    }
+    // The PNGs first, into a new private directory.
+    if let Some(dir) = qr_dir {
+        write_pngs(dir, &made)?;
+    }
+    let enrollments: Vec<Enrollment> = made.iter().map(|m| m.enrollment.clone()).collect();
+    if let Err(e) = store.enroll(&enrollments, mode) {
+        if let Some(dir) = qr_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        return Err(format!("nothing enrolled: {e}"));
+    }
+    let state = if args.no_confirm { "active" } else { "pending" };
+    for m in &made {
+        let token = &m.enrollment.token;
+        audit.record(
+            "enroll",
+            &token.user,
+            &format!(
+                "device=\"{}\" type={} key=generated state={state} from_file=\"{}\"{}",
+                token.device,
+                token.kind,
+                file.display(),
+                if m.codes.is_empty() {
+                    ""
+                } else {
+                    " recovery_codes=10"
+                }
+            ),
+        );
+        let mut line = json!({
+            "user": token.user,
+            "device": token.device,
+            "type": token.kind.as_str(),
+            "state": state,
+            "expires": args.expires,
+            "recovery_codes": m.codes.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        });
+        match qr_dir {
+            Some(dir) => {
+                line["qr_png"] = json!(
+                    dir.join(format!("{}.png", token.user))
+                        .display()
+                        .to_string()
+                );
+            }
+            None => {
+                line["key"] = json!(token.secret.to_base32().to_string());
+                line["uri"] = json!(m.uri.as_str());
+            }
+        }
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// `DIR/USER.png` for every user, in a directory made for them (0700; an
+/// existing directory is refused). On any failure the directory goes.
+fn write_pngs(dir: &std::path::Path, made: &[Made]) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("--qr-dir {}: {e} (it must not exist yet)", dir.display()))?;
+    let written = made.iter().try_for_each(|m| {
+        let path = dir.join(format!("{}.png", m.enrollment.token.user));
+        let png = qr_png(&m.uri)?;
+        let mut out = OutputFile::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        out.file
+            .write_all(&png)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(dir);
+        return Err(format!("--qr-dir: {e}; nothing enrolled"));
     }
     Ok(())
 }

@@ -70,6 +70,7 @@ pub fn import(store: &dyn Store, audit: &mut Audit, source: ImportSource) -> Res
                 created: now,
                 confirmed: Some(now),
                 last_step: t.last_step,
+                life: Default::default(),
             },
             recovery,
         });

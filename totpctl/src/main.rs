@@ -5,6 +5,7 @@ mod cli;
 mod docs;
 mod enrolling;
 mod importing;
+mod lifecycle;
 mod qr_png;
 mod report;
 mod sealing;
@@ -37,15 +38,32 @@ pub use pam_totp::store::unix_now;
 /// User names go into the store key, log lines and URIs: refuse the ones
 /// that cannot be a login name.
 pub fn check_user(user: &str) -> Result<(), String> {
-    if user.is_empty() || user.len() > 256 {
-        return Err("the user name must be 1 to 256 bytes long".to_string());
+    config::check_name(user).map_err(|e| format!("the user name: {e}"))
+}
+
+/// A user the name service knows under exactly this name (the module looks
+/// tokens up under the name NSS gives), unless `allow_unknown`.
+pub fn known_user(user: &str, allow_unknown: bool) -> Result<(), String> {
+    use pam_totp::sys::Accounts;
+    check_user(user)?;
+    if allow_unknown {
+        return Ok(());
     }
-    if user.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "the user name {user:?} contains spaces or control characters"
-        ));
+    match pam_totp::sys::Nss.canonical_user(user) {
+        Ok(Some(name)) if name == user => Ok(()),
+        Ok(Some(name)) => Err(format!(
+            "the name service calls this account {name:?}, not {user:?}, and the module looks \
+             tokens up under {name:?}: use that name"
+        )),
+        Ok(None) => Err(format!(
+            "{user:?} is not a user on this host (`getent passwd {user}` finds nothing): check \
+             the spelling, or add --allow-unknown-user for an account that exists only on other \
+             login nodes"
+        )),
+        Err(e) => Err(format!(
+            "cannot look {user:?} up in the name service ({e}); add --allow-unknown-user to go on"
+        )),
     }
-    Ok(())
 }
 
 /// The store settings, as the module would read them: the config file
@@ -183,28 +201,70 @@ fn run(cli: Cli) -> Result<(), String> {
             println!("Store {} is ready (schema version {version}).", config.db);
             Ok(())
         }
-        Command::Enroll { user, token, force } => {
+        Command::Enroll {
+            user,
+            token,
+            force,
+            from_file,
+            qr_dir,
+            allow_unknown_user,
+        } => {
             let mode = if force {
                 EnrollMode::ReplaceDevice
             } else {
                 EnrollMode::Add
             };
-            enrolling::enroll(store, &mut Audit::open(), &user, &token, mode)
+            let mut audit = Audit::open();
+            match (user, from_file) {
+                (Some(user), None) => {
+                    known_user(&user, allow_unknown_user)?;
+                    enrolling::enroll(store, &mut audit, &user, &token, mode, &[])
+                }
+                (None, Some(file)) => enrolling::enroll_many(
+                    store,
+                    &mut audit,
+                    &file,
+                    &token,
+                    mode,
+                    qr_dir.as_deref(),
+                    allow_unknown_user,
+                ),
+                _ => Err("name one USER or --from-file FILE".to_string()),
+            }
         }
-        Command::Reset { user, token } => {
-            if store.tokens(&user).map_err(e)?.is_empty() {
+        Command::Reset { user, token, now } => {
+            let old: Vec<String> = store
+                .tokens(&user)
+                .map_err(e)?
+                .iter()
+                .filter(|t| t.life.replaces.is_none())
+                .map(|t| t.device.clone())
+                .collect();
+            if old.is_empty() {
                 return Err(format!(
                     "{user} is not enrolled; use `totpctl enroll {user}`"
                 ));
             }
-            enrolling::enroll(
-                store,
-                &mut Audit::open(),
-                &user,
-                &token,
-                EnrollMode::ReplaceUser,
-            )
+            // The old tokens go now when the old phone is lost (--now) or
+            // the new token works at once; otherwise at the confirmation.
+            let at_once = token.secret.is_some() || token.no_confirm;
+            let mode = if now || at_once {
+                EnrollMode::ReplaceUser
+            } else {
+                EnrollMode::Replacement
+            };
+            enrolling::enroll(store, &mut Audit::open(), &user, &token, mode, &old)
         }
+        Command::Disable { user, device } => {
+            lifecycle::set_disabled(store, &mut Audit::open(), &user, device.as_deref(), true)
+        }
+        Command::Enable { user, device } => {
+            lifecycle::set_disabled(store, &mut Audit::open(), &user, device.as_deref(), false)
+        }
+        Command::Prune {
+            pending_older_than,
+            dry_run,
+        } => lifecycle::prune(store, &mut Audit::open(), pending_older_than, dry_run),
         Command::Confirm { user, code, device } => {
             enrolling::confirm(store, &mut Audit::open(), &user, &code, device.as_deref())
         }
@@ -220,12 +280,32 @@ fn run(cli: Cli) -> Result<(), String> {
                     println!("Deleted device {device:?} of {user}.");
                 }
                 None => {
+                    let devices: Vec<String> = store
+                        .tokens(&user)
+                        .map_err(e)?
+                        .into_iter()
+                        .map(|t| t.device)
+                        .collect();
+                    let codes = store.recovery_count(&user).map_err(e)?;
                     let count = store.delete_user(&user).map_err(e)?;
                     if count == 0 {
                         return Err(format!("{user} is not enrolled"));
                     }
-                    audit.record("delete", &user, "all tokens and recovery codes");
-                    println!("Deleted {count} token(s) and the recovery codes of {user}.");
+                    audit.record(
+                        "delete",
+                        &user,
+                        &format!(
+                            "tokens={count} devices=\"{}\" recovery_codes_unused={}",
+                            devices.join(","),
+                            codes.unused
+                        ),
+                    );
+                    println!(
+                        "Deleted {user}'s {count} token(s) ({}) and {} unused recovery code(s); \
+                         their grace periods, failed-code counts and enroll window went with them.",
+                        devices.join(", "),
+                        codes.unused
+                    );
                 }
             }
             Ok(())
@@ -292,8 +372,12 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::AllowEnroll { user, duration } => {
-            check_user(&user)?;
+        Command::AllowEnroll {
+            user,
+            duration,
+            allow_unknown_user,
+        } => {
+            known_user(&user, allow_unknown_user)?;
             if !store.tokens(&user).map_err(e)?.is_empty() {
                 return Err(format!(
                     "{user} already has a token; enrollment at login is only for users without one \

@@ -20,12 +20,9 @@ pub fn describe_params(kind: Kind, params: &Params) -> String {
     )
 }
 
+/// active, pending, pending replacement, disabled or expired, now.
 pub fn state(t: &TokenInfo) -> &'static str {
-    if t.confirmed.is_some() {
-        "active"
-    } else {
-        "pending"
-    }
+    t.state_at(pam_totp::store::unix_now())
 }
 
 /// When the token was last used: a time (TOTP) or a counter (HOTP).
@@ -49,6 +46,9 @@ pub fn token_json(t: &TokenInfo) -> Value {
         "confirmed": t.confirmed,
         "last_step": t.last_step,
         "state": state(t),
+        "disabled": t.life.disabled,
+        "expires": t.life.expires,
+        "replaces_on_confirmation": t.life.replaces,
     })
 }
 
@@ -101,12 +101,21 @@ pub fn print_show(user: &str, shown: &Shown) {
     }
     for t in &shown.tokens {
         println!(
-            "device {:?}: {}, {}, created {}, last used {}",
+            "device {:?}: {}, {}, created {}, last used {}{}{}",
             t.device,
             describe_params(t.kind, &t.params),
             state(t),
             utc(t.created),
-            last_used(t)
+            last_used(t),
+            t.life
+                .expires
+                .map(|at| format!(", expires {at} UTC", at = utc(at)))
+                .unwrap_or_default(),
+            t.life
+                .replaces
+                .as_ref()
+                .map(|d| format!(", takes the name {d:?} and retires the others when confirmed"))
+                .unwrap_or_default()
         );
     }
     println!(

@@ -8,7 +8,8 @@
 //!   module's config file (/etc/security/pam_totp.conf) names: `--db`,
 //!   `--config`, `--key-file` and `--db-password-file` are refused;
 //! - it reads and writes no file named on its command line: `migrate`,
-//!   `keygen`, `rekey`, `import` and `manpages` are refused;
+//!   `keygen`, `rekey`, `import`, `enroll --from-file` and `manpages` are
+//!   refused;
 //! - the one output file it writes, `--qr-png FILE`, is created as the
 //!   caller (SUDO_UID, SUDO_GID), new (never an existing file or a link),
 //!   mode 0600.
@@ -67,6 +68,9 @@ pub fn check(cli: &Cli) -> Result<(), String> {
         Command::Rekey { .. } => "rekey",
         Command::Import { .. } => "import",
         Command::Manpages { .. } => "manpages",
+        Command::Enroll {
+            from_file: Some(_), ..
+        } => "enroll --from-file",
         _ => return Ok(()),
     };
     Err(refused(&format!("`totpctl {verb}`")))

@@ -20,6 +20,7 @@ fn token(user: &str, device: &str) -> Token {
         created: 1_700_000_000,
         confirmed: Some(1_700_000_000),
         last_step: None,
+        life: Default::default(),
     }
 }
 
@@ -74,7 +75,7 @@ fn enroll_modes() {
         .expect_err("duplicate device");
     assert!(matches!(err, StoreError::AlreadyEnrolled { .. }), "{err}");
     store
-        .claim_step(only_id(&store, "alice"), Kind::Totp, 10)
+        .claim_step(only_id(&store, "alice"), Kind::Totp, 10, 0)
         .expect("claim");
     enroll(
         &store,
@@ -129,27 +130,27 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
     enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
     let id = only_id(&store, "alice");
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 100).expect("c"),
+        store.claim_step(id, Kind::Totp, 100, 0).expect("c"),
         Claim::Claimed
     );
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 100).expect("c"),
+        store.claim_step(id, Kind::Totp, 100, 0).expect("c"),
         Claim::AlreadyUsed
     );
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 99).expect("c"),
+        store.claim_step(id, Kind::Totp, 99, 0).expect("c"),
         Claim::AlreadyUsed
     );
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 101).expect("c"),
+        store.claim_step(id, Kind::Totp, 101, 0).expect("c"),
         Claim::Claimed
     );
     assert_eq!(
-        store.claim_step(9999, Kind::Totp, 500).expect("c"),
+        store.claim_step(9999, Kind::Totp, 500, 0).expect("c"),
         Claim::AlreadyUsed
     );
     assert!(matches!(
-        store.claim_step(id, Kind::Totp, u64::MAX),
+        store.claim_step(id, Kind::Totp, u64::MAX, 0),
         Err(StoreError::StepOutOfRange(_))
     ));
 
@@ -158,7 +159,7 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
     enroll(&store, pending, EnrollMode::Add).expect("enroll");
     let id = only_id(&store, "carol");
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 100).expect("c"),
+        store.claim_step(id, Kind::Totp, 100, 0).expect("c"),
         Claim::AlreadyUsed
     );
     assert_eq!(store.confirm(id, 5, 100).expect("c"), Claim::Claimed);
@@ -170,7 +171,7 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
         "confirming claims the confirmation code's step"
     );
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 100).expect("c"),
+        store.claim_step(id, Kind::Totp, 100, 0).expect("c"),
         Claim::AlreadyUsed
     );
 }
@@ -401,7 +402,7 @@ fn threads_racing_one_step_claim_it_once() {
                 std::thread::spawn(move || {
                     let store = SqliteStore::open(&path).expect("open");
                     barrier.wait();
-                    store.claim_step(id, Kind::Totp, step).expect("claim")
+                    store.claim_step(id, Kind::Totp, step, 0).expect("claim")
                 })
             })
             .collect();
@@ -431,7 +432,7 @@ fn the_wal_stays_short_when_every_login_is_the_only_connection() {
     for step in 1..=(4 * WAL_LIMIT as u64) {
         let store = SqliteStore::open_for_login(&path).expect("open");
         assert_eq!(
-            store.claim_step(id, Kind::Totp, step).expect("claim"),
+            store.claim_step(id, Kind::Totp, step, 0).expect("claim"),
             Claim::Claimed
         );
         store

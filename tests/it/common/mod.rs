@@ -564,9 +564,26 @@ impl World {
         std::fs::write(self.services.join(name), text).expect("service file");
     }
 
+    /// totpctl on this world's store, under this world's name service
+    /// (nss_wrapper), as the module sees it: the user a test enrolls or
+    /// lets enroll is added to the passwd file first, unless `strict_users`.
     pub fn totpctl(&self, args: &[&str]) -> Output {
+        if let Some(at) = args
+            .iter()
+            .position(|a| matches!(*a, "enroll" | "allow-enroll"))
+            && let Some(user) = args.get(at + 1)
+            && !user.starts_with('-')
+        {
+            self.ensure_user(user);
+        }
         let store = self.store_options();
-        run_totpctl(store.iter().map(String::as_str).chain(args.iter().copied()))
+        Command::new(totpctl_path())
+            .args(store.iter().map(String::as_str).chain(args.iter().copied()))
+            .env("LD_PRELOAD", NSS_WRAPPER)
+            .env("NSS_WRAPPER_PASSWD", self.passwd_file())
+            .env("NSS_WRAPPER_GROUP", self.group_file())
+            .output()
+            .expect("run totpctl")
     }
 
     /// Enrolls `user` with a fresh random key and returns the key.
