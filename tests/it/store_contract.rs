@@ -553,3 +553,108 @@ fn staged_grants_are_taken_once_by_their_user_before_they_expire() {
         ));
     }
 }
+
+/// What an administrator sets on a token, on both backends: a disabled or
+/// expired token claims nothing (in the claim's own write), enabling it
+/// again works, a confirmed replacement retires the user's other tokens and
+/// takes their device name, and pruning removes only old pending tokens.
+#[test]
+fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        enroll(
+            &*store,
+            token("ada", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("e");
+        let id = id_of(&*store, "ada", "phone");
+        assert_eq!(
+            store.set_disabled("ada", None, Some(NOW)).expect("d"),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            store.set_disabled("ada", None, Some(NOW)).expect("d"),
+            0,
+            "{name}: again"
+        );
+        assert_eq!(
+            store.claim_step(id, Kind::Totp, 100, NOW).expect("c"),
+            Claim::AlreadyUsed,
+            "{name}: disabled"
+        );
+        assert_eq!(
+            store.set_disabled("ada", Some("phone"), None).expect("e"),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            store.claim_step(id, Kind::Totp, 100, NOW).expect("c"),
+            Claim::Claimed,
+            "{name}: enabled"
+        );
+        let mut expiring = token("ada", "tablet", Kind::Totp, true);
+        expiring.life.expires = Some(NOW + 10);
+        enroll(&*store, expiring, EnrollMode::Add).expect("e");
+        let tablet = id_of(&*store, "ada", "tablet");
+        assert_eq!(
+            store
+                .claim_step(tablet, Kind::Totp, 100, NOW + 10)
+                .expect("c"),
+            Claim::AlreadyUsed,
+            "{name}: expired"
+        );
+        assert_eq!(
+            store
+                .claim_step(tablet, Kind::Totp, 100, NOW + 9)
+                .expect("c"),
+            Claim::Claimed,
+            "{name}: before expiry"
+        );
+        // A pending replacement: the old tokens work until it is confirmed.
+        let mut new = token("ada", "phone (new)", Kind::Totp, false);
+        new.life.replaces = Some("phone".to_string());
+        enroll(&*store, new, EnrollMode::Replacement).expect("replacement");
+        assert_eq!(store.tokens("ada").expect("t").len(), 3, "{name}");
+        let new_id = id_of(&*store, "ada", "phone (new)");
+        assert_eq!(
+            store.confirm(new_id, NOW, 200).expect("confirm"),
+            Claim::Claimed,
+            "{name}"
+        );
+        let left = store.tokens("ada").expect("t");
+        assert_eq!(left.len(), 1, "{name}: {left:?}");
+        assert_eq!(
+            (
+                left[0].id,
+                left[0].device.as_str(),
+                left[0].life.replaces.clone()
+            ),
+            (new_id, "phone", None),
+            "{name}"
+        );
+        // Prune: only pending tokens made before the cut.
+        enroll(
+            &*store,
+            token("bo", "default", Kind::Totp, false),
+            EnrollMode::Add,
+        )
+        .expect("e");
+        assert_eq!(
+            store.prune_pending(NOW).expect("p"),
+            Vec::<(String, String)>::new()
+        );
+        assert_eq!(
+            store.prune_pending(NOW + 1).expect("p"),
+            [("bo".to_string(), "default".to_string())],
+            "{name}"
+        );
+        assert_eq!(
+            store.tokens("ada").expect("t").len(),
+            1,
+            "{name}: active kept"
+        );
+    }
+}
