@@ -59,10 +59,10 @@ pub const INSERT_TOKEN: &str = r#"INSERT INTO tokens
      ON CONFLICT ("user", device) DO NOTHING"#;
 /// Disables (a time) or enables (NULL) every token of a user.
 pub const SET_DISABLED_USER: &str = r#"UPDATE tokens SET disabled = ?2
-     WHERE "user" = ?1 AND ((?2 IS NULL) <> (disabled IS NULL))"#;
+     WHERE "user" = ?1 AND ((CAST(?2 AS BIGINT) IS NULL) <> (disabled IS NULL))"#;
 /// Disables (a time) or enables (NULL) one device of a user.
 pub const SET_DISABLED_DEVICE: &str = r#"UPDATE tokens SET disabled = ?3
-     WHERE "user" = ?1 AND device = ?2 AND ((?3 IS NULL) <> (disabled IS NULL))"#;
+     WHERE "user" = ?1 AND device = ?2 AND ((CAST(?3 AS BIGINT) IS NULL) <> (disabled IS NULL))"#;
 /// Pending tokens made before `?1`, removed; their user and device.
 pub const PRUNE_PENDING: &str = r#"DELETE FROM tokens WHERE confirmed IS NULL AND created < ?1
      RETURNING "user", device"#;
