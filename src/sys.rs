@@ -151,6 +151,125 @@ fn getgrnam_exists(name: &str) -> Result<bool, String> {
     }
 }
 
+/// Every user of group `name`, sorted and without duplicates: the members
+/// its group entry lists, and the users whose primary group it is (a scan
+/// of the passwd database). `Ok(None)`: NSS knows no such group. `Err`: a
+/// lookup failed. The scan sees only what the name service enumerates:
+/// with SSSD's `enumerate = false` (its default) users whose primary group
+/// this is but who are not listed in the group entry are missed.
+pub fn group_members(name: &str) -> Result<Option<Vec<String>>, String> {
+    let Some((gid, mut members)) = getgrnam_members(name)? else {
+        return Ok(None);
+    };
+    members.extend(users_with_primary_group(gid)?);
+    members.sort();
+    members.dedup();
+    Ok(Some(members))
+}
+
+/// The gid of group `name` and the members its entry lists.
+fn getgrnam_members(name: &str) -> Result<Option<(libc::gid_t, Vec<String>)>, String> {
+    let c_name = CString::new(name).map_err(|_| "group name contains NUL".to_string())?;
+    let mut size = BUFFER;
+    loop {
+        let mut buf = vec![0 as libc::c_char; size];
+        // SAFETY: group is plain old data; getgrnam_r fills it and points
+        // its strings and the NULL-terminated gr_mem array into `buf`,
+        // which outlives every read below; `found` is null or points at
+        // `grp`, and the pointers are read only when it is not null.
+        let (rc, entry) = unsafe {
+            let mut grp: libc::group = std::mem::zeroed();
+            let mut found: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(
+                c_name.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut found,
+            );
+            let entry = if rc == 0 && !found.is_null() {
+                let mut members = Vec::new();
+                let mut member = grp.gr_mem;
+                while !member.is_null() && !(*member).is_null() {
+                    members.push(CStr::from_ptr(*member).to_string_lossy().into_owned());
+                    member = member.add(1);
+                }
+                Some((grp.gr_gid, members))
+            } else {
+                None
+            };
+            (rc, entry)
+        };
+        match rc {
+            0 => return Ok(entry),
+            libc::ERANGE if size < MAX_BUFFER => size *= 4,
+            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
+            _ => {
+                return Err(format!(
+                    "getgrnam_r failed: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                ));
+            }
+        }
+    }
+}
+
+/// The names of the passwd entries whose primary group is `gid`: one pass
+/// over the passwd database (setpwent, getpwent_r, endpwent). The
+/// enumeration state is per process: not for threads that enumerate too.
+fn users_with_primary_group(gid: libc::gid_t) -> Result<Vec<String>, String> {
+    /// Ends the enumeration however the scan returns.
+    struct End;
+    impl Drop for End {
+        fn drop(&mut self) {
+            // SAFETY: endpwent only closes the enumeration setpwent opened.
+            unsafe { libc::endpwent() }
+        }
+    }
+    // SAFETY: setpwent (re)starts the enumeration; no preconditions.
+    unsafe { libc::setpwent() };
+    let _end = End;
+    let mut users = Vec::new();
+    let mut size = BUFFER;
+    loop {
+        let mut buf = vec![0 as libc::c_char; size];
+        // SAFETY: as for getpwnam_r: getpwent_r fills `pwd` and points its
+        // strings into `buf`, which outlives the copy below; `found` is
+        // null or points at `pwd`.
+        let (rc, entry) = unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwent_r(&mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+            let entry = if rc == 0 && !found.is_null() && !pwd.pw_name.is_null() {
+                Some((
+                    pwd.pw_gid,
+                    CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
+                ))
+            } else {
+                None
+            };
+            (rc, entry)
+        };
+        match (rc, entry) {
+            (0, Some((user_gid, name))) => {
+                if user_gid == gid {
+                    users.push(name);
+                }
+            }
+            // The end of the database.
+            (0, None) | (libc::ENOENT, _) => return Ok(users),
+            // The same entry again, with room for it.
+            (libc::ERANGE, _) if size < MAX_BUFFER => size *= 4,
+            (rc, _) => {
+                return Err(format!(
+                    "getpwent_r failed: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                ));
+            }
+        }
+    }
+}
+
 fn group_name(gid: libc::gid_t) -> Option<String> {
     let mut buf = vec![0 as libc::c_char; BUFFER];
     // SAFETY: as for getpwnam_r: the struct points into `buf`, which lives
@@ -209,6 +328,14 @@ mod tests {
         let groups = Nss.groups_of("root").expect("root");
         assert!(groups.iter().any(|g| g == "root"), "{groups:?}");
         assert!(Nss.groups_of("no-such-user-pam-totp").is_err());
+    }
+
+    #[test]
+    fn root_is_a_user_of_the_root_group_and_unknown_groups_are_none() {
+        let members = group_members("root").expect("lookup").expect("root group");
+        assert!(members.iter().any(|u| u == "root"), "{members:?}");
+        assert_eq!(group_members("no-such-group-pam-totp"), Ok(None));
+        assert!(group_members("nul\0inside").is_err());
     }
 
     #[test]

@@ -800,3 +800,466 @@ fn enrollment_needs_a_name_the_name_service_knows_and_delete_says_what_went() {
         "{stdout}"
     );
 }
+
+/// The rollout report, `show` and `list` for a pilot group whose members
+/// stand everywhere a rollout can leave them. Wrong codes go through the
+/// real module (pamtester), and every process, the module and totpctl,
+/// runs on the same frozen clock (libfaketime), so the locks' ends are
+/// known dates; `date -u` computes the expected ones.
+struct Pilot {
+    world: common::World,
+    config: std::path::PathBuf,
+    /// When everything happened (a whole minute, so a TOTP step starts there).
+    at: u64,
+}
+
+/// The limits the pilot's module and totpctl both read from the config
+/// file: a back-off after 3 wrong codes in a row from one address, the
+/// user locked after 4 within 24 h.
+const PILOT_LIMITS: &str = "backoff_after = 3\nuser_limit = 4\n";
+
+impl Pilot {
+    fn new() -> Pilot {
+        let world = common::World::new_sqlite();
+        let config = world.dir.path().join("pam_totp.conf");
+        std::fs::write(
+            &config,
+            format!("{}{PILOT_LIMITS}", world.store_config_lines()),
+        )
+        .expect("config");
+        world.service("totp", &format!("config={}", config.display()));
+        // Two days ahead, 14:03:00 UTC: after the machine's boot, and a
+        // date that shows minutes and seconds.
+        let at = (common::unix_now() / 86_400 + 2) * 86_400 + 14 * 3_600 + 3 * 60;
+        Pilot { world, config, at }
+    }
+
+    /// libfaketime's absolute, frozen form (no `@`: the clock stands still).
+    fn frozen(at: u64) -> String {
+        common::utc_for_faketime(at)
+    }
+
+    /// totpctl with the World's passwd and group files (nss_wrapper), its
+    /// clock frozen at `at`, reading the pilot's config file.
+    fn ctl_at(&self, at: u64, args: &[&str]) -> Output {
+        totpctl()
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env(
+                "LD_PRELOAD",
+                format!("{} {}", common::NSS_WRAPPER, common::FAKETIME),
+            )
+            .env("NSS_WRAPPER_PASSWD", self.world.passwd_file())
+            .env("NSS_WRAPPER_GROUP", self.world.group_file())
+            .env("FAKETIME", Pilot::frozen(at))
+            .env("TZ", "UTC")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run totpctl")
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_at(self.at, args)
+    }
+
+    /// One login through the real module at the frozen time.
+    fn login(&self, at: u64, user: &str, rhost: &str, answer: &str) -> common::Run {
+        let mut cmd = self.world.pamtester_command("totp", user, Some(rhost));
+        cmd.env("LD_PRELOAD", common::preload(&[common::FAKETIME]))
+            .env("FAKETIME", Pilot::frozen(at))
+            .env("TZ", "UTC");
+        common::run_with_stdin(cmd, answer)
+    }
+
+    fn enroll_key(&self, user: &str) -> String {
+        let key = common::random_secret();
+        let out = self.ctl(&["enroll", user, "--secret", &key]);
+        assert!(out.status.success(), "enroll {user}: {:?}", text(&out));
+        key
+    }
+}
+
+/// `2026-12-03 14:03:30 UTC`, from `date -u`, not from totpctl's code.
+fn date_of(unix: u64) -> String {
+    format!("{} UTC", common::utc_for_faketime(unix))
+}
+
+/// A minimal RFC 4180 reader: CRLF records, quoted fields with doubled
+/// quotes (enough for what totpctl writes).
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\r') if chars.peek() == Some(&'\n') => {
+                chars.next();
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            (false, c) => {
+                assert!(c != '\n', "a bare LF ends a record: {text:?}");
+                field.push(c);
+            }
+        }
+    }
+    assert!(
+        field.is_empty() && record.is_empty(),
+        "unterminated: {text:?}"
+    );
+    records
+}
+
+#[test]
+fn report_shows_where_each_member_of_the_pilot_stands_with_locks_as_dates() {
+    if !common::pam_tools_present() || !common::tools_present(&[common::FAKETIME]) {
+        return;
+    }
+    let pilot = Pilot::new();
+    let world = &pilot.world;
+    let at = pilot.at;
+    // The pilot group lists six members; henry is in it by his primary
+    // group only; grace is enrolled but not in the pilot.
+    for user in ["alice", "bob", "carol", "dave", "erin", "frank", "grace"] {
+        world.add_user(user);
+    }
+    let mut passwd = std::fs::OpenOptions::new()
+        .append(true)
+        .open(world.passwd_file())
+        .expect("passwd");
+    writeln!(passwd, "henry:x:20001:2000::/nonexistent:/usr/sbin/nologin").expect("passwd");
+    let mut group = std::fs::OpenOptions::new()
+        .append(true)
+        .open(world.group_file())
+        .expect("group");
+    writeln!(group, "pilot:x:2000:alice,bob,carol,dave,erin,frank").expect("group");
+
+    // alice: active, logged in once. bob: pending. carol: may enroll at
+    // login. dave: three wrong codes from one address (the back-off).
+    // erin: four wrong codes from two addresses (the per-user ceiling).
+    // frank: active, never used. henry: nothing.
+    let alice = pilot.enroll_key("alice");
+    let bob = pilot.ctl(&["enroll", "bob", "--json"]);
+    assert!(bob.status.success(), "{:?}", text(&bob));
+    let allowed = pilot.ctl(&["allow-enroll", "carol", "--for", "24h"]);
+    assert!(allowed.status.success(), "{:?}", text(&allowed));
+    let dave = pilot.enroll_key("dave");
+    let erin = pilot.enroll_key("erin");
+    pilot.enroll_key("frank");
+    pilot.enroll_key("grace");
+
+    let right = pilot.login(
+        at,
+        "alice",
+        "203.0.113.9",
+        &common::oathtool(&alice, Some(at), &[]),
+    );
+    assert!(right.success, "{right:?}");
+    let wrong = common::wrong_code(&common::oathtool(&dave, Some(at), &[]));
+    for _ in 0..3 {
+        let run = pilot.login(at, "dave", "192.0.2.7", &wrong);
+        assert!(!run.success && run.logged("wrong code"), "{run:?}");
+    }
+    let wrong = common::wrong_code(&common::oathtool(&erin, Some(at), &[]));
+    for rhost in [
+        "198.51.100.1",
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.2",
+    ] {
+        let run = pilot.login(at, "erin", rhost, &wrong);
+        assert!(!run.success && run.logged("wrong code"), "{run:?}");
+    }
+    // The module agrees that both are locked: a right code is refused
+    // unchecked.
+    for (user, key, rhost) in [("dave", &dave, "192.0.2.7"), ("erin", &erin, "203.0.113.9")] {
+        let run = pilot.login(
+            at + 10,
+            user,
+            rhost,
+            &common::oathtool(key, Some(at + 10), &[]),
+        );
+        assert!(
+            !run.success && run.logged("denied: too many failed codes"),
+            "{run:?}"
+        );
+    }
+    let backoff = format!(
+        "backing off from 192.0.2.7 until {} (3 wrong codes)",
+        date_of(at + 30)
+    );
+    let ceiling = format!(
+        "locked until {} (4 wrong codes in 24 h)",
+        date_of(at + 86_400)
+    );
+
+    // The table: one line per member, the locks and last use as dates.
+    let out = pilot.ctl(&["report", "--group", "pilot"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let line = |user: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(user))
+            .unwrap_or_else(|| panic!("no line for {user}:\n{stdout}"))
+            .to_string()
+    };
+    for (user, state) in [
+        ("alice", "enrolled"),
+        ("bob", "pending"),
+        ("carol", "not enrolled"),
+        ("dave", "locked"),
+        ("erin", "locked"),
+        ("frank", "never used"),
+        ("henry", "not enrolled"),
+    ] {
+        let found = line(user);
+        assert!(
+            found[user.len()..].trim_start().starts_with(state),
+            "{user} should be {state}: {found}\n{stdout}"
+        );
+    }
+    assert!(!stdout.lines().any(|l| l.starts_with("grace")), "{stdout}");
+    assert!(line("alice").contains(&date_of(at)), "{stdout}");
+    assert!(line("dave").contains(&backoff), "{stdout}");
+    assert!(line("erin").contains(&ceiling), "{stdout}");
+    assert!(
+        line("carol").contains(&format!(
+            "may enroll at login until {}",
+            date_of(at + 86_400)
+        )),
+        "{stdout}"
+    );
+    for (label, count) in [
+        ("locked", 2),
+        ("pending", 1),
+        ("not enrolled", 2),
+        ("never used", 1),
+        ("enrolled", 1),
+        ("total", 7),
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(label) && l[label.len()..].trim() == count.to_string()),
+            "count {label} {count}:\n{stdout}"
+        );
+    }
+    // Dates, never epochs.
+    for epoch in [at, at + 30, at + 86_400] {
+        assert!(!stdout.contains(&epoch.to_string()), "{stdout}");
+    }
+
+    // JSON: the same users and counts, times both ways.
+    let out = pilot.ctl(&["report", "--group", "pilot", "--json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let users = report["users"].as_array().expect("users");
+    let by_name = |user: &str| -> &serde_json::Value {
+        users
+            .iter()
+            .find(|u| u["user"] == user)
+            .unwrap_or_else(|| panic!("no {user} in {report}"))
+    };
+    let states: Vec<(String, String)> = users
+        .iter()
+        .map(|u| {
+            (
+                u["user"].as_str().expect("user").to_string(),
+                u["state"].as_str().expect("state").to_string(),
+            )
+        })
+        .collect();
+    let mut sorted = states.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            ("alice", "enrolled"),
+            ("bob", "pending"),
+            ("carol", "not_enrolled"),
+            ("dave", "locked"),
+            ("erin", "locked"),
+            ("frank", "never_used"),
+            ("henry", "not_enrolled"),
+        ]
+        .map(|(u, s)| (u.to_string(), s.to_string()))
+    );
+    assert_eq!(report["group"], "pilot");
+    assert_eq!(
+        report["counts"],
+        serde_json::json!({"locked": 2, "pending": 1, "not_enrolled": 2,
+            "never_used": 1, "enrolled": 1, "total": 7})
+    );
+    assert_eq!(by_name("alice")["last_used"], at);
+    assert_eq!(by_name("alice")["last_used_utc"], date_of(at));
+    assert_eq!(by_name("bob")["pending_tokens"], 1);
+    assert_eq!(by_name("bob")["active_tokens"], 0);
+    let lock = &by_name("dave")["locks"][0];
+    assert_eq!(
+        (
+            &lock["kind"],
+            &lock["rhost"],
+            &lock["until"],
+            &lock["failures"]
+        ),
+        (
+            &"source".into(),
+            &"192.0.2.7".into(),
+            &(at + 30).into(),
+            &3.into()
+        )
+    );
+    let lock = &by_name("erin")["locks"];
+    assert_eq!(lock.as_array().map(Vec::len), Some(1), "{lock}");
+    assert_eq!(
+        (
+            &lock[0]["kind"],
+            &lock[0]["until"],
+            &lock[0]["until_utc"],
+            &lock[0]["failures"]
+        ),
+        (
+            &"user".into(),
+            &(at + 86_400).into(),
+            &date_of(at + 86_400).into(),
+            &4.into()
+        )
+    );
+
+    // CSV: a header, one row per user, the same states; dates, not epochs.
+    let out = pilot.ctl(&["report", "--group", "pilot", "--csv"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let csv = String::from_utf8(out.stdout).expect("utf8");
+    let records = parse_csv(&csv);
+    let header = &records[0];
+    assert_eq!(header[0], "user");
+    let column = |name: &str| header.iter().position(|h| h == name).expect(name);
+    assert_eq!(records.len(), 8, "{csv}");
+    let mut csv_states: Vec<(String, String)> = records[1..]
+        .iter()
+        .map(|r| {
+            assert_eq!(r.len(), header.len(), "{r:?}");
+            (r[0].clone(), r[column("state")].clone())
+        })
+        .collect();
+    csv_states.sort();
+    assert_eq!(csv_states, sorted);
+    let row = |user: &str| records.iter().find(|r| r[0] == user).expect(user).clone();
+    assert_eq!(row("dave")[column("locked_until_utc")], date_of(at + 30));
+    assert_eq!(row("dave")[column("lock")], backoff);
+    assert_eq!(
+        row("erin")[column("locked_until_utc")],
+        date_of(at + 86_400)
+    );
+    assert_eq!(row("alice")[column("last_used_utc")], date_of(at));
+    for epoch in [at, at + 30, at + 86_400] {
+        assert!(!csv.contains(&epoch.to_string()), "{csv}");
+    }
+
+    // show and list say who is locked, until when and why.
+    let (shown, _) = text(&pilot.ctl(&["show", "dave"]));
+    assert!(shown.contains(&backoff), "{shown}");
+    let (shown, _) = text(&pilot.ctl(&["show", "erin"]));
+    assert!(shown.contains(&ceiling), "{shown}");
+    let (shown, _) = text(&pilot.ctl(&["show", "alice"]));
+    assert!(shown.contains("locked: no"), "{shown}");
+    assert!(
+        shown.contains(&format!("last used {}", date_of(at))),
+        "{shown}"
+    );
+    let (listed, _) = text(&pilot.ctl(&["list"]));
+    let list_line = |user: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(user))
+            .unwrap_or_else(|| panic!("{user}: {listed}"))
+            .to_string()
+    };
+    assert!(list_line("dave").contains(&backoff), "{listed}");
+    assert!(list_line("erin").contains(&ceiling), "{listed}");
+    assert!(!list_line("frank").contains("lock"), "{listed}");
+    let out = pilot.ctl(&["list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list JSON");
+    let erin_token = listed
+        .as_array()
+        .and_then(|l| l.iter().find(|t| t["user"] == "erin"))
+        .expect("erin");
+    assert_eq!(erin_token["locks"][0]["until"], at + 86_400);
+
+    // 31 s later the back-off is over (dave has never logged in), the
+    // ceiling is not; the module and totpctl agree.
+    let later = pilot.ctl_at(at + 31, &["report", "--group", "pilot", "--json"]);
+    let later: serde_json::Value = serde_json::from_slice(&later.stdout).expect("JSON");
+    let state_of = |user: &str| {
+        later["users"]
+            .as_array()
+            .and_then(|u| u.iter().find(|u| u["user"] == user))
+            .map(|u| u["state"].clone())
+    };
+    assert_eq!(state_of("dave"), Some("never_used".into()));
+    assert_eq!(state_of("erin"), Some("locked".into()));
+    let run = pilot.login(
+        at + 60,
+        "dave",
+        "192.0.2.7",
+        &common::oathtool(&dave, Some(at + 60), &[]),
+    );
+    assert!(run.success, "{run:?}");
+
+    // Without --group: every user with a token, none without.
+    let out = pilot.ctl(&["report", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let mut names: Vec<&str> = all["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["user"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alice", "bob", "dave", "erin", "frank", "grace"]);
+    assert_eq!(all["group"], serde_json::Value::Null);
+}
+
+#[test]
+fn report_on_a_group_nss_does_not_know_is_an_error() {
+    if !common::tools_present(&[common::NSS_WRAPPER, common::FAKETIME]) {
+        return;
+    }
+    let pilot = Pilot::new();
+    pilot.world.add_user("alice");
+    pilot.enroll_key("alice");
+    for format in [&[][..], &["--json"], &["--csv"]] {
+        let mut args = vec!["report", "--group", "no-such-pilot"];
+        args.extend_from_slice(format);
+        let out = pilot.ctl(&args);
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?}: {stdout}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(
+            stderr.contains("no group named \"no-such-pilot\""),
+            "{stderr}"
+        );
+    }
+    // A known but empty group is a report of nobody, not an error.
+    let mut group = std::fs::OpenOptions::new()
+        .append(true)
+        .open(pilot.world.group_file())
+        .expect("group");
+    writeln!(group, "empty:x:2001:").expect("group");
+    let out = pilot.ctl(&["report", "--group", "empty", "--json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["counts"]["total"], 0);
+}

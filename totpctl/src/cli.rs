@@ -168,6 +168,10 @@ pub enum Command {
         device: Option<String>,
     },
     /// List all tokens (never shows keys).
+    ///
+    /// STATE also names a lock of the token's user in force now, as the
+    /// login computes it: "locked until … (N wrong codes in 24 h)" or
+    /// "backing off from ADDRESS until … (N wrong codes)".
     List {
         /// One JSON object per token, in a list.
         #[arg(long)]
@@ -175,10 +179,54 @@ pub enum Command {
     },
     /// Everything about USER except keys: devices, state, last use,
     /// recovery codes left, enroll window, failed codes per address.
+    ///
+    /// The line after the user's name says whether a lock is in force now and until when,
+    /// as the login computes it (limits from the config file): "locked
+    /// until … (N wrong codes in 24 h)" or "backing off from ADDRESS until …
+    /// (N wrong codes)"; `totpctl unlock USER` ends it.
     Show {
         user: String,
         #[arg(long)]
         json: bool,
+    },
+    /// Where a rollout stands: each user of a group (or of the store) as
+    /// locked, pending, not enrolled, never used or enrolled, with counts.
+    ///
+    /// One line per user, those who need the help desk first, then the
+    /// number of users in each state:
+    ///
+    /// locked: a back-off of one address or the 24 h ceiling is in force
+    /// now (`totpctl show USER` says which; `totpctl unlock USER` ends it).
+    ///
+    /// pending: only tokens no code has confirmed yet, so no login works
+    /// (`totpctl confirm USER CODE`, or enroll again).
+    ///
+    /// not enrolled: in the group, no token (`totpctl enroll USER`, or
+    /// `totpctl allow-enroll USER --for 24h`).
+    ///
+    /// never used: an active token nobody has logged in with yet.
+    ///
+    /// enrolled: an active token, with the time of the last login.
+    ///
+    /// Locks are computed as the login computes them, with the limits of the
+    /// config file (backoff_after, backoff_max, user_limit): keep them there,
+    /// not only on the PAM line. Times are UTC dates. Changes nothing.
+    Report {
+        /// Every user of GROUP as NSS lists it: the group's members and
+        /// the users whose primary group it is (passwd enumeration: with
+        /// SSSD's enumerate = false only listed members are found). A
+        /// group NSS does not know is an error. Without --group: every
+        /// user with a token in the store.
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+        /// One JSON object: "users" (state, tokens, last use, locks, enroll
+        /// window; times as epoch seconds and as UTC dates) and "counts".
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// CSV (RFC 4180) for a spreadsheet: a header line, one row per
+        /// user, times as UTC dates.
+        #[arg(long)]
+        csv: bool,
     },
     /// Give USER 10 new recovery codes, shown once. The old ones stop working.
     Recovery {

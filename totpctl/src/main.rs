@@ -6,6 +6,7 @@ mod docs;
 mod enrolling;
 mod importing;
 mod lifecycle;
+mod population;
 mod qr_png;
 mod report;
 mod sealing;
@@ -312,11 +313,17 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::List { json } => {
             let tokens = store.list().map_err(e)?;
+            let users = tokens.iter().map(|t| t.user.as_str());
+            let locks =
+                population::locks_of(store, users, &config.limits, unix_now()).map_err(e)?;
             if json {
-                let list: Vec<_> = tokens.iter().map(report::token_json).collect();
+                let list: Vec<_> = tokens
+                    .iter()
+                    .map(|t| report::token_json_with_locks(t, &locks))
+                    .collect();
                 println!("{}", serde_json::Value::Array(list));
             } else {
-                report::print_table(&tokens);
+                report::print_table(&tokens, &locks);
             }
             Ok(())
         }
@@ -332,6 +339,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 recovery: store.recovery_count(&user).map_err(e)?,
                 window: store.enroll_window(&user, unix_now()).map_err(e)?,
                 failures: store.failure_sources(&user).map_err(e)?,
+                locks: population::locks(store, &user, &config.limits, unix_now()).map_err(e)?,
                 tokens,
             };
             if shown.tokens.is_empty()
@@ -401,5 +409,16 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Import { source } => importing::import(store, &mut Audit::open(), source),
+        Command::Report { group, json, csv } => {
+            let report = population::build(store, group.as_deref(), &config.limits, unix_now())?;
+            if json {
+                println!("{}", population::json(&report));
+            } else if csv {
+                print!("{}", population::csv(&report));
+            } else {
+                print!("{}", population::text(&report));
+            }
+            Ok(())
+        }
     }
 }

@@ -4,9 +4,19 @@
 use serde_json::{Value, json};
 
 use pam_totp::otp::Params;
+use std::collections::BTreeMap;
+
 use pam_totp::store::{Kind, RecoveryCount, TokenInfo};
 
+use crate::population::Locked;
+
 pub use pam_totp::logline::utc;
+
+/// A time as people read it: `2026-12-01 14:03:00 UTC`. Every time totpctl
+/// prints for a person is one of these, never an epoch.
+pub fn when(unix: i64) -> String {
+    format!("{} UTC", utc(unix))
+}
 
 /// `totp sha1 6 digits 30 s` / `hotp sha1 6 digits`.
 pub fn describe_params(kind: Kind, params: &Params) -> String {
@@ -34,6 +44,14 @@ pub fn last_used(t: &TokenInfo) -> String {
     }
 }
 
+/// `last_used` with the zone, for sentences (`show`).
+fn last_used_when(t: &TokenInfo) -> String {
+    match (t.kind, t.last_step) {
+        (Kind::Totp, Some(step)) => when(step.saturating_mul(t.params.period) as i64),
+        _ => last_used(t),
+    }
+}
+
 pub fn token_json(t: &TokenInfo) -> Value {
     json!({
         "user": t.user,
@@ -52,7 +70,27 @@ pub fn token_json(t: &TokenInfo) -> Value {
     })
 }
 
-pub fn print_table(tokens: &[TokenInfo]) {
+/// `list --json`: a token's object with the locks of its user.
+pub fn token_json_with_locks(t: &TokenInfo, locks: &BTreeMap<String, Vec<Locked>>) -> Value {
+    let mut value = token_json(t);
+    value["locks"] = locks
+        .get(&t.user)
+        .map(|l| l.iter().map(Locked::json).collect())
+        .unwrap_or_default();
+    value
+}
+
+/// The STATE column: the token's state, then any lock of its user.
+fn state_with_locks(t: &TokenInfo, locks: &BTreeMap<String, Vec<Locked>>) -> String {
+    let mut text = state(t).to_string();
+    for lock in locks.get(&t.user).into_iter().flatten() {
+        text.push_str(", ");
+        text.push_str(&lock.describe());
+    }
+    text
+}
+
+pub fn print_table(tokens: &[TokenInfo], locks: &BTreeMap<String, Vec<Locked>>) {
     println!(
         "{:<20} {:<10} {:<5} {:<7} {:>6} {:>6}  {:<19}  {:<19}  STATE",
         "USER", "DEVICE", "TYPE", "ALG", "DIGITS", "PERIOD", "CREATED (UTC)", "LAST USED (UTC)"
@@ -68,7 +106,7 @@ pub fn print_table(tokens: &[TokenInfo]) {
             t.params.period,
             utc(t.created),
             last_used(t),
-            state(t)
+            state_with_locks(t, locks)
         );
     }
 }
@@ -80,6 +118,8 @@ pub struct Shown {
     pub window: Option<i64>,
     /// (rhost, failed codes, last failure), newest first.
     pub failures: Vec<(String, u64, i64)>,
+    /// The locks in force now, as the login computes them.
+    pub locks: Vec<Locked>,
 }
 
 pub fn show_json(user: &str, shown: &Shown) -> Value {
@@ -88,14 +128,22 @@ pub fn show_json(user: &str, shown: &Shown) -> Value {
         "tokens": shown.tokens.iter().map(token_json).collect::<Vec<_>>(),
         "recovery_codes": { "unused": shown.recovery.unused, "used": shown.recovery.used },
         "enroll_window_until": shown.window,
+        "enroll_window_until_utc": shown.window.map(when),
         "failures": shown.failures.iter().map(|(rhost, count, last)| json!({
-            "rhost": rhost, "count": count, "last": last,
+            "rhost": rhost, "count": count, "last": last, "last_utc": when(*last),
         })).collect::<Vec<_>>(),
+        "locks": shown.locks.iter().map(Locked::json).collect::<Vec<_>>(),
     })
 }
 
 pub fn print_show(user: &str, shown: &Shown) {
     println!("user: {user}");
+    if shown.locks.is_empty() {
+        println!("locked: no");
+    }
+    for lock in &shown.locks {
+        println!("{} (totpctl unlock clears)", lock.describe());
+    }
     if shown.tokens.is_empty() {
         println!("tokens: none (not enrolled)");
     }
@@ -105,11 +153,11 @@ pub fn print_show(user: &str, shown: &Shown) {
             t.device,
             describe_params(t.kind, &t.params),
             state(t),
-            utc(t.created),
-            last_used(t),
+            when(t.created),
+            last_used_when(t),
             t.life
                 .expires
-                .map(|at| format!(", expires {at} UTC", at = utc(at)))
+                .map(|at| format!(", expires {}", when(at)))
                 .unwrap_or_default(),
             t.life
                 .replaces
@@ -123,7 +171,7 @@ pub fn print_show(user: &str, shown: &Shown) {
         shown.recovery.unused, shown.recovery.used
     );
     match shown.window {
-        Some(until) => println!("enroll window: open until {} UTC", utc(until)),
+        Some(until) => println!("enroll window: open until {}", when(until)),
         None => println!("enroll window: none"),
     }
     if shown.failures.is_empty() {
@@ -131,9 +179,9 @@ pub fn print_show(user: &str, shown: &Shown) {
     }
     for (rhost, count, last) in &shown.failures {
         println!(
-            "failed codes from {:?}: {count}, last {} UTC (totpctl unlock clears)",
+            "failed codes from {:?}: {count}, last {} (totpctl unlock clears)",
             rhost,
-            utc(*last)
+            when(*last)
         );
     }
 }
