@@ -359,37 +359,98 @@ struct Setting {
 
 /// Builds the configuration from the module arguments, reading the config
 /// file first (`config=PATH`, or the default path if it exists). Arguments
-/// override the file.
+/// override the file. The first mistake is the error: [`load_all`] meets
+/// them in the same order.
 pub fn load(args: &[String]) -> Result<Config, ConfigError> {
-    let arg_settings = parse_args(args)?;
-    reject_duplicates(&arg_settings)?;
+    let (config, problems) = load_all(args);
+    match problems.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(config),
+    }
+}
+
+/// Like [`load`], but goes on after a mistake and returns every one it
+/// finds (each once), in the order `load` meets them, so the first is
+/// `load`'s error. The configuration is what the settings that parsed make
+/// of it: the module's only when there are no problems. For `totpctl
+/// check-config`, which reports them all; the rules stay here.
+pub fn load_all(args: &[String]) -> (Config, Vec<ConfigError>) {
+    let mut problems = Problems(Vec::new());
+    let arg_settings = parse_args(args);
+    problems.extend(duplicates(&arg_settings));
 
     let explicit = arg_settings.iter().find(|s| s.key == "config");
-    let file_settings = match explicit {
-        Some(setting) => {
-            let path = absolute_path(setting)?;
-            read_file(&path, true)?
-        }
-        None => read_file(Path::new(DEFAULT_CONFIG), false)?,
+    let read = match explicit {
+        // A config= that is not an absolute path reads no file, not even
+        // the default one.
+        Some(setting) => absolute_path(setting).and_then(|path| read_file(&path, true)),
+        None => read_file(Path::new(DEFAULT_CONFIG), false),
     };
-    reject_duplicates(&file_settings)?;
-    if let Some(s) = file_settings.iter().find(|s| s.key == "config") {
-        return Err(ConfigError::ConfigInFile {
+    let file_settings = match read {
+        Ok((settings, syntax)) => {
+            problems.extend(syntax);
+            settings
+        }
+        Err(e) => {
+            problems.push(e);
+            Vec::new()
+        }
+    };
+    problems.extend(duplicates(&file_settings));
+    problems.extend(file_settings.iter().filter(|s| s.key == "config").map(|s| {
+        ConfigError::ConfigInFile {
             origin: s.origin.clone(),
-        });
-    }
+        }
+    }));
 
     let mut config = Config::default();
     for setting in file_settings.iter().chain(arg_settings.iter()) {
-        apply(&mut config, setting)?;
+        if setting.key == "config" && setting.origin != Origin::Argument {
+            continue;
+        }
+        if let Err(e) = apply(&mut config, setting) {
+            problems.push(e);
+        }
     }
-    Ok(config)
+    (config, problems.0)
+}
+
+/// Mistakes in the order they are met, each once (an argument `config=`
+/// is checked when the file is looked for and again by `apply`).
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn push(&mut self, problem: ConfigError) {
+        if !self.0.contains(&problem) {
+            self.0.push(problem);
+        }
+    }
+
+    fn extend(&mut self, problems: impl IntoIterator<Item = ConfigError>) {
+        for problem in problems {
+            self.push(problem);
+        }
+    }
+}
+
+impl ConfigError {
+    /// The key the mistake is about, when it is about one key.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::UnknownKey { key, .. }
+            | ConfigError::BadValue { key, .. }
+            | ConfigError::MissingValue { key, .. }
+            | ConfigError::Duplicate { key, .. } => Some(key),
+            ConfigError::ConfigInFile { .. } => Some("config"),
+            ConfigError::Syntax { .. } | ConfigError::NotUtf8 | ConfigError::File { .. } => None,
+        }
+    }
 }
 
 /// Splits module arguments. Linux-PAM passes `[key=some text]` without
 /// the brackets; the brackets are also accepted here in case a caller
 /// passes them through.
-fn parse_args(args: &[String]) -> Result<Vec<Setting>, ConfigError> {
+fn parse_args(args: &[String]) -> Vec<Setting> {
     args.iter()
         .map(|raw| {
             let arg = raw
@@ -400,18 +461,20 @@ fn parse_args(args: &[String]) -> Result<Vec<Setting>, ConfigError> {
                 Some((k, v)) => (k.to_string(), Some(v.to_string())),
                 None => (arg.to_string(), None),
             };
-            Ok(Setting {
+            Setting {
                 key,
                 value,
                 origin: Origin::Argument,
-            })
+            }
         })
         .collect()
 }
 
 /// Reads `key = value` lines; `#` starts a comment line; a value may be
-/// wrapped in double quotes to keep leading or trailing spaces.
-fn read_file(path: &Path, required: bool) -> Result<Vec<Setting>, ConfigError> {
+/// wrapped in double quotes to keep leading or trailing spaces. A file that
+/// cannot be read or trusted is the error; the lines that are not `key =
+/// value` come back beside the settings of the others.
+fn read_file(path: &Path, required: bool) -> Result<(Vec<Setting>, Vec<ConfigError>), ConfigError> {
     let file_error = |reason: String| ConfigError::File {
         path: path.to_path_buf(),
         reason,
@@ -420,11 +483,12 @@ fn read_file(path: &Path, required: bool) -> Result<Vec<Setting>, ConfigError> {
     // `trust`): a file that is not there is no file only when optional.
     let bytes = match crate::trust::read(path, crate::trust::Holds::Settings) {
         Ok(bytes) => bytes,
-        Err(e) if e.not_found && !required => return Ok(Vec::new()),
+        Err(e) if e.not_found && !required => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(file_error(e.problem)),
     };
     let text = std::str::from_utf8(&bytes).map_err(|_| file_error("not valid UTF-8".into()))?;
     let mut settings = Vec::new();
+    let mut syntax = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let origin = Origin::File {
             path: path.to_path_buf(),
@@ -444,23 +508,27 @@ fn read_file(path: &Path, required: bool) -> Result<Vec<Setting>, ConfigError> {
                 (k.trim().to_string(), Some(v.to_string()))
             }
             None if trimmed == "debug" => (trimmed.to_string(), None),
-            None => return Err(ConfigError::Syntax { origin }),
+            None => {
+                syntax.push(ConfigError::Syntax { origin });
+                continue;
+            }
         };
         settings.push(Setting { key, value, origin });
     }
-    Ok(settings)
+    Ok((settings, syntax))
 }
 
-fn reject_duplicates(settings: &[Setting]) -> Result<(), ConfigError> {
-    for (i, s) in settings.iter().enumerate() {
-        if settings[..i].iter().any(|earlier| earlier.key == s.key) {
-            return Err(match unknown_key(&s.origin, &s.key) {
-                ConfigError::UnknownKey { origin, key } => ConfigError::Duplicate { origin, key },
-                not_a_key => not_a_key,
-            });
-        }
-    }
-    Ok(())
+/// Every setting whose key an earlier one has already given.
+fn duplicates(settings: &[Setting]) -> Vec<ConfigError> {
+    settings
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| settings[..*i].iter().any(|earlier| earlier.key == s.key))
+        .map(|(_, s)| match unknown_key(&s.origin, &s.key) {
+            ConfigError::UnknownKey { origin, key } => ConfigError::Duplicate { origin, key },
+            not_a_key => not_a_key,
+        })
+        .collect()
 }
 
 fn bad(setting: &Setting, value: &str, reason: impl Into<String>) -> ConfigError {
@@ -921,6 +989,48 @@ mod tests {
         // Module arguments are the PAM stack's own text: shown, escaped.
         let err = load_isolated(&["window=abc"]).expect_err("abc").to_string();
         assert!(err.contains("window=\"abc\" is invalid"), "{err}");
+    }
+
+    /// `load_all` reports every mistake, each once, in `load`'s order: the
+    /// first is `load`'s error, and the settings that parsed still apply.
+    #[test]
+    fn load_all_reports_every_mistake_and_load_the_first() {
+        let (_dir, cfg) = with_file(
+            "windw = 1\n\
+             trusted = 10.0.0.0/8\n\
+             just words\n\
+             mode = sideways\n\
+             trusted = 192.0.2.0/24\n",
+        );
+        let all = args(&[&cfg, "fail_delay=1s", "debug", "only_groups=pilot", "debug"]);
+        let (config, problems) = load_all(&all);
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let keys: Vec<Option<&str>> = problems.iter().map(ConfigError::key).collect();
+        assert_eq!(
+            keys,
+            [
+                Some("debug"),
+                None,
+                Some("trusted"),
+                Some("windw"),
+                Some("mode"),
+                Some("fail_delay"),
+                Some("only_groups"),
+            ],
+            "{shown:#?}"
+        );
+        assert!(shown[1].contains("pam_totp.conf:3"), "{shown:#?}");
+        assert!(shown[2].contains("pam_totp.conf:5"), "{shown:#?}");
+        assert_eq!(load(&all), Err(problems[0].clone()));
+        // What parsed is applied: the later trusted line, debug.
+        assert_eq!(config.trusted.len(), 1);
+        assert!(config.debug);
+
+        let (_dir, cfg) = with_file("window = 2\n");
+        assert_eq!(load_all(&[cfg]).1, []);
+        // A config= that is not absolute: one problem, and no default file.
+        let (_, problems) = load_all(&args(&["config=pam_totp.conf"]));
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
     #[test]

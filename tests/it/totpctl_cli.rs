@@ -232,67 +232,10 @@ fn delete_and_list_need_an_existing_store_and_user() {
 /// duration (under the same lock as the sshd tests).
 #[test]
 fn every_change_is_audited_in_syslog() {
-    use std::os::unix::net::UnixDatagram;
     let _serial = common::sshd::Serial::acquire();
-    // A socket nobody listens on is a leftover of a killed test run.
-    let stale = UnixDatagram::unbound()
-        .and_then(|s| s.connect("/dev/log"))
-        .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
-    if stale {
-        let _ = std::fs::remove_file("/dev/log");
-    }
-    if std::fs::symlink_metadata("/dev/log").is_ok() {
-        let message =
-            "/dev/log is taken by this machine's syslog; audit lines cannot be captured here";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{message}");
-        }
-        eprintln!("SKIPPED: {message}");
+    let Some(syslog) = SyslogCapture::start() else {
         return;
-    }
-    let socket = UnixDatagram::bind("/dev/log").expect("bind /dev/log");
-    struct Unlink;
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file("/dev/log");
-        }
-    }
-    let _unlink = Unlink;
-    socket
-        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
-        .expect("timeout");
-    // Read from the start and all along: while /dev/log is this socket,
-    // every process on the machine logs into it (modules that other tests
-    // run outside pam_wrapper too), and a sender blocks once the queue is
-    // full, totpctl included.
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            let mut buf = [0u8; 2048];
-            let mut last_line = std::time::Instant::now();
-            let mut done_at = None;
-            loop {
-                if let Ok(n) = socket.recv(&mut buf) {
-                    lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                    last_line = std::time::Instant::now();
-                }
-                // Once the test is done: until quiet for 500 ms (other
-                // tests' runs may still arrive), at most 10 s more.
-                if done.load(std::sync::atomic::Ordering::SeqCst) {
-                    let done_at = *done_at.get_or_insert_with(std::time::Instant::now);
-                    if last_line.elapsed() >= std::time::Duration::from_millis(500)
-                        || done_at.elapsed() >= std::time::Duration::from_secs(10)
-                    {
-                        break;
-                    }
-                }
-            }
-            lines
-        })
     };
-
     let ctl = Ctl::new();
     let enrolled = ctl.run(&["enroll", "alice", "--json", "--no-confirm"]);
     let key = serde_json::from_slice::<serde_json::Value>(&enrolled.stdout).expect("json")["key"]
@@ -328,8 +271,7 @@ fn every_change_is_audited_in_syslog() {
     ] {
         assert!(ctl.run(args).status.success(), "{args:?}");
     }
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let lines = reader.join().expect("syslog reader");
+    let lines = syslog.finish();
     let mut expect = vec![
         ("enroll user=\"alice\"", ""),
         ("enroll user=\"eve\\u{202e}x\"", "ph\\u{200b}one"),
@@ -357,6 +299,93 @@ fn every_change_is_audited_in_syslog() {
         assert!(line.contains(" by "), "{line}");
         assert!(line.contains(who), "{line}");
         assert!(!line.contains(&key), "no key in the audit log: {line}");
+    }
+}
+
+/// What reaches /dev/log while a test runs: the test binds the socket for
+/// its duration (under the same lock as the sshd tests, which the caller
+/// holds) on a machine without a syslog socket of its own; `None` (a skip,
+/// a failure under CI=true) where the machine's syslog has it.
+struct SyslogCapture {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: std::thread::JoinHandle<Vec<String>>,
+    _unlink: Unlink,
+}
+
+struct Unlink;
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file("/dev/log");
+    }
+}
+
+impl SyslogCapture {
+    fn start() -> Option<SyslogCapture> {
+        use std::os::unix::net::UnixDatagram;
+        // A socket nobody listens on is a leftover of a killed test run.
+        let stale = UnixDatagram::unbound()
+            .and_then(|s| s.connect("/dev/log"))
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+        if stale {
+            let _ = std::fs::remove_file("/dev/log");
+        }
+        if std::fs::symlink_metadata("/dev/log").is_ok() {
+            let message =
+                "/dev/log is taken by this machine's syslog; audit lines cannot be captured here";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{message}");
+            }
+            eprintln!("SKIPPED: {message}");
+            return None;
+        }
+        let socket = UnixDatagram::bind("/dev/log").expect("bind /dev/log");
+        let unlink = Unlink;
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("timeout");
+        // Read from the start and all along: while /dev/log is this socket,
+        // every process on the machine logs into it (modules that other
+        // tests run outside pam_wrapper too), and a sender blocks once the
+        // queue is full, totpctl included.
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut lines = Vec::new();
+                let mut buf = [0u8; 2048];
+                let mut last_line = std::time::Instant::now();
+                let mut done_at = None;
+                loop {
+                    if let Ok(n) = socket.recv(&mut buf) {
+                        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                        last_line = std::time::Instant::now();
+                    }
+                    // Once the test is done: until quiet for 500 ms (other
+                    // tests' runs may still arrive), at most 10 s more.
+                    if done.load(std::sync::atomic::Ordering::SeqCst) {
+                        let done_at = *done_at.get_or_insert_with(std::time::Instant::now);
+                        if last_line.elapsed() >= std::time::Duration::from_millis(500)
+                            || done_at.elapsed() >= std::time::Duration::from_secs(10)
+                        {
+                            break;
+                        }
+                    }
+                }
+                lines
+            })
+        };
+        Some(SyslogCapture {
+            done,
+            reader,
+            _unlink: unlink,
+        })
+    }
+
+    /// Every line received, once the senders are quiet.
+    fn finish(self) -> Vec<String> {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.reader.join().expect("syslog reader")
     }
 }
 
@@ -1262,4 +1291,469 @@ fn report_on_a_group_nss_does_not_know_is_an_error() {
     assert!(out.status.success(), "{:?}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(report["counts"]["total"], 0);
+}
+
+// ---- Diagnostics before tickets: check, check-config, confirm's messages.
+
+/// A moment in the middle of the current 30 s step, so that codes for it
+/// and its neighbours stay put while the test runs with the clock frozen
+/// there (libfaketime). Never before this boot: the boot fence would
+/// refuse its steps.
+fn mid_step() -> u64 {
+    let now = common::unix_now();
+    now - now % 30 - 15
+}
+
+/// totpctl on `world`'s store with its clock frozen at `at`.
+fn totpctl_at(world: &common::World, at: u64, args: &[&str]) -> Output {
+    totpctl()
+        .env("LD_PRELOAD", common::FAKETIME)
+        .env("FAKETIME", format!("@{}", common::utc_for_faketime(at)))
+        .env("TZ", "UTC")
+        .args(world.store_options())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run totpctl")
+}
+
+/// "700102" as an app shows it: "700 102".
+fn grouped(code: &str) -> String {
+    let (a, b) = code.split_at(code.len() / 2);
+    format!("{a} {b}")
+}
+
+/// `check` names the device and the clock offset of a right code (oathtool
+/// at -1, 0 and +1 step, typed in two groups) and does not use it up: a
+/// login with the same code afterwards succeeds, and a second check says
+/// the login used it.
+#[test]
+fn check_names_device_and_offset_and_leaves_the_code_unused() {
+    if !common::pam_tools_present() {
+        return;
+    }
+    let world = common::World::new();
+    let key = world.enroll("alice");
+    let out = world.totpctl(&["enroll", "alice", "--device", "tablet", "--no-confirm"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    world.service("totp", "");
+    let at = mid_step();
+    for (shift, said) in [
+        (0, "at +0 steps (its clock is right, within 30 s)"),
+        (-30, "at -1 step (its clock is about 30 s behind)"),
+        (30, "at +1 step (its clock is about 30 s ahead)"),
+    ] {
+        let code = common::oathtool(&key, Some(at.saturating_add_signed(shift)), &[]);
+        let out = totpctl_at(&world, at, &["check", "alice", &grouped(&code)]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{shift}: {stdout} {stderr}");
+        assert!(
+            stdout.contains(&format!(
+                "The code matches alice's device \"default\" {said}"
+            )),
+            "{shift}: {stdout}"
+        );
+        assert!(stdout.contains("Not used up"), "{stdout}");
+        assert!(
+            !stdout.contains(&code) && !stderr.contains(&code),
+            "{stdout}"
+        );
+    }
+    // Not used up: the module takes the +1 code once, then refuses it.
+    let code = common::oathtool(&key, Some(at + 30), &[]);
+    let login = world.login_at(at, "totp", "alice", Some(common::RHOST), &code);
+    assert!(login.success, "{login:?}");
+    let again = world.login_at(at, "totp", "alice", Some(common::RHOST), &code);
+    assert!(!again.success, "{again:?}");
+    let out = totpctl_at(&world, at, &["check", "alice", &code]);
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("already used by a login"), "{stdout}");
+    // A right check gives its guess back: no failures for alice.
+    let (shown, _) = text(&world.totpctl(&["show", "alice"]));
+    assert!(shown.contains("failed codes: none"), "{shown}");
+}
+
+/// Wrong checks count as wrong logins: they back off (source "totpctl
+/// check"), reach the per-user limit, and then even a right code is not
+/// checked, by check or by a login, until `totpctl unlock`.
+#[test]
+fn wrong_checks_lock_like_logins_and_a_locked_user_is_not_checked() {
+    if !common::pam_tools_present() {
+        return;
+    }
+    let world = common::World::new();
+    let conf = world.dir.path().join("pam_totp.conf");
+    std::fs::write(&conf, "user_limit = 3\nbackoff_after = 100\n").expect("conf");
+    let conf = conf.display().to_string();
+    let limited = |args: &[&str]| {
+        let mut command = totpctl();
+        command
+            .args(["--config", &conf])
+            .args(world.store_options())
+            .args(args)
+            .stdin(Stdio::null());
+        command.output().expect("run totpctl")
+    };
+    let key = world.enroll("alice");
+    world.service("totp", "user_limit=3 backoff_after=100");
+    let wrong = common::wrong_code(&common::oathtool(&key, None, &[]));
+    for n in 1..=3 {
+        let out = limited(&["check", "alice", &wrong]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+        assert!(
+            stderr.contains(
+                "the code does not match any device of alice (checked 1 device at ±1 step)"
+            ),
+            "{stderr}"
+        );
+        assert!(stderr.contains(&format!("({n} of 3 allowed")), "{stderr}");
+        assert_eq!(
+            n == 3,
+            stderr.contains("has now reached that limit"),
+            "{stderr}"
+        );
+    }
+    let right = common::oathtool(&key, None, &[]);
+    let out = limited(&["check", "alice", &right]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+    assert!(stderr.contains("alice is locked"), "{stderr}");
+    assert!(stderr.contains("The code was not checked"), "{stderr}");
+    // The module sees the same lock: the right code is refused, not burned.
+    let login = world.login(
+        "totp",
+        "alice",
+        Some(common::RHOST),
+        &common::oathtool(&key, None, &[]),
+    );
+    assert!(!login.success, "{login:?}");
+    let (shown, _) = text(&world.totpctl(&["show", "alice"]));
+    assert!(shown.contains("\"totpctl check\": 3"), "{shown}");
+    assert!(world.totpctl(&["unlock", "alice"]).status.success());
+    let out = limited(&["check", "alice", &common::oathtool(&key, None, &[])]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    // With the default limits a sixth wrong check in a row backs off.
+    let bob = world.enroll("bob");
+    let wrong = common::wrong_code(&common::oathtool(&bob, None, &[]));
+    for _ in 0..5 {
+        let out = world.totpctl(&["check", "bob", &wrong]);
+        assert!(text(&out).1.contains("does not match"), "{:?}", text(&out));
+    }
+    let out = world.totpctl(&["check", "bob", &common::oathtool(&bob, None, &[])]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("too many wrong codes checked for bob"),
+        "{stderr}"
+    );
+}
+
+/// What is not a code is said so, and checks nothing (no guess taken): a
+/// recovery code, letters, a wrong length, control characters, a huge
+/// argument. Bad user names are refused. Nothing typed is echoed.
+#[test]
+fn check_explains_answers_that_are_no_code_and_takes_no_guess() {
+    let world = common::World::new();
+    let key = world.enroll("alice");
+    let huge = "7".repeat(100_000);
+    for (answer, said) in [
+        (
+            "abcd-efgh-jkmn",
+            "that is a recovery code shape; check does not test recovery codes (it would use one up)",
+        ),
+        ("ABCD EFGH JKMN", "recovery code shape"),
+        ("70o1o2", "that is not a code"),
+        ("\u{1b}[2J700102", "that is not a code"),
+        ("", "that is not a code"),
+        (&huge, "that is not a code"),
+        (
+            "7001021",
+            "the code has 7 digits, but alice's devices show 6-digit codes",
+        ),
+        ("70010212", "imported scratch code"),
+    ] {
+        let out = world.totpctl(&["check", "alice", answer]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{answer:?}: {stdout} {stderr}");
+        assert!(stderr.contains(said), "{answer:?}: {stderr}");
+        assert!(!stderr.contains('\u{1b}'), "{stderr}");
+        assert!(
+            answer.is_empty() || !stderr.contains(answer),
+            "echoed: {stderr}"
+        );
+    }
+    for user in ["al\u{1b}ice", "two words", &"u".repeat(300)] {
+        let out = world.totpctl(&["check", user, "700102"]);
+        assert_eq!(out.status.code(), Some(1), "{user:?}");
+        assert!(!text(&out).1.contains('\u{1b}'), "{:?}", text(&out));
+    }
+    let out = world.totpctl(&["check", "nobody", "700102"]);
+    assert!(
+        text(&out).1.contains("nobody is not enrolled"),
+        "{:?}",
+        text(&out)
+    );
+    let (shown, _) = text(&world.totpctl(&["show", "alice"]));
+    assert!(shown.contains("failed codes: none"), "{shown}");
+    // The key still works: nothing above used or locked anything.
+    let out = world.totpctl(&["check", "alice", &common::oathtool(&key, None, &[])]);
+    assert!(out.status.success(), "{:?}", text(&out));
+}
+
+/// Each check is audited with the user, the result and the offset, by
+/// whom, and never with the code.
+#[test]
+fn check_is_audited_without_the_code() {
+    let _serial = common::sshd::Serial::acquire();
+    let Some(syslog) = SyslogCapture::start() else {
+        return;
+    };
+    let world = common::World::new();
+    let key = world.enroll("alice");
+    let right = common::oathtool(&key, None, &[]);
+    let wrong = common::wrong_code(&right);
+    assert!(
+        world
+            .totpctl(&["check", "alice", &grouped(&right)])
+            .status
+            .success()
+    );
+    assert!(!world.totpctl(&["check", "alice", &wrong]).status.success());
+    let lines = syslog.finish();
+    let check: Vec<&String> = lines.iter().filter(|l| l.contains("totpctl[")).collect();
+    for line in &check {
+        for code in [&right, &wrong, &grouped(&right), &grouped(&wrong)] {
+            assert!(
+                !line.contains(code.as_str()),
+                "a code in the audit log: {line}"
+            );
+        }
+    }
+    for said in [
+        "check user=\"alice\" result=match device=",
+        "check user=\"alice\" result=no-match devices=1 window=1 failures_24h=1",
+    ] {
+        let line = check
+            .iter()
+            .find(|l| l.contains(said))
+            .unwrap_or_else(|| panic!("no {said:?} in {lines:#?}"));
+        assert!(line.starts_with("<85>") && line.contains(" by "), "{line}");
+    }
+    assert!(
+        check
+            .iter()
+            .any(|l| l.contains("result=match") && l.contains("offset=")),
+        "{check:#?}"
+    );
+}
+
+/// check-config on a good configuration: exit 0 and the effective
+/// settings; groups come from NSS (here the World's, through nss_wrapper).
+#[test]
+fn check_config_passes_a_good_configuration_and_shows_it() {
+    let world = common::World::new_sqlite();
+    world.enroll("alice");
+    let conf = world.dir.path().join("pam_totp.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}window = 2\nonly_group = users\n",
+            world.store_config_lines()
+        ),
+    )
+    .expect("conf");
+    let out = check_config(
+        &world,
+        &[
+            "--config",
+            conf.to_str().expect("path"),
+            "--pam-args",
+            "auth required pam_totp.so [prompt=Code please: ] messages=no",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    for said in [
+        "No problems found",
+        "window         ±2 steps",
+        "only_group     users",
+        "prompt \"Code please: \"",
+        "messages       no",
+        &format!("store          {}", world.db.display()),
+    ] {
+        assert!(stdout.contains(said), "{said:?}: {stdout}");
+    }
+}
+
+/// check-config finds every problem, not only the first, and says what to
+/// do, one line each; exit 1.
+#[test]
+fn check_config_reports_every_problem() {
+    let world = common::World::new_sqlite();
+    world.enroll("alice");
+    let conf = world.dir.path().join("pam_totp.conf");
+    std::fs::write(
+        &conf,
+        format!("{}windw = 2\nmode = sideways\n", world.store_config_lines()),
+    )
+    .expect("conf");
+    let conf = conf.to_str().expect("path");
+    let out = check_config(
+        &world,
+        &[
+            "--config",
+            conf,
+            "--pam-args",
+            "debugg only_group=users,no-such-group",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+    for said in [
+        ":2: unknown key \"windw\" -- did you mean window?",
+        ":3: the value of mode is invalid: expected separate or combined",
+        "module argument: unknown key \"debugg\" -- did you mean debug?",
+        "only_group: the name service knows no group \"no-such-group\"",
+    ] {
+        assert!(stdout.contains(said), "{said:?}: {stdout}");
+    }
+    assert!(stderr.contains("4 problems"), "{stderr}");
+    assert!(!stdout.contains("No problems"), "{stdout}");
+
+    // A store that is not there, a key file named but missing, a config
+    // file others could write.
+    let missing = world.dir.path().join("nothing").join("pam_totp.db");
+    let out = check_config(
+        &world,
+        &[
+            "--pam-args",
+            &format!("config={conf} db={} only_group=users", missing.display()),
+        ],
+    );
+    let (stdout, _) = text(&out);
+    // (the config file still has its two typos)
+    assert!(
+        stdout.contains("does not exist (create it with `totpctl init`)"),
+        "{stdout}"
+    );
+    let key = world.dir.path().join("absent.key");
+    let good = world.dir.path().join("good.conf");
+    std::fs::write(&good, world.store_config_lines()).expect("conf");
+    let out = check_config(
+        &world,
+        &[
+            "--pam-args",
+            &format!("config={} key_file={}", good.display(), key.display()),
+        ],
+    );
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("key_file {}", key.display())),
+        "{stdout}"
+    );
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = check_config(&world, &["--config", good.to_str().expect("path")]);
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("not checked: the config file could not be read"),
+        "{stdout}"
+    );
+
+    // Hostile input is refused cleanly, nothing echoed raw.
+    for args in [
+        vec!["--pam-args".to_string(), "x".repeat(100_000)],
+        vec!["--pam-args".to_string(), "window=\u{1b}[2J".to_string()],
+        vec!["--pam-args".to_string(), "[prompt=open".to_string()],
+        vec!["--config".to_string(), "/etc/\u{1b}[2J".to_string()],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = check_config(&world, &args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+        assert!(
+            !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+            "{stdout} {stderr}"
+        );
+        assert!(stdout.len() + stderr.len() < 4096, "{stdout} {stderr}");
+    }
+    // Through sudo, only the module's own file: no file named here.
+    for args in [
+        &["check-config", "--config", conf][..],
+        &["check-config", "--pam-args", "db=/x"],
+    ] {
+        let out = through_sudo(args).output().expect("run");
+        assert!(
+            text(&out)
+                .1
+                .contains("is refused when totpctl runs through sudo"),
+            "{:?}",
+            text(&out)
+        );
+    }
+}
+
+/// totpctl check-config ARGS with the World's users and groups (nss_wrapper).
+fn check_config(world: &common::World, args: &[&str]) -> Output {
+    totpctl()
+        .env("LD_PRELOAD", common::NSS_WRAPPER)
+        .env("NSS_WRAPPER_PASSWD", world.passwd_file())
+        .env("NSS_WRAPPER_GROUP", world.group_file())
+        .arg("check-config")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run totpctl")
+}
+
+/// confirm explains an answer that is no code for the pending token, takes
+/// a code typed in two groups, and says the confirming code is used: a
+/// login with it is refused as reused.
+#[test]
+fn confirm_explains_wrong_shapes_and_says_the_code_is_used() {
+    if !common::pam_tools_present() {
+        return;
+    }
+    let world = common::World::new();
+    let out = world.totpctl(&["enroll", "alice", "--json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["state"], "pending");
+    let key = json["key"].as_str().expect("key").to_string();
+    for (answer, said) in [
+        (
+            "12345",
+            "the code has 5 digits, but alice's pending token shows 6-digit codes",
+        ),
+        ("1234567", "the code has 7 digits"),
+        (
+            "abcdef",
+            "that is not a code: confirm needs the 6 digits the app shows now",
+        ),
+        ("\u{1b}]0;x\u{7}", "that is not a code"),
+        ("abcd-efgh-jkmn", "that is a recovery code"),
+    ] {
+        let out = world.totpctl(&["confirm", "alice", answer]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{answer:?}: {stderr}");
+        assert!(stderr.contains(said), "{answer:?}: {stderr}");
+        assert!(!stderr.contains("clock"), "{answer:?}: {stderr}");
+        assert!(!stderr.contains('\u{1b}'), "{stderr}");
+    }
+    let code = common::oathtool(&key, None, &[]);
+    let out = world.totpctl(&["confirm", "alice", &grouped(&code)]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("The confirming code is now used: the next login needs the next code"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&code), "{stdout}");
+    world.service("totp", "");
+    let login = world.login("totp", "alice", Some(common::RHOST), &code);
+    assert!(!login.success, "{login:?}");
+    assert!(login.logged("denied: code already used"), "{login:?}");
 }

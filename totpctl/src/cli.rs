@@ -22,7 +22,9 @@ use pam_totp::store::{DEFAULT_DEVICE, Kind};
                   totpctl reset alice                     # lost phone: new token, new recovery codes\n  \
                   totpctl allow-enroll bob --for 24h      # let bob enroll at his next login\n  \
                   totpctl import oath /etc/users.oath     # dry run; add --apply to write\n  \
-                  totpctl show alice\n\n\
+                  totpctl show alice\n  \
+                  totpctl check alice 700102              # does the code match? clock offset (not used up)\n  \
+                  totpctl check-config                    # every problem in the module's configuration\n\n\
                   Help desk through sudo: totpctl sees SUDO_USER, SUDO_UID, SUDO_GID or SUDO_COMMAND\n\
                   and then works only on the store the module's config file names: --db, --config,\n\
                   --key-file and --db-password-file (options before the verb only) are refused, and so\n\
@@ -33,7 +35,7 @@ use pam_totp::store::{DEFAULT_DEVICE, Kind};
                   /usr/sbin/totpctl list --json, /usr/sbin/totpctl reset *, \\\n    \
                   /usr/sbin/totpctl unlock *, /usr/sbin/totpctl forget *, \\\n    \
                   /usr/sbin/totpctl enroll *, /usr/sbin/totpctl confirm *, \\\n    \
-                  /usr/sbin/totpctl delete *\n  \
+                  /usr/sbin/totpctl delete *, /usr/sbin/totpctl check *\n  \
                   %helpdesk ALL = (root) TOTP_HELPDESK"
 )]
 pub struct Cli {
@@ -108,14 +110,60 @@ pub enum Command {
         #[arg(long)]
         allow_unknown_user: bool,
     },
-    /// Activate USER's pending token with a code from the app.
+    /// Activate USER's pending token with a code from the app. The code
+    /// confirming it is used up: the next login needs the app's next code.
     Confirm {
         user: String,
-        /// The code the app shows now.
+        /// The code the app shows now, as shown: "700102" or "700 102".
         code: String,
         /// Which pending device (default: whichever the code matches).
         #[arg(long, value_name = "NAME")]
         device: Option<String>,
+    },
+    /// Does CODE match one of USER's devices, and at what clock offset?
+    /// For a user who says "my code does not work": the answer names the
+    /// device and how far its clock is off (e.g. `matches device "phone" at
+    /// +1 step (its clock is about 30 s ahead)`), or says that no device
+    /// matches within the window (window= of the config file).
+    ///
+    /// The code is NOT used up: it still works for one login afterwards.
+    /// Each check counts like a login's guess (source "totpctl check" in
+    /// `show`), under the config file's backoff_after= and user_limit=: wrong
+    /// checks back off and lock the user as wrong logins do, a locked user is
+    /// not checked (`totpctl unlock USER` ends it), a right code gives its
+    /// guess back. Recovery codes are not tested (that would use one up).
+    /// Root only; allowed through sudo for the help desk. Audited (user,
+    /// result, offset; never the code). Exit status 0 when the code matches.
+    Check {
+        /// The login name.
+        user: String,
+        /// The code the user reads from the app, as shown: "700102" or "700 102".
+        code: String,
+    },
+    /// Check the module's configuration as the module reads it: the
+    /// arguments of its pam.d line and /etc/security/pam_totp.conf (or
+    /// config=). Reports every problem, one line each with what to do:
+    /// unknown keys (with the likely meant one), keys given twice, malformed
+    /// values, a config file that is not trusted, groups of only_group= or
+    /// exempt_group= that the name service does not know, a sealing key
+    /// file that is missing or bad, a store that is missing, not
+    /// initialised, untrusted, unreachable or from a newer version (opened
+    /// as a login opens it, which also brings an older schema up to date,
+    /// as the next login would). Prints the effective settings when all is
+    /// well. Exit status 0 only when nothing is wrong. Through sudo only the
+    /// module's own config file is checked (--pam-args and --config are refused).
+    ///
+    /// Example: totpctl check-config --pam-args "db=/var/lib/pam_totp/pam_totp.db only_group=pilot"
+    CheckConfig {
+        /// The arguments after pam_totp.so on the pam.d line, in one
+        /// argument, as written there ([...] keeps spaces); a whole pam.d
+        /// line works too (everything up to pam_totp.so is skipped).
+        #[arg(long, value_name = "ARGS", allow_hyphen_values = true)]
+        pam_args: Option<String>,
+        /// The config file to check instead of /etc/security/pam_totp.conf
+        /// (as the module's config=FILE).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// A new phone: enroll a new token and give USER new recovery codes
     /// (the old codes stop working at once). The old tokens keep working

@@ -319,7 +319,9 @@ fn confirm_token(store: &dyn Store, token: &Token, code: &str) -> Result<bool, S
         == Claim::Claimed)
 }
 
-/// `totpctl confirm USER CODE [--device NAME]`.
+/// `totpctl confirm USER CODE [--device NAME]`. A code typed in two
+/// groups ("700 102") is read without the space; an answer that is no code
+/// for the pending token is explained as such (not as a clock problem).
 pub fn confirm(
     store: &dyn Store,
     audit: &mut Audit,
@@ -339,11 +341,48 @@ pub fn confirm(
             None => format!("{user} has no pending token"),
         });
     }
-    for token in &pending {
-        if confirm_token(store, token, code.trim())? {
+    let mut lengths: Vec<usize> = pending.iter().map(|t| t.params.digits as usize).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    let wanted = lengths
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let code = match crate::diagnose::shape(code) {
+        crate::diagnose::Shape::Code(code) => code,
+        crate::diagnose::Shape::Recovery => {
+            return Err(format!(
+                "that is a recovery code; confirm needs the {wanted}-digit code the app shows now"
+            ));
+        }
+        crate::diagnose::Shape::Other => {
+            return Err(format!(
+                "that is not a code: confirm needs the {wanted} digits the app shows now for \
+                 {user} (\"700102\" or \"700 102\")"
+            ));
+        }
+    };
+    if !lengths.contains(&code.len()) {
+        return Err(format!(
+            "the code has {} digits, but {user}'s pending token shows {wanted}-digit codes: type \
+             every digit the app shows now",
+            code.len()
+        ));
+    }
+    for token in pending
+        .iter()
+        .filter(|t| t.params.digits as usize == code.len())
+    {
+        if confirm_token(store, token, &code)? {
             audit.record("confirm", user, &format!("device=\"{}\"", token.device));
+            let next = match token.kind {
+                Kind::Totp => "wait until the app shows a new code",
+                Kind::Hotp => "the token's next code",
+            };
             println!(
-                "Confirmed {user}'s device {:?}: the token is active.",
+                "Confirmed {user}'s device {:?}: the token is active. The confirming code is now \
+                 used: the next login needs the next code ({next}).",
                 token.device
             );
             return Ok(());

@@ -2,6 +2,7 @@
 
 mod audit;
 mod cli;
+mod diagnose;
 mod docs;
 mod enrolling;
 mod importing;
@@ -165,6 +166,12 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Migrate { from, to } => return migrate(&cli, from, to),
         Command::Keygen { file } => return sealing::keygen(file),
+        // They open the store as a login does (check) or check it
+        // (check-config), never with open_admin.
+        Command::Check { user, code } => return diagnose::check(&settings(&cli)?, user, code),
+        Command::CheckConfig { pam_args, config } => {
+            return diagnose::check_config(&cli, pam_args.as_deref(), config.as_deref());
+        }
         Command::Manpages { dir } => {
             for page in docs::manpages(dir)? {
                 println!("{}", dir.join(page).display());
@@ -195,7 +202,9 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Completions { .. }
         | Command::Manpages { .. }
         | Command::Migrate { .. }
-        | Command::Keygen { .. } => Ok(()),
+        | Command::Keygen { .. }
+        | Command::Check { .. }
+        | Command::CheckConfig { .. } => Ok(()),
         Command::Rekey { new_key } => sealing::rekey(store, &config, &new_key),
         Command::Init => {
             let version = store.schema_version().map_err(|e| e.to_string())?;

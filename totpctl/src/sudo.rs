@@ -9,7 +9,11 @@
 //!   `--config`, `--key-file` and `--db-password-file` are refused;
 //! - it reads and writes no file named on its command line: `migrate`,
 //!   `keygen`, `rekey`, `import`, `enroll --from-file` and `manpages` are
-//!   refused;
+//!   refused, and so are `check-config --pam-args` and `--config` (module
+//!   arguments name files);
+//! - `check USER CODE` is allowed: the help desk's diagnosis of "my code
+//!   does not work". It is a code oracle, so it takes a guess under the
+//!   module's own limits (the config file's) like a login, and is audited.
 //! - the one output file it writes, `--qr-png FILE`, is created as the
 //!   caller (SUDO_UID, SUDO_GID), new (never an existing file or a link),
 //!   mode 0600.
@@ -71,6 +75,9 @@ pub fn check(cli: &Cli) -> Result<(), String> {
         Command::Enroll {
             from_file: Some(_), ..
         } => "enroll --from-file",
+        Command::CheckConfig { pam_args, config } if pam_args.is_some() || config.is_some() => {
+            "check-config --pam-args/--config"
+        }
         _ => return Ok(()),
     };
     Err(refused(&format!("`totpctl {verb}`")))
