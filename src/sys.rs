@@ -285,6 +285,81 @@ fn group_name(gid: libc::gid_t) -> Option<String> {
     }
 }
 
+/// One entry of the passwd database, as `all_users` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswdUser {
+    pub name: String,
+    pub uid: u32,
+    pub home: std::path::PathBuf,
+}
+
+/// Every user the passwd database lists (NSS: `setpwent`, `getpwent_r`,
+/// `endpwent`), in its order, each name once (the first entry wins, as for
+/// `getpwnam`). For totpctl, which is single-threaded: the enumeration
+/// position is one per process. Name services that do not enumerate
+/// (SSSD's default `enumerate = false`, many LDAP set-ups) list only the
+/// local users. `Err`: the enumeration failed part way, so the list would
+/// be incomplete.
+pub fn all_users() -> Result<Vec<PasswdUser>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut users: Vec<PasswdUser> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut size = BUFFER;
+    // SAFETY: setpwent takes no arguments and only rewinds libc's
+    // enumeration state.
+    unsafe { libc::setpwent() };
+    let result = loop {
+        let mut buf = vec![0 as libc::c_char; size];
+        // SAFETY: passwd is plain old data; getpwent_r fills it and points
+        // its strings into `buf`, which outlives every read of `pwd` here;
+        // `found` is null or points at `pwd`. The strings are copied out
+        // before `buf` is dropped.
+        let (rc, entry) = unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwent_r(&mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+            let entry = if rc == 0 && !found.is_null() && !pwd.pw_name.is_null() {
+                let home = if pwd.pw_dir.is_null() {
+                    std::path::PathBuf::new()
+                } else {
+                    std::path::PathBuf::from(std::ffi::OsStr::from_bytes(
+                        CStr::from_ptr(pwd.pw_dir).to_bytes(),
+                    ))
+                };
+                Some(PasswdUser {
+                    name: CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
+                    uid: pwd.pw_uid,
+                    home,
+                })
+            } else {
+                None
+            };
+            (rc, entry)
+        };
+        match (rc, entry) {
+            (0, Some(user)) => {
+                if seen.insert(user.name.clone()) {
+                    users.push(user);
+                }
+            }
+            // No entry left (glibc says ENOENT; some modules 0 and null).
+            (0, None) | (libc::ENOENT, _) => break Ok(users),
+            // glibc hands the same entry again with a larger buffer.
+            (libc::ERANGE, _) if size < MAX_BUFFER => size *= 4,
+            (rc, _) => {
+                break Err(format!(
+                    "getpwent_r failed: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                ));
+            }
+        }
+    };
+    // SAFETY: endpwent takes no arguments and only closes libc's
+    // enumeration state.
+    unsafe { libc::endpwent() };
+    result
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_time() -> Result<u64, String> {
     SystemTime::now()
@@ -336,6 +411,21 @@ mod tests {
         assert!(members.iter().any(|u| u == "root"), "{members:?}");
         assert_eq!(group_members("no-such-group-pam-totp"), Ok(None));
         assert!(group_members("nul\0inside").is_err());
+    }
+
+    #[test]
+    fn every_user_is_listed_once_with_uid_and_home() {
+        let users = all_users().expect("passwd");
+        let root = users
+            .iter()
+            .find(|u| u.name == "root")
+            .expect("root listed");
+        assert_eq!(root.uid, 0);
+        assert!(root.home.is_absolute(), "{root:?}");
+        let mut names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), users.len(), "each name once");
     }
 
     #[test]

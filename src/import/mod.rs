@@ -1,8 +1,10 @@
 //! Reading the secret files of the tools sites migrate from. Pure parsers:
 //! text in, tokens out; `totpctl import` shows them (dry run) or stores
-//! them in one transaction (`--apply`).
+//! them in one transaction (`--apply`). `home` is the one reader of files:
+//! a user's `~/.google_authenticator`, opened and checked by descriptor.
 
 pub mod google_authenticator;
+pub mod home;
 pub mod oath;
 
 use zeroize::Zeroizing;

@@ -171,3 +171,70 @@ fn every_manual_page_renders_without_warnings() {
         assert!(parsed.success(), "{shell} completion does not parse");
     }
 }
+
+/// docs/users.md quotes the module's messages word for word (as
+/// `auth::user_message` makes them), and the README links it.
+#[test]
+fn the_users_page_quotes_what_the_module_says() {
+    use pam_totp::auth::{CONFIRM_PROMPT, Outcome, user_message};
+    use pam_totp::ratelimit::Lock;
+    let page = read("docs/users.md");
+    let now = 1_742_300_000;
+    let outcomes = [
+        Outcome::Reused {
+            device: "default".into(),
+            step: 1,
+        },
+        Outcome::StepBeforeBoot {
+            device: "default".into(),
+            step: 1,
+        },
+        Outcome::RecoveryReused,
+        Outcome::RecoveryAccepted { remaining: 9 },
+        Outcome::RateLimited(Lock::Source { until: now + 120 }),
+        Outcome::RateLimited(Lock::User {
+            until: 1_742_306_700,
+        }),
+    ];
+    for outcome in &outcomes {
+        let said = user_message(outcome, now as u64).expect("a message");
+        assert!(page.contains(&said), "docs/users.md lacks {said:?}");
+    }
+    for quoted in [
+        CONFIRM_PROMPT.trim_end(),
+        "Verification code:",
+        "Password and verification code:",
+        "You have no authenticator token yet.",
+        "Code confirmed",
+    ] {
+        assert!(page.contains(quoted), "docs/users.md lacks {quoted:?}");
+    }
+    assert!(read("README.md").contains("(docs/users.md)"));
+}
+
+/// Every page totpctl generates has EXIT STATUS, EXAMPLES and SEE ALSO
+/// (totpctl/src/docs.rs: a new verb needs its examples there).
+#[test]
+fn every_totpctl_page_has_examples_exit_status_and_see_also() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = Command::new(common::totpctl_path())
+        .arg("manpages")
+        .arg(dir.path())
+        .output()
+        .expect("totpctl manpages");
+    assert!(out.status.success(), "{out:?}");
+    let mut missing = Vec::new();
+    for entry in fs::read_dir(dir.path()).expect("dir") {
+        let path = entry.expect("entry").path();
+        let page = fs::read_to_string(&path).expect("page");
+        for section in [".SH \"EXIT STATUS\"", ".SH EXAMPLES", ".SH \"SEE ALSO\""] {
+            if !page.contains(section) {
+                missing.push(format!("{}: {section}", path.display()));
+            }
+        }
+        if !page.contains(".BR pam_totp (8)") {
+            missing.push(format!("{}: SEE ALSO pam_totp(8)", path.display()));
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+}

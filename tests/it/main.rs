@@ -11,6 +11,7 @@ mod e2e_policies;
 mod e2e_sshd;
 mod file_trust;
 mod hostile_input;
+mod import_homes;
 mod oathtool_oracle;
 mod pam_login;
 mod pam_race;

@@ -615,6 +615,7 @@ fn through_sudo_nothing_can_redirect_the_store_or_name_a_file() {
             "--user",
             "root",
         ],
+        vec!["import", "google-authenticator", "--home-dirs", "--apply"],
         vec!["manpages", &file("man")],
     ]
     .iter()

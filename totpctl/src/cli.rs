@@ -358,13 +358,35 @@ pub enum CompletionShell {
 
 #[derive(Subcommand)]
 pub enum ImportSource {
-    /// One user's ~/.google_authenticator (scratch codes become recovery codes).
+    /// One user's ~/.google_authenticator (FILE --user USER), or every
+    /// user's (--home-dirs). Scratch codes become recovery codes.
     GoogleAuthenticator {
-        /// The file.
-        file: PathBuf,
-        /// Whose file it is.
+        /// The file (with --user).
+        #[arg(required_unless_present = "home_dirs", conflicts_with = "home_dirs")]
+        file: Option<PathBuf>,
+        /// Whose file it is (with FILE).
+        #[arg(
+            long,
+            required_unless_present = "home_dirs",
+            conflicts_with = "home_dirs"
+        )]
+        user: Option<String>,
+        /// Look in every home directory the passwd database lists (NSS:
+        /// a name service that does not enumerate, such as SSSD by default,
+        /// lists only local users). A file is taken for the user whose home
+        /// it is, and only when that user owns it; a symlink, anything but a
+        /// regular file, a file of another user or of root (outside root's
+        /// home), one that group or others may read or write, one over 64
+        /// KiB or malformed is refused and reported. Users who already have
+        /// a token are skipped unless --force. Every file read is reported,
+        /// never its key or scratch codes; the imports are one transaction.
         #[arg(long)]
-        user: String,
+        home_dirs: bool,
+        /// With --home-dirs: print one JSON object (applied, users, files,
+        /// results: user, uid, file, status, reason, detail, type,
+        /// scratch_codes) instead of text.
+        #[arg(long, conflicts_with_all = ["file", "user"])]
+        json: bool,
         #[command(flatten)]
         common: ImportArgs,
     },
@@ -382,6 +404,9 @@ pub struct ImportArgs {
     /// Write to the store (all or nothing). Without it, only print what would happen.
     #[arg(long)]
     pub apply: bool,
+    /// Only print what would happen (the default without --apply).
+    #[arg(long, conflicts_with = "apply")]
+    pub dry_run: bool,
     /// Accept keys shorter than 128 bits (down to 80).
     #[arg(long)]
     pub allow_short: bool,

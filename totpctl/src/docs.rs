@@ -27,13 +27,14 @@ pub fn manpages(dir: &Path) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let cmd = Cli::command().name("totpctl");
     let mut written = Vec::new();
-    write_tree(&cmd, "totpctl", dir, &mut written)?;
+    write_tree(&cmd, "totpctl", None, dir, &mut written)?;
     Ok(written)
 }
 
 fn write_tree(
     cmd: &clap::Command,
     name: &str,
+    parent: Option<&str>,
     dir: &Path,
     written: &mut Vec<String>,
 ) -> Result<(), String> {
@@ -44,18 +45,306 @@ fn write_tree(
     let file = format!("{name}.8");
     let path = dir.join(&file);
     let mut out = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    clap_mangen::Man::new(page)
-        .section("8")
-        .manual("System Administration")
-        .source(format!("pam_totp {}", env!("CARGO_PKG_VERSION")))
-        .render(&mut out)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    render(page, name, parent, &mut out).map_err(|e| format!("{}: {e}", path.display()))?;
     written.push(file);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         if sub.get_name() == "help" {
             continue;
         }
-        write_tree(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
+        write_tree(
+            sub,
+            &format!("{name}-{}", sub.get_name()),
+            Some(name),
+            dir,
+            written,
+        )?;
     }
     Ok(())
+}
+
+/// One page: clap_mangen's sections, then EXIT STATUS, EXAMPLES and SEE
+/// ALSO, then the version.
+fn render(
+    page: clap::Command,
+    name: &str,
+    parent: Option<&str>,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let has_args = page.get_arguments().any(|a| !a.is_hide_set());
+    let has_subcommands = page.get_subcommands().any(|s| !s.is_hide_set());
+    let has_after = page.get_after_help().is_some() || page.get_after_long_help().is_some();
+    let has_version = page.get_version().is_some() || page.get_long_version().is_some();
+    let man = clap_mangen::Man::new(page)
+        .section("8")
+        .manual("System Administration")
+        .source(format!("pam_totp {}", env!("CARGO_PKG_VERSION")));
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    if has_args {
+        man.render_options_section(out)?;
+    }
+    if has_subcommands {
+        man.render_subcommands_section(out)?;
+    }
+    if has_after {
+        man.render_extra_section(out)?;
+    }
+    out.write_all(extra_sections(name, parent).as_bytes())?;
+    if has_version {
+        man.render_version_section(out)?;
+    }
+    Ok(())
+}
+
+/// Text for roff: backslashes and hyphens escaped, no line read as a request.
+fn roff_text(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with(['.', '\'']) {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
+}
+
+/// Examples of each page: (command, what it does).
+fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
+    match page {
+        "totpctl" => &[
+            (
+                "totpctl init",
+                "create the store before adding pam_totp to a PAM stack",
+            ),
+            (
+                "totpctl enroll alice",
+                "a token for alice: QR code, key, recovery codes",
+            ),
+            (
+                "totpctl reset alice",
+                "a lost phone: a new token and new recovery codes",
+            ),
+            ("totpctl unlock alice", "after too many wrong codes"),
+            (
+                "totpctl import google-authenticator --home-dirs",
+                "what every user's ~/.google_authenticator would give (dry run)",
+            ),
+            ("man totpctl-enroll", "each verb has its own page"),
+        ],
+        "totpctl-init" => &[
+            (
+                "totpctl init",
+                "the store named by /etc/security/pam_totp.conf, or the default",
+            ),
+            (
+                "totpctl --db-password-file /etc/security/pam_totp.dbpass --db 'postgresql://pam_totp@db.example.org/pam_totp?sslmode=verify-full' init",
+                "a PostgreSQL store for several login nodes",
+            ),
+        ],
+        "totpctl-enroll" => &[
+            (
+                "totpctl enroll alice",
+                "shows the QR code, then asks for the app's code to confirm",
+            ),
+            ("totpctl enroll alice --device tablet", "a second device"),
+            (
+                "totpctl enroll alice --json --qr-png /srv/portal/alice.png",
+                "for a portal: one JSON object and a PNG; confirm later",
+            ),
+            (
+                "totpctl enroll bob --type hotp --secret - --counter 12",
+                "a hardware token whose key is read from standard input",
+            ),
+        ],
+        "totpctl-confirm" => &[(
+            "totpctl confirm alice 123456",
+            "activate alice's pending token",
+        )],
+        "totpctl-reset" => &[
+            (
+                "totpctl reset alice",
+                "remove alice's tokens and recovery codes, enroll anew",
+            ),
+            ("totpctl reset alice --json", "the same for a portal"),
+        ],
+        "totpctl-delete" => &[
+            ("totpctl delete alice", "everything about alice"),
+            ("totpctl delete alice --device tablet", "one device"),
+        ],
+        "totpctl-list" => &[
+            ("totpctl list", "every token, without keys"),
+            (
+                "totpctl list --json | jq -r '.[].user' | sort -u",
+                "the enrolled users",
+            ),
+        ],
+        "totpctl-show" => &[
+            (
+                "totpctl show alice",
+                "devices, last use, recovery codes left, failures",
+            ),
+            ("totpctl show alice --json", "the same as one JSON object"),
+        ],
+        "totpctl-recovery" => &[(
+            "totpctl recovery alice",
+            "10 new recovery codes; the old ones stop working",
+        )],
+        "totpctl-unlock" => &[(
+            "totpctl unlock alice",
+            "end alice's back-offs, lock and grace periods",
+        )],
+        "totpctl-forget" => &[(
+            "totpctl forget alice",
+            "every address asks alice for a code again",
+        )],
+        "totpctl-allow-enroll" => &[(
+            "totpctl allow-enroll bob --for 24h",
+            "bob may enroll at his next login (enroll=window)",
+        )],
+        "totpctl-import" => &[
+            (
+                "totpctl import oath /etc/users.oath",
+                "what pam_oath's users file would give",
+            ),
+            (
+                "totpctl import google-authenticator --home-dirs --apply",
+                "every user's ~/.google_authenticator, in one transaction",
+            ),
+        ],
+        "totpctl-import-google-authenticator" => &[
+            (
+                "totpctl import google-authenticator /home/alice/.google_authenticator --user alice",
+                "one file: what would be imported",
+            ),
+            (
+                "totpctl import google-authenticator --home-dirs",
+                "every home directory: who would be imported, who skipped and why",
+            ),
+            (
+                "totpctl import google-authenticator --home-dirs --apply",
+                "import them, all in one transaction",
+            ),
+            (
+                "totpctl import google-authenticator --home-dirs --json | jq -r '.results[] | select(.status == \"skipped\") | \"\\(.user): \\(.detail)\"'",
+                "the files that need a look",
+            ),
+        ],
+        "totpctl-import-oath" => &[
+            (
+                "totpctl import oath /etc/users.oath",
+                "a dry run: each line's user, type and counter",
+            ),
+            (
+                "totpctl import oath /etc/users.oath --apply",
+                "import every line, all or nothing",
+            ),
+        ],
+        "totpctl-migrate" => &[(
+            "totpctl --db-password-file /etc/security/pam_totp.dbpass migrate --from /var/lib/pam_totp/pam_totp.db --to 'postgresql://pam_totp@db.example.org/pam_totp?sslmode=verify-full'",
+            "copy a one-node store into PostgreSQL",
+        )],
+        "totpctl-keygen" => &[(
+            "totpctl keygen /etc/security/pam_totp.key.new",
+            "a new sealing key, mode 0600",
+        )],
+        "totpctl-rekey" => &[(
+            "totpctl rekey --new-key /etc/security/pam_totp.key.new",
+            "seal every token key with the new key, then move the new key into place",
+        )],
+        "totpctl-completions" => &[
+            (
+                "totpctl completions bash > /etc/bash_completion.d/totpctl",
+                "bash completion",
+            ),
+            (
+                "totpctl completions zsh > /usr/local/share/zsh/site-functions/_totpctl",
+                "zsh completion",
+            ),
+        ],
+        _ => &[],
+    }
+}
+
+/// What a page says about its exit status beyond the common rule.
+fn exit_note(page: &str) -> &'static str {
+    match page {
+        "totpctl-import" | "totpctl-import-google-authenticator" => {
+            "With \\-\\-home\\-dirs, 0 also when some files were skipped or refused: \
+             the report names each (\\-\\-json: status skipped, with reason and detail). \
+             A failed transaction imports nothing and exits 1."
+        }
+        "totpctl-import-oath" => "A file with any bad line imports nothing and exits 1.",
+        "totpctl-show" | "totpctl-reset" => "1 also when the user is not enrolled.",
+        "totpctl-delete" => "1 also when the user is not enrolled or has no such device.",
+        "totpctl-confirm" => "1 also when the code does not confirm a pending token.",
+        _ => "",
+    }
+}
+
+/// Pages besides the parent and pam_totp's that a page points to.
+fn see_also(page: &str) -> &'static [&'static str] {
+    match page {
+        "totpctl" => &["sshd_config (5)", "oathtool (1)"],
+        "totpctl-import" | "totpctl-import-google-authenticator" => {
+            &["google\\-authenticator (1)", "pam_google_authenticator (8)"]
+        }
+        "totpctl-import-oath" => &["oathtool (1)"],
+        "totpctl-enroll" | "totpctl-reset" => &["totpctl\\-confirm (8)", "totpctl\\-recovery (8)"],
+        "totpctl-keygen" => &["totpctl\\-rekey (8)"],
+        "totpctl-rekey" => &["totpctl\\-keygen (8)"],
+        _ => &[],
+    }
+}
+
+/// EXIT STATUS, EXAMPLES and SEE ALSO of `page`, in roff.
+fn extra_sections(page: &str, parent: Option<&str>) -> String {
+    let mut roff = String::from(".SH \"EXIT STATUS\"\n");
+    roff.push_str(
+        "0 on success. 1 on an error, which is printed on standard error after \
+         \\fBtotpctl: error:\\fR. 2 when the command line is wrong (an unknown option, a \
+         missing argument).\n",
+    );
+    let note = exit_note(page);
+    if !note.is_empty() {
+        roff.push_str(".PP\n");
+        roff.push_str(note);
+        roff.push('\n');
+    }
+    let examples = examples(page);
+    if !examples.is_empty() {
+        roff.push_str(".SH EXAMPLES\n");
+        for (command, what) in examples {
+            roff.push_str(".PP\n");
+            let mut chars = what.chars();
+            let capital: String = chars
+                .next()
+                .map(|c| c.to_ascii_uppercase())
+                .into_iter()
+                .chain(chars)
+                .collect();
+            roff.push_str(&roff_text(&capital));
+            roff.push_str(":\n.RS 4\n.EX\n");
+            roff.push_str(&roff_text(command));
+            roff.push_str("\n.EE\n.RE\n");
+        }
+    }
+    roff.push_str(".SH \"SEE ALSO\"\n");
+    let mut pages: Vec<String> = Vec::new();
+    if let Some(parent) = parent {
+        // totpctl-import-oath: totpctl-import(8) and totpctl(8).
+        pages.push(format!("{} (8)", parent.replace('-', "\\-")));
+        if parent != "totpctl" {
+            pages.push("totpctl (8)".to_string());
+        }
+    }
+    pages.push("pam_totp (8)".to_string());
+    pages.push("pam_totp.conf (5)".to_string());
+    pages.extend(see_also(page).iter().map(|p| p.to_string()));
+    let last = pages.len() - 1;
+    for (i, p) in pages.iter().enumerate() {
+        roff.push_str(".BR ");
+        roff.push_str(p);
+        roff.push_str(if i < last { ",\n" } else { "\n" });
+    }
+    roff
 }
