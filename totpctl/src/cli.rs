@@ -28,14 +28,17 @@ use pam_totp::store::{DEFAULT_DEVICE, Kind};
                   Help desk through sudo: totpctl sees SUDO_USER, SUDO_UID, SUDO_GID or SUDO_COMMAND\n\
                   and then works only on the store the module's config file names: --db, --config,\n\
                   --key-file and --db-password-file (options before the verb only) are refused, and so\n\
-                  are migrate, keygen, rekey, import and manpages; --qr-png FILE is created as the caller,\n\
+                  are migrate, keygen, rekey, import, enroll --from-file, check-config --pam-args/--config\n\
+                  and manpages; --qr-png FILE is created as the caller,\n\
                   new, mode 0600. A sudoers rule (visudo -f /etc/sudoers.d/totpctl):\n  \
                   Cmnd_Alias TOTP_HELPDESK = \\\n    \
                   /usr/sbin/totpctl show *, /usr/sbin/totpctl list, \\\n    \
                   /usr/sbin/totpctl list --json, /usr/sbin/totpctl reset *, \\\n    \
                   /usr/sbin/totpctl unlock *, /usr/sbin/totpctl forget *, \\\n    \
                   /usr/sbin/totpctl enroll *, /usr/sbin/totpctl confirm *, \\\n    \
-                  /usr/sbin/totpctl delete *, /usr/sbin/totpctl check *\n  \
+                  /usr/sbin/totpctl delete *, /usr/sbin/totpctl check *, \\\n    \
+                  /usr/sbin/totpctl disable *, /usr/sbin/totpctl enable *, \\\n    \
+                  /usr/sbin/totpctl report, /usr/sbin/totpctl report *\n  \
                   %helpdesk ALL = (root) TOTP_HELPDESK"
 )]
 pub struct Cli {

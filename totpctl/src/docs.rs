@@ -122,9 +122,17 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
             ),
             (
                 "totpctl reset alice",
-                "a lost phone: a new token and new recovery codes",
+                "a new phone: the old one works until the new one is confirmed",
             ),
             ("totpctl unlock alice", "after too many wrong codes"),
+            (
+                "totpctl report --group pilot",
+                "where a rollout stands, every morning",
+            ),
+            (
+                "totpctl check alice 123456",
+                "does alice's code match, and is her phone's clock right",
+            ),
             (
                 "totpctl import google-authenticator --home-dirs",
                 "what every user's ~/.google_authenticator would give (dry run)",
@@ -155,6 +163,14 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
                 "totpctl enroll bob --type hotp --secret - --counter 12",
                 "a hardware token whose key is read from standard input",
             ),
+            (
+                "totpctl enroll carol --expires 2027-06-30",
+                "a token that stops at the end of that day (UTC)",
+            ),
+            (
+                "totpctl enroll --from-file pilot.txt --qr-dir /root/pilot-qr --no-confirm",
+                "everyone on the list, one PNG each, all or nothing",
+            ),
         ],
         "totpctl-confirm" => &[(
             "totpctl confirm alice 123456",
@@ -163,9 +179,52 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
         "totpctl-reset" => &[
             (
                 "totpctl reset alice",
-                "remove alice's tokens and recovery codes, enroll anew",
+                "a new token; the old one works until the new one is confirmed",
+            ),
+            (
+                "totpctl reset alice --now",
+                "the old phone is lost: its token stops at once",
             ),
             ("totpctl reset alice --json", "the same for a portal"),
+        ],
+        "totpctl-disable" => &[
+            ("totpctl disable alice", "none of alice's tokens logs in"),
+            (
+                "totpctl disable alice --device tablet",
+                "only the tablet stops",
+            ),
+        ],
+        "totpctl-enable" => &[("totpctl enable alice", "undo `disable`")],
+        "totpctl-prune" => &[
+            (
+                "totpctl prune --pending-older-than 14d --dry-run",
+                "the enrollments nobody finished in two weeks",
+            ),
+            ("totpctl prune --pending-older-than 14d", "remove them"),
+        ],
+        "totpctl-report" => &[
+            (
+                "totpctl report --group pilot",
+                "every member of pilot: enrolled, pending, locked, never used",
+            ),
+            (
+                "totpctl report --csv > rollout.csv",
+                "every user with a token, for a spreadsheet",
+            ),
+        ],
+        "totpctl-check" => &[(
+            "totpctl check alice '700 102'",
+            "the device and clock offset of the code alice reads out; not used up",
+        )],
+        "totpctl-check-config" => &[
+            (
+                "totpctl check-config",
+                "/etc/security/pam_totp.conf as the module reads it",
+            ),
+            (
+                "totpctl check-config --pam-args 'auth required pam_totp.so only_group=pilot window=1'",
+                "a pam.d line before sshd meets it",
+            ),
         ],
         "totpctl-delete" => &[
             ("totpctl delete alice", "everything about alice"),
