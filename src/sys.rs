@@ -360,6 +360,29 @@ pub fn all_users() -> Result<Vec<PasswdUser>, String> {
     result
 }
 
+/// The name of the passwd entry of `uid`, if NSS has one.
+pub fn user_name_of(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; BUFFER];
+    // SAFETY: passwd is plain old data; getpwuid_r fills it and points its
+    // strings into `buf`, which outlives the read of `pw_name` below;
+    // `found` is null or points at `pwd`.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        Some(CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned())
+    }
+}
+
+/// The real and the effective user id of this process.
+pub fn uids() -> (u32, u32) {
+    // SAFETY: getuid and geteuid have no preconditions and cannot fail.
+    unsafe { (libc::getuid(), libc::geteuid()) }
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_time() -> Result<u64, String> {
     SystemTime::now()

@@ -1,8 +1,6 @@
 //! The audit trail: every change totpctl makes goes to syslog (authpriv)
 //! with who made it and whom it concerns.
 
-use std::ffi::CStr;
-
 use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
 
 pub struct Audit {
@@ -57,8 +55,7 @@ use pam_totp::logline::{escape as printable, one_line};
 
 /// `bob (sudo, uid 0)`, or the login user, or the uid alone.
 fn actor() -> String {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let (uid, _) = pam_totp::sys::uids();
     if let Ok(sudo_user) = std::env::var("SUDO_USER") {
         return format!("\"{}\" (sudo, uid {uid})", printable(&sudo_user));
     }
@@ -79,18 +76,5 @@ fn actor() -> String {
 }
 
 fn user_name(uid: u32) -> Option<String> {
-    // SAFETY: passwd is a plain C struct of integers and pointers, for
-    // which all zero bytes is a valid value; getpwuid_r fills it in.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: pwd, buf and result are valid for writes and outlive the
-    // call; buf's length is passed; getpwuid_r writes only inside them.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points to a NUL-terminated string inside buf.
-    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-    Some(printable(&name.to_string_lossy()))
+    pam_totp::sys::user_name_of(uid).map(|name| printable(&name))
 }

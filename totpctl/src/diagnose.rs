@@ -35,8 +35,7 @@ const MAX_PAM_ARGS: usize = 8 * 1024;
 /// `check` and `check-config` read root's store and files and count
 /// guesses in the store: as root only (through sudo, euid is root).
 fn require_root(verb: &str) -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if pam_totp::sys::uids().1 != 0 {
         return Err(format!(
             "`totpctl {verb}` runs as root only (the store, the config file and the key \
              are root's): run it as root, or through sudo (README: \"Help desk through sudo\")"
