@@ -521,14 +521,16 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             PAM_AUTH_ERR,
             LOG_WARNING,
             format!(
-                "denied: too many failed codes from this address, back-off until {until} (answer not checked, nothing burned)"
+                "denied: too many failed codes from this address, back-off until {} UTC (answer not checked, nothing burned)",
+                crate::logline::utc(*until)
             ),
         ),
         Outcome::RateLimited(Lock::User { until }) => (
             PAM_AUTH_ERR,
             LOG_WARNING,
             format!(
-                "denied: too many failed codes for this user from all addresses, locked until {until} (answer not checked; totpctl unlock clears it)"
+                "denied: too many failed codes for this user from all addresses, locked until {} UTC (answer not checked; totpctl unlock clears it)",
+                crate::logline::utc(*until)
             ),
         ),
         Outcome::RecoveryReused => (
