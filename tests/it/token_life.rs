@@ -976,6 +976,8 @@ fn disabled_and_expired_tokens_log_nobody_in_and_never_count_as_unenrolled() {
     }
     let shown = ok(&world.totpctl(&["show", "dora"]));
     assert!(shown.contains("disabled"), "{shown}");
+    let report = json(&world.totpctl(&["report", "--json"]));
+    assert_eq!(report["counts"]["disabled_or_expired"], 1, "{report}");
     assert!(ok(&world.totpctl(&["disable", "dora"])).contains("Nothing to do"));
     assert!(
         !world

@@ -1129,8 +1129,8 @@ fn report_shows_where_each_member_of_the_pilot_stands_with_locks_as_dates() {
     assert_eq!(report["group"], "pilot");
     assert_eq!(
         report["counts"],
-        serde_json::json!({"locked": 2, "pending": 1, "not_enrolled": 2,
-            "never_used": 1, "enrolled": 1, "total": 7})
+        serde_json::json!({"locked": 2, "disabled_or_expired": 0, "pending": 1,
+            "not_enrolled": 2, "never_used": 1, "enrolled": 1, "total": 7})
     );
     assert_eq!(by_name("alice")["last_used"], at);
     assert_eq!(by_name("alice")["last_used_utc"], date_of(at));

@@ -697,11 +697,20 @@ pub fn run_with_stdin(mut cmd: Command, answer: &str) -> Run {
         // never reached the module. pam_wrapper can complain about one slot
         // and go on with another; running such a login again would replay
         // its code and see it refused as used.
-        let wrapper_failed = run.stderr.lines().any(|l| {
-            l.contains("PWRAP_ERROR")
-                && (l.contains("pam_wrapper config dir")
-                    || l.contains("Failed to copy config files"))
-        }) && !run.stderr.contains("performing operation");
+        // Under load another process's pam_wrapper can also take this one's
+        // slot for stale and remove it under it: pamtester then ends before
+        // it performs anything, with pam_wrapper's lines only.
+        let never_performed = !run.success
+            && !run.stderr.contains("performing operation")
+            && run.stderr.contains("PWRAP_")
+            && run.stdout.trim().is_empty();
+        let wrapper_failed = (never_performed
+            || run.stderr.lines().any(|l| {
+                l.contains("PWRAP_ERROR")
+                    && (l.contains("pam_wrapper config dir")
+                        || l.contains("Failed to copy config files"))
+            }))
+            && !run.stderr.contains("performing operation");
         if !wrapper_failed {
             return run;
         }
