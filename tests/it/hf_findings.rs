@@ -1,0 +1,83 @@
+//! Findings of the h-f attack session: each test states what SECURITY.md
+//! or the README promises and fails on the code as it is.
+
+use crate::common;
+
+use common::{RHOST, World, oathtool, pam_tools_present, unix_now};
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A help desk has `reset` in its sudoers rule but not `enable` (README,
+/// "Help desk through sudo"). `reset` makes the new token without the old
+/// one's `disabled` and `expires`: a disabled user is back in after a
+/// routine "new phone" ticket, and a contractor's token that was to end
+/// (`--expires`) no longer ends. Promise 25: "A stopped token (`disable`,
+/// `--expires`) logs nobody in".
+#[test]
+fn a_reset_keeps_the_users_disable_and_expiry() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let now = unix_now();
+
+    // Disabled by an administrator; the help desk resets the phone.
+    world.enroll("dan");
+    ok(&world.totpctl(&["disable", "dan"]));
+    let new_key = common::random_secret();
+    ok(&world.totpctl(&["reset", "dan", "--secret", &new_key]));
+    let run = world.login("totp", "dan", Some(RHOST), &oathtool(&new_key, Some(now), &[]));
+    assert!(
+        !run.success,
+        "`reset` undid an administrator's `disable` (the help desk may not `enable`): {run:?}"
+    );
+
+    // A contractor's token ends tomorrow; the help desk resets the phone.
+    let key = common::random_secret();
+    ok(&world.totpctl(&["enroll", "carl", "--secret", &key, "--expires", "1d"]));
+    let new_key = common::random_secret();
+    ok(&world.totpctl(&["reset", "carl", "--secret", &new_key]));
+    let later = now + 2 * 86_400;
+    let run = world.login_at(
+        later,
+        "totp",
+        "carl",
+        Some(RHOST),
+        &oathtool(&new_key, Some(later), &[]),
+    );
+    assert!(
+        !run.success,
+        "`reset` dropped the token's --expires: the contractor still logs in after it: {run:?}"
+    );
+
+    // The same through a pending replacement confirmed from the new phone.
+    let key = common::random_secret();
+    ok(&world.totpctl(&["enroll", "cora", "--secret", &key, "--expires", "1d"]));
+    let out = world.totpctl(&["reset", "cora", "--json"]);
+    let value: serde_json::Value = serde_json::from_slice(&ok_bytes(&out)).expect("json");
+    let pending_key = value["key"].as_str().expect("key").to_string();
+    ok(&world.totpctl(&["confirm", "cora", &oathtool(&pending_key, Some(now), &[])]));
+    let shown = ok(&world.totpctl(&["show", "cora", "--json"]));
+    assert!(
+        !shown.contains("\"expires\":null"),
+        "the confirmed replacement has no expiry any more: {shown}"
+    );
+}
+
+fn ok_bytes(out: &std::process::Output) -> Vec<u8> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.clone()
+}
+
