@@ -116,3 +116,27 @@ fn report_csv_never_starts_a_field_with_a_formula() {
     }
 }
 
+/// `totpctl check` (the help desk's "my code does not work") tests
+/// disabled and expired tokens like working ones and answers "Not used up:
+/// the code still works for one login", exit status 0, while every login
+/// with that code is refused.
+#[test]
+fn check_does_not_say_a_disabled_tokens_code_works() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "");
+    let key = world.enroll("erin");
+    ok(&world.totpctl(&["disable", "erin"]));
+    let now = unix_now();
+    let code = oathtool(&key, Some(now), &[]);
+    let out = world.totpctl(&["check", "erin", &code]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let run = world.login("totp", "erin", Some(RHOST), &code);
+    assert!(!run.success, "{run:?}");
+    assert!(
+        !(out.status.success() && text.contains("still works for one login")),
+        "check said the disabled token's code works, the login was refused: {text}"
+    );
+}
