@@ -1540,3 +1540,129 @@ fn the_user_is_told_what_they_can_act_on_and_nothing_else() {
         assert_eq!(user_message(&silent, 0), None, "{silent:?}");
     }
 }
+
+/// A store whose `disable` (an administrator's `totpctl disable alice`,
+/// on another connection) commits while the login is between reading the
+/// tokens and burning a recovery code: argon2 runs in that gap, tens of
+/// milliseconds in release builds.
+struct DisabledDuringRecovery {
+    inner: SqliteStore,
+    db: PathBuf,
+}
+
+impl LoginStore for DisabledDuringRecovery {
+    fn totp_claims_durable(&self) -> bool {
+        self.inner.totp_claims_durable()
+    }
+    fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
+        self.inner.tokens(user)
+    }
+    fn claim_step(&self, id: i64, kind: Kind, step: u64, now: i64) -> Result<Claim, StoreError> {
+        self.inner.claim_step(id, kind, step, now)
+    }
+    fn recovery_candidates(
+        &self,
+        user: &str,
+        lookup: &str,
+    ) -> Result<Vec<crate::store::StoredRecovery>, StoreError> {
+        let found = self.inner.recovery_candidates(user, lookup)?;
+        // The administrator's disable commits now, on its own connection.
+        let admin = SqliteStore::open(&self.db).expect("admin store");
+        assert_eq!(
+            admin.set_disabled(user, None, Some(NOW as i64)).expect("disable"),
+            1
+        );
+        Ok(found)
+    }
+    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
+        self.inner.burn_recovery(id, at)
+    }
+    fn recovery_count(&self, user: &str) -> Result<crate::store::RecoveryCount, StoreError> {
+        self.inner.recovery_count(user)
+    }
+    fn enroll_window(&self, user: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        self.inner.enroll_window(user, now)
+    }
+    fn reserve_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &crate::ratelimit::Limits,
+    ) -> Result<crate::store::Reservation, StoreError> {
+        self.inner.reserve_guess(user, rhost, now, limits)
+    }
+    fn release_guess(&self, user: &str, rhost: &str, clear: bool, at: i64) -> Result<(), StoreError> {
+        self.inner.release_guess(user, rhost, clear, at)
+    }
+    fn enroll_at_login(
+        &self,
+        token: &Token,
+        step: u64,
+        recovery: &[crate::recovery::RecoveryHash],
+    ) -> Result<(), StoreError> {
+        self.inner.enroll_at_login(token, step, recovery)
+    }
+    fn grant_grace(&self, user: &str, ip: &str, until: i64) -> Result<(), StoreError> {
+        self.inner.grant_grace(user, ip, until)
+    }
+    fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        self.inner.grace_until(user, ip, now)
+    }
+    fn stage_grant(
+        &self,
+        nonce: &str,
+        user: &str,
+        grant: &Grant,
+        expires: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.stage_grant(nonce, user, grant, expires, now)
+    }
+    fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError> {
+        self.inner.take_staged(nonce, user, now)
+    }
+}
+
+/// Finding (h-f): README says "A `disable` racing a login is decided by the
+/// same single write as the step claim: the login either got in before, or
+/// is refused" (SECURITY promise 25). That holds for codes (CLAIM_STEP
+/// checks `disabled`/`expires`), not for recovery codes: BURN_RECOVERY only
+/// checks `used IS NULL`, and the tokens were judged usable before argon2
+/// ran. A recovery login whose burn comes after the disable committed is
+/// let in.
+#[test]
+fn a_disable_that_commits_before_the_recovery_code_is_burned_refuses_the_login() {
+    let world = World::with_alice();
+    let codes = recovery::generate().expect("codes");
+    let hashes: Vec<_> = codes.iter().map(|(_, h)| h.clone()).collect();
+    world
+        .store()
+        .replace_recovery("alice", &hashes)
+        .expect("store");
+    let decision = decide(
+        &Config::default(),
+        Request {
+            user: "alice",
+            rhost: Some("203.0.113.7"),
+        },
+        |_| {
+            Ok(DisabledDuringRecovery {
+                inner: SqliteStore::open(&world.db)?,
+                db: world.db.clone(),
+            })
+        },
+        &FixedClock(NOW),
+        &NoGroups,
+        &mut Scripted::says(codes[0].0.as_str()),
+    );
+    // The disable is committed before the burn...
+    let tokens = world.store().tokens("alice").expect("tokens");
+    assert!(tokens.iter().all(|t| t.life.disabled.is_some()));
+    // ...so the login must be refused, as a code's claim would be.
+    assert!(
+        !decision.outcome.is_success(),
+        "a recovery code logged in after `disable` committed: {:?}",
+        decision.outcome
+    );
+}

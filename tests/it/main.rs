@@ -7,6 +7,7 @@
 mod common;
 
 mod docs;
+mod hf_findings;
 mod e2e_policies;
 mod e2e_sshd;
 mod file_trust;
