@@ -13,7 +13,7 @@
 //! current-thread runtime: no extra threads in the sshd child) and rustls
 //! for TLS. libpq would bring libpq5 with OpenSSL, GSSAPI and LDAP
 //! libraries into every sshd child; this keeps the module self-contained
-//! (the cost is measured in the README's Performance section).
+//! (the cost is measured in docs/performance.md).
 //!
 //! Every login is bounded by `db_timeout`: the connect (TCP, TLS, auth:
 //! `connect_within`), each statement (`statement_timeout`, `lock_timeout`),

@@ -3,7 +3,9 @@
 //! the README; the packaged config file changes nothing as installed and
 //! each of its commented examples is a valid setting; every manual page
 //! (hand-written and generated from totpctl's clap definitions) renders
-//! without a groff warning; the completion scripts parse.
+//! without a groff warning; the completion scripts parse; every link
+//! between the Markdown files, and every README section the sources name,
+//! arrives.
 
 use crate::common;
 
@@ -237,4 +239,198 @@ fn every_totpctl_page_has_examples_exit_status_and_see_also() {
         }
     }
     assert!(missing.is_empty(), "{missing:#?}");
+}
+
+/// GitHub's anchor for a heading: lowercase, spaces to '-', every other
+/// character but letters, digits, '-' and '_' dropped.
+fn github_anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A Markdown file's lines outside fenced code blocks, numbered from 1.
+fn prose_lines(text: &str) -> Vec<(usize, &str)> {
+    let mut fenced = false;
+    let mut lines = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        if !fenced {
+            lines.push((n + 1, line));
+        }
+    }
+    lines
+}
+
+/// The anchors GitHub gives a Markdown file's headings (a repeated heading
+/// gets `-1`, `-2`, … as GitHub numbers them).
+fn heading_anchors(text: &str) -> std::collections::HashSet<String> {
+    let mut anchors = std::collections::HashSet::new();
+    for (_, line) in prose_lines(text) {
+        let hashes = line.chars().take_while(|&c| c == '#').count();
+        if !(1..=6).contains(&hashes) || !line[hashes..].starts_with(' ') {
+            continue;
+        }
+        let base = github_anchor(line[hashes..].trim().trim_end_matches('#'));
+        let mut anchor = base.clone();
+        let mut n = 0;
+        while !anchors.insert(anchor.clone()) {
+            n += 1;
+            anchor = format!("{base}-{n}");
+        }
+    }
+    anchors
+}
+
+/// The targets of the inline links `[text](target)` on a line, outside
+/// code spans.
+fn link_targets(line: &str) -> Vec<&str> {
+    let mut targets = Vec::new();
+    for (i, part) in line.split('`').enumerate() {
+        if i % 2 == 1 {
+            continue;
+        }
+        let mut rest = part;
+        while let Some(at) = rest.find("](") {
+            rest = &rest[at + 2..];
+            let end = rest
+                .find(|c: char| c == ')' || c.is_whitespace())
+                .unwrap_or(rest.len());
+            targets.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+    }
+    targets
+}
+
+/// Every file of the repository, but for build output and hidden
+/// directories.
+fn repository_files() -> Vec<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.') || (dir == root && name == "target") {
+                continue;
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The README is reorganised now and then: every link between the Markdown
+/// files (to a file, or to a heading's `#anchor` in one) must still arrive,
+/// and so must every `README.md#anchor` and every section the sources and
+/// scripts name in words (README: "Help desk through sudo", the README's
+/// "Performance") in any file of the repository.
+#[test]
+fn every_link_to_a_document_or_a_section_arrives() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = root.join("README.md");
+    let mut anchors_of = std::collections::HashMap::new();
+    let mut anchors = |path: &Path| -> std::collections::HashSet<String> {
+        anchors_of
+            .entry(path.to_path_buf())
+            .or_insert_with(|| heading_anchors(&fs::read_to_string(path).unwrap_or_default()))
+            .clone()
+    };
+    let mut broken = Vec::new();
+    let (mut links, mut sections) = (0, 0);
+    for file in repository_files() {
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
+        let shown = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        if file.extension().is_some_and(|e| e == "md") {
+            for (n, line) in prose_lines(&text) {
+                for target in link_targets(line) {
+                    if target.contains("://") || target.starts_with("mailto:") {
+                        continue;
+                    }
+                    links += 1;
+                    let (path, anchor) = match target.split_once('#') {
+                        Some((path, anchor)) => (path, Some(anchor)),
+                        None => (target, None),
+                    };
+                    let dest = if path.is_empty() {
+                        file.clone()
+                    } else {
+                        file.parent().expect("parent").join(path)
+                    };
+                    let markdown = dest.extension().is_some_and(|e| e == "md");
+                    if !dest.exists() {
+                        broken.push(format!("{shown}:{n}: {target}: no such file"));
+                    } else if anchor.is_some_and(|a| markdown && !anchors(&dest).contains(a)) {
+                        broken.push(format!("{shown}:{n}: {target}: no such heading"));
+                    }
+                }
+            }
+        }
+        if file.ends_with("tests/it/docs.rs") {
+            continue; // its comments show the shapes it looks for
+        }
+        // README.md#anchor anywhere (help texts, comments, other pages).
+        for (at, _) in text.match_indices("README.md#") {
+            let anchor: String = text[at + "README.md#".len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            sections += 1;
+            if !anchors(&readme).contains(&anchor) {
+                broken.push(format!("{shown}: README.md#{anchor}: no such heading"));
+            }
+        }
+        // A section named in words: README: "Title", README, "Title",
+        // README "Title", the README's "Title" (across a line break and a
+        // comment marker, and with the quote escaped in a Rust string).
+        for (at, _) in text.match_indices("README") {
+            let rest = &text[at + "README".len()..];
+            let rest = rest.strip_prefix("'s").unwrap_or(rest);
+            let rest = rest.strip_prefix([':', ',']).unwrap_or(rest);
+            let rest = rest.trim_start_matches(|c: char| c.is_whitespace() || "#/*".contains(c));
+            let Some(rest) = rest.strip_prefix("\\\"").or_else(|| rest.strip_prefix('"')) else {
+                continue;
+            };
+            let Some(end) = rest.find('"') else { continue };
+            let title = rest[..end].trim_end_matches('\\');
+            if title.is_empty() || title.contains('\n') {
+                continue;
+            }
+            sections += 1;
+            if !anchors(&readme).contains(&github_anchor(title)) {
+                broken.push(format!(
+                    "{shown}: README section {title:?}: no such heading"
+                ));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
+    assert!(
+        links > 100 && sections > 5,
+        "{links} links, {sections} sections: the check found too little"
+    );
+    println!("{links} links and {sections} named sections arrive");
 }
