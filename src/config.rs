@@ -336,7 +336,7 @@ fn expected(key: &str) -> &'static str {
 /// The one rule for a user, group or device name that the module and
 /// totpctl accept: 1 to 256 bytes, no whitespace, no control character, no
 /// `/` (names become file names: `totpctl enroll --qr-dir`), not `.` or
-/// `..`. The name service decides which names exist.
+/// `..`, no quote or backslash (audit lines quote names). The name service decides which names exist.
 pub fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 256 {
         return Err("a name must be 1 to 256 bytes long".to_string());
@@ -346,6 +346,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     if name.contains('/') || name == "." || name == ".." {
         return Err(format!("{name:?} is not a name (a / or a dot directory)"));
+    }
+    // Audit lines quote names: a quote or backslash inside one could make
+    // a line seem to carry a field it does not.
+    if name.contains(['"', '\\']) {
+        return Err(format!("{name:?} contains a quote or a backslash"));
     }
     Ok(())
 }

@@ -1569,7 +1569,9 @@ impl LoginStore for DisabledDuringRecovery {
         // The administrator's disable commits now, on its own connection.
         let admin = SqliteStore::open(&self.db).expect("admin store");
         assert_eq!(
-            admin.set_disabled(user, None, Some(NOW as i64)).expect("disable"),
+            admin
+                .set_disabled(user, None, Some(NOW as i64))
+                .expect("disable"),
             1
         );
         Ok(found)
@@ -1592,7 +1594,13 @@ impl LoginStore for DisabledDuringRecovery {
     ) -> Result<crate::store::Reservation, StoreError> {
         self.inner.reserve_guess(user, rhost, now, limits)
     }
-    fn release_guess(&self, user: &str, rhost: &str, clear: bool, at: i64) -> Result<(), StoreError> {
+    fn release_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        clear: bool,
+        at: i64,
+    ) -> Result<(), StoreError> {
         self.inner.release_guess(user, rhost, clear, at)
     }
     fn enroll_at_login(

@@ -84,6 +84,20 @@ impl<D: Driver> Store for SqlStore<D> {
         self.write(Hold::Rows, |db| {
             for e in enrollments {
                 let (user, device) = (&e.token.user, &e.token.device);
+                // A replacement keeps what an administrator set on what it
+                // replaces: a help desk's new phone never ends a disable
+                // or extends an expiry.
+                let stops = match mode {
+                    EnrollMode::Add => Vec::new(),
+                    EnrollMode::ReplaceDevice => {
+                        db.query(sql::STOPS_OF_DEVICE, params![user, device])?
+                    }
+                    EnrollMode::ReplaceUser | EnrollMode::Replacement => {
+                        db.query(sql::STOPS_OF_USER, params![user])?
+                    }
+                };
+                let mut token = e.token.clone();
+                token.life = inherited(&token.life, &stops)?;
                 match mode {
                     EnrollMode::Add => {}
                     EnrollMode::ReplaceDevice => {
@@ -97,7 +111,7 @@ impl<D: Driver> Store for SqlStore<D> {
                         db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
                     }
                 }
-                self.insert_token(&e.token)?;
+                self.insert_token(&token)?;
                 if let Some(codes) = &e.recovery {
                     self.insert_recovery(user, codes)?;
                 }
@@ -240,6 +254,32 @@ impl<D: Driver> Store for SqlStore<D> {
             Ok(changed(rewritten))
         })
     }
+}
+
+/// A new token's administrator settings given what it replaces (`stops`:
+/// the replaced tokens' disabled and expires columns): disabled when every
+/// one of them was; expiring no later than the last of them when every one
+/// of them expires.
+fn inherited(life: &super::Life, stops: &[super::driver::Row]) -> Result<super::Life, StoreError> {
+    let mut life = life.clone();
+    if stops.is_empty() {
+        return Ok(life);
+    }
+    let mut disabled = Vec::with_capacity(stops.len());
+    let mut expires = Vec::with_capacity(stops.len());
+    for row in stops {
+        disabled.push(row.opt_int(0)?);
+        expires.push(row.opt_int(1)?);
+    }
+    if life.disabled.is_none() && disabled.iter().all(Option::is_some) {
+        life.disabled = disabled.into_iter().flatten().min();
+    }
+    if expires.iter().all(Option::is_some)
+        && let Some(last) = expires.into_iter().flatten().max()
+    {
+        life.expires = Some(life.expires.map_or(last, |given| given.min(last)));
+    }
+    Ok(life)
 }
 
 /// Failed codes beyond this many per source are not carried over by

@@ -69,6 +69,12 @@ pub const PRUNE_PENDING: &str = r#"DELETE FROM tokens WHERE confirmed IS NULL AN
 /// The recovery codes of a user left without a token (they came with it).
 pub const DELETE_ORPHAN_RECOVERY: &str = r#"DELETE FROM recovery_codes WHERE "user" = ?1
      AND NOT EXISTS (SELECT 1 FROM tokens WHERE tokens."user" = ?1)"#;
+/// What an administrator set on the tokens a replacement replaces: the
+/// user's confirmed tokens (`?2` NULL) or one device.
+pub const STOPS_OF_USER: &str = r#"SELECT disabled, expires FROM tokens
+     WHERE "user" = ?1 AND confirmed IS NOT NULL AND replaces IS NULL"#;
+pub const STOPS_OF_DEVICE: &str = r#"SELECT disabled, expires FROM tokens
+     WHERE "user" = ?1 AND device = ?2 AND confirmed IS NOT NULL"#;
 /// The device name a pending replacement takes when confirmed.
 pub const REPLACES: &str = r#"SELECT "user", replaces FROM tokens WHERE id = ?1"#;
 /// A user's earlier pending replacement (a second `reset` drops the first).
@@ -102,8 +108,14 @@ pub const INSERT_RECOVERY: &str = r#"INSERT INTO recovery_codes ("user", lookup,
 pub const RECOVERY_CANDIDATES: &str = r#"SELECT id, hash FROM recovery_codes
      WHERE "user" = ?1 AND lookup = ?2 AND used IS NULL ORDER BY id"#;
 /// A recovery code is used once: the `used IS NULL` decides between racers.
-pub const BURN_RECOVERY: &str =
-    "UPDATE recovery_codes SET used = ?2 WHERE id = ?1 AND used IS NULL";
+/// Also only while the user has a token that logs in at `?2` (confirmed,
+/// not disabled, not expired), in the same write: a `disable` racing a
+/// recovery-code login wins or loses whole, as it does against a code.
+pub const BURN_RECOVERY: &str = r#"UPDATE recovery_codes SET used = ?2
+     WHERE id = ?1 AND used IS NULL
+       AND EXISTS (SELECT 1 FROM tokens WHERE tokens."user" = recovery_codes."user"
+                   AND confirmed IS NOT NULL AND disabled IS NULL
+                   AND (expires IS NULL OR expires > ?2))"#;
 pub const RECOVERY_COUNT: &str = r#"SELECT COUNT(CASE WHEN used IS NULL THEN 1 END),
             COUNT(CASE WHEN used IS NOT NULL THEN 1 END)
      FROM recovery_codes WHERE "user" = ?1"#;
@@ -237,6 +249,8 @@ mod tests {
         TAKE_DEVICE_NAME,
         DELETE_PENDING_REPLACEMENT,
         DELETE_ORPHAN_RECOVERY,
+        STOPS_OF_USER,
+        STOPS_OF_DEVICE,
     ];
 
     /// What the PostgreSQL driver's rewrite relies on: `?` only as a

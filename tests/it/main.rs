@@ -7,10 +7,10 @@
 mod common;
 
 mod docs;
-mod hf_findings;
 mod e2e_policies;
 mod e2e_sshd;
 mod file_trust;
+mod help_desk_limits;
 mod hostile_input;
 mod import_homes;
 mod oathtool_oracle;

@@ -325,6 +325,13 @@ fn a_recovery_code_burns_once() {
     for backend in backends() {
         let store = backend.open();
         let hashes = recovery_hashes();
+        // A recovery code works only while its user has a working token.
+        enroll(
+            &*store,
+            token("dee", "default", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("token");
         store.replace_recovery("dee", &hashes).expect("recovery");
         let stored = store
             .recovery_candidates("dee", &hashes[0].lookup)

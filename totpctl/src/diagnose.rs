@@ -246,8 +246,11 @@ pub fn check(config: &Config, user: &str, answer: &str) -> Result<(), String> {
             let _ = store.release_guess(user, CHECK_SOURCE, true, now as i64);
             let token = found.token;
             let offset = describe_offset(&found);
+            let stopped = token.life.stopped_at(now as i64);
             let state = if !token.is_active() {
                 "pending"
+            } else if let Some(stopped) = stopped {
+                stopped
             } else if found.used {
                 "used"
             } else {
@@ -267,6 +270,11 @@ pub fn check(config: &Config, user: &str, answer: &str) -> Result<(), String> {
                 println!(
                     "That device is pending: it logs nobody in until it is confirmed \
                      (`totpctl confirm {user} CODE` with a code the app shows then)."
+                );
+            } else if let Some(stopped) = stopped {
+                println!(
+                    "That device is {stopped}: its codes log nobody in (`totpctl show {user}`; \
+                     an administrator's `totpctl enable {user}` or a new enrollment)."
                 );
             } else if found.used {
                 println!(

@@ -243,13 +243,15 @@ fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Command::Reset { user, token, now } => {
-            let old: Vec<String> = store
-                .tokens(&user)
-                .map_err(e)?
+            let tokens = store.tokens(&user).map_err(e)?;
+            let old: Vec<String> = tokens
                 .iter()
                 .filter(|t| t.life.replaces.is_none())
                 .map(|t| t.device.clone())
                 .collect();
+            let confirmed: Vec<_> = tokens.iter().filter(|t| t.is_active()).collect();
+            let all_disabled =
+                !confirmed.is_empty() && confirmed.iter().all(|t| t.life.disabled.is_some());
             if old.is_empty() {
                 return Err(format!(
                     "{user} is not enrolled; use `totpctl enroll {user}`"
@@ -263,7 +265,14 @@ fn run(cli: Cli) -> Result<(), String> {
             } else {
                 EnrollMode::Replacement
             };
-            enrolling::enroll(store, &mut Audit::open(), &user, &token, mode, &old)
+            enrolling::enroll(store, &mut Audit::open(), &user, &token, mode, &old)?;
+            if all_disabled {
+                println!(
+                    "{user}'s tokens were all disabled, so the new one is too: only an \
+                     administrator's `totpctl enable {user}` lets it log in."
+                );
+            }
+            Ok(())
         }
         Command::Disable { user, device } => {
             lifecycle::set_disabled(store, &mut Audit::open(), &user, device.as_deref(), true)

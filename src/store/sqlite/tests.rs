@@ -179,6 +179,8 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
 #[test]
 fn recovery_codes_burn_once() {
     let store = SqliteStore::open_in_memory().expect("store");
+    // A recovery code works only while its user has a working token.
+    enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("token");
     let codes = [
         RecoveryHash {
             lookup: "aaaa".into(),

