@@ -62,7 +62,19 @@ pub const KEYS: &[&str] = &[
     "user_limit",
     "fail_delay",
     "debug",
+    "self_service",
 ];
+
+/// What the user's own command, `totp`, may do (`self_service=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfService {
+    /// `totp` refuses every verb.
+    Off,
+    /// Only `totp status`.
+    Status,
+    /// Every verb (the default).
+    Full,
+}
 
 /// What to do with a user who has no token in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +137,8 @@ pub struct Config {
     /// Delay libpam applies after a failed login, in milliseconds.
     pub fail_delay_ms: u32,
     pub debug: bool,
+    /// What `totp` may do; the module itself ignores it.
+    pub self_service: SelfService,
 }
 
 /// How the code is asked.
@@ -210,6 +224,7 @@ impl Default for Config {
             limits: Limits::default(),
             fail_delay_ms: DEFAULT_FAIL_DELAY_MS,
             debug: false,
+            self_service: SelfService::Full,
         }
     }
 }
@@ -329,6 +344,7 @@ fn expected(key: &str) -> &'static str {
         "enroll" => "expected never, trusted or window",
         "unenrolled" => "expected deny or allow",
         "debug" => "expected yes or no",
+        "self_service" => "expected off, status or full",
         _ => "see pam_totp.conf(5) for the values it accepts",
     }
 }
@@ -669,6 +685,15 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
             let value = required_value(setting)?;
             config.grace_secs =
                 parse_duration(value).map_err(|reason| bad(setting, value, reason))?;
+        }
+        "self_service" => {
+            let value = required_value(setting)?;
+            config.self_service = match value {
+                "off" => SelfService::Off,
+                "status" => SelfService::Status,
+                "full" => SelfService::Full,
+                _ => return Err(bad(setting, value, "expected off, status or full")),
+            };
         }
         "mode" => {
             let value = required_value(setting)?;
