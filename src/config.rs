@@ -773,6 +773,7 @@ mod tests {
             "mode" => "combined",
             "exempt_user" | "exempt_group" | "only_group" => "svc,backup",
             "debug" | "messages" => "yes",
+            "self_service" => "status",
             _ => "7",
         };
         for key in KEYS {
@@ -786,6 +787,26 @@ mod tests {
                 "{key} is listed in KEYS but apply refuses it"
             );
         }
+    }
+    #[test]
+    fn self_service_takes_off_status_or_full() {
+        let set = |value: &str| {
+            let mut config = Config::default();
+            apply(
+                &mut config,
+                &Setting {
+                    key: "self_service".to_string(),
+                    value: Some(value.to_string()),
+                    origin: Origin::Argument,
+                },
+            )
+            .map(|()| config.self_service)
+        };
+        assert_eq!(Config::default().self_service, SelfService::Full);
+        assert_eq!(set("off").ok(), Some(SelfService::Off));
+        assert_eq!(set("status").ok(), Some(SelfService::Status));
+        assert_eq!(set("full").ok(), Some(SelfService::Full));
+        assert!(set("yes").is_err());
     }
     use std::io::Write;
 
