@@ -62,7 +62,19 @@ pub const KEYS: &[&str] = &[
     "user_limit",
     "fail_delay",
     "debug",
+    "self_service",
 ];
+
+/// What the user's own command, `totp`, may do (`self_service=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfService {
+    /// `totp` refuses every verb.
+    Off,
+    /// Only `totp status`.
+    Status,
+    /// Every verb (the default).
+    Full,
+}
 
 /// What to do with a user who has no token in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +137,8 @@ pub struct Config {
     /// Delay libpam applies after a failed login, in milliseconds.
     pub fail_delay_ms: u32,
     pub debug: bool,
+    /// What `totp` may do; the module itself ignores it.
+    pub self_service: SelfService,
 }
 
 /// How the code is asked.
@@ -210,6 +224,7 @@ impl Default for Config {
             limits: Limits::default(),
             fail_delay_ms: DEFAULT_FAIL_DELAY_MS,
             debug: false,
+            self_service: SelfService::Full,
         }
     }
 }
@@ -329,6 +344,7 @@ fn expected(key: &str) -> &'static str {
         "enroll" => "expected never, trusted or window",
         "unenrolled" => "expected deny or allow",
         "debug" => "expected yes or no",
+        "self_service" => "expected off, status or full",
         _ => "see pam_totp.conf(5) for the values it accepts",
     }
 }
@@ -675,6 +691,15 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
             config.grace_secs =
                 parse_duration(value).map_err(|reason| bad(setting, value, reason))?;
         }
+        "self_service" => {
+            let value = required_value(setting)?;
+            config.self_service = match value {
+                "off" => SelfService::Off,
+                "status" => SelfService::Status,
+                "full" => SelfService::Full,
+                _ => return Err(bad(setting, value, "expected off, status or full")),
+            };
+        }
         "mode" => {
             let value = required_value(setting)?;
             config.mode = match value {
@@ -753,6 +778,7 @@ mod tests {
             "mode" => "combined",
             "exempt_user" | "exempt_group" | "only_group" => "svc,backup",
             "debug" | "messages" => "yes",
+            "self_service" => "status",
             _ => "7",
         };
         for key in KEYS {
@@ -766,6 +792,26 @@ mod tests {
                 "{key} is listed in KEYS but apply refuses it"
             );
         }
+    }
+    #[test]
+    fn self_service_takes_off_status_or_full() {
+        let set = |value: &str| {
+            let mut config = Config::default();
+            apply(
+                &mut config,
+                &Setting {
+                    key: "self_service".to_string(),
+                    value: Some(value.to_string()),
+                    origin: Origin::Argument,
+                },
+            )
+            .map(|()| config.self_service)
+        };
+        assert_eq!(Config::default().self_service, SelfService::Full);
+        assert_eq!(set("off").ok(), Some(SelfService::Off));
+        assert_eq!(set("status").ok(), Some(SelfService::Status));
+        assert_eq!(set("full").ok(), Some(SelfService::Full));
+        assert!(set("yes").is_err());
     }
     use std::io::Write;
 

@@ -4,6 +4,7 @@
 //! tests without PAM; `store` holds the state; `pam` is the only FFI seam.
 
 pub mod auth;
+pub mod codecheck;
 pub mod config;
 pub mod enroll;
 pub mod import;

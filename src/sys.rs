@@ -417,6 +417,183 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "pam_totp".to_string())
 }
 
+/// The real user and group ids: who ran this process (for the set-uid
+/// `totp`, the caller; never taken from arguments or the environment).
+pub fn real_ids() -> (u32, u32) {
+    // SAFETY: getuid and getgid have no preconditions and cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+/// What a set-uid program does first: no core dumps (not dumpable, so no
+/// ptrace by the caller either, and RLIMIT_CORE 0), files it creates are
+/// private (umask 077), and an environment of nothing (no locale, no
+/// TZ, no NSS or library settings of the caller's). Call it before any
+/// other thread starts.
+pub fn harden_process() -> Result<(), String> {
+    let os_error = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers and changes
+    // only this process's dumpable flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(os_error("prctl(PR_SET_DUMPABLE)"));
+    }
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads one valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
+        return Err(os_error("setrlimit(RLIMIT_CORE)"));
+    }
+    // SAFETY: umask takes a plain integer and cannot fail.
+    unsafe { libc::umask(0o077) };
+    let names: Vec<std::ffi::OsString> = std::env::vars_os().map(|(name, _)| name).collect();
+    for name in names {
+        // SAFETY: the caller runs this before starting any thread, so no
+        // other thread reads or writes the environment meanwhile.
+        unsafe { std::env::remove_var(name) };
+    }
+    Ok(())
+}
+
+/// While held, the signals a terminal or another process can send (SIGINT,
+/// SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, …) wait: a change being written is
+/// not cut in half by them. They are delivered when the guard goes.
+pub struct SignalsBlocked {
+    old: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    pub fn new() -> Result<SignalsBlocked, String> {
+        // SAFETY: sigset_t is plain data; sigfillset initialises `all`, and
+        // sigprocmask reads `all` and writes the old mask into `old`.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) != 0 {
+                return Err("blocking signals failed".to_string());
+            }
+            Ok(SignalsBlocked { old })
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `new` from a valid sigset_t.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
+    }
+}
+
+/// One line from standard input with the terminal's echo off (when it is
+/// a terminal), after `prompt` on standard error. Without the line end.
+pub fn read_hidden(prompt: &str) -> Result<zeroize::Zeroizing<String>, String> {
+    use std::io::{BufRead, Write};
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios is plain data; tcgetattr fills it for a valid fd and
+    // fails (non-zero) when stdin is no terminal.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
+    if tty {
+        let mut quiet = saved;
+        quiet.c_lflag &= !libc::ECHO;
+        quiet.c_lflag |= libc::ECHONL;
+        // SAFETY: sets the attributes of fd from a valid termios. TCSANOW:
+        // nothing typed ahead is thrown away.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    }
+    // The prompt only once the echo is off, so an answer typed right after
+    // it is never shown.
+    let _ = write!(std::io::stderr(), "{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if tty {
+        // SAFETY: restores the attributes read above.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    }
+    match read {
+        Ok(0) => Err("no answer (end of input)".to_string()),
+        Ok(_) => {
+            let trimmed = zeroize::Zeroizing::new(line.trim().to_string());
+            Ok(trimmed)
+        }
+        Err(e) => Err(format!("reading the answer: {e}")),
+    }
+}
+
+/// Runs `f` with the effective uid, gid and groups of (uid, gid), then
+/// returns to the effective ids before. When the process is not root
+/// there is nothing to give up: `f` runs as it is. Fails closed: if the
+/// identity cannot be taken back, the error stops the caller.
+pub fn as_user<T>(
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    f: impl FnOnce() -> std::io::Result<T>,
+) -> Result<std::io::Result<T>, String> {
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if euid != 0 {
+        return Ok(f());
+    }
+    let groups = current_groups()?;
+    let os_error = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: setgroups reads exactly one gid from a valid pointer.
+    if unsafe { libc::setgroups(1, &gid) } != 0 {
+        return Err(os_error("setgroups"));
+    }
+    // SAFETY: setegid and seteuid take plain integers.
+    let dropped = unsafe { libc::setegid(gid) } == 0 && unsafe { libc::seteuid(uid) } == 0;
+    let result = if dropped {
+        Ok(f())
+    } else {
+        Err(os_error("taking the caller's identity"))
+    };
+    // Back, whatever happened above.
+    // SAFETY: as above; setgroups reads groups.len() gids from the vector.
+    let restored = unsafe {
+        libc::seteuid(euid) == 0
+            && libc::setegid(egid) == 0
+            && libc::setgroups(groups.len(), groups.as_ptr()) == 0
+    };
+    if !restored {
+        return Err(os_error("returning to the former identity"));
+    }
+    result
+}
+
+/// The supplementary groups of this process.
+fn current_groups() -> Result<Vec<libc::gid_t>, String> {
+    // SAFETY: with size 0, getgroups only returns the number of groups.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let count = usize::try_from(count).map_err(|_| "getgroups failed".to_string())?;
+    let mut groups: Vec<libc::gid_t> = vec![0; count];
+    // SAFETY: the vector has room for `count` gids; getgroups writes at most that many.
+    let got = unsafe { libc::getgroups(count as libc::c_int, groups.as_mut_ptr()) };
+    let got = usize::try_from(got).map_err(|_| "getgroups failed".to_string())?;
+    groups.truncate(got);
+    Ok(groups)
+}
+
+/// One audit line to syslog (authpriv, notice) under `ident`, through
+/// libc's syslog (no dependency of the module's). The line is sent as
+/// data (`%s`), never as a format.
+pub fn audit_syslog(ident: &'static CStr, line: &str) {
+    let Ok(line) = CString::new(line.replace('\0', "?")) else {
+        return;
+    };
+    // SAFETY: openlog keeps the pointer to `ident`, which is 'static;
+    // syslog reads the NUL-terminated format and the one string argument
+    // it names.
+    unsafe {
+        libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_AUTHPRIV);
+        libc::syslog(libc::LOG_NOTICE, c"%s".as_ptr(), line.as_ptr());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

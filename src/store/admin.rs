@@ -2,7 +2,7 @@
 //! does it. Every write here is synced before it returns (the backends
 //! open administrative connections that way).
 
-use super::driver::{Driver, Hold, params};
+use super::driver::{Driver, Hold, Purpose, params};
 use super::shared::{SqlStore, changed, claim, step_to_sql, token_info};
 use super::{
     Claim, Dump, EnrollMode, Enrollment, LoginStore, SecretRow, StoreError, TokenInfo, sql,
@@ -44,6 +44,16 @@ pub trait Store: LoginStore {
 
     /// Removes one device; false if the user had no such device.
     fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError>;
+
+    /// Removes one device, but only while another usable (confirmed, not
+    /// disabled, not expired at `now`) token of the user remains; one
+    /// statement. False if nothing was removed.
+    fn delete_device_unless_last(
+        &self,
+        user: &str,
+        device: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Every token, without keys, by user and device.
     fn list(&self) -> Result<Vec<TokenInfo>, StoreError>;
@@ -180,6 +190,22 @@ impl<D: Driver> Store for SqlStore<D> {
             .driver
             .execute(sql::DELETE_DEVICE, params![user, device])?
             == 1)
+    }
+
+    fn delete_device_unless_last(
+        &self,
+        user: &str,
+        device: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // Removals of this user wait for each other (on every node): the
+        // second of two racing ones sees the first one's result.
+        let removed = self.driver.durably(|| {
+            self.write(Hold::User(user, Purpose::Enrollment), |db| {
+                db.execute(sql::DELETE_DEVICE_UNLESS_LAST, params![user, device, now])
+            })
+        })?;
+        Ok(removed == 1)
     }
 
     fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {

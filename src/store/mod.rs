@@ -39,6 +39,78 @@ pub use postgres::{PgDriver, PgSettings, PgStore};
 pub use shared::SqlStore;
 pub use sqlite::{SqliteDriver, SqliteStore};
 
+/// The locks a user's failure counts hold now (`totpctl show`, `totp status`).
+/// A lock in force now, as a login would meet it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Locked {
+    /// The per-user ceiling (`user_limit` wrong codes within 24 h): every
+    /// untrusted address is refused until `until`.
+    User { until: i64, recent: u64 },
+    /// The back-off of one source address (`backoff_after` wrong codes in
+    /// a row from it).
+    Source {
+        rhost: String,
+        until: i64,
+        count: u64,
+    },
+}
+
+impl Locked {
+    pub fn until(&self) -> i64 {
+        match self {
+            Locked::User { until, .. } | Locked::Source { until, .. } => *until,
+        }
+    }
+}
+
+/// The locks in force for `user` at `now`: the per-user lock alone (it
+/// refuses every address), or the back-off of each address that has one.
+/// Each address is read and judged exactly as the login's guess
+/// reservation does (`Store::failures`, then `ratelimit::lock_at`).
+pub fn locks(
+    store: &(impl Store + ?Sized),
+    user: &str,
+    limits: &crate::ratelimit::Limits,
+    now: i64,
+) -> Result<Vec<Locked>, StoreError> {
+    let mut sources: Vec<String> = store
+        .failure_sources(user)?
+        .into_iter()
+        .map(|(rhost, _, _)| rhost)
+        .collect();
+    if sources.is_empty() {
+        // No address counts against the user, but the per-user failures
+        // may still (e.g. the addresses were cleared by right codes).
+        sources.push(String::new());
+    }
+    let mut found = Vec::new();
+    for rhost in sources {
+        let failures = store.failures(user, &rhost, now)?;
+        match crate::ratelimit::lock_at(&failures, limits, now) {
+            Some(crate::ratelimit::Lock::User { until }) => {
+                return Ok(vec![Locked::User {
+                    until,
+                    recent: failures.user_recent,
+                }]);
+            }
+            Some(crate::ratelimit::Lock::Source { until }) => found.push(Locked::Source {
+                rhost,
+                until,
+                count: failures.source_count,
+            }),
+            None => {}
+        }
+    }
+    Ok(found)
+}
+
+/// The device name a pending replacement carries until it is confirmed: a
+/// space is never in a device name given on a command line, so it cannot
+/// clash with one of the user's devices.
+pub fn replacement_name(device: &str) -> String {
+    format!("{device} (new)")
+}
+
 /// The schema version this build writes and understands, one sequence for
 /// both backends (SQLite keeps it in `user_version`, PostgreSQL in
 /// `pam_totp_meta`).

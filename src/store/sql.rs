@@ -84,6 +84,11 @@ pub const DELETE_PENDING_REPLACEMENT: &str = r#"DELETE FROM tokens
 pub const DELETE_OTHER_TOKENS: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND id <> ?2"#;
 pub const TAKE_DEVICE_NAME: &str = "UPDATE tokens SET device = ?2, replaces = NULL WHERE id = ?1";
 pub const DELETE_DEVICE: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2"#;
+/// `totp remove-device`: one statement, so two racing removals cannot take
+/// the user's last two usable devices: a row goes only while another
+/// confirmed, not disabled token of the user remains (`?3`: now, for
+/// expiry).
+pub const DELETE_DEVICE_UNLESS_LAST: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2 AND EXISTS (SELECT 1 FROM tokens AS other WHERE other."user" = ?1 AND other.device <> ?2 AND other.confirmed IS NOT NULL AND other.disabled IS NULL AND (other.expires IS NULL OR other.expires > ?3))"#;
 pub const ALL_KEYS: &str = r#"SELECT id, "user", device, secret FROM tokens ORDER BY id"#;
 pub const SET_KEY: &str = "UPDATE tokens SET secret = ?2 WHERE id = ?1";
 
@@ -208,6 +213,7 @@ mod tests {
         CONFIRM,
         INSERT_TOKEN,
         DELETE_DEVICE,
+        DELETE_DEVICE_UNLESS_LAST,
         ALL_KEYS,
         SET_KEY,
         DELETE_RECOVERY_OF_USER,

@@ -25,4 +25,5 @@ mod secrets_stay_secret;
 mod store_contract;
 mod store_faults;
 mod token_life;
+mod totp_user;
 mod totpctl_cli;

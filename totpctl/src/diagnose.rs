@@ -10,24 +10,18 @@
 
 use std::path::{Path, PathBuf};
 
-use zeroize::Zeroizing;
-
 use crate::audit::Audit;
 use crate::check_user;
-use pam_totp::auth::{match_token, ungrouped};
+pub use pam_totp::codecheck::{Shape, describe_offset, find, lengths, plural, shape};
 use pam_totp::config::{self, Config, ConfigError, DEFAULT_CONFIG};
 use pam_totp::logline::{escape, utc};
 use pam_totp::ratelimit::{self, Lock};
-use pam_totp::recovery;
 use pam_totp::store::{Kind, Reservation, StoreError, StoreLocation, Token};
 use pam_totp::sys::{Accounts, Nss};
 
 /// The source a check's guess is counted under (as a login's address is);
 /// `show` lists it, `unlock` clears it.
 pub const CHECK_SOURCE: &str = "totpctl check";
-
-/// Longer than any code or recovery code, typed with spaces: not a code.
-const MAX_ANSWER: usize = 64;
 
 /// `--pam-args` longer than this is no pam.d line.
 const MAX_PAM_ARGS: usize = 8 * 1024;
@@ -42,123 +36,6 @@ fn require_root(verb: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// `s` when `n` is not 1.
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
-/// "6" or "6 or 8": the code lengths of these tokens.
-fn lengths(tokens: &[&Token]) -> String {
-    let mut digits: Vec<u32> = tokens.iter().map(|t| t.params.digits).collect();
-    digits.sort_unstable();
-    digits.dedup();
-    let digits: Vec<String> = digits.iter().map(u32::to_string).collect();
-    digits.join(" or ")
-}
-
-/// What an answer typed to `check` or `confirm` is, before any code is
-/// computed.
-pub enum Shape {
-    /// Digits only (spaces between groups removed).
-    Code(Zeroizing<String>),
-    /// `abcd-efgh-jkmn`: a recovery code.
-    Recovery,
-    /// Anything else: not a code.
-    Other,
-}
-
-/// Reads an answer as typed: a code in one or two groups ("700 102"), a
-/// recovery code, or neither. Never keeps the text beyond the code.
-pub fn shape(answer: &str) -> Shape {
-    if answer.len() > MAX_ANSWER {
-        return Shape::Other;
-    }
-    let code = ungrouped(answer);
-    if !code.is_empty() && code.bytes().all(|b| b.is_ascii_digit()) {
-        return Shape::Code(code);
-    }
-    if recovery::candidate(answer).is_some() {
-        return Shape::Recovery;
-    }
-    Shape::Other
-}
-
-/// What one device makes of the code.
-struct Found<'a> {
-    token: &'a Token,
-    /// Steps (TOTP) or counters past the next expected one (HOTP).
-    offset: i64,
-    /// TOTP: the step was used by a login already (a login with it is
-    /// refused as reused).
-    used: bool,
-}
-
-/// Every token of the code's length is computed in full (`match_token`
-/// compares in constant time), so the work does not show which matched.
-/// The first active match wins, else the first pending one.
-fn find<'a>(config: &Config, tokens: &'a [Token], code: &str, now: u64) -> Option<Found<'a>> {
-    let mut found: Vec<Found<'a>> = Vec::new();
-    for token in tokens {
-        if code.len() != token.params.digits as usize {
-            continue;
-        }
-        let Some(step) = match_token(token, code, now, config.window, config.hotp_window) else {
-            continue;
-        };
-        let (offset, used) = match token.kind {
-            Kind::Totp => {
-                let current = pam_totp::otp::step_at(now, token.params.period);
-                (
-                    step as i64 - current as i64,
-                    token.last_step.is_some_and(|last| step <= last),
-                )
-            }
-            Kind::Hotp => {
-                let next = token.last_step.map_or(0, |c| c.saturating_add(1));
-                (step.saturating_sub(next) as i64, false)
-            }
-        };
-        found.push(Found {
-            token,
-            offset,
-            used,
-        });
-    }
-    let first_active = found.iter().position(|f| f.token.is_active());
-    match first_active {
-        Some(at) => Some(found.swap_remove(at)),
-        None => found.into_iter().next(),
-    }
-}
-
-/// "+1 step (its clock is about 30 s ahead)".
-fn describe_offset(found: &Found) -> String {
-    let token = found.token;
-    match token.kind {
-        Kind::Totp => {
-            let steps = found.offset;
-            let seconds = steps.unsigned_abs() * token.params.period;
-            let clock = match steps {
-                0 => format!("its clock is right, within {} s", token.params.period),
-                s if s > 0 => format!("its clock is about {seconds} s ahead"),
-                _ => format!("its clock is about {seconds} s behind"),
-            };
-            format!(
-                "{steps:+} step{} ({clock})",
-                plural(steps.unsigned_abs() as usize)
-            )
-        }
-        Kind::Hotp => match found.offset {
-            0 => "the next counter (in step with the store)".to_string(),
-            n => format!(
-                "{n} counter{} ahead (the button was pressed {n} time{} without a login)",
-                plural(n as usize),
-                plural(n as usize)
-            ),
-        },
-    }
 }
 
 /// `totpctl check USER CODE`.

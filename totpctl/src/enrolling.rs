@@ -18,7 +18,7 @@ use pam_totp::enroll::{otpauth_uri, qr_terminal};
 use pam_totp::otp::Params;
 use pam_totp::recovery::{self, RecoveryCode};
 use pam_totp::secret::Secret;
-use pam_totp::store::{Claim, EnrollMode, Enrollment, Kind, Life, Store, Token};
+use pam_totp::store::{Claim, EnrollMode, Enrollment, Kind, Life, Store, Token, replacement_name};
 use pam_totp::sys::host_name;
 
 fn read_secret(text: &str) -> Result<Secret, String> {
@@ -36,13 +36,6 @@ fn read_secret(text: &str) -> Result<Secret, String> {
         Zeroizing::new(text.to_string())
     };
     Secret::from_base32(&text).map_err(|e| format!("--secret: {e}"))
-}
-
-/// The device name a pending replacement carries until it is confirmed: a
-/// space is never in a device name given on the command line, so it cannot
-/// clash with one of the user's devices.
-fn replacement_name(device: &str) -> String {
-    format!("{device} (new)")
 }
 
 /// enroll and reset: one transaction, then the one-time display. `old`:

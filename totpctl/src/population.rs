@@ -8,36 +8,23 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use pam_totp::ratelimit::{Limits, Lock, lock_at};
+use pam_totp::ratelimit::Limits;
 use pam_totp::store::{Kind, Store, StoreError, TokenInfo};
 
 use crate::report::{state, when};
 
-/// A lock in force now, as a login would meet it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Locked {
-    /// The per-user ceiling (`user_limit` wrong codes within 24 h): every
-    /// untrusted address is refused until `until`.
-    User { until: i64, recent: u64 },
-    /// The back-off of one source address (`backoff_after` wrong codes in
-    /// a row from it).
-    Source {
-        rhost: String,
-        until: i64,
-        count: u64,
-    },
+pub use pam_totp::store::{Locked, locks};
+
+/// How totpctl shows a lock (text and JSON).
+pub trait ShownLock {
+    fn describe(&self) -> String;
+    fn json(&self) -> Value;
 }
 
-impl Locked {
-    pub fn until(&self) -> i64 {
-        match self {
-            Locked::User { until, .. } | Locked::Source { until, .. } => *until,
-        }
-    }
-
+impl ShownLock for Locked {
     /// `locked until 2026-12-01 14:03:00 UTC (20 wrong codes in 24 h)`,
     /// `backing off from 192.0.2.7 until … (7 wrong codes)`.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         match self {
             Locked::User { until, recent } => {
                 format!(
@@ -63,7 +50,7 @@ impl Locked {
         }
     }
 
-    pub fn json(&self) -> Value {
+    fn json(&self) -> Value {
         match self {
             Locked::User { until, recent } => json!({
                 "kind": "user", "until": until, "until_utc": when(*until),
@@ -79,47 +66,6 @@ impl Locked {
             }),
         }
     }
-}
-
-/// The locks in force for `user` at `now`: the per-user lock alone (it
-/// refuses every address), or the back-off of each address that has one.
-/// Each address is read and judged exactly as the login's guess
-/// reservation does (`Store::failures`, then `ratelimit::lock_at`).
-pub fn locks(
-    store: &dyn Store,
-    user: &str,
-    limits: &Limits,
-    now: i64,
-) -> Result<Vec<Locked>, StoreError> {
-    let mut sources: Vec<String> = store
-        .failure_sources(user)?
-        .into_iter()
-        .map(|(rhost, _, _)| rhost)
-        .collect();
-    if sources.is_empty() {
-        // No address counts against the user, but the per-user failures
-        // may still (e.g. the addresses were cleared by right codes).
-        sources.push(String::new());
-    }
-    let mut found = Vec::new();
-    for rhost in sources {
-        let failures = store.failures(user, &rhost, now)?;
-        match lock_at(&failures, limits, now) {
-            Some(Lock::User { until }) => {
-                return Ok(vec![Locked::User {
-                    until,
-                    recent: failures.user_recent,
-                }]);
-            }
-            Some(Lock::Source { until }) => found.push(Locked::Source {
-                rhost,
-                until,
-                count: failures.source_count,
-            }),
-            None => {}
-        }
-    }
-    Ok(found)
 }
 
 /// The locks of each of `users` (a user without one has no entry).

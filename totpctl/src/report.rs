@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use pam_totp::store::{Kind, RecoveryCount, TokenInfo};
 
-use crate::population::Locked;
+use crate::population::{Locked, ShownLock};
 
 pub use pam_totp::logline::utc;
 

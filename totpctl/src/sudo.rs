@@ -25,7 +25,6 @@
 //! SETENV), and root needs no sudo.
 
 use std::fs::{File, OpenOptions};
-use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -135,55 +134,4 @@ impl OutputFile {
     }
 }
 
-/// Runs `f` with the effective uid, gid and groups of (uid, gid), then
-/// returns to root's. When totpctl is not root there is nothing to give up:
-/// `f` runs as it is. Fails closed: if root's identity cannot be taken
-/// back, the error stops totpctl before it touches the store.
-fn as_user<T>(
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    f: impl FnOnce() -> io::Result<T>,
-) -> Result<io::Result<T>, String> {
-    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    if euid != 0 {
-        return Ok(f());
-    }
-    let groups = current_groups()?;
-    let os_error = |what: &str| format!("{what}: {}", io::Error::last_os_error());
-    // SAFETY: setgroups reads exactly one gid from a valid pointer.
-    if unsafe { libc::setgroups(1, &gid) } != 0 {
-        return Err(os_error("setgroups"));
-    }
-    // SAFETY: setegid and seteuid take plain integers.
-    let dropped = unsafe { libc::setegid(gid) } == 0 && unsafe { libc::seteuid(uid) } == 0;
-    let result = if dropped {
-        Ok(f())
-    } else {
-        Err(os_error("taking the caller's identity"))
-    };
-    // Back to root, whatever happened above.
-    // SAFETY: as above; setgroups reads groups.len() gids from the vector.
-    let restored = unsafe {
-        libc::seteuid(euid) == 0
-            && libc::setegid(egid) == 0
-            && libc::setgroups(groups.len(), groups.as_ptr()) == 0
-    };
-    if !restored {
-        return Err(os_error("returning to root's identity"));
-    }
-    result
-}
-
-/// The supplementary groups of this process.
-fn current_groups() -> Result<Vec<libc::gid_t>, String> {
-    // SAFETY: with size 0, getgroups only returns the number of groups.
-    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    let count = usize::try_from(count).map_err(|_| "getgroups failed".to_string())?;
-    let mut groups: Vec<libc::gid_t> = vec![0; count];
-    // SAFETY: the vector has room for `count` gids; getgroups writes at most that many.
-    let got = unsafe { libc::getgroups(count as libc::c_int, groups.as_mut_ptr()) };
-    let got = usize::try_from(got).map_err(|_| "getgroups failed".to_string())?;
-    groups.truncate(got);
-    Ok(groups)
-}
+use pam_totp::sys::as_user;

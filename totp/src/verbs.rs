@@ -1,0 +1,572 @@
+//! The verbs. Each change is one store transaction written while signals
+//! wait (`SignalsBlocked`), after a code that went through the login's
+//! rate limits (`codecheck::prove`), and is audited with the caller's uid.
+
+use zeroize::Zeroizing;
+
+use crate::Caller;
+use pam_totp::codecheck::{self, Proof, Refusal, Shape, describe_offset, find, shape};
+use pam_totp::config::Config;
+use pam_totp::enroll::{otpauth_uri, qr_terminal};
+use pam_totp::logline::{escape, one_line, utc};
+use pam_totp::otp::Params;
+use pam_totp::ratelimit::Lock;
+use pam_totp::recovery;
+use pam_totp::secret::Secret;
+use pam_totp::store::{
+    Claim, DEFAULT_DEVICE, EnrollMode, Enrollment, Kind, Life, Locked, Reservation, Store, Token,
+    locks, replacement_name,
+};
+use pam_totp::sys::{self, SignalsBlocked};
+
+/// The source `totp`'s checks are counted under (as a login's address is):
+/// `totpctl show USER` lists it, `totpctl unlock USER` clears it.
+pub const SOURCE: &str = "totp";
+/// `totp test`'s own source, so a user can tell the two apart in `show`.
+pub const TEST_SOURCE: &str = "totp test";
+
+/// Tries at typing a code before `totp` gives up (each one counts).
+const TRIES: usize = 3;
+
+pub struct Ctx<'a> {
+    pub config: &'a Config,
+    pub store: &'a dyn Store,
+    pub caller: &'a Caller,
+}
+
+impl Ctx<'_> {
+    fn user(&self) -> &str {
+        &self.caller.name
+    }
+
+    /// One audit line: `ACTION user="NAME" DETAIL by uid N`. Never a code
+    /// or key.
+    fn audit(&self, action: &str, detail: &str) {
+        let line = one_line(&format!(
+            "{action} user=\"{}\"{}{} by uid {}",
+            escape(self.user()),
+            if detail.is_empty() { "" } else { " " },
+            escape(detail),
+            self.caller.uid
+        ));
+        sys::audit_syslog(c"totp", &line);
+    }
+}
+
+fn now() -> Result<u64, String> {
+    sys::unix_time()
+}
+
+fn store_error(e: pam_totp::store::StoreError) -> String {
+    format!("the token store: {e}")
+}
+
+fn when(unix: i64) -> String {
+    format!("{} UTC", utc(unix))
+}
+
+fn date(unix: i64) -> String {
+    utc(unix).chars().take(10).collect()
+}
+
+/// `totp status`.
+pub fn status(ctx: &Ctx) -> Result<(), String> {
+    let user = ctx.user();
+    let now = now()? as i64;
+    let tokens = ctx.store.tokens(user).map_err(store_error)?;
+    if tokens.is_empty() {
+        println!(
+            "{user}: no device is enrolled for you. Ask your administrators (totpctl enroll), \
+             or enroll at login if your site allows it."
+        );
+        return Ok(());
+    }
+    println!("Devices of {user}:");
+    for token in &tokens {
+        let state = if !token.is_active() {
+            "pending (logs nobody in until confirmed)".to_string()
+        } else if let Some(why) = token.life.stopped_at(now) {
+            why.to_string()
+        } else {
+            "active".to_string()
+        };
+        let last_used = match (token.kind, token.last_step) {
+            (Kind::Totp, Some(step)) => date(
+                step.saturating_mul(token.params.period)
+                    .min(i64::MAX as u64) as i64,
+            ),
+            (Kind::Hotp, Some(counter)) => format!("counter {counter}"),
+            (_, None) => "never".to_string(),
+        };
+        println!(
+            "  {:<16} {} {} digits   {}   created {}   last used {}",
+            escape(&token.device),
+            token.kind,
+            token.params.digits,
+            state,
+            date(token.created),
+            last_used
+        );
+    }
+    let codes = ctx.store.recovery_count(user).map_err(store_error)?;
+    println!(
+        "Recovery codes: {} unused of {}{}",
+        codes.unused,
+        codes.unused + codes.used,
+        if codes.unused <= 2 {
+            " (running out: `totp recovery-codes` makes a new set)"
+        } else {
+            ""
+        }
+    );
+    let held = locks(ctx.store, user, &ctx.config.limits, now).map_err(store_error)?;
+    if held.is_empty() {
+        println!("Not locked out.");
+    }
+    for lock in held {
+        match lock {
+            Locked::User { until, recent } => println!(
+                "LOCKED OUT until {} ({recent} wrong codes within 24 h): code logins are \
+                 refused until then, or until your administrators unlock you.",
+                when(until)
+            ),
+            Locked::Source {
+                rhost,
+                until,
+                count,
+            } => println!(
+                "Backing off after {count} wrong codes from {} until {}.",
+                if rhost.is_empty() {
+                    "logins without an address".to_string()
+                } else {
+                    escape(&rhost)
+                },
+                when(until)
+            ),
+        }
+    }
+    // The store keeps grace entries per (user, address) without a way to
+    // list them here; say nothing rather than something wrong.
+    Ok(())
+}
+
+/// What a refused proof tells the user.
+fn refusal_message(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Locked(Lock::User { until }) => format!(
+            "too many wrong codes within 24 h: codes are refused until {} (logins too); \
+             nothing was checked",
+            when(*until)
+        ),
+        Refusal::Locked(Lock::Source { until }) => format!(
+            "too many wrong codes typed to totp: try again after {}; nothing was checked",
+            when(*until)
+        ),
+        Refusal::Wrong => {
+            "that is not a current code of your devices (it counts as a wrong code)".to_string()
+        }
+        Refusal::RecoveryNotAccepted => {
+            "a recovery code is not accepted here: type the code your device shows now".to_string()
+        }
+        Refusal::Reused => {
+            "that code was used already: wait for your device's next code".to_string()
+        }
+        Refusal::Store(e) => store_error_ref(e),
+    }
+}
+
+fn store_error_ref(e: &pam_totp::store::StoreError) -> String {
+    format!("the token store: {e}")
+}
+
+/// Asks for a current code (or, with `recovery_ok`, a recovery code) and
+/// uses it up, under the login's limits. Up to `TRIES` answers.
+fn ask_proof(ctx: &Ctx, action: &str, recovery_ok: bool) -> Result<Proof, String> {
+    let prompt = if recovery_ok {
+        "Current code from one of your devices, or a recovery code: "
+    } else {
+        "Current code from one of your devices: "
+    };
+    if ctx
+        .store
+        .tokens(ctx.user())
+        .map_err(store_error)?
+        .is_empty()
+    {
+        return Err("no device is enrolled for you (totp status)".to_string());
+    }
+    let mut last = String::new();
+    for _ in 0..TRIES {
+        let answer = sys::read_hidden(prompt)?;
+        if answer.is_empty() {
+            return Err("nothing changed".to_string());
+        }
+        let at = now()?;
+        let booted = sys::uptime().ok().map(|up| at.saturating_sub(up));
+        match codecheck::prove(
+            ctx.config,
+            ctx.store,
+            ctx.user(),
+            SOURCE,
+            &answer,
+            recovery_ok,
+            at,
+            booted,
+        ) {
+            Ok(proof) => {
+                let how = match &proof {
+                    Proof::Code { device, .. } => format!("code of device \"{device}\""),
+                    Proof::Recovery { remaining } => {
+                        format!("recovery code ({remaining} left)")
+                    }
+                };
+                ctx.audit(&format!("{action}-auth"), &format!("result=ok by={how}"));
+                return Ok(proof);
+            }
+            Err(refusal) => {
+                let result = match &refusal {
+                    Refusal::Locked(_) => "locked",
+                    Refusal::Wrong => "wrong",
+                    Refusal::RecoveryNotAccepted => "recovery-refused",
+                    Refusal::Reused => "reused",
+                    Refusal::Store(_) => "store-error",
+                };
+                ctx.audit(&format!("{action}-auth"), &format!("result={result}"));
+                last = refusal_message(&refusal);
+                if matches!(refusal, Refusal::Locked(_) | Refusal::Store(_)) {
+                    break;
+                }
+                eprintln!("{last}");
+            }
+        }
+    }
+    Err(format!("{last}; nothing changed"))
+}
+
+/// `totp test`: does a code match, and at what offset; not used up.
+pub fn test(ctx: &Ctx) -> Result<(), String> {
+    let user = ctx.user();
+    let tokens = ctx.store.tokens(user).map_err(store_error)?;
+    if tokens.is_empty() {
+        return Err("no device is enrolled for you: there is nothing to test".to_string());
+    }
+    let answer = sys::read_hidden("Code to test (not used up): ")?;
+    let code = match shape(&answer) {
+        Shape::Code(code) => code,
+        Shape::Recovery => {
+            return Err(
+                "that is a recovery code: totp test does not try those (it would use one up); \
+                 `totp status` says how many are left"
+                    .to_string(),
+            );
+        }
+        Shape::Other => {
+            return Err(
+                "that is not a code: type the 6 to 8 digits your device shows (\"700102\" or \
+                 \"700 102\"); nothing was checked"
+                    .to_string(),
+            );
+        }
+    };
+    let at = now()?;
+    match ctx
+        .store
+        .reserve_guess(user, TEST_SOURCE, at as i64, &ctx.config.limits)
+        .map_err(store_error)?
+    {
+        Reservation::Granted(_) => {}
+        Reservation::Locked(lock) => {
+            ctx.audit("test", "result=locked (not checked)");
+            return Err(refusal_message(&Refusal::Locked(lock)));
+        }
+    }
+    match find(ctx.config, &tokens, &code, at) {
+        Some(found) => {
+            // A right code gives its guess back; losing this only keeps one
+            // more failure counted.
+            let _ = ctx.store.release_guess(user, TEST_SOURCE, true, at as i64);
+            let token = found.token;
+            ctx.audit(
+                "test",
+                &format!(
+                    "result=match device=\"{}\" offset={:+}",
+                    token.device, found.offset
+                ),
+            );
+            println!(
+                "The code matches your device \"{}\" at {}.",
+                escape(&token.device),
+                describe_offset(&found)
+            );
+            if !token.is_active() {
+                println!("That device is pending: it logs nobody in until it is confirmed.");
+            } else if found.used {
+                println!("That code was used by a login already; the device's next code works.");
+            } else {
+                println!("Not used up: the code still works for one login.");
+            }
+            Ok(())
+        }
+        None => {
+            ctx.audit("test", "result=no-match");
+            Err(
+                "the code matches none of your devices (it counts as a wrong code): is it the \
+                 entry for this host, and is the device's clock set automatically?"
+                    .to_string(),
+            )
+        }
+    }
+}
+
+/// Prints recovery codes, two a line.
+fn print_codes(codes: &[(recovery::RecoveryCode, recovery::RecoveryHash)]) {
+    for pair in codes.chunks(2) {
+        let line: Vec<&str> = pair.iter().map(|(c, _)| c.as_str()).collect();
+        println!("    {}", line.join("    "));
+    }
+}
+
+/// `totp recovery-codes`.
+pub fn recovery_codes(ctx: &Ctx) -> Result<(), String> {
+    ask_proof(ctx, "recovery-codes", false)?;
+    let codes = recovery::generate().map_err(|e| e.to_string())?;
+    let hashes: Vec<_> = codes.iter().map(|(_, h)| h.clone()).collect();
+    {
+        let _quiet = SignalsBlocked::new()?;
+        ctx.store
+            .replace_recovery(ctx.user(), &hashes)
+            .map_err(store_error)?;
+        ctx.audit("recovery-codes", "10 new recovery codes, old ones void");
+    }
+    println!(
+        "New recovery codes (the old ones no longer work). Each works once, in place of a \
+         code. Keep them safe: they are shown only now."
+    );
+    print_codes(&codes);
+    Ok(())
+}
+
+/// A new key, shown once: QR code, key, URI.
+fn show_new_key(ctx: &Ctx, secret: &Secret, invert: bool) -> Result<(), String> {
+    let issuer = ctx.config.issuer.clone().unwrap_or_else(sys::host_name);
+    let uri = otpauth_uri(
+        secret,
+        &issuer,
+        ctx.user(),
+        Kind::Totp,
+        &Params::default(),
+        0,
+    );
+    let qr = qr_terminal(&uri, invert).map_err(|e| e.to_string())?;
+    println!(
+        "Scan the QR code with the new device's authenticator app, or type the key. It is \
+         shown only now.\n\n{}\nKey: {}\nURI: {}",
+        qr.as_str(),
+        secret.to_base32_grouped().as_str(),
+        uri.as_str()
+    );
+    Ok(())
+}
+
+/// Asks the new device's code until it matches `token` (in memory): the
+/// step it matched, which is then claimed by the stored token.
+fn ask_new_device_code(ctx: &Ctx, token: &Token) -> Result<u64, String> {
+    for _ in 0..TRIES {
+        let answer = sys::read_hidden("\nCode the NEW device shows now: ")?;
+        if answer.is_empty() {
+            break;
+        }
+        let code = match shape(&answer) {
+            Shape::Code(code) => code,
+            _ => Zeroizing::new(String::new()),
+        };
+        if let Some(step) = pam_totp::auth::match_token(
+            token,
+            &code,
+            now()?,
+            ctx.config.window,
+            ctx.config.hotp_window,
+        ) {
+            return Ok(step);
+        }
+        eprintln!("That code does not match the new key (is the device's clock right?).");
+    }
+    Err("the new device was not confirmed; nothing was stored".to_string())
+}
+
+fn new_token(ctx: &Ctx, device: &str) -> Result<Token, String> {
+    Ok(Token {
+        id: 0,
+        user: ctx.user().to_string(),
+        device: device.to_string(),
+        kind: Kind::Totp,
+        secret: Secret::generate().map_err(|e| e.to_string())?,
+        params: Params::default(),
+        created: now()? as i64,
+        confirmed: None,
+        last_step: None,
+        life: Life::default(),
+    })
+}
+
+fn check_device_name(name: &str) -> Result<(), String> {
+    pam_totp::config::check_name(name).map_err(|e| format!("the device name: {e}"))
+}
+
+/// `totp add-device NAME`.
+pub fn add_device(ctx: &Ctx, name: &str, invert: bool) -> Result<(), String> {
+    check_device_name(name)?;
+    let tokens = ctx.store.tokens(ctx.user()).map_err(store_error)?;
+    if tokens.iter().any(|t| t.device == name) {
+        return Err(format!(
+            "you have a device named \"{}\" already: choose another name",
+            escape(name)
+        ));
+    }
+    ask_proof(ctx, "add-device", true)?;
+    let mut token = new_token(ctx, name)?;
+    show_new_key(ctx, &token.secret, invert)?;
+    let step = ask_new_device_code(ctx, &token)?;
+    let at = now()? as i64;
+    token.confirmed = Some(at);
+    token.last_step = Some(step);
+    {
+        let _quiet = SignalsBlocked::new()?;
+        ctx.store
+            .enroll(
+                &[Enrollment {
+                    token,
+                    recovery: None,
+                }],
+                EnrollMode::Add,
+            )
+            .map_err(store_error)?;
+        ctx.audit("add-device", &format!("device=\"{name}\" type=totp"));
+    }
+    println!(
+        "Added device \"{}\": it is active, and its code just typed is used (the next login \
+         needs the next one).",
+        escape(name)
+    );
+    Ok(())
+}
+
+/// `totp replace [--device NAME]`.
+pub fn replace(ctx: &Ctx, device: Option<&str>, invert: bool) -> Result<(), String> {
+    let user = ctx.user();
+    let tokens = ctx.store.tokens(user).map_err(store_error)?;
+    let old: Vec<String> = tokens
+        .iter()
+        .filter(|t| t.life.replaces.is_none())
+        .map(|t| t.device.clone())
+        .collect();
+    if old.is_empty() {
+        return Err("no device is enrolled for you: there is nothing to replace".to_string());
+    }
+    let name = match device {
+        Some(name) => name.to_string(),
+        None if old.len() == 1 => old[0].clone(),
+        None => DEFAULT_DEVICE.to_string(),
+    };
+    check_device_name(&name)?;
+    ask_proof(ctx, "replace", true)?;
+    let mut token = new_token(ctx, &replacement_name(&name))?;
+    token.life.replaces = Some(name.clone());
+    show_new_key(ctx, &token.secret, invert)?;
+    let step = ask_new_device_code(ctx, &token)?;
+    let codes = recovery::generate().map_err(|e| e.to_string())?;
+    let hashes: Vec<_> = codes.iter().map(|(_, h)| h.clone()).collect();
+    {
+        let _quiet = SignalsBlocked::new()?;
+        // The pending replacement (with the new recovery codes), then its
+        // confirmation, which retires every other device in its own
+        // transaction. Stopped between the two (only SIGKILL can), the old
+        // devices still work and the pending one logs nobody in; `totp
+        // replace` again starts over.
+        ctx.store
+            .enroll(
+                &[Enrollment {
+                    token: token.clone(),
+                    recovery: Some(hashes),
+                }],
+                EnrollMode::Replacement,
+            )
+            .map_err(store_error)?;
+        let stored = ctx
+            .store
+            .tokens(user)
+            .map_err(store_error)?
+            .into_iter()
+            .find(|t| t.device == token.device && !t.is_active())
+            .ok_or("the new device vanished from the store; nothing was retired")?;
+        match ctx
+            .store
+            .confirm(stored.id, now()? as i64, step)
+            .map_err(store_error)?
+        {
+            Claim::Claimed => {}
+            Claim::AlreadyUsed => {
+                return Err("the new device could not be confirmed; nothing was retired".into());
+            }
+        }
+        ctx.audit(
+            "replace",
+            &format!(
+                "device=\"{name}\" type=totp removed=\"{}\" recovery_codes=10",
+                old.join(",")
+            ),
+        );
+    }
+    println!(
+        "Done: the new device is active as \"{}\"; your old device(s) ({}) no longer work, \
+         and your grace periods ended. The code just typed is used.",
+        escape(&name),
+        escape(&old.join(", "))
+    );
+    println!(
+        "\nNew recovery codes (the old ones no longer work). Each works once, in place of a \
+         code. Keep them safe: they are shown only now."
+    );
+    print_codes(&codes);
+    Ok(())
+}
+
+/// `totp remove-device NAME`.
+pub fn remove_device(ctx: &Ctx, name: &str) -> Result<(), String> {
+    let user = ctx.user();
+    let tokens = ctx.store.tokens(user).map_err(store_error)?;
+    if !tokens.iter().any(|t| t.device == name) {
+        return Err(format!(
+            "you have no device named \"{}\" (totp status lists them)",
+            escape(name)
+        ));
+    }
+    let at = now()? as i64;
+    let last = |name: &str| {
+        format!(
+            "\"{}\" is your last usable device: it is not removed (a new phone: `totp \
+             replace`)",
+            escape(name)
+        )
+    };
+    // Said before a code is asked; the store's removal checks it again,
+    // atomically, against a removal racing this one.
+    if !tokens.iter().any(|t| t.device != name && t.usable_at(at)) {
+        return Err(last(name));
+    }
+    ask_proof(ctx, "remove-device", false)?;
+    {
+        let _quiet = SignalsBlocked::new()?;
+        let removed = ctx
+            .store
+            .delete_device_unless_last(user, name, now()? as i64)
+            .map_err(store_error)?;
+        if !removed {
+            return Err(last(name));
+        }
+        ctx.store.forget_grace(user).map_err(store_error)?;
+        ctx.audit("remove-device", &format!("device=\"{name}\""));
+    }
+    println!("Removed device \"{}\".", escape(name));
+    Ok(())
+}
