@@ -119,6 +119,10 @@ for _ in $(seq 20); do
 done
 [ -n "$sshd_pid" ] || die "sshd found no free loopback port from 22022 on"
 
+# Printed once a login succeeded: the user's own command, which this demo
+# does not install (it needs set-uid root and /etc/security/pam_totp.conf).
+TOTP_HINT="demo: next, try \`totp status\` (your devices, recovery codes left, locks) on a node where totp is installed set-uid root; this demo does not install it (README: \"The user's own command: totp\")"
+
 if $check; then
     say "logging in as $USER_NAME with ssh: password, then a code from oathtool"
     mkdir "$T/answers"
@@ -138,6 +142,7 @@ if $check; then
         && sed -n 1p "$T/answers/prompts" | grep -q 'Password' \
         && sed -n 2p "$T/answers/prompts" | grep -q 'Verification code'; then
         say "demo --check passed: password, then code, then a shell"
+        echo "$TOTP_HINT"
         exit 0
     fi
     cat "$T/sshd.log" >&2
@@ -166,4 +171,14 @@ $(printf '%s\n' "$ENROLLMENT" | sed -n '/^Scan/,$p' | sed 's/^/    /')
   sshd's log follows (the module itself logs to syslog, facility authpriv):
 
 EOF
-tail -n 0 -f "$T/sshd.log" --pid "$sshd_pid" | grep --line-buffered -E 'Accepted|Failed|Invalid|PAM' || true
+tail -n 0 -f "$T/sshd.log" --pid "$sshd_pid" | grep --line-buffered -E 'Accepted|Failed|Invalid|PAM' |
+    {
+        hinted=false
+        while IFS= read -r line; do
+            printf '%s\n' "$line"
+            if ! $hinted && [[ $line == *Accepted* ]]; then
+                hinted=true
+                echo "$TOTP_HINT"
+            fi
+        done
+    } || true

@@ -2,8 +2,9 @@
 //! every module key is in both manual pages, the packaged config file and
 //! the README; the packaged config file changes nothing as installed and
 //! each of its commented examples is a valid setting; every manual page
-//! (hand-written and generated from totpctl's clap definitions) renders
-//! without a groff warning; the completion scripts parse; every link
+//! (hand-written, generated from totpctl's clap definitions, and totp(1)
+//! generated from totp's by its example program) renders without a groff
+//! warning; the completion scripts parse; every link
 //! between the Markdown files, and every README section the sources name,
 //! arrives.
 
@@ -15,6 +16,26 @@ use std::path::Path;
 use std::process::Command;
 
 use pam_totp::config::{self, Config, KEYS};
+
+/// Writes totp(1) into `dir` with totp's example program (totp/examples/
+/// totp_manpage.rs: not a verb of the set-uid `totp`), built by
+/// `cargo build --release --workspace --all-targets`; returns its path.
+fn totp_manpage(dir: &Path) -> std::path::PathBuf {
+    let program = common::profile_dir().join("examples").join("totp_manpage");
+    assert!(
+        program.exists(),
+        "{} missing: run `cargo build --release --workspace --all-targets` first",
+        program.display()
+    );
+    let out = Command::new(&program)
+        .arg(dir)
+        .output()
+        .expect("totp_manpage");
+    assert!(out.status.success(), "{out:?}");
+    let page = dir.join("totp.1");
+    assert!(page.exists(), "{out:?}");
+    page
+}
 
 fn read(path: &str) -> String {
     fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
@@ -113,6 +134,7 @@ fn every_manual_page_renders_without_warnings() {
         generated >= 12,
         "one page per verb expected, got {generated}"
     );
+    pages.push(totp_manpage(dir.path()));
     for name in ["pam_totp.8", "pam_totp.conf.5"] {
         pages.push(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -239,6 +261,66 @@ fn every_totpctl_page_has_examples_exit_status_and_see_also() {
         }
     }
     assert!(missing.is_empty(), "{missing:#?}");
+}
+
+/// totp(1) has FILES, EXIT STATUS, EXAMPLES and SEE ALSO, an entry for
+/// every verb of `totp --help` (and no reference to a per-verb page, which
+/// does not exist), and every example `totp --help` shows.
+#[test]
+fn the_totp_page_has_every_verb_examples_exit_status_and_see_also() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let page = fs::read_to_string(totp_manpage(dir.path())).expect("page");
+    let mut missing = Vec::new();
+    for section in [
+        ".TH totp 1",
+        ".SH COMMANDS",
+        ".SH FILES",
+        ".SH \"EXIT STATUS\"",
+        ".SH EXAMPLES",
+        ".SH \"SEE ALSO\"",
+        ".BR totpctl (8)",
+        ".BR pam_totp (8)",
+        ".BR pam_totp.conf (5)",
+    ] {
+        if !page.contains(section) {
+            missing.push(section.to_string());
+        }
+    }
+    // The set-uid binary's own help, run as root without the set-uid bit:
+    // parsing and --help come before any check of the caller.
+    let help = Command::new(common::profile_dir().join("totp"))
+        .arg("--help")
+        .output()
+        .expect("totp --help");
+    assert!(help.status.success(), "{help:?}");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let verbs: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .and_then(|s| s.split("Options:").next())
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|v| *v != "help")
+        .collect();
+    assert!(verbs.len() >= 6, "{help}");
+    for verb in verbs {
+        let roff = verb.replace('-', "\\-");
+        if !page.contains(&format!(".TP\n\\fBtotp {roff}\\fR")) {
+            missing.push(format!("COMMANDS entry for totp {verb}"));
+        }
+        if page.contains(&format!("totp\\-{roff}(1)")) {
+            missing.push(format!("a reference to a page totp-{verb}(1)"));
+        }
+    }
+    let examples = help.split("Examples:").nth(1).unwrap_or("");
+    for line in examples.lines().filter_map(|l| l.split_once('#')) {
+        let command = line.0.trim().replace('-', "\\-");
+        if !page.contains(&format!(".EX\n{command}\n.EE")) {
+            missing.push(format!("example {:?}", line.0.trim()));
+        }
+    }
+    assert!(missing.is_empty(), "totp.1 lacks {missing:#?}");
 }
 
 /// GitHub's anchor for a heading: lowercase, spaces to '-', every other
