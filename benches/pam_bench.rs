@@ -615,7 +615,11 @@ fn rows(args: &[String]) {
         }
         setup.populate(users);
         let st = accept(&setup, &format!("u{}", users - 1), logins.min(100));
-        emit(&key, &st, format!("{} / {}", us(st.median), us(st.p99)));
+        emit(
+            &key,
+            &st,
+            format!("{} / {} ({}/{} ok)", us(st.median), us(st.p99), st.ok, st.n),
+        );
     }
 }
 
@@ -661,8 +665,33 @@ fn under_nss_wrapper() -> Option<i32> {
             20_000 + i
         ));
     }
+    // The user each store-size row logs in as (the last of its users).
+    for users in SCALES {
+        if users > 256 {
+            passwd.push_str(&format!(
+                "u{}:x:{}:100::/nonexistent:/bin/false\n",
+                users - 1,
+                20_000 + users
+            ));
+        }
+    }
+    // The PostgreSQL row's private cluster runs as the system's postgres
+    // account (runuser, chown): keep its entries visible.
+    let system = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("postgres:") || l.starts_with("ssl-cert:"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    passwd.push_str(&system("/etc/passwd"));
     std::fs::write(dir.join("passwd"), passwd).expect("passwd");
-    std::fs::write(dir.join("group"), "root:x:0:\nusers:x:100:\n").expect("group");
+    std::fs::write(
+        dir.join("group"),
+        format!("root:x:0:\nusers:x:100:\n{}", system("/etc/group")),
+    )
+    .expect("group");
     let preload = match std::env::var("LD_PRELOAD") {
         Ok(other) if !other.is_empty() => format!("{NSS_WRAPPER} {other}"),
         _ => NSS_WRAPPER.to_string(),
