@@ -215,7 +215,7 @@ impl Setup {
             cluster.psql(
                 &database.name,
                 &format!(
-                    "TRUNCATE tokens, failures; \
+                    "TRUNCATE tokens, failures, guesses, recovery_codes, grace, staged; \
                      INSERT INTO tokens (\"user\", device, kind, secret, algorithm, digits, period, created, confirmed) \
                      SELECT 'u' || i, 'default', 'totp', '\\x{KEY_HEX}'::bytea, 'sha1', 6, 30, 0, 0 \
                      FROM generate_series(0, {}) AS i; ANALYZE tokens",
