@@ -157,6 +157,12 @@ pub const DEFAULT_COMBINED_PROMPT: &str = "Password and verification code: ";
 /// A duration such as `30m`, `8h`, `2d` or `90s`: seconds, more than 0 and
 /// at most 30 days.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
+    parse_duration_up_to(text, 30)
+}
+
+/// A duration as `parse_duration` reads it, more than 0 and at most
+/// `max_days` days.
+pub fn parse_duration_up_to(text: &str, max_days: u64) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -172,8 +178,10 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         "d" => number.saturating_mul(86_400),
         _ => return Err(format!("unknown unit {unit:?} in {text:?} (s, m, h or d)")),
     };
-    if seconds == 0 || seconds > 30 * 86_400 {
-        return Err(format!("{text:?} must be more than 0 and at most 30d"));
+    if seconds == 0 || seconds > max_days.saturating_mul(86_400) {
+        return Err(format!(
+            "{text:?} must be more than 0 and at most {max_days}d"
+        ));
     }
     Ok(seconds)
 }

@@ -112,42 +112,7 @@ impl Accounts for Nss {
     }
 
     fn group_exists(&self, group: &str) -> Result<bool, String> {
-        getgrnam_exists(group)
-    }
-}
-
-/// Whether `getgrnam_r` finds the group.
-fn getgrnam_exists(name: &str) -> Result<bool, String> {
-    let c_name = CString::new(name).map_err(|_| "group name contains NUL".to_string())?;
-    let mut size = BUFFER;
-    loop {
-        let mut buf = vec![0 as libc::c_char; size];
-        // SAFETY: group is plain old data; getgrnam_r fills it and points
-        // its strings into `buf`, which outlives the call; `found` is null
-        // or points at `grp`. Nothing is read through the pointers.
-        let (rc, found) = unsafe {
-            let mut grp: libc::group = std::mem::zeroed();
-            let mut found: *mut libc::group = std::ptr::null_mut();
-            let rc = libc::getgrnam_r(
-                c_name.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut found,
-            );
-            (rc, !found.is_null())
-        };
-        match rc {
-            0 => return Ok(found),
-            libc::ERANGE if size < MAX_BUFFER => size *= 4,
-            libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(false),
-            _ => {
-                return Err(format!(
-                    "getgrnam_r failed: {}",
-                    std::io::Error::from_raw_os_error(rc)
-                ));
-            }
-        }
+        Ok(getgrnam_members(group)?.is_some())
     }
 }
 

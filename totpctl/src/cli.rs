@@ -488,25 +488,7 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
 
 /// An age such as `14d` or `36h`: seconds, 1 s to 3650 days.
 pub fn parse_age(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("{text:?} needs a unit: s, m, h or d (e.g. 14d)"))?,
-    );
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 14d"))?;
-    let seconds = match unit {
-        "s" => number,
-        "m" => number.saturating_mul(60),
-        "h" => number.saturating_mul(3600),
-        "d" => number.saturating_mul(86_400),
-        _ => return Err(format!("unknown unit {unit:?} in {text:?} (s, m, h or d)")),
-    };
-    if seconds == 0 || seconds > 3650 * 86_400 {
-        return Err(format!("{text:?} must be more than 0 and at most 3650d"));
-    }
-    Ok(seconds)
+    pam_totp::config::parse_duration_up_to(text, 3650)
 }
 
 /// `--expires`: a UTC date or time, or an age from now; never in the past.
