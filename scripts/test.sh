@@ -69,7 +69,7 @@ echo "==> the integration suites again, every store on PostgreSQL (a private clu
 # The suites are modules of one test binary (tests/it/main.rs), selected by
 # the first part of each test's path.
 PAM_TOTP_TEST_STORE=postgres cargo nextest run --release --workspace \
-    -E 'test(/^(pam_login|pam_race|token_life|hostile_input|secrets_stay_secret|store_faults|e2e_sshd|e2e_policies)::/)' "$@"
+    -E 'test(/^(pam_login|pam_race|token_life|hostile_input|secrets_stay_secret|store_faults|e2e_sshd|e2e_policies|totp_user)::/)' "$@"
 echo "==> the README's demo, logging in by itself"
 ./scripts/demo.sh --check
 echo "==> the packages: build, lint, install, test the installed module, purge"

@@ -77,6 +77,10 @@ pub trait Store: LoginStore {
     /// Ends every grace period of a user; returns how many.
     fn forget_grace(&self, user: &str) -> Result<usize, StoreError>;
 
+    /// The user's grace periods running at `now`: (address, until), the
+    /// longest first (`totpctl show`, `totp status`).
+    fn graces(&self, user: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
+
     /// Every token key as stored (`totpctl rekey`).
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError>;
 
@@ -102,7 +106,9 @@ impl<D: Driver> Store for SqlStore<D> {
                     EnrollMode::ReplaceDevice => {
                         db.query(sql::STOPS_OF_DEVICE, params![user, device])?
                     }
-                    EnrollMode::ReplaceUser | EnrollMode::Replacement => {
+                    EnrollMode::ReplaceUser
+                    | EnrollMode::Replacement
+                    | EnrollMode::ReplaceConfirmed => {
                         db.query(sql::STOPS_OF_USER, params![user])?
                     }
                 };
@@ -118,6 +124,17 @@ impl<D: Driver> Store for SqlStore<D> {
                     }
                     EnrollMode::Replacement => {
                         db.execute(sql::DELETE_PENDING_REPLACEMENT, params![user])?;
+                        db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
+                    }
+                    EnrollMode::ReplaceConfirmed => {
+                        if e.token.confirmed.is_none() {
+                            return Err(StoreError::InvalidRow {
+                                user: user.clone(),
+                                reason: "a replacement of every device must be confirmed"
+                                    .to_string(),
+                            });
+                        }
+                        db.execute(sql::DELETE_TOKENS_OF_USER, params![user])?;
                         db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
                     }
                 }
@@ -237,6 +254,14 @@ impl<D: Driver> Store for SqlStore<D> {
                 db.execute(sql::DELETE_FAILURES_OF_USER, params![user])?,
             ))
         })
+    }
+
+    fn graces(&self, user: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.driver
+            .query(sql::GRACES_OF_USER, params![user, now])?
+            .iter()
+            .map(|row| Ok((row.text(0)?, row.int(1)?)))
+            .collect()
     }
 
     fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {

@@ -531,6 +531,14 @@ pub enum EnrollMode {
     /// (`Life::replaces`). An earlier pending replacement is dropped, the
     /// recovery codes are replaced and grace entries end now.
     Replacement,
+    /// A confirmed new device in place of all the user's tokens, in one
+    /// transaction (`totp replace`, after the new device's code was
+    /// checked): every token of the user, pending ones too, goes, the
+    /// recovery codes are replaced and grace entries end. What an
+    /// administrator set (a disable, an expiry) carries over, and the
+    /// failure counts and enrollment windows stay: a user cannot clear
+    /// their own lock by replacing their phone.
+    ReplaceConfirmed,
 }
 
 /// One user's enrollment: a token and, optionally, a new set of recovery

@@ -92,11 +92,14 @@ pub const DELETE_DEVICE_UNLESS_LAST: &str = r#"DELETE FROM tokens WHERE "user" =
 pub const ALL_KEYS: &str = r#"SELECT id, "user", device, secret FROM tokens ORDER BY id"#;
 pub const SET_KEY: &str = "UPDATE tokens SET secret = ?2 WHERE id = ?1";
 
+/// Every token of a user (`totp replace`'s confirmed new phone retires
+/// them all in its own transaction).
+pub const DELETE_TOKENS_OF_USER: &str = r#"DELETE FROM tokens WHERE "user" = ?1"#;
 /// Everything the store holds about a user, tokens first (its row count
 /// is what `delete` reports). Grace entries and staged grants go with the
 /// user: nothing granted outlives the tokens it was granted for.
 pub const DELETE_USER: [&str; 7] = [
-    r#"DELETE FROM tokens WHERE "user" = ?1"#,
+    DELETE_TOKENS_OF_USER,
     r#"DELETE FROM recovery_codes WHERE "user" = ?1"#,
     r#"DELETE FROM enroll_windows WHERE "user" = ?1"#,
     r#"DELETE FROM failures WHERE "user" = ?1"#,
@@ -181,6 +184,9 @@ pub const GRANT_GRACE: &str = r#"INSERT INTO grace ("user", ip, until) VALUES (?
 pub const GRACE_UNTIL: &str =
     r#"SELECT until FROM grace WHERE "user" = ?1 AND ip = ?2 AND until > ?3"#;
 pub const DELETE_GRACE_OF_USER: &str = r#"DELETE FROM grace WHERE "user" = ?1"#;
+/// A user's grace periods still running at `?2`, the longest first.
+pub const GRACES_OF_USER: &str =
+    r#"SELECT ip, until FROM grace WHERE "user" = ?1 AND until > ?2 ORDER BY until DESC, ip"#;
 
 // Grants staged until the whole auth stack has succeeded.
 
@@ -243,6 +249,7 @@ mod tests {
         GRANT_GRACE,
         GRACE_UNTIL,
         DELETE_GRACE_OF_USER,
+        GRACES_OF_USER,
         DROP_EXPIRED_STAGED,
         STAGE_ENROLL,
         STAGE_GRACE,
@@ -252,6 +259,7 @@ mod tests {
         PRUNE_PENDING,
         REPLACES,
         DELETE_OTHER_TOKENS,
+        DELETE_TOKENS_OF_USER,
         TAKE_DEVICE_NAME,
         DELETE_PENDING_REPLACEMENT,
         DELETE_ORPHAN_RECOVERY,

@@ -665,3 +665,102 @@ fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
         );
     }
 }
+
+/// `totp replace`'s change: a confirmed new device in place of all the
+/// user's tokens, in one transaction.
+#[test]
+fn a_confirmed_replacement_of_every_device_is_one_change() {
+    let limits = Limits {
+        backoff_after: 5,
+        backoff_max: 3600,
+        user_limit: 10,
+    };
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        enroll(
+            &*store,
+            token("cy", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("e");
+        enroll(
+            &*store,
+            token("cy", "tablet", Kind::Totp, false),
+            EnrollMode::Add,
+        )
+        .expect("e");
+        enroll(
+            &*store,
+            token("di", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("e");
+        store.grant_grace("cy", "10.0.0.1", NOW + 600).expect("g");
+        store.grant_grace("di", "10.0.0.1", NOW + 600).expect("g");
+        assert!(matches!(
+            store.reserve_guess("cy", "a", NOW, &limits).expect("r"),
+            Reservation::Granted(_)
+        ));
+        assert_eq!(
+            store.graces("cy", NOW).expect("graces"),
+            [("10.0.0.1".to_string(), NOW + 600)],
+            "{name}"
+        );
+        store
+            .set_disabled("cy", Some("phone"), Some(NOW))
+            .expect("d");
+
+        // Not confirmed: refused, nothing changed.
+        let unconfirmed = token("cy", "new", Kind::Totp, false);
+        assert!(
+            store
+                .enroll(
+                    &[Enrollment {
+                        token: unconfirmed,
+                        recovery: Some(recovery_hashes()),
+                    }],
+                    EnrollMode::ReplaceConfirmed,
+                )
+                .is_err(),
+            "{name}"
+        );
+        assert_eq!(store.tokens("cy").expect("t").len(), 2, "{name}");
+
+        let mut new = token("cy", "phone", Kind::Totp, true);
+        new.last_step = Some(300);
+        store
+            .enroll(
+                &[Enrollment {
+                    token: new,
+                    recovery: Some(recovery_hashes()),
+                }],
+                EnrollMode::ReplaceConfirmed,
+            )
+            .expect("replace");
+        let left = store.tokens("cy").expect("t");
+        assert_eq!(left.len(), 1, "{name}: {left:?}");
+        assert_eq!(left[0].last_step, Some(300), "{name}");
+        // The administrator's disable carries over; the step typed is used.
+        assert_eq!(left[0].life.disabled, Some(NOW), "{name}");
+        store.set_disabled("cy", None, None).expect("enable");
+        assert_eq!(
+            store
+                .claim_step(left[0].id, Kind::Totp, 300, NOW)
+                .expect("c"),
+            Claim::AlreadyUsed,
+            "{name}"
+        );
+        assert_eq!(store.recovery_count("cy").expect("r").unused, 10, "{name}");
+        assert!(store.graces("cy", NOW).expect("g").is_empty(), "{name}");
+        // The failure counts stay: replacing a phone clears no lock.
+        assert_eq!(
+            store.failures("cy", "a", NOW).expect("f").source_count,
+            1,
+            "{name}"
+        );
+        // Another user: untouched.
+        assert_eq!(store.tokens("di").expect("t").len(), 1, "{name}");
+        assert_eq!(store.graces("di", NOW).expect("g").len(), 1, "{name}");
+    }
+}

@@ -107,6 +107,18 @@ impl Setup {
         script: &[(&str, &str)],
         as_root: bool,
     ) -> (i32, String) {
+        self.run_program_with(program, args, script, as_root, &[])
+    }
+
+    /// As `run_program`, with `env` added to the hostile environment.
+    fn run_program_with(
+        &self,
+        program: &Path,
+        args: &[&str],
+        script: &[(&str, &str)],
+        as_root: bool,
+        env: &[(&str, &str)],
+    ) -> (i32, String) {
         let script: Vec<[&str; 2]> = script.iter().map(|(a, b)| [*a, *b]).collect();
         let script = serde_json_text(&script);
         let mut cmd = Command::new("unshare");
@@ -135,6 +147,7 @@ impl Setup {
             .env("PAM_TOTP_CONFIG", "/nonexistent")
             .env("TZ", "Pacific/Kiritimati")
             .env("LANG", "xx_XX.UTF-8");
+        cmd.envs(env.iter().copied());
         let out = cmd.output().expect("unshare");
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
@@ -143,6 +156,44 @@ impl Setup {
 
     fn totp(&self, args: &[&str], script: &[(&str, &str)]) -> (i32, String) {
         self.run_program(&self.dir.path().join("totp"), args, script, false)
+    }
+
+    /// `totp ARGS` as the user, with `env` added (e.g. another user's name
+    /// in every variable that could name one).
+    fn totp_with(
+        &self,
+        args: &[&str],
+        script: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> (i32, String) {
+        self.run_program_with(&self.dir.path().join("totp"), args, script, false, env)
+    }
+
+    /// A fresh set of recovery codes for `user` (root's totpctl); the first.
+    fn recovery_code(&self, user: &str) -> String {
+        let out = self.world.totpctl(&["recovery", user]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().next())
+            .expect("a recovery code")
+            .to_string()
+    }
+
+    /// Whether `code` matches one of `user`'s devices now (totpctl check,
+    /// which uses nothing up); the counts it leaves are cleared.
+    fn matches(&self, user: &str, code: &str) -> bool {
+        let ok = self.world.totpctl(&["check", user, code]).status.success();
+        assert!(self.world.totpctl(&["unlock", user]).status.success());
+        ok
+    }
+
+    /// `totpctl show --json USER`.
+    fn show(&self, user: &str) -> serde_json::Value {
+        let out = self.world.totpctl(&["show", user, "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("show --json")
     }
 
     /// Enrolls the user through totpctl with a known key (active).
@@ -336,4 +387,250 @@ fn replace_with_a_recovery_code_retires_the_old_device() {
     assert!(!s.login(&next_code(&old_key)), "the old device is retired");
     assert!(s.login(&next_code(&new_key)), "the new device logs in");
     assert!(!s.login(&recovery), "the recovery code was used up");
+}
+
+/// The key shown on the terminal by add-device or replace.
+fn shown_key(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("Key: "))
+        .expect("key shown")
+        .replace(' ', "")
+}
+
+#[test]
+fn another_users_tokens_are_out_of_reach() {
+    if !present() {
+        return;
+    }
+    let s = Setup::new("window = 3\n");
+    let my_key = s.enroll();
+    let other = LocalUser::create("o");
+    let other_key = s.world.enroll(&other.name);
+    let other_recovery = s.recovery_code(&other.name);
+    // Every variable that could name a user names the other one; the
+    // command goes by the real uid alone.
+    let env = [
+        ("USER", other.name.as_str()),
+        ("LOGNAME", other.name.as_str()),
+        ("SUDO_USER", other.name.as_str()),
+        ("PAM_USER", other.name.as_str()),
+        ("HOME", "/root"),
+    ];
+    let (rc, text) = s.totp_with(&["status"], &[], &env);
+    assert_eq!(rc, 0, "{text}");
+    assert!(
+        text.contains(&format!("Devices of {}:", s.name())),
+        "{text}"
+    );
+    assert!(!text.contains(&other.name), "{text}");
+    // The other user's code, and recovery code, prove nothing here and
+    // change nothing there.
+    let (rc, text) = s.totp_with(&["test"], &[("Code to test", &code(&other_key))], &env);
+    assert_ne!(rc, 0, "{text}");
+    assert!(text.contains("matches none of your devices"), "{text}");
+    assert!(s.world.totpctl(&["unlock", s.name()]).status.success());
+    let (rc, text) = s.totp_with(
+        &["add-device", "tablet"],
+        &[
+            ("or a recovery code", &other_recovery),
+            ("or a recovery code", ""),
+        ],
+        &env,
+    );
+    assert_ne!(rc, 0, "{text}");
+    assert!(s.world.totpctl(&["unlock", s.name()]).status.success());
+    let (rc, text) = s.totp_with(
+        &["replace"],
+        &[
+            ("or a recovery code", &next_code(&other_key)),
+            ("or a recovery code", ""),
+        ],
+        &env,
+    );
+    assert_ne!(rc, 0, "{text}");
+    assert!(s.world.totpctl(&["unlock", s.name()]).status.success());
+    // A device name of the other user's is only ever looked up among mine.
+    let (rc, text) = s.totp_with(&["remove-device", "default"], &[], &env);
+    assert_ne!(rc, 0, "{text}");
+    assert!(text.contains("last usable device"), "{text}");
+    // The other user: same device, same recovery codes, no failures, and
+    // their codes and mine still log each in.
+    let shown = s.show(&other.name);
+    assert_eq!(shown["tokens"].as_array().map(Vec::len), Some(1), "{shown}");
+    assert_eq!(shown["recovery_codes"]["unused"], 10, "{shown}");
+    assert_eq!(
+        shown["failures"].as_array().map(Vec::len),
+        Some(0),
+        "{shown}"
+    );
+    assert!(
+        s.world
+            .login("svc", &other.name, None, &next_code(&other_key))
+            .success,
+        "the other user's device still logs them in"
+    );
+    assert!(
+        s.world
+            .login("svc", &other.name, None, &other_recovery)
+            .success,
+        "the other user's recovery code still works"
+    );
+    assert!(s.login(&next_code(&my_key)), "my own device still works");
+}
+
+#[test]
+fn qr_png_is_written_as_the_user_where_the_user_may_write() {
+    if !present() {
+        return;
+    }
+    let s = Setup::new("window = 3\n");
+    let key = s.enroll();
+    let home = PathBuf::from(format!("/home/{}", s.name()));
+    use std::os::unix::fs::MetadataExt;
+    let uid: u32 = s.uid.parse().expect("uid");
+    // Refused before any code is asked, and nothing is created, where the
+    // user may not create a file: a root-owned directory, an existing file,
+    // a link to a place only root could write.
+    let root_dir = common::trusted_tempdir();
+    let existing = home.join("exists.png");
+    std::fs::write(&existing, b"mine").expect("write");
+    let link = home.join("link.png");
+    std::os::unix::fs::symlink(root_dir.path().join("via-link.png"), &link).expect("symlink");
+    for target in [
+        root_dir.path().join("qr.png"),
+        existing.clone(),
+        link.clone(),
+    ] {
+        let path = target.to_str().expect("utf8");
+        let (rc, text) = s.totp(&["add-device", "tablet", "--qr-png", path], &[]);
+        assert_ne!(rc, 0, "{path}: {text}");
+        assert!(text.contains("--qr-png"), "{text}");
+        assert!(!text.contains("Current code"), "a code was asked: {text}");
+    }
+    assert_eq!(std::fs::read(&existing).expect("read"), b"mine");
+    assert!(!root_dir.path().join("qr.png").exists());
+    assert!(!root_dir.path().join("via-link.png").exists());
+    // Not confirmed: the file with the unstored key goes again.
+    let png = home.join("tablet.png");
+    let path = png.to_str().expect("utf8");
+    let wrong = "000000";
+    let (rc, text) = s.totp(
+        &["add-device", "tablet", "--qr-png", path],
+        &[
+            ("Current code", &code(&key)),
+            ("NEW device", wrong),
+            ("NEW device", wrong),
+            ("NEW device", wrong),
+        ],
+    );
+    assert_ne!(rc, 0, "{text}");
+    assert!(!png.exists(), "the PNG of a key never stored was left");
+    // Confirmed: the user's own file, 0600, a PNG.
+    let (rc, text) = s.totp(
+        &["add-device", "tablet", "--qr-png", path],
+        &[
+            ("Current code", &next_code(&key)),
+            ("NEW device", "@newkey"),
+        ],
+    );
+    assert_eq!(rc, 0, "{text}");
+    let meta = std::fs::metadata(&png).expect("the PNG");
+    assert_eq!(meta.uid(), uid, "not the user's file");
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    let bytes = std::fs::read(&png).expect("read");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(
+        s.login(&next_code(&shown_key(&text))),
+        "the new device logs in"
+    );
+}
+
+#[test]
+fn signals_during_replace_leave_the_old_devices_or_the_new_one_never_half() {
+    if !present() {
+        return;
+    }
+    let s = Setup::new("window = 3\n");
+    let mut current = s.enroll();
+    let user = s.name().to_string();
+    // The terminal closed at the new device's prompt: nothing changed.
+    let recovery = s.recovery_code(&user);
+    let (rc, text) = s.totp(
+        &["replace"],
+        &[("or a recovery code", &recovery), ("NEW device", ";hangup")],
+    );
+    assert_ne!(rc, 0, "{text}");
+    assert!(s.matches(&user, &next_code(&current)), "{text}");
+    assert_eq!(s.show(&user)["recovery_codes"]["unused"], 9);
+    // Signal storms from the moment the new code is typed: the store holds either the old device (and the old recovery
+    // codes, less the one used) or the new device (and ten new codes),
+    // never a mix, never a pending leftover.
+    // The delays double until the change has landed before the storm,
+    // then bisect between the last "old" and the first "new", so the
+    // later storms land around the moment of the write.
+    let mut outcomes = Vec::new();
+    let (mut old_at, mut new_at): (u64, Option<u64>) = (0, None);
+    let mut delay = 0u64;
+    let mut round = 0;
+    let mut bisections = 0;
+    while bisections < 8 {
+        assert!(round < 40, "no replace landed: {outcomes:?}");
+        let signal = ["KILL", "TERM", "INT", "HUP"][round % 4];
+        round += 1;
+        let recovery = s.recovery_code(&user);
+        let (rc, text) = s.totp(
+            &["replace"],
+            &[
+                ("or a recovery code", &recovery),
+                (
+                    "NEW device",
+                    &format!("@newkey;kill={signal};delay_ms={delay}"),
+                ),
+            ],
+        );
+        if !text.contains("Key: ") {
+            // The proof failed (e.g. a code a check above used): not this
+            // test's point.
+            panic!("{signal}/{delay}: no key shown: {text}");
+        }
+        let new_key = shown_key(&text);
+        let old_ok = s.matches(&user, &next_code(&current));
+        let new_ok = s.matches(&user, &next_code(&new_key));
+        let shown = s.show(&user);
+        let tokens = shown["tokens"].as_array().map(Vec::len);
+        let unused = &shown["recovery_codes"]["unused"];
+        assert_eq!(tokens, Some(1), "{signal}/{delay}: {shown}\n{text}");
+        assert!(
+            old_ok != new_ok,
+            "{signal}/{delay}: old {old_ok}, new {new_ok}\n{text}"
+        );
+        if new_ok {
+            assert_eq!(*unused, 10, "{signal}/{delay}: {shown}");
+            current = new_key;
+        } else {
+            assert_eq!(*unused, 9, "{signal}/{delay}: {shown}");
+        }
+        outcomes.push(format!(
+            "{signal}/{delay}ms rc={rc} -> {}",
+            if new_ok { "new" } else { "old" }
+        ));
+        if new_ok {
+            new_at = Some(delay);
+        } else {
+            old_at = old_at.max(delay);
+        }
+        delay = match new_at {
+            None => (delay * 2).max(4),
+            Some(new_at) => {
+                bisections += 1;
+                (old_at.min(new_at) + new_at.max(old_at)) / 2
+            }
+        };
+    }
+    eprintln!("signal storms: {outcomes:?}");
+    assert!(
+        s.login(&next_code(&current)),
+        "the surviving device logs in"
+    );
 }

@@ -2,6 +2,8 @@
 //! store, a configuration or a user: totp acts on its caller, with the
 //! module's own settings.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -46,6 +48,10 @@ pub enum Command {
         /// Dark QR code on a light terminal: invert the colours.
         #[arg(long)]
         invert: bool,
+        /// Also write the QR code as a PNG image to FILE, a new file
+        /// created as you (mode 0600); delete it once the device is set up.
+        #[arg(long, value_name = "FILE")]
+        qr_png: Option<PathBuf>,
     },
     /// A new phone: asks for a current code from any of your devices or a
     /// recovery code, enrolls a new key (confirmed with a code from the new
@@ -60,6 +66,10 @@ pub enum Command {
         /// Dark QR code on a light terminal: invert the colours.
         #[arg(long)]
         invert: bool,
+        /// Also write the QR code as a PNG image to FILE, a new file
+        /// created as you (mode 0600); delete it once the phone is set up.
+        #[arg(long, value_name = "FILE")]
+        qr_png: Option<PathBuf>,
     },
     /// Remove device NAME, after a current code. Your last usable device
     /// is never removed (use replace for a new phone).

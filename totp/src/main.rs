@@ -109,8 +109,30 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Status => verbs::status(&ctx),
         Command::Test => verbs::test(&ctx),
         Command::RecoveryCodes => verbs::recovery_codes(&ctx),
-        Command::AddDevice { name, invert } => verbs::add_device(&ctx, &name, invert),
-        Command::Replace { device, invert } => verbs::replace(&ctx, device.as_deref(), invert),
+        Command::AddDevice {
+            name,
+            invert,
+            qr_png,
+        } => verbs::add_device(
+            &ctx,
+            &name,
+            &verbs::Show {
+                invert,
+                png: qr_png,
+            },
+        ),
+        Command::Replace {
+            device,
+            invert,
+            qr_png,
+        } => verbs::replace(
+            &ctx,
+            device.as_deref(),
+            &verbs::Show {
+                invert,
+                png: qr_png,
+            },
+        ),
         Command::RemoveDevice { name } => verbs::remove_device(&ctx, &name),
     }
 }

@@ -2,6 +2,10 @@
 //! wait (`SignalsBlocked`), after a code that went through the login's
 //! rate limits (`codecheck::prove`), and is audited with the caller's uid.
 
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
 use zeroize::Zeroizing;
 
 use crate::Caller;
@@ -14,8 +18,7 @@ use pam_totp::ratelimit::Lock;
 use pam_totp::recovery;
 use pam_totp::secret::Secret;
 use pam_totp::store::{
-    Claim, DEFAULT_DEVICE, EnrollMode, Enrollment, Kind, Life, Locked, Reservation, Store, Token,
-    locks, replacement_name,
+    DEFAULT_DEVICE, EnrollMode, Enrollment, Kind, Life, Locked, Reservation, Store, Token, locks,
 };
 use pam_totp::sys::{self, SignalsBlocked};
 
@@ -145,8 +148,18 @@ pub fn status(ctx: &Ctx) -> Result<(), String> {
             ),
         }
     }
-    // The store keeps grace entries per (user, address) without a way to
-    // list them here; say nothing rather than something wrong.
+    let graces = ctx.store.graces(user, now).map_err(store_error)?;
+    if graces.is_empty() {
+        println!("No grace periods: every login asks for a code.");
+    }
+    for (ip, until) in graces {
+        println!(
+            "Grace period: logins from {} skip the code until {} (`totpctl forget` by your \
+             administrators ends it; so does `totp replace`).",
+            escape(&ip),
+            when(until)
+        );
+    }
     Ok(())
 }
 
@@ -346,8 +359,63 @@ pub fn recovery_codes(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// A new key, shown once: QR code, key, URI.
-fn show_new_key(ctx: &Ctx, secret: &Secret, invert: bool) -> Result<(), String> {
+/// How a new key is shown: the terminal's QR code inverted or not, and
+/// optionally a PNG file written as the caller.
+pub struct Show {
+    pub invert: bool,
+    pub png: Option<PathBuf>,
+}
+
+/// The `--qr-png` file, created as the caller before anything is asked (a
+/// refused path changes nothing), removed again if no device is stored.
+struct PngFile<'a> {
+    path: &'a Path,
+    file: Option<File>,
+    caller: &'a Caller,
+    keep: bool,
+}
+
+impl<'a> PngFile<'a> {
+    fn create(caller: &'a Caller, path: &'a Path) -> Result<PngFile<'a>, String> {
+        let file = sys::as_user(caller.uid, caller.gid, || pam_totp_qr_png::create_new(path))?
+            .map_err(|e| format!("--qr-png {}: {e}", path.display()))?;
+        Ok(PngFile {
+            path,
+            file: Some(file),
+            caller,
+            keep: false,
+        })
+    }
+
+    fn write(&mut self, uri: &str) -> Result<(), String> {
+        let png = pam_totp_qr_png::qr_png(uri)?;
+        self.file
+            .as_mut()
+            .ok_or("the PNG file is closed")?
+            .write_all(&png)
+            .map_err(|e| format!("--qr-png {}: {e}", self.path.display()))
+    }
+}
+
+impl Drop for PngFile<'_> {
+    fn drop(&mut self) {
+        drop(self.file.take());
+        if !self.keep {
+            // The key in it was never stored; best effort, as the caller.
+            let _ = sys::as_user(self.caller.uid, self.caller.gid, || {
+                std::fs::remove_file(self.path)
+            });
+        }
+    }
+}
+
+/// A new key, shown once: QR code, key, URI (and the PNG file).
+fn show_new_key(
+    ctx: &Ctx,
+    secret: &Secret,
+    invert: bool,
+    png: Option<&mut PngFile>,
+) -> Result<(), String> {
     let issuer = ctx.config.issuer.clone().unwrap_or_else(sys::host_name);
     let uri = otpauth_uri(
         secret,
@@ -358,6 +426,13 @@ fn show_new_key(ctx: &Ctx, secret: &Secret, invert: bool) -> Result<(), String> 
         0,
     );
     let qr = qr_terminal(&uri, invert).map_err(|e| e.to_string())?;
+    if let Some(png) = png {
+        png.write(uri.as_str())?;
+        println!(
+            "The QR code is also in {} (yours, mode 0600): delete it once the device is set up.",
+            png.path.display()
+        );
+    }
     println!(
         "Scan the QR code with the new device's authenticator app, or type the key. It is \
          shown only now.\n\n{}\nKey: {}\nURI: {}",
@@ -394,6 +469,13 @@ fn ask_new_device_code(ctx: &Ctx, token: &Token) -> Result<u64, String> {
     Err("the new device was not confirmed; nothing was stored".to_string())
 }
 
+fn png_file<'a>(ctx: &Ctx<'a>, show: &'a Show) -> Result<Option<PngFile<'a>>, String> {
+    show.png
+        .as_deref()
+        .map(|path| PngFile::create(ctx.caller, path))
+        .transpose()
+}
+
 fn new_token(ctx: &Ctx, device: &str) -> Result<Token, String> {
     Ok(Token {
         id: 0,
@@ -414,7 +496,7 @@ fn check_device_name(name: &str) -> Result<(), String> {
 }
 
 /// `totp add-device NAME`.
-pub fn add_device(ctx: &Ctx, name: &str, invert: bool) -> Result<(), String> {
+pub fn add_device(ctx: &Ctx, name: &str, show: &Show) -> Result<(), String> {
     check_device_name(name)?;
     let tokens = ctx.store.tokens(ctx.user()).map_err(store_error)?;
     if tokens.iter().any(|t| t.device == name) {
@@ -423,9 +505,10 @@ pub fn add_device(ctx: &Ctx, name: &str, invert: bool) -> Result<(), String> {
             escape(name)
         ));
     }
+    let mut png = png_file(ctx, show)?;
     ask_proof(ctx, "add-device", true)?;
     let mut token = new_token(ctx, name)?;
-    show_new_key(ctx, &token.secret, invert)?;
+    show_new_key(ctx, &token.secret, show.invert, png.as_mut())?;
     let step = ask_new_device_code(ctx, &token)?;
     let at = now()? as i64;
     token.confirmed = Some(at);
@@ -443,6 +526,9 @@ pub fn add_device(ctx: &Ctx, name: &str, invert: bool) -> Result<(), String> {
             .map_err(store_error)?;
         ctx.audit("add-device", &format!("device=\"{name}\" type=totp"));
     }
+    if let Some(png) = png.as_mut() {
+        png.keep = true;
+    }
     println!(
         "Added device \"{}\": it is active, and its code just typed is used (the next login \
          needs the next one).",
@@ -452,7 +538,7 @@ pub fn add_device(ctx: &Ctx, name: &str, invert: bool) -> Result<(), String> {
 }
 
 /// `totp replace [--device NAME]`.
-pub fn replace(ctx: &Ctx, device: Option<&str>, invert: bool) -> Result<(), String> {
+pub fn replace(ctx: &Ctx, device: Option<&str>, show: &Show) -> Result<(), String> {
     let user = ctx.user();
     let tokens = ctx.store.tokens(user).map_err(store_error)?;
     let old: Vec<String> = tokens
@@ -469,46 +555,30 @@ pub fn replace(ctx: &Ctx, device: Option<&str>, invert: bool) -> Result<(), Stri
         None => DEFAULT_DEVICE.to_string(),
     };
     check_device_name(&name)?;
+    let mut png = png_file(ctx, show)?;
     ask_proof(ctx, "replace", true)?;
-    let mut token = new_token(ctx, &replacement_name(&name))?;
-    token.life.replaces = Some(name.clone());
-    show_new_key(ctx, &token.secret, invert)?;
+    let mut token = new_token(ctx, &name)?;
+    show_new_key(ctx, &token.secret, show.invert, png.as_mut())?;
     let step = ask_new_device_code(ctx, &token)?;
+    token.confirmed = Some(now()? as i64);
+    token.last_step = Some(step);
     let codes = recovery::generate().map_err(|e| e.to_string())?;
     let hashes: Vec<_> = codes.iter().map(|(_, h)| h.clone()).collect();
     {
         let _quiet = SignalsBlocked::new()?;
-        // The pending replacement (with the new recovery codes), then its
-        // confirmation, which retires every other device in its own
-        // transaction. Stopped between the two (only SIGKILL can), the old
-        // devices still work and the pending one logs nobody in; `totp
-        // replace` again starts over.
+        // One transaction: the new device (confirmed, its code used), the
+        // old devices gone, new recovery codes, grace ended. Nothing was
+        // written before it: a signal or a closed terminal at any prompt
+        // leaves the old devices as they were.
         ctx.store
             .enroll(
                 &[Enrollment {
-                    token: token.clone(),
+                    token,
                     recovery: Some(hashes),
                 }],
-                EnrollMode::Replacement,
+                EnrollMode::ReplaceConfirmed,
             )
             .map_err(store_error)?;
-        let stored = ctx
-            .store
-            .tokens(user)
-            .map_err(store_error)?
-            .into_iter()
-            .find(|t| t.device == token.device && !t.is_active())
-            .ok_or("the new device vanished from the store; nothing was retired")?;
-        match ctx
-            .store
-            .confirm(stored.id, now()? as i64, step)
-            .map_err(store_error)?
-        {
-            Claim::Claimed => {}
-            Claim::AlreadyUsed => {
-                return Err("the new device could not be confirmed; nothing was retired".into());
-            }
-        }
         ctx.audit(
             "replace",
             &format!(
@@ -516,6 +586,9 @@ pub fn replace(ctx: &Ctx, device: Option<&str>, invert: bool) -> Result<(), Stri
                 old.join(",")
             ),
         );
+    }
+    if let Some(png) = png.as_mut() {
+        png.keep = true;
     }
     println!(
         "Done: the new device is active as \"{}\"; your old device(s) ({}) no longer work, \

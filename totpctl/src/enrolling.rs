@@ -8,7 +8,6 @@ use zeroize::Zeroizing;
 
 use crate::audit::Audit;
 use crate::cli::TokenArgs;
-use crate::qr_png::qr_png;
 use crate::report::describe_params;
 use crate::sudo::OutputFile;
 use crate::{check_user, unix_now};
@@ -20,6 +19,7 @@ use pam_totp::recovery::{self, RecoveryCode};
 use pam_totp::secret::Secret;
 use pam_totp::store::{Claim, EnrollMode, Enrollment, Kind, Life, Store, Token, replacement_name};
 use pam_totp::sys::host_name;
+use pam_totp_qr_png::qr_png;
 
 fn read_secret(text: &str) -> Result<Secret, String> {
     let text = if text == "-" {

@@ -8,7 +8,6 @@ mod enrolling;
 mod importing;
 mod lifecycle;
 mod population;
-mod qr_png;
 mod report;
 mod sealing;
 mod sudo;
@@ -358,6 +357,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 window: store.enroll_window(&user, unix_now()).map_err(e)?,
                 failures: store.failure_sources(&user).map_err(e)?,
                 locks: population::locks(store, &user, &config.limits, unix_now()).map_err(e)?,
+                graces: store.graces(&user, unix_now()).map_err(e)?,
                 tokens,
             };
             if shown.tokens.is_empty()

@@ -120,6 +120,8 @@ pub struct Shown {
     pub failures: Vec<(String, u64, i64)>,
     /// The locks in force now, as the login computes them.
     pub locks: Vec<Locked>,
+    /// Grace periods running now: (address, until), the longest first.
+    pub graces: Vec<(String, i64)>,
 }
 
 pub fn show_json(user: &str, shown: &Shown) -> Value {
@@ -133,6 +135,9 @@ pub fn show_json(user: &str, shown: &Shown) -> Value {
             "rhost": rhost, "count": count, "last": last, "last_utc": when(*last),
         })).collect::<Vec<_>>(),
         "locks": shown.locks.iter().map(Locked::json).collect::<Vec<_>>(),
+        "graces": shown.graces.iter().map(|(rhost, until)| json!({
+            "rhost": rhost, "until": until, "until_utc": when(*until),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -182,6 +187,16 @@ pub fn print_show(user: &str, shown: &Shown) {
             "failed codes from {:?}: {count}, last {} (totpctl unlock clears)",
             rhost,
             when(*last)
+        );
+    }
+    if shown.graces.is_empty() {
+        println!("grace periods: none");
+    }
+    for (rhost, until) in &shown.graces {
+        println!(
+            "grace period from {:?}: until {} (totpctl forget ends it)",
+            rhost,
+            when(*until)
         );
     }
 }

@@ -24,8 +24,7 @@
 //! is root already (sudoers does not let the help desk set them: no
 //! SETENV), and root needs no sudo.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::File;
 use std::path::Path;
 
 use crate::cli::{Cli, Command};
@@ -107,14 +106,7 @@ pub struct OutputFile {
 impl OutputFile {
     pub fn create(path: &Path) -> Result<OutputFile, String> {
         let caller = if active() { Some(caller()?) } else { None };
-        let open = || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(path)
-        };
+        let open = || pam_totp_qr_png::create_new(path);
         let file = match caller {
             Some((uid, gid)) => as_user(uid, gid, open)?,
             None => open(),
