@@ -4,7 +4,8 @@
 #   ./packaging/build.sh          -> target/debian/pam-totp_*.deb
 #   ./packaging/build.sh --rpm    -> also target/rpm/RPMS/x86_64/pam_totp-*.rpm
 # Steps: release build; manual pages (the hand-written pam_totp.8 and
-# pam_totp.conf.5, and totpctl's generated from its clap definitions) and
+# pam_totp.conf.5, and totpctl's and totp's generated from their clap
+# definitions) and
 # shell completions into target/package/; then cargo-deb, and rpmbuild.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,11 +19,12 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install --locked cargo-deb
 fi
 
-cargo build --release --quiet --workspace   # libpam_totp.so and totpctl (its own crate)
+cargo build --release --quiet --workspace   # libpam_totp.so, totpctl and totp (own crates)
 out=target/package
 rm -rf "$out"
 mkdir -p "$out/man" "$out/completions"
 target/release/totpctl manpages "$out/man" >/dev/null
+cargo run --release --quiet -p totp --example totp_manpage -- "$out/man" >/dev/null
 cp packaging/man/pam_totp.8 packaging/man/pam_totp.conf.5 "$out/man/"
 gzip -9n "$out"/man/*
 target/release/totpctl completions bash >"$out/completions/totpctl"

@@ -3,6 +3,8 @@
 # RPM (rpmlint: no errors), installs the .deb with dpkg, checks what it put
 # where and that no PAM stack changed, renders every manual page, runs the
 # end-to-end suite (real sshd) against the *installed* module and totpctl,
+# and the totp suite against the installed /usr/bin/totp, checks that
+# dpkg-statoverride keeps its set-uid bit away,
 # purges, and checks that nothing is left but the store. Then installs and
 # purges once more without a store: nothing at all is left.
 # Debian 12, as root, on a machine where pam-totp is not installed
@@ -45,6 +47,8 @@ DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" </dev/null
 for f in "${files[@]}"; do [[ -e $f ]] || fail "installed package lacks $f"; done
 [[ -f /usr/lib/x86_64-linux-gnu/security/pam_totp.so ]] || fail "module not in the PAM directory"
 [[ -x /usr/sbin/totpctl ]] || fail "no /usr/sbin/totpctl"
+[[ $(stat -c '%a %U %G' /usr/bin/totp) == "4755 root root" ]] \
+    || fail "/usr/bin/totp is $(stat -c '%a %U %G' /usr/bin/totp), not 4755 root root"
 [[ $(stat -c '%a %U %G' /var/lib/pam_totp) == "700 root root" ]] \
     || fail "/var/lib/pam_totp is $(stat -c '%a %U %G' /var/lib/pam_totp), not 700 root root"
 grep -qx /etc/security/pam_totp.conf /var/lib/dpkg/info/pam-totp.conffiles \
@@ -55,20 +59,29 @@ echo "files in place, store directory 0700 root, conffile registered, /etc/pam.d
 
 step "manual pages render (man -l, groff warnings on)"
 for page in /usr/share/man/man5/pam_totp.conf.5.gz /usr/share/man/man8/pam_totp.8.gz \
-    /usr/share/man/man8/totpctl*.8.gz; do
+    /usr/share/man/man8/totpctl*.8.gz /usr/share/man/man1/totp.1.gz; do
     warnings=$(MANWIDTH=80 man --warnings=w -l "$page" 2>&1 >/dev/null || true)
     [[ -z $warnings ]] || fail "$page: $warnings"
     [[ $(MANWIDTH=80 man -l "$page" 2>/dev/null | wc -l) -gt 10 ]] || fail "$page renders empty"
 done
 man -w pam_totp >/dev/null && man -w 5 pam_totp.conf >/dev/null && man -w totpctl >/dev/null \
+    && man -w 1 totp >/dev/null \
     || fail "man cannot find the installed pages"
 bash -n /usr/share/bash-completion/completions/totpctl || fail "bash completion does not parse"
-echo "$(ls /usr/share/man/man8/totpctl*.8.gz | wc -l) totpctl pages, pam_totp(8), pam_totp.conf(5): no warnings"
+echo "$(ls /usr/share/man/man8/totpctl*.8.gz | wc -l) totpctl pages, pam_totp(8), pam_totp.conf(5), totp(1): no warnings"
 
 step "totpctl init, then the end-to-end suite against the installed module"
 /usr/sbin/totpctl init
-PAM_TOTP_MODULE=pam_totp.so PAM_TOTP_TOTPCTL=/usr/sbin/totpctl \
-    cargo nextest run --release --workspace -E 'test(/^e2e_sshd::/)' --no-fail-fast
+PAM_TOTP_MODULE=pam_totp.so PAM_TOTP_TOTPCTL=/usr/sbin/totpctl PAM_TOTP_TOTP=/usr/bin/totp \
+    cargo nextest run --release --workspace -E 'test(/^(e2e_sshd|totp_user)::/)' --no-fail-fast
+
+step "dpkg-statoverride takes the set-uid bit of totp away, and an upgrade keeps it away"
+dpkg-statoverride --add root root 0755 /usr/bin/totp
+DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" </dev/null >/dev/null
+mode=$(stat -c '%a' /usr/bin/totp)
+dpkg-statoverride --remove /usr/bin/totp
+[[ $mode == 755 ]] || fail "after dpkg-statoverride and a reinstall /usr/bin/totp is $mode, not 755"
+echo "/usr/bin/totp 0755 after a reinstall under the override"
 
 step "dpkg --purge (a store exists: it stays, nothing else does)"
 DEBIAN_FRONTEND=noninteractive dpkg --purge pam-totp </dev/null

@@ -14,8 +14,12 @@ use crate::common::{self, World, oathtool, tools_present, unix_now};
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pty_drive.py");
 
+/// The command under test: `PAM_TOTP_TOTP` if set (the installed one,
+/// packaging/test-package.sh), else the build's.
 fn built_totp() -> PathBuf {
-    let path = common::profile_dir().join("totp");
+    let path = std::env::var_os("PAM_TOTP_TOTP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::profile_dir().join("totp"));
     assert!(
         path.exists(),
         "{} missing: run `cargo build --release --workspace` first",
@@ -227,8 +231,11 @@ fn refuses_without_set_uid_and_as_root_and_when_turned_off() {
     }
     let s = Setup::new("");
     s.enroll();
-    // The built binary, without the set-uid bit.
-    let (rc, text) = s.run_program(&built_totp(), &["status"], &[], false);
+    // A copy without the set-uid bit.
+    let plain = s.dir.path().join("totp-plain");
+    std::fs::copy(built_totp(), &plain).expect("copy totp");
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (rc, text) = s.run_program(&plain, &["status"], &[], false);
     assert_ne!(rc, 0, "{text}");
     assert!(text.contains("not running set-uid root"), "{text}");
     // Root, with the set-uid copy.

@@ -7,8 +7,8 @@
 //! An example, not a verb of `totp`: `totp` is installed set-uid root, and a
 //! `manpages DIR` verb there would create or truncate a file wherever the
 //! caller names, as root. This program is never installed and runs with
-//! the rights of whoever runs it. (`totp` is not packaged yet, so neither
-//! is its page: packaging/build.sh does not call this.)
+//! the rights of whoever runs it. packaging/build.sh and the rpm spec call
+//! it for the packages' totp.1.
 
 use std::fs::File;
 use std::io::Write;
