@@ -409,6 +409,16 @@ pub fn harden_process() -> Result<(), String> {
     if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
         return Err(os_error("setrlimit(RLIMIT_CORE)"));
     }
+    // A file size limit the caller set would make a store write fail half
+    // way (and SIGXFSZ end the process); as root, lift it. (A transaction
+    // rolls back whole either way; this keeps changes from failing.)
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads one valid rlimit struct; failing (not root)
+    // leaves the limit as it was, which is only less convenient.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &unlimited) };
     // SAFETY: umask takes a plain integer and cannot fail.
     unsafe { libc::umask(0o077) };
     let names: Vec<std::ffi::OsString> = std::env::vars_os().map(|(name, _)| name).collect();
@@ -418,6 +428,94 @@ pub fn harden_process() -> Result<(), String> {
         unsafe { std::env::remove_var(name) };
     }
     Ok(())
+}
+
+/// For a set-uid program, once it knows its caller: makes the real, effective
+/// and saved ids root's, so the caller can no longer signal, stop
+/// (SIGSTOP cannot be blocked) or trace the process while it holds the
+/// store's write lock, which would stall every login; and ignores the
+/// terminal's job-control stops (SIGTSTP, SIGTTIN, SIGTTOU), which the
+/// terminal sends whoever the process belongs to. Files the caller names
+/// are still opened as the caller (`as_user`).
+pub fn become_root_only() -> Result<(), String> {
+    let os_error = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: setresgid/setresuid take plain integers; the gid first,
+    // while the process may still change it.
+    if unsafe { libc::setresgid(0, 0, 0) } != 0 {
+        return Err(os_error("setresgid"));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setresuid(0, 0, 0) } != 0 {
+        return Err(os_error("setresuid"));
+    }
+    for signal in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        // SAFETY: SIG_IGN is a valid disposition for these signals.
+        if unsafe { libc::signal(signal, libc::SIG_IGN) } == libc::SIG_ERR {
+            return Err(os_error("ignoring job-control signals"));
+        }
+    }
+    Ok(())
+}
+
+/// A control group this process is in (or below) whose freezer `uid` may
+/// use: from there the caller could stop the process at any instruction,
+/// holding the store's write lock, which no uid change prevents. Checks
+/// cgroup v2 (`cgroup.freeze`) and the v1 freezer (`freezer.state`) along
+/// the process's path up to the hierarchy's root: a file owned by `uid`,
+/// or writable by others, is such a control. Unknown layouts are not an
+/// error (None): the check adds to the uid change, it does not replace it.
+pub fn freezable_by(uid: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (file, mount) = if controllers.is_empty() {
+            ("cgroup.freeze", cgroup_mount(&mounts, "cgroup2", None))
+        } else if controllers.split(',').any(|c| c == "freezer") {
+            (
+                "freezer.state",
+                cgroup_mount(&mounts, "cgroup", Some("freezer")),
+            )
+        } else {
+            continue;
+        };
+        let Some(mount) = mount else { continue };
+        let mut dir = std::path::PathBuf::from(&mount);
+        let mut ancestors = vec![dir.clone()];
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            dir.push(part);
+            ancestors.push(dir.clone());
+        }
+        // The hierarchy's root has no freezer file of its own.
+        for ancestor in ancestors.iter().skip(1) {
+            let control = ancestor.join(file);
+            if let Ok(meta) = std::fs::metadata(&control)
+                && (meta.uid() == uid || meta.mode() & 0o002 != 0)
+            {
+                return Some(control.display().to_string());
+            }
+        }
+    }
+    None
+}
+
+/// The mount point of a cgroup hierarchy of `fstype`, with `option` among
+/// its super options (v1 controllers), from /proc/self/mountinfo.
+fn cgroup_mount(mountinfo: &str, fstype: &str, option: Option<&str>) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut right = right.split(' ');
+        let (kind, _source, options) = (right.next()?, right.next()?, right.next()?);
+        if kind != fstype || option.is_some_and(|o| !options.split(',').any(|x| x == o)) {
+            return None;
+        }
+        left.split(' ').nth(4).map(str::to_string)
+    })
 }
 
 /// While held, the signals a terminal or another process can send (SIGINT,
@@ -452,10 +550,20 @@ impl Drop for SignalsBlocked {
     }
 }
 
+/// The longest answer `read_hidden` keeps; the rest of a longer line is
+/// read and dropped.
+const ANSWER_MAX: usize = 256;
+
 /// One line from standard input with the terminal's echo off (when it is
 /// a terminal), after `prompt` on standard error. Without the line end.
+///
+/// On a terminal the line is read key by key with the terminal's own
+/// signal keys off, so Ctrl-C or Ctrl-Z at the prompt cannot end or stop
+/// the process while the echo is off: Ctrl-C and Ctrl-D give up
+/// ("interrupted"), Backspace and Ctrl-U edit, and the terminal is always
+/// restored before this returns.
 pub fn read_hidden(prompt: &str) -> Result<zeroize::Zeroizing<String>, String> {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let fd = libc::STDIN_FILENO;
     // SAFETY: termios is plain data; tcgetattr fills it for a valid fd and
     // fails (non-zero) when stdin is no terminal.
@@ -464,8 +572,9 @@ pub fn read_hidden(prompt: &str) -> Result<zeroize::Zeroizing<String>, String> {
     let tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
     if tty {
         let mut quiet = saved;
-        quiet.c_lflag &= !libc::ECHO;
-        quiet.c_lflag |= libc::ECHONL;
+        quiet.c_lflag &= !(libc::ECHO | libc::ICANON | libc::ISIG);
+        quiet.c_cc[libc::VMIN] = 1;
+        quiet.c_cc[libc::VTIME] = 0;
         // SAFETY: sets the attributes of fd from a valid termios. TCSANOW:
         // nothing typed ahead is thrown away.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
@@ -474,20 +583,46 @@ pub fn read_hidden(prompt: &str) -> Result<zeroize::Zeroizing<String>, String> {
     // it is never shown.
     let _ = write!(std::io::stderr(), "{prompt}");
     let _ = std::io::stderr().flush();
-    let mut line = zeroize::Zeroizing::new(String::new());
-    let read = std::io::stdin().lock().read_line(&mut line);
+    let read = read_answer(tty);
     if tty {
         // SAFETY: restores the attributes read above.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+        let _ = writeln!(std::io::stderr());
     }
-    match read {
-        Ok(0) => Err("no answer (end of input)".to_string()),
-        Ok(_) => {
-            let trimmed = zeroize::Zeroizing::new(line.trim().to_string());
-            Ok(trimmed)
+    read
+}
+
+/// The answer, byte by byte from standard input (unbuffered, so nothing
+/// after the line is taken from the next reader).
+fn read_answer(tty: bool) -> Result<zeroize::Zeroizing<String>, String> {
+    let mut line = zeroize::Zeroizing::new(Vec::with_capacity(ANSWER_MAX));
+    let mut byte = [0u8; 1];
+    loop {
+        // SAFETY: reads at most one byte into a valid one-byte buffer.
+        let n = unsafe { libc::read(libc::STDIN_FILENO, byte.as_mut_ptr().cast(), 1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("reading the answer: {e}"));
         }
-        Err(e) => Err(format!("reading the answer: {e}")),
+        match (n, byte[0]) {
+            (0, _) if line.is_empty() => return Err("no answer (end of input)".to_string()),
+            (0, _) | (_, b'\n') | (_, b'\r') => break,
+            (_, 0x03) | (_, 0x04) if tty => return Err("interrupted".to_string()),
+            (_, 0x7f) | (_, 0x08) if tty => {
+                line.pop();
+            }
+            (_, 0x15) if tty => line.clear(),
+            (_, b) if b < 0x20 => {}
+            (_, b) if line.len() < ANSWER_MAX => line.push(b),
+            _ => {}
+        }
     }
+    zeroize::Zeroize::zeroize(&mut byte);
+    let text = std::str::from_utf8(&line).map_err(|_| "the answer is not text".to_string())?;
+    Ok(zeroize::Zeroizing::new(text.trim().to_string()))
 }
 
 /// Runs `f` with the effective uid, gid and groups of (uid, gid), then

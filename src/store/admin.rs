@@ -46,8 +46,9 @@ pub trait Store: LoginStore {
     fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError>;
 
     /// Removes one device, but only while another usable (confirmed, not
-    /// disabled, not expired at `now`) token of the user remains; one
-    /// statement. False if nothing was removed.
+    /// disabled, not expired at `now`) token of the user remains (one
+    /// statement), and ends the user's grace periods, in one transaction.
+    /// False if nothing was removed (and nothing changed).
     fn delete_device_unless_last(
         &self,
         user: &str,
@@ -108,14 +109,13 @@ impl<D: Driver> Store for SqlStore<D> {
                     }
                     EnrollMode::ReplaceUser
                     | EnrollMode::Replacement
-                    | EnrollMode::ReplaceConfirmed => {
-                        db.query(sql::STOPS_OF_USER, params![user])?
-                    }
+                    | EnrollMode::ReplaceConfirmed
+                    | EnrollMode::AddOwn => db.query(sql::STOPS_OF_USER, params![user])?,
                 };
                 let mut token = e.token.clone();
                 token.life = inherited(&token.life, &stops)?;
                 match mode {
-                    EnrollMode::Add => {}
+                    EnrollMode::Add | EnrollMode::AddOwn => {}
                     EnrollMode::ReplaceDevice => {
                         db.execute(sql::DELETE_DEVICE, params![user, device])?;
                     }
@@ -219,7 +219,12 @@ impl<D: Driver> Store for SqlStore<D> {
         // second of two racing ones sees the first one's result.
         let removed = self.driver.durably(|| {
             self.write(Hold::User(user, Purpose::Enrollment), |db| {
-                db.execute(sql::DELETE_DEVICE_UNLESS_LAST, params![user, device, now])
+                let removed =
+                    db.execute(sql::DELETE_DEVICE_UNLESS_LAST, params![user, device, now])?;
+                if removed == 1 {
+                    db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
+                }
+                Ok(removed)
             })
         })?;
         Ok(removed == 1)

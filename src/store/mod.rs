@@ -521,6 +521,11 @@ pub enum Claim {
 pub enum EnrollMode {
     /// Add the device; an existing device of that name is an error.
     Add,
+    /// A device the user adds themselves (`totp add-device`): added as
+    /// with `Add`, and what an administrator set on the user's devices (a
+    /// disable, an expiry) carries over to it, so a user cannot outlive an
+    /// expiry by adding a device before it.
+    AddOwn,
     /// Replace the device of that name if it exists (`--force`).
     ReplaceDevice,
     /// Remove all the user's tokens, recovery codes and windows first

@@ -762,5 +762,29 @@ fn a_confirmed_replacement_of_every_device_is_one_change() {
         // Another user: untouched.
         assert_eq!(store.tokens("di").expect("t").len(), 1, "{name}");
         assert_eq!(store.graces("di", NOW).expect("g").len(), 1, "{name}");
+
+        // `totp remove-device`: the device and the grace periods go in one
+        // change, and neither when the device is the last usable one.
+        enroll(
+            &*store,
+            token("di", "tablet", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("e");
+        assert!(
+            store
+                .delete_device_unless_last("di", "tablet", NOW)
+                .expect("rm"),
+            "{name}"
+        );
+        assert!(store.graces("di", NOW).expect("g").is_empty(), "{name}");
+        store.grant_grace("di", "10.0.0.2", NOW + 600).expect("g");
+        assert!(
+            !store
+                .delete_device_unless_last("di", "phone", NOW)
+                .expect("rm"),
+            "{name}"
+        );
+        assert_eq!(store.graces("di", NOW).expect("g").len(), 1, "{name}");
     }
 }

@@ -691,3 +691,155 @@ fn sealed_keys_are_unsealed_for_the_proof_and_the_new_device_is_sealed_too() {
         );
     }
 }
+
+#[test]
+fn the_caller_cannot_stop_it_and_ctrl_c_at_a_prompt_restores_the_terminal() {
+    if !present() {
+        return;
+    }
+    let s = Setup::new("");
+    s.enroll();
+    let totp = s.dir.path().join("totp");
+    let totp = totp.to_str().expect("utf8");
+    // The user stops their own `totp` waiting at its prompt (SIGSTOP
+    // cannot be blocked; stopped inside a store transaction it would hold
+    // every login): not permitted, the process is root's alone.
+    let (_, text) = s.run_program(
+        Path::new("/bin/sh"),
+        &[
+            "-c",
+            &format!(
+                "sleep 3 | {totp} test >/dev/null 2>&1 & sleep 1; kill -STOP $!; \
+                 echo \"stop=$?\"; wait"
+            ),
+        ],
+        &[],
+        false,
+    );
+    assert!(text.contains("stop=1"), "the user stopped totp: {text}");
+    // Ctrl-C at a hidden prompt: totp gives up, and the terminal has its
+    // echo and signal keys back.
+    let (_, text) = s.run_program(
+        Path::new("/bin/sh"),
+        &["-c", &format!("{totp} test; stty -a")],
+        &[("Code to test", "\u{3}")],
+        false,
+    );
+    assert!(text.contains("interrupted"), "{text}");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert!(words.contains(&"echo") && words.contains(&"isig"), "{text}");
+    assert!(
+        !words.contains(&"-echo") && !words.contains(&"-isig"),
+        "{text}"
+    );
+}
+
+#[test]
+fn it_refuses_to_run_in_a_control_group_the_caller_can_freeze() {
+    if !present() {
+        return;
+    }
+    let s = Setup::new("");
+    s.enroll();
+    // A control group of the test's own (the v1 freezer where this machine
+    // has one, else cgroup v2), with its freezer handed to the user, as
+    // `systemd-run --user` would hand it.
+    let name = format!("pam-totp-test-{}", std::process::id());
+    let candidates = [
+        ("/sys/fs/cgroup/freezer", "freezer.state"),
+        ("/sys/fs/cgroup/unified", "cgroup.freeze"),
+        ("/sys/fs/cgroup", "cgroup.freeze"),
+    ];
+    let Some((dir, control)) = candidates.iter().find_map(|(root, control)| {
+        let dir = PathBuf::from(root).join(&name);
+        (std::fs::create_dir(&dir).is_ok() && dir.join(control).exists()).then(|| (dir, *control))
+    }) else {
+        eprintln!("SKIPPED: no cgroup hierarchy with a freezer can be made here");
+        return;
+    };
+    let chown = Command::new("chown")
+        .arg(&s.uid)
+        .arg(dir.join(control))
+        .status()
+        .expect("chown");
+    assert!(chown.success());
+    let totp = s.dir.path().join("totp");
+    let (rc, text) = s.run_program(
+        Path::new("/bin/sh"),
+        &[
+            "-c",
+            &format!(
+                "echo $$ > {}/cgroup.procs && exec setpriv --reuid={} --regid={} \
+                 --clear-groups -- {} status",
+                dir.display(),
+                s.uid,
+                s.gid,
+                totp.display()
+            ),
+        ],
+        &[],
+        true,
+    );
+    // Out of it again, so the directory can go.
+    let _ = std::fs::remove_dir(&dir);
+    assert_ne!(rc, 0, "{text}");
+    assert!(
+        text.contains("does not run inside a control group you can freeze"),
+        "{text}"
+    );
+}
+
+#[test]
+fn added_devices_keep_the_administrators_expiry_and_unusable_matches_stay_counted() {
+    if !present() {
+        return;
+    }
+    let s = Setup::new("window = 3\n");
+    let secret = common::random_secret();
+    let out = s.world.totpctl(&[
+        "enroll",
+        s.name(),
+        "--secret",
+        &secret,
+        "--device",
+        "phone",
+        "--expires",
+        "1h",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let (rc, text) = s.totp(
+        &["add-device", "tablet"],
+        &[("Current code", &code(&secret)), ("NEW device", "@newkey")],
+    );
+    assert_eq!(rc, 0, "{text}");
+    let tablet_key = shown_key(&text);
+    let shown = s.show(s.name());
+    let expiry = |device: &str| {
+        shown["tokens"]
+            .as_array()
+            .expect("tokens")
+            .iter()
+            .find(|t| t["device"] == device)
+            .map(|t| t["expires"].clone())
+            .expect("device")
+    };
+    assert!(expiry("phone").is_i64(), "{shown}");
+    assert_eq!(expiry("tablet"), expiry("phone"), "{shown}");
+    // A disabled device's code matches, says so, and stays counted.
+    let out = s
+        .world
+        .totpctl(&["disable", s.name(), "--device", "tablet"]);
+    assert!(out.status.success(), "{out:?}");
+    let (rc, text) = s.totp(&["test"], &[("Code to test", &next_code(&tablet_key))]);
+    assert_eq!(rc, 0, "{text}");
+    assert!(text.contains("is disabled: it logs nobody in"), "{text}");
+    let failures = s.show(s.name())["failures"].clone();
+    assert!(
+        failures
+            .as_array()
+            .expect("failures")
+            .iter()
+            .any(|f| f["rhost"] == "totp test" && f["count"] == 1),
+        "{failures}"
+    );
+}

@@ -70,6 +70,17 @@ fn caller() -> Result<Caller, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     let caller = caller()?;
+    // Where the caller could freeze this process (a control group they
+    // own), they could hold the store's write lock, and every login with
+    // it, for as long as they like: refused.
+    if let Some(control) = pam_totp::sys::freezable_by(caller.uid) {
+        return Err(format!(
+            "totp does not run inside a control group you can freeze ({control}): run it from \
+             your login shell, not under `systemd-run --user` or a container of yours"
+        ));
+    }
+    // From here on the caller can neither signal nor stop nor trace it.
+    pam_totp::sys::become_root_only()?;
     // The module's own config file, at its compiled-in path; no option or
     // variable can name another.
     let config: Config = config::load(&[]).map_err(|e| {

@@ -295,15 +295,21 @@ pub fn test(ctx: &Ctx) -> Result<(), String> {
     }
     match find(ctx.config, &tokens, &code, at) {
         Some(found) => {
-            // A right code gives its guess back; losing this only keeps one
-            // more failure counted.
-            let _ = ctx.store.release_guess(user, TEST_SOURCE, true, at as i64);
             let token = found.token;
+            let usable = token.usable_at(at as i64);
+            // A code of a usable device gives its guess back (losing this
+            // only keeps one more failure counted); a code of a device that
+            // logs nobody in (pending, disabled, expired) stays counted.
+            if usable {
+                let _ = ctx.store.release_guess(user, TEST_SOURCE, true, at as i64);
+            }
             ctx.audit(
                 "test",
                 &format!(
-                    "result=match device=\"{}\" offset={:+}",
-                    token.device, found.offset
+                    "result={} device=\"{}\" offset={:+}",
+                    if usable { "match" } else { "match-unusable" },
+                    token.device,
+                    found.offset
                 ),
             );
             println!(
@@ -312,7 +318,15 @@ pub fn test(ctx: &Ctx) -> Result<(), String> {
                 describe_offset(&found)
             );
             if !token.is_active() {
-                println!("That device is pending: it logs nobody in until it is confirmed.");
+                println!(
+                    "That device is pending: it logs nobody in until it is confirmed (the code \
+                     counts as a wrong one)."
+                );
+            } else if let Some(why) = token.life.stopped_at(at as i64) {
+                println!(
+                    "That device is {why}: it logs nobody in (ask your administrators; the code \
+                     counts as a wrong one)."
+                );
             } else if found.used {
                 println!("That code was used by a login already; the device's next code works.");
             } else {
@@ -521,7 +535,7 @@ pub fn add_device(ctx: &Ctx, name: &str, show: &Show) -> Result<(), String> {
                     token,
                     recovery: None,
                 }],
-                EnrollMode::Add,
+                EnrollMode::AddOwn,
             )
             .map_err(store_error)?;
         ctx.audit("add-device", &format!("device=\"{name}\" type=totp"));
@@ -637,7 +651,6 @@ pub fn remove_device(ctx: &Ctx, name: &str) -> Result<(), String> {
         if !removed {
             return Err(last(name));
         }
-        ctx.store.forget_grace(user).map_err(store_error)?;
         ctx.audit("remove-device", &format!("device=\"{name}\""));
     }
     println!("Removed device \"{}\".", escape(name));
