@@ -678,11 +678,9 @@ fn sealed_keys_are_unsealed_for_the_proof_and_the_new_device_is_sealed_too() {
     if s.world.store_config_lines().starts_with("db = /") {
         let raw = pam_totp::secret::Secret::from_base32(&new_key).expect("key");
         let mut file = std::fs::read(&s.world.db).expect("db");
-        for wal in ["-wal"] {
-            let mut p = s.world.db.clone().into_os_string();
-            p.push(wal);
-            file.extend(std::fs::read(p).unwrap_or_default());
-        }
+        let mut wal = s.world.db.clone().into_os_string();
+        wal.push("-wal");
+        file.extend(std::fs::read(wal).unwrap_or_default());
         assert!(
             !file
                 .windows(raw.as_bytes().len())
@@ -752,7 +750,7 @@ fn it_refuses_to_run_in_a_control_group_the_caller_can_freeze() {
     ];
     let Some((dir, control)) = candidates.iter().find_map(|(root, control)| {
         let dir = PathBuf::from(root).join(&name);
-        (std::fs::create_dir(&dir).is_ok() && dir.join(control).exists()).then(|| (dir, *control))
+        (std::fs::create_dir(&dir).is_ok() && dir.join(control).exists()).then_some((dir, *control))
     }) else {
         eprintln!("SKIPPED: no cgroup hierarchy with a freezer can be made here");
         return;
