@@ -5,7 +5,8 @@
 use super::driver::{Driver, Hold, Purpose, params};
 use super::shared::{SqlStore, changed, claim, step_to_sql, token_info};
 use super::{
-    Claim, Dump, EnrollMode, Enrollment, LoginStore, SecretRow, StoreError, TokenInfo, sql,
+    AutomationGrant, Claim, Dump, EnrollMode, Enrollment, LoginStore, SecretRow, StoreError,
+    TokenInfo, sql,
 };
 use crate::ratelimit::Failures;
 use crate::recovery::RecoveryHash;
@@ -77,6 +78,36 @@ pub trait Store: LoginStore {
     /// Ends every grace period of a user; returns how many.
     fn forget_grace(&self, user: &str) -> Result<usize, StoreError>;
 
+    /// Ends the user's grace for one SSH key; how many ended (0 or 1).
+    fn forget_key_grace(&self, user: &str, fingerprint: &str) -> Result<usize, StoreError>;
+
+    /// The user's key graces running at `now`: (fingerprint, until), the
+    /// latest end first. For `totpctl show` and `totp status`.
+    fn key_graces(&self, user: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Records an automation grant; its id.
+    #[allow(clippy::too_many_arguments)]
+    fn add_automation(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        networks: &str,
+        until: i64,
+        reason: &str,
+        created: i64,
+        created_by: &str,
+    ) -> Result<i64, StoreError>;
+
+    /// Automation grants, of one user or all, in force or ended, by id.
+    fn automation_grants(&self, user: Option<&str>) -> Result<Vec<AutomationGrant>, StoreError>;
+
+    /// Ends grant `id` at `at`: the grant as it now is, or `None` when
+    /// there is no such grant in force (unknown, or revoked before).
+    fn revoke_automation(&self, id: i64, at: i64) -> Result<Option<AutomationGrant>, StoreError>;
+
+    /// Ends every grant of the user at `at`; how many.
+    fn revoke_automation_of_user(&self, user: &str, at: i64) -> Result<usize, StoreError>;
+
     /// Every token key as stored (`totpctl rekey`).
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError>;
 
@@ -119,6 +150,7 @@ impl<D: Driver> Store for SqlStore<D> {
                     EnrollMode::Replacement => {
                         db.execute(sql::DELETE_PENDING_REPLACEMENT, params![user])?;
                         db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
+                        db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![user])?;
                     }
                 }
                 self.insert_token(&token)?;
@@ -145,6 +177,7 @@ impl<D: Driver> Store for SqlStore<D> {
                 db.execute(sql::DELETE_OTHER_TOKENS, params![&user, id])?;
                 db.execute(sql::TAKE_DEVICE_NAME, params![id, &device])?;
                 db.execute(sql::DELETE_GRACE_OF_USER, params![&user])?;
+                db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![&user])?;
             }
             Ok(confirmed)
         })
@@ -253,11 +286,84 @@ impl<D: Driver> Store for SqlStore<D> {
             .collect()
     }
 
+    /// Ends the user's address graces and key graces.
     fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
-        Ok(changed(
-            self.driver
-                .execute(sql::DELETE_GRACE_OF_USER, params![user])?,
-        ))
+        self.write(Hold::Rows, |db| {
+            let ips = db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
+            let keys = db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![user])?;
+            Ok(changed(ips.saturating_add(keys)))
+        })
+    }
+
+    fn forget_key_grace(&self, user: &str, fingerprint: &str) -> Result<usize, StoreError> {
+        Ok(changed(self.driver.execute(
+            sql::DELETE_KEY_GRACE,
+            params![user, fingerprint],
+        )?))
+    }
+
+    fn key_graces(&self, user: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.driver
+            .query(sql::KEY_GRACES_OF_USER, params![user, now])?
+            .iter()
+            .map(|row| Ok((row.text(0)?, row.int(1)?)))
+            .collect()
+    }
+
+    fn add_automation(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        networks: &str,
+        until: i64,
+        reason: &str,
+        created: i64,
+        created_by: &str,
+    ) -> Result<i64, StoreError> {
+        self.write(Hold::Rows, |db| {
+            let rows = db.query(
+                sql::INSERT_AUTOMATION,
+                params![
+                    user,
+                    fingerprint,
+                    networks,
+                    until,
+                    reason,
+                    created,
+                    created_by
+                ],
+            )?;
+            rows.first()
+                .ok_or(StoreError::Column {
+                    column: 0,
+                    expected: "the new grant's id",
+                })?
+                .int(0)
+        })
+    }
+
+    fn automation_grants(&self, user: Option<&str>) -> Result<Vec<AutomationGrant>, StoreError> {
+        let rows = match user {
+            Some(user) => self.driver.query(sql::AUTOMATION_OF_USER, params![user])?,
+            None => self.driver.query(sql::ALL_AUTOMATION, &[])?,
+        };
+        rows.iter().map(super::shared::automation_grant).collect()
+    }
+
+    fn revoke_automation(&self, id: i64, at: i64) -> Result<Option<AutomationGrant>, StoreError> {
+        self.write(Hold::Rows, |db| {
+            db.query(sql::REVOKE_AUTOMATION, params![id, at])?
+                .first()
+                .map(super::shared::automation_grant)
+                .transpose()
+        })
+    }
+
+    fn revoke_automation_of_user(&self, user: &str, at: i64) -> Result<usize, StoreError> {
+        Ok(changed(self.driver.execute(
+            sql::REVOKE_AUTOMATION_OF_USER,
+            params![user, at],
+        )?))
     }
 
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
