@@ -1,6 +1,7 @@
 //! totpctl: the administrator's tool for the pam_totp store.
 
 mod audit;
+mod automation;
 mod cli;
 mod diagnose;
 mod docs;
@@ -310,6 +311,16 @@ fn run(cli: Cli) -> Result<(), String> {
                     if count == 0 {
                         return Err(format!("{user} is not enrolled"));
                     }
+                    let grants = store
+                        .revoke_automation_of_user(&user, unix_now())
+                        .map_err(e)?;
+                    if grants > 0 {
+                        audit.record(
+                            "automation-revoke",
+                            &user,
+                            &format!("grants={grants} (the user was deleted)"),
+                        );
+                    }
                     audit.record(
                         "delete",
                         &user,
@@ -354,6 +365,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 .map(|t| t.info())
                 .collect();
             let shown = report::Shown {
+                key_graces: store.key_graces(&user, unix_now()).map_err(e)?,
+                automation: store.automation_grants(Some(&user)).map_err(e)?,
                 recovery: store.recovery_count(&user).map_err(e)?,
                 window: store.enroll_window(&user, unix_now()).map_err(e)?,
                 failures: store.failure_sources(&user).map_err(e)?,
@@ -364,6 +377,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 && shown.recovery.unused + shown.recovery.used == 0
                 && shown.window.is_none()
                 && shown.failures.is_empty()
+                && shown.key_graces.is_empty()
+                && shown.automation.is_empty()
             {
                 return Err(format!("{user} is not enrolled"));
             }
@@ -390,14 +405,56 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Forget { user } => {
+        Command::Forget { user, key: None } => {
             let graces = store.forget_grace(&user).map_err(e)?;
             Audit::open().record("forget", &user, &format!("graces={graces}"));
             println!(
-                "Ended {graces} grace period(s) of {user}: every address asks for a code again."
+                "Ended {graces} grace period(s) of {user}: every address and every SSH key asks for a code again."
             );
             Ok(())
         }
+        Command::Forget {
+            user,
+            key: Some(key),
+        } => {
+            let graces = store.forget_key_grace(&user, &key).map_err(e)?;
+            Audit::open().record("forget", &user, &format!("key={key} graces={graces}"));
+            println!(
+                "Ended {graces} grace period(s) of {user} for SSH key {key}: that key asks for a code again."
+            );
+            Ok(())
+        }
+        Command::AllowAutomation {
+            user,
+            key,
+            from,
+            until,
+            reason,
+            allow_unknown_user,
+        } => {
+            known_user(&user, allow_unknown_user)?;
+            automation::allow(
+                store,
+                &mut Audit::open(),
+                &user,
+                &key,
+                &from,
+                until,
+                &reason,
+                config.automation_max_secs,
+                unix_now(),
+            )
+        }
+        Command::Automation { action } => match action {
+            cli::AutomationAction::List {
+                expiring,
+                all,
+                json,
+            } => automation::list(store, expiring, all, json, unix_now()),
+            cli::AutomationAction::Revoke { id } => {
+                automation::revoke(store, &mut Audit::open(), id, unix_now())
+            }
+        },
         Command::AllowEnroll {
             user,
             duration,
@@ -435,6 +492,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 print!("{}", population::csv(&report));
             } else {
                 print!("{}", population::text(&report));
+                print!("{}", automation::report_section(store, unix_now())?);
             }
             Ok(())
         }

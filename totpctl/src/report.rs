@@ -120,9 +120,23 @@ pub struct Shown {
     pub failures: Vec<(String, u64, i64)>,
     /// The locks in force now, as the login computes them.
     pub locks: Vec<Locked>,
+    /// Key graces running now: (fingerprint, until).
+    pub key_graces: Vec<(String, i64)>,
+    /// The user's automation grants, in force or ended.
+    pub automation: Vec<pam_totp::store::AutomationGrant>,
 }
 
 pub fn show_json(user: &str, shown: &Shown) -> Value {
+    let keys =
+        crate::automation::show_json(&shown.key_graces, &shown.automation, crate::unix_now());
+    let mut shown_json = show_json_base(user, shown);
+    if let (Some(map), Value::Object(keys)) = (shown_json.as_object_mut(), keys) {
+        map.extend(keys);
+    }
+    shown_json
+}
+
+fn show_json_base(user: &str, shown: &Shown) -> Value {
     json!({
         "user": user,
         "tokens": shown.tokens.iter().map(token_json).collect::<Vec<_>>(),
@@ -183,6 +197,11 @@ pub fn print_show(user: &str, shown: &Shown) {
             rhost,
             when(*last)
         );
+    }
+    for line in
+        crate::automation::show_lines(&shown.key_graces, &shown.automation, crate::unix_now())
+    {
+        println!("{line}");
     }
 }
 
