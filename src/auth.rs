@@ -676,7 +676,7 @@ impl Login<'_> {
                     grant.id,
                     key.fingerprint,
                     crate::logline::escape(self.rhost.unwrap_or("")),
-                    grant.networks
+                    crate::logline::escape(&grant.networks)
                 )),
             }
         }

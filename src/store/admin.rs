@@ -450,18 +450,29 @@ impl<D: Driver> SqlStore<D> {
                 .iter()
                 .map(|r| Ok((r.text(0)?, r.text(1)?, r.int(2)?, r.int(3)?)))
                 .collect::<Result<_, StoreError>>()?;
+            let automation = db
+                .query(sql::ALL_AUTOMATION, &[])?
+                .iter()
+                .map(super::shared::automation_grant)
+                .collect::<Result<_, StoreError>>()?;
             Ok(Dump {
                 tokens,
                 recovery,
                 windows,
                 failures,
+                automation,
             })
         })
     }
 
     /// Loads a dump into an empty store in one transaction: all or nothing.
-    /// Returns (tokens, recovery codes, enroll windows, failure counts).
-    pub fn load(&self, dump: &Dump) -> Result<(usize, usize, usize, usize), StoreError> {
+    /// Returns (tokens, recovery codes, enroll windows, failure counts),
+    /// and (old id, new id) of each automation grant.
+    #[allow(clippy::type_complexity)]
+    pub fn load(
+        &self,
+        dump: &Dump,
+    ) -> Result<((usize, usize, usize, usize), Vec<(i64, i64)>), StoreError> {
         self.write(Hold::Rows, |db| {
             let existing = self.one(sql::COUNT_TOKENS, &[])?.int(0)?;
             if existing > 0 {
@@ -490,11 +501,40 @@ impl<D: Driver> SqlStore<D> {
                     db.execute(sql::INSERT_GUESSES, params![user, *last, carried])?;
                 }
             }
+            let mut ids = Vec::new();
+            for g in &dump.automation {
+                let rows = db.query(
+                    sql::INSERT_AUTOMATION,
+                    params![
+                        &g.user,
+                        &g.fingerprint,
+                        &g.networks,
+                        g.until,
+                        &g.reason,
+                        g.created,
+                        &g.created_by
+                    ],
+                )?;
+                let id = rows
+                    .first()
+                    .ok_or(StoreError::Column {
+                        column: 0,
+                        expected: "the new grant's id",
+                    })?
+                    .int(0)?;
+                if let Some(at) = g.revoked {
+                    db.query(sql::REVOKE_AUTOMATION, params![id, at])?;
+                }
+                ids.push((g.id, id));
+            }
             Ok((
-                dump.tokens.len(),
-                dump.recovery.len(),
-                dump.windows.len(),
-                dump.failures.len(),
+                (
+                    dump.tokens.len(),
+                    dump.recovery.len(),
+                    dump.windows.len(),
+                    dump.failures.len(),
+                ),
+                ids,
             ))
         })
     }

@@ -289,6 +289,9 @@ pub struct Dump {
     pub windows: Vec<(String, i64, String)>,
     /// (user, rhost, count, last)
     pub failures: Vec<(String, String, i64, i64)>,
+    /// Automation grants, in force or ended (the record of what was
+    /// allowed). They get new ids in the destination.
+    pub automation: Vec<AutomationGrant>,
 }
 
 /// How to reach a store: where, and for PostgreSQL the password file and the

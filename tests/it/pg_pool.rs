@@ -333,6 +333,25 @@ fn migrate_copies_a_sqlite_store_and_everyone_logs_in() {
     let out = sqlite.totpctl(&["enroll", "hank", "--type", "hotp", "--secret", &hotp]);
     assert!(out.status.success(), "{out:?}");
     let bob = sqlite.enroll("bob");
+    // Two automation grants, one revoked: both are copied, as they were.
+    let fp = "SHA256:PBZqibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I";
+    for reason in ["kept", "revoked"] {
+        let out = sqlite.totpctl(&[
+            "allow-automation",
+            "bob",
+            "--key",
+            fp,
+            "--from",
+            "192.0.2.0/24",
+            "--until",
+            "30d",
+            "--reason",
+            reason,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = sqlite.totpctl(&["automation", "revoke", "2"]);
+    assert!(out.status.success(), "{out:?}");
 
     let world = pool("");
     let (_, database) = world.pg.as_ref().expect("pg");
@@ -351,6 +370,18 @@ fn migrate_copies_a_sqlite_store_and_everyone_logs_in() {
     assert!(
         said.contains("Copied 4 token(s), 10 recovery code(s)"),
         "{said}"
+    );
+    assert!(said.contains("Copied 2 automation grant(s)"), "{said}");
+    let grants = world.totpctl(&["automation", "list", "--all", "--json"]);
+    let grants: serde_json::Value = serde_json::from_slice(&grants.stdout).expect("json");
+    let grants = grants.as_array().expect("list");
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    assert_eq!(
+        grants
+            .iter()
+            .map(|g| (g["reason"].as_str(), g["in_force"].as_bool()))
+            .collect::<Vec<_>>(),
+        vec![(Some("kept"), Some(true)), (Some("revoked"), Some(false))]
     );
     for (node, user, code) in [
         ("node_a", "alice", oathtool(&alice, None, &[])),
@@ -666,10 +697,11 @@ fn databases_numbered_before_the_shared_sequence_are_read_and_migrated() {
         &oathtool(&key, Some(now), &[]),
     );
     assert!(run.success, "{run:?}");
-    // Back to the tables of the new 4, recorded as the old 2.
+    // Back to the tables of the new 4 (without those of 5 to 9), recorded
+    // as the old 2.
     cluster.psql(
         &database.name,
-        "DROP TABLE staged; DROP TABLE guesses; \
+        "DROP TABLE staged; DROP TABLE guesses; DROP TABLE key_grace; DROP TABLE automation; \
          ALTER TABLE tokens DROP COLUMN disabled, DROP COLUMN expires, DROP COLUMN replaces; \
          UPDATE pam_totp_meta SET value = 2 WHERE key = 'schema_version'",
     );

@@ -135,17 +135,29 @@ fn migrate(cli: &Cli, from: &std::path::Path, to: &str) -> Result<(), String> {
         timeout: config.db_timeout,
     })
     .map_err(|e| e.to_string())?;
-    let (tokens, recovery, windows, failures) =
+    let ((tokens, recovery, windows, failures), grants) =
         destination.load(&dump).map_err(|e| e.to_string())?;
+    let renumbered: Vec<String> = grants
+        .iter()
+        .map(|(old, new)| format!("#{old}->#{new}"))
+        .collect();
     Audit::open().record(
         "migrate",
         "*",
         &format!(
-            "from=\"{}\" to=\"{}\" tokens={tokens} recovery_codes={recovery}",
+            "from=\"{}\" to=\"{}\" tokens={tokens} recovery_codes={recovery} automation_grants=\"{}\"",
             from.display(),
-            target.url
+            target.url,
+            renumbered.join(",")
         ),
     );
+    if !grants.is_empty() {
+        println!(
+            "Copied {} automation grant(s) with new ids: {}.",
+            grants.len(),
+            renumbered.join(", ")
+        );
+    }
     println!(
         "Copied {tokens} token(s), {recovery} recovery code(s), {windows} enroll window(s) and \
          {failures} failure count(s) from {} to {} in one transaction.",
