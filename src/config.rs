@@ -828,6 +828,37 @@ mod tests {
         }
     }
     #[test]
+    fn grace_key_and_automation_max_take_bounded_durations() {
+        let set = |key: &str, value: &str| {
+            let mut config = Config::default();
+            apply(
+                &mut config,
+                &Setting {
+                    key: key.to_string(),
+                    value: Some(value.to_string()),
+                    origin: Origin::Argument,
+                },
+            )
+            .map(|()| (config.grace_key_secs, config.automation_max_secs))
+        };
+        assert_eq!(Config::default().grace_key_secs, 0);
+        assert_eq!(Config::default().automation_max_secs, 90 * 86_400);
+        assert_eq!(set("grace_key", "24h").ok(), Some((86_400, 90 * 86_400)));
+        assert_eq!(set("automation_max", "366d").ok(), Some((0, 366 * 86_400)));
+        for bad in ["24", "0h", "31d", "1w", "-1h", ""] {
+            assert!(set("grace_key", bad).is_err(), "grace_key={bad:?}");
+        }
+        for bad in ["90", "0d", "367d", "x"] {
+            assert!(
+                set("automation_max", bad).is_err(),
+                "automation_max={bad:?}"
+            );
+        }
+        // A bad value denies every login (load fails), never turns it off.
+        assert!(load(&["grace_key=forever".to_string()]).is_err());
+    }
+
+    #[test]
     fn self_service_takes_off_status_or_full() {
         let set = |value: &str| {
             let mut config = Config::default();

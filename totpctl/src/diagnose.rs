@@ -560,6 +560,15 @@ fn print_summary(config: &Config, args: &[String], from_pam: bool) {
             format!("{} s", config.grace_secs)
         }
     );
+    println!(
+        "  grace_key      {}",
+        if config.grace_key_secs == 0 {
+            "off".to_string()
+        } else {
+            format!("{} s", config.grace_key_secs)
+        }
+    );
+    println!("  automation_max {} s", config.automation_max_secs);
     println!("  messages       {}", yes_no(config.messages));
     println!("  fail_delay     {} ms", config.fail_delay_ms);
     println!("  debug          {}", yes_no(config.debug));
