@@ -2058,3 +2058,62 @@ fn a_disabled_user_is_not_let_in_by_an_automation_grant() {
     );
     assert!(!d.outcome.is_success(), "{:?}", d.outcome);
 }
+
+#[test]
+fn one_right_code_stages_the_address_grace_and_the_key_grace_together() {
+    let world = World::with_alice();
+    let config = Config {
+        grace_secs: 600,
+        grace_key_secs: 86_400,
+        ..Config::default()
+    };
+    let key_a = used_key(KEY_A);
+    let ok = world.run_key(
+        &config,
+        "198.51.100.4",
+        &key_a,
+        NOW,
+        true,
+        &mut OnePrompt::says(&code_at(NOW)),
+    );
+    assert!(matches!(ok.outcome, Outcome::Accepted { .. }));
+    let store = world.store();
+    assert_eq!(
+        store
+            .grace_until("alice", "198.51.100.4", NOW as i64)
+            .expect("ip"),
+        Some(NOW as i64 + 600)
+    );
+    assert_eq!(
+        store.key_graces("alice", NOW as i64).expect("keys"),
+        vec![(KEY_A.to_string(), NOW as i64 + 86_400)]
+    );
+    // After the address grace ends, the key grace still holds, elsewhere too.
+    let d = world.run_key(
+        &config,
+        "203.0.113.1",
+        &key_a,
+        NOW + 700,
+        true,
+        &mut OnePrompt::says(""),
+    );
+    assert!(
+        matches!(d.outcome, Outcome::KeyGrace { .. }),
+        "{:?}",
+        d.outcome
+    );
+    // The address grace does not need the key.
+    let d = world.run_key(
+        &config,
+        "198.51.100.4",
+        &LoginKey::NoKey,
+        NOW + 300,
+        true,
+        &mut OnePrompt::says(""),
+    );
+    assert!(
+        matches!(d.outcome, Outcome::Grace { .. }),
+        "{:?}",
+        d.outcome
+    );
+}
