@@ -266,12 +266,20 @@ fn enrollment_modes_and_deletion() {
         store
             .open_enroll_window("cy", NOW + 60, "root")
             .expect("window");
+        store
+            .grant_key_grace("cy", FP_A, NOW + 600)
+            .expect("key grace");
         enroll(
             &*store,
             token("cy", "tablet", Kind::Totp, true),
             EnrollMode::ReplaceUser,
         )
         .expect("reset");
+        assert_eq!(
+            store.key_grace_until("cy", FP_A, NOW).expect("k"),
+            None,
+            "{name}: reset --now ends key graces"
+        );
         let tokens = store.tokens("cy").expect("tokens");
         assert_eq!(tokens.len(), 1, "{name}: reset leaves only the new token");
         assert_eq!(
@@ -784,7 +792,21 @@ fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
         // A pending replacement: the old tokens work until it is confirmed.
         let mut new = token("ada", "phone (new)", Kind::Totp, false);
         new.life.replaces = Some("phone".to_string());
+        store
+            .grant_key_grace("ada", FP_A, NOW + 600)
+            .expect("key grace");
+        store
+            .grant_key_grace("ada", FP_B, NOW + 600)
+            .expect("key grace");
         enroll(&*store, new, EnrollMode::Replacement).expect("replacement");
+        // `reset`: key graces end when the replacement is made.
+        assert!(
+            store.key_graces("ada", NOW).expect("k").is_empty(),
+            "{name}: key graces outlive a reset"
+        );
+        store
+            .grant_key_grace("ada", FP_A, NOW + 600)
+            .expect("key grace");
         assert_eq!(store.tokens("ada").expect("t").len(), 3, "{name}");
         let new_id = id_of(&*store, "ada", "phone (new)");
         assert_eq!(
@@ -794,6 +816,10 @@ fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
         );
         let left = store.tokens("ada").expect("t");
         assert_eq!(left.len(), 1, "{name}: {left:?}");
+        assert!(
+            store.key_graces("ada", NOW).expect("k").is_empty(),
+            "{name}: and again when it is confirmed"
+        );
         assert_eq!(
             (
                 left[0].id,
