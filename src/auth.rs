@@ -489,10 +489,10 @@ impl Login<'_> {
             return Ok(Outcome::NotEnrolledIgnored);
         }
         if let LoginKey::Refused(why) = self.ssh_key {
-            self.notices.push(format!(
-                "the SSH key of this login is not used: {}",
-                crate::logline::escape(why)
-            ));
+            // `why` is the parser's own text (its parts of the value
+            // escaped); the whole line passes `one_line` in `pam/`.
+            self.notices
+                .push(format!("the SSH key of this login is not used: {why}"));
         }
         // An administrator's stop (disable, expiry) also stops automation.
         if !(active.is_empty() && stopped.is_some()) {
@@ -971,8 +971,7 @@ impl Login<'_> {
             LoginKey::NoKey | LoginKey::Refused(_) => None,
             LoginKey::Unknown(why) => {
                 self.notices.push(format!(
-                    "grace_key: the SSH key of this login is not used ({}); a code is asked",
-                    crate::logline::escape(why)
+                    "grace_key: the SSH key of this login is not used ({why}); a code is asked"
                 ));
                 None
             }
