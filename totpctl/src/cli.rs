@@ -174,6 +174,9 @@ pub enum Command {
     /// well. Exit status 0 only when nothing is wrong. Through sudo only the
     /// module's own config file is checked (--pam-args and --config are refused).
     ///
+    /// With grace_key= set, also the auth modules of /etc/pam.d/sshd that run
+    /// before pam_totp and could change SSH_AUTH_INFO_0 (includes followed).
+    ///
     /// Example: totpctl check-config --pam-args "db=/var/lib/pam_totp/pam_totp.db only_group=pilot"
     CheckConfig {
         /// The arguments after pam_totp.so on the pam.d line, in one
