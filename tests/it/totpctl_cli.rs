@@ -1897,6 +1897,15 @@ fn automation_grants_are_scoped_bounded_listed_and_revoked() {
         report.contains("#2 ") && !report.contains("#1 "),
         "{report}"
     );
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctl.run(&["report", "--json"]).stdout).expect("json");
+    let soon: Vec<_> = json["automation_expiring"]
+        .as_array()
+        .expect("automation_expiring")
+        .iter()
+        .map(|g| g["id"].as_i64())
+        .collect();
+    assert_eq!(soon, vec![Some(2)], "{json}");
     let (show, _) = text(&ctl.run(&["show", "ci"]));
     assert!(show.contains("automation grant #1: key SHA256:"), "{show}");
     assert!(show.contains("key graces: none"), "{show}");

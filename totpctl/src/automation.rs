@@ -225,6 +225,18 @@ pub fn report_section(store: &dyn Store, now: i64) -> Result<String, String> {
     ))
 }
 
+/// `report --json`'s `automation_expiring`: the grants in force that end
+/// within 14 days.
+pub fn report_json(store: &dyn Store, now: i64) -> Result<Value, String> {
+    let grants = store.automation_grants(None).map_err(e)?;
+    Ok(Value::Array(
+        expiring(&grants, now, REPORT_EXPIRING_DAYS * 86_400)
+            .into_iter()
+            .map(|g| grant_json(g, now))
+            .collect(),
+    ))
+}
+
 /// For `show`: the user's key graces and automation grants, as lines.
 pub fn show_lines(
     key_graces: &[(String, i64)],

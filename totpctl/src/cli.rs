@@ -292,7 +292,9 @@ pub enum Command {
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
         /// One JSON object: "users" (state, tokens, last use, locks, enroll
-        /// window; times as epoch seconds and as UTC dates) and "counts".
+        /// window; times as epoch seconds and as UTC dates), "counts", and
+        /// "automation_expiring" (grants in force that end within 14 days;
+        /// the text report lists them after the counts; CSV does not).
         #[arg(long, conflicts_with = "csv")]
         json: bool,
         /// CSV (RFC 4180) for a spreadsheet: a header line, one row per

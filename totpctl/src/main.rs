@@ -499,7 +499,14 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Report { group, json, csv } => {
             let report = population::build(store, group.as_deref(), &config.limits, unix_now())?;
             if json {
-                println!("{}", population::json(&report));
+                let mut value = population::json(&report);
+                if let Some(map) = value.as_object_mut() {
+                    map.insert(
+                        "automation_expiring".to_string(),
+                        automation::report_json(store, unix_now())?,
+                    );
+                }
+                println!("{value}");
             } else if csv {
                 print!("{}", population::csv(&report));
             } else {
