@@ -234,6 +234,38 @@ mod tests {
     }
 
     #[test]
+    fn rsa_and_ecdsa_keys_match_ssh_keygen() {
+        // Generated and fingerprinted with ssh-keygen (OpenSSH 9.2).
+        for (algorithm, encoded, expected) in [
+            (
+                "ssh-rsa",
+                "AAAAB3NzaC1yc2EAAAADAQABAAABAQDHEIrpXxH6mYyEG5lFpteh8v6TW1Q1ZDYkfy9JU91YKxEF179eOM3Aos7f6kmOTQv0pPevQnSpsB31vshd7qWXZqtDpgPeP8rLAeiUDF9SwK2FfdI6ujj8AXuGGWz9WWmJgFW0YeAbg5QigaXSp3W7iyoWefUWXX6mmZcgb5m+JTucl3lwaT3TP6a+3IeK6E72glquCtyX//o+VWtwZqQrllwSc1SVpZlDyMDH3kQbs1FLYoyGf/J3Q16jpKPlsm7WwvWSqh8YM94bGrqYm3ng1M60mMwTZNqVQqyoGuoYorxroSPX3FyVE3NWFnuXxbO9/9gdQxbEreY1BLmgica9",
+                "SHA256:4dZLjyCcYbbIFvAzGnvhao3TF+Sc/JOJfthkRar4yuo",
+            ),
+            (
+                "ecdsa-sha2-nistp384",
+                "AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBMaOuBqh+pEJeyGvrX2kWHrmttuiA5NYYIB3O+JJfnU5tps+3zz/gViolbGG7b2Ai9CfyHDnF+dknG7AgggMMyaU3EMAdX501N/Djw9CBM/TzEBuomH9M3ehaVc1A7JDbA==",
+                "SHA256:had9UX/o5x9yjGLvi7eSxElFQV9TWRFj9rd2dbzuPeo",
+            ),
+        ] {
+            let parsed = parse_auth_info(key_line(algorithm, encoded).as_bytes());
+            assert_eq!(
+                parsed.key().map(|k| k.fingerprint.as_str()),
+                Some(expected),
+                "{algorithm}: {parsed:?}"
+            );
+            // The padded ECDSA key without its padding: refused.
+            if encoded.ends_with('=') {
+                let unpadded = key_line(algorithm, encoded.trim_end_matches('='));
+                assert!(matches!(
+                    parse_auth_info(unpadded.as_bytes()),
+                    LoginKey::Refused(_)
+                ));
+            }
+        }
+    }
+
+    #[test]
     fn no_method_or_another_method_is_no_key() {
         assert_eq!(parse_auth_info(b""), LoginKey::NoKey);
         assert_eq!(parse_auth_info(b"password\n"), LoginKey::NoKey);
