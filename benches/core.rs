@@ -157,6 +157,7 @@ fn answer_to_result(c: &mut Criterion) {
                     Request {
                         user,
                         rhost: Some("203.0.113.7"),
+                        ssh_key: &pam_totp::sshkey::LoginKey::NoKey,
                     },
                     |_| SqliteStore::open_for_login(&db),
                     &Now,

@@ -19,6 +19,8 @@
 //! `PAM_WORKER_RETRY_RHOST=ADDR` authenticates a second time on the same
 //! handle from ADDR (printing `FIRST <rc>` for the first try);
 //! `PAM_WORKER_NESTED` runs a second login inside the first (`maybe_nested`).
+//! `PAM_WORKER_PUTENV=NAME=VALUE` puts that variable into the PAM
+//! environment before authenticating, as sshd does with `SSH_AUTH_INFO_0`.
 
 #[path = "../benches/support/pam_ffi.rs"]
 mod pam_ffi;
@@ -29,6 +31,12 @@ use std::io::{BufRead, Write};
 use libc::c_int;
 
 use pam_ffi::*;
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    /// Sets `NAME=value` in the PAM environment (`pam_putenv(3)`).
+    fn pam_putenv(pamh: *mut c_void, name_value: *const libc::c_char) -> c_int;
+}
 
 /// Writes each prompt to stdout and answers it with a line from stdin.
 extern "C" fn over_stdio(
@@ -158,6 +166,10 @@ fn login(
             return rc;
         }
         pam_set_item(pamh, PAM_RHOST, rhost.as_ptr() as *const c_void);
+        if let Ok(entry) = std::env::var("PAM_WORKER_PUTENV") {
+            let entry = c(&entry);
+            println!("PUTENV {}", pam_putenv(pamh, entry.as_ptr()));
+        }
         let delay: extern "C" fn(c_int, libc::c_uint, *mut c_void) = report_delay;
         pam_set_item(pamh, PAM_FAIL_DELAY, delay as *const c_void);
         let mut rc = pam_authenticate(pamh, 0);

@@ -11,6 +11,7 @@ use crate::otp::{self, Params};
 use crate::ratelimit::{self, Failures, Lock};
 use crate::recovery::{self, Candidate};
 use crate::secret::Secret;
+use crate::sshkey::LoginKey;
 use crate::store::{
     Claim, DEFAULT_DEVICE, Grant, Kind, LoginStore, Reservation, StoreError, Token,
 };
@@ -75,6 +76,21 @@ pub enum Outcome {
     Grace {
         ip: String,
         until: i64,
+    },
+    /// A right code with the same SSH key earlier, within `grace_key=`: no
+    /// code asked until `until`.
+    KeyGrace {
+        fingerprint: String,
+        until: i64,
+    },
+    /// An automation grant (`totpctl allow-automation`) names this key of
+    /// this user and the client's network: no code asked.
+    Automation {
+        id: i64,
+        fingerprint: String,
+        ip: String,
+        until: i64,
+        reason: String,
     },
     /// An unenrolled user was shown a new key during this login and
     /// confirmed it with a code. The token is staged: it is stored only
@@ -142,6 +158,8 @@ impl Outcome {
                 | Outcome::EnrolledAtLogin { .. }
                 | Outcome::Exempt { .. }
                 | Outcome::Grace { .. }
+                | Outcome::KeyGrace { .. }
+                | Outcome::Automation { .. }
         )
     }
 }
@@ -177,6 +195,9 @@ pub struct Decision {
     /// The canonical user name (NSS), once it was looked up.
     pub user: Option<String>,
     pub alerts: Vec<String>,
+    /// Lines for the log besides the outcome's (an SSH key not used, and
+    /// why; an automation grant that has ended).
+    pub notices: Vec<String>,
     pub trace: Vec<String>,
     /// How long libpam should hold a failure back (`fail_delay=`).
     pub fail_delay_ms: u32,
@@ -193,6 +214,7 @@ impl Decision {
             outcome,
             user: None,
             alerts: Vec::new(),
+            notices: Vec::new(),
             trace: Vec::new(),
             fail_delay_ms: config::DEFAULT_FAIL_DELAY_MS,
             staged: None,
@@ -205,6 +227,9 @@ impl Decision {
 pub struct Request<'a> {
     pub user: &'a str,
     pub rhost: Option<&'a str>,
+    /// The SSH key this login used, as far as it can be believed
+    /// (`pam.rs` reads it from sshd's `SSH_AUTH_INFO_0`).
+    pub ssh_key: &'a LoginKey,
 }
 
 /// The time source; tests use a fixed one.
@@ -272,7 +297,7 @@ pub fn authenticate<S: LoginStore>(
 /// The settings that led to a decision, for `debug` (never a secret).
 fn config_trace(config: &Config) -> String {
     format!(
-        "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} limits={:?} prompt={:?} mode={:?} grace={}s exempt_users={:?} exempt_groups={:?} db_timeout={}s key_file={}{}",
+        "config: db={} window={} hotp_window={} trusted={} unenrolled={:?} enroll={:?} limits={:?} prompt={:?} mode={:?} grace={}s grace_key={}s exempt_users={:?} exempt_groups={:?} db_timeout={}s key_file={}{}",
         config.db,
         config.window,
         config.hotp_window,
@@ -288,6 +313,7 @@ fn config_trace(config: &Config) -> String {
         config.effective_prompt(),
         config.mode,
         config.grace_secs,
+        config.grace_key_secs,
         config.exempt_users,
         config.exempt_groups,
         config.db_timeout.as_secs(),
@@ -324,9 +350,11 @@ pub fn decide<S: LoginStore>(
     let mut login = Login {
         config,
         rhost: request.rhost,
+        ssh_key: request.ssh_key,
         clock,
         user: String::new(),
         alerts: Vec::new(),
+        notices: Vec::new(),
         staged: None,
     };
     let outcome = login
@@ -342,6 +370,7 @@ pub fn decide<S: LoginStore>(
         outcome,
         user: (!login.user.is_empty()).then_some(login.user),
         alerts: login.alerts,
+        notices: login.notices,
         trace: Vec::new(),
         fail_delay_ms: config.fail_delay_ms,
         staged: login.staged,
@@ -412,10 +441,12 @@ pub fn ungrouped(text: &str) -> Zeroizing<String> {
 struct Login<'a> {
     config: &'a Config,
     rhost: Option<&'a str>,
+    ssh_key: &'a LoginKey,
     clock: &'a dyn Clock,
     /// The canonical user name (NSS), once known.
     user: String,
     alerts: Vec<String>,
+    notices: Vec<String>,
     staged: Option<Zeroizing<String>>,
 }
 
@@ -457,6 +488,22 @@ impl Login<'_> {
         if active.is_empty() && stopped.is_none() && self.config.unenrolled == Unenrolled::Allow {
             return Ok(Outcome::NotEnrolledIgnored);
         }
+        if let LoginKey::Refused(why) = self.ssh_key {
+            // `why` is the parser's own text (its parts of the value
+            // escaped); the whole line passes `one_line` in `pam/`.
+            self.notices
+                .push(format!("the SSH key of this login is not used: {why}"));
+        }
+        // An administrator's stop (disable, expiry) also stops automation.
+        if !(active.is_empty() && stopped.is_some()) {
+            self.automation(&store)?;
+        }
+        let grace_key = self.grace_key();
+        if let Some(fingerprint) = &grace_key
+            && !active.is_empty()
+        {
+            self.key_grace(&store, fingerprint)?;
+        }
         let grace_ip = self.grace_ip();
         if let Some(ip) = &grace_ip
             && !active.is_empty()
@@ -476,7 +523,14 @@ impl Login<'_> {
         let now = self.now()?;
         let failures = self.reserve_guess(&store, now)?;
         let outcome = self.verify(&store, &active, &candidates, now);
-        self.record(&store, &outcome, failures, now, grace_ip.as_deref())?;
+        self.record(
+            &store,
+            &outcome,
+            failures,
+            now,
+            grace_ip.as_deref(),
+            grace_key.as_deref(),
+        )?;
         Ok(outcome)
     }
 
@@ -550,6 +604,83 @@ impl Login<'_> {
             }),
             None => Ok(()),
         }
+    }
+
+    /// A right code with this SSH key earlier, within `grace_key=`.
+    fn key_grace<S: LoginStore>(&self, store: &S, fingerprint: &str) -> Phase<()> {
+        let now = self.now()?;
+        match store
+            .key_grace_until(&self.user, fingerprint, now as i64)
+            .map_err(store_error)?
+        {
+            Some(until) => Err(Outcome::KeyGrace {
+                fingerprint: fingerprint.to_string(),
+                until,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// An automation grant in force for this key, from this address. A
+    /// grant whose stored networks do not parse admits no one (logged); a
+    /// grant that has expired is logged when its key comes back.
+    fn automation<S: LoginStore>(&mut self, store: &S) -> Phase<()> {
+        let Some(key) = self.ssh_key.key() else {
+            return Ok(());
+        };
+        let grants = store
+            .automation_for_key(&self.user, &key.fingerprint)
+            .map_err(store_error)?;
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let now = self.now()? as i64;
+        let ip = self.rhost.and_then(network::rhost_ip);
+        for grant in &grants {
+            if grant.revoked.is_some() {
+                continue;
+            }
+            let reason = crate::logline::escape(&grant.reason);
+            if !grant.in_force(now) {
+                self.notices.push(format!(
+                    "automation grant #{} for key {} expired at {} UTC (reason \"{reason}\"): not used, a code is asked",
+                    grant.id,
+                    key.fingerprint,
+                    crate::logline::utc(grant.until)
+                ));
+                continue;
+            }
+            let networks = match grant.parsed_networks() {
+                Ok(networks) => networks,
+                Err(why) => {
+                    self.notices.push(format!(
+                        "automation grant #{} is not used: its networks do not parse ({}); it admits no one",
+                        grant.id,
+                        crate::logline::escape(&why)
+                    ));
+                    continue;
+                }
+            };
+            match ip {
+                Some(ip) if networks.iter().any(|n| n.contains(&ip)) => {
+                    return Err(Outcome::Automation {
+                        id: grant.id,
+                        fingerprint: key.fingerprint.clone(),
+                        ip: ip.to_string(),
+                        until: grant.until,
+                        reason: grant.reason.clone(),
+                    });
+                }
+                _ => self.notices.push(format!(
+                    "automation grant #{} for key {} is not used: the client {} is outside its networks {} (reason \"{reason}\")",
+                    grant.id,
+                    key.fingerprint,
+                    crate::logline::escape(self.rhost.unwrap_or("")),
+                    crate::logline::escape(&grant.networks)
+                )),
+            }
+        }
+        Ok(())
     }
 
     /// Phase 3: the answer, as the ways it can be read (one, or for a
@@ -638,6 +769,7 @@ impl Login<'_> {
         failures: Failures,
         now: u64,
         grace_ip: Option<&str>,
+        grace_key: Option<&str>,
     ) -> Phase<()> {
         if outcome.is_failed_guess() {
             if ratelimit::reaches_user_limit(failures.user_recent, &self.config.limits) {
@@ -662,10 +794,20 @@ impl Login<'_> {
             outcome.is_success(),
             now as i64,
         );
-        if let (Some(ip), true) = (grace_ip, outcome.is_code_success()) {
+        if outcome.is_code_success() && (grace_ip.is_some() || grace_key.is_some()) {
             let grant = Grant::Grace {
-                ip: ip.to_string(),
-                until: (now as i64).saturating_add(self.config.grace_secs as i64),
+                ip: grace_ip.map(|ip| {
+                    (
+                        ip.to_string(),
+                        (now as i64).saturating_add(self.config.grace_secs as i64),
+                    )
+                }),
+                key: grace_key.map(|fingerprint| {
+                    (
+                        fingerprint.to_string(),
+                        (now as i64).saturating_add(self.config.grace_key_secs as i64),
+                    )
+                }),
             };
             // Losing the stage only asks for a code next time.
             let _ = self.stage(store, &grant, now);
@@ -816,6 +958,26 @@ impl Login<'_> {
             .map(|ip| ip.to_string())
     }
 
+    /// The fingerprint a key grace is looked up and granted for: with
+    /// `grace_key=` set and a key sshd named. A key that cannot be
+    /// believed is logged here (once per login), and a code is asked.
+    fn grace_key(&mut self) -> Option<String> {
+        if self.config.grace_key_secs == 0 {
+            return None;
+        }
+        match self.ssh_key {
+            LoginKey::Key(key) => Some(key.fingerprint.clone()),
+            // Logged by `run`, whatever grace_key= says.
+            LoginKey::NoKey | LoginKey::Refused(_) => None,
+            LoginKey::Unknown(why) => {
+                self.notices.push(format!(
+                    "grace_key: the SSH key of this login is not used ({why}); a code is asked"
+                ));
+                None
+            }
+        }
+    }
+
     fn grace_ip(&self) -> Option<String> {
         (self.config.grace_secs > 0)
             .then(|| self.rhost.and_then(network::rhost_ip))
@@ -906,8 +1068,12 @@ pub enum Commit {
     Nothing,
     /// The token enrolled at login is now stored.
     Enrolled { device: String },
-    /// The grace from `ip` now runs until `until`.
-    Grace { ip: String, until: i64 },
+    /// The grace from an address and/or for an SSH key now runs until its
+    /// time.
+    Grace {
+        ip: Option<(String, i64)>,
+        key: Option<(String, i64)>,
+    },
     /// A grace could not be stored: logged, the login goes on (it only
     /// asks for a code next time).
     GraceLost(String),
@@ -962,10 +1128,19 @@ pub fn commit_staged<S: LoginStore>(
             ),
             Err(e) => Commit::Failed(format!("store error: {e}")),
         },
-        Grant::Grace { ip, until } => match store.grant_grace(&user, &ip, until) {
-            Ok(()) => Commit::Grace { ip, until },
-            Err(e) => Commit::GraceLost(e.to_string()),
-        },
+        Grant::Grace { ip, key } => {
+            if let Some((ip, until)) = &ip
+                && let Err(e) = store.grant_grace(&user, ip, *until)
+            {
+                return Commit::GraceLost(e.to_string());
+            }
+            if let Some((fingerprint, until)) = &key
+                && let Err(e) = store.grant_key_grace(&user, fingerprint, *until)
+            {
+                return Commit::GraceLost(e.to_string());
+            }
+            Commit::Grace { ip, key }
+        }
     }
 }
 

@@ -31,6 +31,10 @@ const MAX_PROMPT_LEN: usize = 200;
 /// button a few times without logging in).
 pub const DEFAULT_HOTP_WINDOW: u32 = 10;
 pub const MAX_HOTP_WINDOW: u32 = 100;
+/// The longest automation grant unless `automation_max=` says otherwise.
+pub const DEFAULT_AUTOMATION_MAX_DAYS: u64 = 90;
+/// What `automation_max=` may be at most.
+pub const MAX_AUTOMATION_MAX_DAYS: u64 = 366;
 /// What pam_unix asks for too: 2 s after a failure, jittered by libpam.
 pub const DEFAULT_FAIL_DELAY_MS: u32 = 2_000;
 
@@ -44,6 +48,8 @@ pub const KEYS: &[&str] = &[
     "db_timeout",
     "key_file",
     "grace",
+    "grace_key",
+    "automation_max",
     "mode",
     "exempt_group",
     "exempt_user",
@@ -110,6 +116,12 @@ pub struct Config {
     /// After a right code from an IP address, that user from that address
     /// skips the code for this many seconds (0: never).
     pub grace_secs: u64,
+    /// After a login that used SSH key K (sshd's `SSH_AUTH_INFO_0`) and a
+    /// right code, that user with that key skips the code for this many
+    /// seconds, from any address (0: never).
+    pub grace_key_secs: u64,
+    /// The longest automation grant `totpctl allow-automation` makes.
+    pub automation_max_secs: u64,
     /// One prompt for password and code, or the code on its own prompt.
     pub mode: Mode,
     /// Users, and members of groups, who log in without a code.
@@ -216,6 +228,8 @@ impl Default for Config {
             key_file: PathBuf::from(crate::seal::DEFAULT_KEY_FILE),
             key_file_named: false,
             grace_secs: 0,
+            grace_key_secs: 0,
+            automation_max_secs: DEFAULT_AUTOMATION_MAX_DAYS * 86_400,
             mode: Mode::Separate,
             exempt_users: Vec::new(),
             exempt_groups: Vec::new(),
@@ -343,7 +357,8 @@ fn expected(key: &str) -> &'static str {
              sslmode=verify-full or sslmode=disable and no password (db_password_file=)"
         }
         "trusted" => "expected IP addresses or CIDR blocks, separated by commas",
-        "grace" => "expected a duration such as 8h (s, m, h or d; at most 30d)",
+        "grace" | "grace_key" => "expected a duration such as 8h (s, m, h or d; at most 30d)",
+        "automation_max" => "expected a duration such as 90d (s, m, h or d; at most 366d)",
         "exempt_user" | "exempt_group" | "only_group" => {
             "expected names separated by commas, without spaces or control characters"
         }
@@ -699,6 +714,16 @@ fn apply(config: &mut Config, setting: &Setting) -> Result<(), ConfigError> {
             config.grace_secs =
                 parse_duration(value).map_err(|reason| bad(setting, value, reason))?;
         }
+        "grace_key" => {
+            let value = required_value(setting)?;
+            config.grace_key_secs =
+                parse_duration(value).map_err(|reason| bad(setting, value, reason))?;
+        }
+        "automation_max" => {
+            let value = required_value(setting)?;
+            config.automation_max_secs = parse_duration_up_to(value, MAX_AUTOMATION_MAX_DAYS)
+                .map_err(|reason| bad(setting, value, reason))?;
+        }
         "self_service" => {
             let value = required_value(setting)?;
             config.self_service = match value {
@@ -782,7 +807,8 @@ mod tests {
             "prompt" | "issuer" => "text",
             "unenrolled" => "allow",
             "enroll" => "trusted",
-            "grace" => "8h",
+            "grace" | "grace_key" => "8h",
+            "automation_max" => "30d",
             "mode" => "combined",
             "exempt_user" | "exempt_group" | "only_group" => "svc,backup",
             "debug" | "messages" => "yes",
@@ -801,6 +827,37 @@ mod tests {
             );
         }
     }
+    #[test]
+    fn grace_key_and_automation_max_take_bounded_durations() {
+        let set = |key: &str, value: &str| {
+            let mut config = Config::default();
+            apply(
+                &mut config,
+                &Setting {
+                    key: key.to_string(),
+                    value: Some(value.to_string()),
+                    origin: Origin::Argument,
+                },
+            )
+            .map(|()| (config.grace_key_secs, config.automation_max_secs))
+        };
+        assert_eq!(Config::default().grace_key_secs, 0);
+        assert_eq!(Config::default().automation_max_secs, 90 * 86_400);
+        assert_eq!(set("grace_key", "24h").ok(), Some((86_400, 90 * 86_400)));
+        assert_eq!(set("automation_max", "366d").ok(), Some((0, 366 * 86_400)));
+        for bad in ["24", "0h", "31d", "1w", "-1h", ""] {
+            assert!(set("grace_key", bad).is_err(), "grace_key={bad:?}");
+        }
+        for bad in ["90", "0d", "367d", "x"] {
+            assert!(
+                set("automation_max", bad).is_err(),
+                "automation_max={bad:?}"
+            );
+        }
+        // A bad value denies every login (load fails), never turns it off.
+        assert!(load(&["grace_key=forever".to_string()]).is_err());
+    }
+
     #[test]
     fn self_service_takes_off_status_or_full() {
         let set = |value: &str| {

@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod recovery;
 pub mod seal;
 pub mod secret;
+pub mod sshkey;
 pub mod store;
 pub mod sys;
 pub mod trust;

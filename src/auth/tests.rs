@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::otp::{Algorithm, format_code, hotp};
 use crate::ratelimit::Lock;
 use crate::recovery;
+use crate::sshkey::LoginKey;
 use crate::store::{EnrollMode, Enrollment, SqliteStore, Store};
 
 const KEY_B32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
@@ -173,7 +174,11 @@ impl World {
     ) -> Decision {
         decide(
             config,
-            Request { user, rhost },
+            Request {
+                user,
+                rhost,
+                ssh_key: &LoginKey::NoKey,
+            },
             |_| SqliteStore::open(&self.db),
             &FixedClock(NOW),
             &NoGroups,
@@ -205,6 +210,7 @@ impl World {
             Request {
                 user,
                 rhost: Some("203.0.113.7"),
+                ssh_key: &LoginKey::NoKey,
             },
             |_| SqliteStore::open_for_login(&self.db),
             &BootedClock { now: NOW, booted },
@@ -670,6 +676,7 @@ fn failures_deny() {
         Request {
             user: "alice",
             rhost: None,
+            ssh_key: &LoginKey::NoKey,
         },
         |_| Err(StoreError::Missing("/nowhere".to_string())),
         &FixedClock(NOW),
@@ -689,6 +696,7 @@ fn failures_deny() {
         Request {
             user: "alice",
             rhost: None,
+            ssh_key: &LoginKey::NoKey,
         },
         |_| SqliteStore::open(&world.db),
         &FixedClock(NOW),
@@ -781,6 +789,7 @@ fn the_user_ceiling_across_sources_raises_one_alert_and_locks() {
             Request {
                 user: "alice",
                 rhost: Some(&format!("203.0.113.{i}")),
+                ssh_key: &LoginKey::NoKey,
             },
             |_| SqliteStore::open(&world.db),
             &FixedClock(NOW),
@@ -967,6 +976,7 @@ impl World {
             Request {
                 user: "alice",
                 rhost: Some(rhost),
+                ssh_key: &LoginKey::NoKey,
             },
             |_| SqliteStore::open(&self.db),
             &FixedClock(now),
@@ -1085,6 +1095,7 @@ fn exempt_users_and_groups_skip_the_code_and_a_failed_lookup_exempts_no_one() {
         Request {
             user: "svc",
             rhost: None,
+            ssh_key: &LoginKey::NoKey,
         },
         |_| SqliteStore::open(&world.db),
         &FixedClock(NOW),
@@ -1372,6 +1383,7 @@ fn concurrent_wrong_answers_never_check_more_guesses_than_the_limit() {
                         Request {
                             user: "alice",
                             rhost: Some(&format!("198.51.100.{i}")),
+                            ssh_key: &LoginKey::NoKey,
                         },
                         |_| SqliteStore::open_for_login(&world.db),
                         &FixedClock(NOW),
@@ -1630,6 +1642,24 @@ impl LoginStore for DisabledDuringRecovery {
     fn take_staged(&self, nonce: &str, user: &str, now: i64) -> Result<Option<Grant>, StoreError> {
         self.inner.take_staged(nonce, user, now)
     }
+    fn grant_key_grace(&self, user: &str, fingerprint: &str, until: i64) -> Result<(), StoreError> {
+        self.inner.grant_key_grace(user, fingerprint, until)
+    }
+    fn key_grace_until(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.inner.key_grace_until(user, fingerprint, now)
+    }
+    fn automation_for_key(
+        &self,
+        user: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<crate::store::AutomationGrant>, StoreError> {
+        self.inner.automation_for_key(user, fingerprint)
+    }
 }
 
 /// Finding (h-f): README says "A `disable` racing a login is decided by the
@@ -1653,6 +1683,7 @@ fn a_disable_that_commits_before_the_recovery_code_is_burned_refuses_the_login()
         Request {
             user: "alice",
             rhost: Some("203.0.113.7"),
+            ssh_key: &LoginKey::NoKey,
         },
         |_| {
             Ok(DisabledDuringRecovery {
@@ -1672,5 +1703,417 @@ fn a_disable_that_commits_before_the_recovery_code_is_burned_refuses_the_login()
         !decision.outcome.is_success(),
         "a recovery code logged in after `disable` committed: {:?}",
         decision.outcome
+    );
+}
+
+// Key grace (`grace_key=`) and automation grants: the SSH key sshd named.
+
+fn used_key(fingerprint: &str) -> LoginKey {
+    LoginKey::Key(crate::sshkey::UsedKey {
+        algorithm: "ssh-ed25519".to_string(),
+        fingerprint: fingerprint.to_string(),
+    })
+}
+
+const KEY_A: &str = "SHA256:PBZqibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I";
+const KEY_B: &str = "SHA256:AAAAibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I";
+
+impl World {
+    /// One login with `key`; `commit` says whether the rest of the stack
+    /// succeeds (what was staged is committed) or fails (nothing is).
+    fn run_key(
+        &self,
+        config: &Config,
+        rhost: &str,
+        key: &LoginKey,
+        now: u64,
+        commit: bool,
+        conv: &mut dyn Conversation,
+    ) -> Decision {
+        let decision = decide(
+            config,
+            Request {
+                user: "alice",
+                rhost: Some(rhost),
+                ssh_key: key,
+            },
+            |_| SqliteStore::open(&self.db),
+            &FixedClock(now),
+            &NoGroups,
+            conv,
+        );
+        if commit {
+            let outcome = self.stack_succeeds(config, "alice", now, decision.clone());
+            assert_eq!(outcome, decision.outcome);
+        }
+        decision
+    }
+}
+
+fn with_grace_key(secs: u64) -> Config {
+    Config {
+        grace_key_secs: secs,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn key_grace_skips_the_code_for_the_same_key_from_anywhere_and_only_after_a_whole_login() {
+    let world = World::with_alice();
+    let config = with_grace_key(86_400);
+    let key_a = used_key(KEY_A);
+    // A right code whose stack then fails grants nothing.
+    let failed = world.run_key(
+        &config,
+        "198.51.100.4",
+        &key_a,
+        NOW,
+        false,
+        &mut OnePrompt::says(&code_at(NOW)),
+    );
+    assert!(matches!(failed.outcome, Outcome::Accepted { .. }));
+    assert!(failed.staged.is_some());
+    let mut asked = OnePrompt::says("000000");
+    let after_failure = world.run_key(&config, "198.51.100.4", &key_a, NOW + 60, true, &mut asked);
+    assert!(
+        !after_failure.outcome.is_success(),
+        "{:?}",
+        after_failure.outcome
+    );
+    assert_eq!(asked.prompts.len(), 1);
+    // A whole login with key A and a right code.
+    let ok = world.run_key(
+        &config,
+        "198.51.100.4",
+        &key_a,
+        NOW + 120,
+        true,
+        &mut OnePrompt::says(&code_at(NOW + 120)),
+    );
+    assert!(
+        matches!(ok.outcome, Outcome::Accepted { .. }),
+        "{:?}",
+        ok.outcome
+    );
+    // Key A from another address: no prompt.
+    let mut silent = OnePrompt::says("");
+    let again = world.run_key(
+        &config,
+        "203.0.113.9",
+        &key_a,
+        NOW + 3600,
+        true,
+        &mut silent,
+    );
+    assert_eq!(
+        again.outcome,
+        Outcome::KeyGrace {
+            fingerprint: KEY_A.to_string(),
+            until: NOW as i64 + 120 + 86_400
+        }
+    );
+    assert!(silent.prompts.is_empty());
+    // The grace never extends itself.
+    assert!(again.staged.is_none());
+    // Another key, no key, a refused value, a non-sshd service: asked.
+    for key in [
+        used_key(KEY_B),
+        LoginKey::NoKey,
+        LoginKey::Refused("hostile".to_string()),
+        LoginKey::Unknown("not sshd".to_string()),
+    ] {
+        let mut asked = OnePrompt::says("000000");
+        let d = world.run_key(&config, "203.0.113.9", &key, NOW + 3600, true, &mut asked);
+        assert!(!d.outcome.is_success(), "{key:?}: {:?}", d.outcome);
+        assert_eq!(asked.prompts.len(), 1, "{key:?}");
+        if matches!(key, LoginKey::Refused(_) | LoginKey::Unknown(_)) {
+            assert!(
+                d.notices.iter().any(|n| n.contains("not used")),
+                "{key:?}: {:?}",
+                d.notices
+            );
+        }
+    }
+    // After the grace ends: asked.
+    let mut late = OnePrompt::says("000000");
+    let d = world.run_key(
+        &config,
+        "203.0.113.9",
+        &key_a,
+        NOW + 121 + 86_400,
+        true,
+        &mut late,
+    );
+    assert!(!d.outcome.is_success());
+    // `forget --key` ends it.
+    let world2 = World::with_alice();
+    world2
+        .store()
+        .grant_key_grace("alice", KEY_A, NOW as i64 + 1000)
+        .expect("grant");
+    assert_eq!(
+        world2
+            .store()
+            .key_graces("alice", NOW as i64)
+            .expect("list")
+            .len(),
+        1
+    );
+    assert_eq!(
+        world2
+            .store()
+            .forget_key_grace("alice", KEY_B)
+            .expect("forget"),
+        0
+    );
+    assert_eq!(
+        world2
+            .store()
+            .forget_key_grace("alice", KEY_A)
+            .expect("forget"),
+        1
+    );
+    let d = world2.run_key(
+        &config,
+        "203.0.113.9",
+        &key_a,
+        NOW,
+        true,
+        &mut OnePrompt::says("000000"),
+    );
+    assert!(!d.outcome.is_success());
+}
+
+#[test]
+fn without_grace_key_a_key_grants_nothing() {
+    let world = World::with_alice();
+    let config = Config::default();
+    let key_a = used_key(KEY_A);
+    let ok = world.run_key(
+        &config,
+        "198.51.100.4",
+        &key_a,
+        NOW,
+        true,
+        &mut OnePrompt::says(&code_at(NOW)),
+    );
+    assert!(matches!(ok.outcome, Outcome::Accepted { .. }));
+    assert!(ok.staged.is_none());
+    assert!(
+        world
+            .store()
+            .key_graces("alice", NOW as i64)
+            .expect("list")
+            .is_empty()
+    );
+}
+
+#[test]
+fn an_automation_grant_admits_its_key_from_its_networks_until_its_end_unless_revoked() {
+    let world = World::with_alice();
+    let config = Config::default();
+    let store = world.store();
+    let until = NOW as i64 + 3600;
+    let id = store
+        .add_automation(
+            "alice",
+            KEY_A,
+            "192.0.2.0/24,2001:db8::/32",
+            until,
+            "nightly rsync",
+            NOW as i64,
+            "root",
+        )
+        .expect("grant");
+    let key_a = used_key(KEY_A);
+    let mut silent = OnePrompt::says("");
+    let d = world.run_key(&config, "192.0.2.77", &key_a, NOW, true, &mut silent);
+    assert_eq!(
+        d.outcome,
+        Outcome::Automation {
+            id,
+            fingerprint: KEY_A.to_string(),
+            ip: "192.0.2.77".to_string(),
+            until,
+            reason: "nightly rsync".to_string()
+        }
+    );
+    assert!(silent.prompts.is_empty());
+    assert!(d.staged.is_none(), "an automation login grants nothing");
+    // IPv6 block, and a mapped address.
+    for ip in ["2001:db8::5", "::ffff:192.0.2.1"] {
+        let d = world.run_key(&config, ip, &key_a, NOW, true, &mut OnePrompt::says(""));
+        assert!(matches!(d.outcome, Outcome::Automation { .. }), "{ip}");
+    }
+    // Outside the networks, another key, no key, a hostname rhost: asked.
+    for (ip, key) in [
+        ("198.51.100.1", key_a.clone()),
+        ("192.0.2.77", used_key(KEY_B)),
+        ("192.0.2.77", LoginKey::NoKey),
+        ("192.0.2.77", LoginKey::Refused("x".to_string())),
+        ("host.example", key_a.clone()),
+    ] {
+        let mut asked = OnePrompt::says("000000");
+        let d = world.run_key(&config, ip, &key, NOW, true, &mut asked);
+        assert!(!d.outcome.is_success(), "{ip} {key:?}: {:?}", d.outcome);
+        assert_eq!(asked.prompts.len(), 1);
+    }
+    // At its end: asked, and the expiry is logged with the id and reason.
+    let d = world.run_key(
+        &config,
+        "192.0.2.77",
+        &key_a,
+        until as u64,
+        true,
+        &mut OnePrompt::says("000000"),
+    );
+    assert!(!d.outcome.is_success());
+    assert!(
+        d.notices.iter().any(|n| n.contains(&format!("#{id}"))
+            && n.contains("expired")
+            && n.contains("nightly rsync")),
+        "{:?}",
+        d.notices
+    );
+    // Revoked: asked.
+    assert!(
+        store
+            .revoke_automation(id, NOW as i64)
+            .expect("revoke")
+            .is_some()
+    );
+    assert!(
+        store
+            .revoke_automation(id, NOW as i64)
+            .expect("revoke")
+            .is_none()
+    );
+    let d = world.run_key(
+        &config,
+        "192.0.2.77",
+        &key_a,
+        NOW,
+        true,
+        &mut OnePrompt::says("000000"),
+    );
+    assert!(!d.outcome.is_success());
+}
+
+#[test]
+fn an_automation_grant_with_networks_that_do_not_parse_admits_no_one() {
+    let world = World::with_alice();
+    let store = world.store();
+    store
+        .add_automation(
+            "alice",
+            KEY_A,
+            "192.0.2.0/24,bogus",
+            NOW as i64 + 3600,
+            "r",
+            NOW as i64,
+            "root",
+        )
+        .expect("grant");
+    let d = world.run_key(
+        &Config::default(),
+        "192.0.2.77",
+        &used_key(KEY_A),
+        NOW,
+        true,
+        &mut OnePrompt::says("000000"),
+    );
+    assert!(!d.outcome.is_success());
+    assert!(
+        d.notices.iter().any(|n| n.contains("admits no one")),
+        "{:?}",
+        d.notices
+    );
+}
+
+#[test]
+fn a_disabled_user_is_not_let_in_by_an_automation_grant() {
+    let world = World::with_alice();
+    let store = world.store();
+    store
+        .add_automation(
+            "alice",
+            KEY_A,
+            "192.0.2.0/24",
+            NOW as i64 + 3600,
+            "r",
+            NOW as i64,
+            "root",
+        )
+        .expect("grant");
+    store
+        .set_disabled("alice", None, Some(NOW as i64 - 10))
+        .expect("disable");
+    let d = world.run_key(
+        &Config::default(),
+        "192.0.2.77",
+        &used_key(KEY_A),
+        NOW,
+        true,
+        &mut OnePrompt::says(""),
+    );
+    assert!(!d.outcome.is_success(), "{:?}", d.outcome);
+}
+
+#[test]
+fn one_right_code_stages_the_address_grace_and_the_key_grace_together() {
+    let world = World::with_alice();
+    let config = Config {
+        grace_secs: 600,
+        grace_key_secs: 86_400,
+        ..Config::default()
+    };
+    let key_a = used_key(KEY_A);
+    let ok = world.run_key(
+        &config,
+        "198.51.100.4",
+        &key_a,
+        NOW,
+        true,
+        &mut OnePrompt::says(&code_at(NOW)),
+    );
+    assert!(matches!(ok.outcome, Outcome::Accepted { .. }));
+    let store = world.store();
+    assert_eq!(
+        store
+            .grace_until("alice", "198.51.100.4", NOW as i64)
+            .expect("ip"),
+        Some(NOW as i64 + 600)
+    );
+    assert_eq!(
+        store.key_graces("alice", NOW as i64).expect("keys"),
+        vec![(KEY_A.to_string(), NOW as i64 + 86_400)]
+    );
+    // After the address grace ends, the key grace still holds, elsewhere too.
+    let d = world.run_key(
+        &config,
+        "203.0.113.1",
+        &key_a,
+        NOW + 700,
+        true,
+        &mut OnePrompt::says(""),
+    );
+    assert!(
+        matches!(d.outcome, Outcome::KeyGrace { .. }),
+        "{:?}",
+        d.outcome
+    );
+    // The address grace does not need the key.
+    let d = world.run_key(
+        &config,
+        "198.51.100.4",
+        &LoginKey::NoKey,
+        NOW + 300,
+        true,
+        &mut OnePrompt::says(""),
+    );
+    assert!(
+        matches!(d.outcome, Outcome::Grace { .. }),
+        "{:?}",
+        d.outcome
     );
 }

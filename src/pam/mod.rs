@@ -9,13 +9,14 @@ use libc::{
 };
 use pam::constants::{PAM_PROMPT_ECHO_OFF, PAM_TEXT_INFO, PamFlag, PamResultCode};
 use pam::conv::Conv;
-use pam::items::{AuthTok, Item, RHost};
+use pam::items::{AuthTok, Item, RHost, Service};
 use pam::module::{PamHandle, PamHooks};
 use zeroize::Zeroizing;
 
 use crate::auth::{self, Commit, Conversation, Decision, EnrollVia, Outcome, Request, SystemClock};
 use crate::logline::{escape, one_line};
 use crate::ratelimit::Lock;
+use crate::sshkey::{self, LoginKey};
 use crate::store::Kind;
 use crate::sys::Nss;
 
@@ -147,6 +148,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
         Ok(args) => args,
         Err(outcome) => return finish(pamh, &user, rhost.as_deref(), &Decision::early(outcome)),
     };
+    let ssh_key = login_key(pamh);
     let mut decision = {
         let mut conversation = PamConversation { pamh: &mut *pamh };
         auth::authenticate(
@@ -154,6 +156,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
             Request {
                 user: &user,
                 rhost: rhost.as_deref(),
+                ssh_key: &ssh_key,
             },
             |config| config.access().open_for_login(),
             &SystemClock,
@@ -280,13 +283,27 @@ fn commit(pamh: &mut PamHandle, args: &[&CStr], phase: Phase) -> PamResultCode {
                 escape(&device)
             ),
         ),
-        Commit::Grace { ip, until } => (
+        Commit::Grace { ip, key } => (
             PamResultCode::PAM_SUCCESS,
             LOG_INFO,
-            format!(
-                "grace from {ip} granted until {}",
-                crate::logline::utc(until)
-            ),
+            [
+                ip.map(|(ip, until)| {
+                    format!(
+                        "grace from {ip} granted until {}",
+                        crate::logline::utc(until)
+                    )
+                }),
+                key.map(|(fingerprint, until)| {
+                    format!(
+                        "grace for SSH key {fingerprint} granted until {}",
+                        crate::logline::utc(until)
+                    )
+                }),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("; "),
         ),
         Commit::GraceLost(why) => (
             PamResultCode::PAM_SUCCESS,
@@ -343,6 +360,45 @@ fn put_env(pamh: &mut PamHandle, entry: &str) -> Result<(), String> {
         return Err(format!("pam_putenv failed ({rc})"));
     }
     Ok(())
+}
+
+/// The SSH key of this login, from sshd's `SSH_AUTH_INFO_0` in the PAM
+/// environment (never the process environment), and only under the PAM
+/// service `sshd`: sshd sets the variable there immediately before it calls
+/// `pam_authenticate`, so in the auth phase its value is sshd's unless a
+/// module earlier in this auth stack replaced it (SECURITY.md says which
+/// modules can). Read only here, in the auth phase.
+fn login_key(pamh: &PamHandle) -> LoginKey {
+    let service = match pamh.get_item::<Service>() {
+        Ok(Some(service)) => service.to_bytes().to_vec(),
+        Ok(None) => Vec::new(),
+        Err(code) => return LoginKey::Unknown(format!("PAM_SERVICE unreadable: {code:?}")),
+    };
+    if service != sshkey::SSHD_SERVICE.as_bytes() {
+        return LoginKey::Unknown(format!(
+            "the PAM service is \"{}\", not {}: {} is only believed from sshd",
+            escape(&String::from_utf8_lossy(&service)),
+            sshkey::SSHD_SERVICE,
+            sshkey::AUTH_INFO_ENV
+        ));
+    }
+    let Ok(name) = CString::new(sshkey::AUTH_INFO_ENV) else {
+        return LoginKey::Unknown("variable name".to_string());
+    };
+    // SAFETY: `pamh` is the live handle; `name` is NUL-terminated and
+    // outlives the call. The returned pointer is libpam's, valid until the
+    // environment changes: it is copied before anything else runs.
+    let value = unsafe {
+        let ptr = pam_getenv(pamh, name.as_ptr());
+        if ptr.is_null() {
+            return LoginKey::Unknown(format!(
+                "sshd set no {} (OpenSSH older than 7.8, or not keyboard-interactive)",
+                sshkey::AUTH_INFO_ENV
+            ));
+        }
+        CStr::from_ptr(ptr).to_bytes().to_vec()
+    };
+    sshkey::parse_auth_info(&value)
 }
 
 /// PAM_USER (asking for it if the application has not set it) and PAM_RHOST.
@@ -451,6 +507,29 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             format!(
                 "accepted without code: grace from {ip} (a right code from there earlier) until {}",
                 crate::logline::utc(*until)
+            ),
+        ),
+        Outcome::KeyGrace { fingerprint, until } => (
+            PAM_SUCCESS,
+            LOG_INFO,
+            format!(
+                "accepted without code: grace for SSH key {fingerprint} (a right code with it earlier) until {}",
+                crate::logline::utc(*until)
+            ),
+        ),
+        Outcome::Automation {
+            id,
+            fingerprint,
+            ip,
+            until,
+            reason,
+        } => (
+            PAM_SUCCESS,
+            LOG_NOTICE,
+            format!(
+                "accepted without code: automation grant #{id} for SSH key {fingerprint} from {ip} (until {} UTC, reason \"{}\")",
+                crate::logline::utc(*until),
+                escape(reason)
             ),
         ),
         Outcome::EnrolledAtLogin { via } => (
@@ -580,6 +659,9 @@ fn finish(
     }
     for alert in &decision.alerts {
         log(pamh, LOG_ALERT, &format!("ALERT: {alert}"));
+    }
+    for notice in &decision.notices {
+        log(pamh, LOG_NOTICE, notice);
     }
     let (code, priority, message) = translate(&decision.outcome);
     // The canonical name (NSS) once known, and PAM's name when it differs.

@@ -5,7 +5,8 @@
 use super::driver::{Driver, Hold, Purpose, params};
 use super::shared::{SqlStore, changed, claim, step_to_sql, token_info};
 use super::{
-    Claim, Dump, EnrollMode, Enrollment, LoginStore, SecretRow, StoreError, TokenInfo, sql,
+    AutomationGrant, Claim, Dump, EnrollMode, Enrollment, LoginStore, SecretRow, StoreError,
+    TokenInfo, sql,
 };
 use crate::ratelimit::Failures;
 use crate::recovery::RecoveryHash;
@@ -81,6 +82,35 @@ pub trait Store: LoginStore {
     /// The user's grace periods running at `now`: (address, until), the
     /// longest first (`totpctl show`, `totp status`).
     fn graces(&self, user: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Ends the user's grace for one SSH key; how many ended (0 or 1).
+    fn forget_key_grace(&self, user: &str, fingerprint: &str) -> Result<usize, StoreError>;
+
+    /// The user's key graces running at `now`: (fingerprint, until), the
+    /// latest end first. For `totpctl show` and `totp status`.
+    fn key_graces(&self, user: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Records an automation grant; its id.
+    #[allow(clippy::too_many_arguments)]
+    fn add_automation(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        networks: &str,
+        until: i64,
+        reason: &str,
+        created: i64,
+        created_by: &str,
+    ) -> Result<i64, StoreError>;
+
+    /// Automation grants, of one user or all, in force or ended, by id.
+    fn automation_grants(&self, user: Option<&str>) -> Result<Vec<AutomationGrant>, StoreError>;
+
+    /// Ends grant `id` at `at`: the grant as it now is, or `None` when
+    /// there is no such grant in force (unknown, or revoked before).
+    fn revoke_automation(&self, id: i64, at: i64) -> Result<Option<AutomationGrant>, StoreError>;
+
+    /// Ends every grant of the user at `at`; how many.
+    fn revoke_automation_of_user(&self, user: &str, at: i64) -> Result<usize, StoreError>;
 
     /// Every token key as stored (`totpctl rekey`).
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError>;
@@ -125,6 +155,7 @@ impl<D: Driver> Store for SqlStore<D> {
                     EnrollMode::Replacement => {
                         db.execute(sql::DELETE_PENDING_REPLACEMENT, params![user])?;
                         db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
+                        db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![user])?;
                     }
                     EnrollMode::ReplaceConfirmed => {
                         if e.token.confirmed.is_none() {
@@ -136,6 +167,7 @@ impl<D: Driver> Store for SqlStore<D> {
                         }
                         db.execute(sql::DELETE_TOKENS_OF_USER, params![user])?;
                         db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
+                        db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![user])?;
                     }
                 }
                 self.insert_token(&token)?;
@@ -162,6 +194,7 @@ impl<D: Driver> Store for SqlStore<D> {
                 db.execute(sql::DELETE_OTHER_TOKENS, params![&user, id])?;
                 db.execute(sql::TAKE_DEVICE_NAME, params![id, &device])?;
                 db.execute(sql::DELETE_GRACE_OF_USER, params![&user])?;
+                db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![&user])?;
             }
             Ok(confirmed)
         })
@@ -223,6 +256,7 @@ impl<D: Driver> Store for SqlStore<D> {
                     db.execute(sql::DELETE_DEVICE_UNLESS_LAST, params![user, device, now])?;
                 if removed == 1 {
                     db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
+                    db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![user])?;
                 }
                 Ok(removed)
             })
@@ -283,11 +317,84 @@ impl<D: Driver> Store for SqlStore<D> {
             .collect()
     }
 
+    /// Ends the user's address graces and key graces.
     fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
-        Ok(changed(
-            self.driver
-                .execute(sql::DELETE_GRACE_OF_USER, params![user])?,
-        ))
+        self.write(Hold::Rows, |db| {
+            let ips = db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
+            let keys = db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![user])?;
+            Ok(changed(ips.saturating_add(keys)))
+        })
+    }
+
+    fn forget_key_grace(&self, user: &str, fingerprint: &str) -> Result<usize, StoreError> {
+        Ok(changed(self.driver.execute(
+            sql::DELETE_KEY_GRACE,
+            params![user, fingerprint],
+        )?))
+    }
+
+    fn key_graces(&self, user: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.driver
+            .query(sql::KEY_GRACES_OF_USER, params![user, now])?
+            .iter()
+            .map(|row| Ok((row.text(0)?, row.int(1)?)))
+            .collect()
+    }
+
+    fn add_automation(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        networks: &str,
+        until: i64,
+        reason: &str,
+        created: i64,
+        created_by: &str,
+    ) -> Result<i64, StoreError> {
+        self.write(Hold::Rows, |db| {
+            let rows = db.query(
+                sql::INSERT_AUTOMATION,
+                params![
+                    user,
+                    fingerprint,
+                    networks,
+                    until,
+                    reason,
+                    created,
+                    created_by
+                ],
+            )?;
+            rows.first()
+                .ok_or(StoreError::Column {
+                    column: 0,
+                    expected: "the new grant's id",
+                })?
+                .int(0)
+        })
+    }
+
+    fn automation_grants(&self, user: Option<&str>) -> Result<Vec<AutomationGrant>, StoreError> {
+        let rows = match user {
+            Some(user) => self.driver.query(sql::AUTOMATION_OF_USER, params![user])?,
+            None => self.driver.query(sql::ALL_AUTOMATION, &[])?,
+        };
+        rows.iter().map(super::shared::automation_grant).collect()
+    }
+
+    fn revoke_automation(&self, id: i64, at: i64) -> Result<Option<AutomationGrant>, StoreError> {
+        self.write(Hold::Rows, |db| {
+            db.query(sql::REVOKE_AUTOMATION, params![id, at])?
+                .first()
+                .map(super::shared::automation_grant)
+                .transpose()
+        })
+    }
+
+    fn revoke_automation_of_user(&self, user: &str, at: i64) -> Result<usize, StoreError> {
+        Ok(changed(self.driver.execute(
+            sql::REVOKE_AUTOMATION_OF_USER,
+            params![user, at],
+        )?))
     }
 
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
@@ -374,18 +481,29 @@ impl<D: Driver> SqlStore<D> {
                 .iter()
                 .map(|r| Ok((r.text(0)?, r.text(1)?, r.int(2)?, r.int(3)?)))
                 .collect::<Result<_, StoreError>>()?;
+            let automation = db
+                .query(sql::ALL_AUTOMATION, &[])?
+                .iter()
+                .map(super::shared::automation_grant)
+                .collect::<Result<_, StoreError>>()?;
             Ok(Dump {
                 tokens,
                 recovery,
                 windows,
                 failures,
+                automation,
             })
         })
     }
 
     /// Loads a dump into an empty store in one transaction: all or nothing.
-    /// Returns (tokens, recovery codes, enroll windows, failure counts).
-    pub fn load(&self, dump: &Dump) -> Result<(usize, usize, usize, usize), StoreError> {
+    /// Returns (tokens, recovery codes, enroll windows, failure counts),
+    /// and (old id, new id) of each automation grant.
+    #[allow(clippy::type_complexity)]
+    pub fn load(
+        &self,
+        dump: &Dump,
+    ) -> Result<((usize, usize, usize, usize), Vec<(i64, i64)>), StoreError> {
         self.write(Hold::Rows, |db| {
             let existing = self.one(sql::COUNT_TOKENS, &[])?.int(0)?;
             if existing > 0 {
@@ -414,11 +532,40 @@ impl<D: Driver> SqlStore<D> {
                     db.execute(sql::INSERT_GUESSES, params![user, *last, carried])?;
                 }
             }
+            let mut ids = Vec::new();
+            for g in &dump.automation {
+                let rows = db.query(
+                    sql::INSERT_AUTOMATION,
+                    params![
+                        &g.user,
+                        &g.fingerprint,
+                        &g.networks,
+                        g.until,
+                        &g.reason,
+                        g.created,
+                        &g.created_by
+                    ],
+                )?;
+                let id = rows
+                    .first()
+                    .ok_or(StoreError::Column {
+                        column: 0,
+                        expected: "the new grant's id",
+                    })?
+                    .int(0)?;
+                if let Some(at) = g.revoked {
+                    db.query(sql::REVOKE_AUTOMATION, params![id, at])?;
+                }
+                ids.push((g.id, id));
+            }
             Ok((
-                dump.tokens.len(),
-                dump.recovery.len(),
-                dump.windows.len(),
-                dump.failures.len(),
+                (
+                    dump.tokens.len(),
+                    dump.recovery.len(),
+                    dump.windows.len(),
+                    dump.failures.len(),
+                ),
+                ids,
             ))
         })
     }

@@ -6,8 +6,8 @@
 use super::driver::{Driver, Hold, Purpose, params};
 use super::shared::{SqlStore, claim, step_to_sql};
 use super::{
-    Claim, Grant, Kind, RecoveryCount, Reservation, StagedRow, StoreError, StoredRecovery, Token,
-    sql,
+    AutomationGrant, Claim, Grant, Kind, RecoveryCount, Reservation, StagedRow, StoreError,
+    StoredRecovery, Token, sql,
 };
 use crate::ratelimit::Limits;
 use crate::recovery::RecoveryHash;
@@ -80,6 +80,25 @@ pub trait LoginStore {
 
     /// The end of the user's grace from `ip`, if one is running at `now`.
     fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError>;
+
+    /// The user skips the code with the SSH key `fingerprint` until `until`.
+    fn grant_key_grace(&self, user: &str, fingerprint: &str, until: i64) -> Result<(), StoreError>;
+
+    /// The end of the user's grace for key `fingerprint`, if one is running
+    /// at `now`.
+    fn key_grace_until(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Every automation grant for one key of one user, in force or ended.
+    fn automation_for_key(
+        &self,
+        user: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<AutomationGrant>, StoreError>;
 
     /// Stages `grant` under `nonce` (the hash of the transaction's secret)
     /// until `expires`; expired stages are dropped on the way.
@@ -231,6 +250,33 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         self.opt_int(sql::GRACE_UNTIL, params![user, ip, now])
     }
 
+    fn grant_key_grace(&self, user: &str, fingerprint: &str, until: i64) -> Result<(), StoreError> {
+        self.driver
+            .execute(sql::GRANT_KEY_GRACE, params![user, fingerprint, until])?;
+        Ok(())
+    }
+
+    fn key_grace_until(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.opt_int(sql::KEY_GRACE_UNTIL, params![user, fingerprint, now])
+    }
+
+    fn automation_for_key(
+        &self,
+        user: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<AutomationGrant>, StoreError> {
+        self.driver
+            .query(sql::AUTOMATION_FOR_KEY, params![user, fingerprint])?
+            .iter()
+            .map(super::shared::automation_grant)
+            .collect()
+    }
+
     fn stage_grant(
         &self,
         nonce: &str,
@@ -267,8 +313,22 @@ impl<D: Driver> LoginStore for SqlStore<D> {
                         ],
                     )?;
                 }
-                Grant::Grace { ip, until } => {
-                    db.execute(sql::STAGE_GRACE, params![nonce, user, expires, ip, *until])?;
+                Grant::Grace { ip, key } => {
+                    if ip.is_none() && key.is_none() {
+                        return Err(StoreError::InvalidRow {
+                            user: user.to_string(),
+                            reason: "a grace to stage without an address or a key".to_string(),
+                        });
+                    }
+                    let (ip, until) = (ip.as_ref().map(|g| g.0.as_str()), ip.as_ref().map(|g| g.1));
+                    let (fingerprint, key_until) = (
+                        key.as_ref().map(|g| g.0.as_str()),
+                        key.as_ref().map(|g| g.1),
+                    );
+                    db.execute(
+                        sql::STAGE_GRACE,
+                        params![nonce, user, expires, ip, until, fingerprint, key_until],
+                    )?;
                 }
             }
             Ok(())
@@ -301,6 +361,8 @@ impl<D: Driver> LoginStore for SqlStore<D> {
             what,
             ip: row.opt_text(at + 2)?,
             until: row.opt_int(at + 3)?,
+            fingerprint: row.opt_text(at + 6)?,
+            key_until: row.opt_int(at + 7)?,
             token,
             recovery: row.opt_text(at + 5)?,
         }
@@ -367,6 +429,24 @@ impl<T: LoginStore + ?Sized> LoginStore for Box<T> {
     }
     fn grace_until(&self, user: &str, ip: &str, now: i64) -> Result<Option<i64>, StoreError> {
         (**self).grace_until(user, ip, now)
+    }
+    fn grant_key_grace(&self, user: &str, fingerprint: &str, until: i64) -> Result<(), StoreError> {
+        (**self).grant_key_grace(user, fingerprint, until)
+    }
+    fn key_grace_until(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        (**self).key_grace_until(user, fingerprint, now)
+    }
+    fn automation_for_key(
+        &self,
+        user: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<AutomationGrant>, StoreError> {
+        (**self).automation_for_key(user, fingerprint)
     }
     fn stage_grant(
         &self,

@@ -114,7 +114,7 @@ pub fn replacement_name(device: &str) -> String {
 /// The schema version this build writes and understands, one sequence for
 /// both backends (SQLite keeps it in `user_version`, PostgreSQL in
 /// `pam_totp_meta`).
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Seconds since the epoch (0 if the clock is before 1970), for row times
 /// the stores and totpctl stamp themselves.
@@ -162,6 +162,9 @@ pub struct StagedRow {
     pub what: String,
     pub ip: Option<String>,
     pub until: Option<i64>,
+    /// A key grace's fingerprint and end.
+    pub fingerprint: Option<String>,
+    pub key_until: Option<i64>,
     pub token: Option<(TokenInfo, zeroize::Zeroizing<Vec<u8>>)>,
     /// An enrollment's recovery codes (`encode_recovery`).
     pub recovery: Option<String>,
@@ -206,8 +209,17 @@ impl StagedRow {
             user: user.to_string(),
             reason: reason.to_string(),
         };
+        let key = match (self.fingerprint, self.key_until) {
+            (Some(fingerprint), Some(until)) => Some((fingerprint, until)),
+            (None, None) => None,
+            _ => return Err(invalid("staged key grace without its fingerprint or end")),
+        };
         match (self.what.as_str(), self.ip, self.until, self.token) {
-            ("grace", Some(ip), Some(until), _) => Ok(Some(Grant::Grace { ip, until })),
+            ("grace", Some(ip), Some(until), _) => Ok(Some(Grant::Grace {
+                ip: Some((ip, until)),
+                key,
+            })),
+            ("grace", None, None, _) if key.is_some() => Ok(Some(Grant::Grace { ip: None, key })),
             ("enroll", _, _, Some((info, blob))) => {
                 let step = info
                     .last_step
@@ -277,6 +289,9 @@ pub struct Dump {
     pub windows: Vec<(String, i64, String)>,
     /// (user, rhost, count, last)
     pub failures: Vec<(String, String, i64, i64)>,
+    /// Automation grants, in force or ended (the record of what was
+    /// allowed). They get new ids in the destination.
+    pub automation: Vec<AutomationGrant>,
 }
 
 /// How to reach a store: where, and for PostgreSQL the password file and the
@@ -567,8 +582,51 @@ pub enum Grant {
         step: u64,
         recovery: Vec<RecoveryHash>,
     },
-    /// The user skips the code from `ip` until `until`.
-    Grace { ip: String, until: i64 },
+    /// What a right code starts: the user skips the code from an address
+    /// (`grace=`) and/or with an SSH key fingerprint (`grace_key=`), each
+    /// until its time. At least one of the two.
+    Grace {
+        ip: Option<(String, i64)>,
+        key: Option<(String, i64)>,
+    },
+}
+
+/// An automation grant (`totpctl allow-automation`): one key of one user
+/// logs in without a code from `networks` until `until`, unless revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutomationGrant {
+    pub id: i64,
+    pub user: String,
+    /// `SHA256:…`, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    /// CIDR blocks, comma-separated, as given (checked when made).
+    pub networks: String,
+    pub until: i64,
+    pub reason: String,
+    pub created: i64,
+    pub created_by: String,
+    pub revoked: Option<i64>,
+}
+
+impl AutomationGrant {
+    /// True while the grant lets its key in (not revoked, not past `until`).
+    pub fn in_force(&self, now: i64) -> bool {
+        self.revoked.is_none() && now < self.until
+    }
+
+    /// The grant's networks, parsed. A stored value that does not parse is
+    /// an error: the grant admits no one (fail closed).
+    pub fn parsed_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        let networks: Vec<ipnet::IpNet> = self
+            .networks
+            .split(',')
+            .map(crate::network::parse_block)
+            .collect::<Result<_, _>>()?;
+        if networks.is_empty() {
+            return Err("no network".to_string());
+        }
+        Ok(networks)
+    }
 }
 
 /// The answer to a request for one guess against the rate limits.

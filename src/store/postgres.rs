@@ -139,6 +139,31 @@ const MIGRATIONS: &[(i64, &str)] = &[
          ALTER TABLE tokens ADD COLUMN expires BIGINT;
          ALTER TABLE tokens ADD COLUMN replaces TEXT;",
     ),
+    // 8 -> 9: key graces, automation grants, a staged key grace (see the
+    // SQLite store's 8 -> 9).
+    (
+        9,
+        r#"CREATE TABLE key_grace (
+        "user"      TEXT   NOT NULL,
+        fingerprint TEXT   NOT NULL,
+        until       BIGINT NOT NULL,
+        PRIMARY KEY ("user", fingerprint)
+    );
+    CREATE TABLE automation (
+        id          BIGSERIAL PRIMARY KEY,
+        "user"      TEXT   NOT NULL,
+        fingerprint TEXT   NOT NULL,
+        networks    TEXT   NOT NULL,
+        until       BIGINT NOT NULL,
+        reason      TEXT   NOT NULL,
+        created     BIGINT NOT NULL,
+        created_by  TEXT   NOT NULL,
+        revoked     BIGINT
+    );
+    CREATE INDEX automation_key ON automation ("user", fingerprint);
+    ALTER TABLE staged ADD COLUMN fingerprint TEXT;
+    ALTER TABLE staged ADD COLUMN key_until BIGINT;"#,
+    ),
 ];
 
 /// The schema version this build writes and understands.

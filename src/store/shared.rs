@@ -252,3 +252,18 @@ pub(crate) fn count(value: i64) -> usize {
 pub(crate) fn changed(rows: u64) -> usize {
     usize::try_from(rows).unwrap_or(usize::MAX)
 }
+
+/// An automation row (`sql::automation_columns`).
+pub(crate) fn automation_grant(row: &Row) -> Result<super::AutomationGrant, StoreError> {
+    Ok(super::AutomationGrant {
+        id: row.int(0)?,
+        user: row.text(1)?,
+        fingerprint: row.text(2)?,
+        networks: row.text(3)?,
+        until: row.int(4)?,
+        reason: row.text(5)?,
+        created: row.int(6)?,
+        created_by: row.text(7)?,
+        revoked: row.opt_int(8)?,
+    })
+}

@@ -98,13 +98,14 @@ pub const DELETE_TOKENS_OF_USER: &str = r#"DELETE FROM tokens WHERE "user" = ?1"
 /// Everything the store holds about a user, tokens first (its row count
 /// is what `delete` reports). Grace entries and staged grants go with the
 /// user: nothing granted outlives the tokens it was granted for.
-pub const DELETE_USER: [&str; 7] = [
+pub const DELETE_USER: [&str; 8] = [
     DELETE_TOKENS_OF_USER,
     r#"DELETE FROM recovery_codes WHERE "user" = ?1"#,
     r#"DELETE FROM enroll_windows WHERE "user" = ?1"#,
     r#"DELETE FROM failures WHERE "user" = ?1"#,
     r#"DELETE FROM guesses WHERE "user" = ?1"#,
     r#"DELETE FROM grace WHERE "user" = ?1"#,
+    r#"DELETE FROM key_grace WHERE "user" = ?1"#,
     r#"DELETE FROM staged WHERE "user" = ?1"#,
 ];
 
@@ -188,14 +189,67 @@ pub const DELETE_GRACE_OF_USER: &str = r#"DELETE FROM grace WHERE "user" = ?1"#;
 pub const GRACES_OF_USER: &str =
     r#"SELECT ip, until FROM grace WHERE "user" = ?1 AND until > ?2 ORDER BY until DESC, ip"#;
 
+// Grace periods per SSH key (`grace_key=`), by fingerprint.
+
+pub const GRANT_KEY_GRACE: &str = r#"INSERT INTO key_grace ("user", fingerprint, until) VALUES (?1, ?2, ?3)
+     ON CONFLICT ("user", fingerprint) DO UPDATE SET until = excluded.until"#;
+pub const KEY_GRACE_UNTIL: &str =
+    r#"SELECT until FROM key_grace WHERE "user" = ?1 AND fingerprint = ?2 AND until > ?3"#;
+/// A user's key graces running at `?2`, latest end first.
+pub const KEY_GRACES_OF_USER: &str = r#"SELECT fingerprint, until FROM key_grace
+     WHERE "user" = ?1 AND until > ?2 ORDER BY until DESC, fingerprint"#;
+pub const DELETE_KEY_GRACE_OF_USER: &str = r#"DELETE FROM key_grace WHERE "user" = ?1"#;
+pub const DELETE_KEY_GRACE: &str =
+    r#"DELETE FROM key_grace WHERE "user" = ?1 AND fingerprint = ?2"#;
+
+// Automation grants (`totpctl allow-automation`): kept after they end
+// (revoked or expired) as the record of what was allowed.
+
+macro_rules! automation_columns {
+    () => {
+        r#"id, "user", fingerprint, networks, until, reason, created, created_by, revoked"#
+    };
+}
+
+pub const INSERT_AUTOMATION: &str = r#"INSERT INTO automation
+         ("user", fingerprint, networks, until, reason, created, created_by)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id"#;
+/// Every grant for one key of one user, in force or not (the login logs a
+/// grant that has ended).
+pub const AUTOMATION_FOR_KEY: &str = concat!(
+    "SELECT ",
+    automation_columns!(),
+    r#" FROM automation WHERE "user" = ?1 AND fingerprint = ?2 ORDER BY id"#
+);
+pub const ALL_AUTOMATION: &str = concat!(
+    "SELECT ",
+    automation_columns!(),
+    " FROM automation ORDER BY id"
+);
+pub const AUTOMATION_OF_USER: &str = concat!(
+    "SELECT ",
+    automation_columns!(),
+    r#" FROM automation WHERE "user" = ?1 ORDER BY id"#
+);
+/// Ends one grant now (once: a revoked grant stays as it was revoked).
+pub const REVOKE_AUTOMATION: &str = concat!(
+    "UPDATE automation SET revoked = ?2 WHERE id = ?1 AND revoked IS NULL RETURNING ",
+    automation_columns!()
+);
+pub const REVOKE_AUTOMATION_OF_USER: &str =
+    r#"UPDATE automation SET revoked = ?2 WHERE "user" = ?1 AND revoked IS NULL"#;
+
 // Grants staged until the whole auth stack has succeeded.
 
 pub const DROP_EXPIRED_STAGED: &str = "DELETE FROM staged WHERE expires <= ?1";
 pub const STAGE_ENROLL: &str = r#"INSERT INTO staged (nonce, "user", expires, what, device, kind, secret,
          algorithm, digits, period, created, step, recovery)
      VALUES (?1, ?2, ?3, 'enroll', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"#;
-pub const STAGE_GRACE: &str = r#"INSERT INTO staged (nonce, "user", expires, what, ip, until)
-     VALUES (?1, ?2, ?3, 'grace', ?4, ?5)"#;
+/// An address grace (`ip`, `until`), a key grace (`fingerprint`,
+/// `key_until`), or both, from one login.
+pub const STAGE_GRACE: &str = r#"INSERT INTO staged (nonce, "user", expires, what, ip, until,
+         fingerprint, key_until)
+     VALUES (?1, ?2, ?3, 'grace', ?4, ?5, ?6, ?7)"#;
 /// Takes a staged row: read and removed in one statement, so it is taken
 /// once. The first thirteen columns have the shape of `token_columns` (id
 /// 0, `created` as `confirmed`, the confirming step as `last_step`, no
@@ -203,7 +257,7 @@ pub const STAGE_GRACE: &str = r#"INSERT INTO staged (nonce, "user", expires, wha
 pub const TAKE_STAGED: &str = r#"DELETE FROM staged WHERE nonce = ?1
      RETURNING CAST(0 AS BIGINT), "user", device, kind, algorithm, digits, period, created,
                created, step, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT),
-               secret, what, ip, until, expires, recovery"#;
+               secret, what, ip, until, expires, recovery, fingerprint, key_until"#;
 
 #[cfg(test)]
 mod tests {
@@ -250,6 +304,17 @@ mod tests {
         GRACE_UNTIL,
         DELETE_GRACE_OF_USER,
         GRACES_OF_USER,
+        GRANT_KEY_GRACE,
+        KEY_GRACE_UNTIL,
+        KEY_GRACES_OF_USER,
+        DELETE_KEY_GRACE_OF_USER,
+        DELETE_KEY_GRACE,
+        INSERT_AUTOMATION,
+        AUTOMATION_FOR_KEY,
+        ALL_AUTOMATION,
+        AUTOMATION_OF_USER,
+        REVOKE_AUTOMATION,
+        REVOKE_AUTOMATION_OF_USER,
         DROP_EXPIRED_STAGED,
         STAGE_ENROLL,
         STAGE_GRACE,

@@ -177,6 +177,29 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE tokens ADD COLUMN disabled INTEGER;
     ALTER TABLE tokens ADD COLUMN expires INTEGER;
     ALTER TABLE tokens ADD COLUMN replaces TEXT;",
+    // 8 -> 9: grace periods per (user, SSH key fingerprint) (`grace_key=`),
+    // automation grants (`totpctl allow-automation`), and the key grace a
+    // login stages with its address grace.
+    "CREATE TABLE key_grace (
+        user        TEXT    NOT NULL,
+        fingerprint TEXT    NOT NULL,
+        until       INTEGER NOT NULL,
+        PRIMARY KEY (user, fingerprint)
+    ) STRICT;
+    CREATE TABLE automation (
+        id          INTEGER PRIMARY KEY,
+        user        TEXT    NOT NULL,
+        fingerprint TEXT    NOT NULL,
+        networks    TEXT    NOT NULL,
+        until       INTEGER NOT NULL,
+        reason      TEXT    NOT NULL,
+        created     INTEGER NOT NULL,
+        created_by  TEXT    NOT NULL,
+        revoked     INTEGER
+    ) STRICT;
+    CREATE INDEX automation_key ON automation (user, fingerprint);
+    ALTER TABLE staged ADD COLUMN fingerprint TEXT;
+    ALTER TABLE staged ADD COLUMN key_until INTEGER;",
 ];
 
 /// The schema version this build writes and understands.

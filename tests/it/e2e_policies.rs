@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::sshd::{Attempt, LocalGroup, LocalUser, Sshd, Stack, e2e_tools_present};
+use common::sshd::{self, Attempt, LocalGroup, LocalUser, Sshd, Stack, e2e_tools_present};
 use common::wrong_code;
 
 fn report(policy: &str, result: &str) {
@@ -267,5 +267,336 @@ fn an_ssh_key_alone_is_refused_and_key_plus_code_gets_in() {
     report(
         "key + code",
         "key alone refused; code alone refused; key then code in, no password asked",
+    );
+}
+
+/// `Attempt` for a login that offers `identity` and answers the code
+/// prompt with `codes` (none: an empty answer if one is asked).
+fn with_key<'a>(
+    user: &'a LocalUser,
+    identity: &std::path::Path,
+    bind: Option<&'a str>,
+    codes: Vec<String>,
+    key: &'a str,
+) -> Attempt<'a> {
+    Attempt {
+        identity: Some(identity.to_path_buf()),
+        bind,
+        codes,
+        key: Some(key),
+        ..Attempt::new(&user.name)
+    }
+}
+
+#[test]
+fn grace_key_skips_the_code_for_the_same_key_from_another_address_until_forgotten() {
+    if !e2e_tools_present() {
+        return;
+    }
+    let sshd = Sshd::start_with(Stack::KeyThenCode, "grace_key=1h");
+    let kai = LocalUser::create("kg");
+    let totp_key = sshd.enroll(&kai.name);
+    let keys = tempfile::tempdir().expect("tmp");
+    let key_a = kai.authorize_new_key(keys.path());
+    let key_b = kai.authorize_another_key(keys.path(), "b");
+    let fp_a = sshd::fingerprint(&key_a);
+    let fp_b = sshd::fingerprint(&key_b);
+
+    // Key A and a right code: in, and the key's grace is granted (by its
+    // SHA256 fingerprint, as ssh-keygen prints it).
+    let first = sshd.login(&with_key(
+        &kai,
+        &key_a,
+        None,
+        vec!["@oathtool".into()],
+        &totp_key,
+    ));
+    assert!(first.success, "{first:?}\n{}", sshd.sshd_log());
+    assert_eq!(first.code_prompts(), 1, "{first:?}");
+    sshd.expect_log(&[&format!("grace for SSH key {fp_a} granted until")]);
+
+    // Key A from another address: no code.
+    let again = sshd.login(&with_key(
+        &kai,
+        &key_a,
+        Some("127.0.0.2"),
+        vec![],
+        &totp_key,
+    ));
+    assert!(again.success, "{again:?}\n{}", sshd.sshd_log());
+    assert_eq!(again.code_prompts(), 0, "{again:?}");
+    sshd.expect_log(&[
+        &format!("accepted without code: grace for SSH key {fp_a}"),
+        "rhost=\"127.0.0.2\"",
+    ]);
+
+    // Key B: the code is asked.
+    let other = sshd.login(&with_key(
+        &kai,
+        &key_b,
+        Some("127.0.0.2"),
+        vec![wrong_code(&totp_key)],
+        &totp_key,
+    ));
+    assert!(!other.success, "{other:?}");
+    assert_eq!(other.code_prompts(), 1, "{other:?}");
+
+    // `totpctl show` lists the grace, `forget --key` ends it.
+    let shown = sshd.totpctl(&["show", &kai.name]);
+    let shown_text = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown_text.contains(&format!("key grace: SSH key {fp_a}")),
+        "{shown_text}"
+    );
+    assert!(!shown_text.contains(&fp_b), "{shown_text}");
+    let out = sshd.totpctl(&["forget", &kai.name, "--key", &fp_a]);
+    assert!(out.status.success(), "{out:?}");
+    let forgotten = sshd.login(&with_key(
+        &kai,
+        &key_a,
+        Some("127.0.0.2"),
+        vec![wrong_code(&totp_key)],
+        &totp_key,
+    ));
+    assert!(!forgotten.success, "{forgotten:?}");
+    assert_eq!(forgotten.code_prompts(), 1, "{forgotten:?}");
+    report(
+        "grace_key=1h",
+        "key A + code; key A from 127.0.0.2 without a code; key B asked; after forget --key asked",
+    );
+}
+
+#[test]
+fn a_failed_password_leaves_no_key_grace() {
+    if !e2e_tools_present() {
+        return;
+    }
+    let sshd = Sshd::start_with(Stack::KeyThenPasswordThenCode, "grace_key=1h");
+    let kit = LocalUser::create("kp");
+    let totp_key = sshd.enroll(&kit.name);
+    let keys = tempfile::tempdir().expect("tmp");
+    let key_a = kit.authorize_new_key(keys.path());
+
+    // Key A, a wrong password, the right code: refused, nothing granted.
+    let failed = sshd.login(&Attempt {
+        passwords: vec!["not-the-password".to_string()],
+        ..with_key(&kit, &key_a, None, vec!["@oathtool".into()], &totp_key)
+    });
+    assert!(!failed.success, "{failed:?}");
+    assert_eq!(failed.code_prompts(), 1, "{failed:?}");
+    // Key A again, with the right password: the code is asked.
+    let next = sshd.login(&Attempt {
+        passwords: vec![kit.password.clone()],
+        ..with_key(&kit, &key_a, None, vec![wrong_code(&totp_key)], &totp_key)
+    });
+    assert!(!next.success, "{next:?}");
+    assert_eq!(next.code_prompts(), 1, "{next:?}");
+    let shown = sshd.totpctl(&["show", &kit.name]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("key graces: none"),
+        "{shown:?}"
+    );
+    report(
+        "grace_key=1h, failed password",
+        "key A + wrong password + right code refused; key A asked again (no grace stored)",
+    );
+}
+
+#[test]
+fn grace_key_is_not_believed_under_another_pam_service_than_sshd() {
+    if !e2e_tools_present() {
+        return;
+    }
+    let sshd = Sshd::start_as("sshd-keys", Stack::KeyThenCode, "grace_key=1h");
+    let kev = LocalUser::create("ks");
+    let totp_key = sshd.enroll(&kev.name);
+    let keys = tempfile::tempdir().expect("tmp");
+    let key_a = kev.authorize_new_key(keys.path());
+    let first = sshd.login(&with_key(
+        &kev,
+        &key_a,
+        None,
+        vec!["@oathtool".into()],
+        &totp_key,
+    ));
+    assert!(first.success, "{first:?}\n{}", sshd.sshd_log());
+    sshd.expect_log(&[
+        "grace_key: the SSH key of this login is not used",
+        "not sshd",
+    ]);
+    let again = sshd.login(&with_key(
+        &kev,
+        &key_a,
+        None,
+        vec![wrong_code(&totp_key)],
+        &totp_key,
+    ));
+    assert!(!again.success, "{again:?}");
+    assert_eq!(again.code_prompts(), 1, "{again:?}");
+    report(
+        "grace_key=1h, PAM service sshd-keys",
+        "SSH_AUTH_INFO_0 not believed (logged); the same key is asked again",
+    );
+}
+
+#[test]
+fn an_automation_grant_admits_its_key_from_its_network_until_its_date_or_revocation() {
+    if !e2e_tools_present() {
+        return;
+    }
+    let sshd = Sshd::start_with(Stack::KeyThenCode, "");
+    let cid = LocalUser::create("ci");
+    let totp_key = sshd.enroll(&cid.name);
+    let keys = tempfile::tempdir().expect("tmp");
+    let key_a = cid.authorize_new_key(keys.path());
+    let key_b = cid.authorize_another_key(keys.path(), "b");
+    let fp_a = sshd::fingerprint(&key_a);
+
+    // --from, --until and automation_max are enforced.
+    let missing_from = sshd.totpctl(&[
+        "allow-automation",
+        &cid.name,
+        "--key",
+        &fp_a,
+        "--until",
+        "30d",
+        "--reason",
+        "x",
+    ]);
+    assert!(!missing_from.status.success());
+    let too_long = sshd.totpctl(&[
+        "allow-automation",
+        &cid.name,
+        "--key",
+        &fp_a,
+        "--from",
+        "127.0.0.2",
+        "--until",
+        "200d",
+        "--reason",
+        "x",
+    ]);
+    assert!(!too_long.status.success());
+    assert!(
+        String::from_utf8_lossy(&too_long.stderr).contains("automation_max"),
+        "{too_long:?}"
+    );
+
+    let out = sshd.totpctl(&[
+        "allow-automation",
+        &cid.name,
+        "--key",
+        &fp_a,
+        "--from",
+        "127.0.0.2/32",
+        "--until",
+        "30d",
+        "--reason",
+        "nightly rsync",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("Automation grant #"), "{text}");
+    let id: String = text
+        .split('#')
+        .nth(1)
+        .expect("id")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+
+    // Key A from 127.0.0.2: in without a code, logged with id and reason.
+    let ok = sshd.login(&with_key(
+        &cid,
+        &key_a,
+        Some("127.0.0.2"),
+        vec![],
+        &totp_key,
+    ));
+    assert!(ok.success, "{ok:?}\n{}", sshd.sshd_log());
+    assert_eq!(ok.code_prompts(), 0, "{ok:?}");
+    sshd.expect_log(&[
+        &format!("accepted without code: automation grant #{id} for SSH key {fp_a} from 127.0.0.2"),
+        "reason \"nightly rsync\"",
+    ]);
+    // Key A from 127.0.0.1 (outside its network): asked.
+    let outside = sshd.login(&with_key(
+        &cid,
+        &key_a,
+        None,
+        vec![wrong_code(&totp_key)],
+        &totp_key,
+    ));
+    assert!(!outside.success, "{outside:?}");
+    assert_eq!(outside.code_prompts(), 1, "{outside:?}");
+    // Key B from 127.0.0.2: asked (the grant names key A only).
+    let other_key = sshd.login(&with_key(
+        &cid,
+        &key_b,
+        Some("127.0.0.2"),
+        vec![wrong_code(&totp_key)],
+        &totp_key,
+    ));
+    assert!(!other_key.success, "{other_key:?}");
+    assert_eq!(other_key.code_prompts(), 1, "{other_key:?}");
+    // Listed, then revoked: asked.
+    let list = sshd.totpctl(&["automation", "list"]);
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains(&format!("#{id} ")),
+        "{list:?}"
+    );
+    let out = sshd.totpctl(&["automation", "revoke", &id]);
+    assert!(out.status.success(), "{out:?}");
+    let revoked = sshd.login(&with_key(
+        &cid,
+        &key_a,
+        Some("127.0.0.2"),
+        vec![wrong_code(&totp_key)],
+        &totp_key,
+    ));
+    assert!(!revoked.success, "{revoked:?}");
+    assert_eq!(revoked.code_prompts(), 1, "{revoked:?}");
+
+    // A grant made with totpctl's clock frozen 40 days back, for 30 days:
+    // it ended 10 days ago. The module (real clock) asks, and logs the
+    // expiry with the grant's id and reason.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let then = common::utc_for_faketime(now - 40 * 86_400);
+    let out = std::process::Command::new(common::totpctl_path())
+        .args(common::store_options(&sshd.db, &sshd.pg))
+        .args([
+            "allow-automation",
+            &cid.name,
+            "--key",
+            &fp_a,
+            "--from",
+            "127.0.0.2",
+            "--until",
+            "30d",
+            "--reason",
+            "old grant",
+        ])
+        .env("LD_PRELOAD", common::FAKETIME)
+        .env("FAKETIME", format!("@{then}"))
+        .env("TZ", "UTC")
+        .output()
+        .expect("totpctl under faketime");
+    assert!(out.status.success(), "{out:?}");
+    let expired = sshd.login(&with_key(
+        &cid,
+        &key_a,
+        Some("127.0.0.2"),
+        vec![wrong_code(&totp_key)],
+        &totp_key,
+    ));
+    assert!(!expired.success, "{expired:?}");
+    assert_eq!(expired.code_prompts(), 1, "{expired:?}");
+    sshd.expect_log(&["automation grant #", "expired at", "reason \"old grant\""]);
+    report(
+        "automation grant",
+        "key A from 127.0.0.2 in without a code; from 127.0.0.1 asked; key B asked; after revoke asked; an expired grant asks and is logged",
     );
 }

@@ -405,3 +405,120 @@ fn bad_inputs_deny_and_say_why() {
     println!("{} hostile inputs, {} failed", rows.len(), failures.len());
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// A real ed25519 public key (ssh-keygen) and its fingerprint as
+/// `ssh-keygen -lf` printed it.
+const SSH_KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIPWhMX3GrSZWFUTEvx5GuAhSZm+XOT6mzOYJAiiQgU9l";
+const SSH_KEY_FP: &str = "SHA256:PBZqibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I";
+
+/// `SSH_AUTH_INFO_0` as another module or a forged environment could
+/// leave it: through the real libpam (pam_worker puts it into the PAM
+/// environment, as sshd does), under the PAM service `sshd`, after alice
+/// earned a key grace with SSH_KEY. None of these values may skip the
+/// code; only sshd's exact line for SSH_KEY does, and only under `sshd`.
+#[test]
+fn hostile_ssh_auth_info_values_never_skip_the_code() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    let out = world.totpctl(&["enroll", "alice", "--secret", KEY]);
+    assert!(out.status.success());
+    world.service_with_account("sshd", "grace_key=1h");
+    world.service_with_account("sshd-other", "grace_key=1h");
+    let good = format!("publickey ssh-ed25519 {SSH_KEY}\n");
+    let putenv = |value: &str| format!("SSH_AUTH_INFO_0={value}");
+    let worker = |service: &str, value: &str, answer: &str| {
+        world.pam_worker_with(
+            service,
+            "alice",
+            "203.0.113.7",
+            &[answer],
+            &[
+                ("PAM_WORKER_PUTENV", &putenv(value)),
+                ("PAM_WORKER_THEN", "account"),
+            ],
+        )
+    };
+    // A right code with SSH_KEY, the stack succeeds: the key grace is stored.
+    let first = worker("sshd", &good, &oathtool(KEY, None, &[]));
+    assert!(first.contains("RESULT 0"), "{first}");
+    let shown = world.totpctl(&["show", "alice"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout)
+            .contains(&format!("key grace: SSH key {SSH_KEY_FP}")),
+        "{shown:?}"
+    );
+    // sshd's line for the same key: no prompt.
+    let again = worker("sshd", &good, "");
+    assert!(
+        again.contains("RESULT 0") && !again.contains("PROMPT"),
+        "{again}"
+    );
+    // The same line under another PAM service: asked.
+    let other = worker("sshd-other", &good, "000000");
+    assert!(
+        other.contains("PROMPT") && !other.contains("RESULT 0"),
+        "{other}"
+    );
+
+    let long = format!("publickey ssh-ed25519 {}\n", "A".repeat(9000));
+    let hostile: Vec<(&str, String)> = vec![
+        ("no trailing newline", good.trim_end().to_string()),
+        ("two key lines", format!("{good}{good}")),
+        ("a method before the key", format!("password\n{good}")),
+        (
+            "trailing field",
+            format!("publickey ssh-ed25519 {SSH_KEY} extra\n"),
+        ),
+        (
+            "double space",
+            format!("publickey  ssh-ed25519 {SSH_KEY}\n"),
+        ),
+        (
+            "carriage return",
+            format!("publickey ssh-ed25519 {SSH_KEY}\r\n"),
+        ),
+        (
+            "certificate type",
+            format!("publickey ssh-ed25519-cert-v01@openssh.com {SSH_KEY}\n"),
+        ),
+        (
+            "type not the blob's",
+            format!("publickey ssh-rsa {SSH_KEY}\n"),
+        ),
+        (
+            "fingerprint instead of key",
+            format!("publickey ssh-ed25519 {SSH_KEY_FP}\n"),
+        ),
+        (
+            "uppercase method",
+            format!("PUBLICKEY ssh-ed25519 {SSH_KEY}\n"),
+        ),
+        ("bad base64", "publickey ssh-ed25519 !!!!\n".to_string()),
+        (
+            "truncated key",
+            format!("publickey ssh-ed25519 {}\n", &SSH_KEY[..40]),
+        ),
+        ("over 8 KiB", long),
+        ("empty", String::new()),
+        ("password only", "password\n".to_string()),
+        (
+            "escape sequence",
+            format!("publickey ssh-ed25519 {SSH_KEY}\u{1b}[2J\n"),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, value) in &hostile {
+        let run = worker("sshd", value, "000000");
+        if !run.contains("PROMPT") || run.contains("RESULT 0") {
+            failures.push(format!("{name}: {run}"));
+        }
+    }
+    println!(
+        "{} hostile SSH_AUTH_INFO_0 values, {} failed",
+        hostile.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

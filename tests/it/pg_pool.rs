@@ -333,6 +333,25 @@ fn migrate_copies_a_sqlite_store_and_everyone_logs_in() {
     let out = sqlite.totpctl(&["enroll", "hank", "--type", "hotp", "--secret", &hotp]);
     assert!(out.status.success(), "{out:?}");
     let bob = sqlite.enroll("bob");
+    // Two automation grants, one revoked: both are copied, as they were.
+    let fp = "SHA256:PBZqibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I";
+    for reason in ["kept", "revoked"] {
+        let out = sqlite.totpctl(&[
+            "allow-automation",
+            "bob",
+            "--key",
+            fp,
+            "--from",
+            "192.0.2.0/24",
+            "--until",
+            "30d",
+            "--reason",
+            reason,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = sqlite.totpctl(&["automation", "revoke", "2"]);
+    assert!(out.status.success(), "{out:?}");
 
     let world = pool("");
     let (_, database) = world.pg.as_ref().expect("pg");
@@ -351,6 +370,18 @@ fn migrate_copies_a_sqlite_store_and_everyone_logs_in() {
     assert!(
         said.contains("Copied 4 token(s), 10 recovery code(s)"),
         "{said}"
+    );
+    assert!(said.contains("Copied 2 automation grant(s)"), "{said}");
+    let grants = world.totpctl(&["automation", "list", "--all", "--json"]);
+    let grants: serde_json::Value = serde_json::from_slice(&grants.stdout).expect("json");
+    let grants = grants.as_array().expect("list");
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    assert_eq!(
+        grants
+            .iter()
+            .map(|g| (g["reason"].as_str(), g["in_force"].as_bool()))
+            .collect::<Vec<_>>(),
+        vec![(Some("kept"), Some(true)), (Some("revoked"), Some(false))]
     );
     for (node, user, code) in [
         ("node_a", "alice", oathtool(&alice, None, &[])),
@@ -666,10 +697,11 @@ fn databases_numbered_before_the_shared_sequence_are_read_and_migrated() {
         &oathtool(&key, Some(now), &[]),
     );
     assert!(run.success, "{run:?}");
-    // Back to the tables of the new 4, recorded as the old 2.
+    // Back to the tables of the new 4 (without those of 5 to 9), recorded
+    // as the old 2.
     cluster.psql(
         &database.name,
-        "DROP TABLE staged; DROP TABLE guesses; \
+        "DROP TABLE staged; DROP TABLE guesses; DROP TABLE key_grace; DROP TABLE automation; \
          ALTER TABLE tokens DROP COLUMN disabled, DROP COLUMN expires, DROP COLUMN replaces; \
          UPDATE pam_totp_meta SET value = 2 WHERE key = 'schema_version'",
     );
@@ -702,4 +734,66 @@ fn databases_numbered_before_the_shared_sequence_are_read_and_migrated() {
         &oathtool(&key, Some(now + 60), &[]),
     );
     assert!(run.logged("schema version 6;"), "{run:?}");
+}
+
+/// `grace_key=` on a pool: the key grace a login earned on node A (its own
+/// PAM service directory, service `sshd`, as sshd names it) lets the same
+/// key in without a code on node B; another key is asked there.
+#[test]
+fn a_key_grace_holds_on_every_node_of_the_pool() {
+    if !tools() {
+        return;
+    }
+    let world = pool("");
+    let key = world.enroll("kira");
+    world.service_with_account("sshd", "grace_key=1h");
+    let stack = std::fs::read_to_string(world.services.join("sshd")).expect("stack");
+    let nodes: Vec<std::path::PathBuf> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            let dir = world.dir.path().join(format!("node-{n}"));
+            std::fs::create_dir_all(&dir).expect("node dir");
+            std::fs::write(dir.join("sshd"), &stack).expect("stack");
+            dir
+        })
+        .collect();
+    let line = |blob: &str| format!("SSH_AUTH_INFO_0=publickey ssh-ed25519 {blob}\n");
+    let key_a = "AAAAC3NzaC1lZDI1NTE5AAAAIPWhMX3GrSZWFUTEvx5GuAhSZm+XOT6mzOYJAiiQgU9l";
+    // Another ed25519 key (ssh-keygen).
+    let key_b = "AAAAC3NzaC1lZDI1NTE5AAAAIMJ+hWixplMFOwfwBHsJsP37LpFiOa+zZuAJ4g/M7ewB";
+    let worker = |node: &std::path::Path, blob: &str, answer: &str| {
+        let mut child = Command::new(common::pam_worker_path())
+            .env("LD_PRELOAD", common::NSS_WRAPPER)
+            .env("NSS_WRAPPER_PASSWD", world.passwd_file())
+            .env("NSS_WRAPPER_GROUP", world.group_file())
+            .env("PAM_WORKER_PUTENV", line(blob))
+            .env("PAM_WORKER_THEN", "account")
+            .arg(node)
+            .args(["sshd", "kira", RHOST])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pam_worker");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = writeln!(stdin, "{answer}");
+        }
+        let out = child.wait_with_output().expect("pam_worker");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = worker(&nodes[0], key_a, &oathtool(&key, None, &[]));
+    assert!(first.contains("RESULT 0"), "node A, key A + code: {first}");
+    let other = worker(&nodes[1], key_a, "");
+    assert!(
+        other.contains("RESULT 0") && !other.contains("PROMPT"),
+        "node B, key A: {other}"
+    );
+    let asked = worker(&nodes[1], key_b, "000000");
+    assert!(
+        asked.contains("PROMPT") && !asked.contains("RESULT 0"),
+        "node B, key B: {asked}"
+    );
+    println!(
+        "grace_key on a pool: key A + code on node A; key A on node B without a code; key B asked"
+    );
 }

@@ -161,7 +161,7 @@ proptest! {
             prop_assume!(!right.contains(&text));
             let decision = auth::decide(
                 &config,
-                Request { user: "p", rhost: Some("192.0.2.1") },
+                Request { user: "p", rhost: Some("192.0.2.1"), ssh_key: &pam_totp::sshkey::LoginKey::NoKey },
                 |_| SqliteStore::open(&db),
                 &FixedClock,
                 &NoGroups,

@@ -21,6 +21,8 @@ use pam_totp::store::{
 };
 
 const NOW: i64 = 1_700_000_000;
+const FP_A: &str = "SHA256:PBZqibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I";
+const FP_B: &str = "SHA256:AAAAibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I";
 
 /// Where a backend's store lives; `open` gives a new connection each time.
 enum Backend {
@@ -264,12 +266,20 @@ fn enrollment_modes_and_deletion() {
         store
             .open_enroll_window("cy", NOW + 60, "root")
             .expect("window");
+        store
+            .grant_key_grace("cy", FP_A, NOW + 600)
+            .expect("key grace");
         enroll(
             &*store,
             token("cy", "tablet", Kind::Totp, true),
             EnrollMode::ReplaceUser,
         )
         .expect("reset");
+        assert_eq!(
+            store.key_grace_until("cy", FP_A, NOW).expect("k"),
+            None,
+            "{name}: reset --now ends key graces"
+        );
         let tokens = store.tokens("cy").expect("tokens");
         assert_eq!(tokens.len(), 1, "{name}: reset leaves only the new token");
         assert_eq!(
@@ -292,9 +302,12 @@ fn enrollment_modes_and_deletion() {
             .reserve_guess("cy", "192.0.2.1", NOW, &Limits::default())
             .expect("reserve");
         let grace = Grant::Grace {
-            ip: "192.0.2.2".to_string(),
-            until: NOW + 60,
+            ip: Some(("192.0.2.2".to_string(), NOW + 60)),
+            key: None,
         };
+        store
+            .grant_key_grace("cy", FP_A, NOW + 60)
+            .expect("key grace");
         store
             .stage_grant("n-cy", "cy", &grace, NOW + 600, NOW)
             .expect("stage");
@@ -317,6 +330,162 @@ fn enrollment_modes_and_deletion() {
             None,
             "{name}"
         );
+        assert_eq!(
+            store.key_grace_until("cy", FP_A, NOW).expect("key grace"),
+            None,
+            "{name}: key graces go with the user"
+        );
+    }
+}
+
+#[test]
+fn key_graces_run_until_their_end_and_are_forgotten_per_key_or_all() {
+    for backend in backends() {
+        let store = backend.open();
+        let name = backend.name();
+        store.grant_key_grace("kim", FP_A, NOW + 60).expect("grant");
+        store
+            .grant_key_grace("kim", FP_B, NOW + 600)
+            .expect("grant");
+        // Granting again moves the end (one row per user and key).
+        store
+            .grant_key_grace("kim", FP_A, NOW + 120)
+            .expect("grant");
+        assert_eq!(
+            store.key_grace_until("kim", FP_A, NOW).expect("until"),
+            Some(NOW + 120),
+            "{name}"
+        );
+        assert_eq!(
+            store.key_grace_until("kim", FP_A, NOW + 120).expect("u"),
+            None
+        );
+        assert_eq!(store.key_grace_until("lou", FP_A, NOW).expect("u"), None);
+        assert_eq!(
+            store.key_graces("kim", NOW).expect("list"),
+            vec![(FP_B.to_string(), NOW + 600), (FP_A.to_string(), NOW + 120)],
+            "{name}"
+        );
+        assert_eq!(store.key_graces("kim", NOW + 200).expect("list").len(), 1);
+        assert_eq!(store.forget_key_grace("kim", FP_A).expect("forget"), 1);
+        assert_eq!(store.forget_key_grace("kim", FP_A).expect("forget"), 0);
+        store
+            .grant_grace("kim", "192.0.2.1", NOW + 60)
+            .expect("grace");
+        // `forget USER` ends the address graces and the key graces.
+        assert_eq!(store.forget_grace("kim").expect("forget"), 2, "{name}");
+        assert!(store.key_graces("kim", NOW).expect("list").is_empty());
+        // A staged key grace alone comes back as staged.
+        let grace = Grant::Grace {
+            ip: None,
+            key: Some((FP_A.to_string(), NOW + 900)),
+        };
+        store
+            .stage_grant("nk", "kim", &grace, NOW + 600, NOW)
+            .expect("stage");
+        assert_eq!(
+            store.take_staged("nk", "kim", NOW).expect("take"),
+            Some(grace),
+            "{name}"
+        );
+        // An empty grace is not staged.
+        assert!(
+            store
+                .stage_grant(
+                    "ne",
+                    "kim",
+                    &Grant::Grace {
+                        ip: None,
+                        key: None
+                    },
+                    NOW + 600,
+                    NOW
+                )
+                .is_err()
+        );
+    }
+}
+
+#[test]
+fn automation_grants_are_kept_listed_and_revoked_once() {
+    for backend in backends() {
+        let store = backend.open();
+        let name = backend.name();
+        let first = store
+            .add_automation(
+                "ci",
+                FP_A,
+                "192.0.2.0/24",
+                NOW + 86_400,
+                "nightly rsync",
+                NOW,
+                "root",
+            )
+            .expect("add");
+        let second = store
+            .add_automation(
+                "ci",
+                FP_B,
+                "10.0.0.0/8,2001:db8::/32",
+                NOW + 3600,
+                "CI",
+                NOW,
+                "admin",
+            )
+            .expect("add");
+        let third = store
+            .add_automation("dee", FP_A, "192.0.2.0/24", NOW + 60, "x", NOW, "root")
+            .expect("add");
+        assert!(first < second && second < third, "{name}");
+        let for_key = store.automation_for_key("ci", FP_A).expect("for key");
+        assert_eq!(for_key.len(), 1, "{name}");
+        let grant = &for_key[0];
+        assert_eq!(
+            (
+                grant.id,
+                grant.user.as_str(),
+                grant.fingerprint.as_str(),
+                grant.networks.as_str()
+            ),
+            (first, "ci", FP_A, "192.0.2.0/24")
+        );
+        assert_eq!(
+            (
+                grant.until,
+                grant.reason.as_str(),
+                grant.created,
+                grant.created_by.as_str()
+            ),
+            (NOW + 86_400, "nightly rsync", NOW, "root")
+        );
+        assert!(grant.in_force(NOW) && !grant.in_force(NOW + 86_400));
+        assert_eq!(store.automation_grants(None).expect("all").len(), 3);
+        assert_eq!(store.automation_grants(Some("ci")).expect("ci").len(), 2);
+        let revoked = store
+            .revoke_automation(first, NOW + 5)
+            .expect("revoke")
+            .expect("was in force");
+        assert_eq!(revoked.revoked, Some(NOW + 5));
+        assert!(!revoked.in_force(NOW + 6));
+        assert_eq!(
+            store.revoke_automation(first, NOW + 9).expect("again"),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            store.revoke_automation(999_999, NOW).expect("unknown"),
+            None
+        );
+        assert_eq!(
+            store
+                .revoke_automation_of_user("ci", NOW + 10)
+                .expect("all"),
+            1
+        );
+        // Kept as the record: both still listed, both revoked.
+        let ci = store.automation_grants(Some("ci")).expect("ci");
+        assert!(ci.iter().all(|g| g.revoked.is_some()), "{name}");
+        assert_eq!(ci[0].revoked, Some(NOW + 5));
     }
 }
 
@@ -513,8 +682,8 @@ fn staged_grants_are_taken_once_by_their_user_before_they_expire() {
         );
         // Expired stages give nothing, and a new stage sweeps them away.
         let grace = Grant::Grace {
-            ip: "192.0.2.9".to_string(),
-            until: NOW + 3600,
+            ip: Some(("192.0.2.9".to_string(), NOW + 3600)),
+            key: Some((FP_A.to_string(), NOW + 7200)),
         };
         store
             .stage_grant("n3", "gil", &grace, NOW + 10, NOW)
@@ -623,7 +792,21 @@ fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
         // A pending replacement: the old tokens work until it is confirmed.
         let mut new = token("ada", "phone (new)", Kind::Totp, false);
         new.life.replaces = Some("phone".to_string());
+        store
+            .grant_key_grace("ada", FP_A, NOW + 600)
+            .expect("key grace");
+        store
+            .grant_key_grace("ada", FP_B, NOW + 600)
+            .expect("key grace");
         enroll(&*store, new, EnrollMode::Replacement).expect("replacement");
+        // `reset`: key graces end when the replacement is made.
+        assert!(
+            store.key_graces("ada", NOW).expect("k").is_empty(),
+            "{name}: key graces outlive a reset"
+        );
+        store
+            .grant_key_grace("ada", FP_A, NOW + 600)
+            .expect("key grace");
         assert_eq!(store.tokens("ada").expect("t").len(), 3, "{name}");
         let new_id = id_of(&*store, "ada", "phone (new)");
         assert_eq!(
@@ -633,6 +816,10 @@ fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
         );
         let left = store.tokens("ada").expect("t");
         assert_eq!(left.len(), 1, "{name}: {left:?}");
+        assert!(
+            store.key_graces("ada", NOW).expect("k").is_empty(),
+            "{name}: and again when it is confirmed"
+        );
         assert_eq!(
             (
                 left[0].id,

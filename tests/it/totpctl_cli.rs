@@ -82,6 +82,9 @@ impl Ctl {
     }
 }
 
+/// A fingerprint as `ssh-keygen -lf` prints it.
+const AUTOMATION_KEY: &str = "SHA256:PBZqibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I";
+
 /// The variables sudo sets; totpctl takes any of them as "run through sudo".
 const SUDO_VARIABLES: [&str; 4] = ["SUDO_USER", "SUDO_UID", "SUDO_GID", "SUDO_COMMAND"];
 
@@ -266,6 +269,19 @@ fn every_change_is_audited_in_syslog() {
     assert!(out.status.success(), "{:?}", text(&out));
     for args in [
         &["allow-enroll", "carol", "--for", "2h"][..],
+        &[
+            "allow-automation",
+            "carol",
+            "--key",
+            AUTOMATION_KEY,
+            "--from",
+            "192.0.2.0/24",
+            "--until",
+            "30d",
+            "--reason",
+            "nightly rsync",
+        ],
+        &["automation", "revoke", "1"],
         &["reset", "alice", "--no-confirm"],
         &["delete", "alice"],
     ] {
@@ -276,6 +292,11 @@ fn every_change_is_audited_in_syslog() {
         ("enroll user=\"alice\"", ""),
         ("enroll user=\"eve\\u{202e}x\"", "ph\\u{200b}one"),
         ("allow-enroll user=\"carol\" until=", ""),
+        (
+            "allow-automation user=\"carol\" id=1 key=SHA256:",
+            "reason=\\\"nightly rsync\\\"",
+        ),
+        ("automation-revoke user=\"carol\" id=1", "nightly rsync"),
         ("reset user=\"alice\"", ""),
         ("delete user=\"alice\"", ""),
     ];
@@ -1757,4 +1778,160 @@ fn confirm_explains_wrong_shapes_and_says_the_code_is_used() {
     let login = world.login("totp", "alice", Some(common::RHOST), &code);
     assert!(!login.success, "{login:?}");
     assert!(login.logged("denied: code already used"), "{login:?}");
+}
+
+/// Automation grants as the administrator makes and reviews them: every
+/// limit refused with a message, the list, `--expiring`, `show`, `report`,
+/// `revoke`, and `delete` revoking the user's grants.
+#[test]
+fn automation_grants_are_scoped_bounded_listed_and_revoked() {
+    let ctl = Ctl::new();
+    assert!(ctl.run(&["init"]).status.success());
+    assert!(ctl.run(&["enroll", "ci", "--no-confirm"]).status.success());
+    let grant = |extra: &[&str]| {
+        let mut args = vec!["allow-automation", "ci", "--key", AUTOMATION_KEY];
+        args.extend_from_slice(extra);
+        ctl.run(&args)
+    };
+    for (extra, says) in [
+        (&["--until", "30d", "--reason", "r"][..], "--from"),
+        (&["--from", "192.0.2.0/24", "--reason", "r"], "--until"),
+        (&["--from", "192.0.2.0/24", "--until", "30d"], "--reason"),
+        (
+            &["--from", "0.0.0.0/0", "--until", "30d", "--reason", "r"],
+            "too wide",
+        ),
+        (
+            &["--from", "192.0.2.1/24", "--until", "30d", "--reason", "r"],
+            "host bits",
+        ),
+        (
+            &["--from", "192.0.2.0/24", "--until", "91d", "--reason", "r"],
+            "automation_max",
+        ),
+        (
+            &[
+                "--from",
+                "192.0.2.0/24",
+                "--until",
+                "2001-01-01",
+                "--reason",
+                "r",
+            ],
+            "in the past",
+        ),
+        (
+            &[
+                "--from",
+                "192.0.2.0/24",
+                "--until",
+                "30d",
+                "--reason",
+                "a\"b",
+            ],
+            "quotes",
+        ),
+    ] {
+        let out = grant(extra);
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(text(&out).1.contains(says), "{extra:?}: {:?}", text(&out));
+    }
+    let out = ctl.run(&[
+        "allow-automation",
+        "ci",
+        "--key",
+        "SHA256:short",
+        "--from",
+        "192.0.2.0/24",
+        "--until",
+        "30d",
+        "--reason",
+        "r",
+    ]);
+    assert!(!out.status.success());
+    let out = ctl.run_strict(&[
+        "allow-automation",
+        "nobody",
+        "--key",
+        AUTOMATION_KEY,
+        "--from",
+        "192.0.2.0/24",
+        "--until",
+        "30d",
+        "--reason",
+        "r",
+    ]);
+    assert!(!out.status.success(), "an unknown user");
+
+    let out = grant(&[
+        "--from",
+        "192.0.2.0/24,2001:db8::/32",
+        "--until",
+        "30d",
+        "--reason",
+        "lab sync",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let (said, _) = text(&out);
+    assert!(said.contains("Automation grant #1"), "{said}");
+    assert!(
+        said.contains("restrict,from=\"192.0.2.0/24,2001:db8::/32\""),
+        "{said}"
+    );
+    let out = grant(&["--from", "10.1.0.0/16", "--until", "10d", "--reason", "CI"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let (list, _) = text(&ctl.run(&["automation", "list"]));
+    assert!(
+        list.contains("#1 user=\"ci\"") && list.contains("#2 user=\"ci\""),
+        "{list}"
+    );
+    let (soon, _) = text(&ctl.run(&["automation", "list", "--expiring", "14d"]));
+    assert!(!soon.contains("#1 ") && soon.contains("#2 "), "{soon}");
+    let (report, _) = text(&ctl.run(&["report"]));
+    assert!(
+        report.contains("Automation grants ending within 14 days"),
+        "{report}"
+    );
+    assert!(
+        report.contains("#2 ") && !report.contains("#1 "),
+        "{report}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctl.run(&["report", "--json"]).stdout).expect("json");
+    let soon: Vec<_> = json["automation_expiring"]
+        .as_array()
+        .expect("automation_expiring")
+        .iter()
+        .map(|g| g["id"].as_i64())
+        .collect();
+    assert_eq!(soon, vec![Some(2)], "{json}");
+    let (show, _) = text(&ctl.run(&["show", "ci"]));
+    assert!(show.contains("automation grant #1: key SHA256:"), "{show}");
+    assert!(show.contains("key graces: none"), "{show}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctl.run(&["show", "ci", "--json"]).stdout).expect("json");
+    assert_eq!(
+        json["automation"].as_array().map(Vec::len),
+        Some(2),
+        "{json}"
+    );
+
+    let out = ctl.run(&["automation", "revoke", "1"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = ctl.run(&["automation", "revoke", "1"]);
+    assert!(!out.status.success(), "revoked twice");
+    let (list, _) = text(&ctl.run(&["automation", "list"]));
+    assert!(!list.contains("#1 ") && list.contains("#2 "), "{list}");
+    let (all, _) = text(&ctl.run(&["automation", "list", "--all"]));
+    assert!(all.contains("#1 ") && all.contains("revoked"), "{all}");
+
+    let out = ctl.run(&["forget", "ci", "--key", "not-a-fingerprint"]);
+    assert!(!out.status.success());
+    let out = ctl.run(&["forget", "ci", "--key", AUTOMATION_KEY]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    assert!(ctl.run(&["delete", "ci"]).status.success());
+    let (list, _) = text(&ctl.run(&["automation", "list"]));
+    assert!(list.contains("no automation grants"), "{list}");
 }

@@ -149,8 +149,35 @@ pub fn status(ctx: &Ctx) -> Result<(), String> {
         }
     }
     let graces = ctx.store.graces(user, now).map_err(store_error)?;
-    if graces.is_empty() {
+    let key_graces = ctx.store.key_graces(user, now).map_err(store_error)?;
+    let grants: Vec<_> = ctx
+        .store
+        .automation_grants(Some(user))
+        .map_err(store_error)?
+        .into_iter()
+        .filter(|g| g.in_force(now))
+        .collect();
+    if graces.is_empty() && key_graces.is_empty() {
         println!("No grace periods: every login asks for a code.");
+    }
+    for (fingerprint, until) in key_graces {
+        println!(
+            "Grace period: logins with your SSH key {} skip the code until {} (`totpctl \
+             forget` by your administrators ends it; so does `totp replace`).",
+            escape(&fingerprint),
+            when(until)
+        );
+    }
+    for grant in grants {
+        println!(
+            "Automation grant #{}: your SSH key {} logs in without a code from {} until {} \
+             ({}).",
+            grant.id,
+            escape(&grant.fingerprint),
+            escape(&grant.networks),
+            when(grant.until),
+            escape(&grant.reason)
+        );
     }
     for (ip, until) in graces {
         println!(

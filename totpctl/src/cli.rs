@@ -70,6 +70,24 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+pub enum AutomationAction {
+    /// The grants in force, one line each (id, user, key, networks, end,
+    /// reason, who made it).
+    List {
+        /// Only grants in force that end within AGE (e.g. 14d).
+        #[arg(long, value_name = "AGE", value_parser = parse_age, conflicts_with = "all")]
+        expiring: Option<u64>,
+        /// Also revoked and expired grants.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End grant ID now.
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
 pub enum Command {
     /// Create the store (directory 0700, file 0600) or bring its schema up
     /// to date. Safe to run again. Do this before adding pam_totp to a PAM
@@ -155,6 +173,9 @@ pub enum Command {
     /// as the next login would). Prints the effective settings when all is
     /// well. Exit status 0 only when nothing is wrong. Through sudo only the
     /// module's own config file is checked (--pam-args and --config are refused).
+    ///
+    /// With grace_key= set, also the auth modules of /etc/pam.d/sshd that run
+    /// before pam_totp and could change SSH_AUTH_INFO_0 (includes followed).
     ///
     /// Example: totpctl check-config --pam-args "db=/var/lib/pam_totp/pam_totp.db only_group=pilot"
     CheckConfig {
@@ -271,7 +292,9 @@ pub enum Command {
         #[arg(long, value_name = "GROUP")]
         group: Option<String>,
         /// One JSON object: "users" (state, tokens, last use, locks, enroll
-        /// window; times as epoch seconds and as UTC dates) and "counts".
+        /// window; times as epoch seconds and as UTC dates), "counts", and
+        /// "automation_expiring" (grants in force that end within 14 days;
+        /// the text report lists them after the counts; CSV does not).
         #[arg(long, conflicts_with = "csv")]
         json: bool,
         /// CSV (RFC 4180) for a spreadsheet: a header line, one row per
@@ -287,10 +310,50 @@ pub enum Command {
     },
     /// Clear USER's failed-code counts: ends a back-off or a per-user lock.
     Unlock { user: String },
-    /// End USER's grace periods (module argument grace=): the next login
-    /// from every address asks for a code again. unlock, reset and delete
-    /// end them too.
-    Forget { user: String },
+    /// End USER's grace periods (module arguments grace= and grace_key=):
+    /// the next login from every address, with every SSH key, asks for a
+    /// code again. With --key only the grace of that SSH key ends. unlock,
+    /// reset and delete end them too.
+    Forget {
+        user: String,
+        /// Only the grace of this SSH key, as `ssh-keygen -lf KEY.pub`
+        /// prints it (SHA256:…).
+        #[arg(long, value_name = "SHA256:…", value_parser = crate::automation::parse_key)]
+        key: Option<String>,
+    },
+    /// Let one SSH key of USER log in without a code from the given
+    /// networks until a date: for workflows that cannot type codes (rsync
+    /// from a lab server, CI). --key, --from, --until and --reason are
+    /// required; --until is at most automation_max= (default 90 days) away.
+    /// The module reads the key sshd names (AuthenticationMethods
+    /// publickey,keyboard-interactive). The grant, each login it lets in,
+    /// its expiry and its revocation are logged with its id and reason.
+    AllowAutomation {
+        user: String,
+        /// The key, as `ssh-keygen -lf KEY.pub` prints it (SHA256:…).
+        #[arg(long, value_name = "SHA256:…", value_parser = crate::automation::parse_key)]
+        key: String,
+        /// The client networks: CIDR blocks, comma-separated, each at least
+        /// /8 (IPv4) or /16 (IPv6).
+        #[arg(long = "from", value_name = "CIDR[,CIDR…]", value_parser = crate::automation::parse_networks)]
+        from: String,
+        /// The end (UTC): `2027-01-31` (the end of that day),
+        /// `2027-01-31 18:00`, or a time from now (`30d`).
+        #[arg(long, value_name = "DATE", value_parser = parse_expiry)]
+        until: i64,
+        /// Why: kept with the grant and in every log line about it.
+        #[arg(long, value_name = "TEXT", value_parser = crate::automation::parse_reason)]
+        reason: String,
+        /// Allow a user name the name service does not know on this host.
+        #[arg(long)]
+        allow_unknown_user: bool,
+    },
+    /// Automation grants: `list` (those in force; --all also ended ones;
+    /// --expiring 14d those ending within 14 days) and `revoke ID`.
+    Automation {
+        #[command(subcommand)]
+        action: AutomationAction,
+    },
     /// Let USER enroll at login (module argument enroll=window) for a while.
     AllowEnroll {
         user: String,

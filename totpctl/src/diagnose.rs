@@ -373,6 +373,7 @@ pub fn check_config(
     } else {
         lines.extend(group_problems(&config, &failed));
         lines.extend(store_problems(&config, &failed));
+        lines.extend(key_grace_problems(&config, Path::new("/etc/pam.d")));
     }
     if !lines.is_empty() {
         for line in &lines {
@@ -386,6 +387,108 @@ pub fn check_config(
     }
     print_summary(&config, &args, pam_args.is_some());
     Ok(())
+}
+
+/// Auth modules known not to change the PAM environment in their auth hook
+/// (pam_env does so in setcred and session only).
+const QUIET_AUTH_MODULES: &[&str] = &[
+    "pam_unix.so",
+    "pam_deny.so",
+    "pam_permit.so",
+    "pam_env.so",
+    "pam_faildelay.so",
+    "pam_faillock.so",
+    "pam_nologin.so",
+    "pam_succeed_if.so",
+    "pam_sss.so",
+    "pam_usertype.so",
+    "pam_localuser.so",
+    "pam_listfile.so",
+    "pam_securetty.so",
+    "pam_shells.so",
+    "pam_wheel.so",
+    "pam_rootok.so",
+];
+
+/// With `grace_key=`: the auth modules of `DIR/sshd` that run before
+/// pam_totp and could change `SSH_AUTH_INFO_0` before it reads it (any
+/// module not in `QUIET_AUTH_MODULES`; includes and substacks are
+/// followed). Nothing when the file does not exist or names no pam_totp.
+fn key_grace_problems(config: &Config, pam_dir: &Path) -> Vec<String> {
+    if config.grace_key_secs == 0 {
+        return Vec::new();
+    }
+    let mut before = Vec::new();
+    match auth_modules_before_totp(pam_dir, "sshd", 0, &mut before) {
+        Some(true) => {}
+        _ => return Vec::new(),
+    }
+    let loud: Vec<String> = before
+        .into_iter()
+        .filter(|m| {
+            let name = m.rsplit('/').next().unwrap_or(m);
+            !QUIET_AUTH_MODULES.contains(&name)
+        })
+        .collect();
+    if loud.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "grace_key: {}/sshd runs auth module(s) {} before pam_totp; any of them could change SSH_AUTH_INFO_0 before pam_totp reads the SSH key -- make pam_totp the first auth module (README \"Fewer prompts\", SECURITY.md)",
+        pam_dir.display(),
+        loud.join(", ")
+    )]
+}
+
+/// Walks the auth lines of `DIR/SERVICE` (and what it includes), pushing
+/// each module before the first pam_totp into `before`. `Some(true)` when
+/// pam_totp was reached, `Some(false)` when not, `None` when the file
+/// cannot be read.
+fn auth_modules_before_totp(
+    dir: &Path,
+    service: &str,
+    depth: usize,
+    before: &mut Vec<String>,
+) -> Option<bool> {
+    if depth > 4 || service.contains('/') {
+        return None;
+    }
+    let text = std::fs::read_to_string(dir.join(service)).ok()?;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            // Walked in the guard: an included file without pam_totp falls
+            // through to the arms below, which match no `@include` line.
+            ["@include", file, ..] if auth_modules_before_totp(dir, file, depth + 1, before)? => {
+                return Some(true);
+            }
+            [kind, control, rest @ ..] if kind.trim_start_matches('-') == "auth" => {
+                // `[value=action ...]` controls may hold spaces.
+                let rest: Vec<&str> = if control.starts_with('[') && !control.ends_with(']') {
+                    let close = rest.iter().position(|w| w.ends_with(']'))?;
+                    rest[close + 1..].to_vec()
+                } else {
+                    rest.to_vec()
+                };
+                let Some(module) = rest.first() else {
+                    continue;
+                };
+                if matches!(*control, "include" | "substack") {
+                    if auth_modules_before_totp(dir, module, depth + 1, before)? {
+                        return Some(true);
+                    }
+                    continue;
+                }
+                if module.rsplit('/').next() == Some("pam_totp.so") {
+                    return Some(true);
+                }
+                before.push(module.to_string());
+            }
+            _ => {}
+        }
+    }
+    Some(false)
 }
 
 /// only_group= and exempt_group= groups the name service does not know.
@@ -560,6 +663,15 @@ fn print_summary(config: &Config, args: &[String], from_pam: bool) {
             format!("{} s", config.grace_secs)
         }
     );
+    println!(
+        "  grace_key      {}",
+        if config.grace_key_secs == 0 {
+            "off".to_string()
+        } else {
+            format!("{} s", config.grace_key_secs)
+        }
+    );
+    println!("  automation_max {} s", config.automation_max_secs);
     println!("  messages       {}", yes_no(config.messages));
     println!("  fail_delay     {} ms", config.fail_delay_ms);
     println!("  debug          {}", yes_no(config.debug));
@@ -568,6 +680,57 @@ fn print_summary(config: &Config, args: &[String], from_pam: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grace_key_names_the_auth_modules_that_run_before_pam_totp() {
+        let dir = std::env::temp_dir().join(format!("totpctl-key-grace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("w");
+        let with_key = Config {
+            grace_key_secs: 3600,
+            ..Config::default()
+        };
+        // Off: nothing checked.
+        write(
+            "sshd",
+            "auth required pam_python.so x\nauth required pam_totp.so\n",
+        );
+        assert!(key_grace_problems(&Config::default(), &dir).is_empty());
+        // A module that could set the variable, before pam_totp: named.
+        let found = key_grace_problems(&with_key, &dir);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("pam_python.so"), "{found:?}");
+        // After pam_totp, or known quiet ones (through an include and a
+        // substack with a bracketed control): nothing.
+        write(
+            "sshd",
+            "# comment\n@include common-auth\nauth substack password-auth\n\
+             auth [success=1 default=ignore] pam_succeed_if.so uid < 1000\n\
+             auth required /lib/security/pam_totp.so grace_key=1h\nauth required pam_python.so\n",
+        );
+        write(
+            "common-auth",
+            "auth required pam_env.so user_readenv=1\nauth required pam_unix.so\n",
+        );
+        write(
+            "password-auth",
+            "auth sufficient pam_sss.so\n-auth optional pam_faillock.so\n",
+        );
+        assert!(key_grace_problems(&with_key, &dir).is_empty());
+        // An included file that runs another module first: named.
+        write("common-auth", "auth optional pam_script.so\n");
+        let found = key_grace_problems(&with_key, &dir);
+        assert!(
+            found.iter().any(|l| l.contains("pam_script.so")),
+            "{found:?}"
+        );
+        // No pam_totp in the stack, or no file: not this check's business.
+        write("sshd", "auth required pam_python.so\n");
+        assert!(key_grace_problems(&with_key, &dir).is_empty());
+        std::fs::remove_file(dir.join("sshd")).expect("rm");
+        assert!(key_grace_problems(&with_key, &dir).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn pam_lines_split_as_libpam_splits_them() {

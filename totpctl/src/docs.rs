@@ -252,9 +252,41 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
             "totpctl unlock alice",
             "end alice's back-offs, lock and grace periods",
         )],
-        "totpctl-forget" => &[(
-            "totpctl forget alice",
-            "every address asks alice for a code again",
+        "totpctl-forget" => &[
+            (
+                "totpctl forget alice",
+                "every address and every SSH key asks alice for a code again",
+            ),
+            (
+                "totpctl forget alice --key SHA256:PBZqibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I",
+                "only that key's grace (grace_key=) ends",
+            ),
+        ],
+        "totpctl-allow-automation" => &[(
+            "totpctl allow-automation ci --key SHA256:PBZqibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I --from 192.0.2.0/24 --until 2027-03-31 --reason 'nightly rsync from lab01'",
+            "that key of ci logs in without a code from 192.0.2.0/24 until the end of 31 March 2027",
+        )],
+        "totpctl-automation" => &[
+            ("totpctl automation list", "the grants in force"),
+            (
+                "totpctl automation list --expiring 14d",
+                "those that end within 14 days",
+            ),
+            ("totpctl automation revoke 7", "end grant #7 now"),
+        ],
+        "totpctl-automation-list" => &[
+            (
+                "totpctl automation list --all",
+                "also revoked and expired grants",
+            ),
+            (
+                "totpctl automation list --expiring 14d --json",
+                "those ending within 14 days, as JSON",
+            ),
+        ],
+        "totpctl-automation-revoke" => &[(
+            "totpctl automation revoke 7",
+            "end grant #7 now; its next login asks for a code",
         )],
         "totpctl-allow-enroll" => &[(
             "totpctl allow-enroll bob --for 24h",

@@ -1,6 +1,7 @@
 //! totpctl: the administrator's tool for the pam_totp store.
 
 mod audit;
+mod automation;
 mod cli;
 mod diagnose;
 mod docs;
@@ -133,17 +134,29 @@ fn migrate(cli: &Cli, from: &std::path::Path, to: &str) -> Result<(), String> {
         timeout: config.db_timeout,
     })
     .map_err(|e| e.to_string())?;
-    let (tokens, recovery, windows, failures) =
+    let ((tokens, recovery, windows, failures), grants) =
         destination.load(&dump).map_err(|e| e.to_string())?;
+    let renumbered: Vec<String> = grants
+        .iter()
+        .map(|(old, new)| format!("#{old}->#{new}"))
+        .collect();
     Audit::open().record(
         "migrate",
         "*",
         &format!(
-            "from=\"{}\" to=\"{}\" tokens={tokens} recovery_codes={recovery}",
+            "from=\"{}\" to=\"{}\" tokens={tokens} recovery_codes={recovery} automation_grants=\"{}\"",
             from.display(),
-            target.url
+            target.url,
+            renumbered.join(",")
         ),
     );
+    if !grants.is_empty() {
+        println!(
+            "Copied {} automation grant(s) with new ids: {}.",
+            grants.len(),
+            renumbered.join(", ")
+        );
+    }
     println!(
         "Copied {tokens} token(s), {recovery} recovery code(s), {windows} enroll window(s) and \
          {failures} failure count(s) from {} to {} in one transaction.",
@@ -309,6 +322,16 @@ fn run(cli: Cli) -> Result<(), String> {
                     if count == 0 {
                         return Err(format!("{user} is not enrolled"));
                     }
+                    let grants = store
+                        .revoke_automation_of_user(&user, unix_now())
+                        .map_err(e)?;
+                    if grants > 0 {
+                        audit.record(
+                            "automation-revoke",
+                            &user,
+                            &format!("grants={grants} (the user was deleted)"),
+                        );
+                    }
                     audit.record(
                         "delete",
                         &user,
@@ -353,6 +376,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 .map(|t| t.info())
                 .collect();
             let shown = report::Shown {
+                key_graces: store.key_graces(&user, unix_now()).map_err(e)?,
+                automation: store.automation_grants(Some(&user)).map_err(e)?,
                 recovery: store.recovery_count(&user).map_err(e)?,
                 window: store.enroll_window(&user, unix_now()).map_err(e)?,
                 failures: store.failure_sources(&user).map_err(e)?,
@@ -364,6 +389,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 && shown.recovery.unused + shown.recovery.used == 0
                 && shown.window.is_none()
                 && shown.failures.is_empty()
+                && shown.key_graces.is_empty()
+                && shown.automation.is_empty()
             {
                 return Err(format!("{user} is not enrolled"));
             }
@@ -390,14 +417,56 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Forget { user } => {
+        Command::Forget { user, key: None } => {
             let graces = store.forget_grace(&user).map_err(e)?;
             Audit::open().record("forget", &user, &format!("graces={graces}"));
             println!(
-                "Ended {graces} grace period(s) of {user}: every address asks for a code again."
+                "Ended {graces} grace period(s) of {user}: every address and every SSH key asks for a code again."
             );
             Ok(())
         }
+        Command::Forget {
+            user,
+            key: Some(key),
+        } => {
+            let graces = store.forget_key_grace(&user, &key).map_err(e)?;
+            Audit::open().record("forget", &user, &format!("key={key} graces={graces}"));
+            println!(
+                "Ended {graces} grace period(s) of {user} for SSH key {key}: that key asks for a code again."
+            );
+            Ok(())
+        }
+        Command::AllowAutomation {
+            user,
+            key,
+            from,
+            until,
+            reason,
+            allow_unknown_user,
+        } => {
+            known_user(&user, allow_unknown_user)?;
+            automation::allow(
+                store,
+                &mut Audit::open(),
+                &user,
+                &key,
+                &from,
+                until,
+                &reason,
+                config.automation_max_secs,
+                unix_now(),
+            )
+        }
+        Command::Automation { action } => match action {
+            cli::AutomationAction::List {
+                expiring,
+                all,
+                json,
+            } => automation::list(store, expiring, all, json, unix_now()),
+            cli::AutomationAction::Revoke { id } => {
+                automation::revoke(store, &mut Audit::open(), id, unix_now())
+            }
+        },
         Command::AllowEnroll {
             user,
             duration,
@@ -430,11 +499,19 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Report { group, json, csv } => {
             let report = population::build(store, group.as_deref(), &config.limits, unix_now())?;
             if json {
-                println!("{}", population::json(&report));
+                let mut value = population::json(&report);
+                if let Some(map) = value.as_object_mut() {
+                    map.insert(
+                        "automation_expiring".to_string(),
+                        automation::report_json(store, unix_now())?,
+                    );
+                }
+                println!("{value}");
             } else if csv {
                 print!("{}", population::csv(&report));
             } else {
                 print!("{}", population::text(&report));
+                print!("{}", automation::report_section(store, unix_now())?);
             }
             Ok(())
         }

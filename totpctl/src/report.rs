@@ -122,9 +122,23 @@ pub struct Shown {
     pub locks: Vec<Locked>,
     /// Grace periods running now: (address, until), the longest first.
     pub graces: Vec<(String, i64)>,
+    /// Key graces running now: (fingerprint, until).
+    pub key_graces: Vec<(String, i64)>,
+    /// The user's automation grants, in force or ended.
+    pub automation: Vec<pam_totp::store::AutomationGrant>,
 }
 
 pub fn show_json(user: &str, shown: &Shown) -> Value {
+    let keys =
+        crate::automation::show_json(&shown.key_graces, &shown.automation, crate::unix_now());
+    let mut shown_json = show_json_base(user, shown);
+    if let (Some(map), Value::Object(keys)) = (shown_json.as_object_mut(), keys) {
+        map.extend(keys);
+    }
+    shown_json
+}
+
+fn show_json_base(user: &str, shown: &Shown) -> Value {
     json!({
         "user": user,
         "tokens": shown.tokens.iter().map(token_json).collect::<Vec<_>>(),
@@ -198,6 +212,11 @@ pub fn print_show(user: &str, shown: &Shown) {
             rhost,
             when(*until)
         );
+    }
+    for line in
+        crate::automation::show_lines(&shown.key_graces, &shown.automation, crate::unix_now())
+    {
+        println!("{line}");
     }
 }
 

@@ -114,6 +114,35 @@ impl LocalUser {
         assert!(status.success());
         key
     }
+
+    /// Another key pair, added to the user's authorized_keys (the earlier
+    /// keys stay); returns the private key's path (inside `dir`).
+    pub fn authorize_another_key(&self, dir: &Path, label: &str) -> PathBuf {
+        let key = dir.join(format!("{}_{label}_id_ed25519", self.name));
+        new_key_pair(&key);
+        let ssh = PathBuf::from(format!("/home/{}/.ssh", self.name));
+        let public = fs::read_to_string(key.with_extension("pub")).expect("public key");
+        let mut keys = fs::read_to_string(ssh.join("authorized_keys")).expect("authorized_keys");
+        keys.push_str(&public);
+        fs::write(ssh.join("authorized_keys"), keys).expect("authorized_keys");
+        key
+    }
+}
+
+/// The fingerprint of a key pair's public half, as `ssh-keygen -lf`
+/// prints it (the oracle for the module's own computation).
+pub fn fingerprint(private_key: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(private_key.with_extension("pub"))
+        .output()
+        .expect("ssh-keygen -lf");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_string()
 }
 
 /// A throwaway local group (removed on drop).
@@ -321,7 +350,7 @@ impl<'a> Attempt<'a> {
 /// taken, sshd is stopped and started again on another (nothing probes a
 /// port free and hands it over later: another process could take it in
 /// between, and the test would then talk to that).
-fn listen(dir: &Path, pam: &Path, log_socket: &Path) -> (Child, u16) {
+fn listen(dir: &Path, pam: &Path, log_socket: &Path, sshd: &Path) -> (Child, u16) {
     let template = fs::read_to_string(dir.join("sshd_config.in")).expect("sshd_config.in");
     for attempt in 1..=20 {
         let port = super::postgres::random_port();
@@ -332,6 +361,7 @@ fn listen(dir: &Path, pam: &Path, log_socket: &Path) -> (Child, u16) {
         .expect("sshd_config");
         let log_path = dir.join("sshd.log");
         let mut child = Command::new(Path::new(FIXTURES).join("sshd-isolated"))
+            .env("SSHD", sshd)
             .arg(pam)
             .arg(log_socket)
             .arg(dir.join("sshd_config"))
@@ -378,6 +408,8 @@ pub enum Stack {
     /// `pam_totp` alone, after an SSH key: `AuthenticationMethods
     /// publickey,keyboard-interactive`.
     KeyThenCode,
+    /// After an SSH key, `pam_unix` then `pam_totp` (key, password, code).
+    KeyThenPasswordThenCode,
 }
 
 impl Sshd {
@@ -388,6 +420,12 @@ impl Sshd {
 
     /// Starts sshd with one of the stacks.
     pub fn start_with(stack: Stack, totp_args: &str) -> Sshd {
+        Sshd::start_as("sshd", stack, totp_args)
+    }
+
+    /// Like `start_with`, with sshd run under another name: `service` is
+    /// then its PAM service (the basename of its argv[0]).
+    pub fn start_as(service: &str, stack: Stack, totp_args: &str) -> Sshd {
         let serial = Serial::acquire();
         fs::create_dir_all("/run/sshd").expect("/run/sshd");
         // The store is trusted only under root-owned directories.
@@ -398,7 +436,7 @@ impl Sshd {
         let config = fs::read_to_string(Path::new(FIXTURES).join("sshd_config.in"))
             .expect("template")
             .replace("@DIR@", &path.display().to_string());
-        let config = if stack == Stack::KeyThenCode {
+        let config = if matches!(stack, Stack::KeyThenCode | Stack::KeyThenPasswordThenCode) {
             config
                 .replace("PubkeyAuthentication no", "PubkeyAuthentication yes")
                 .replace(
@@ -437,9 +475,10 @@ impl Sshd {
                 format!("{totp} mode=combined\nauth     required pam_unix.so try_first_pass\n")
             }
             Stack::KeyThenCode => format!("{totp}\n"),
+            Stack::KeyThenPasswordThenCode => format!("auth     required pam_unix.so\n{totp}\n"),
         };
         fs::write(
-            pam.join("sshd"),
+            pam.join(service),
             format!(
                 "{auth}account  required pam_unix.so\n\
                  session  required pam_permit.so\n"
@@ -464,7 +503,14 @@ impl Sshd {
         let log_socket = path.join("log.sock");
         let log = LogSink::bind(&log_socket);
 
-        let (child, port) = listen(path, &pam, &log_socket);
+        let sshd = if service == "sshd" {
+            PathBuf::from("/usr/sbin/sshd")
+        } else {
+            let link = path.join(service);
+            std::os::unix::fs::symlink("/usr/sbin/sshd", &link).expect("sshd link");
+            link
+        };
+        let (child, port) = listen(path, &pam, &log_socket, &sshd);
         Sshd {
             dir,
             port,
@@ -506,7 +552,7 @@ impl Sshd {
             .lock()
             .expect("log")
             .iter()
-            .filter(|l| l.contains("pam_totp(sshd:"))
+            .filter(|l| l.contains("pam_totp("))
             .cloned()
             .collect()
     }
