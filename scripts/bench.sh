@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/debian.sh
-ensure_debian_packages libpam0g-dev oathtool libpam-google-authenticator libpam-oath libnss-wrapper
+ensure_debian_packages libpam0g-dev oathtool libpam-google-authenticator libpam-oath libnss-wrapper \
+    postgresql pgbouncer openssl
 cargo build --release --quiet --workspace
+cargo build --release --quiet --example pam_once
 echo "machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 cargo bench --quiet --bench pam_bench

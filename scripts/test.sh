@@ -20,7 +20,7 @@ unset SUDO_USER SUDO_UID SUDO_GID SUDO_COMMAND
 . scripts/lib/debian.sh
 ensure_debian_packages libpam0g-dev pamtester libpam-wrapper oathtool faketime \
     openssh-server openssh-client libnss-wrapper sqlite3 zbar-tools libpam-google-authenticator libpam-oath \
-    man-db groff-base zsh postgresql
+    man-db groff-base zsh postgresql pgbouncer
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "==> installing cargo-nextest"
     cargo install --locked cargo-nextest
