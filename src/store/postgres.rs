@@ -550,6 +550,10 @@ impl Driver for PgDriver {
         // the guess reservation would decide on stale counts.
         let begin = match hold {
             Hold::Rows | Hold::User(..) => "BEGIN ISOLATION LEVEL READ COMMITTED",
+            // One round trip for both (the simple query protocol).
+            Hold::RowsLazily => {
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off"
+            }
             Hold::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
         };
         self.client.borrow_mut().batch_execute(begin)?;
@@ -578,7 +582,8 @@ impl Driver for PgDriver {
     }
 
     /// Commits are durable when they return (`synchronous_commit` is on by
-    /// default and the module never turns it off).
+    /// default; the module turns it off only for `Hold::RowsLazily`, a
+    /// write whose loss only makes the store stricter).
     fn durably<T>(&self, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
         work()
     }

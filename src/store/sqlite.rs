@@ -496,7 +496,7 @@ impl Driver for SqliteDriver {
         // lock before the first read, so every hold is the whole store and
         // no transaction decides on a snapshot it later cannot write from.
         let statement = match hold {
-            Hold::Rows | Hold::User(..) => "BEGIN IMMEDIATE",
+            Hold::Rows | Hold::RowsLazily | Hold::User(..) => "BEGIN IMMEDIATE",
             Hold::Snapshot => "BEGIN",
         };
         Ok(self.conn.execute_batch(statement)?)
