@@ -167,8 +167,22 @@ fn totpctl() -> PathBuf {
         .expect("target dir")
 }
 
+/// The module as a site installs it (scripts/build-modules.sh, which
+/// bench.sh runs): target/modules/pam_totp.so, the build without the
+/// PostgreSQL client, which hands `postgresql://` stores to
+/// pam_totp_postgresql.so beside it. Without that pair, the full build.
 fn module_so() -> PathBuf {
-    totpctl().with_file_name("libpam_totp.so")
+    let release = totpctl();
+    let installed = release
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("modules").join("pam_totp.so"));
+    match installed {
+        Some(path) if path.exists() && path.with_file_name("pam_totp_postgresql.so").exists() => {
+            path
+        }
+        _ => release.with_file_name("libpam_totp.so"),
+    }
 }
 
 impl Setup {
@@ -842,7 +856,9 @@ fn main() {
     let _sink = LogSink::ensure();
 
     println!(
-        "pam_bench: {logins} logins per row, {trials} race trials; times in µs (median / p99)\n"
+        "pam_bench: {logins} logins per row, {trials} race trials; times in µs (median / p99); module {} ({} bytes)\n",
+        module_so().display(),
+        std::fs::metadata(module_so()).map_or(0, |m| m.len())
     );
     println!(
         "| measurement | {} |",

@@ -63,6 +63,9 @@ cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 cargo clippy --release --workspace --no-default-features --lib --bins --quiet -- -D warnings
 echo "==> cargo build --release --workspace (module, totpctl, tests)"
 cargo build --release --workspace --all-targets --quiet
+echo "==> the modules as installed: pam_totp.so without the PostgreSQL client, pam_totp_postgresql.so (target/modules/)"
+./scripts/build-modules.sh
+export PAM_TOTP_REQUIRE_MODULES=1
 echo "==> tests (unit, libpam via pam_wrapper, races, real sshd end-to-end, PostgreSQL pool)"
 cargo nextest run --release --workspace "$@"
 echo "==> the integration suites again, every store on PostgreSQL (a private cluster per test)"
