@@ -354,7 +354,6 @@ fn commit(pamh: &mut PamHandle, args: &[&CStr], phase: Phase, flags: PamFlag) ->
     code
 }
 
-/// Removes a PAM environment variable and returns the value it had.
 /// Whether the PAM environment holds `name` (nothing is taken out).
 #[cfg(not(feature = "postgres"))]
 fn has_env(pamh: &mut PamHandle, name: &str) -> bool {
@@ -366,6 +365,7 @@ fn has_env(pamh: &mut PamHandle, name: &str) -> bool {
     !unsafe { pam_getenv(pamh, c_name.as_ptr()) }.is_null()
 }
 
+/// Removes a PAM environment variable and returns the value it had.
 fn take_env(pamh: &mut PamHandle, name: &str) -> Result<Option<Zeroizing<String>>, String> {
     let c_name = CString::new(name).map_err(|_| "variable name contains NUL".to_string())?;
     // SAFETY: `pamh` is the live handle; `c_name` is NUL-terminated and
