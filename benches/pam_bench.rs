@@ -153,10 +153,11 @@ impl Module {
 
 /// A private service directory and state for one module.
 struct Setup {
+    /// Dropped (stopped) before the cluster it pools (fields drop in order).
+    _pooler: Option<pg_cluster::Pooler>,
     module: Module,
     dir: PathBuf,
     pg: Option<(pg_cluster::Cluster, pg_cluster::Database)>,
-    _pooler: Option<pg_cluster::Pooler>,
 }
 
 fn totpctl() -> PathBuf {

@@ -488,6 +488,11 @@ impl Cluster {
             "pgbouncer did not listen on {}",
             socket.display()
         );
+        // Read now: the cluster's directory (and the pid file in it) may be
+        // gone by the time the pooler is dropped.
+        let pid = fs::read_to_string(dir.join("pgbouncer.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
         Pooler {
             url: format!(
                 "postgresql://root@/{}?host={}&port={port}&sslmode=disable",
@@ -495,6 +500,7 @@ impl Cluster {
                 dir.display()
             ),
             dir,
+            pid,
         }
     }
 
@@ -508,6 +514,7 @@ pub struct Pooler {
     /// What the module names: the pooler's socket, no password.
     pub url: String,
     dir: PathBuf,
+    pid: Option<u32>,
 }
 
 impl Pooler {
@@ -518,8 +525,8 @@ impl Pooler {
 
 impl Drop for Pooler {
     fn drop(&mut self) {
-        if let Ok(pid) = fs::read_to_string(self.dir.join("pgbouncer.pid")) {
-            let _ = Command::new("kill").arg(pid.trim()).output();
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").arg(pid.to_string()).output();
         }
     }
 }
