@@ -119,6 +119,9 @@ enum Module {
     /// pam_totp with its store on PostgreSQL (a private cluster on loopback,
     /// password authentication, no TLS).
     OursPg,
+    /// pam_totp through PgBouncer on a Unix socket (transaction pooling,
+    /// peer identity), TLS from the pooler to the database.
+    OursPgBouncer,
     GoogleAuthenticator,
     Oath,
 }
@@ -128,6 +131,7 @@ impl Module {
         match self {
             Module::Ours => "pam_totp",
             Module::OursPg => "pam_totp-postgresql",
+            Module::OursPgBouncer => "pam_totp-pgbouncer",
             Module::GoogleAuthenticator => "google-authenticator",
             Module::Oath => "pam_oath",
         }
@@ -137,6 +141,7 @@ impl Module {
         [
             Module::Ours,
             Module::OursPg,
+            Module::OursPgBouncer,
             Module::GoogleAuthenticator,
             Module::Oath,
         ]
@@ -148,6 +153,8 @@ impl Module {
 
 /// A private service directory and state for one module.
 struct Setup {
+    /// Dropped (stopped) before the cluster it pools (fields drop in order).
+    _pooler: Option<pg_cluster::Pooler>,
     module: Module,
     dir: PathBuf,
     pg: Option<(pg_cluster::Cluster, pg_cluster::Database)>,
@@ -161,20 +168,46 @@ fn totpctl() -> PathBuf {
         .expect("target dir")
 }
 
+/// The module as a site installs it (scripts/build-modules.sh, which
+/// bench.sh runs): target/modules/pam_totp.so, the build without the
+/// PostgreSQL client, which hands `postgresql://` stores to
+/// pam_totp_postgresql.so beside it. Without that pair, the full build.
 fn module_so() -> PathBuf {
-    totpctl().with_file_name("libpam_totp.so")
+    let release = totpctl();
+    let installed = release
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("modules").join("pam_totp.so"));
+    match installed {
+        Some(path) if path.exists() && path.with_file_name("pam_totp_postgresql.so").exists() => {
+            path
+        }
+        _ => release.with_file_name("libpam_totp.so"),
+    }
 }
 
 impl Setup {
     fn new(root: &Path, module: Module, users: usize) -> Setup {
         let dir = root.join(module.name());
         std::fs::create_dir_all(&dir).expect("dir");
-        let pg = (module == Module::OursPg).then(|| {
+        let pg = matches!(module, Module::OursPg | Module::OursPgBouncer).then(|| {
             let cluster = pg_cluster::Cluster::start_on_loopback();
             let database = cluster.database();
             (cluster, database)
         });
+        let pooler = match (module, &pg) {
+            (Module::OursPgBouncer, Some((cluster, database))) => {
+                let (ca, _) = cluster.enable_tls();
+                Some(cluster.pgbouncer(database, &ca))
+            }
+            _ => None,
+        };
         let line = match (module, &pg) {
+            (Module::OursPgBouncer, _) => format!(
+                "auth required {} db={}\n",
+                module_so().display(),
+                pooler.as_ref().map_or("", |p| p.url.as_str())
+            ),
             (Module::OursPg, Some((_, database))) => format!(
                 "auth required {} db={} db_password_file={}\n",
                 module_so().display(),
@@ -196,7 +229,12 @@ impl Setup {
             ),
         };
         std::fs::write(dir.join("bench"), line).expect("service");
-        let setup = Setup { module, dir, pg };
+        let setup = Setup {
+            module,
+            dir,
+            pg,
+            _pooler: pooler,
+        };
         setup.populate(users);
         setup
     }
@@ -225,7 +263,7 @@ impl Setup {
             return;
         }
         match self.module {
-            Module::Ours | Module::OursPg => {
+            Module::Ours | Module::OursPg | Module::OursPgBouncer => {
                 let db = self.dir.join("state/totp.db");
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
@@ -282,7 +320,7 @@ impl Setup {
             return;
         }
         match self.module {
-            Module::Ours | Module::OursPg => {
+            Module::Ours | Module::OursPg | Module::OursPgBouncer => {
                 let conn =
                     rusqlite::Connection::open(self.dir.join("state/totp.db")).expect("open");
                 // Like the module: leave the WAL as it is on close, so the
@@ -401,16 +439,87 @@ fn pam_start_cost(setup: &Setup, logins: usize) -> Stats {
 }
 
 fn accept(setup: &Setup, user: &str, logins: usize) -> Stats {
-    let samples = (0..logins)
-        .map(|_| {
-            setup.reset_user(user);
-            let login = Login::start(&setup.dir, user, &code_now());
-            let result = login.authenticate();
-            login.end();
-            result
-        })
-        .collect();
-    stats(samples)
+    whole_logins(setup, user, logins).auth
+}
+
+/// A right code's login timed in its three calls, as an sshd child makes
+/// them: pam_start (loads the module), pam_authenticate, pam_end.
+struct Parts {
+    start: Stats,
+    auth: Stats,
+    end: Stats,
+    whole: Stats,
+}
+
+fn whole_logins(setup: &Setup, user: &str, logins: usize) -> Parts {
+    let (mut start, mut auth, mut end, mut whole) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..logins {
+        setup.reset_user(user);
+        let code = code_now();
+        let started = Instant::now();
+        let login = Login::start(&setup.dir, user, &code);
+        let s = started.elapsed();
+        let (ok, a) = login.authenticate();
+        let before_end = Instant::now();
+        login.end();
+        let e = before_end.elapsed();
+        start.push((true, s));
+        auth.push((ok, a));
+        end.push((true, e));
+        whole.push((ok, s + a + e));
+    }
+    Parts {
+        start: stats(start),
+        auth: stats(auth),
+        end: stats(end),
+        whole: stats(whole),
+    }
+}
+
+fn pam_once() -> PathBuf {
+    totpctl().with_file_name("examples").join("pam_once")
+}
+
+/// One login per fresh process (examples/pam_once: libpam and libc, no
+/// more), spawn to exit, the shape sshd runs PAM in; also the three calls
+/// as the child timed them.
+fn fresh_processes(setup: &Setup, user: &str, logins: usize) -> (Parts, Stats) {
+    let (mut start, mut auth, mut end, mut whole, mut process) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..logins {
+        setup.reset_user(user);
+        let code = code_now();
+        let spawned = Instant::now();
+        let out = Command::new(pam_once())
+            .arg(&setup.dir)
+            .args([user, code.as_str()])
+            .stderr(Stdio::null())
+            .output()
+            .expect("examples/pam_once (cargo build --release --example pam_once)");
+        let took = spawned.elapsed();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<u64> = text
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let ok = out.status.success() && fields.first() == Some(&0);
+        let ns = |i: usize| Duration::from_nanos(fields.get(i).copied().unwrap_or(0));
+        start.push((true, ns(1)));
+        auth.push((ok, ns(2)));
+        end.push((true, ns(3)));
+        whole.push((ok, ns(1) + ns(2) + ns(3)));
+        process.push((ok, took));
+    }
+    (
+        Parts {
+            start: stats(start),
+            auth: stats(auth),
+            end: stats(end),
+            whole: stats(whole),
+        },
+        stats(process),
+    )
 }
 
 fn reject(setup: &Setup, logins: usize) -> Stats {
@@ -587,14 +696,24 @@ fn rows(args: &[String]) {
     let emit = |key: &str, st: &Stats, cell: String| {
         println!("{key}\t{}\t{cell}", st.median.as_nanos());
     };
+    let plain = |st: &Stats| format!("{} / {}", us(st.median), us(st.p99));
+    let counted =
+        |st: &Stats| format!("{} / {} ({}/{} ok)", us(st.median), us(st.p99), st.ok, st.n);
     let st = pam_start_cost(&setup, logins);
-    emit("start", &st, format!("{} / {}", us(st.median), us(st.p99)));
-    let st = accept(&setup, "u0", logins);
-    emit(
-        "accept",
-        &st,
-        format!("{} / {} ({}/{} ok)", us(st.median), us(st.p99), st.ok, st.n),
-    );
+    emit("start", &st, plain(&st));
+    let parts = whole_logins(&setup, "u0", logins);
+    emit("login_start", &parts.start, plain(&parts.start));
+    emit("accept", &parts.auth, counted(&parts.auth));
+    emit("login_end", &parts.end, plain(&parts.end));
+    emit("login_whole", &parts.whole, counted(&parts.whole));
+    if pam_once().exists() {
+        let (parts, process) = fresh_processes(&setup, "u0", logins.min(200));
+        emit("once_start", &parts.start, plain(&parts.start));
+        emit("once_auth", &parts.auth, counted(&parts.auth));
+        emit("once_end", &parts.end, plain(&parts.end));
+        emit("once_whole", &parts.whole, counted(&parts.whole));
+        emit("once_process", &process, counted(&process));
+    }
     let st = reject(&setup, logins);
     emit(
         "reject",
@@ -733,11 +852,14 @@ fn main() {
         Module::GoogleAuthenticator,
         Module::Oath,
         Module::OursPg,
+        Module::OursPgBouncer,
     ];
     let _sink = LogSink::ensure();
 
     println!(
-        "pam_bench: {logins} logins per row, {trials} race trials; times in µs (median / p99)\n"
+        "pam_bench: {logins} logins per row, {trials} race trials; times in µs (median / p99); module {} ({} bytes)\n",
+        module_so().display(),
+        std::fs::metadata(module_so()).map_or(0, |m| m.len())
     );
     println!(
         "| measurement | {} |",
@@ -757,9 +879,32 @@ fn main() {
             .collect()
     };
     let median = |i: usize, key: &str| single[i].get(key).map_or(f64::NAN, |c| c.0);
-    row("pam_start + pam_end", cells("start"));
-    row("accept a fresh code", cells("accept"));
-    row("reject a wrong code", cells("reject"));
+    row("pam_start + pam_end (no authenticate)", cells("start"));
+    row("login, right code: pam_start", cells("login_start"));
+    row(
+        "login, right code: pam_authenticate (accept)",
+        cells("accept"),
+    );
+    row("login, right code: pam_end", cells("login_end"));
+    row(
+        "login, right code: pam_start + pam_authenticate + pam_end",
+        cells("login_whole"),
+    );
+    row("reject a wrong code (pam_authenticate)", cells("reject"));
+    row("fresh process per login: pam_start", cells("once_start"));
+    row(
+        "fresh process per login: pam_authenticate",
+        cells("once_auth"),
+    );
+    row("fresh process per login: pam_end", cells("once_end"));
+    row(
+        "fresh process per login: start + authenticate + end",
+        cells("once_whole"),
+    );
+    row(
+        "fresh process per login: spawn to exit",
+        cells("once_process"),
+    );
     for users in SCALES {
         row(
             &format!("accept, {users} users in the store"),
@@ -772,6 +917,7 @@ fn main() {
         .map(|m| Setup::new(root.path(), *m, 64))
         .collect();
     let users: Vec<String> = (0..64).map(|i| format!("u{i}")).collect();
+    let mut walls = Vec::new();
     let distinct: Vec<String> = setups
         .iter()
         .map(|s| {
@@ -784,6 +930,7 @@ fn main() {
                 worst_ok = worst_ok.min(ok);
                 worst_wall = worst_wall.max(wall);
             }
+            walls.push(worst_wall.as_secs_f64() * 1e3);
             format!(
                 "min {worst_ok}/64 in, max wall {:.1} ms",
                 worst_wall.as_secs_f64() * 1e3
@@ -810,6 +957,48 @@ fn main() {
         .collect();
     row(&format!("64 logins, one code ({trials} trials)"), races);
 
+    // The goals of issue 18, as ratios of medians from this run.
+    let (ga, oath) = (1, 2);
+    let faster = |key: &str| median(ga, key).min(median(oath, key));
+    println!("\ngoals (issue 18), ratios of medians from this run:");
+    println!(
+        "- whole login, right code (pam_start + pam_authenticate + pam_end, in-process): {:.2} × the faster anchor (goal ≤ 0.5)",
+        median(0, "login_whole") / faster("login_whole")
+    );
+    println!(
+        "- whole login in a fresh process (pam_start + pam_authenticate + pam_end): {:.2} × the faster anchor",
+        median(0, "once_whole") / faster("once_whole")
+    );
+    println!(
+        "- one login per process, spawn to exit: {:.2} × google-authenticator, {:.2} × pam_oath (goal ≤ 1 for both)",
+        median(0, "once_process") / median(ga, "once_process"),
+        median(0, "once_process") / median(oath, "once_process")
+    );
+    println!(
+        "- reject: {:.2} × our accept (goal ≤ 1), {:.2} × google-authenticator's reject (goal ≤ 0.25)",
+        median(0, "reject") / median(0, "accept"),
+        median(0, "reject") / median(ga, "reject")
+    );
+    println!(
+        "- 64 distinct users at once (worst of 10 trials): {:.1} ms vs google-authenticator's {:.1} ms, {:.2} × (goal ≤ 1, all in)",
+        walls[0],
+        walls[ga],
+        walls[0] / walls[ga]
+    );
+    println!(
+        "- 100,000 / 1 users: {:.2} (goal ≤ 1.2)",
+        median(0, "scale100000") / median(0, "scale1")
+    );
+    println!(
+        "- PostgreSQL (a connection per login, no pooler): accept {:.0} µs, whole login {:.0} µs",
+        median(3, "accept") / 1e3,
+        median(3, "login_whole") / 1e3
+    );
+    println!(
+        "- PostgreSQL via PgBouncer (Unix socket, TLS to the server): accept {:.0} µs (goal ≤ 1500), whole login {:.0} µs",
+        median(4, "accept") / 1e3,
+        median(4, "login_whole") / 1e3
+    );
     let ratio = |key: &str| median(0, key) / median(1, key).min(median(2, key));
     let pg_ratio = |key: &str| median(3, key) / median(1, key).min(median(2, key));
     println!(

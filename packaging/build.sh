@@ -20,6 +20,7 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 
 cargo build --release --quiet --workspace   # libpam_totp.so, totpctl and totp (own crates)
+./scripts/build-modules.sh                  # target/modules/: pam_totp.so, pam_totp_postgresql.so
 out=target/package
 rm -rf "$out"
 mkdir -p "$out/man" "$out/completions"

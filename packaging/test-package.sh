@@ -46,6 +46,8 @@ step "dpkg -i"
 DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" </dev/null
 for f in "${files[@]}"; do [[ -e $f ]] || fail "installed package lacks $f"; done
 [[ -f /usr/lib/x86_64-linux-gnu/security/pam_totp.so ]] || fail "module not in the PAM directory"
+[[ -f /usr/lib/x86_64-linux-gnu/security/pam_totp_postgresql.so ]] \
+    || fail "pam_totp_postgresql.so (what pam_totp.so hands postgresql:// stores to) not in the PAM directory"
 [[ -x /usr/sbin/totpctl ]] || fail "no /usr/sbin/totpctl"
 [[ $(stat -c '%a %U %G' /usr/bin/totp) == "4755 root root" ]] \
     || fail "/usr/bin/totp is $(stat -c '%a %U %G' /usr/bin/totp), not 4755 root root"

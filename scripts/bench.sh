@@ -6,7 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/debian.sh
-ensure_debian_packages libpam0g-dev oathtool libpam-google-authenticator libpam-oath libnss-wrapper
-cargo build --release --quiet --workspace
+ensure_debian_packages libpam0g-dev oathtool libpam-google-authenticator libpam-oath libnss-wrapper \
+    postgresql pgbouncer openssl
+# The module as installed: target/modules/pam_totp.so (no PostgreSQL
+# client) and pam_totp_postgresql.so beside it (the bench's PostgreSQL
+# columns go through the hand-over).
+./scripts/build-modules.sh
+cargo build --release --quiet --example pam_once
 echo "machine: $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 cargo bench --quiet --bench pam_bench

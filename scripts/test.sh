@@ -20,7 +20,7 @@ unset SUDO_USER SUDO_UID SUDO_GID SUDO_COMMAND
 . scripts/lib/debian.sh
 ensure_debian_packages libpam0g-dev pamtester libpam-wrapper oathtool faketime \
     openssh-server openssh-client libnss-wrapper sqlite3 zbar-tools libpam-google-authenticator libpam-oath \
-    man-db groff-base zsh postgresql
+    man-db groff-base zsh postgresql pgbouncer
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "==> installing cargo-nextest"
     cargo install --locked cargo-nextest
@@ -63,6 +63,9 @@ cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 cargo clippy --release --workspace --no-default-features --lib --bins --quiet -- -D warnings
 echo "==> cargo build --release --workspace (module, totpctl, tests)"
 cargo build --release --workspace --all-targets --quiet
+echo "==> the modules as installed: pam_totp.so without the PostgreSQL client, pam_totp_postgresql.so (target/modules/)"
+./scripts/build-modules.sh
+export PAM_TOTP_REQUIRE_MODULES=1
 echo "==> tests (unit, libpam via pam_wrapper, races, real sshd end-to-end, PostgreSQL pool)"
 cargo nextest run --release --workspace "$@"
 echo "==> the integration suites again, every store on PostgreSQL (a private cluster per test)"

@@ -283,7 +283,28 @@ pub fn authenticate<S: LoginStore>(
     accounts: &dyn Accounts,
     conversation: &mut dyn Conversation,
 ) -> Decision {
-    let config = match config::load(args) {
+    authenticate_loaded(
+        config::load(args),
+        request,
+        open_store,
+        clock,
+        accounts,
+        conversation,
+    )
+}
+
+/// `authenticate` with the configuration already loaded (the module built
+/// without the PostgreSQL client loads it first, to see which store it
+/// names, and loads it only once).
+pub fn authenticate_loaded<S: LoginStore>(
+    loaded: Result<Config, config::ConfigError>,
+    request: Request<'_>,
+    open_store: impl FnOnce(&Config) -> Result<S, StoreError>,
+    clock: &dyn Clock,
+    accounts: &dyn Accounts,
+    conversation: &mut dyn Conversation,
+) -> Decision {
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => return Decision::early(Outcome::ConfigError(e.to_string())),
     };

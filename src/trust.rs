@@ -22,10 +22,10 @@
 //! 3. The contents are read from that same descriptor.
 //!
 //! The SQLite store is opened by path by SQLite itself (it needs the path
-//! for its -wal and -shm files beside it): `open` checks it as above and
-//! keeps the descriptor, SQLite opens the path with SQLITE_OPEN_NOFOLLOW,
-//! and `same_file` then proves that the path still names the checked file
-//! (see there).
+//! for its -wal and -shm files beside it): `CheckedStore::open` checks it
+//! as above and keeps the descriptor and its directory, SQLite opens the
+//! path with SQLITE_OPEN_NOFOLLOW, and `CheckedStore::still_named` then
+//! proves that the path still names the checked file (see there).
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{File, Metadata};
@@ -334,6 +334,54 @@ fn peek(path: &Path, parent: &Parent) -> Result<Metadata, Untrusted> {
 /// its descriptor, the file opened with `O_NOFOLLOW` from the last one, and
 /// the returned descriptor itself checked with `fstat`.
 pub fn open(path: &Path, holds: Holds) -> Result<File, Untrusted> {
+    Ok(open_keeping_dir(path, holds)?.0)
+}
+
+/// The store file opened and checked as `open` does it, with the checked
+/// directory it was found in, both held open until SQLite has opened the
+/// path (`CheckedStore::still_named`).
+pub struct CheckedStore {
+    file: File,
+    parent: Parent,
+}
+
+impl CheckedStore {
+    /// Opens and checks the store file (`open` with `Holds::Store`).
+    pub fn open(path: &Path) -> Result<CheckedStore, Untrusted> {
+        let (file, parent) = open_keeping_dir(path, Holds::Store)?;
+        Ok(CheckedStore { file, parent })
+    }
+
+    /// Proves that `path` names the checked file after SQLite opened the
+    /// path (with SQLITE_OPEN_NOFOLLOW), so its descriptor is not the one
+    /// that was checked. But: every directory on the path was checked to be
+    /// root's alone, so only root can rename, replace or unlink any name on
+    /// it, and the path still leads to the directory held open here; the
+    /// file is held open too, so its inode cannot be freed and reused. If,
+    /// after SQLite's open, the name in that directory (looked at again with
+    /// `O_NOFOLLOW`) is the same device and inode as the held file, the file
+    /// SQLite opened is the one that was checked; the only way for them to
+    /// differ would be root swapping the file twice within microseconds, and
+    /// root needs no race to change the store. (Until issue 18 the whole
+    /// path was walked and checked again here: 3 system calls per directory
+    /// more, 15 per login for the default store path.)
+    pub fn still_named(&self, path: &Path) -> Result<(), Untrusted> {
+        let now = peek(path, &self.parent)?;
+        let checked = self
+            .file
+            .metadata()
+            .map_err(|e| io_problem(path, "fstat".into(), &e))?;
+        if now.dev() != checked.dev() || now.ino() != checked.ino() {
+            return Err(untrusted(
+                path,
+                "was replaced while it was being opened (the file opened is not the one checked)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn open_keeping_dir(path: &Path, holds: Holds) -> Result<(File, Parent), Untrusted> {
     let parent = walk(path, holds)?;
     check_file(path, &peek(path, &parent)?, holds)?;
     let file = open_at(
@@ -357,7 +405,7 @@ pub fn open(path: &Path, holds: Holds) -> Result<File, Untrusted> {
         .metadata()
         .map_err(|e| io_problem(path, "fstat".into(), &e))?;
     check_file(path, &meta, holds)?;
-    Ok(file)
+    Ok((file, parent))
 }
 
 /// The whole contents of a trusted file, read from the checked descriptor.
@@ -404,32 +452,6 @@ pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, Untrusted> {
     let trimmed = text.trim_end_matches(['\n', '\r']).len();
     text.truncate(trimmed);
     Ok(text)
-}
-
-/// Proves that `path` names the file `held` after SQLite opened the path.
-///
-/// SQLite opens the store by path (with SQLITE_OPEN_NOFOLLOW), so its
-/// descriptor is not the one `open` checked. But: `open` checked every
-/// directory on the way, so only root can rename, replace or unlink any
-/// name on that path; and `held` stays open across SQLite's open, so its
-/// inode cannot be freed and reused. If, after SQLite's open, the path
-/// (walked and checked again by descriptors) still names the same device
-/// and inode as `held`, the file SQLite opened is the one that was checked;
-/// the only way for them to differ would be root swapping the file twice
-/// within microseconds, and root needs no race to change the store.
-pub fn same_file(held: &File, path: &Path) -> Result<(), Untrusted> {
-    let parent = walk(path, Holds::Store)?;
-    let now = peek(path, &parent)?;
-    let checked = held
-        .metadata()
-        .map_err(|e| io_problem(path, "fstat".into(), &e))?;
-    if now.dev() != checked.dev() || now.ino() != checked.ino() {
-        return Err(untrusted(
-            path,
-            "was replaced while it was being opened (the file opened is not the one checked)",
-        ));
-    }
-    Ok(())
 }
 
 /// Creates the store file (empty, 0600) in its checked directory if it does
@@ -736,23 +758,24 @@ mod tests {
             return;
         }
         let (_dir, sub, file) = layout();
-        let held = open(&file, Holds::Store).expect("trusted");
+        let checked = CheckedStore::open(&file).expect("trusted");
+        let held = &checked.file;
         // A change made after the open shows on the descriptor.
         chmod(&file, 0o644);
         let meta = held.metadata().expect("fstat");
         assert!(check_file(&file, &meta, Holds::Store).is_err());
         chmod(&file, 0o600);
-        same_file(&held, &file).expect("still the same file");
+        checked.still_named(&file).expect("still the same file");
         // The path now names another file: the held descriptor is not it.
         let other = sub.join("other");
         fs::write(&other, b"other").expect("write");
         chmod(&other, 0o600);
         fs::rename(&other, &file).expect("swap");
-        let err = same_file(&held, &file).expect_err("swapped");
+        let err = checked.still_named(&file).expect_err("swapped");
         assert!(err.problem.contains("replaced"), "{err}");
         // What is read comes from the checked descriptor, not the path.
         let mut text = String::new();
-        (&held).read_to_string(&mut text).expect("read");
+        (&checked.file).read_to_string(&mut text).expect("read");
         assert_eq!(text, "contents\n");
     }
 

@@ -41,6 +41,8 @@ unsafe extern "C" {
     fn pam_getenv(pamh: *const PamHandle, name: *const c_char) -> *const c_char;
 }
 
+#[cfg(not(feature = "postgres"))]
+mod forward;
 mod stack_result;
 
 pub struct PamTotp;
@@ -117,13 +119,13 @@ fn string_args(args: &[&CStr]) -> Result<Vec<String>, Outcome> {
 }
 
 impl PamHooks for PamTotp {
-    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
-        guarded(pamh, Phase::Auth, |pamh| authenticate(pamh, &args))
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        guarded(pamh, Phase::Auth, |pamh| authenticate(pamh, &args, flags))
     }
 
-    fn acct_mgmt(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+    fn acct_mgmt(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
         guarded(pamh, Phase::Account, |pamh| {
-            commit(pamh, &args, Phase::Account)
+            commit(pamh, &args, Phase::Account, flags)
         })
     }
 
@@ -132,27 +134,44 @@ impl PamHooks for PamTotp {
             if flags & pam::constants::PAM_DELETE_CRED != 0 {
                 return PamResultCode::PAM_SUCCESS;
             }
-            commit(pamh, &args, Phase::Setcred)
+            commit(pamh, &args, Phase::Setcred, flags)
         })
     }
 }
 
-fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
+fn authenticate(pamh: &mut PamHandle, raw_args: &[&CStr], flags: PamFlag) -> PamResultCode {
     // A stage of an earlier try in this transaction is never committed.
     let _ = take_env(pamh, STAGED_ENV);
     let (user, rhost) = match login_items(pamh) {
         Ok(items) => items,
         Err(outcome) => return finish(pamh, "?", None, &Decision::early(outcome)),
     };
-    let args = match string_args(args) {
+    let args = match string_args(raw_args) {
         Ok(args) => args,
         Err(outcome) => return finish(pamh, &user, rhost.as_deref(), &Decision::early(outcome)),
     };
+    let loaded = crate::config::load(&args);
+    #[cfg(not(feature = "postgres"))]
+    if let Ok(config) = &loaded
+        && forward::names_postgres(config)
+    {
+        return match forward::call(pamh, raw_args, flags, forward::Hook::Authenticate) {
+            Ok(code) => code,
+            Err(why) => finish(
+                pamh,
+                &user,
+                rhost.as_deref(),
+                &Decision::early(Outcome::ConfigError(why)),
+            ),
+        };
+    }
+    #[cfg(feature = "postgres")]
+    let _ = flags;
     let ssh_key = login_key(pamh);
     let mut decision = {
         let mut conversation = PamConversation { pamh: &mut *pamh };
-        auth::authenticate(
-            &args,
+        auth::authenticate_loaded(
+            loaded,
             Request {
                 user: &user,
                 rhost: rhost.as_deref(),
@@ -196,7 +215,7 @@ fn authenticate(pamh: &mut PamHandle, args: &[&CStr]) -> PamResultCode {
 
 /// The account and setcred phases: PAM reaches them only after the whole
 /// auth stack succeeded, so what the auth phase staged is committed here.
-fn commit(pamh: &mut PamHandle, args: &[&CStr], phase: Phase) -> PamResultCode {
+fn commit(pamh: &mut PamHandle, args: &[&CStr], phase: Phase, flags: PamFlag) -> PamResultCode {
     let nothing = match phase {
         Phase::Account => PamResultCode::PAM_IGNORE,
         _ => PamResultCode::PAM_SUCCESS,
@@ -205,6 +224,33 @@ fn commit(pamh: &mut PamHandle, args: &[&CStr], phase: Phase) -> PamResultCode {
         Phase::Account => PamResultCode::PAM_PERM_DENIED,
         _ => PamResultCode::PAM_CRED_ERR,
     };
+    // The build without the PostgreSQL client: a stage of a PostgreSQL
+    // store is the full build's to commit (looked at only when something
+    // is staged: the configuration is not loaded twice for nothing).
+    #[cfg(not(feature = "postgres"))]
+    if has_env(pamh, STAGED_ENV)
+        && let Ok(strings) = string_args(args)
+        && let Ok(config) = crate::config::load(&strings)
+        && forward::names_postgres(&config)
+    {
+        let hook = match phase {
+            Phase::Account => forward::Hook::Account,
+            _ => forward::Hook::Setcred,
+        };
+        return match forward::call(pamh, args, flags, hook) {
+            Ok(code) => code,
+            Err(why) => {
+                log(
+                    pamh,
+                    LOG_ERR,
+                    &format!("denied: {}: {why}; nothing granted", phase.name()),
+                );
+                denied
+            }
+        };
+    }
+    #[cfg(feature = "postgres")]
+    let _ = flags;
     // Taken out first: whatever happens next, it is committed at most once
     // and never handed to the user's session environment.
     let nonce = match take_env(pamh, STAGED_ENV) {
@@ -323,6 +369,17 @@ fn commit(pamh: &mut PamHandle, args: &[&CStr], phase: Phase) -> PamResultCode {
         &format!("{}: {message}; user=\"{user}\"", phase.name()),
     );
     code
+}
+
+/// Whether the PAM environment holds `name` (nothing is taken out).
+#[cfg(not(feature = "postgres"))]
+fn has_env(pamh: &mut PamHandle, name: &str) -> bool {
+    let Ok(c_name) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `pamh` is the live handle; `c_name` is NUL-terminated and
+    // outlives the call; the result is only compared with NULL.
+    !unsafe { pam_getenv(pamh, c_name.as_ptr()) }.is_null()
 }
 
 /// Removes a PAM environment variable and returns the value it had.

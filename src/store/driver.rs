@@ -147,6 +147,12 @@ impl Row {
 pub enum Hold<'a> {
     /// Only the rows it changes (each statement's own row locks).
     Rows,
+    /// Like `Rows`, for a write whose loss in a crash only makes the store
+    /// stricter (a right code's guess given back: lost, it stays counted as
+    /// a failure). PostgreSQL commits it without waiting for the WAL flush
+    /// (`SET LOCAL synchronous_commit = off`); the SQLite login connection
+    /// commits every such write lazily anyway (`synchronous=NORMAL`).
+    RowsLazily,
     /// Everything one user's decision of this kind reads: no other
     /// transaction holding the same (user, purpose) runs at the same time,
     /// on any node of a pool. Reads inside see every commit before it.

@@ -197,7 +197,9 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         clear: bool,
         at: i64,
     ) -> Result<(), StoreError> {
-        self.write(Hold::Rows, |db| {
+        // Lost in a crash, the guess stays counted: never a reason to wait
+        // for the disk.
+        self.write(Hold::RowsLazily, |db| {
             db.execute(sql::RELEASE_GUESS, params![user, at])?;
             if clear {
                 db.execute(sql::CLEAR_SOURCE, params![user, rhost])?;

@@ -23,14 +23,13 @@
 //! statement after a good connect.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::config::{SslMode, TargetSessionAttrs};
 use postgres::types::{ToSql, Type};
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, NoTls};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use zeroize::Zeroizing;
@@ -190,9 +189,14 @@ pub type PgStore = SqlStore<PgDriver>;
 
 /// One client connection to the database.
 pub struct PgDriver {
+    /// Every statement goes out unnamed with its parameter types
+    /// (`query_typed`: Parse, Bind, Execute and Sync in one round trip), so
+    /// nothing lives on the server connection between statements: the
+    /// store works through a connection pooler in transaction mode
+    /// (PgBouncer), where the next statement outside a transaction may run
+    /// on another server connection, on which a named prepared statement
+    /// would not exist.
     client: RefCell<Client>,
-    /// Statements prepared on this connection, by their text.
-    prepared: RefCell<HashMap<&'static str, Statement>>,
     /// For error messages: the URL (it never holds a password).
     target: String,
 }
@@ -318,26 +322,24 @@ impl PgDriver {
         let client = connect_within(config, transport, settings.timeout, &target)?;
         Ok(PgDriver {
             client: RefCell::new(client),
-            prepared: RefCell::new(HashMap::new()),
             target,
         })
     }
 
     /// The schema version in the database (0 when it has no schema yet).
+    /// One round trip: a database without the meta table answers
+    /// `undefined_table`, which means no schema (outside a transaction the
+    /// error leaves nothing behind).
     fn version(&self) -> Result<i64, StoreError> {
-        let mut client = self.client.borrow_mut();
-        let exists: bool = client
-            .query_one("SELECT to_regclass('pam_totp_meta') IS NOT NULL", &[])?
-            .get(0);
-        if !exists {
-            return Ok(0);
+        let read = self.client.borrow_mut().query_typed_opt(
+            "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
+            &[],
+        );
+        match read {
+            Ok(row) => Ok(row.map_or(0, |row| shared_version(row.get(0)))),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(0),
+            Err(e) => Err(e.into()),
         }
-        Ok(client
-            .query_opt(
-                "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
-                &[],
-            )?
-            .map_or(0, |row| shared_version(row.get(0))))
     }
 
     /// Applies the missing migrations in one transaction, holding an
@@ -490,39 +492,6 @@ fn describe(e: &postgres::Error) -> String {
     text
 }
 
-/// A statement parameter as PostgreSQL's type for it (the server infers
-/// each `$N`'s type from the statement; integers are narrowed only when
-/// they fit, anything else is refused).
-fn bind<'a>(
-    param: &Param<'a>,
-    wanted: &Type,
-    index: usize,
-) -> Result<Box<dyn ToSql + Sync + 'a>, StoreError> {
-    let narrow = |v: i64| {
-        i32::try_from(v).map_err(|_| StoreError::Parameter {
-            index,
-            reason: format!("{v} does not fit in {wanted}"),
-        })
-    };
-    Ok(match (*param, wanted) {
-        (Param::Int(v), &Type::INT8) => Box::new(v),
-        (Param::Int(v), &Type::INT4) => Box::new(narrow(v)?),
-        (Param::OptInt(v), &Type::INT8) => Box::new(v),
-        (Param::OptInt(v), &Type::INT4) => Box::new(v.map(narrow).transpose()?),
-        (Param::Text(v), &Type::TEXT | &Type::VARCHAR | &Type::NAME | &Type::BPCHAR) => Box::new(v),
-        (Param::OptText(v), &Type::TEXT | &Type::VARCHAR | &Type::NAME | &Type::BPCHAR) => {
-            Box::new(v)
-        }
-        (Param::Blob(v), &Type::BYTEA) => Box::new(v),
-        (param, _) => {
-            return Err(StoreError::Parameter {
-                index,
-                reason: format!("{param:?} where the statement wants {wanted}"),
-            });
-        }
-    })
-}
-
 /// One column of a result row.
 fn read_value(row: &postgres::Row, column: usize) -> Result<Value, StoreError> {
     let wanted = row.columns().get(column).map(|c| c.type_().clone());
@@ -545,59 +514,49 @@ fn read_value(row: &postgres::Row, column: usize) -> Result<Value, StoreError> {
 }
 
 impl PgDriver {
-    /// The statement prepared on this connection (once per connection).
-    fn statement(&self, sql: &'static str) -> Result<Statement, StoreError> {
-        if let Some(statement) = self.prepared.borrow().get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self
-            .client
-            .borrow_mut()
-            .prepare(&placeholders_as_dollars(sql))?;
-        self.prepared.borrow_mut().insert(sql, statement.clone());
-        Ok(statement)
-    }
-
-    /// Runs `run` with the statement and its parameters bound.
-    fn with_bound<T>(
+    /// Runs `run` with the statement (its `?N` placeholders as `$N`) and its
+    /// parameters, each with the type its variant stands for (every integer
+    /// column of the schema is BIGINT).
+    fn with_typed<T>(
         &self,
         sql: &'static str,
         params: &[Param<'_>],
-        run: impl FnOnce(&mut Client, &Statement, &[&(dyn ToSql + Sync)]) -> Result<T, postgres::Error>,
+        run: impl FnOnce(
+            &mut Client,
+            &str,
+            &[(&(dyn ToSql + Sync), Type)],
+        ) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let statement = self.statement(sql)?;
-        let wanted = statement.params();
-        if wanted.len() != params.len() {
-            return Err(StoreError::Parameter {
-                index: params.len(),
-                reason: format!(
-                    "{} given, the statement takes {}",
-                    params.len(),
-                    wanted.len()
-                ),
-            });
-        }
-        let bound = params
-            .iter()
-            .zip(wanted)
-            .enumerate()
-            .map(|(index, (param, ty))| bind(param, ty, index + 1))
-            .collect::<Result<Vec<_>, _>>()?;
-        let refs: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| &**b as _).collect();
-        Ok(run(&mut self.client.borrow_mut(), &statement, &refs)?)
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().map(typed).collect();
+        Ok(run(
+            &mut self.client.borrow_mut(),
+            &placeholders_as_dollars(sql),
+            &typed,
+        )?)
+    }
+}
+
+/// A parameter and the type it is sent as.
+fn typed<'p>(param: &'p Param<'_>) -> (&'p (dyn ToSql + Sync), Type) {
+    match param {
+        Param::Int(v) => (v, Type::INT8),
+        Param::OptInt(v) => (v, Type::INT8),
+        Param::Text(v) => (v, Type::TEXT),
+        Param::OptText(v) => (v, Type::TEXT),
+        Param::Blob(v) => (v, Type::BYTEA),
     }
 }
 
 impl Driver for PgDriver {
     fn execute(&self, sql: &'static str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        self.with_bound(sql, params, |client, statement, params| {
-            client.execute(statement, params)
+        self.with_typed(sql, params, |client, sql, params| {
+            client.execute_typed(sql, params)
         })
     }
 
     fn query(&self, sql: &'static str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
-        let rows = self.with_bound(sql, params, |client, statement, params| {
-            client.query(statement, params)
+        let rows = self.with_typed(sql, params, |client, sql, params| {
+            client.query_typed(sql, params)
         })?;
         rows.iter()
             .map(|row| {
@@ -616,6 +575,10 @@ impl Driver for PgDriver {
         // the guess reservation would decide on stale counts.
         let begin = match hold {
             Hold::Rows | Hold::User(..) => "BEGIN ISOLATION LEVEL READ COMMITTED",
+            // One round trip for both (the simple query protocol).
+            Hold::RowsLazily => {
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off"
+            }
             Hold::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
         };
         self.client.borrow_mut().batch_execute(begin)?;
@@ -623,9 +586,9 @@ impl Driver for PgDriver {
             // A transaction-scoped advisory lock on (user, purpose): the
             // same user's decisions of one kind wait for each other on
             // every node of the pool; different users never do.
-            let locked = self.client.borrow_mut().execute(
+            let locked = self.client.borrow_mut().execute_typed(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
-                &[&user, &(purpose as i64)],
+                &[(&user, Type::TEXT), (&(purpose as i64), Type::INT8)],
             );
             if let Err(e) = locked {
                 self.rollback();
@@ -644,7 +607,8 @@ impl Driver for PgDriver {
     }
 
     /// Commits are durable when they return (`synchronous_commit` is on by
-    /// default and the module never turns it off).
+    /// default; the module turns it off only for `Hold::RowsLazily`, a
+    /// write whose loss only makes the store stricter).
     fn durably<T>(&self, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
         work()
     }

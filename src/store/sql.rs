@@ -146,12 +146,11 @@ pub const ALL_WINDOWS: &str =
 
 /// (source count, source last, user's failures in the 24 h up to their
 /// latest, that latest).
-pub const READ_FAILURES: &str = r#"SELECT
-       COALESCE((SELECT count FROM failures WHERE "user" = ?1 AND rhost = ?2), 0),
-       COALESCE((SELECT last FROM failures WHERE "user" = ?1 AND rhost = ?2), 0),
-       (SELECT COUNT(*) FROM guesses WHERE "user" = ?1 AND at >
-           (SELECT COALESCE(MAX(at), 0) FROM guesses WHERE "user" = ?1) - ?3),
-       (SELECT COALESCE(MAX(at), 0) FROM guesses WHERE "user" = ?1)"#;
+pub const READ_FAILURES: &str = r#"SELECT COALESCE(f.count, 0), COALESCE(f.last, 0),
+       (SELECT COUNT(*) FROM guesses WHERE "user" = ?1 AND at > g.latest - ?3),
+       g.latest
+     FROM (SELECT COALESCE(MAX(at), 0) AS latest FROM guesses WHERE "user" = ?1) AS g
+     LEFT JOIN failures AS f ON f."user" = ?1 AND f.rhost = ?2"#;
 pub const COUNT_SOURCE_FAILURE: &str = r#"INSERT INTO failures ("user", rhost, count, last) VALUES (?1, ?2, 1, ?3)
      ON CONFLICT ("user", rhost) DO UPDATE SET count = failures.count + 1, last = excluded.last"#;
 /// Failures too old to matter to the ceiling (two windows back).

@@ -311,7 +311,7 @@ impl SqlStore<SqliteDriver> {
     }
 
     fn open_with(path: &Path, sync: Sync) -> Result<SqliteStore, StoreError> {
-        let checked = crate::trust::open(path, crate::trust::Holds::Store).map_err(|e| {
+        let checked = crate::trust::CheckedStore::open(path).map_err(|e| {
             if e.not_found {
                 StoreError::Missing(path.display().to_string())
             } else {
@@ -321,6 +321,8 @@ impl SqlStore<SqliteDriver> {
         let mut driver = SqliteDriver::connect(path, &checked, sync)?;
         match driver.user_version().map_err(|e| classify(path, e))? {
             0 => Err(StoreError::NotInitialised(path.display().to_string())),
+            // The common case, read once: nothing to migrate.
+            SCHEMA_VERSION => Ok(SqlStore::new(driver)),
             _ => {
                 driver.migrate(path)?;
                 Ok(SqlStore::new(driver))
@@ -341,8 +343,7 @@ impl SqlStore<SqliteDriver> {
         }
         // Created only in a checked directory, never through a symlink.
         crate::trust::create_store_file(path).map_err(StoreError::Untrusted)?;
-        let checked =
-            crate::trust::open(path, crate::trust::Holds::Store).map_err(StoreError::Untrusted)?;
+        let checked = crate::trust::CheckedStore::open(path).map_err(StoreError::Untrusted)?;
         let mut driver = SqliteDriver::connect(path, &checked, Sync::Full)?;
         driver.migrate(path)?;
         Ok(SqlStore::new(driver))
@@ -375,32 +376,37 @@ impl SqlStore<SqliteDriver> {
 }
 
 impl SqliteDriver {
-    /// Opens the store that `trust::open` checked as `checked`.
+    /// Opens the store that `trust::CheckedStore::open` checked as `checked`.
     ///
     /// SQLite opens the store by path (it finds the -wal and -shm files
     /// beside it by that name), so it cannot be handed the checked
     /// descriptor. What makes the path safe to open: every directory on it
     /// was checked to be root's alone, so nobody else can rename or replace
     /// any name on it; SQLITE_OPEN_NOFOLLOW refuses a symlink as the file;
-    /// and `checked` is held open until SQLite has opened the path, after
-    /// which (before SQLite reads a byte) `trust::same_file` proves that the
-    /// path still names the inode that was checked (held open, it cannot be
-    /// reused). A mismatch is refused.
+    /// and `checked` (the file and its directory) is held open until SQLite
+    /// has opened the path, after which (before any statement runs)
+    /// `CheckedStore::still_named` proves that the name in the checked
+    /// directory is still the inode that was checked (held open, it cannot
+    /// be reused). A mismatch is refused.
     fn connect(
         path: &Path,
-        checked: &std::fs::File,
+        checked: &crate::trust::CheckedStore,
         sync: Sync,
     ) -> Result<SqliteDriver, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let mut conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
-        crate::trust::same_file(checked, path).map_err(StoreError::Untrusted)?;
+        checked.still_named(path).map_err(StoreError::Untrusted)?;
         conn.busy_handler(Some(wait_briefly()))
             .map_err(|e| classify(path, e))?;
         let setup = || -> rusqlite::Result<()> {
             // The store is read by root only; never run code from its schema.
-            conn.pragma_update(None, "trusted_schema", "OFF")?;
+            // (The C interface's switch: no statement to parse.)
+            conn.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA,
+                false,
+            )?;
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
                 conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))?;
@@ -513,7 +519,7 @@ impl Driver for SqliteDriver {
         // lock before the first read, so every hold is the whole store and
         // no transaction decides on a snapshot it later cannot write from.
         let statement = match hold {
-            Hold::Rows | Hold::User(..) => "BEGIN IMMEDIATE",
+            Hold::Rows | Hold::RowsLazily | Hold::User(..) => "BEGIN IMMEDIATE",
             Hold::Snapshot => "BEGIN",
         };
         Ok(self.conn.execute_batch(statement)?)

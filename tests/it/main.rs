@@ -13,6 +13,7 @@ mod file_trust;
 mod help_desk_limits;
 mod hostile_input;
 mod import_homes;
+mod lean_module;
 mod oathtool_oracle;
 mod pam_login;
 mod pam_race;

@@ -404,8 +404,130 @@ impl Cluster {
         (cas[0].clone(), cas[1].clone())
     }
 
+    /// PgBouncer on a Unix socket in front of `db` (TLS to this cluster,
+    /// which needs `start_on_loopback` and `enable_tls`), the way a pool of
+    /// login nodes runs it: transaction pooling, root admitted by its
+    /// kernel-checked identity (`peer`: no password file on the node), the
+    /// pooler logging in to the server as the database's role over
+    /// verify-full TLS. `ignore_startup_parameters = options`: the module's
+    /// `-c statement_timeout=…` cannot pass a pooler, so the role carries
+    /// its timeouts (`ALTER ROLE … SET`). Returns the URL the module names.
+    pub fn pgbouncer(&self, db: &Database, ca: &Path) -> Pooler {
+        let dir = self.dir.path().join(format!("pgbouncer-{}", db.name));
+        fs::create_dir_all(&dir).expect("pooler dir");
+        let password = fs::read_to_string(&db.password_file).expect("password");
+        let password = password.trim();
+        for (setting, value) in [("statement_timeout", "5s"), ("lock_timeout", "5s")] {
+            self.psql(
+                "postgres",
+                &format!("ALTER ROLE {} SET {setting} = '{value}'", db.name),
+            );
+        }
+        fs::copy(ca, dir.join("ca.pem")).expect("ca");
+        let port = random_port();
+        fs::write(
+            dir.join("pgbouncer.ini"),
+            format!(
+                "[databases]
+                 {name} = host=localhost port={server_port} dbname={name} user={name} password={password}
+                 [pgbouncer]
+                 listen_addr =
+                 listen_port = {port}
+                 unix_socket_dir = {dir}
+                 unix_socket_mode = 0777
+                 auth_type = hba
+                 auth_hba_file = {dir}/hba.conf
+                 auth_file = {dir}/users.txt
+                 pool_mode = transaction
+                 max_client_conn = 500
+                 default_pool_size = 16
+                 ignore_startup_parameters = options
+                 server_tls_sslmode = verify-full
+                 server_tls_ca_file = {dir}/ca.pem
+                 logfile = {dir}/pgbouncer.log
+                 pidfile = {dir}/pgbouncer.pid
+",
+                name = db.name,
+                server_port = self.port,
+                dir = dir.display(),
+            ),
+        )
+        .expect("pgbouncer.ini");
+        fs::write(
+            dir.join("hba.conf"),
+            "local all root peer
+",
+        )
+        .expect("hba");
+        fs::write(dir.join("users.txt"), "\"root\" \"\"\n").expect("users");
+        check(
+            "chown",
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .output()
+                .expect("chown"),
+        );
+        check(
+            "pgbouncer",
+            Command::new("runuser")
+                .args(["-u", "postgres", "--", "pgbouncer", "-d", "-q"])
+                .arg(dir.join("pgbouncer.ini"))
+                .output()
+                .expect("pgbouncer (apt-get install pgbouncer)"),
+        );
+        let socket = dir.join(format!(".s.PGSQL.{port}"));
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        assert!(
+            socket.exists(),
+            "pgbouncer did not listen on {}",
+            socket.display()
+        );
+        // Read now: the cluster's directory (and the pid file in it) may be
+        // gone by the time the pooler is dropped.
+        let pid = fs::read_to_string(dir.join("pgbouncer.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        Pooler {
+            url: format!(
+                "postgresql://root@/{}?host={}&port={port}&sslmode=disable",
+                db.name,
+                dir.display()
+            ),
+            dir,
+            pid,
+        }
+    }
+
     pub fn server_log(&self) -> String {
         fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+/// A running PgBouncer (`Cluster::pgbouncer`), stopped on drop.
+pub struct Pooler {
+    /// What the module names: the pooler's socket, no password.
+    pub url: String,
+    dir: PathBuf,
+    pid: Option<u32>,
+}
+
+impl Pooler {
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Pooler {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").arg(pid.to_string()).output();
+        }
     }
 }
 
