@@ -23,7 +23,11 @@ cargo build --release --quiet --workspace   # libpam_totp.so, totpctl and totp (
 ./scripts/build-modules.sh                  # target/modules/: pam_totp.so, pam_totp_postgresql.so
 out=target/package
 rm -rf "$out"
-mkdir -p "$out/man" "$out/completions"
+mkdir -p "$out/man" "$out/completions" "$out/modules"
+# cargo-deb strips only what it finds in target/release; the two modules
+# come from target/modules/ (the tests' copies stay as built).
+cp target/modules/pam_totp.so target/modules/pam_totp_postgresql.so "$out/modules/"
+strip --strip-unneeded "$out"/modules/*.so
 target/release/totpctl manpages "$out/man" >/dev/null
 cargo run --release --quiet -p totp --example totp_manpage -- "$out/man" >/dev/null
 cp packaging/man/pam_totp.8 packaging/man/pam_totp.conf.5 "$out/man/"

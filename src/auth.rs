@@ -671,6 +671,16 @@ impl Login<'_> {
                 ));
                 continue;
             }
+            // Longer than this module's `automation_max=` allows (made
+            // under a looser bound, or the bound lowered since): unused.
+            let length = grant.until.saturating_sub(grant.created);
+            if length > i64::try_from(self.config.automation_max_secs).unwrap_or(i64::MAX) {
+                self.notices.push(format!(
+                    "automation grant #{} for key {} is not used: it runs {} s from its making, longer than automation_max={} s (reason \"{reason}\"); a code is asked",
+                    grant.id, key.fingerprint, length, self.config.automation_max_secs
+                ));
+                continue;
+            }
             let networks = match grant.parsed_networks() {
                 Ok(networks) => networks,
                 Err(why) => {

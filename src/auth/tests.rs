@@ -2000,6 +2000,58 @@ fn an_automation_grant_admits_its_key_from_its_networks_until_its_end_unless_rev
 }
 
 #[test]
+fn an_automation_grant_longer_than_this_modules_automation_max_admits_no_one() {
+    let world = World::with_alice();
+    let store = world.store();
+    // Made for 80 days (under a looser bound, or before it was lowered).
+    store
+        .add_automation(
+            "alice",
+            KEY_A,
+            "192.0.2.0/24",
+            NOW as i64 + 80 * 86_400,
+            "r",
+            NOW as i64,
+            "root",
+        )
+        .expect("grant");
+    let config = Config {
+        automation_max_secs: 7 * 86_400,
+        ..Config::default()
+    };
+    let d = world.run_key(
+        &config,
+        "192.0.2.77",
+        &used_key(KEY_A),
+        NOW + 30 * 86_400,
+        true,
+        &mut OnePrompt::says("000000"),
+    );
+    assert!(!d.outcome.is_success(), "{:?}", d.outcome);
+    assert!(
+        d.notices
+            .iter()
+            .any(|n| n.contains("longer than automation_max")),
+        "{:?}",
+        d.notices
+    );
+    // Under the default bound (90 days) the same grant admits.
+    let d = world.run_key(
+        &Config::default(),
+        "192.0.2.77",
+        &used_key(KEY_A),
+        NOW + 30 * 86_400,
+        true,
+        &mut OnePrompt::says(""),
+    );
+    assert!(
+        matches!(d.outcome, Outcome::Automation { .. }),
+        "{:?}",
+        d.outcome
+    );
+}
+
+#[test]
 fn an_automation_grant_with_networks_that_do_not_parse_admits_no_one() {
     let world = World::with_alice();
     let store = world.store();

@@ -224,6 +224,14 @@ fn commit(pamh: &mut PamHandle, args: &[&CStr], phase: Phase, flags: PamFlag) ->
         Phase::Account => PamResultCode::PAM_PERM_DENIED,
         _ => PamResultCode::PAM_CRED_ERR,
     };
+    // sshd calls pam_setcred only once the whole account stack succeeded,
+    // while this module's account line can run before another account
+    // module that then denies (pam_nologin, an expired account, a pool
+    // node's access rule): under sshd the stage waits for setcred, so a
+    // login the account stack refused grants nothing.
+    if matches!(phase, Phase::Account) && service_is_sshd(pamh) {
+        return nothing;
+    }
     // The build without the PostgreSQL client: a stage of a PostgreSQL
     // store is the full build's to commit (looked at only when something
     // is staged: the configuration is not loaded twice for nothing).
@@ -417,6 +425,12 @@ fn put_env(pamh: &mut PamHandle, entry: &str) -> Result<(), String> {
         return Err(format!("pam_putenv failed ({rc})"));
     }
     Ok(())
+}
+
+/// Whether the PAM service is sshd's (`sshd`).
+fn service_is_sshd(pamh: &PamHandle) -> bool {
+    matches!(pamh.get_item::<Service>(), Ok(Some(service))
+        if service.to_bytes() == sshkey::SSHD_SERVICE.as_bytes())
 }
 
 /// The SSH key of this login, from sshd's `SSH_AUTH_INFO_0` in the PAM

@@ -154,8 +154,7 @@ impl<D: Driver> Store for SqlStore<D> {
                     }
                     EnrollMode::Replacement => {
                         db.execute(sql::DELETE_PENDING_REPLACEMENT, params![user])?;
-                        db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
-                        db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![user])?;
+                        end_graces(db, user)?;
                     }
                     EnrollMode::ReplaceConfirmed => {
                         if e.token.confirmed.is_none() {
@@ -166,8 +165,7 @@ impl<D: Driver> Store for SqlStore<D> {
                             });
                         }
                         db.execute(sql::DELETE_TOKENS_OF_USER, params![user])?;
-                        db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
-                        db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![user])?;
+                        end_graces(db, user)?;
                     }
                 }
                 self.insert_token(&token)?;
@@ -193,8 +191,7 @@ impl<D: Driver> Store for SqlStore<D> {
                 let user = row.text(0)?;
                 db.execute(sql::DELETE_OTHER_TOKENS, params![&user, id])?;
                 db.execute(sql::TAKE_DEVICE_NAME, params![id, &device])?;
-                db.execute(sql::DELETE_GRACE_OF_USER, params![&user])?;
-                db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![&user])?;
+                end_graces(db, &user)?;
             }
             Ok(confirmed)
         })
@@ -255,8 +252,7 @@ impl<D: Driver> Store for SqlStore<D> {
                 let removed =
                     db.execute(sql::DELETE_DEVICE_UNLESS_LAST, params![user, device, now])?;
                 if removed == 1 {
-                    db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
-                    db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![user])?;
+                    end_graces(db, user)?;
                 }
                 Ok(removed)
             })
@@ -319,18 +315,15 @@ impl<D: Driver> Store for SqlStore<D> {
 
     /// Ends the user's address graces and key graces.
     fn forget_grace(&self, user: &str) -> Result<usize, StoreError> {
-        self.write(Hold::Rows, |db| {
-            let ips = db.execute(sql::DELETE_GRACE_OF_USER, params![user])?;
-            let keys = db.execute(sql::DELETE_KEY_GRACE_OF_USER, params![user])?;
-            Ok(changed(ips.saturating_add(keys)))
-        })
+        self.write(Hold::Rows, |db| end_graces(db, user))
     }
 
     fn forget_key_grace(&self, user: &str, fingerprint: &str) -> Result<usize, StoreError> {
-        Ok(changed(self.driver.execute(
-            sql::DELETE_KEY_GRACE,
-            params![user, fingerprint],
-        )?))
+        self.write(Hold::Rows, |db| {
+            let ended = db.execute(sql::DELETE_KEY_GRACE, params![user, fingerprint])?;
+            db.execute(sql::DELETE_STAGED_KEY_GRACE, params![user, fingerprint])?;
+            Ok(changed(ended))
+        })
     }
 
     fn key_graces(&self, user: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
@@ -423,6 +416,17 @@ impl<D: Driver> Store for SqlStore<D> {
 /// the replaced tokens' disabled and expires columns): disabled when every
 /// one of them was; expiring no later than the last of them when every one
 /// of them expires.
+/// Ends every grace of `user`, stored and staged; how many stored ones
+/// ended (address and key graces).
+fn end_graces<D: Driver>(db: &D, user: &str) -> Result<usize, StoreError> {
+    let [ips, keys, staged] = sql::END_GRACES_OF_USER;
+    let ended = db
+        .execute(ips, params![user])?
+        .saturating_add(db.execute(keys, params![user])?);
+    db.execute(staged, params![user])?;
+    Ok(changed(ended))
+}
+
 fn inherited(life: &super::Life, stops: &[super::driver::Row]) -> Result<super::Life, StoreError> {
     let mut life = life.clone();
     if stops.is_empty() {

@@ -198,6 +198,22 @@ pub const KEY_GRACE_UNTIL: &str =
 pub const KEY_GRACES_OF_USER: &str = r#"SELECT fingerprint, until FROM key_grace
      WHERE "user" = ?1 AND until > ?2 ORDER BY until DESC, fingerprint"#;
 pub const DELETE_KEY_GRACE_OF_USER: &str = r#"DELETE FROM key_grace WHERE "user" = ?1"#;
+/// Graces a login staged and has not committed yet: ended with the stored
+/// ones, or a login already past its code would bring them back.
+pub const DELETE_STAGED_GRACE_OF_USER: &str =
+    r#"DELETE FROM staged WHERE "user" = ?1 AND what = 'grace'"#;
+/// A staged grace that names this key (the address grace staged with it
+/// goes too: ending less than asked is the one thing not allowed).
+pub const DELETE_STAGED_KEY_GRACE: &str =
+    r#"DELETE FROM staged WHERE "user" = ?1 AND what = 'grace' AND fingerprint = ?2"#;
+/// Everything that ends a user's graces (`forget`, `unlock`, a reset, a
+/// replacement, a removed device): address and key graces, stored and
+/// staged. The first two counts are what `forget` reports.
+pub const END_GRACES_OF_USER: [&str; 3] = [
+    DELETE_GRACE_OF_USER,
+    DELETE_KEY_GRACE_OF_USER,
+    DELETE_STAGED_GRACE_OF_USER,
+];
 pub const DELETE_KEY_GRACE: &str =
     r#"DELETE FROM key_grace WHERE "user" = ?1 AND fingerprint = ?2"#;
 
@@ -307,6 +323,8 @@ mod tests {
         KEY_GRACE_UNTIL,
         KEY_GRACES_OF_USER,
         DELETE_KEY_GRACE_OF_USER,
+        DELETE_STAGED_GRACE_OF_USER,
+        DELETE_STAGED_KEY_GRACE,
         DELETE_KEY_GRACE,
         INSERT_AUTOMATION,
         AUTOMATION_FOR_KEY,

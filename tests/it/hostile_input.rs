@@ -436,7 +436,7 @@ fn hostile_ssh_auth_info_values_never_skip_the_code() {
             &[answer],
             &[
                 ("PAM_WORKER_PUTENV", &putenv(value)),
-                ("PAM_WORKER_THEN", "account"),
+                ("PAM_WORKER_THEN", "account,setcred"),
             ],
         )
     };
@@ -521,4 +521,41 @@ fn hostile_ssh_auth_info_values_never_skip_the_code() {
         failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Under sshd, a login the account stack refuses (pam_nologin, an expired
+/// account; here pam_deny after pam_totp's own account line) grants no
+/// key grace: the stage waits for sshd's pam_setcred, which sshd calls
+/// only after the account stack succeeded.
+#[test]
+fn an_account_stack_that_denies_leaves_no_key_grace() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    let out = world.totpctl(&["enroll", "alice", "--secret", KEY]);
+    assert!(out.status.success());
+    world.service("sshd", "grace_key=1h");
+    let auth = std::fs::read_to_string(world.services.join("sshd")).expect("service");
+    let account = auth.replacen("auth ", "account ", 1);
+    world.raw_service(
+        "sshd",
+        &format!("{auth}{account}account required pam_deny.so\n"),
+    );
+    let good = format!("SSH_AUTH_INFO_0=publickey ssh-ed25519 {SSH_KEY}\n");
+    let out = world.pam_worker_with(
+        "sshd",
+        "alice",
+        "203.0.113.7",
+        &[&oathtool(KEY, None, &[])],
+        &[("PAM_WORKER_PUTENV", &good), ("PAM_WORKER_THEN", "account")],
+    );
+    assert!(out.contains("RESULT 0"), "{out}");
+    assert!(
+        !out.contains("ACCOUNT 0"),
+        "the account stack let it in: {out}"
+    );
+    let shown = world.totpctl(&["show", "alice"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("key graces: none"), "{shown}");
 }

@@ -863,7 +863,7 @@ fn a_key_grace_holds_on_every_node_of_the_pool() {
             .env("NSS_WRAPPER_PASSWD", world.passwd_file())
             .env("NSS_WRAPPER_GROUP", world.group_file())
             .env("PAM_WORKER_PUTENV", line(blob))
-            .env("PAM_WORKER_THEN", "account")
+            .env("PAM_WORKER_THEN", "account,setcred")
             .arg(node)
             .args(["sshd", "kira", RHOST])
             .stdin(Stdio::piped())

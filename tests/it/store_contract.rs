@@ -975,3 +975,36 @@ fn a_confirmed_replacement_of_every_device_is_one_change() {
         assert_eq!(store.graces("di", NOW).expect("g").len(), 1, "{name}");
     }
 }
+
+/// What ends a user's graces also ends the ones a login staged and has
+/// not committed yet: otherwise a login past its code brings them back.
+#[test]
+fn forgetting_graces_also_ends_the_staged_ones() {
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        let fp = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let grace = Grant::Grace {
+            ip: Some(("10.0.0.9".to_string(), NOW + 600)),
+            key: Some((fp.to_string(), NOW + 600)),
+        };
+        store
+            .stage_grant("n-1", "fay", &grace, NOW + 600, NOW)
+            .expect("stage");
+        store.forget_grace("fay").expect("forget");
+        assert_eq!(
+            store.take_staged("n-1", "fay", NOW).expect("take"),
+            None,
+            "{name}: a staged grace outlived forget"
+        );
+        store
+            .stage_grant("n-2", "fay", &grace, NOW + 600, NOW)
+            .expect("stage");
+        store.forget_key_grace("fay", fp).expect("forget --key");
+        assert_eq!(
+            store.take_staged("n-2", "fay", NOW).expect("take"),
+            None,
+            "{name}: a staged key grace outlived forget --key"
+        );
+    }
+}

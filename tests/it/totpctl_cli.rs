@@ -1934,4 +1934,30 @@ fn automation_grants_are_scoped_bounded_listed_and_revoked() {
     assert!(ctl.run(&["delete", "ci"]).status.success());
     let (list, _) = text(&ctl.run(&["automation", "list"]));
     assert!(list.contains("no automation grants"), "{list}");
+
+    // An automation account with no token at all: `delete` still revokes
+    // its grants (they are the only way it gets in).
+    ctl.add_user("bot");
+    let out = ctl.run(&[
+        "allow-automation",
+        "bot",
+        "--key",
+        AUTOMATION_KEY,
+        "--from",
+        "192.0.2.0/24",
+        "--until",
+        "30d",
+        "--reason",
+        "nightly rsync",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = ctl.run(&["delete", "bot"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        text(&out).0.contains("revoked their 1 automation grant"),
+        "{:?}",
+        text(&out)
+    );
+    let (list, _) = text(&ctl.run(&["automation", "list"]));
+    assert!(list.contains("no automation grants"), "{list}");
 }

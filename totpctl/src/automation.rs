@@ -83,7 +83,7 @@ pub fn allow(
     let longest = now.saturating_add(i64::try_from(max_secs).unwrap_or(i64::MAX));
     if until > longest {
         return Err(format!(
-            "--until {} UTC is later than automation_max allows ({} days from now: {} UTC); grant less, and renew it",
+            "--until {} is later than automation_max allows ({} days from now: {}); grant less, and renew it",
             when(until),
             max_secs / 86_400,
             when(longest)
@@ -96,12 +96,12 @@ pub fn allow(
         "allow-automation",
         user,
         &format!(
-            "id={id} key={key} from={networks} until=\"{} UTC\" reason=\"{reason}\"",
+            "id={id} key={key} from={networks} until=\"{}\" reason=\"{reason}\"",
             when(until)
         ),
     );
     println!(
-        "Automation grant #{id}: {user} with key {key} logs in without a code from {networks} until {} UTC.\n\
+        "Automation grant #{id}: {user} with key {key} logs in without a code from {networks} until {}.\n\
          Reason: {reason}\n\
          Match the key's own limits in ~{user}/.ssh/authorized_keys, e.g.:\n  \
          restrict,from=\"{networks}\",command=\"/usr/local/bin/the-workflow\" ssh-ed25519 AAAA…\n\
@@ -176,7 +176,7 @@ pub fn table(grants: &[&AutomationGrant], now: i64) -> String {
     let mut out = String::new();
     for g in grants {
         out.push_str(&format!(
-            "#{} user=\"{}\" key={} from={} until {} UTC ({}) reason=\"{}\" by {}\n",
+            "#{} user=\"{}\" key={} from={} until {} ({}) reason=\"{}\" by {}\n",
             g.id,
             escape(&g.user),
             g.fingerprint,
@@ -249,13 +249,13 @@ pub fn show_lines(
     }
     for (fingerprint, until) in key_graces {
         lines.push(format!(
-            "key grace: SSH key {fingerprint} until {} UTC (totpctl forget --key ends it)",
+            "key grace: SSH key {fingerprint} until {} (totpctl forget --key ends it)",
             when(*until)
         ));
     }
     for g in grants {
         lines.push(format!(
-            "automation grant #{}: key {} from {} until {} UTC, {}, reason \"{}\"",
+            "automation grant #{}: key {} from {} until {}, {}, reason \"{}\"",
             g.id,
             g.fingerprint,
             g.networks,

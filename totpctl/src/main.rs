@@ -319,18 +319,34 @@ fn run(cli: Cli) -> Result<(), String> {
                         .collect();
                     let codes = store.recovery_count(&user).map_err(e)?;
                     let count = store.delete_user(&user).map_err(e)?;
-                    if count == 0 {
-                        return Err(format!("{user} is not enrolled"));
-                    }
-                    let grants = store
-                        .revoke_automation_of_user(&user, unix_now())
-                        .map_err(e)?;
-                    if grants > 0 {
+                    // The user's automation grants end with them, also for
+                    // an automation account that never had a token.
+                    let now = unix_now();
+                    let in_force: Vec<_> = store
+                        .automation_grants(Some(&user))
+                        .map_err(e)?
+                        .into_iter()
+                        .filter(|g| g.revoked.is_none())
+                        .collect();
+                    let grants = store.revoke_automation_of_user(&user, now).map_err(e)?;
+                    for grant in &in_force {
                         audit.record(
                             "automation-revoke",
                             &user,
-                            &format!("grants={grants} (the user was deleted)"),
+                            &format!(
+                                "id={} key={} reason=\"{}\" (the user was deleted)",
+                                grant.id, grant.fingerprint, grant.reason
+                            ),
                         );
+                    }
+                    if count == 0 {
+                        if grants > 0 {
+                            println!(
+                                "{user} had no token; revoked their {grants} automation grant(s)."
+                            );
+                            return Ok(());
+                        }
+                        return Err(format!("{user} is not enrolled"));
                     }
                     audit.record(
                         "delete",
