@@ -841,3 +841,61 @@ fn added_devices_keep_the_administrators_expiry_and_unusable_matches_stay_counte
         "{failures}"
     );
 }
+
+#[test]
+fn status_lists_key_graces_and_automation_grants_in_force() {
+    if !present() {
+        return;
+    }
+    let s = Setup::new("");
+    let key = s.enroll();
+    // A key grace earned through the real libpam under service sshd, as
+    // sshd hands the key over (pam_worker puts SSH_AUTH_INFO_0 into the PAM
+    // environment), then committed at setcred.
+    let blob = "AAAAC3NzaC1lZDI1NTE5AAAAIPWhMX3GrSZWFUTEvx5GuAhSZm+XOT6mzOYJAiiQgU9l";
+    let fp = "SHA256:PBZqibLSCLdAS4+MC8G29Jx6IMJfj3+k9ckTzGesU+I";
+    s.world.service_with_account("sshd", "grace_key=1h");
+    let out = s.world.pam_worker_with(
+        "sshd",
+        s.name(),
+        "203.0.113.7",
+        &[&code(&key)],
+        &[
+            (
+                "PAM_WORKER_PUTENV",
+                &format!("SSH_AUTH_INFO_0=publickey ssh-ed25519 {blob}\n"),
+            ),
+            ("PAM_WORKER_THEN", "account,setcred"),
+        ],
+    );
+    assert!(out.contains("RESULT 0"), "{out}");
+    let out = s.world.totpctl(&[
+        "allow-automation",
+        s.name(),
+        "--key",
+        fp,
+        "--from",
+        "192.0.2.0/24",
+        "--until",
+        "7d",
+        "--reason",
+        "nightly rsync",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let (rc, text) = s.totp(&["status"], &[]);
+    assert_eq!(rc, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "logins with your SSH key {fp} skip the code until"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "your SSH key {fp} logs in without a code from 192.0.2.0/24"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("nightly rsync"), "{text}");
+    assert!(!text.contains("No grace periods"), "{text}");
+}
