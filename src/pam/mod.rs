@@ -427,10 +427,18 @@ fn put_env(pamh: &mut PamHandle, entry: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The PAM service name (empty when the application set none).
+fn service_name(pamh: &PamHandle) -> Result<Vec<u8>, String> {
+    match pamh.get_item::<Service>() {
+        Ok(Some(service)) => Ok(service.to_bytes().to_vec()),
+        Ok(None) => Ok(Vec::new()),
+        Err(code) => Err(format!("PAM_SERVICE unreadable: {code:?}")),
+    }
+}
+
 /// Whether the PAM service is sshd's (`sshd`).
 fn service_is_sshd(pamh: &PamHandle) -> bool {
-    matches!(pamh.get_item::<Service>(), Ok(Some(service))
-        if service.to_bytes() == sshkey::SSHD_SERVICE.as_bytes())
+    service_name(pamh).is_ok_and(|service| service == sshkey::SSHD_SERVICE.as_bytes())
 }
 
 /// The SSH key of this login, from sshd's `SSH_AUTH_INFO_0` in the PAM
@@ -440,10 +448,9 @@ fn service_is_sshd(pamh: &PamHandle) -> bool {
 /// module earlier in this auth stack replaced it (SECURITY.md says which
 /// modules can). Read only here, in the auth phase.
 fn login_key(pamh: &PamHandle) -> LoginKey {
-    let service = match pamh.get_item::<Service>() {
-        Ok(Some(service)) => service.to_bytes().to_vec(),
-        Ok(None) => Vec::new(),
-        Err(code) => return LoginKey::Unknown(format!("PAM_SERVICE unreadable: {code:?}")),
+    let service = match service_name(pamh) {
+        Ok(service) => service,
+        Err(why) => return LoginKey::Unknown(why),
     };
     if service != sshkey::SSHD_SERVICE.as_bytes() {
         return LoginKey::Unknown(format!(

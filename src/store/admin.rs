@@ -292,11 +292,7 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn graces(&self, user: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        self.driver
-            .query(sql::GRACES_OF_USER, params![user, now])?
-            .iter()
-            .map(|row| Ok((row.text(0)?, row.int(1)?)))
-            .collect()
+        self.running_graces(sql::GRACES_OF_USER, user, now)
     }
 
     fn failure_sources(&self, user: &str) -> Result<Vec<(String, u64, i64)>, StoreError> {
@@ -327,11 +323,7 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn key_graces(&self, user: &str, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        self.driver
-            .query(sql::KEY_GRACES_OF_USER, params![user, now])?
-            .iter()
-            .map(|row| Ok((row.text(0)?, row.int(1)?)))
-            .collect()
+        self.running_graces(sql::KEY_GRACES_OF_USER, user, now)
     }
 
     fn add_automation(
@@ -416,6 +408,23 @@ impl<D: Driver> Store for SqlStore<D> {
 /// the replaced tokens' disabled and expires columns): disabled when every
 /// one of them was; expiring no later than the last of them when every one
 /// of them expires.
+impl<D: Driver> SqlStore<D> {
+    /// (address or fingerprint, until) of the user's graces running at
+    /// `now`, by `statement` (`GRACES_OF_USER`, `KEY_GRACES_OF_USER`).
+    fn running_graces(
+        &self,
+        statement: &'static str,
+        user: &str,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.driver
+            .query(statement, params![user, now])?
+            .iter()
+            .map(|row| Ok((row.text(0)?, row.int(1)?)))
+            .collect()
+    }
+}
+
 /// Ends every grace of `user`, stored and staged; how many stored ones
 /// ended (address and key graces).
 fn end_graces<D: Driver>(db: &D, user: &str) -> Result<usize, StoreError> {

@@ -100,12 +100,12 @@ pub const DELETE_TOKENS_OF_USER: &str = r#"DELETE FROM tokens WHERE "user" = ?1"
 /// user: nothing granted outlives the tokens it was granted for.
 pub const DELETE_USER: [&str; 8] = [
     DELETE_TOKENS_OF_USER,
-    r#"DELETE FROM recovery_codes WHERE "user" = ?1"#,
-    r#"DELETE FROM enroll_windows WHERE "user" = ?1"#,
-    r#"DELETE FROM failures WHERE "user" = ?1"#,
-    r#"DELETE FROM guesses WHERE "user" = ?1"#,
-    r#"DELETE FROM grace WHERE "user" = ?1"#,
-    r#"DELETE FROM key_grace WHERE "user" = ?1"#,
+    DELETE_RECOVERY_OF_USER,
+    CLOSE_WINDOW,
+    DELETE_FAILURES_OF_USER,
+    DELETE_GUESSES_OF_USER,
+    DELETE_GRACE_OF_USER,
+    DELETE_KEY_GRACE_OF_USER,
     r#"DELETE FROM staged WHERE "user" = ?1"#,
 ];
 

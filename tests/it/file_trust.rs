@@ -10,7 +10,6 @@ use crate::common;
 use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 
 use common::{RHOST, World, oathtool, pam_tools_present};
 
@@ -174,12 +173,7 @@ fn a_key_file_others_can_read_is_refused() {
     let world = World::new();
     let keys = common::private_tempdir();
     let key_file = keys.path().join("pam_totp.key");
-    let out = Command::new(common::totpctl_path())
-        .arg("keygen")
-        .arg(&key_file)
-        .output()
-        .expect("keygen");
-    assert!(out.status.success(), "{out:?}");
+    common::keygen(&key_file);
     assert_eq!(mode_of(&key_file), 0o600, "keygen writes it 0600");
     let secret = common::random_secret();
     let out = world.totpctl(&[

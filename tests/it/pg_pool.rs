@@ -649,12 +649,7 @@ fn sealed_keys_are_in_no_dump_and_do_not_open_in_another_row() {
     // Carol is enrolled before there is any key: stored plain.
     let carol = world.enroll("carol");
     for file in [&key_file, &other_key] {
-        let out = Command::new(common::totpctl_path())
-            .arg("keygen")
-            .arg(file)
-            .output()
-            .expect("keygen");
-        assert!(out.status.success(), "{out:?}");
+        common::keygen(file);
     }
     let sealed = |args: &[&str]| {
         let mut all = vec!["--key-file", key_file.to_str().expect("path")];

@@ -846,12 +846,7 @@ fn keys_are_sealed_in_a_sqlite_store_too() {
     let world = World::new_sqlite();
     let keys = common::private_tempdir();
     let key_file = keys.path().join("pam_totp.key");
-    let out = std::process::Command::new(common::totpctl_path())
-        .arg("keygen")
-        .arg(&key_file)
-        .output()
-        .expect("keygen");
-    assert!(out.status.success(), "{out:?}");
+    common::keygen(&key_file);
     let key = common::random_secret();
     let out = world.totpctl(&[
         "--key-file",

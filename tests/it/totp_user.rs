@@ -337,11 +337,7 @@ fn add_device_then_log_in_with_each_and_remove_one() {
     );
     assert_eq!(rc, 0, "{text}");
     assert!(text.contains("Added device \"tablet\""), "{text}");
-    let new_key: String = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Key: "))
-        .expect("key shown")
-        .replace(' ', "");
+    let new_key = shown_key(&text);
     assert!(s.login(&next_code(&key)), "the old device logs in");
     assert!(s.login(&next_code(&new_key)), "the new device logs in");
     // The last usable device is never removed.
@@ -371,26 +367,14 @@ fn replace_with_a_recovery_code_retires_the_old_device() {
     }
     let s = Setup::new("");
     let old_key = s.enroll();
-    let out = s.world.totpctl(&["recovery", s.name()]);
-    assert!(out.status.success());
-    let codes = String::from_utf8_lossy(&out.stdout).into_owned();
-    let recovery = codes
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().next())
-        .expect("a recovery code")
-        .to_string();
+    let recovery = s.recovery_code(s.name());
     let (rc, text) = s.totp(
         &["replace"],
         &[("or a recovery code", &recovery), ("NEW device", "@newkey")],
     );
     assert_eq!(rc, 0, "{text}");
     assert!(text.contains("no longer work"), "{text}");
-    let new_key: String = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Key: "))
-        .expect("key shown")
-        .replace(' ', "");
+    let new_key = shown_key(&text);
     assert!(!s.login(&next_code(&old_key)), "the old device is retired");
     assert!(s.login(&next_code(&new_key)), "the new device logs in");
     assert!(!s.login(&recovery), "the recovery code was used up");
@@ -649,12 +633,7 @@ fn sealed_keys_are_unsealed_for_the_proof_and_the_new_device_is_sealed_too() {
     }
     let keys = common::private_tempdir();
     let key_file = keys.path().join("pam_totp.key");
-    let out = Command::new(common::totpctl_path())
-        .arg("keygen")
-        .arg(&key_file)
-        .output()
-        .expect("keygen");
-    assert!(out.status.success(), "{out:?}");
+    common::keygen(&key_file);
     let k = key_file.to_str().expect("path").to_string();
     let s = Setup::new(&format!("window = 3\nkey_file = {k}\n"));
     s.world.service("sealed", &format!("key_file={k}"));

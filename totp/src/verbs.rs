@@ -61,7 +61,7 @@ fn now() -> Result<u64, String> {
 }
 
 fn store_error(e: pam_totp::store::StoreError) -> String {
-    format!("the token store: {e}")
+    store_error_ref(&e)
 }
 
 fn when(unix: i64) -> String {

@@ -162,6 +162,16 @@ pub fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// A new sealing key at `path`, made by `totpctl keygen`.
+pub fn keygen(path: &Path) {
+    let out = Command::new(totpctl_path())
+        .arg("keygen")
+        .arg(path)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// A fresh base32 key from the OS random source.
 pub fn random_secret() -> String {
     let mut bytes = [0u8; 20];
