@@ -172,7 +172,12 @@ fn totpctl() -> PathBuf {
 /// bench.sh runs): target/modules/pam_totp.so, the build without the
 /// PostgreSQL client, which hands `postgresql://` stores to
 /// pam_totp_postgresql.so beside it. Without that pair, the full build.
+/// `PAM_TOTP_BENCH_MODULE` names another.
 fn module_so() -> PathBuf {
+    // Another build for an A/B run (`PAM_TOTP_BENCH_MODULE=/path/to/pam_totp.so`).
+    if let Some(path) = std::env::var_os("PAM_TOTP_BENCH_MODULE") {
+        return PathBuf::from(path);
+    }
     let release = totpctl();
     let installed = release
         .parent()
@@ -622,6 +627,32 @@ fn profile(args: &[String]) {
     );
 }
 
+/// `--together MODULE TRIALS`: only the 64-distinct-users row for one
+/// module (median and worst wall of TRIALS), for A/B runs of a change.
+fn together_only(args: &[String]) {
+    let module = Module::by_name(args.first().map(String::as_str).unwrap_or(""));
+    let trials = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(10);
+    let root = dirs::trusted_tempdir();
+    let setup = Setup::new(root.path(), module, 64);
+    let users: Vec<String> = (0..64).map(|i| format!("u{i}")).collect();
+    let (mut walls, mut worst_ok) = (Vec::new(), 64);
+    for _ in 0..trials {
+        for u in &users {
+            setup.reset_user(u);
+        }
+        let (ok, wall) = together(&setup, &users, &code_now());
+        worst_ok = worst_ok.min(ok);
+        walls.push(wall.as_secs_f64() * 1e3);
+    }
+    walls.sort_by(f64::total_cmp);
+    println!(
+        "{}: 64 users at once, {trials} trials: median {:.1} ms, max {:.1} ms, min {worst_ok}/64 in",
+        module.name(),
+        walls[walls.len() / 2],
+        walls[walls.len() - 1]
+    );
+}
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -837,6 +868,10 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         profile(&args[i + 1..]);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--together") {
+        together_only(&args[i + 1..]);
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--rows") {

@@ -13,7 +13,7 @@ use crate::recovery::{self, Candidate};
 use crate::secret::Secret;
 use crate::sshkey::LoginKey;
 use crate::store::{
-    Claim, DEFAULT_DEVICE, Grant, Kind, LoginStore, Reservation, StoreError, Token,
+    Answer, Claim, DEFAULT_DEVICE, Grant, Kind, LoginStore, Reservation, Settled, StoreError, Token,
 };
 use crate::sys::{self, Accounts};
 
@@ -542,8 +542,25 @@ impl Login<'_> {
             });
         }
         let now = self.now()?;
-        let failures = self.reserve_guess(&store, now)?;
-        let outcome = self.verify(&store, &active, &candidates, now);
+        // A code (the common answer) is checked in memory and settled in one
+        // write; an answer that may be a recovery code takes the slow way:
+        // its hash is too slow to check while the store is held.
+        let (outcome, failures) = match plan(
+            self.config,
+            &active,
+            &candidates,
+            now,
+            store.totp_claims_durable(),
+            self.clock,
+        )? {
+            Some(planned) => self.settle(&store, planned, now)?,
+            None => {
+                let failures = self.reserve_guess(&store, now)?;
+                let outcome = self.verify(&store, &active, &candidates, now);
+                self.give_back(&store, &outcome, now);
+                (outcome, failures)
+            }
+        };
         self.record(
             &store,
             &outcome,
@@ -551,7 +568,7 @@ impl Login<'_> {
             now,
             grace_ip.as_deref(),
             grace_key.as_deref(),
-        )?;
+        );
         Ok(outcome)
     }
 
@@ -747,6 +764,51 @@ impl Login<'_> {
         })
     }
 
+    /// Phases 4 and 5 for a code checked in memory (`plan`): the guess is
+    /// taken against the limits, counted, and, for a right code, the step
+    /// claimed and the guess given back, in one transaction. A refused
+    /// guess claims nothing and counts nothing; an error leaves nothing
+    /// behind and reports nothing about the code.
+    fn settle<S: LoginStore>(
+        &self,
+        store: &S,
+        planned: Planned<'_>,
+        now: u64,
+    ) -> Phase<(Outcome, Failures)> {
+        let answer = match &planned {
+            Planned::Wrong(_) => Answer::Wrong,
+            Planned::Refused(_) => Answer::Refused,
+            Planned::Right(token, step) => Answer::Right {
+                id: token.id,
+                kind: token.kind,
+                step: *step,
+            },
+        };
+        let settled = store
+            .settle_guess(
+                &self.user,
+                self.rhost_key(),
+                now as i64,
+                &self.config.limits,
+                answer,
+            )
+            .map_err(store_error)?;
+        let no_failures = Failures::default();
+        match (settled, planned) {
+            (Settled::Locked(lock), _) => Err(Outcome::RateLimited(lock)),
+            (Settled::Counted(failures), Planned::Wrong(outcome)) => Ok((outcome, failures)),
+            (Settled::GivenBack(None), Planned::Refused(outcome)) => Ok((outcome, no_failures)),
+            (Settled::GivenBack(Some(claim)), Planned::Right(token, step)) => {
+                Ok((claimed(token, step, now, claim), no_failures))
+            }
+            // A store that answers another question than the one asked.
+            (settled, _) => Err(Outcome::StoreError(StoreFault {
+                unavailable: false,
+                message: format!("the guess was settled as {settled:?}, not as asked"),
+            })),
+        }
+    }
+
     /// Phase 4: one guess taken against the limits before the answer is
     /// looked at. A refused guess checks nothing and burns nothing.
     fn reserve_guess<S: LoginStore>(&self, store: &S, now: u64) -> Phase<Failures> {
@@ -791,31 +853,12 @@ impl Login<'_> {
         outcome
     }
 
-    /// Phase 6: a wrong guess stays counted (and may raise the alert);
-    /// anything else gives the guess back; a right code stages its grace.
-    fn record<S: LoginStore>(
-        &mut self,
-        store: &S,
-        outcome: &Outcome,
-        failures: Failures,
-        now: u64,
-        grace_ip: Option<&str>,
-        grace_key: Option<&str>,
-    ) -> Phase<()> {
-        if outcome.is_failed_guess() {
-            if ratelimit::reaches_user_limit(failures.user_recent, &self.config.limits) {
-                self.alerts.push(format!(
-                    "user \"{}\" reached {} failed codes within 24 h (latest from \"{}\"): code logins for this user are refused from every untrusted address for 24 h, or until `totpctl unlock`",
-                    crate::logline::escape(&self.user),
-                    failures.user_recent,
-                    crate::logline::escape(self.rhost_key())
-                ));
-            }
-            return Ok(());
-        }
-        if matches!(outcome, Outcome::StoreError(_)) {
-            // The guess stays counted: an error never gives one back.
-            return Ok(());
+    /// After the slow way's check: a wrong guess stays counted, and so does
+    /// the guess of a store error (an error never gives one back); anything
+    /// else gives the guess back.
+    fn give_back<S: LoginStore>(&self, store: &S, outcome: &Outcome, now: u64) {
+        if outcome.is_failed_guess() || matches!(outcome, Outcome::StoreError(_)) {
+            return;
         }
         // Losing this only keeps one more failure counted: never a reason
         // to deny.
@@ -825,6 +868,30 @@ impl Login<'_> {
             outcome.is_success(),
             now as i64,
         );
+    }
+
+    /// Phase 6: a wrong guess may raise the alert; a right code stages its
+    /// grace.
+    fn record<S: LoginStore>(
+        &mut self,
+        store: &S,
+        outcome: &Outcome,
+        failures: Failures,
+        now: u64,
+        grace_ip: Option<&str>,
+        grace_key: Option<&str>,
+    ) {
+        if outcome.is_failed_guess() {
+            if ratelimit::reaches_user_limit(failures.user_recent, &self.config.limits) {
+                self.alerts.push(format!(
+                    "user \"{}\" reached {} failed codes within 24 h (latest from \"{}\"): code logins for this user are refused from every untrusted address for 24 h, or until `totpctl unlock`",
+                    crate::logline::escape(&self.user),
+                    failures.user_recent,
+                    crate::logline::escape(self.rhost_key())
+                ));
+            }
+            return;
+        }
         if outcome.is_code_success() && (grace_ip.is_some() || grace_key.is_some()) {
             let grant = Grant::Grace {
                 ip: grace_ip.map(|ip| {
@@ -843,7 +910,6 @@ impl Login<'_> {
             // Losing the stage only asks for a code next time.
             let _ = self.stage(store, &grant, now);
         }
-        Ok(())
     }
 
     /// Stages `grant` under a fresh nonce that only this PAM transaction
@@ -1374,31 +1440,98 @@ fn claim<S: LoginStore>(
     now: u64,
     clock: &dyn Clock,
 ) -> Outcome {
-    if token.kind == Kind::Totp && !store.totp_claims_durable() {
-        match clock.booted_at() {
-            Ok(booted) if before_boot(step, token.params.period, config.window, booted) => {
-                return Outcome::StepBeforeBoot {
-                    device: token.device.clone(),
-                    step,
-                };
-            }
-            Ok(_) => {}
-            Err(e) => return Outcome::ClockError(e),
-        }
+    if let Some(refused) = boot_fence(config, token, step, store.totp_claims_durable(), clock) {
+        return refused;
     }
     match store.claim_step(token.id, token.kind, step, now as i64) {
-        Ok(Claim::Claimed) => Outcome::Accepted {
+        Ok(result) => claimed(token, step, now, result),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Why a right TOTP code may not claim its step: a store whose claims are
+/// not on disk at once may have lost those of before the last boot, so
+/// those steps are refused (or the boot time could not be read).
+fn boot_fence(
+    config: &Config,
+    token: &Token,
+    step: u64,
+    durable: bool,
+    clock: &dyn Clock,
+) -> Option<Outcome> {
+    if token.kind != Kind::Totp || durable {
+        return None;
+    }
+    match clock.booted_at() {
+        Ok(booted) if before_boot(step, token.params.period, config.window, booted) => {
+            Some(Outcome::StepBeforeBoot {
+                device: token.device.clone(),
+                step,
+            })
+        }
+        Ok(_) => None,
+        Err(e) => Some(Outcome::ClockError(e)),
+    }
+}
+
+/// The outcome of a right code once its step's claim is known.
+fn claimed(token: &Token, step: u64, now: u64, claim: Claim) -> Outcome {
+    match claim {
+        Claim::Claimed => Outcome::Accepted {
             device: token.device.clone(),
             kind: token.kind,
             step,
             offset: (token.kind == Kind::Totp)
                 .then(|| step as i64 - otp::step_at(now, token.params.period) as i64),
         },
-        Ok(Claim::AlreadyUsed) => Outcome::Reused {
+        Claim::AlreadyUsed => Outcome::Reused {
             device: token.device.clone(),
             step,
         },
-        Err(e) => store_error(e),
+    }
+}
+
+/// A typed code decided in memory, before the store is written.
+enum Planned<'a> {
+    /// Wrong or malformed (the outcome to report).
+    Wrong(Outcome),
+    /// Right for this token at this step (TOTP) or counter (HOTP).
+    Right(&'a Token, u64),
+    /// Right, but refused before any claim (the outcome to report).
+    Refused(Outcome),
+}
+
+/// The answer checked without the store, when it can be: one candidate that
+/// cannot be a recovery code. `None` sends the login the slow way
+/// (`reserve_guess`, `verify`, `give_back`).
+fn plan<'a>(
+    config: &Config,
+    active: &[&'a Token],
+    candidates: &[Zeroizing<Vec<u8>>],
+    now: u64,
+    durable: bool,
+    clock: &dyn Clock,
+) -> Phase<Option<Planned<'a>>> {
+    let [answer] = candidates else {
+        return Ok(None);
+    };
+    let Ok(text) = std::str::from_utf8(answer) else {
+        return Ok(Some(Planned::Wrong(Outcome::MalformedAnswer)));
+    };
+    let text = ungrouped(text);
+    let text = text.as_str();
+    if recovery::candidate(text).is_some() {
+        return Ok(None);
+    }
+    match check_code(config, active, text, now) {
+        CodeCheck::Match(token, step) => match boot_fence(config, token, step, durable, clock) {
+            None => Ok(Some(Planned::Right(token, step))),
+            Some(Outcome::ClockError(e)) => Err(Outcome::ClockError(e)),
+            Some(refused) => Ok(Some(Planned::Refused(refused))),
+        },
+        CodeCheck::NoMatch { .. } if recovery::scratch_candidate(text).is_some() => Ok(None),
+        CodeCheck::NoMatch { shaped: true } => Ok(Some(Planned::Wrong(Outcome::WrongCode))),
+        CodeCheck::NoMatch { shaped: false } => Ok(Some(Planned::Wrong(Outcome::MalformedAnswer))),
     }
 }
 

@@ -1606,6 +1606,16 @@ impl LoginStore for DisabledDuringRecovery {
     ) -> Result<crate::store::Reservation, StoreError> {
         self.inner.reserve_guess(user, rhost, now, limits)
     }
+    fn settle_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &crate::ratelimit::Limits,
+        answer: crate::store::Answer,
+    ) -> Result<crate::store::Settled, StoreError> {
+        self.inner.settle_guess(user, rhost, now, limits, answer)
+    }
     fn release_guess(
         &self,
         user: &str,

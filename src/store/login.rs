@@ -6,8 +6,8 @@
 use super::driver::{Driver, Hold, Purpose, params};
 use super::shared::{SqlStore, claim, step_to_sql};
 use super::{
-    AutomationGrant, Claim, Grant, Kind, RecoveryCount, Reservation, StagedRow, StoreError,
-    StoredRecovery, Token, sql,
+    Answer, AutomationGrant, Claim, Grant, Kind, RecoveryCount, Reservation, Settled, StagedRow,
+    StoreError, StoredRecovery, Token, sql,
 };
 use crate::ratelimit::Limits;
 use crate::recovery::RecoveryHash;
@@ -54,6 +54,23 @@ pub trait LoginStore {
         now: i64,
         limits: &Limits,
     ) -> Result<Reservation, StoreError>;
+
+    /// One guess for (user, rhost) at `now`, decided against `limits`, and
+    /// settled with the `answer` checked before: the whole of a code's
+    /// login in one write transaction, held like `reserve_guess`. The guess
+    /// is counted first whatever the answer, so a right code's writes are a
+    /// superset of a wrong one's and no failure of the store can spare a
+    /// wrong guess alone; a right answer then claims its step and gives the
+    /// guess back. An error rolls everything back, before anything about
+    /// the answer is reported. A right HOTP counter is on disk on return.
+    fn settle_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &Limits,
+        answer: Answer,
+    ) -> Result<Settled, StoreError>;
 
     /// Gives back the guess of a right code taken at `at`; `clear` also
     /// ends the source's back-off.
@@ -190,6 +207,40 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         })
     }
 
+    fn settle_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &Limits,
+        answer: Answer,
+    ) -> Result<Settled, StoreError> {
+        let settle = || {
+            self.write(Hold::User(user, Purpose::Guesses), |db| {
+                let before = self.read_failures(user, rhost, now)?;
+                if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
+                    return Ok(Settled::Locked(lock));
+                }
+                self.count_failure(user, rhost, now)?;
+                let claim = match answer {
+                    Answer::Wrong => return Ok(Settled::Counted(before.with_one_more(now))),
+                    Answer::Refused => None,
+                    Answer::Right { id, step, .. } => Some(claim(
+                        db.execute(sql::CLAIM_STEP, params![id, step_to_sql(step)?, now])?,
+                    )),
+                };
+                self.give_back(user, rhost, claim == Some(Claim::Claimed), now)?;
+                Ok(Settled::GivenBack(claim))
+            })
+        };
+        match answer {
+            Answer::Right {
+                kind: Kind::Hotp, ..
+            } => self.driver.durably(settle),
+            _ => settle(),
+        }
+    }
+
     fn release_guess(
         &self,
         user: &str,
@@ -199,16 +250,7 @@ impl<D: Driver> LoginStore for SqlStore<D> {
     ) -> Result<(), StoreError> {
         // Lost in a crash, the guess stays counted: never a reason to wait
         // for the disk.
-        self.write(Hold::RowsLazily, |db| {
-            db.execute(sql::RELEASE_GUESS, params![user, at])?;
-            if clear {
-                db.execute(sql::CLEAR_SOURCE, params![user, rhost])?;
-            } else {
-                db.execute(sql::UNCOUNT_SOURCE_FAILURE, params![user, rhost])?;
-                db.execute(sql::DROP_EMPTY_SOURCE, params![user, rhost])?;
-            }
-            Ok(())
-        })
+        self.write(Hold::RowsLazily, |_| self.give_back(user, rhost, clear, at))
     }
 
     fn enroll_at_login(
@@ -408,6 +450,16 @@ impl<T: LoginStore + ?Sized> LoginStore for Box<T> {
         limits: &Limits,
     ) -> Result<Reservation, StoreError> {
         (**self).reserve_guess(user, rhost, now, limits)
+    }
+    fn settle_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &Limits,
+        answer: Answer,
+    ) -> Result<Settled, StoreError> {
+        (**self).settle_guess(user, rhost, now, limits, answer)
     }
     fn release_guess(
         &self,

@@ -639,6 +639,33 @@ pub enum Reservation {
     Locked(Lock),
 }
 
+/// A code checked before the store is written, as the transaction that
+/// takes its guess needs it (`LoginStore::settle_guess`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Wrong or malformed: the guess stays counted.
+    Wrong,
+    /// Right for active token `id` at `step` (a TOTP time step or an HOTP
+    /// counter): the step is claimed, and the guess given back either way.
+    Right { id: i64, kind: Kind, step: u64 },
+    /// Right, but refused before any claim (a step from before the boot):
+    /// the guess is given back.
+    Refused,
+}
+
+/// What `LoginStore::settle_guess` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// A limit is in force: nothing was written and the answer must not be
+    /// acted on.
+    Locked(Lock),
+    /// A wrong answer, counted; these are the counts with it.
+    Counted(Failures),
+    /// A right answer: the claim (none for `Answer::Refused`), and the
+    /// guess given back (a claimed step also ends the source's back-off).
+    GivenBack(Option<Claim>),
+}
+
 /// A stored recovery code that is still unused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecovery {

@@ -187,6 +187,29 @@ impl<D: Driver> SqlStore<D> {
         self.driver.execute(sql::INSERT_GUESS, params![user, now])?;
         Ok(())
     }
+
+    /// Gives back one guess of (user, rhost) taken at `at`: the user's
+    /// count loses it, and the source's either loses it or, with `clear`
+    /// (a right code), its whole back-off. Inside the caller's transaction.
+    pub(crate) fn give_back(
+        &self,
+        user: &str,
+        rhost: &str,
+        clear: bool,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        self.driver.execute(sql::RELEASE_GUESS, params![user, at])?;
+        if clear {
+            self.driver
+                .execute(sql::CLEAR_SOURCE, params![user, rhost])?;
+        } else {
+            self.driver
+                .execute(sql::UNCOUNT_SOURCE_FAILURE, params![user, rhost])?;
+            self.driver
+                .execute(sql::DROP_EMPTY_SOURCE, params![user, rhost])?;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn step_to_sql(step: u64) -> Result<i64, StoreError> {

@@ -16,8 +16,8 @@ use pam_totp::ratelimit::{Limits, Lock};
 use pam_totp::recovery;
 use pam_totp::secret::Secret;
 use pam_totp::store::{
-    Claim, EnrollMode, Enrollment, Grant, Kind, PgSettings, PgStore, Reservation, SqliteStore,
-    Store, StoreError, StoreLocation, Token,
+    Answer, Claim, EnrollMode, Enrollment, Grant, Kind, PgSettings, PgStore, Reservation, Settled,
+    SqliteStore, Store, StoreError, StoreLocation, Token,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -594,6 +594,215 @@ fn guesses_are_reserved_against_the_limits_and_given_back() {
             2,
             "{name}: c and d were left"
         );
+    }
+}
+
+#[test]
+fn a_code_is_settled_against_the_limits_in_one_write() {
+    let limits = Limits {
+        backoff_after: 2,
+        backoff_max: 3600,
+        user_limit: 5,
+    };
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        enroll(
+            &*store,
+            token("gil", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("add");
+        enroll(
+            &*store,
+            token("gil", "key", Kind::Hotp, true),
+            EnrollMode::Add,
+        )
+        .expect("add");
+        let phone = id_of(&*store, "gil", "phone");
+        let hotp = id_of(&*store, "gil", "key");
+        let settle = |rhost: &str, at: i64, answer: Answer| {
+            store
+                .settle_guess("gil", rhost, at, &limits, answer)
+                .expect("settle")
+        };
+        let right = |step: u64| Answer::Right {
+            id: phone,
+            kind: Kind::Totp,
+            step,
+        };
+        let source = |rhost: &str| store.failures("gil", rhost, NOW).expect("f");
+        // A wrong code stays counted, for the source and the user.
+        assert!(
+            matches!(settle("a", NOW, Answer::Wrong), Settled::Counted(f) if f.source_count == 1 && f.user_recent == 1),
+            "{name}"
+        );
+        // A right code claims its step, gives its guess back and ends the
+        // source's back-off.
+        assert_eq!(
+            settle("a", NOW, right(100)),
+            Settled::GivenBack(Some(Claim::Claimed)),
+            "{name}"
+        );
+        assert_eq!(source("a").source_count, 0, "{name}: back-off ended");
+        assert_eq!(
+            source("").user_recent,
+            1,
+            "{name}: only the wrong guess is left"
+        );
+        // The same step again: refused as used, its guess given back, the
+        // source's failures kept.
+        settle("b", NOW, Answer::Wrong);
+        assert_eq!(
+            settle("b", NOW, right(100)),
+            Settled::GivenBack(Some(Claim::AlreadyUsed)),
+            "{name}"
+        );
+        assert_eq!(source("b").source_count, 1, "{name}");
+        assert_eq!(source("").user_recent, 2, "{name}");
+        // A right code refused before its claim (a step from before the
+        // boot) is given back and claims nothing.
+        assert_eq!(
+            settle("b", NOW, Answer::Refused),
+            Settled::GivenBack(None),
+            "{name}"
+        );
+        assert_eq!(source("b").source_count, 1, "{name}");
+        // A right HOTP counter is claimed like a step.
+        assert_eq!(
+            settle(
+                "c",
+                NOW,
+                Answer::Right {
+                    id: hotp,
+                    kind: Kind::Hotp,
+                    step: 3
+                }
+            ),
+            Settled::GivenBack(Some(Claim::Claimed)),
+            "{name}"
+        );
+        assert_eq!(
+            store.claim_step(hotp, Kind::Hotp, 3, NOW).expect("c"),
+            Claim::AlreadyUsed,
+            "{name}: counter 3 is used"
+        );
+        // Backed off: even a right code is neither claimed nor counted.
+        settle("b", NOW, Answer::Wrong);
+        assert_eq!(
+            settle("b", NOW + 1, right(101)),
+            Settled::Locked(Lock::Source { until: NOW + 30 }),
+            "{name}"
+        );
+        assert_eq!(source("b").source_count, 2, "{name}: nothing counted");
+        assert_eq!(
+            store.claim_step(phone, Kind::Totp, 101, NOW).expect("c"),
+            Claim::Claimed,
+            "{name}: the refused right code claimed nothing"
+        );
+        // The per-user ceiling holds every address, right code or not.
+        settle("d", NOW, Answer::Wrong);
+        settle("e", NOW, Answer::Wrong);
+        assert!(
+            matches!(
+                settle("f", NOW + 2, right(102)),
+                Settled::Locked(Lock::User { .. })
+            ),
+            "{name}"
+        );
+        assert_eq!(
+            store.claim_step(phone, Kind::Totp, 102, NOW).expect("c"),
+            Claim::Claimed,
+            "{name}"
+        );
+        // A step the database cannot hold changes nothing.
+        assert!(store.unlock("gil").is_ok());
+        assert!(matches!(
+            store.settle_guess("gil", "g", NOW, &limits, right(u64::MAX)),
+            Err(StoreError::StepOutOfRange(_))
+        ));
+        assert_eq!(
+            source("g").source_count,
+            0,
+            "{name}: an error counts nothing"
+        );
+    }
+}
+
+#[test]
+fn racing_settlements_claim_once_and_never_pass_the_user_limit() {
+    let limits = Limits {
+        backoff_after: 100,
+        backoff_max: 3600,
+        user_limit: 5,
+    };
+    for backend in backends() {
+        let setup = backend.open();
+        enroll(
+            &*setup,
+            token("hal", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("add");
+        let id = id_of(&*setup, "hal", "phone");
+        drop(setup);
+        // 12 connections with the same right code: one claims it.
+        let racers: Vec<_> = (0..12).map(|_| backend.open()).collect();
+        let settled: Vec<Settled> = std::thread::scope(|scope| {
+            let handles: Vec<_> = racers
+                .into_iter()
+                .enumerate()
+                .map(|(i, store)| {
+                    let limits = &limits;
+                    scope.spawn(move || {
+                        let answer = Answer::Right {
+                            id,
+                            kind: Kind::Totp,
+                            step: 7,
+                        };
+                        store.settle_guess("hal", &format!("192.0.2.{i}"), NOW, limits, answer)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread").expect("settle"))
+                .collect()
+        });
+        let claimed = |c: Claim| {
+            settled
+                .iter()
+                .filter(|s| **s == Settled::GivenBack(Some(c)))
+                .count()
+        };
+        assert_eq!(claimed(Claim::Claimed), 1, "{}", backend.name());
+        assert_eq!(claimed(Claim::AlreadyUsed), 11, "{}", backend.name());
+        // 12 wrong codes at once with room for 5: exactly 5 are counted.
+        let racers: Vec<_> = (0..12).map(|_| backend.open()).collect();
+        let counted = std::thread::scope(|scope| {
+            let handles: Vec<_> = racers
+                .into_iter()
+                .enumerate()
+                .map(|(i, store)| {
+                    let limits = &limits;
+                    scope.spawn(move || {
+                        store.settle_guess(
+                            "hal",
+                            &format!("198.51.100.{i}"),
+                            NOW,
+                            limits,
+                            Answer::Wrong,
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread").expect("settle"))
+                .filter(|s| matches!(s, Settled::Counted(_)))
+                .count()
+        });
+        assert_eq!(counted, 5, "{}", backend.name());
     }
 }
 
