@@ -7,14 +7,15 @@
 #                           which pam_totp.so hands a login to when the store
 #                           is `postgresql://` (src/pam/forward.rs).
 # Cargo unifies features across one build, so the lean module needs a
-# build, and a target directory, of its own (target/lean/).
+# build, and a target directory, of its own (target/lean/); it is built
+# with the `module` profile (Cargo.toml: for size, fat LTO).
 #   ./scripts/build-modules.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --workspace
-cargo build --release --quiet -p pam-totp --lib --no-default-features --target-dir target/lean
+cargo build --profile module --quiet -p pam-totp --lib --no-default-features --target-dir target/lean
 mkdir -p target/modules
-cp target/lean/release/libpam_totp.so target/modules/pam_totp.so.new
+cp target/lean/module/libpam_totp.so target/modules/pam_totp.so.new
 mv target/modules/pam_totp.so.new target/modules/pam_totp.so
 cp target/release/libpam_totp.so target/modules/pam_totp_postgresql.so.new
 mv target/modules/pam_totp_postgresql.so.new target/modules/pam_totp_postgresql.so
