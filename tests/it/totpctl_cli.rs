@@ -290,20 +290,29 @@ fn every_change_is_audited_in_syslog() {
     let lines = syslog.finish();
     let mut expect = vec![
         ("enroll user=\"alice\"", ""),
-        ("enroll user=\"eve\\u{202e}x\"", "ph\\u{200b}one"),
+        (
+            "enroll user=\"eve\\u{202e}x\"",
+            " device=\"ph\\u{200b}one\" ",
+        ),
         ("allow-enroll user=\"carol\" until=", ""),
         (
             "allow-automation user=\"carol\" id=1 key=SHA256:",
-            "reason=\\\"nightly rsync\\\"",
+            " reason=\"nightly rsync\" by ",
         ),
-        ("automation-revoke user=\"carol\" id=1", "nightly rsync"),
+        (
+            "automation-revoke user=\"carol\" id=1",
+            " reason=\"nightly rsync\" by ",
+        ),
         ("reset user=\"alice\"", ""),
         ("delete user=\"alice\"", ""),
     ];
     if isolated.is_some() {
         expect.push(("recovery user=\"alice\"", "by \"help\\u{2028}desk\" (sudo"));
     }
-    for line in &lines {
+    // totpctl's lines only: while the test owns /dev/log, every process on
+    // the machine logs into it (a groupdel of another test ends its line
+    // with a newline).
+    for line in lines.iter().filter(|l| l.contains("totpctl[")) {
         assert!(
             !line.contains(['\u{2028}', '\u{202e}', '\u{200b}', '\n']),
             "a raw hidden character in the audit log: {line:?}"
@@ -321,6 +330,108 @@ fn every_change_is_audited_in_syslog() {
         assert!(line.contains(who), "{line}");
         assert!(!line.contains(&key), "no key in the audit log: {line}");
     }
+}
+
+/// Each value of an audit line is escaped once, within its own quotes, as
+/// the README writes them (`allow-automation … reason="…"`, `check …
+/// device="phone"`), never the whole detail at once (`reason=\"…\"`). A
+/// value holding quotes, a backslash or a line break stays inside its
+/// quotes: the line never splits, and never grows a key=value of its own.
+#[test]
+fn audit_values_are_escaped_once_each_in_its_own_quotes() {
+    let _serial = common::sshd::Serial::acquire();
+    let Some(syslog) = SyslogCapture::start() else {
+        return;
+    };
+    let ctl = Ctl::new();
+    assert!(ctl.run(&["enroll", "ci", "--no-confirm"]).status.success());
+    let out = ctl.run(&[
+        "allow-automation",
+        "ci",
+        "--key",
+        AUTOMATION_KEY,
+        "--from",
+        "192.0.2.0/24",
+        "--until",
+        "30d",
+        "--reason",
+        "nightly rsync",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    // A file name is text nobody checked: quotes, a forged part, a line
+    // break, a backslash.
+    let hostile = ctl.dir.path().join("k \"x\" by=\"root\"\nforged=1 \\");
+    let out = ctl.run(&["keygen", hostile.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let lines = syslog.finish();
+    let ours: Vec<&String> = lines.iter().filter(|l| l.contains("totpctl[")).collect();
+    let find = |start: &str| {
+        ours.iter()
+            .find(|l| l.contains(start))
+            .unwrap_or_else(|| panic!("no audit line {start:?} in {lines:#?}"))
+            .to_string()
+    };
+
+    let grant = find("allow-automation user=\"ci\" ");
+    assert!(
+        grant.contains(&format!(
+            "allow-automation user=\"ci\" id=1 key={AUTOMATION_KEY} from=192.0.2.0/24 until=\""
+        )),
+        "{grant}"
+    );
+    assert!(grant.contains(" reason=\"nightly rsync\" by \""), "{grant}");
+    assert!(!grant.contains('\\'), "escaped twice: {grant}");
+    assert_eq!(
+        audit_keys(&grant),
+        ["user", "id", "key", "from", "until", "reason"],
+        "{grant}"
+    );
+
+    let keygen = find("keygen user=\"*\" ");
+    let dir = ctl.dir.path().display();
+    assert!(
+        keygen.contains(&format!(
+            "keygen user=\"*\" file=\"{dir}/k \\\"x\\\" by=\\\"root\\\"\\x0aforged=1 \\\\\" by \""
+        )),
+        "{keygen}"
+    );
+    assert_eq!(audit_keys(&keygen), ["user", "file"], "{keygen}");
+    for line in &ours {
+        assert!(!line.contains('\n'), "a raw line break: {line:?}");
+    }
+}
+
+/// The `key=value` parts of an audit line `<85>totpctl[PID]: ACTION
+/// key=value key="escaped value" … by WHO`, read as a log reader reads
+/// them: a quoted value ends at the first quote no backslash escapes.
+fn audit_keys(line: &str) -> Vec<String> {
+    let (_, rest) = line.split_once("]: ").expect("syslog prefix");
+    let (_, mut rest) = rest.split_once(' ').expect("action");
+    let mut keys = Vec::new();
+    while !rest.starts_with("by ") {
+        let (key, value) = rest.split_once('=').expect("key=value");
+        assert!(!key.contains([' ', '"']), "not a key: {key:?} in {line}");
+        keys.push(key.to_string());
+        let end = match value.strip_prefix('"') {
+            Some(quoted) => {
+                let mut chars = quoted.char_indices();
+                loop {
+                    match chars.next().expect("unterminated quotes") {
+                        (_, '\\') => {
+                            chars.next();
+                        }
+                        (i, '"') => break i + 2,
+                        _ => {}
+                    }
+                }
+            }
+            None => value.find(' ').expect("a part after the value"),
+        };
+        rest = value[end..]
+            .strip_prefix(' ')
+            .expect("a space after a value");
+    }
+    keys
 }
 
 /// What reaches /dev/log while a test runs: the test binds the socket for
@@ -1563,10 +1674,11 @@ fn check_is_audited_without_the_code() {
             .unwrap_or_else(|| panic!("no {said:?} in {lines:#?}"));
         assert!(line.starts_with("<85>") && line.contains(" by "), "{line}");
     }
+    // The device in its own quotes, as the README shows it.
     assert!(
         check
             .iter()
-            .any(|l| l.contains("result=match") && l.contains("offset=")),
+            .any(|l| l.contains("result=match device=\"default\" offset=")),
         "{check:#?}"
     );
 }

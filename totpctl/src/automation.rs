@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use pam_totp::logline::escape;
 use pam_totp::store::{AutomationGrant, Store, StoreError};
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Detail};
 use crate::report::when;
 
 /// Shortest prefixes a grant may name: a grant is for the networks a
@@ -95,10 +95,12 @@ pub fn allow(
     audit.record(
         "allow-automation",
         user,
-        &format!(
-            "id={id} key={key} from={networks} until=\"{}\" reason=\"{reason}\"",
-            when(until)
-        ),
+        Detail::new()
+            .bare("id", id)
+            .bare("key", key)
+            .bare("from", networks)
+            .quoted("until", when(until))
+            .quoted("reason", reason),
     );
     println!(
         "Automation grant #{id}: {user} with key {key} logs in without a code from {networks} until {}.\n\
@@ -200,10 +202,10 @@ pub fn revoke(store: &dyn Store, audit: &mut Audit, id: i64, now: i64) -> Result
     audit.record(
         "automation-revoke",
         &grant.user,
-        &format!(
-            "id={id} key={} reason=\"{}\"",
-            grant.fingerprint, grant.reason
-        ),
+        Detail::new()
+            .bare("id", id)
+            .bare("key", &grant.fingerprint)
+            .quoted("reason", &grant.reason),
     );
     println!(
         "Revoked automation grant #{id} of {} (key {}): its next login asks for a code.",
