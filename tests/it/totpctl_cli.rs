@@ -1998,6 +1998,11 @@ fn automation_grants_are_scoped_bounded_listed_and_revoked() {
         list.contains("#1 user=\"ci\"") && list.contains("#2 user=\"ci\""),
         "{list}"
     );
+    // Who made it, escaped once: `by "root" (uid 0)`, not `by \"root\"`.
+    for line in list.lines() {
+        assert!(line.contains(" by \"root\" ("), "{list}");
+        assert!(!line.contains('\\'), "escaped twice: {list}");
+    }
     let (soon, _) = text(&ctl.run(&["automation", "list", "--expiring", "14d"]));
     assert!(!soon.contains("#1 ") && soon.contains("#2 "), "{soon}");
     let (report, _) = text(&ctl.run(&["report"]));
@@ -2072,4 +2077,71 @@ fn automation_grants_are_scoped_bounded_listed_and_revoked() {
     );
     let (list, _) = text(&ctl.run(&["automation", "list"]));
     assert!(list.contains("no automation grants"), "{list}");
+}
+
+/// Who made a grant, as `automation list` and `report` print it: what
+/// totpctl stored (the creator as the audit line names it, a sudo caller's
+/// name escaped once) as it is, never escaped again; a creator stored in
+/// any other shape (a row totpctl did not write) quoted and escaped whole,
+/// so it cannot split the line or add to it. `--json` carries the stored
+/// text as it is, in its own quoting.
+#[test]
+fn automation_creators_are_shown_escaped_once() {
+    let ctl = Ctl::new();
+    assert!(ctl.run(&["enroll", "ci", "--no-confirm"]).status.success());
+    let out = ctl.run(&[
+        "allow-automation",
+        "ci",
+        "--key",
+        AUTOMATION_KEY,
+        "--from",
+        "192.0.2.0/24",
+        "--until",
+        "10d",
+        "--reason",
+        "nightly rsync",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let sudo_caller = "\"help\\u{2028}desk\" (sudo, uid 0)";
+    let forged = "mallory\" reason=\"forged\nx";
+    {
+        use pam_totp::store::{SqliteStore, Store};
+        let store = SqliteStore::open(&ctl.db()).expect("store");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        for (net, reason, by) in [
+            ("198.51.100.0/24", "lab", sudo_caller),
+            ("203.0.113.0/24", "@SUM(1+1)", forged),
+        ] {
+            store
+                .add_automation("ci", AUTOMATION_KEY, net, now + 5 * 86_400, reason, now, by)
+                .expect("add");
+        }
+    }
+    let (list, _) = text(&ctl.run(&["automation", "list"]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "one line per grant: {list}");
+    assert!(
+        lines[0].starts_with("#1 ") && lines[0].contains(" by \"root\" ("),
+        "{list}"
+    );
+    assert!(!lines[0].contains('\\'), "{list}");
+    assert!(
+        lines[1].ends_with(" reason=\"lab\" by \"help\\u{2028}desk\" (sudo, uid 0)"),
+        "{list}"
+    );
+    assert!(
+        lines[2].ends_with(" reason=\"@SUM(1+1)\" by \"mallory\\\" reason=\\\"forged\\x0ax\""),
+        "{list}"
+    );
+    // The text report's section prints them the same way.
+    let (report, _) = text(&ctl.run(&["report"]));
+    for line in &lines {
+        assert!(report.contains(line), "{line} in {report}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctl.run(&["automation", "list", "--json"]).stdout).expect("json");
+    assert_eq!(json[2]["created_by"], forged, "{json}");
 }

@@ -120,6 +120,60 @@ fn is_bare(value: &str) -> bool {
 
 use pam_totp::logline::{escape as printable, is_hidden, one_line};
 
+/// How a stored creator is printed (`created_by` of a grant: what
+/// [`Audit::actor`] made when it was written, a quoted name escaped then
+/// and how it acted, or `uid N`): as it is when it has that shape, for it
+/// is escaped already and escaping it again would show `\"bob\"`; any
+/// other text (a row written some other way) quoted and escaped whole, so
+/// nothing stored can end a line or read as another part of it.
+pub fn shown_actor(stored: &str) -> String {
+    if is_actor(stored) {
+        stored.to_string()
+    } else {
+        format!("\"{}\"", printable(stored))
+    }
+}
+
+/// The shapes [`actor`] makes: `"NAME" (sudo, uid N)`, `"NAME" (login uid
+/// L, uid N)`, `"NAME" (uid N)`, `uid N`, with NAME as `escape` leaves it
+/// (no quote but an escaped one, no hidden character).
+fn is_actor(text: &str) -> bool {
+    let is_uid = |s: &str| {
+        s.strip_prefix("uid ")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let Some(rest) = text.strip_prefix('"') else {
+        return is_uid(text);
+    };
+    let mut chars = rest.char_indices();
+    let close = loop {
+        match chars.next() {
+            None => return false,
+            Some((i, '"')) => break i,
+            Some((_, '\\')) => {
+                if !matches!(chars.next(), Some((_, '"' | '\\' | 'x' | 'u'))) {
+                    return false;
+                }
+            }
+            Some((_, c)) if is_hidden(c) => return false,
+            Some(_) => {}
+        }
+    };
+    let Some(how) = rest[close + 1..]
+        .strip_prefix(" (")
+        .and_then(|how| how.strip_suffix(')'))
+    else {
+        return false;
+    };
+    let (first, uid) = match how.split_once(", ") {
+        Some((first, uid)) => (Some(first), uid),
+        None => (None, how),
+    };
+    close > 0
+        && is_uid(uid)
+        && first.is_none_or(|f| f == "sudo" || f.strip_prefix("login ").is_some_and(is_uid))
+}
+
 /// `bob (sudo, uid 0)`, or the login user, or the uid alone.
 fn actor() -> String {
     let (uid, _) = pam_totp::sys::uids();
@@ -192,5 +246,34 @@ mod tests {
             ),
             "y=\"z\""
         );
+    }
+
+    #[test]
+    fn a_stored_actor_is_shown_as_written_and_anything_else_escaped() {
+        for actor in [
+            "\"bob\" (sudo, uid 0)",
+            "\"help\\u{2028}desk\" (sudo, uid 0)",
+            "\"a\\\"b\\\\\" (sudo, uid 0)",
+            "\"root\" (login uid 1000, uid 0)",
+            "\"root\" (uid 0)",
+            "uid 0",
+        ] {
+            assert!(is_actor(actor), "{actor}");
+            assert_eq!(shown_actor(actor), actor);
+        }
+        for (stored, shown) in [
+            ("root", "\"root\""),
+            (
+                "\"bob\" (sudo, uid 0) reason=\"x\"",
+                "\"\\\"bob\\\" (sudo, uid 0) reason=\\\"x\\\"\"",
+            ),
+            ("\"b\"ob\" (uid 0)", "\"\\\"b\\\"ob\\\" (uid 0)\""),
+            ("\"bob\nx\" (uid 0)", "\"\\\"bob\\x0ax\\\" (uid 0)\""),
+            ("\"\" (uid 0)", "\"\\\"\\\" (uid 0)\""),
+            ("uid ", "\"uid \""),
+        ] {
+            assert!(!is_actor(stored), "{stored:?}");
+            assert_eq!(shown_actor(stored), shown, "{stored:?}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use pam_totp::logline::escape;
 use pam_totp::store::{AutomationGrant, Store, StoreError};
 
-use crate::audit::{Audit, Detail};
+use crate::audit::{Audit, Detail, shown_actor};
 use crate::report::when;
 
 /// Shortest prefixes a grant may name: a grant is for the networks a
@@ -186,7 +186,7 @@ pub fn table(grants: &[&AutomationGrant], now: i64) -> String {
             when(g.until),
             state(g, now),
             escape(&g.reason),
-            escape(&g.created_by),
+            shown_actor(&g.created_by),
         ));
     }
     out
