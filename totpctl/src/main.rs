@@ -530,7 +530,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
                 println!("{value}");
             } else if csv {
-                print!("{}", population::csv(&report));
+                let grants = automation::report_csv(store, unix_now())?;
+                print!("{}{grants}", population::csv(&report));
             } else {
                 print!("{}", population::text(&report));
                 print!("{}", automation::report_section(store, unix_now())?);
