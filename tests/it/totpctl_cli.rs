@@ -290,20 +290,29 @@ fn every_change_is_audited_in_syslog() {
     let lines = syslog.finish();
     let mut expect = vec![
         ("enroll user=\"alice\"", ""),
-        ("enroll user=\"eve\\u{202e}x\"", "ph\\u{200b}one"),
+        (
+            "enroll user=\"eve\\u{202e}x\"",
+            " device=\"ph\\u{200b}one\" ",
+        ),
         ("allow-enroll user=\"carol\" until=", ""),
         (
             "allow-automation user=\"carol\" id=1 key=SHA256:",
-            "reason=\\\"nightly rsync\\\"",
+            " reason=\"nightly rsync\" by ",
         ),
-        ("automation-revoke user=\"carol\" id=1", "nightly rsync"),
+        (
+            "automation-revoke user=\"carol\" id=1",
+            " reason=\"nightly rsync\" by ",
+        ),
         ("reset user=\"alice\"", ""),
         ("delete user=\"alice\"", ""),
     ];
     if isolated.is_some() {
         expect.push(("recovery user=\"alice\"", "by \"help\\u{2028}desk\" (sudo"));
     }
-    for line in &lines {
+    // totpctl's lines only: while the test owns /dev/log, every process on
+    // the machine logs into it (a groupdel of another test ends its line
+    // with a newline).
+    for line in lines.iter().filter(|l| l.contains("totpctl[")) {
         assert!(
             !line.contains(['\u{2028}', '\u{202e}', '\u{200b}', '\n']),
             "a raw hidden character in the audit log: {line:?}"
@@ -321,6 +330,108 @@ fn every_change_is_audited_in_syslog() {
         assert!(line.contains(who), "{line}");
         assert!(!line.contains(&key), "no key in the audit log: {line}");
     }
+}
+
+/// Each value of an audit line is escaped once, within its own quotes, as
+/// the README writes them (`allow-automation … reason="…"`, `check …
+/// device="phone"`), never the whole detail at once (`reason=\"…\"`). A
+/// value holding quotes, a backslash or a line break stays inside its
+/// quotes: the line never splits, and never grows a key=value of its own.
+#[test]
+fn audit_values_are_escaped_once_each_in_its_own_quotes() {
+    let _serial = common::sshd::Serial::acquire();
+    let Some(syslog) = SyslogCapture::start() else {
+        return;
+    };
+    let ctl = Ctl::new();
+    assert!(ctl.run(&["enroll", "ci", "--no-confirm"]).status.success());
+    let out = ctl.run(&[
+        "allow-automation",
+        "ci",
+        "--key",
+        AUTOMATION_KEY,
+        "--from",
+        "192.0.2.0/24",
+        "--until",
+        "30d",
+        "--reason",
+        "nightly rsync",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    // A file name is text nobody checked: quotes, a forged part, a line
+    // break, a backslash.
+    let hostile = ctl.dir.path().join("k \"x\" by=\"root\"\nforged=1 \\");
+    let out = ctl.run(&["keygen", hostile.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let lines = syslog.finish();
+    let ours: Vec<&String> = lines.iter().filter(|l| l.contains("totpctl[")).collect();
+    let find = |start: &str| {
+        ours.iter()
+            .find(|l| l.contains(start))
+            .unwrap_or_else(|| panic!("no audit line {start:?} in {lines:#?}"))
+            .to_string()
+    };
+
+    let grant = find("allow-automation user=\"ci\" ");
+    assert!(
+        grant.contains(&format!(
+            "allow-automation user=\"ci\" id=1 key={AUTOMATION_KEY} from=192.0.2.0/24 until=\""
+        )),
+        "{grant}"
+    );
+    assert!(grant.contains(" reason=\"nightly rsync\" by \""), "{grant}");
+    assert!(!grant.contains('\\'), "escaped twice: {grant}");
+    assert_eq!(
+        audit_keys(&grant),
+        ["user", "id", "key", "from", "until", "reason"],
+        "{grant}"
+    );
+
+    let keygen = find("keygen user=\"*\" ");
+    let dir = ctl.dir.path().display();
+    assert!(
+        keygen.contains(&format!(
+            "keygen user=\"*\" file=\"{dir}/k \\\"x\\\" by=\\\"root\\\"\\x0aforged=1 \\\\\" by \""
+        )),
+        "{keygen}"
+    );
+    assert_eq!(audit_keys(&keygen), ["user", "file"], "{keygen}");
+    for line in &ours {
+        assert!(!line.contains('\n'), "a raw line break: {line:?}");
+    }
+}
+
+/// The `key=value` parts of an audit line `<85>totpctl[PID]: ACTION
+/// key=value key="escaped value" … by WHO`, read as a log reader reads
+/// them: a quoted value ends at the first quote no backslash escapes.
+fn audit_keys(line: &str) -> Vec<String> {
+    let (_, rest) = line.split_once("]: ").expect("syslog prefix");
+    let (_, mut rest) = rest.split_once(' ').expect("action");
+    let mut keys = Vec::new();
+    while !rest.starts_with("by ") {
+        let (key, value) = rest.split_once('=').expect("key=value");
+        assert!(!key.contains([' ', '"']), "not a key: {key:?} in {line}");
+        keys.push(key.to_string());
+        let end = match value.strip_prefix('"') {
+            Some(quoted) => {
+                let mut chars = quoted.char_indices();
+                loop {
+                    match chars.next().expect("unterminated quotes") {
+                        (_, '\\') => {
+                            chars.next();
+                        }
+                        (i, '"') => break i + 2,
+                        _ => {}
+                    }
+                }
+            }
+            None => value.find(' ').expect("a part after the value"),
+        };
+        rest = value[end..]
+            .strip_prefix(' ')
+            .expect("a space after a value");
+    }
+    keys
 }
 
 /// What reaches /dev/log while a test runs: the test binds the socket for
@@ -1193,7 +1304,8 @@ fn report_shows_where_each_member_of_the_pilot_stands_with_locks_as_dates() {
     let out = pilot.ctl(&["report", "--group", "pilot", "--csv"]);
     assert!(out.status.success(), "{:?}", text(&out));
     let csv = String::from_utf8(out.stdout).expect("utf8");
-    let records = parse_csv(&csv);
+    let (records, grants) = csv_tables(&csv);
+    assert_eq!(grants, [AUTOMATION_CSV_HEADER], "no grant ends soon: {csv}");
     let header = &records[0];
     assert_eq!(header[0], "user");
     let column = |name: &str| header.iter().position(|h| h == name).expect(name);
@@ -1563,10 +1675,11 @@ fn check_is_audited_without_the_code() {
             .unwrap_or_else(|| panic!("no {said:?} in {lines:#?}"));
         assert!(line.starts_with("<85>") && line.contains(" by "), "{line}");
     }
+    // The device in its own quotes, as the README shows it.
     assert!(
         check
             .iter()
-            .any(|l| l.contains("result=match") && l.contains("offset=")),
+            .any(|l| l.contains("result=match device=\"default\" offset=")),
         "{check:#?}"
     );
 }
@@ -1886,6 +1999,11 @@ fn automation_grants_are_scoped_bounded_listed_and_revoked() {
         list.contains("#1 user=\"ci\"") && list.contains("#2 user=\"ci\""),
         "{list}"
     );
+    // Who made it, escaped once: `by "root" (uid 0)`, not `by \"root\"`.
+    for line in list.lines() {
+        assert!(line.contains(" by \"root\" ("), "{list}");
+        assert!(!line.contains('\\'), "escaped twice: {list}");
+    }
     let (soon, _) = text(&ctl.run(&["automation", "list", "--expiring", "14d"]));
     assert!(!soon.contains("#1 ") && soon.contains("#2 "), "{soon}");
     let (report, _) = text(&ctl.run(&["report"]));
@@ -1897,6 +2015,33 @@ fn automation_grants_are_scoped_bounded_listed_and_revoked() {
         report.contains("#2 ") && !report.contains("#1 "),
         "{report}"
     );
+    // The CSV report has the same section: after the users, an empty
+    // line and a table of its own with its header.
+    let out = ctl.run(&["report", "--csv"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let csv = String::from_utf8(out.stdout).expect("utf8");
+    let (users, grants) = csv_tables(&csv);
+    assert_eq!(users[0][0], "user", "{csv}");
+    assert_eq!(users.len(), 2, "a header and ci: {csv}");
+    assert_eq!(grants[0], AUTOMATION_CSV_HEADER, "{csv}");
+    assert_eq!(grants.len(), 2, "a header and grant #2: {csv}");
+    let row = &grants[1];
+    assert_eq!(
+        (
+            &row[0][..],
+            &row[1][..],
+            &row[2][..],
+            &row[3][..],
+            &row[5][..]
+        ),
+        ("2", "ci", AUTOMATION_KEY, "10.1.0.0/16", "CI"),
+        "{csv}"
+    );
+    assert!(
+        row[4].ends_with(" UTC") && row[6].ends_with(" UTC"),
+        "{row:?}"
+    );
+    assert!(row[7].starts_with("\"root\" ("), "{row:?}");
     let json: serde_json::Value =
         serde_json::from_slice(&ctl.run(&["report", "--json"]).stdout).expect("json");
     let soon: Vec<_> = json["automation_expiring"]
@@ -1960,4 +2105,108 @@ fn automation_grants_are_scoped_bounded_listed_and_revoked() {
     );
     let (list, _) = text(&ctl.run(&["automation", "list"]));
     assert!(list.contains("no automation grants"), "{list}");
+}
+
+/// `report --csv`'s second table (README, "Where the rollout stands").
+const AUTOMATION_CSV_HEADER: [&str; 8] = [
+    "grant_id",
+    "user",
+    "key",
+    "from",
+    "until_utc",
+    "reason",
+    "created_utc",
+    "created_by",
+];
+
+/// `report --csv` read as its two tables: the users' (header first), then,
+/// after one empty record, the automation grants' (header first). Every
+/// record of a table has as many fields as its header.
+fn csv_tables(csv: &str) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let records = parse_csv(csv);
+    let gap = records
+        .iter()
+        .position(|r| r.len() == 1 && r[0].is_empty())
+        .unwrap_or_else(|| panic!("no empty line between the tables: {csv:?}"));
+    let (users, grants) = (records[..gap].to_vec(), records[gap + 1..].to_vec());
+    for table in [&users, &grants] {
+        assert!(!table.is_empty(), "a table without a header: {csv:?}");
+        for record in table.iter() {
+            assert_eq!(record.len(), table[0].len(), "{record:?} in {csv:?}");
+        }
+    }
+    (users, grants)
+}
+
+/// Who made a grant, as `automation list` and `report` print it: what
+/// totpctl stored (the creator as the audit line names it, a sudo caller's
+/// name escaped once) as it is, never escaped again; a creator stored in
+/// any other shape (a row totpctl did not write) quoted and escaped whole,
+/// so it cannot split the line or add to it. `report --csv` and `--json`
+/// carry the stored text as it is, in their own quoting.
+#[test]
+fn automation_creators_are_shown_escaped_once() {
+    let ctl = Ctl::new();
+    assert!(ctl.run(&["enroll", "ci", "--no-confirm"]).status.success());
+    let out = ctl.run(&[
+        "allow-automation",
+        "ci",
+        "--key",
+        AUTOMATION_KEY,
+        "--from",
+        "192.0.2.0/24",
+        "--until",
+        "10d",
+        "--reason",
+        "nightly rsync",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let sudo_caller = "\"help\\u{2028}desk\" (sudo, uid 0)";
+    let forged = "mallory\" reason=\"forged\nx";
+    {
+        use pam_totp::store::{SqliteStore, Store};
+        let store = SqliteStore::open(&ctl.db()).expect("store");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        for (net, reason, by) in [
+            ("198.51.100.0/24", "lab", sudo_caller),
+            ("203.0.113.0/24", "@SUM(1+1)", forged),
+        ] {
+            store
+                .add_automation("ci", AUTOMATION_KEY, net, now + 5 * 86_400, reason, now, by)
+                .expect("add");
+        }
+    }
+    let (list, _) = text(&ctl.run(&["automation", "list"]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "one line per grant: {list}");
+    assert!(
+        lines[0].starts_with("#1 ") && lines[0].contains(" by \"root\" ("),
+        "{list}"
+    );
+    assert!(!lines[0].contains('\\'), "{list}");
+    assert!(
+        lines[1].ends_with(" reason=\"lab\" by \"help\\u{2028}desk\" (sudo, uid 0)"),
+        "{list}"
+    );
+    assert!(
+        lines[2].ends_with(" reason=\"@SUM(1+1)\" by \"mallory\\\" reason=\\\"forged\\x0ax\""),
+        "{list}"
+    );
+    // The text report's section prints them the same way.
+    let (report, _) = text(&ctl.run(&["report"]));
+    for line in &lines {
+        assert!(report.contains(line), "{line} in {report}");
+    }
+    let out = ctl.run(&["report", "--csv"]);
+    let csv = String::from_utf8(out.stdout).expect("utf8");
+    let (_, grants) = csv_tables(&csv);
+    let created_by: Vec<&str> = grants[1..].iter().map(|r| &r[7][..]).collect();
+    assert_eq!(created_by[1..], [sudo_caller, forged], "{csv:?}");
+    assert_eq!(grants[3][5], "'@SUM(1+1)", "a formula is text: {csv:?}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctl.run(&["automation", "list", "--json"]).stdout).expect("json");
+    assert_eq!(json[2]["created_by"], forged, "{json}");
 }

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 use pam_totp::logline::escape;
 use pam_totp::store::{AutomationGrant, Store, StoreError};
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Detail, shown_actor};
+use crate::population::push_record;
 use crate::report::when;
 
 /// Shortest prefixes a grant may name: a grant is for the networks a
@@ -95,10 +96,12 @@ pub fn allow(
     audit.record(
         "allow-automation",
         user,
-        &format!(
-            "id={id} key={key} from={networks} until=\"{}\" reason=\"{reason}\"",
-            when(until)
-        ),
+        Detail::new()
+            .bare("id", id)
+            .bare("key", key)
+            .bare("from", networks)
+            .quoted("until", when(until))
+            .quoted("reason", reason),
     );
     println!(
         "Automation grant #{id}: {user} with key {key} logs in without a code from {networks} until {}.\n\
@@ -184,7 +187,7 @@ pub fn table(grants: &[&AutomationGrant], now: i64) -> String {
             when(g.until),
             state(g, now),
             escape(&g.reason),
-            escape(&g.created_by),
+            shown_actor(&g.created_by),
         ));
     }
     out
@@ -200,10 +203,10 @@ pub fn revoke(store: &dyn Store, audit: &mut Audit, id: i64, now: i64) -> Result
     audit.record(
         "automation-revoke",
         &grant.user,
-        &format!(
-            "id={id} key={} reason=\"{}\"",
-            grant.fingerprint, grant.reason
-        ),
+        Detail::new()
+            .bare("id", id)
+            .bare("key", &grant.fingerprint)
+            .quoted("reason", &grant.reason),
     );
     println!(
         "Revoked automation grant #{id} of {} (key {}): its next login asks for a code.",
@@ -223,6 +226,45 @@ pub fn report_section(store: &dyn Store, now: i64) -> Result<String, String> {
         "\nAutomation grants ending within {REPORT_EXPIRING_DAYS} days (renew with allow-automation, or let them end):\n{}",
         table(&soon, now)
     ))
+}
+
+/// The header of `report --csv`'s second table, the grants in force that
+/// end within 14 days.
+pub const REPORT_CSV_HEADER: [&str; 8] = [
+    "grant_id",
+    "user",
+    "key",
+    "from",
+    "until_utc",
+    "reason",
+    "created_utc",
+    "created_by",
+];
+
+/// `report --csv`'s second table, after the users': an empty line, its
+/// header (always, so the file has the same shape whether or not a grant
+/// ends soon), then one record per grant in force that ends within 14
+/// days, quoted as the users' records are, times as UTC dates.
+pub fn report_csv(store: &dyn Store, now: i64) -> Result<String, String> {
+    let grants = store.automation_grants(None).map_err(e)?;
+    let mut out = String::from("\r\n");
+    push_record(&mut out, REPORT_CSV_HEADER.iter().map(|h| h.to_string()));
+    for g in expiring(&grants, now, REPORT_EXPIRING_DAYS * 86_400) {
+        push_record(
+            &mut out,
+            [
+                g.id.to_string(),
+                g.user.clone(),
+                g.fingerprint.clone(),
+                g.networks.clone(),
+                when(g.until),
+                g.reason.clone(),
+                when(g.created),
+                g.created_by.clone(),
+            ],
+        );
+    }
+    Ok(out)
 }
 
 /// `report --json`'s `automation_expiring`: the grants in force that end

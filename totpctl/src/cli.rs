@@ -294,11 +294,15 @@ pub enum Command {
         /// One JSON object: "users" (state, tokens, last use, locks, enroll
         /// window; times as epoch seconds and as UTC dates), "counts", and
         /// "automation_expiring" (grants in force that end within 14 days;
-        /// the text report lists them after the counts; CSV does not).
+        /// the text report lists them after the counts, CSV in a second
+        /// table).
         #[arg(long, conflicts_with = "csv")]
         json: bool,
-        /// CSV (RFC 4180) for a spreadsheet: a header line, one row per
-        /// user, times as UTC dates.
+        /// CSV (RFC 4180 quoting) for a spreadsheet, times as UTC dates: a
+        /// header line and one row per user; then an empty line and a
+        /// second table, always with its header line (grant_id, user, key,
+        /// from, until_utc, reason, created_utc, created_by), one row per
+        /// automation grant in force that ends within 14 days.
         #[arg(long)]
         csv: bool,
     },

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Detail};
 use crate::check_user;
 pub use pam_totp::codecheck::{Shape, describe_offset, find, lengths, plural, shape};
 use pam_totp::config::{self, Config, ConfigError, DEFAULT_CONFIG};
@@ -97,7 +97,11 @@ pub fn check(config: &Config, user: &str, answer: &str) -> Result<(), String> {
     {
         Reservation::Granted(failures) => failures,
         Reservation::Locked(lock) => {
-            audit.record("check", user, "result=locked (not checked)");
+            audit.record(
+                "check",
+                user,
+                Detail::new().bare("result", "locked").note("(not checked)"),
+            );
             return Err(match lock {
                 Lock::User { until } => format!(
                     "{user} is locked: too many wrong codes within 24 h, so code logins and \
@@ -136,10 +140,10 @@ pub fn check(config: &Config, user: &str, answer: &str) -> Result<(), String> {
             audit.record(
                 "check",
                 user,
-                &format!(
-                    "result={state} device=\"{}\" offset={:+}",
-                    token.device, found.offset
-                ),
+                Detail::new()
+                    .bare("result", state)
+                    .quoted("device", &token.device)
+                    .bare("offset", format!("{:+}", found.offset)),
             );
             let device = escape(&token.device);
             println!("The code matches {user}'s device \"{device}\" at {offset}.");
@@ -181,20 +185,18 @@ pub fn check(config: &Config, user: &str, answer: &str) -> Result<(), String> {
                 .filter(|t| t.params.digits as usize == code.len())
                 .count();
             let at_limit = ratelimit::reaches_user_limit(failures.user_recent, &config.limits);
-            audit.record(
-                "check",
-                user,
-                &format!(
-                    "result=no-match devices={checked} window={} failures_24h={}{}",
-                    config.window,
-                    failures.user_recent,
-                    if at_limit {
-                        " (the per-user limit: code logins are now locked)"
-                    } else {
-                        ""
-                    }
-                ),
-            );
+            audit.record("check", user, {
+                let detail = Detail::new()
+                    .bare("result", "no-match")
+                    .bare("devices", checked)
+                    .bare("window", config.window)
+                    .bare("failures_24h", failures.user_recent);
+                if at_limit {
+                    detail.note("(the per-user limit: code logins are now locked)")
+                } else {
+                    detail
+                }
+            });
             let mut message = format!(
                 "the code does not match any device of {user} (checked {checked} device{} at \
                  ±{} step{}): is it {user}'s app entry for this host, and is the \

@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Detail};
 use crate::cli::TokenArgs;
 use crate::report::describe_params;
 use crate::sudo::OutputFile;
@@ -126,28 +126,25 @@ pub fn enroll(
     audit.record(
         verb,
         user,
-        &format!(
-            "device=\"{}\" type={} key={} state={}{}{}{}",
-            args.device,
-            args.kind,
-            if generated { "generated" } else { "given" },
-            if active { "active" } else { "pending" },
-            if recovery_codes.is_some() {
-                " recovery_codes=10"
-            } else {
-                ""
-            },
-            args.expires
-                .map(|t| format!(" expires=\"{} UTC\"", crate::report::utc(t)))
-                .unwrap_or_default(),
-            match mode {
-                EnrollMode::ReplaceUser => format!(" removed=\"{}\"", old.join(",")),
-                EnrollMode::Replacement => {
-                    format!(" replaces_on_confirmation=\"{}\"", old.join(","))
-                }
-                _ => String::new(),
-            }
-        ),
+        Detail::new()
+            .quoted("device", &args.device)
+            .bare("type", args.kind)
+            .bare("key", if generated { "generated" } else { "given" })
+            .bare("state", if active { "active" } else { "pending" })
+            .bare_if("recovery_codes", recovery_codes.as_ref().map(Vec::len))
+            .quoted_if(
+                "expires",
+                args.expires
+                    .map(|t| format!("{} UTC", crate::report::utc(t))),
+            )
+            .quoted_if(
+                "removed",
+                (mode == EnrollMode::ReplaceUser).then(|| old.join(",")),
+            )
+            .quoted_if(
+                "replaces_on_confirmation",
+                (mode == EnrollMode::Replacement).then(|| old.join(",")),
+            ),
     );
 
     let codes: Vec<&RecoveryCode> = recovery_codes
@@ -273,7 +270,7 @@ fn ask_confirmation(store: &dyn Store, audit: &mut Audit, token: &Token) -> Resu
                 audit.record(
                     "confirm",
                     &token.user,
-                    &format!("device=\"{}\"", token.device),
+                    Detail::new().quoted("device", &token.device),
                 );
                 match &token.life.replaces {
                     Some(device) => println!(
@@ -368,7 +365,11 @@ pub fn confirm(
         .filter(|t| t.params.digits as usize == code.len())
     {
         if confirm_token(store, token, &code)? {
-            audit.record("confirm", user, &format!("device=\"{}\"", token.device));
+            audit.record(
+                "confirm",
+                user,
+                Detail::new().quoted("device", &token.device),
+            );
             let next = match token.kind {
                 Kind::Totp => "wait until the app shows a new code",
                 Kind::Hotp => "the token's next code",
@@ -399,7 +400,11 @@ pub fn new_recovery_codes(
     store
         .replace_recovery(user, &hashes)
         .map_err(|e| e.to_string())?;
-    audit.record("recovery", user, "10 new recovery codes, old ones void");
+    audit.record(
+        "recovery",
+        user,
+        Detail::new().note("10 new recovery codes, old ones void"),
+    );
     if json {
         let list: Vec<&str> = codes.iter().map(|(c, _)| c.as_str()).collect();
         println!("{}", json!({ "user": user, "recovery_codes": list }));
@@ -532,17 +537,16 @@ pub fn enroll_many(
         audit.record(
             "enroll",
             &token.user,
-            &format!(
-                "device=\"{}\" type={} key=generated state={state} from_file=\"{}\"{}",
-                token.device,
-                token.kind,
-                file.display(),
-                if m.codes.is_empty() {
-                    ""
-                } else {
-                    " recovery_codes=10"
-                }
-            ),
+            Detail::new()
+                .quoted("device", &token.device)
+                .bare("type", token.kind)
+                .bare("key", "generated")
+                .bare("state", state)
+                .quoted("from_file", file.display())
+                .bare_if(
+                    "recovery_codes",
+                    (!m.codes.is_empty()).then_some(m.codes.len()),
+                ),
         );
         let mut line = json!({
             "user": token.user,

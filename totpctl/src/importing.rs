@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use zeroize::Zeroizing;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Detail};
 use crate::cli::{ImportArgs, ImportSource};
 use crate::report::describe_params;
 use crate::{check_user, unix_now};
@@ -74,13 +74,10 @@ pub fn import(store: &dyn Store, audit: &mut Audit, source: ImportSource) -> Res
         audit.record(
             "import",
             &t.user,
-            &format!(
-                "device=\"{}\" type={} from={origin}:{}:{}",
-                args.device,
-                t.kind,
-                path.display(),
-                t.line
-            ),
+            Detail::new()
+                .quoted("device", &args.device)
+                .bare("type", t.kind)
+                .bare("from", format!("{origin}:{}:{}", path.display(), t.line)),
         );
     }
     let scratch: usize = tokens.iter().map(|t| t.scratch_codes.len()).sum();
@@ -340,13 +337,11 @@ fn home_dirs(
                 audit.record(
                     "import",
                     &f.user,
-                    &format!(
-                        "device=\"{}\" type={} from=google-authenticator:{} scratch_codes={}",
-                        args.device,
-                        token.kind,
-                        f.file.display(),
-                        token.scratch_codes.len()
-                    ),
+                    Detail::new()
+                        .quoted("device", &args.device)
+                        .bare("type", token.kind)
+                        .bare("from", format!("google-authenticator:{}", f.file.display()))
+                        .bare("scratch_codes", token.scratch_codes.len()),
                 );
             }
         }

@@ -1,7 +1,7 @@
 //! disable, enable and prune: tokens that stop, start again, or go because
 //! nobody finished enrolling them.
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Detail};
 use crate::report::utc;
 use crate::unix_now;
 use pam_totp::store::Store;
@@ -46,7 +46,9 @@ pub fn set_disabled(
     audit.record(
         verb,
         user,
-        &format!("device=\"{}\" tokens={changed}", device.unwrap_or("*"),),
+        Detail::new()
+            .quoted("device", device.unwrap_or("*"))
+            .bare("tokens", changed),
     );
     if disable {
         println!(
@@ -95,10 +97,10 @@ pub fn prune(
         audit.record(
             "prune",
             user,
-            &format!(
-                "device=\"{device}\" pending, created before {} UTC",
-                utc(before)
-            ),
+            Detail::new()
+                .quoted("device", device)
+                .bare("state", "pending")
+                .quoted("created_before", format!("{} UTC", utc(before))),
         );
         println!("removed {user}'s pending device {device:?}");
     }

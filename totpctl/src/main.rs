@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use audit::Audit;
+use audit::{Audit, Detail};
 use cli::{Cli, Command};
 use pam_totp::config::{self, Config};
 use pam_totp::store::EnrollMode;
@@ -143,12 +143,12 @@ fn migrate(cli: &Cli, from: &std::path::Path, to: &str) -> Result<(), String> {
     Audit::open().record(
         "migrate",
         "*",
-        &format!(
-            "from=\"{}\" to=\"{}\" tokens={tokens} recovery_codes={recovery} automation_grants=\"{}\"",
-            from.display(),
-            target.url,
-            renumbered.join(",")
-        ),
+        Detail::new()
+            .quoted("from", from.display())
+            .quoted("to", &target.url)
+            .bare("tokens", tokens)
+            .bare("recovery_codes", recovery)
+            .quoted("automation_grants", renumbered.join(",")),
     );
     if !grants.is_empty() {
         println!(
@@ -307,7 +307,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         return Err(format!("{user} has no device named {device:?}"));
                     }
                     store.forget_grace(&user).map_err(e)?;
-                    audit.record("delete", &user, &format!("device=\"{device}\""));
+                    audit.record("delete", &user, Detail::new().quoted("device", &device));
                     println!("Deleted device {device:?} of {user}.");
                 }
                 None => {
@@ -333,10 +333,11 @@ fn run(cli: Cli) -> Result<(), String> {
                         audit.record(
                             "automation-revoke",
                             &user,
-                            &format!(
-                                "id={} key={} reason=\"{}\" (the user was deleted)",
-                                grant.id, grant.fingerprint, grant.reason
-                            ),
+                            Detail::new()
+                                .bare("id", grant.id)
+                                .bare("key", &grant.fingerprint)
+                                .quoted("reason", &grant.reason)
+                                .note("(the user was deleted)"),
                         );
                     }
                     if count == 0 {
@@ -351,11 +352,10 @@ fn run(cli: Cli) -> Result<(), String> {
                     audit.record(
                         "delete",
                         &user,
-                        &format!(
-                            "tokens={count} devices=\"{}\" recovery_codes_unused={}",
-                            devices.join(","),
-                            codes.unused
-                        ),
+                        Detail::new()
+                            .bare("tokens", count)
+                            .quoted("devices", devices.join(","))
+                            .bare("recovery_codes_unused", codes.unused),
                     );
                     println!(
                         "Deleted {user}'s {count} token(s) ({}) and {} unused recovery code(s); \
@@ -426,7 +426,9 @@ fn run(cli: Cli) -> Result<(), String> {
             Audit::open().record(
                 "unlock",
                 &user,
-                &format!("sources={cleared} graces={graces}"),
+                Detail::new()
+                    .bare("sources", cleared)
+                    .bare("graces", graces),
             );
             println!(
                 "Cleared the failed-code counts of {user} ({cleared} address(es)) and ended {graces} grace period(s)."
@@ -435,7 +437,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Forget { user, key: None } => {
             let graces = store.forget_grace(&user).map_err(e)?;
-            Audit::open().record("forget", &user, &format!("graces={graces}"));
+            Audit::open().record("forget", &user, Detail::new().bare("graces", graces));
             println!(
                 "Ended {graces} grace period(s) of {user}: every address and every SSH key asks for a code again."
             );
@@ -446,7 +448,11 @@ fn run(cli: Cli) -> Result<(), String> {
             key: Some(key),
         } => {
             let graces = store.forget_key_grace(&user, &key).map_err(e)?;
-            Audit::open().record("forget", &user, &format!("key={key} graces={graces}"));
+            Audit::open().record(
+                "forget",
+                &user,
+                Detail::new().bare("key", &key).bare("graces", graces),
+            );
             println!(
                 "Ended {graces} grace period(s) of {user} for SSH key {key}: that key asks for a code again."
             );
@@ -503,7 +509,7 @@ fn run(cli: Cli) -> Result<(), String> {
             audit.record(
                 "allow-enroll",
                 &user,
-                &format!("until={} UTC", report::utc(until)),
+                Detail::new().quoted("until", format!("{} UTC", report::utc(until))),
             );
             println!(
                 "{user} may enroll at login until {} UTC (module argument enroll=window).",
@@ -524,7 +530,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
                 println!("{value}");
             } else if csv {
-                print!("{}", population::csv(&report));
+                let grants = automation::report_csv(store, unix_now())?;
+                print!("{}{grants}", population::csv(&report));
             } else {
                 print!("{}", population::text(&report));
                 print!("{}", automation::report_section(store, unix_now())?);

@@ -444,7 +444,8 @@ pub fn csv(report: &Report) -> String {
     out
 }
 
-fn push_record(out: &mut String, fields: impl IntoIterator<Item = String>) {
+/// One RFC 4180 record (fields quoted by [`csv_field`]) and its CRLF.
+pub fn push_record(out: &mut String, fields: impl IntoIterator<Item = String>) {
     let fields: Vec<String> = fields.into_iter().map(|f| csv_field(&f)).collect();
     out.push_str(&fields.join(","));
     out.push_str("\r\n");

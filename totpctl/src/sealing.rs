@@ -9,7 +9,7 @@ use pam_totp::config::Config;
 use pam_totp::seal::{Sealer, is_sealed};
 use pam_totp::store::{Store, loaded_secret};
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Detail};
 
 /// Writes a new key file, 0600, never over an existing file.
 pub fn keygen(file: &Path) -> Result<(), String> {
@@ -24,7 +24,7 @@ pub fn keygen(file: &Path) -> Result<(), String> {
     out.write_all(key.as_bytes())
         .and_then(|()| out.sync_all())
         .map_err(|e| format!("{}: {e}", file.display()))?;
-    Audit::open().record("keygen", "*", &format!("file=\"{}\"", file.display()));
+    Audit::open().record("keygen", "*", Detail::new().quoted("file", file.display()));
     println!(
         "Wrote a new sealing key to {} (mode 0600). Copy it to every login node \
          (root, 0600), then seal the store with `totpctl rekey --new-key {}`.",
@@ -60,7 +60,9 @@ pub fn rekey(store: &dyn Store, config: &Config, new_key: &Path) -> Result<(), S
     Audit::open().record(
         "rekey",
         "*",
-        &format!("tokens={changed} new_key=\"{}\"", new_key.display()),
+        Detail::new()
+            .bare("tokens", changed)
+            .quoted("new_key", new_key.display()),
     );
     println!(
         "Sealed {changed} token key(s) with {} in one transaction. Every node must now use \
