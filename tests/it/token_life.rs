@@ -1128,3 +1128,97 @@ fn bulk_enrollment_is_all_or_nothing_and_every_key_logs_in() {
     let png = std::fs::read(qr.join("cat.png")).expect("png");
     assert!(png.starts_with(b"\x89PNG"));
 }
+
+/// A pamtester for `user` that has read the user's tokens and now waits at
+/// the code prompt (as an sshd child does for up to LoginGraceTime).
+fn waiting_at_prompt(
+    world: &World,
+    user: &str,
+) -> (std::process::Child, std::process::ChildStderr) {
+    let mut child = world
+        .pamtester_command("totp", user, Some(RHOST))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pamtester");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(common::race::PROMPT) {
+        match stderr.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            _ => panic!("no prompt: {}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    (child, stderr)
+}
+
+/// Answers a waiting pamtester; returns whether it got in and its log.
+fn answer_waiting(
+    (mut child, mut stderr): (std::process::Child, std::process::ChildStderr),
+    code: &str,
+) -> (bool, String) {
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(format!("{code}\n").as_bytes());
+    drop(stdin);
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    let log = rest
+        .lines()
+        .filter(|l| l.contains("SYSLOG"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (child.wait().expect("wait").success(), log)
+}
+
+/// README, "Lost or stolen phone": `totpctl reset USER --now` removes the
+/// old tokens at once. A login that was already at the prompt when the
+/// help desk reset the user (the thief has the phone and the password, and
+/// keeps a connection waiting) must not get in with the stolen phone's
+/// code. The module checks the answer against the tokens it read before
+/// the prompt and claims the step by token id; on SQLite the new token
+/// takes the deleted token's rowid (`id INTEGER PRIMARY KEY`, no
+/// AUTOINCREMENT) when it was the highest, so the old key's code claims the
+/// new token's step and is accepted. PostgreSQL (an identity column) holds.
+#[test]
+fn a_reset_during_a_pending_login_lets_no_code_of_the_old_key_in() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "fail_delay=0");
+    ok(&world.totpctl(&["enroll", "zed", "--secret", &common::random_secret()]));
+
+    // Active at once (--secret): the token the user's new phone holds.
+    let stolen = common::random_secret();
+    ok(&world.totpctl(&["enroll", "mia", "--secret", &stolen]));
+    let waiting = waiting_at_prompt(&world, "mia");
+    ok(&world.totpctl(&[
+        "reset",
+        "mia",
+        "--now",
+        "--secret",
+        &common::random_secret(),
+    ]));
+    let (got_in, log) = answer_waiting(waiting, &oathtool(&stolen, None, &[]));
+    assert!(
+        !got_in,
+        "reset --now --secret: the stolen key's code got in:\n{log}"
+    );
+
+    // The documented lost-phone reset (a pending token, confirmed by the
+    // user's new phone meanwhile): the old key's next code must not get in.
+    let stolen = common::random_secret();
+    ok(&world.totpctl(&["reset", "mia", "--now", "--secret", &stolen]));
+    let waiting = waiting_at_prompt(&world, "mia");
+    let reset = json(&world.totpctl(&["reset", "mia", "--now", "--json"]));
+    let new_key = reset["key"].as_str().expect("key").to_string();
+    let now = unix_now();
+    ok(&world.totpctl(&["confirm", "mia", &oathtool(&new_key, Some(now), &[])]));
+    let (got_in, log) = answer_waiting(waiting, &oathtool(&stolen, Some(now + 30), &[]));
+    assert!(
+        !got_in,
+        "reset --now, then confirmed: the stolen key's next code got in:\n{log}"
+    );
+}
