@@ -26,8 +26,8 @@ fn verify(c: &mut Criterion) {
     });
 }
 
-/// A store with one token; returns its id.
-fn store_with_token(db: &std::path::Path) -> i64 {
+/// A store with one token; returns it as a login reads it.
+fn store_with_token(db: &std::path::Path) -> Token {
     let store = SqliteStore::create(db).expect("store");
     let token = Token {
         id: 0,
@@ -40,6 +40,7 @@ fn store_with_token(db: &std::path::Path) -> i64 {
         confirmed: Some(0),
         last_step: None,
         life: Default::default(),
+        stored_key: Default::default(),
     };
     store
         .enroll(
@@ -50,21 +51,21 @@ fn store_with_token(db: &std::path::Path) -> i64 {
             EnrollMode::Add,
         )
         .expect("enroll");
-    store.tokens("bench").expect("tokens")[0].id
+    store.tokens("bench").expect("tokens").remove(0)
 }
 
 fn claim(c: &mut Criterion) {
     // Stores are trusted only in a private directory under root-owned ones.
     let dir = dirs::private_tempdir();
     let db = dir.path().join("totp.db");
-    let id = store_with_token(&db);
+    let token = store_with_token(&db);
     let mut step = 0u64;
     // A login's TOTP claim (synchronous=NORMAL, the WAL kept short).
     let store = SqliteStore::open_for_login(&db).expect("open");
     c.bench_function("claim_step TOTP (login, synchronous=NORMAL)", |b| {
         b.iter(|| {
             step += 1;
-            store.claim_step(id, Kind::Totp, step, 0).expect("claim")
+            store.claim_step(&token, step, 0).expect("claim")
         })
     });
     drop(store);
@@ -73,7 +74,7 @@ fn claim(c: &mut Criterion) {
     c.bench_function("claim_step synced (synchronous=FULL)", |b| {
         b.iter(|| {
             step += 1;
-            store.claim_step(id, Kind::Totp, step, 0).expect("claim")
+            store.claim_step(&token, step, 0).expect("claim")
         })
     });
     drop(store);
@@ -84,7 +85,7 @@ fn claim(c: &mut Criterion) {
             step += 1;
             let store = SqliteStore::open_for_login(&db).expect("open");
             store.tokens("bench").expect("tokens");
-            store.claim_step(id, Kind::Totp, step, 0).expect("claim")
+            store.claim_step(&token, step, 0).expect("claim")
         })
     });
 }

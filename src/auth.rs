@@ -778,11 +778,7 @@ impl Login<'_> {
         let answer = match &planned {
             Planned::Wrong(_) => Answer::Wrong,
             Planned::Refused(_) => Answer::Refused,
-            Planned::Right(token, step) => Answer::Right {
-                id: token.id,
-                kind: token.kind,
-                step: *step,
-            },
+            Planned::Right(token, step) => Answer::Right { token, step: *step },
         };
         let settled = store
             .settle_guess(
@@ -977,6 +973,7 @@ impl Login<'_> {
             confirmed: Some(now as i64),
             last_step: None,
             life: Default::default(),
+            stored_key: Default::default(),
         };
         // A mistyped code is asked again with the same key: the phone
         // already holds it, and a new key would leave a dead entry there.
@@ -1443,7 +1440,7 @@ fn claim<S: LoginStore>(
     if let Some(refused) = boot_fence(config, token, step, store.totp_claims_durable(), clock) {
         return refused;
     }
-    match store.claim_step(token.id, token.kind, step, now as i64) {
+    match store.claim_step(token, step, now as i64) {
         Ok(result) => claimed(token, step, now, result),
         Err(e) => store_error(e),
     }
@@ -1551,7 +1548,7 @@ fn use_recovery<S: LoginStore>(
     let Some(hit) = stored.iter().find(|s| candidate.matches(&s.phc)) else {
         return no_match;
     };
-    match store.burn_recovery(hit.id, now as i64) {
+    match store.burn_recovery(hit, now as i64) {
         Ok(Claim::Claimed) => match store.recovery_count(user) {
             Ok(count) => Outcome::RecoveryAccepted {
                 remaining: count.unused,

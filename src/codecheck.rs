@@ -217,7 +217,7 @@ fn check_and_use<S: LoginStore + ?Sized>(
             return Err(Refusal::Wrong);
         };
         return match store
-            .burn_recovery(hit.id, now as i64)
+            .burn_recovery(hit, now as i64)
             .map_err(Refusal::Store)?
         {
             Claim::Claimed => Ok(Proof::Recovery {
@@ -251,7 +251,7 @@ fn check_and_use<S: LoginStore + ?Sized>(
         return Err(Refusal::Reused);
     }
     match store
-        .claim_step(token.id, token.kind, step, now as i64)
+        .claim_step(token, step, now as i64)
         .map_err(Refusal::Store)?
     {
         Claim::Claimed => Ok(Proof::Code {

@@ -138,6 +138,7 @@ impl World {
             confirmed: active.then_some(0),
             last_step: None,
             life: Default::default(),
+            stored_key: Default::default(),
         };
         self.store()
             .enroll(
@@ -907,7 +908,7 @@ fn hotp_counters_and_recovery_codes_are_not_fenced_and_leave_the_login_store_laz
     let store = SqliteStore::open_for_login(&world.db).expect("open");
     assert_eq!(store.synchronous().expect("pragma"), "NORMAL");
     store
-        .claim_step(store.tokens("hank").expect("t")[0].id, Kind::Hotp, 7, 0)
+        .claim_step(&store.tokens("hank").expect("t")[0], 7, 0)
         .expect("claim");
     assert_eq!(store.synchronous().expect("pragma"), "NORMAL");
     assert_eq!(world.store().synchronous().expect("pragma"), "FULL");
@@ -1569,8 +1570,8 @@ impl LoginStore for DisabledDuringRecovery {
     fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
         self.inner.tokens(user)
     }
-    fn claim_step(&self, id: i64, kind: Kind, step: u64, now: i64) -> Result<Claim, StoreError> {
-        self.inner.claim_step(id, kind, step, now)
+    fn claim_step(&self, token: &Token, step: u64, now: i64) -> Result<Claim, StoreError> {
+        self.inner.claim_step(token, step, now)
     }
     fn recovery_candidates(
         &self,
@@ -1588,8 +1589,12 @@ impl LoginStore for DisabledDuringRecovery {
         );
         Ok(found)
     }
-    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
-        self.inner.burn_recovery(id, at)
+    fn burn_recovery(
+        &self,
+        code: &crate::store::StoredRecovery,
+        at: i64,
+    ) -> Result<Claim, StoreError> {
+        self.inner.burn_recovery(code, at)
     }
     fn recovery_count(&self, user: &str) -> Result<crate::store::RecoveryCount, StoreError> {
         self.inner.recovery_count(user)

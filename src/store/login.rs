@@ -22,11 +22,13 @@ pub trait LoginStore {
     fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError>;
 
     /// Atomically records `step` (a TOTP time step or an HOTP counter) as
-    /// used by active token `id`, if it is newer than anything used before.
+    /// used by active `token`, if it is newer than anything used before.
     /// This single conditional write is the whole replay protection.
     /// HOTP counters never expire, so their claims are on disk on return.
-    /// A disabled token, or one expired at `now`, claims nothing.
-    fn claim_step(&self, id: i64, kind: Kind, step: u64, now: i64) -> Result<Claim, StoreError>;
+    /// A disabled token, or one expired at `now`, claims nothing, and
+    /// neither does a row that no longer holds the key `token` was read
+    /// with (deleted, replaced, its id given to another row).
+    fn claim_step(&self, token: &Token, step: u64, now: i64) -> Result<Claim, StoreError>;
 
     /// The user's unused recovery codes filed under `lookup`.
     fn recovery_candidates(
@@ -35,8 +37,9 @@ pub trait LoginStore {
         lookup: &str,
     ) -> Result<Vec<StoredRecovery>, StoreError>;
 
-    /// Marks a recovery code used, once (on disk on return).
-    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError>;
+    /// Marks the recovery code `code` (as checked: its row and hash) used,
+    /// once (on disk on return).
+    fn burn_recovery(&self, code: &StoredRecovery, at: i64) -> Result<Claim, StoreError>;
 
     /// The user's recovery codes, unused and used.
     fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError>;
@@ -69,7 +72,7 @@ pub trait LoginStore {
         rhost: &str,
         now: i64,
         limits: &Limits,
-        answer: Answer,
+        answer: Answer<'_>,
     ) -> Result<Settled, StoreError>;
 
     /// Gives back the guess of a right code taken at `at`; `clear` also
@@ -143,13 +146,12 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         self.tokens_from(rows)
     }
 
-    fn claim_step(&self, id: i64, kind: Kind, step: u64, now: i64) -> Result<Claim, StoreError> {
-        let step = step_to_sql(step)?;
-        let update = || self.driver.execute(sql::CLAIM_STEP, params![id, step, now]);
-        Ok(claim(match kind {
-            Kind::Totp => update()?,
-            Kind::Hotp => self.driver.durably(update)?,
-        }))
+    fn claim_step(&self, token: &Token, step: u64, now: i64) -> Result<Claim, StoreError> {
+        let update = || self.claim_row(token, step, now);
+        match token.kind {
+            Kind::Totp => update(),
+            Kind::Hotp => self.driver.durably(update),
+        }
     }
 
     fn recovery_candidates(
@@ -169,10 +171,11 @@ impl<D: Driver> LoginStore for SqlStore<D> {
             .collect()
     }
 
-    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
-        let changed = self
-            .driver
-            .durably(|| self.driver.execute(sql::BURN_RECOVERY, params![id, at]))?;
+    fn burn_recovery(&self, code: &StoredRecovery, at: i64) -> Result<Claim, StoreError> {
+        let changed = self.driver.durably(|| {
+            self.driver
+                .execute(sql::BURN_RECOVERY, params![code.id, at, code.phc.as_str()])
+        })?;
         Ok(claim(changed))
     }
 
@@ -213,10 +216,10 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         rhost: &str,
         now: i64,
         limits: &Limits,
-        answer: Answer,
+        answer: Answer<'_>,
     ) -> Result<Settled, StoreError> {
         let settle = || {
-            self.write(Hold::User(user, Purpose::Guesses), |db| {
+            self.write(Hold::User(user, Purpose::Guesses), |_| {
                 let before = self.read_failures(user, rhost, now)?;
                 if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
                     return Ok(Settled::Locked(lock));
@@ -225,18 +228,14 @@ impl<D: Driver> LoginStore for SqlStore<D> {
                 let claim = match answer {
                     Answer::Wrong => return Ok(Settled::Counted(before.with_one_more(now))),
                     Answer::Refused => None,
-                    Answer::Right { id, step, .. } => Some(claim(
-                        db.execute(sql::CLAIM_STEP, params![id, step_to_sql(step)?, now])?,
-                    )),
+                    Answer::Right { token, step } => Some(self.claim_row(token, step, now)?),
                 };
                 self.give_back(user, rhost, claim == Some(Claim::Claimed), now)?;
                 Ok(Settled::GivenBack(claim))
             })
         };
         match answer {
-            Answer::Right {
-                kind: Kind::Hotp, ..
-            } => self.driver.durably(settle),
+            Answer::Right { token, .. } if token.kind == Kind::Hotp => self.driver.durably(settle),
             _ => settle(),
         }
     }
@@ -423,8 +422,8 @@ impl<T: LoginStore + ?Sized> LoginStore for Box<T> {
     fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
         (**self).tokens(user)
     }
-    fn claim_step(&self, id: i64, kind: Kind, step: u64, now: i64) -> Result<Claim, StoreError> {
-        (**self).claim_step(id, kind, step, now)
+    fn claim_step(&self, token: &Token, step: u64, now: i64) -> Result<Claim, StoreError> {
+        (**self).claim_step(token, step, now)
     }
     fn recovery_candidates(
         &self,
@@ -433,8 +432,8 @@ impl<T: LoginStore + ?Sized> LoginStore for Box<T> {
     ) -> Result<Vec<StoredRecovery>, StoreError> {
         (**self).recovery_candidates(user, lookup)
     }
-    fn burn_recovery(&self, id: i64, at: i64) -> Result<Claim, StoreError> {
-        (**self).burn_recovery(id, at)
+    fn burn_recovery(&self, code: &StoredRecovery, at: i64) -> Result<Claim, StoreError> {
+        (**self).burn_recovery(code, at)
     }
     fn recovery_count(&self, user: &str) -> Result<RecoveryCount, StoreError> {
         (**self).recovery_count(user)
@@ -457,7 +456,7 @@ impl<T: LoginStore + ?Sized> LoginStore for Box<T> {
         rhost: &str,
         now: i64,
         limits: &Limits,
-        answer: Answer,
+        answer: Answer<'_>,
     ) -> Result<Settled, StoreError> {
         (**self).settle_guess(user, rhost, now, limits, answer)
     }

@@ -26,6 +26,8 @@ pub mod sqlite;
 use std::fmt;
 use std::str::FromStr;
 
+use zeroize::Zeroizing;
+
 use crate::otp::Params;
 use crate::ratelimit::{Failures, Lock};
 use crate::recovery::RecoveryHash;
@@ -225,7 +227,7 @@ impl StagedRow {
                     .last_step
                     .ok_or_else(|| invalid("staged enrollment without a step"))?;
                 let secret = loaded_secret(sealer, user, &info.device, blob)?;
-                let mut token = Token::from_info(info, secret);
+                let mut token = Token::from_info(info, secret, StoredKey::default());
                 token.last_step = None;
                 let recovery = decode_recovery(user, self.recovery.as_deref().unwrap_or(""))?;
                 Ok(Some(Grant::Enroll {
@@ -423,6 +425,28 @@ pub struct Token {
     pub last_step: Option<u64>,
     /// Disabled, expiring, replacing: what an administrator set.
     pub life: Life,
+    /// The key as the store holds it (sealed or not), for the claim: a
+    /// step is claimed only on the row whose key was checked, never on a
+    /// row that took its id since (SQLite gives a new row the id of a
+    /// deleted last one). Empty for a token not read from a store.
+    pub stored_key: StoredKey,
+}
+
+/// A token key's bytes as the store holds them (sealed or not). Wiped when
+/// dropped; `Debug` never shows them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoredKey(pub Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoredKey([redacted])")
+    }
+}
+
+impl StoredKey {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// What an administrator set on a token beyond its key and parameters.
@@ -462,8 +486,8 @@ impl Token {
         self.is_active() && self.life.stopped_at(now).is_none()
     }
 
-    /// A stored token: its row and its key.
-    pub fn from_info(info: TokenInfo, secret: Secret) -> Token {
+    /// A stored token: its row, its key, and the key as stored.
+    pub fn from_info(info: TokenInfo, secret: Secret, stored_key: StoredKey) -> Token {
         Token {
             id: info.id,
             user: info.user,
@@ -475,6 +499,7 @@ impl Token {
             confirmed: info.confirmed,
             last_step: info.last_step,
             life: info.life,
+            stored_key,
         }
     }
 
@@ -642,12 +667,13 @@ pub enum Reservation {
 /// A code checked before the store is written, as the transaction that
 /// takes its guess needs it (`LoginStore::settle_guess`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub enum Answer<'a> {
     /// Wrong or malformed: the guess stays counted.
     Wrong,
-    /// Right for active token `id` at `step` (a TOTP time step or an HOTP
-    /// counter): the step is claimed, and the guess given back either way.
-    Right { id: i64, kind: Kind, step: u64 },
+    /// Right for this active token at `step` (a TOTP time step or an HOTP
+    /// counter): the step is claimed (on the token's row only while it
+    /// holds the key that was checked), and the guess given back either way.
+    Right { token: &'a Token, step: u64 },
     /// Right, but refused before any claim (a step from before the boot):
     /// the guess is given back.
     Refused,

@@ -85,9 +85,10 @@ impl<D: Driver> SqlStore<D> {
         for mut row in rows {
             let info = token_info(&row)?;
             let blob = row.take_blob(KEY_COLUMN)?;
+            let stored = super::StoredKey(blob.clone());
             let secret =
                 super::loaded_secret(self.sealer.as_deref(), &info.user, &info.device, blob)?;
-            tokens.push(Token::from_info(info, secret));
+            tokens.push(Token::from_info(info, secret, stored));
         }
         Ok(tokens)
     }
@@ -186,6 +187,26 @@ impl<D: Driver> SqlStore<D> {
         )?;
         self.driver.execute(sql::INSERT_GUESS, params![user, now])?;
         Ok(())
+    }
+
+    /// The step claim on `token`'s row while it holds the key it was read
+    /// with (one conditional write; the row count decides).
+    pub(crate) fn claim_row(
+        &self,
+        token: &Token,
+        step: u64,
+        now: i64,
+    ) -> Result<super::Claim, StoreError> {
+        let changed = self.driver.execute(
+            sql::CLAIM_STEP,
+            params![
+                token.id,
+                step_to_sql(step)?,
+                now,
+                token.stored_key.as_bytes()
+            ],
+        )?;
+        Ok(claim(changed))
     }
 
     /// Gives back one guess of (user, rhost) taken at `at`: the user's

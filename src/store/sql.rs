@@ -43,8 +43,11 @@ pub const COUNT_TOKENS_OF_USER: &str = r#"SELECT COUNT(*) FROM tokens WHERE "use
 /// databases serialise writers of one row (SQLite the whole file;
 /// PostgreSQL re-checks the `WHERE` on the committed row under READ
 /// COMMITTED), so of any number of racers exactly one sees 1 row changed.
+/// The row is named by its id and the key it held when it was read (`?4`,
+/// as stored): a row that took the id of a deleted one (SQLite reuses the
+/// id of a deleted last row) holds another key and claims nothing.
 pub const CLAIM_STEP: &str = "UPDATE tokens SET last_step = ?2
-     WHERE id = ?1 AND confirmed IS NOT NULL
+     WHERE id = ?1 AND secret = ?4 AND confirmed IS NOT NULL
        AND disabled IS NULL AND (expires IS NULL OR expires > ?3)
        AND (last_step IS NULL OR last_step < ?2)";
 /// Confirms a pending token with the step of its first code (used up).
@@ -120,8 +123,9 @@ pub const RECOVERY_CANDIDATES: &str = r#"SELECT id, hash FROM recovery_codes
 /// Also only while the user has a token that logs in at `?2` (confirmed,
 /// not disabled, not expired), in the same write: a `disable` racing a
 /// recovery-code login wins or loses whole, as it does against a code.
+/// The code is named by its id and the hash it was checked against (`?3`).
 pub const BURN_RECOVERY: &str = r#"UPDATE recovery_codes SET used = ?2
-     WHERE id = ?1 AND used IS NULL
+     WHERE id = ?1 AND hash = ?3 AND used IS NULL
        AND EXISTS (SELECT 1 FROM tokens WHERE tokens."user" = recovery_codes."user"
                    AND confirmed IS NOT NULL AND disabled IS NULL
                    AND (expires IS NULL OR expires > ?2))"#;

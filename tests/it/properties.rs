@@ -152,7 +152,7 @@ proptest! {
         }).collect();
         store.enroll(&[Enrollment { token: Token {
             id: 0, user: "p".into(), device: "default".into(), kind: Kind::Totp, secret,
-            params: Default::default(), created: 0, confirmed: Some(0), last_step: None, life: Default::default(),
+            params: Default::default(), created: 0, confirmed: Some(0), last_step: None, life: Default::default(), stored_key: Default::default(),
         }, recovery: None }], EnrollMode::Add).expect("enroll");
         drop(store);
         let config = Config { limits: pam_totp::ratelimit::Limits { backoff_after: 1000, user_limit: 0, ..Default::default() }, ..Config::default() };

@@ -113,6 +113,7 @@ fn token(user: &str, device: &str, kind: Kind, active: bool) -> Token {
         confirmed: active.then_some(NOW),
         last_step: None,
         life: Default::default(),
+        stored_key: Default::default(),
     }
 }
 
@@ -134,6 +135,29 @@ fn id_of(store: &dyn Store, user: &str, device: &str) -> i64 {
         .find(|t| t.device == device)
         .map(|t| t.id)
         .expect("token")
+}
+
+/// The stored token of row `id`, read as a login reads it (a row that is
+/// gone: a token of that id whose key no row holds).
+fn stored(store: &dyn Store, id: i64) -> Token {
+    let user = store
+        .list()
+        .expect("list")
+        .into_iter()
+        .find(|t| t.id == id)
+        .map(|t| t.user);
+    match user {
+        Some(user) => store
+            .tokens(&user)
+            .expect("tokens")
+            .into_iter()
+            .find(|t| t.id == id)
+            .expect("token"),
+        None => Token {
+            id,
+            ..token("nobody", "gone", Kind::Totp, true)
+        },
+    }
 }
 
 /// A fresh set of recovery code hashes (the codes themselves are dropped).
@@ -165,23 +189,25 @@ fn claims_only_move_forward_and_pending_tokens_never_claim() {
         let spare = id_of(&*store, "ann", "spare");
         let name = backend.name();
         assert_eq!(
-            store.claim_step(phone, Kind::Totp, 10, 0).expect("c"),
+            store.claim_step(&stored(&*store, phone), 10, 0).expect("c"),
             Claim::Claimed,
             "{name}"
         );
         for step in [10, 9] {
             assert_eq!(
-                store.claim_step(phone, Kind::Totp, step, 0).expect("c"),
+                store
+                    .claim_step(&stored(&*store, phone), step, 0)
+                    .expect("c"),
                 Claim::AlreadyUsed,
                 "{name}: step {step}"
             );
         }
         assert_eq!(
-            store.claim_step(phone, Kind::Totp, 11, 0).expect("c"),
+            store.claim_step(&stored(&*store, phone), 11, 0).expect("c"),
             Claim::Claimed
         );
         assert_eq!(
-            store.claim_step(spare, Kind::Totp, 1, 0).expect("c"),
+            store.claim_step(&stored(&*store, spare), 1, 0).expect("c"),
             Claim::AlreadyUsed,
             "{name}: a pending token cannot claim"
         );
@@ -190,14 +216,105 @@ fn claims_only_move_forward_and_pending_tokens_never_claim() {
             Claim::Claimed
         );
         assert_eq!(
-            store.claim_step(spare, Kind::Totp, 5, 0).expect("c"),
+            store.claim_step(&stored(&*store, spare), 5, 0).expect("c"),
             Claim::AlreadyUsed,
             "{name}: the confirming step is spent"
         );
         assert!(matches!(
-            store.claim_step(phone, Kind::Totp, u64::MAX, 0),
+            store.claim_step(&stored(&*store, phone), u64::MAX, 0),
             Err(StoreError::StepOutOfRange(_))
         ));
+    }
+}
+
+#[test]
+fn a_claim_holds_only_for_the_key_that_was_read() {
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        enroll(
+            &*store,
+            token("ivy", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("add");
+        // A login reads the token, then waits at the prompt.
+        let old = stored(&*store, id_of(&*store, "ivy", "phone"));
+        // Meanwhile the user is reset: the token deleted, a new one with
+        // another key (SQLite gives it the deleted row's id, the last one).
+        assert_eq!(store.delete_user("ivy").expect("delete"), 1);
+        let mut new = token("ivy", "phone", Kind::Totp, true);
+        new.secret = Secret::from_base32("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").expect("key");
+        enroll(&*store, new, EnrollMode::Add).expect("add");
+        let fresh = stored(&*store, id_of(&*store, "ivy", "phone"));
+        // The code of the old key claims nothing on the new row, however
+        // it is settled.
+        assert_eq!(
+            store.claim_step(&old, 50, NOW).expect("c"),
+            Claim::AlreadyUsed,
+            "{name}: id {} then {}",
+            old.id,
+            fresh.id
+        );
+        assert_eq!(
+            store
+                .settle_guess(
+                    "ivy",
+                    "a",
+                    NOW,
+                    &Limits::default(),
+                    Answer::Right {
+                        token: &old,
+                        step: 51
+                    }
+                )
+                .expect("settle"),
+            Settled::GivenBack(Some(Claim::AlreadyUsed)),
+            "{name}"
+        );
+        assert_eq!(
+            stored(&*store, fresh.id).last_step,
+            None,
+            "{name}: the new token's steps are untouched"
+        );
+        assert_eq!(
+            store.claim_step(&fresh, 52, NOW).expect("c"),
+            Claim::Claimed,
+            "{name}: the new key claims"
+        );
+    }
+}
+
+#[test]
+fn a_recovery_code_burns_only_as_the_hash_that_was_checked() {
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        enroll(
+            &*store,
+            token("joy", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("add");
+        let first = recovery_hashes();
+        store.replace_recovery("joy", &first).expect("recovery");
+        let checked = store
+            .recovery_candidates("joy", &first[first.len() - 1].lookup)
+            .expect("candidates")
+            .remove(0);
+        // New codes replace the old ones while the old one is checked.
+        let second = recovery_hashes();
+        store.replace_recovery("joy", &second).expect("recovery");
+        assert_eq!(
+            store.burn_recovery(&checked, NOW).expect("burn"),
+            Claim::AlreadyUsed,
+            "{name}: the replaced code burns nothing"
+        );
+        assert_eq!(
+            store.recovery_count("joy").expect("count").unused,
+            second.len(),
+            "{name}: every new code is still unused"
+        );
     }
 }
 
@@ -218,7 +335,9 @@ fn racing_connections_claim_one_step_exactly_once() {
             let wins = std::thread::scope(|scope| {
                 let handles: Vec<_> = stores
                     .into_iter()
-                    .map(|store| scope.spawn(move || store.claim_step(id, Kind::Totp, step, 0)))
+                    .map(|store| {
+                        scope.spawn(move || store.claim_step(&stored(&*store, id), step, 0))
+                    })
                     .collect();
                 handles
                     .into_iter()
@@ -502,15 +621,15 @@ fn a_recovery_code_burns_once() {
         )
         .expect("token");
         store.replace_recovery("dee", &hashes).expect("recovery");
-        let stored = store
+        let candidates = store
             .recovery_candidates("dee", &hashes[0].lookup)
             .expect("candidates");
-        let id = stored[0].id;
+        let code = &candidates[0];
         let racers: Vec<_> = (0..6).map(|_| backend.open()).collect();
         let burned = std::thread::scope(|scope| {
             let handles: Vec<_> = racers
                 .into_iter()
-                .map(|store| scope.spawn(move || store.burn_recovery(id, NOW)))
+                .map(|store| scope.spawn(move || store.burn_recovery(code, NOW)))
                 .collect();
             handles
                 .into_iter()
@@ -619,16 +738,15 @@ fn a_code_is_settled_against_the_limits_in_one_write() {
             EnrollMode::Add,
         )
         .expect("add");
-        let phone = id_of(&*store, "gil", "phone");
-        let hotp = id_of(&*store, "gil", "key");
+        let phone = stored(&*store, id_of(&*store, "gil", "phone"));
+        let hotp = stored(&*store, id_of(&*store, "gil", "key"));
         let settle = |rhost: &str, at: i64, answer: Answer| {
             store
                 .settle_guess("gil", rhost, at, &limits, answer)
                 .expect("settle")
         };
         let right = |step: u64| Answer::Right {
-            id: phone,
-            kind: Kind::Totp,
+            token: &phone,
             step,
         };
         let source = |rhost: &str| store.failures("gil", rhost, NOW).expect("f");
@@ -674,8 +792,7 @@ fn a_code_is_settled_against_the_limits_in_one_write() {
                 "c",
                 NOW,
                 Answer::Right {
-                    id: hotp,
-                    kind: Kind::Hotp,
+                    token: &hotp,
                     step: 3
                 }
             ),
@@ -683,7 +800,7 @@ fn a_code_is_settled_against_the_limits_in_one_write() {
             "{name}"
         );
         assert_eq!(
-            store.claim_step(hotp, Kind::Hotp, 3, NOW).expect("c"),
+            store.claim_step(&hotp, 3, NOW).expect("c"),
             Claim::AlreadyUsed,
             "{name}: counter 3 is used"
         );
@@ -696,7 +813,7 @@ fn a_code_is_settled_against_the_limits_in_one_write() {
         );
         assert_eq!(source("b").source_count, 2, "{name}: nothing counted");
         assert_eq!(
-            store.claim_step(phone, Kind::Totp, 101, NOW).expect("c"),
+            store.claim_step(&phone, 101, NOW).expect("c"),
             Claim::Claimed,
             "{name}: the refused right code claimed nothing"
         );
@@ -711,7 +828,7 @@ fn a_code_is_settled_against_the_limits_in_one_write() {
             "{name}"
         );
         assert_eq!(
-            store.claim_step(phone, Kind::Totp, 102, NOW).expect("c"),
+            store.claim_step(&phone, 102, NOW).expect("c"),
             Claim::Claimed,
             "{name}"
         );
@@ -744,7 +861,7 @@ fn racing_settlements_claim_once_and_never_pass_the_user_limit() {
             EnrollMode::Add,
         )
         .expect("add");
-        let id = id_of(&*setup, "hal", "phone");
+        let phone = stored(&*setup, id_of(&*setup, "hal", "phone"));
         drop(setup);
         // 12 connections with the same right code: one claims it.
         let racers: Vec<_> = (0..12).map(|_| backend.open()).collect();
@@ -753,11 +870,10 @@ fn racing_settlements_claim_once_and_never_pass_the_user_limit() {
                 .into_iter()
                 .enumerate()
                 .map(|(i, store)| {
-                    let limits = &limits;
+                    let (limits, phone) = (&limits, &phone);
                     scope.spawn(move || {
                         let answer = Answer::Right {
-                            id,
-                            kind: Kind::Totp,
+                            token: phone,
                             step: 7,
                         };
                         store.settle_guess("hal", &format!("192.0.2.{i}"), NOW, limits, answer)
@@ -966,7 +1082,7 @@ fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
             "{name}: again"
         );
         assert_eq!(
-            store.claim_step(id, Kind::Totp, 100, NOW).expect("c"),
+            store.claim_step(&stored(&*store, id), 100, NOW).expect("c"),
             Claim::AlreadyUsed,
             "{name}: disabled"
         );
@@ -976,7 +1092,7 @@ fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
             "{name}"
         );
         assert_eq!(
-            store.claim_step(id, Kind::Totp, 100, NOW).expect("c"),
+            store.claim_step(&stored(&*store, id), 100, NOW).expect("c"),
             Claim::Claimed,
             "{name}: enabled"
         );
@@ -986,14 +1102,14 @@ fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
         let tablet = id_of(&*store, "ada", "tablet");
         assert_eq!(
             store
-                .claim_step(tablet, Kind::Totp, 100, NOW + 10)
+                .claim_step(&stored(&*store, tablet), 100, NOW + 10)
                 .expect("c"),
             Claim::AlreadyUsed,
             "{name}: expired"
         );
         assert_eq!(
             store
-                .claim_step(tablet, Kind::Totp, 100, NOW + 9)
+                .claim_step(&stored(&*store, tablet), 100, NOW + 9)
                 .expect("c"),
             Claim::Claimed,
             "{name}: before expiry"
@@ -1142,7 +1258,7 @@ fn a_confirmed_replacement_of_every_device_is_one_change() {
         store.set_disabled("cy", None, None).expect("enable");
         assert_eq!(
             store
-                .claim_step(left[0].id, Kind::Totp, 300, NOW)
+                .claim_step(&stored(&*store, left[0].id), 300, NOW)
                 .expect("c"),
             Claim::AlreadyUsed,
             "{name}"

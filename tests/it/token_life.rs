@@ -1172,15 +1172,16 @@ fn answer_waiting(
     (child.wait().expect("wait").success(), log)
 }
 
-/// README, "Lost or stolen phone": `totpctl reset USER --now` removes the
+/// The README's lost-or-stolen-phone advice: `totpctl reset USER --now` removes the
 /// old tokens at once. A login that was already at the prompt when the
 /// help desk reset the user (the thief has the phone and the password, and
 /// keeps a connection waiting) must not get in with the stolen phone's
 /// code. The module checks the answer against the tokens it read before
-/// the prompt and claims the step by token id; on SQLite the new token
-/// takes the deleted token's rowid (`id INTEGER PRIMARY KEY`, no
-/// AUTOINCREMENT) when it was the highest, so the old key's code claims the
-/// new token's step and is accepted. PostgreSQL (an identity column) holds.
+/// the prompt; on SQLite the new token takes the deleted token's rowid
+/// (`id INTEGER PRIMARY KEY`, no AUTOINCREMENT) when it was the highest, so
+/// a claim by id alone let the old key's code claim the new token's step
+/// (found by an attack). The claim now also names the key it was read with
+/// (`sql::CLAIM_STEP`). PostgreSQL (an identity column) held before too.
 #[test]
 fn a_reset_during_a_pending_login_lets_no_code_of_the_old_key_in() {
     if !pam_tools_present() {

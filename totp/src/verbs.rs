@@ -529,6 +529,7 @@ fn new_token(ctx: &Ctx, device: &str) -> Result<Token, String> {
         confirmed: None,
         last_step: None,
         life: Life::default(),
+        stored_key: Default::default(),
     })
 }
 

@@ -98,6 +98,7 @@ pub fn enroll(
             expires: args.expires,
             replaces: replacement.then(|| args.device.clone()),
         },
+        stored_key: Default::default(),
     };
     // The PNG file is created before the store changes, so a refused one
     // (it exists, is a link, or the caller may not create it) changes nothing.
@@ -513,6 +514,7 @@ pub fn enroll_many(
                         expires: args.expires,
                         ..Life::default()
                     },
+                    stored_key: Default::default(),
                 },
                 recovery: first.then_some(hashes),
             },

@@ -125,6 +125,7 @@ fn enrollment(t: &Imported, device: &str, now: i64) -> Result<Enrollment, String
             confirmed: Some(now),
             last_step: t.last_step,
             life: Default::default(),
+            stored_key: Default::default(),
         },
         recovery,
     })

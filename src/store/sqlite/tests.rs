@@ -21,6 +21,7 @@ fn token(user: &str, device: &str) -> Token {
         confirmed: Some(1_700_000_000),
         last_step: None,
         life: Default::default(),
+        stored_key: Default::default(),
     }
 }
 
@@ -32,6 +33,29 @@ fn enroll(store: &SqliteStore, t: Token, mode: EnrollMode) -> Result<(), StoreEr
         }],
         mode,
     )
+}
+
+/// The stored token of row `id`, read as a login reads it (a row that is
+/// gone: a token of that id whose key no row holds).
+fn stored(store: &SqliteStore, id: i64) -> Token {
+    let user = store
+        .list()
+        .expect("list")
+        .into_iter()
+        .find(|t| t.id == id)
+        .map(|t| t.user);
+    match user {
+        Some(user) => store
+            .tokens(&user)
+            .expect("tokens")
+            .into_iter()
+            .find(|t| t.id == id)
+            .expect("token"),
+        None => Token {
+            id,
+            ..token("nobody", DEFAULT_DEVICE)
+        },
+    }
 }
 
 fn only_id(store: &SqliteStore, user: &str) -> i64 {
@@ -75,7 +99,7 @@ fn enroll_modes() {
         .expect_err("duplicate device");
     assert!(matches!(err, StoreError::AlreadyEnrolled { .. }), "{err}");
     store
-        .claim_step(only_id(&store, "alice"), Kind::Totp, 10, 0)
+        .claim_step(&stored(&store, only_id(&store, "alice")), 10, 0)
         .expect("claim");
     enroll(
         &store,
@@ -130,27 +154,27 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
     enroll(&store, token("alice", DEFAULT_DEVICE), EnrollMode::Add).expect("enroll");
     let id = only_id(&store, "alice");
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 100, 0).expect("c"),
+        store.claim_step(&stored(&store, id), 100, 0).expect("c"),
         Claim::Claimed
     );
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 100, 0).expect("c"),
+        store.claim_step(&stored(&store, id), 100, 0).expect("c"),
         Claim::AlreadyUsed
     );
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 99, 0).expect("c"),
+        store.claim_step(&stored(&store, id), 99, 0).expect("c"),
         Claim::AlreadyUsed
     );
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 101, 0).expect("c"),
+        store.claim_step(&stored(&store, id), 101, 0).expect("c"),
         Claim::Claimed
     );
     assert_eq!(
-        store.claim_step(9999, Kind::Totp, 500, 0).expect("c"),
+        store.claim_step(&stored(&store, 9999), 500, 0).expect("c"),
         Claim::AlreadyUsed
     );
     assert!(matches!(
-        store.claim_step(id, Kind::Totp, u64::MAX, 0),
+        store.claim_step(&stored(&store, id), u64::MAX, 0),
         Err(StoreError::StepOutOfRange(_))
     ));
 
@@ -159,7 +183,7 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
     enroll(&store, pending, EnrollMode::Add).expect("enroll");
     let id = only_id(&store, "carol");
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 100, 0).expect("c"),
+        store.claim_step(&stored(&store, id), 100, 0).expect("c"),
         Claim::AlreadyUsed
     );
     assert_eq!(store.confirm(id, 5, 100).expect("c"), Claim::Claimed);
@@ -171,7 +195,7 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
         "confirming claims the confirmation code's step"
     );
     assert_eq!(
-        store.claim_step(id, Kind::Totp, 100, 0).expect("c"),
+        store.claim_step(&stored(&store, id), 100, 0).expect("c"),
         Claim::AlreadyUsed
     );
 }
@@ -196,11 +220,11 @@ fn recovery_codes_burn_once() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].phc, "h1");
     assert_eq!(
-        store.burn_recovery(found[0].id, 7).expect("b"),
+        store.burn_recovery(&found[0], 7).expect("b"),
         Claim::Claimed
     );
     assert_eq!(
-        store.burn_recovery(found[0].id, 8).expect("b"),
+        store.burn_recovery(&found[0], 8).expect("b"),
         Claim::AlreadyUsed
     );
     assert!(
@@ -404,7 +428,9 @@ fn threads_racing_one_step_claim_it_once() {
                 std::thread::spawn(move || {
                     let store = SqliteStore::open(&path).expect("open");
                     barrier.wait();
-                    store.claim_step(id, Kind::Totp, step, 0).expect("claim")
+                    store
+                        .claim_step(&stored(&store, id), step, 0)
+                        .expect("claim")
                 })
             })
             .collect();
@@ -434,7 +460,9 @@ fn the_wal_stays_short_when_every_login_is_the_only_connection() {
     for step in 1..=(4 * WAL_LIMIT as u64) {
         let store = SqliteStore::open_for_login(&path).expect("open");
         assert_eq!(
-            store.claim_step(id, Kind::Totp, step, 0).expect("claim"),
+            store
+                .claim_step(&stored(&store, id), step, 0)
+                .expect("claim"),
             Claim::Claimed
         );
         store
