@@ -8,7 +8,10 @@
 //! categories Cc, Cf, Zl, Zp: U+0085, U+2028, U+2029, the bidirectional
 //! overrides and isolates, zero-width characters, U+FEFF…) becomes
 //! `\u{XXXX}`. Whole lines pass through [`one_line`] on their way to syslog
-//! (the module's `pam_syslog` and totpctl's audit lines alike).
+//! (the module's `pam_syslog` and the audit lines of totpctl and totp
+//! alike). The audit lines are built with [`Detail`] and [`audit_line`],
+//! one implementation for both commands: each value escaped once, inside
+//! its own quotes.
 
 /// Unicode 15 general category Cf (format characters), as inclusive ranges.
 /// U+2065 (unassigned) is taken along with its neighbours.
@@ -81,6 +84,87 @@ pub fn one_line(text: &str) -> String {
         }
     }
     out
+}
+
+/// The details of one audit line, built a part at a time: `key="value"`
+/// for text, `key=value` for what the command itself made, and words of
+/// its own. Each value is escaped here, once, within its own quotes, so
+/// that whatever a value holds (a quote, a backslash, a line break, a
+/// control or hidden character) it can neither end the line nor read as
+/// another `key=value`. totpctl and totp both build their lines with it.
+#[derive(Default, Debug)]
+#[must_use]
+pub struct Detail(Vec<String>);
+
+impl Detail {
+    pub fn new() -> Detail {
+        Detail::default()
+    }
+
+    /// `key="value"`: text from outside or with spaces (a device name, a
+    /// path, a reason, a date), escaped.
+    pub fn quoted(mut self, key: &'static str, value: impl std::fmt::Display) -> Detail {
+        self.0
+            .push(format!("{key}=\"{}\"", escape(&value.to_string())));
+        self
+    }
+
+    /// `key=value`: a value the command made that is one word (a number,
+    /// an id, a state, a fingerprint, canonical networks). A value that is
+    /// not one word of visible characters is quoted as by [`quoted`](Self::quoted).
+    pub fn bare(mut self, key: &'static str, value: impl std::fmt::Display) -> Detail {
+        let value = value.to_string();
+        if !is_bare(&value) {
+            return self.quoted(key, value);
+        }
+        self.0.push(format!("{key}={value}"));
+        self
+    }
+
+    /// Words of the command's own, as they are: a constant, never a value.
+    pub fn note(mut self, words: &'static str) -> Detail {
+        self.0.push(words.to_string());
+        self
+    }
+
+    /// [`bare`](Self::bare) when `value` is there, nothing otherwise.
+    pub fn bare_if(self, key: &'static str, value: Option<impl std::fmt::Display>) -> Detail {
+        match value {
+            Some(value) => self.bare(key, value),
+            None => self,
+        }
+    }
+
+    /// [`quoted`](Self::quoted) when `value` is there, nothing otherwise.
+    pub fn quoted_if(self, key: &'static str, value: Option<impl std::fmt::Display>) -> Detail {
+        match value {
+            Some(value) => self.quoted(key, value),
+            None => self,
+        }
+    }
+}
+
+/// One word that needs no quotes: visible characters, no space, quote or
+/// backslash.
+fn is_bare(value: &str) -> bool {
+    !value.is_empty()
+        && !value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '\\' || is_hidden(c))
+}
+
+/// One audit line of totpctl or totp: `ACTION user="USER" DETAIL by
+/// ACTOR`, never a key or code. `action` and `actor` are the command's own
+/// (the actor's names escaped where it was made); the user is escaped
+/// here, each value of `detail` was escaped when it was added, and the
+/// whole line goes through [`one_line`], as the module's own lines do.
+pub fn audit_line(action: &str, user: &str, detail: Detail, actor: &str) -> String {
+    one_line(&format!(
+        "{action} user=\"{}\"{}{} by {actor}",
+        escape(user),
+        if detail.0.is_empty() { "" } else { " " },
+        detail.0.join(" "),
+    ))
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (civil-from-days, proleptic Gregorian).
@@ -264,6 +348,82 @@ mod tests {
                 "{out}"
             );
         }
+    }
+
+    fn parts(detail: Detail) -> String {
+        detail.0.join(" ")
+    }
+
+    #[test]
+    fn each_value_is_escaped_once_in_its_own_quotes() {
+        assert_eq!(
+            parts(
+                Detail::new()
+                    .bare("id", 7)
+                    .quoted("reason", "nightly rsync")
+                    .note("(the user was deleted)")
+            ),
+            "id=7 reason=\"nightly rsync\" (the user was deleted)"
+        );
+        // A value cannot close its quotes, add a part or end the line.
+        assert_eq!(
+            parts(Detail::new().quoted("device", "x\" by=\"root\"\nforged\\")),
+            "device=\"x\\\" by=\\\"root\\\"\\x0aforged\\\\\""
+        );
+        assert_eq!(
+            parts(Detail::new().quoted("device", "ph\u{200b}one")),
+            "device=\"ph\\u{200b}one\""
+        );
+        // A bare value that is not one plain word is quoted instead.
+        for (value, shown) in [
+            ("/tmp/a b", "from=\"/tmp/a b\""),
+            ("a\"b", "from=\"a\\\"b\""),
+            ("a\tb", "from=\"a\\x09b\""),
+            ("", "from=\"\""),
+            ("+1", "from=+1"),
+            ("ph\u{202e}one", "from=\"ph\\u{202e}one\""),
+            ("oath:/etc/users.oath:3", "from=oath:/etc/users.oath:3"),
+        ] {
+            assert_eq!(parts(Detail::new().bare("from", value)), shown, "{value:?}");
+        }
+        assert_eq!(
+            parts(
+                Detail::new()
+                    .bare_if("x", None::<i64>)
+                    .quoted_if("y", Some("z"))
+            ),
+            "y=\"z\""
+        );
+    }
+
+    /// The whole line: the user escaped in its quotes, the details as
+    /// built (never escaped a second time), nothing hidden or raw left.
+    #[test]
+    fn an_audit_line_escapes_each_part_once() {
+        assert_eq!(
+            audit_line(
+                "add-device",
+                "alice",
+                Detail::new().quoted("device", "phone").bare("type", "totp"),
+                "uid 1000"
+            ),
+            "add-device user=\"alice\" device=\"phone\" type=totp by uid 1000"
+        );
+        assert_eq!(
+            audit_line("recovery-codes", "alice", Detail::new(), "uid 1000"),
+            "recovery-codes user=\"alice\" by uid 1000"
+        );
+        let line = audit_line(
+            "test",
+            "eve\"\n",
+            Detail::new().quoted("device", "ph\u{2028}one\" x=\"1"),
+            "uid 1000",
+        );
+        assert_eq!(
+            line,
+            "test user=\"eve\\\"\\x0a\" device=\"ph\\u{2028}one\\\" x=\\\"1\" by uid 1000"
+        );
+        assert!(!line.chars().any(is_hidden), "{line:?}");
     }
 
     /// Letters, digits, punctuation and spaces of any script stay readable.

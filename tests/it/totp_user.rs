@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::sshd::{LocalUser, Serial};
+use crate::common::syslog::{SyslogCapture, audit_keys};
 use crate::common::{self, World, oathtool, tools_present, unix_now};
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pty_drive.py");
@@ -378,6 +379,100 @@ fn replace_with_a_recovery_code_retires_the_old_device() {
     assert!(!s.login(&next_code(&old_key)), "the old device is retired");
     assert!(s.login(&next_code(&new_key)), "the new device logs in");
     assert!(!s.login(&recovery), "the recovery code was used up");
+}
+
+/// totp's audit lines, as totpctl's: each value escaped once inside its
+/// own quotes (`device="tablet"`, never `device=\"tablet\"`), what totp
+/// makes bare, so a device name holding hidden characters (a right-to-left
+/// override, a zero-width space: names may hold them) stays one quoted
+/// value, escaped, and no line grows a key=value of its own.
+#[test]
+fn audit_lines_quote_each_value_once() {
+    if !present() {
+        return;
+    }
+    let s = Setup::new("window = 3\n");
+    let key = s.enroll();
+    let Some(syslog) = SyslogCapture::start() else {
+        return;
+    };
+    let device = "ph\u{202e}one\u{200b}";
+    let (rc, text) = s.totp(
+        &["add-device", device],
+        &[("Current code", &code(&key)), ("NEW device", "@newkey")],
+    );
+    assert_eq!(rc, 0, "{text}");
+    let new_key = shown_key(&text);
+    let (rc, text) = s.totp(&["test"], &[("Code to test", &code(&new_key))]);
+    assert_eq!(rc, 0, "{text}");
+    let wrong = common::wrong_code(&code(&new_key));
+    let (rc, text) = s.totp(&["test"], &[("Code to test", &wrong)]);
+    assert_ne!(rc, 0, "{text}");
+    let (rc, text) = s.totp(
+        &["remove-device", device],
+        &[("Current code", &next_code(&key))],
+    );
+    assert_eq!(rc, 0, "{text}");
+    let recovery = s.recovery_code(s.name());
+    let (rc, text) = s.totp(
+        &["replace"],
+        &[("or a recovery code", &recovery), ("NEW device", "@newkey")],
+    );
+    assert_eq!(rc, 0, "{text}");
+    let lines = syslog.finish();
+    // totp's lines only ("totpctl[" is not "totp[").
+    let ours: Vec<&String> = lines.iter().filter(|l| l.contains("totp[")).collect();
+    let user = s.name();
+    let by = format!(" by uid {}", s.uid);
+    let shown = "ph\\u{202e}one\\u{200b}";
+    let expect: [(&str, &[&str]); 7] = [
+        (
+            &format!("add-device-auth user=\"{user}\" result=ok proof=code device=\"default\"{by}"),
+            &["user", "result", "proof", "device"],
+        ),
+        (
+            &format!("add-device user=\"{user}\" device=\"{shown}\" type=totp{by}"),
+            &["user", "device", "type"],
+        ),
+        (
+            &format!("test user=\"{user}\" result=match device=\"{shown}\" offset="),
+            &["user", "result", "device", "offset"],
+        ),
+        (
+            &format!("test user=\"{user}\" result=no-match{by}"),
+            &["user", "result"],
+        ),
+        (
+            &format!("remove-device user=\"{user}\" device=\"{shown}\"{by}"),
+            &["user", "device"],
+        ),
+        (
+            &format!("replace-auth user=\"{user}\" result=ok proof=recovery-code remaining=9{by}"),
+            &["user", "result", "proof", "remaining"],
+        ),
+        (
+            &format!(
+                "replace user=\"{user}\" device=\"default\" type=totp removed=\"default\" \
+                 recovery_codes=10{by}"
+            ),
+            &["user", "device", "type", "removed", "recovery_codes"],
+        ),
+    ];
+    for (start, keys) in expect {
+        let line = ours
+            .iter()
+            .find(|l| l.contains(start))
+            .unwrap_or_else(|| panic!("no audit line {start:?} in {ours:#?}"));
+        assert!(line.starts_with("<85>"), "not authpriv.notice: {line}");
+        assert_eq!(audit_keys(line), keys, "{line}");
+    }
+    for line in &ours {
+        assert!(!line.contains("=\\\""), "a value escaped twice: {line}");
+        assert!(
+            !line.contains(['\u{202e}', '\u{200b}', '\n']),
+            "a raw hidden character: {line:?}"
+        );
+    }
 }
 
 /// The key shown on the terminal by add-device or replace.

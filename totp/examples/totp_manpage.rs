@@ -246,7 +246,18 @@ fn render(out: &mut dyn Write) -> std::io::Result<()> {
          Codes are typed at a prompt with the echo off, never given as arguments. A right \
          code is used up as by a login (except with \\fBtotp test\\fR). A site may limit \
          totp with \\fBself_service = status\\fR (only \\fBtotp status\\fR) or turn it off \
-         with \\fBself_service = off\\fR in \\fBpam_totp.conf\\fR(5).\n",
+         with \\fBself_service = off\\fR in \\fBpam_totp.conf\\fR(5).\n\
+         .PP\n\
+         Every code totp checks and every change it makes is logged to syslog (facility \
+         authpriv, ident \\fBtotp\\fR) with your user name and uid, never a code or a key. \
+         Each value stands in its own quotes, escaped once, as in \\fBtotpctl\\fR(8)'s \
+         lines:\n\
+         .PP\n\
+         .nf\n\
+         .RS\n\
+         add\\-device user=\"alice\" device=\"tablet\" type=totp by uid 1000\n\
+         .RE\n\
+         .fi\n",
     );
     out.write_all(roff.as_bytes())?;
     man.render_options_section(out)?;

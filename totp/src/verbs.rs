@@ -12,7 +12,7 @@ use crate::Caller;
 use pam_totp::codecheck::{self, Proof, Refusal, Shape, describe_offset, find, shape};
 use pam_totp::config::Config;
 use pam_totp::enroll::{otpauth_uri, qr_terminal};
-use pam_totp::logline::{escape, one_line, utc};
+use pam_totp::logline::{Detail, audit_line, escape, utc};
 use pam_totp::otp::Params;
 use pam_totp::ratelimit::Lock;
 use pam_totp::recovery;
@@ -42,16 +42,16 @@ impl Ctx<'_> {
         &self.caller.name
     }
 
-    /// One audit line: `ACTION user="NAME" DETAIL by uid N`. Never a code
-    /// or key.
-    fn audit(&self, action: &str, detail: &str) {
-        let line = one_line(&format!(
-            "{action} user=\"{}\"{}{} by uid {}",
-            escape(self.user()),
-            if detail.is_empty() { "" } else { " " },
-            escape(detail),
-            self.caller.uid
-        ));
+    /// One audit line: `ACTION user="NAME" DETAIL by uid N`, as totpctl
+    /// writes its own (`logline::audit_line`): each value of `detail`
+    /// escaped once, in its own quotes. Never a code or key.
+    fn audit(&self, action: &str, detail: Detail) {
+        let line = audit_line(
+            action,
+            self.user(),
+            detail,
+            &format!("uid {}", self.caller.uid),
+        );
         sys::audit_syslog(c"totp", &line);
     }
 }
@@ -254,13 +254,16 @@ fn ask_proof(ctx: &Ctx, action: &str, recovery_ok: bool) -> Result<Proof, String
             booted,
         ) {
             Ok(proof) => {
-                let how = match &proof {
-                    Proof::Code { device, .. } => format!("code of device \"{device}\""),
-                    Proof::Recovery { remaining } => {
-                        format!("recovery code ({remaining} left)")
+                let detail = Detail::new().bare("result", "ok");
+                let detail = match &proof {
+                    Proof::Code { device, .. } => {
+                        detail.bare("proof", "code").quoted("device", device)
                     }
+                    Proof::Recovery { remaining } => detail
+                        .bare("proof", "recovery-code")
+                        .bare("remaining", remaining),
                 };
-                ctx.audit(&format!("{action}-auth"), &format!("result=ok by={how}"));
+                ctx.audit(&format!("{action}-auth"), detail);
                 return Ok(proof);
             }
             Err(refusal) => {
@@ -271,7 +274,10 @@ fn ask_proof(ctx: &Ctx, action: &str, recovery_ok: bool) -> Result<Proof, String
                     Refusal::Reused => "reused",
                     Refusal::Store(_) => "store-error",
                 };
-                ctx.audit(&format!("{action}-auth"), &format!("result={result}"));
+                ctx.audit(
+                    &format!("{action}-auth"),
+                    Detail::new().bare("result", result),
+                );
                 last = refusal_message(&refusal);
                 if matches!(refusal, Refusal::Locked(_) | Refusal::Store(_)) {
                     break;
@@ -316,7 +322,10 @@ pub fn test(ctx: &Ctx) -> Result<(), String> {
     {
         Reservation::Granted(_) => {}
         Reservation::Locked(lock) => {
-            ctx.audit("test", "result=locked (not checked)");
+            ctx.audit(
+                "test",
+                Detail::new().bare("result", "locked").note("(not checked)"),
+            );
             return Err(refusal_message(&Refusal::Locked(lock)));
         }
     }
@@ -332,12 +341,10 @@ pub fn test(ctx: &Ctx) -> Result<(), String> {
             }
             ctx.audit(
                 "test",
-                &format!(
-                    "result={} device=\"{}\" offset={:+}",
-                    if usable { "match" } else { "match-unusable" },
-                    token.device,
-                    found.offset
-                ),
+                Detail::new()
+                    .bare("result", if usable { "match" } else { "match-unusable" })
+                    .quoted("device", &token.device)
+                    .bare("offset", format_args!("{:+}", found.offset)),
             );
             println!(
                 "The code matches your device \"{}\" at {}.",
@@ -362,7 +369,7 @@ pub fn test(ctx: &Ctx) -> Result<(), String> {
             Ok(())
         }
         None => {
-            ctx.audit("test", "result=no-match");
+            ctx.audit("test", Detail::new().bare("result", "no-match"));
             Err(
                 "the code matches none of your devices (it counts as a wrong code): is it the \
                  entry for this host, and is the device's clock set automatically?"
@@ -390,7 +397,10 @@ pub fn recovery_codes(ctx: &Ctx) -> Result<(), String> {
         ctx.store
             .replace_recovery(ctx.user(), &hashes)
             .map_err(store_error)?;
-        ctx.audit("recovery-codes", "10 new recovery codes, old ones void");
+        ctx.audit(
+            "recovery-codes",
+            Detail::new().note("10 new recovery codes, old ones void"),
+        );
     }
     println!(
         "New recovery codes (the old ones no longer work). Each works once, in place of a \
@@ -566,7 +576,12 @@ pub fn add_device(ctx: &Ctx, name: &str, show: &Show) -> Result<(), String> {
                 EnrollMode::AddOwn,
             )
             .map_err(store_error)?;
-        ctx.audit("add-device", &format!("device=\"{name}\" type=totp"));
+        ctx.audit(
+            "add-device",
+            Detail::new()
+                .quoted("device", name)
+                .bare("type", Kind::Totp),
+        );
     }
     if let Some(png) = png.as_mut() {
         png.keep = true;
@@ -623,10 +638,11 @@ pub fn replace(ctx: &Ctx, device: Option<&str>, show: &Show) -> Result<(), Strin
             .map_err(store_error)?;
         ctx.audit(
             "replace",
-            &format!(
-                "device=\"{name}\" type=totp removed=\"{}\" recovery_codes=10",
-                old.join(",")
-            ),
+            Detail::new()
+                .quoted("device", &name)
+                .bare("type", Kind::Totp)
+                .quoted("removed", old.join(","))
+                .bare("recovery_codes", codes.len()),
         );
     }
     if let Some(png) = png.as_mut() {
@@ -679,7 +695,7 @@ pub fn remove_device(ctx: &Ctx, name: &str) -> Result<(), String> {
         if !removed {
             return Err(last(name));
         }
-        ctx.audit("remove-device", &format!("device=\"{name}\""));
+        ctx.audit("remove-device", Detail::new().quoted("device", name));
     }
     println!("Removed device \"{}\".", escape(name));
     Ok(())

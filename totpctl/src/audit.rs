@@ -34,15 +34,10 @@ impl Audit {
 
     /// One line: `ACTION user="USER" DETAIL by ACTOR`. Never a key or code.
     /// Each value is escaped once, in its own quotes (see [`Detail`]), and
-    /// the whole line goes through `one_line`, as the module's own lines do.
+    /// the whole line goes through `one_line`, as the module's own lines
+    /// do (`logline::audit_line`, which totp's lines use too).
     pub fn record(&mut self, action: &str, user: &str, detail: Detail) {
-        let line = one_line(&format!(
-            "{action} user=\"{}\"{}{} by {}",
-            printable(user),
-            if detail.0.is_empty() { "" } else { " " },
-            detail.0.join(" "),
-            self.actor
-        ));
+        let line = audit_line(action, user, detail, &self.actor);
         if let Some(logger) = self.logger.as_mut()
             && let Err(e) = logger.notice(&line)
         {
@@ -51,74 +46,10 @@ impl Audit {
     }
 }
 
-/// The details of one audit line, built a part at a time: `key="value"`
-/// for text, `key=value` for what totpctl itself made, and words of its
-/// own. Each value is escaped here, once, within its own quotes, so that
-/// whatever a value holds (a quote, a backslash, a line break, a control
-/// or hidden character) it can neither end the line nor read as another
-/// `key=value`.
-#[derive(Default)]
-#[must_use]
-pub struct Detail(Vec<String>);
+/// The details of an audit line: the library's builder, shared with totp.
+pub use pam_totp::logline::Detail;
 
-impl Detail {
-    pub fn new() -> Detail {
-        Detail::default()
-    }
-
-    /// `key="value"`: text from outside or with spaces (a device name, a
-    /// path, a reason, a date), escaped.
-    pub fn quoted(mut self, key: &'static str, value: impl std::fmt::Display) -> Detail {
-        self.0
-            .push(format!("{key}=\"{}\"", printable(&value.to_string())));
-        self
-    }
-
-    /// `key=value`: a value totpctl made that is one word (a number, an
-    /// id, a state, a fingerprint, canonical networks). A value that is
-    /// not one word of visible characters is quoted as by [`quoted`](Self::quoted).
-    pub fn bare(mut self, key: &'static str, value: impl std::fmt::Display) -> Detail {
-        let value = value.to_string();
-        if !is_bare(&value) {
-            return self.quoted(key, value);
-        }
-        self.0.push(format!("{key}={value}"));
-        self
-    }
-
-    /// Words of totpctl's own, as they are: a constant, never a value.
-    pub fn note(mut self, words: &'static str) -> Detail {
-        self.0.push(words.to_string());
-        self
-    }
-
-    /// [`bare`](Self::bare) when `value` is there, nothing otherwise.
-    pub fn bare_if(self, key: &'static str, value: Option<impl std::fmt::Display>) -> Detail {
-        match value {
-            Some(value) => self.bare(key, value),
-            None => self,
-        }
-    }
-
-    /// [`quoted`](Self::quoted) when `value` is there, nothing otherwise.
-    pub fn quoted_if(self, key: &'static str, value: Option<impl std::fmt::Display>) -> Detail {
-        match value {
-            Some(value) => self.quoted(key, value),
-            None => self,
-        }
-    }
-}
-
-/// One word that needs no quotes: visible characters, no space, quote or
-/// backslash.
-fn is_bare(value: &str) -> bool {
-    !value.is_empty()
-        && !value
-            .chars()
-            .any(|c| c.is_whitespace() || c == '"' || c == '\\' || is_hidden(c))
-}
-
-use pam_totp::logline::{escape as printable, is_hidden, one_line};
+use pam_totp::logline::{audit_line, escape as printable, is_hidden};
 
 /// How a stored creator is printed (`created_by` of a grant: what
 /// [`Audit::actor`] made when it was written, a quoted name escaped then
@@ -203,50 +134,6 @@ fn user_name(uid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn line(detail: Detail) -> String {
-        detail.0.join(" ")
-    }
-
-    #[test]
-    fn each_value_is_escaped_once_in_its_own_quotes() {
-        assert_eq!(
-            line(
-                Detail::new()
-                    .bare("id", 7)
-                    .quoted("reason", "nightly rsync")
-                    .note("(the user was deleted)")
-            ),
-            "id=7 reason=\"nightly rsync\" (the user was deleted)"
-        );
-        // A value cannot close its quotes, add a part or end the line.
-        assert_eq!(
-            line(Detail::new().quoted("device", "x\" by=\"root\"\nforged\\")),
-            "device=\"x\\\" by=\\\"root\\\"\\x0aforged\\\\\""
-        );
-        assert_eq!(
-            line(Detail::new().quoted("device", "ph\u{200b}one")),
-            "device=\"ph\\u{200b}one\""
-        );
-        // A bare value that is not one plain word is quoted instead.
-        for (value, shown) in [
-            ("/tmp/a b", "from=\"/tmp/a b\""),
-            ("a\"b", "from=\"a\\\"b\""),
-            ("a\tb", "from=\"a\\x09b\""),
-            ("", "from=\"\""),
-            ("oath:/etc/users.oath:3", "from=oath:/etc/users.oath:3"),
-        ] {
-            assert_eq!(line(Detail::new().bare("from", value)), shown, "{value:?}");
-        }
-        assert_eq!(
-            line(
-                Detail::new()
-                    .bare_if("x", None::<i64>)
-                    .quoted_if("y", Some("z"))
-            ),
-            "y=\"z\""
-        );
-    }
 
     #[test]
     fn a_stored_actor_is_shown_as_written_and_anything_else_escaped() {

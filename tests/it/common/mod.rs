@@ -5,6 +5,7 @@ pub mod dirs;
 pub mod postgres;
 pub mod race;
 pub mod sshd;
+pub mod syslog;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
