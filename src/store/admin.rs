@@ -5,7 +5,7 @@
 use super::driver::{Driver, Hold, Purpose, params};
 use super::shared::{SqlStore, changed, claim, step_to_sql, token_info};
 use super::{
-    AutomationGrant, Claim, Dump, EnrollMode, Enrollment, LoginStore, SecretRow, StoreError,
+    AutomationGrant, Claim, Dump, EnrollMode, Enrollment, LoginStore, SecretRow, StoreError, Token,
     TokenInfo, sql,
 };
 use crate::ratelimit::Failures;
@@ -20,12 +20,13 @@ pub trait Store: LoginStore {
     /// Stores the enrollments in one transaction: all or nothing.
     fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError>;
 
-    /// Confirms pending token `id` with the step of its first code, which
-    /// is thereby used. `AlreadyUsed` if it is not pending or the step is
-    /// not newer than one used before. A pending replacement retires the
+    /// Confirms pending `token` (as read: its row while it holds the key
+    /// the code was checked against) with the step of its first code, which
+    /// is thereby used. `AlreadyUsed` if it is not pending, no longer holds
+    /// that key, or the step is not newer than one used before. A pending replacement retires the
     /// user's other tokens and takes its device name, in the same
     /// transaction.
-    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError>;
+    fn confirm(&self, token: &Token, at: i64, step: u64) -> Result<Claim, StoreError>;
 
     /// Disables (`Some(time)`) or enables (`None`) the user's tokens, or
     /// one device; returns how many changed.
@@ -177,10 +178,14 @@ impl<D: Driver> Store for SqlStore<D> {
         })
     }
 
-    fn confirm(&self, id: i64, at: i64, step: u64) -> Result<Claim, StoreError> {
+    fn confirm(&self, token: &Token, at: i64, step: u64) -> Result<Claim, StoreError> {
         let step = step_to_sql(step)?;
+        let id = token.id;
         self.write(Hold::Rows, |db| {
-            let confirmed = claim(db.execute(sql::CONFIRM, params![id, at, step])?);
+            let confirmed = claim(db.execute(
+                sql::CONFIRM,
+                params![id, at, step, token.stored_key.as_bytes()],
+            )?);
             if confirmed != Claim::Claimed {
                 return Ok(confirmed);
             }

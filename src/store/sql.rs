@@ -51,8 +51,10 @@ pub const CLAIM_STEP: &str = "UPDATE tokens SET last_step = ?2
        AND disabled IS NULL AND (expires IS NULL OR expires > ?3)
        AND (last_step IS NULL OR last_step < ?2)";
 /// Confirms a pending token with the step of its first code (used up).
+/// The row is named by its id and the key it was checked against (`?4`),
+/// like `CLAIM_STEP`.
 pub const CONFIRM: &str = "UPDATE tokens SET confirmed = ?2, last_step = ?3
-     WHERE id = ?1 AND confirmed IS NULL
+     WHERE id = ?1 AND secret = ?4 AND confirmed IS NULL
        AND (last_step IS NULL OR last_step < ?3)";
 /// A new token; a (user, device) that exists changes nothing (0 rows).
 pub const INSERT_TOKEN: &str = r#"INSERT INTO tokens

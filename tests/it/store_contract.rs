@@ -212,7 +212,9 @@ fn claims_only_move_forward_and_pending_tokens_never_claim() {
             "{name}: a pending token cannot claim"
         );
         assert_eq!(
-            store.confirm(spare, NOW, 5).expect("confirm"),
+            store
+                .confirm(&stored(&*store, spare), NOW, 5)
+                .expect("confirm"),
             Claim::Claimed
         );
         assert_eq!(
@@ -281,6 +283,31 @@ fn a_claim_holds_only_for_the_key_that_was_read() {
             store.claim_step(&fresh, 52, NOW).expect("c"),
             Claim::Claimed,
             "{name}: the new key claims"
+        );
+        // A pending token confirmed with the code of a key that its row no
+        // longer holds stays pending (`totpctl confirm` racing a reset).
+        enroll(
+            &*store,
+            token("ivy", "tablet", Kind::Totp, false),
+            EnrollMode::Add,
+        )
+        .expect("add pending");
+        let pending = stored(&*store, id_of(&*store, "ivy", "tablet"));
+        assert!(store.delete_device("ivy", "tablet").expect("delete"));
+        let mut other = token("ivy", "tablet", Kind::Totp, false);
+        other.secret = Secret::from_base32("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").expect("key");
+        enroll(&*store, other, EnrollMode::Add).expect("add pending");
+        assert_eq!(
+            store.confirm(&pending, NOW, 60).expect("confirm"),
+            Claim::AlreadyUsed,
+            "{name}: the replaced pending row is not confirmed"
+        );
+        let now_pending = stored(&*store, id_of(&*store, "ivy", "tablet"));
+        assert_eq!(now_pending.confirmed, None, "{name}: still pending");
+        assert_eq!(
+            store.confirm(&now_pending, NOW, 60).expect("confirm"),
+            Claim::Claimed,
+            "{name}"
         );
     }
 }
@@ -1135,7 +1162,9 @@ fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
         assert_eq!(store.tokens("ada").expect("t").len(), 3, "{name}");
         let new_id = id_of(&*store, "ada", "phone (new)");
         assert_eq!(
-            store.confirm(new_id, NOW, 200).expect("confirm"),
+            store
+                .confirm(&stored(&*store, new_id), NOW, 200)
+                .expect("confirm"),
             Claim::Claimed,
             "{name}"
         );

@@ -304,10 +304,7 @@ fn confirm_token(store: &dyn Store, token: &Token, code: &str) -> Result<bool, S
         return Ok(false);
     };
     // Succeeds only while the token is still pending (atomic in the store).
-    Ok(store
-        .confirm(token.id, now, step)
-        .map_err(|e| e.to_string())?
-        == Claim::Claimed)
+    Ok(store.confirm(token, now, step).map_err(|e| e.to_string())? == Claim::Claimed)
 }
 
 /// `totpctl confirm USER CODE [--device NAME]`. A code typed in two

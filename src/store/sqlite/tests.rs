@@ -186,8 +186,14 @@ fn claim_is_monotonic_and_pending_tokens_cannot_claim() {
         store.claim_step(&stored(&store, id), 100, 0).expect("c"),
         Claim::AlreadyUsed
     );
-    assert_eq!(store.confirm(id, 5, 100).expect("c"), Claim::Claimed);
-    assert_eq!(store.confirm(id, 6, 101).expect("c"), Claim::AlreadyUsed);
+    assert_eq!(
+        store.confirm(&stored(&store, id), 5, 100).expect("c"),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.confirm(&stored(&store, id), 6, 101).expect("c"),
+        Claim::AlreadyUsed
+    );
     let carol = &store.tokens("carol").expect("q")[0];
     assert_eq!(
         (carol.confirmed, carol.last_step),
