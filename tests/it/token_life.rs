@@ -1223,3 +1223,36 @@ fn a_reset_during_a_pending_login_lets_no_code_of_the_old_key_in() {
         "reset --now, then confirmed: the stolen key's next code got in:\n{log}"
     );
 }
+
+/// Promise 1 with two HOTP devices of one user holding the same key (the
+/// same hardware token enrolled twice, e.g. under a second name by the
+/// help desk, or `--secret` reused): a code used on the first device must
+/// not work again on the second. The login path picks the first device
+/// whose look-ahead window holds the code; once the first device's counter
+/// has passed it, the second device (counter still at 0) matches it and
+/// claims it: the same code logs in twice (found by an attack).
+#[test]
+fn a_used_hotp_code_does_not_work_again_on_a_second_device_with_the_same_key() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "fail_delay=0");
+    let key = common::random_secret();
+    ok(&world.totpctl(&["enroll", "hedy", "--type", "hotp", "--secret", &key]));
+    let second = world.totpctl(&[
+        "enroll", "hedy", "--device", "spare", "--type", "hotp", "--secret", &key,
+    ]);
+    if !second.status.success() {
+        // Refusing a key the user already holds closes it too.
+        return;
+    }
+    let code = oathtool_hotp(&key, 0, false);
+    let first = world.login("totp", "hedy", Some(RHOST), &code);
+    assert!(first.success, "{first:?}");
+    let replay = world.login("totp", "hedy", Some(RHOST), &code);
+    assert!(
+        !replay.success,
+        "HOTP counter 0's code logged in a second time (on the other device): {replay:?}"
+    );
+}

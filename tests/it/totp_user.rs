@@ -973,3 +973,102 @@ fn status_lists_key_graces_and_automation_grants_in_force() {
     assert!(text.contains("nightly rsync"), "{text}");
     assert!(!text.contains("No grace periods"), "{text}");
 }
+
+/// The lost-phone reset (`totpctl reset USER --now`, README) against a
+/// `totp add-device` or `totp replace` that the thief (the stolen phone,
+/// the password, a session) started before it and left waiting at the new
+/// device's prompt: the proof was the stolen phone's code, checked before
+/// the reset; the new device is written after it, unconditionally
+/// (`EnrollMode::AddOwn` / `ReplaceConfirmed` name no token that proved
+/// it). The thief keeps a device of their own through the reset, and with
+/// `replace` also removes the help desk's new token (the user is locked
+/// out). Found by an attack (the claim-by-key round's sibling for the
+/// user's command).
+#[test]
+fn a_reset_during_a_pending_add_device_leaves_the_thief_no_device() {
+    reset_during_a_pending("add-device");
+}
+
+/// As above for `totp replace`: the thief's replacement also removes the
+/// help desk's new token.
+#[test]
+fn a_reset_during_a_pending_replace_leaves_the_thief_no_device() {
+    reset_during_a_pending("replace");
+}
+
+fn reset_during_a_pending(verb: &str) {
+    if !present() {
+        return;
+    }
+    let s = Setup::new("window = 3\n");
+    let user = s.name().to_string();
+    {
+        let stolen = s.enroll();
+        let at_prompt = s.dir.path().join(format!("{verb}.at_prompt"));
+        let go = s.dir.path().join(format!("{verb}.go"));
+        let answer = format!(
+            "@newkey;touch={};wait={}",
+            at_prompt.display(),
+            go.display()
+        );
+        let args: Vec<&str> = if verb == "add-device" {
+            vec!["add-device", "evil"]
+        } else {
+            vec!["replace"]
+        };
+        let (rc, text) = std::thread::scope(|scope| {
+            let thief = scope.spawn(|| {
+                s.totp(
+                    &args,
+                    &[("Current code", &code(&stolen)), ("NEW device", &answer)],
+                )
+            });
+            let started = std::time::Instant::now();
+            while !at_prompt.exists() {
+                assert!(
+                    started.elapsed().as_secs() < 25,
+                    "{verb}: never reached the new device's prompt"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            // The help desk: the user's new phone, the old tokens gone now.
+            let helpdesk = common::random_secret();
+            let out = s
+                .world
+                .totpctl(&["reset", &user, "--now", "--secret", &helpdesk]);
+            assert!(out.status.success(), "{verb}: reset: {out:?}");
+            std::fs::write(&go, "").expect("go");
+            let done = thief.join().expect("thief");
+            (done.0, format!("{}\nhelpdesk key {helpdesk}", done.1))
+        });
+        let helpdesk = text
+            .rsplit("helpdesk key ")
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let shown = s.show(&user);
+        let devices: Vec<String> = shown["tokens"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .map(|t| t["device"].as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let thief_key = if text.contains("Key: ") {
+            Some(shown_key(&text))
+        } else {
+            None
+        };
+        let thief_in = thief_key
+            .as_deref()
+            .is_some_and(|k| s.matches(&user, &next_code(k)));
+        let user_in = s.matches(&user, &next_code(&helpdesk));
+        assert!(
+            !thief_in && user_in,
+            "{verb} (rc {rc}) finished after `totpctl reset --now`: the thief's new device \
+             logs in: {thief_in}, the help desk's new token logs in: {user_in}; devices now \
+             {devices:?}\n{text}"
+        );
+    }
+}
