@@ -888,3 +888,43 @@ fn a_key_grace_holds_on_every_node_of_the_pool() {
         "grace_key on a pool: key A + code on node A; key A on node B without a code; key B asked"
     );
 }
+
+/// Promise 12/15 on PostgreSQL: an HOTP counter (and a recovery code) is
+/// "on disk on return" (`LoginStore::settle_guess`, `burn_recovery`). The
+/// module relies on the server's default `synchronous_commit = on` and does
+/// not set it for its own session (it does set the isolation level and the
+/// timeouts), so a database or role configured `synchronous_commit = off`
+/// (a common tuning) acknowledges the claim before its WAL is flushed: a
+/// database crash right after the login forgets it, and the same HOTP code
+/// logs in again (found by an attack).
+#[test]
+fn an_hotp_claim_survives_a_database_crash_whatever_the_role_defaults_to() {
+    if !tools() {
+        return;
+    }
+    let world = pool("fail_delay=0");
+    let (cluster, database) = world.pg.as_ref().expect("pg");
+    // The site's tuning: asynchronous commits for this role, and a WAL
+    // writer that flushes every 10 s.
+    cluster.psql(
+        "postgres",
+        &format!("ALTER ROLE {} SET synchronous_commit = off", database.name),
+    );
+    cluster.psql("postgres", "ALTER SYSTEM SET wal_writer_delay = '10s'");
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    let key = random_secret();
+    let out = world.totpctl(&["enroll", "hedwig", "--type", "hotp", "--secret", &key]);
+    assert!(out.status.success(), "{out:?}");
+    // Let the enrollment reach the disk (a checkpoint flushes the WAL).
+    cluster.psql("postgres", "CHECKPOINT");
+    let code = common::oathtool_hotp(&key, 0, false);
+    let first = world.login("node_a", "hedwig", Some(RHOST), &code);
+    assert!(first.success, "{first:?}");
+    cluster.crash_server();
+    cluster.start_server();
+    let replay = world.login("node_b", "hedwig", Some(RHOST), &code);
+    assert!(
+        !replay.success,
+        "HOTP counter 0's code logged in again after a database crash: {replay:?}"
+    );
+}

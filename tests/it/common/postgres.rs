@@ -227,6 +227,20 @@ impl Cluster {
         );
     }
 
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`: no
+    /// shutdown checkpoint, WAL not yet flushed is lost).
+    pub fn crash_server(&self) {
+        check(
+            "pg_ctl stop -m immediate",
+            as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.data())
+                .args(["-m", "immediate", "-w", "stop"])
+                .output()
+                .expect("pg_ctl"),
+        );
+    }
+
     /// Runs SQL as the superuser over the socket; returns stdout.
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let out = check(
