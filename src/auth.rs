@@ -1404,6 +1404,29 @@ pub fn match_token(
     }
 }
 
+/// `token` as a code is checked against it among the user's `tokens`: an
+/// HOTP token counts from the highest counter any HOTP token of the user
+/// with the same key has used, so a counter used on one device does not
+/// work again on a second device that holds the same key (found by an
+/// attack: `totpctl enroll --device spare --secret` of a key already
+/// enrolled). Sealed keys are compared unsealed.
+pub fn as_checked<'a>(token: &'a Token, tokens: &[&Token]) -> std::borrow::Cow<'a, Token> {
+    if token.kind != Kind::Hotp {
+        return std::borrow::Cow::Borrowed(token);
+    }
+    let highest = tokens
+        .iter()
+        .filter(|o| o.kind == Kind::Hotp && o.secret == token.secret)
+        .filter_map(|o| o.last_step)
+        .max();
+    if highest <= token.last_step {
+        return std::borrow::Cow::Borrowed(token);
+    }
+    let mut raised = token.clone();
+    raised.last_step = highest;
+    std::borrow::Cow::Owned(raised)
+}
+
 /// Checks the answer against every active token whose code length it has.
 /// Every such token is computed in full, so the work does not reveal which
 /// token (or whether any) matched.
@@ -1418,7 +1441,8 @@ fn check_code<'a>(config: &Config, active: &[&'a Token], text: &str, now: u64) -
             continue;
         }
         shaped = true;
-        let step = match_token(token, text, now, config.window, config.hotp_window);
+        let checked = as_checked(token, active);
+        let step = match_token(&checked, text, now, config.window, config.hotp_window);
         if let (None, Some(step)) = (found, step) {
             found = Some((token, step));
         }

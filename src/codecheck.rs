@@ -74,11 +74,13 @@ pub struct Found<'a> {
 /// The first active match wins, else the first pending one.
 pub fn find<'a>(config: &Config, tokens: &'a [Token], code: &str, now: u64) -> Option<Found<'a>> {
     let mut found: Vec<Found<'a>> = Vec::new();
+    let all: Vec<&Token> = tokens.iter().collect();
     for token in tokens {
         if code.len() != token.params.digits as usize {
             continue;
         }
-        let Some(step) = match_token(token, code, now, config.window, config.hotp_window) else {
+        let checked = crate::auth::as_checked(token, &all);
+        let Some(step) = match_token(&checked, code, now, config.window, config.hotp_window) else {
             continue;
         };
         let (offset, used) = match token.kind {

@@ -20,6 +20,20 @@ pub trait Store: LoginStore {
     /// Stores the enrollments in one transaction: all or nothing.
     fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError>;
 
+    /// `enroll`, for a change a user proved with one of their devices
+    /// (`totp add-device`, `totp replace`): in the same transaction, only
+    /// while `user`'s tokens are still the rows `seen` (read before the
+    /// proof: the same ids with the same keys). A reset between the proof
+    /// and the write (a stolen phone's holder waiting at a prompt) is
+    /// `ChangedMeanwhile`, and nothing is written.
+    fn enroll_unchanged(
+        &self,
+        enrollments: &[Enrollment],
+        mode: EnrollMode,
+        user: &str,
+        seen: &[Token],
+    ) -> Result<(), StoreError>;
+
     /// Confirms pending `token` (as read: its row while it holds the key
     /// the code was checked against) with the step of its first code, which
     /// is thereby used. `AlreadyUsed` if it is not pending, no longer holds
@@ -127,54 +141,37 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
+        self.write(Hold::Rows, |_| self.enroll_rows(enrollments, mode))
+    }
+
+    fn enroll_unchanged(
+        &self,
+        enrollments: &[Enrollment],
+        mode: EnrollMode,
+        user: &str,
+        seen: &[Token],
+    ) -> Result<(), StoreError> {
         self.write(Hold::Rows, |db| {
-            for e in enrollments {
-                let (user, device) = (&e.token.user, &e.token.device);
-                // A replacement keeps what an administrator set on what it
-                // replaces: a help desk's new phone never ends a disable
-                // or extends an expiry.
-                let stops = match mode {
-                    EnrollMode::Add => Vec::new(),
-                    EnrollMode::ReplaceDevice => {
-                        db.query(sql::STOPS_OF_DEVICE, params![user, device])?
-                    }
-                    EnrollMode::ReplaceUser
-                    | EnrollMode::Replacement
-                    | EnrollMode::ReplaceConfirmed
-                    | EnrollMode::AddOwn => db.query(sql::STOPS_OF_USER, params![user])?,
-                };
-                let mut token = e.token.clone();
-                token.life = inherited(&token.life, &stops)?;
-                match mode {
-                    EnrollMode::Add | EnrollMode::AddOwn => {}
-                    EnrollMode::ReplaceDevice => {
-                        db.execute(sql::DELETE_DEVICE, params![user, device])?;
-                    }
-                    EnrollMode::ReplaceUser => {
-                        self.delete_user_rows(user)?;
-                    }
-                    EnrollMode::Replacement => {
-                        db.execute(sql::DELETE_PENDING_REPLACEMENT, params![user])?;
-                        end_graces(db, user)?;
-                    }
-                    EnrollMode::ReplaceConfirmed => {
-                        if e.token.confirmed.is_none() {
-                            return Err(StoreError::InvalidRow {
-                                user: user.clone(),
-                                reason: "a replacement of every device must be confirmed"
-                                    .to_string(),
-                            });
-                        }
-                        db.execute(sql::DELETE_TOKENS_OF_USER, params![user])?;
-                        end_graces(db, user)?;
-                    }
-                }
-                self.insert_token(&token)?;
-                if let Some(codes) = &e.recovery {
-                    self.insert_recovery(user, codes)?;
-                }
+            let mut now = Vec::new();
+            for mut row in db.query(sql::TOKEN_KEYS_OF_USER, params![user])? {
+                now.push((row.int(0)?, row.take_blob(1)?));
             }
-            Ok(())
+            let mut then: Vec<(i64, &[u8])> = seen
+                .iter()
+                .map(|t| (t.id, t.stored_key.as_bytes()))
+                .collect();
+            then.sort_by_key(|(id, _)| *id);
+            let same = now.len() == then.len()
+                && now
+                    .iter()
+                    .zip(&then)
+                    .all(|((a, ka), (b, kb))| a == b && ka.as_slice() == *kb);
+            if !same {
+                return Err(StoreError::ChangedMeanwhile {
+                    user: user.to_string(),
+                });
+            }
+            self.enroll_rows(enrollments, mode)
         })
     }
 
@@ -586,5 +583,58 @@ impl<D: Driver> SqlStore<D> {
                 ids,
             ))
         })
+    }
+}
+
+impl<D: Driver> SqlStore<D> {
+    /// The rows of `enroll`, inside the caller's transaction.
+    fn enroll_rows(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
+        let db = &self.driver;
+        for e in enrollments {
+            let (user, device) = (&e.token.user, &e.token.device);
+            // A replacement keeps what an administrator set on what it
+            // replaces: a help desk's new phone never ends a disable
+            // or extends an expiry.
+            let stops = match mode {
+                EnrollMode::Add => Vec::new(),
+                EnrollMode::ReplaceDevice => {
+                    db.query(sql::STOPS_OF_DEVICE, params![user, device])?
+                }
+                EnrollMode::ReplaceUser
+                | EnrollMode::Replacement
+                | EnrollMode::ReplaceConfirmed
+                | EnrollMode::AddOwn => db.query(sql::STOPS_OF_USER, params![user])?,
+            };
+            let mut token = e.token.clone();
+            token.life = inherited(&token.life, &stops)?;
+            match mode {
+                EnrollMode::Add | EnrollMode::AddOwn => {}
+                EnrollMode::ReplaceDevice => {
+                    db.execute(sql::DELETE_DEVICE, params![user, device])?;
+                }
+                EnrollMode::ReplaceUser => {
+                    self.delete_user_rows(user)?;
+                }
+                EnrollMode::Replacement => {
+                    db.execute(sql::DELETE_PENDING_REPLACEMENT, params![user])?;
+                    end_graces(db, user)?;
+                }
+                EnrollMode::ReplaceConfirmed => {
+                    if e.token.confirmed.is_none() {
+                        return Err(StoreError::InvalidRow {
+                            user: user.clone(),
+                            reason: "a replacement of every device must be confirmed".to_string(),
+                        });
+                    }
+                    db.execute(sql::DELETE_TOKENS_OF_USER, params![user])?;
+                    end_graces(db, user)?;
+                }
+            }
+            self.insert_token(&token)?;
+            if let Some(codes) = &e.recovery {
+                self.insert_recovery(user, codes)?;
+            }
+        }
+        Ok(())
     }
 }

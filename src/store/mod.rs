@@ -739,6 +739,10 @@ pub enum StoreError {
         "{user} already has a token named {device:?} (use --force to replace it, or --device NAME to add another)"
     )]
     AlreadyEnrolled { user: String, device: String },
+    #[error(
+        "the devices of {user} changed while this was asked (an administrator's reset or another change): nothing was changed"
+    )]
+    ChangedMeanwhile { user: String },
     #[error("time step or counter {0} does not fit in the store")]
     StepOutOfRange(u64),
     #[error("store row has no {expected} in column {column}")]
@@ -798,6 +802,7 @@ impl StoreError {
             | StoreError::Sealing(_)
             | StoreError::InvalidRow { .. }
             | StoreError::AlreadyEnrolled { .. }
+            | StoreError::ChangedMeanwhile { .. }
             | StoreError::StepOutOfRange(_)
             | StoreError::Column { .. }
             | StoreError::Parameter { .. } => false,

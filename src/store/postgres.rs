@@ -6,8 +6,8 @@
 //! commit and then re-checks the `WHERE` on the new row, so exactly one of
 //! any number of racers changes it); failure counts are one upsert; every
 //! multi-row change is one transaction. Commits are durable when they
-//! return (PostgreSQL's `synchronous_commit` default), so no boot fence is
-//! needed for this store.
+//! return (the session sets `synchronous_commit = on`, whatever the role
+//! or database defaults to), so no boot fence is needed for this store.
 //!
 //! Client: the pure-Rust `postgres` crate (on tokio-postgres, with a
 //! current-thread runtime: no extra threads in the sshd child) and rustls
@@ -299,9 +299,12 @@ impl PgDriver {
                     .unwrap_or(3)
                     .max(1),
             )
+            // synchronous_commit=on whatever the role or database defaults
+            // to: a claim must be on disk when it returns (a site's `off`
+            // lost HOTP claims in a server crash; found by an attack).
             .options(&format!(
                 "-c statement_timeout={millis} -c lock_timeout={millis} \
-                 -c idle_in_transaction_session_timeout={}",
+                 -c idle_in_transaction_session_timeout={} -c synchronous_commit=on",
                 millis.saturating_mul(10)
             ));
         let _password: Zeroizing<String>;
@@ -573,9 +576,13 @@ impl Driver for PgDriver {
         // REPEATABLE READ a transaction's snapshot is taken by its first
         // statement, before the advisory lock it waits for is granted, so
         // the guess reservation would decide on stale counts.
+        // Durable commits whatever the role defaults to, also through a
+        // pooler that drops the connection's startup options (each pair is
+        // one round trip: the simple query protocol).
         let begin = match hold {
-            Hold::Rows | Hold::User(..) => "BEGIN ISOLATION LEVEL READ COMMITTED",
-            // One round trip for both (the simple query protocol).
+            Hold::Rows | Hold::User(..) => {
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = on"
+            }
             Hold::RowsLazily => {
                 "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off"
             }
@@ -606,7 +613,8 @@ impl Driver for PgDriver {
         let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
     }
 
-    /// Commits are durable when they return (`synchronous_commit` is on by
+    /// Commits are durable when they return (the session sets
+    /// `synchronous_commit = on` at connect, over any role or database
     /// default; the module turns it off only for `Hold::RowsLazily`, a
     /// write whose loss only makes the store stricter).
     fn durably<T>(&self, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {

@@ -50,6 +50,9 @@ pub const CLAIM_STEP: &str = "UPDATE tokens SET last_step = ?2
      WHERE id = ?1 AND secret = ?4 AND confirmed IS NOT NULL
        AND disabled IS NULL AND (expires IS NULL OR expires > ?3)
        AND (last_step IS NULL OR last_step < ?2)";
+/// A user's token rows as (id, key as stored), to see whether they changed.
+pub const TOKEN_KEYS_OF_USER: &str =
+    r#"SELECT id, secret FROM tokens WHERE "user" = ?1 ORDER BY id"#;
 /// Confirms a pending token with the step of its first code (used up).
 /// The row is named by its id and the key it was checked against (`?4`),
 /// like `CLAIM_STEP`.
@@ -291,6 +294,7 @@ mod tests {
         COUNT_TOKENS,
         COUNT_TOKENS_OF_USER,
         CLAIM_STEP,
+        TOKEN_KEYS_OF_USER,
         CONFIRM,
         INSERT_TOKEN,
         DELETE_DEVICE,

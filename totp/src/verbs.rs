@@ -567,13 +567,17 @@ pub fn add_device(ctx: &Ctx, name: &str, show: &Show) -> Result<(), String> {
     token.last_step = Some(step);
     {
         let _quiet = SignalsBlocked::new()?;
+        // Only while the devices are those read before the proof: a reset
+        // meanwhile (the phone's holder waiting at a prompt) adds nothing.
         ctx.store
-            .enroll(
+            .enroll_unchanged(
                 &[Enrollment {
                     token,
                     recovery: None,
                 }],
                 EnrollMode::AddOwn,
+                ctx.user(),
+                &tokens,
             )
             .map_err(store_error)?;
         ctx.audit(
@@ -626,14 +630,17 @@ pub fn replace(ctx: &Ctx, device: Option<&str>, show: &Show) -> Result<(), Strin
         // One transaction: the new device (confirmed, its code used), the
         // old devices gone, new recovery codes, grace ended. Nothing was
         // written before it: a signal or a closed terminal at any prompt
-        // leaves the old devices as they were.
+        // leaves the old devices as they were. Only while the devices are
+        // those read before the proof: a reset meanwhile is not undone.
         ctx.store
-            .enroll(
+            .enroll_unchanged(
                 &[Enrollment {
                     token,
                     recovery: Some(hashes),
                 }],
                 EnrollMode::ReplaceConfirmed,
+                user,
+                &tokens,
             )
             .map_err(store_error)?;
         ctx.audit(
