@@ -1380,6 +1380,19 @@ pub fn match_token(
     window: u32,
     hotp_window: u32,
 ) -> Option<u64> {
+    match_token_after(token, token.last_step, code, now, window, hotp_window)
+}
+
+/// `match_token`, an HOTP token counting from `used` (the highest counter
+/// used, see `last_used`) instead of its own.
+pub fn match_token_after(
+    token: &Token,
+    used: Option<u64>,
+    code: &str,
+    now: u64,
+    window: u32,
+    hotp_window: u32,
+) -> Option<u64> {
     let shaped =
         code.len() == token.params.digits as usize && code.bytes().all(|b| b.is_ascii_digit());
     if !shaped {
@@ -1397,34 +1410,29 @@ pub fn match_token(
         Kind::Hotp => otp::verify_counter(
             key,
             code,
-            token.last_step.map_or(0, |c| c.saturating_add(1)),
+            used.map_or(0, |c| c.saturating_add(1)),
             hotp_window,
             &token.params,
         ),
     }
 }
 
-/// `token` as a code is checked against it among the user's `tokens`: an
-/// HOTP token counts from the highest counter any HOTP token of the user
-/// with the same key has used, so a counter used on one device does not
-/// work again on a second device that holds the same key (found by an
-/// attack: `totpctl enroll --device spare --secret` of a key already
-/// enrolled). Sealed keys are compared unsealed.
-pub fn as_checked<'a>(token: &'a Token, tokens: &[&Token]) -> std::borrow::Cow<'a, Token> {
+/// The step or counter `token` counts from among the user's `tokens`: an
+/// HOTP token from the highest counter any HOTP token of the user with the
+/// same key has used (itself included), so a counter used on one device
+/// does not work again on a second device that holds the same key (found
+/// by an attack: `totpctl enroll --device spare --secret` of a key already
+/// enrolled). Sealed keys are compared unsealed. A TOTP token: its own.
+pub fn last_used(token: &Token, tokens: &[&Token]) -> Option<u64> {
     if token.kind != Kind::Hotp {
-        return std::borrow::Cow::Borrowed(token);
+        return token.last_step;
     }
-    let highest = tokens
+    tokens
         .iter()
         .filter(|o| o.kind == Kind::Hotp && o.secret == token.secret)
         .filter_map(|o| o.last_step)
-        .max();
-    if highest <= token.last_step {
-        return std::borrow::Cow::Borrowed(token);
-    }
-    let mut raised = token.clone();
-    raised.last_step = highest;
-    std::borrow::Cow::Owned(raised)
+        .chain(token.last_step)
+        .max()
 }
 
 /// Checks the answer against every active token whose code length it has.
@@ -1441,8 +1449,8 @@ fn check_code<'a>(config: &Config, active: &[&'a Token], text: &str, now: u64) -
             continue;
         }
         shaped = true;
-        let checked = as_checked(token, active);
-        let step = match_token(&checked, text, now, config.window, config.hotp_window);
+        let from = last_used(token, active);
+        let step = match_token_after(token, from, text, now, config.window, config.hotp_window);
         if let (None, Some(step)) = (found, step) {
             found = Some((token, step));
         }

@@ -9,7 +9,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::auth::{match_token, ungrouped};
+use crate::auth::{last_used, match_token, match_token_after, ungrouped};
 use crate::config::Config;
 use crate::ratelimit::Lock;
 use crate::recovery;
@@ -79,8 +79,10 @@ pub fn find<'a>(config: &Config, tokens: &'a [Token], code: &str, now: u64) -> O
         if code.len() != token.params.digits as usize {
             continue;
         }
-        let checked = crate::auth::as_checked(token, &all);
-        let Some(step) = match_token(&checked, code, now, config.window, config.hotp_window) else {
+        let from = last_used(token, &all);
+        let Some(step) =
+            match_token_after(token, from, code, now, config.window, config.hotp_window)
+        else {
             continue;
         };
         let (offset, used) = match token.kind {

@@ -584,9 +584,7 @@ impl<D: Driver> SqlStore<D> {
             ))
         })
     }
-}
 
-impl<D: Driver> SqlStore<D> {
     /// The rows of `enroll`, inside the caller's transaction.
     fn enroll_rows(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
         let db = &self.driver;

@@ -201,12 +201,7 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         // The hold is taken before the counts are read: every other
         // reservation of this user waits, so none decides on stale counts.
         self.write(Hold::User(user, Purpose::Guesses), |_| {
-            let before = self.read_failures(user, rhost, now)?;
-            if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
-                return Ok(Reservation::Locked(lock));
-            }
-            self.count_failure(user, rhost, now)?;
-            Ok(Reservation::Granted(before.with_one_more(now)))
+            self.take_guess(user, rhost, now, limits)
         })
     }
 
@@ -220,13 +215,12 @@ impl<D: Driver> LoginStore for SqlStore<D> {
     ) -> Result<Settled, StoreError> {
         let settle = || {
             self.write(Hold::User(user, Purpose::Guesses), |_| {
-                let before = self.read_failures(user, rhost, now)?;
-                if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
-                    return Ok(Settled::Locked(lock));
-                }
-                self.count_failure(user, rhost, now)?;
+                let counted = match self.take_guess(user, rhost, now, limits)? {
+                    Reservation::Locked(lock) => return Ok(Settled::Locked(lock)),
+                    Reservation::Granted(counted) => counted,
+                };
                 let claim = match answer {
-                    Answer::Wrong => return Ok(Settled::Counted(before.with_one_more(now))),
+                    Answer::Wrong => return Ok(Settled::Counted(counted)),
                     Answer::Refused => None,
                     Answer::Right { token, step } => Some(self.claim_row(token, step, now)?),
                 };

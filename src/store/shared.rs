@@ -170,6 +170,24 @@ impl<D: Driver> SqlStore<D> {
         ))
     }
 
+    /// One guess for (user, rhost) at `now` against `limits`, inside the
+    /// caller's transaction (which holds the user's guesses): refused while
+    /// a limit is in force, else counted as a failure.
+    pub(crate) fn take_guess(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &crate::ratelimit::Limits,
+    ) -> Result<super::Reservation, StoreError> {
+        let before = self.read_failures(user, rhost, now)?;
+        if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
+            return Ok(super::Reservation::Locked(lock));
+        }
+        self.count_failure(user, rhost, now)?;
+        Ok(super::Reservation::Granted(before.with_one_more(now)))
+    }
+
     /// One failed code from (user, rhost) at `now`: the source's back-off
     /// count and the user's ceiling both count it. Failures too old to
     /// matter to the ceiling (48 h) are dropped on the way.
