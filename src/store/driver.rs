@@ -174,6 +174,14 @@ pub enum Purpose {
 pub trait Driver {
     /// Runs a statement; returns the number of rows it changed.
     fn execute(&self, sql: &'static str, params: &[Param<'_>]) -> Result<u64, StoreError>;
+    /// Runs a write whose row count the caller does not need. Inside a
+    /// transaction a backend may send it with the next statement that needs
+    /// an answer, or with the commit; an error of it then comes back from
+    /// that statement or that commit (which never succeeds after a failed
+    /// write). Outside a transaction it runs at once.
+    fn execute_later(&self, sql: &'static str, params: &[Param<'_>]) -> Result<(), StoreError> {
+        self.execute(sql, params).map(|_| ())
+    }
     /// Runs a statement and returns every row.
     fn query(&self, sql: &'static str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError>;
     /// Starts a transaction holding `hold`.

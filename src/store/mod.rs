@@ -724,7 +724,7 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[cfg(feature = "postgres")]
     #[error("store query failed: {0}")]
-    Postgres(#[from] ::postgres::Error),
+    Postgres(#[from] tokio_postgres::Error),
     #[error("this build has no PostgreSQL support (built without the `postgres` feature)")]
     NoPostgres,
     #[error("{0}")]

@@ -23,15 +23,17 @@
 //! statement after a good connect.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use postgres::config::{SslMode, TargetSessionAttrs};
-use postgres::types::{ToSql, Type};
-use postgres::{Client, NoTls};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use tokio_postgres::config::{SslMode, TargetSessionAttrs};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
 use zeroize::Zeroizing;
 
 use super::StoreError;
@@ -190,15 +192,180 @@ pub type PgStore = SqlStore<PgDriver>;
 /// One client connection to the database.
 pub struct PgDriver {
     /// Every statement goes out unnamed with its parameter types
-    /// (`query_typed`: Parse, Bind, Execute and Sync in one round trip), so
+    /// (`query_typed`: Parse, Bind, Execute and Sync in one message), so
     /// nothing lives on the server connection between statements: the
     /// store works through a connection pooler in transaction mode
     /// (PgBouncer), where the next statement outside a transaction may run
     /// on another server connection, on which a named prepared statement
     /// would not exist.
-    client: RefCell<Client>,
+    session: RefCell<Session>,
     /// For error messages: the URL (it never holds a password).
     target: String,
+}
+
+/// The connection, the runtime that drives it, and the writes not sent yet.
+struct Session {
+    /// A current-thread runtime: the connection's task runs only while the
+    /// login waits for an answer (`Session::send`), on the login's thread.
+    runtime: tokio::runtime::Runtime,
+    /// `None` only while the session closes (see `Drop`).
+    client: Option<Client>,
+    /// The connection's task (it reads and writes the socket).
+    connection: Option<tokio::task::JoinHandle<()>>,
+    /// Writes of the open transaction that wait for the next statement
+    /// that needs an answer (`Driver::execute_later`).
+    deferred: Vec<Deferred>,
+    /// Between `begin` and `commit` or `rollback`.
+    in_transaction: bool,
+}
+
+/// A write that goes out with the next statement that needs an answer.
+enum Deferred {
+    /// Simple-protocol text (a transaction's `BEGIN`).
+    Batch(&'static str),
+    /// A statement (placeholders as `$N`) and its parameters, owned.
+    Typed(String, Vec<OwnedParam>),
+}
+
+/// A deferred statement's parameter. Blobs are wiped when dropped.
+enum OwnedParam {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Blob(Zeroizing<Vec<u8>>),
+}
+
+impl OwnedParam {
+    fn of(param: &Param<'_>) -> OwnedParam {
+        match *param {
+            Param::Int(v) => OwnedParam::Int(Some(v)),
+            Param::OptInt(v) => OwnedParam::Int(v),
+            Param::Text(v) => OwnedParam::Text(Some(v.to_string())),
+            Param::OptText(v) => OwnedParam::Text(v.map(str::to_string)),
+            Param::Blob(v) => OwnedParam::Blob(Zeroizing::new(v.to_vec())),
+        }
+    }
+
+    fn typed(&self) -> (&(dyn ToSql + Sync), Type) {
+        match self {
+            OwnedParam::Int(v) => (v, Type::INT8),
+            OwnedParam::Text(v) => (v, Type::TEXT),
+            OwnedParam::Blob(v) => {
+                let bytes: &Vec<u8> = v;
+                (bytes, Type::BYTEA)
+            }
+        }
+    }
+}
+
+impl Deferred {
+    async fn run(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
+        match self {
+            Deferred::Batch(sql) => client.batch_execute(sql).await,
+            Deferred::Typed(sql, params) => {
+                let typed: Vec<_> = params.iter().map(OwnedParam::typed).collect();
+                client.execute_typed(sql, &typed).await.map(|_| ())
+            }
+        }
+    }
+}
+
+/// The statement that needs an answer, sent after the deferred writes.
+enum Last<'a> {
+    /// A typed statement: its row count.
+    Execute(&'a str, &'a [(&'a (dyn ToSql + Sync), Type)]),
+    /// A typed statement: its rows.
+    Query(&'a str, &'a [(&'a (dyn ToSql + Sync), Type)]),
+    /// Simple-protocol text (`COMMIT`).
+    Batch(&'a str),
+}
+
+/// What a `Last` answered.
+enum Answer {
+    Count(u64),
+    Rows(Vec<tokio_postgres::Row>),
+    Done,
+}
+
+impl Last<'_> {
+    async fn run(&self, client: &Client) -> Result<Answer, tokio_postgres::Error> {
+        match *self {
+            Last::Execute(sql, params) => {
+                client.execute_typed(sql, params).await.map(Answer::Count)
+            }
+            Last::Query(sql, params) => client.query_typed(sql, params).await.map(Answer::Rows),
+            Last::Batch(sql) => client.batch_execute(sql).await.map(|()| Answer::Done),
+        }
+    }
+}
+
+impl Session {
+    /// Sends the deferred writes and then `last`, all before waiting for
+    /// any answer (the server runs them in order: one round trip), and
+    /// waits for every answer. The first error wins, so a failed deferred
+    /// write is the one reported (the statements after it in its
+    /// transaction fail too, and a `COMMIT` after it rolls back): nothing
+    /// after a failure is ever reported as done.
+    fn send(&mut self, last: Last<'_>) -> Result<Answer, StoreError> {
+        let deferred = std::mem::take(&mut self.deferred);
+        let Some(client) = self.client.as_ref() else {
+            return Err(StoreError::Unreachable {
+                target: "the database".to_string(),
+                reason: "the connection is closed".to_string(),
+            });
+        };
+        let answer = self.runtime.block_on(async {
+            let mut earlier: Vec<_> = deferred.iter().map(|d| Box::pin(d.run(client))).collect();
+            let mut earlier_done: Vec<Option<Result<(), tokio_postgres::Error>>> =
+                deferred.iter().map(|_| None).collect();
+            let mut sent = std::pin::pin!(last.run(client));
+            let mut last_done = None;
+            // Polled in order, every time: a statement's request is queued
+            // on its first poll, so the deferred writes go out first, in
+            // the order they were made.
+            let last = std::future::poll_fn(|cx| {
+                for (future, done) in earlier.iter_mut().zip(earlier_done.iter_mut()) {
+                    if done.is_none()
+                        && let Poll::Ready(result) = future.as_mut().poll(cx)
+                    {
+                        *done = Some(result);
+                    }
+                }
+                if last_done.is_none()
+                    && let Poll::Ready(result) = sent.as_mut().poll(cx)
+                {
+                    last_done = Some(result);
+                }
+                if earlier_done.iter().all(Option::is_some)
+                    && let Some(result) = last_done.take()
+                {
+                    return Poll::Ready(result);
+                }
+                Poll::Pending
+            })
+            .await;
+            for result in earlier_done.into_iter().flatten() {
+                result?;
+            }
+            last
+        })?;
+        Ok(answer)
+    }
+}
+
+impl Drop for Session {
+    /// Ends the connection politely (a Terminate message, as libpq does):
+    /// without its client the connection's task sends it and finishes;
+    /// the runtime drives it for at most a moment.
+    fn drop(&mut self) {
+        drop(self.client.take());
+        self.deferred.clear();
+        if let Some(task) = self.connection.take() {
+            // The timer is made inside the runtime (outside, it panics).
+            let _ = self
+                .runtime
+                .block_on(async { tokio::time::timeout(Duration::from_millis(200), task).await });
+        }
+    }
 }
 
 /// How to reach the database.
@@ -302,7 +469,7 @@ impl PgDriver {
             // synchronous_commit=on whatever the role or database defaults
             // to: a claim must be on disk when it returns (a site's `off`
             // lost HOTP claims in a server crash; found by an attack).
-            .options(&format!(
+            .options(format!(
                 "-c statement_timeout={millis} -c lock_timeout={millis} \
                  -c idle_in_transaction_session_timeout={} -c synchronous_commit=on",
                 millis.saturating_mul(10)
@@ -322,9 +489,9 @@ impl PgDriver {
                 Transport::VerifiedTls(Box::new(tls_config(&target, root_cert.as_deref())?))
             }
         };
-        let client = connect_within(config, transport, settings.timeout, &target)?;
+        let session = connect_within(config, transport, settings.timeout, &target)?;
         Ok(PgDriver {
-            client: RefCell::new(client),
+            session: RefCell::new(session),
             target,
         })
     }
@@ -334,56 +501,79 @@ impl PgDriver {
     /// `undefined_table`, which means no schema (outside a transaction the
     /// error leaves nothing behind).
     fn version(&self) -> Result<i64, StoreError> {
-        let read = self.client.borrow_mut().query_typed_opt(
+        let read = self.session.borrow_mut().send(Last::Query(
             "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
             &[],
-        );
+        ));
         match read {
-            Ok(row) => Ok(row.map_or(0, |row| shared_version(row.get(0)))),
-            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => Ok(0),
-            Err(e) => Err(e.into()),
+            Ok(Answer::Rows(rows)) => match rows.first() {
+                Some(row) => Ok(shared_version(row.try_get(0)?)),
+                None => Ok(0),
+            },
+            Ok(_) => Ok(0),
+            Err(StoreError::Postgres(e))
+                if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                Ok(0)
+            }
+            Err(e) => Err(e),
         }
     }
 
     /// Applies the missing migrations in one transaction, holding an
     /// advisory lock so two `totpctl init` runs cannot both apply a step.
     fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.client.borrow_mut();
-        let mut tx = client.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS pam_totp_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
-        )?;
-        let found: i64 = tx
-            .query_opt(
-                "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
-                &[],
-            )?
-            .map_or(0, |row| shared_version(row.get(0)));
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for (to, sql) in MIGRATIONS.iter().filter(|(to, _)| *to > found) {
-            tx.batch_execute(sql)?;
-            tx.execute(
-                "INSERT INTO pam_totp_meta (key, value) VALUES ('schema_version', $1)
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                &[to],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        let mut session = self.session.borrow_mut();
+        let Session {
+            runtime, client, ..
+        } = &mut *session;
+        let client = client
+            .as_mut()
+            .ok_or_else(|| unreachable(&self.target, "closed"))?;
+        runtime.block_on(async {
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS pam_totp_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+            )
+            .await?;
+            let found: i64 = match tx
+                .query_opt(
+                    "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
+                    &[],
+                )
+                .await?
+            {
+                Some(row) => shared_version(row.try_get(0)?),
+                None => 0,
+            };
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::SchemaTooNew {
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            for (to, sql) in MIGRATIONS.iter().filter(|(to, _)| *to > found) {
+                tx.batch_execute(sql).await?;
+                tx.execute(
+                    "INSERT INTO pam_totp_meta (key, value) VALUES ('schema_version', $1)
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[to],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 }
 
 /// The client library's configuration, field by field from the parsed URL
 /// (the library never parses the URL: see `location`). The TLS mode is set
 /// in `connect_within`, with the connector, so the two cannot disagree.
-fn client_config(target: &PgTarget) -> postgres::Config {
-    let mut config = postgres::Config::new();
+fn client_config(target: &PgTarget) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
     config.user(&target.user);
     if let Some(dbname) = &target.dbname {
         config.dbname(dbname);
@@ -417,7 +607,7 @@ enum Transport {
 /// The reason for a failed connect; with verify-full a failed or declined
 /// TLS handshake is named as such (nothing was sent in clear: the library
 /// gives up before the start-up message).
-fn connect_failure(e: &postgres::Error, tls: bool) -> String {
+fn connect_failure(e: &tokio_postgres::Error, tls: bool) -> String {
     let text = describe(e);
     // tokio-postgres has no public error kind; its TLS kind reads so.
     if tls && text.starts_with("error performing TLS handshake") {
@@ -440,30 +630,20 @@ fn connect_failure(e: &postgres::Error, tls: bool) -> String {
 /// on in plain text and hand the start-up message and the password to
 /// whoever answered). Without TLS the mode is `Disable`: no SSLRequest.
 fn connect_within(
-    mut config: postgres::Config,
+    mut config: tokio_postgres::Config,
     transport: Transport,
     timeout: Duration,
     target: &str,
-) -> Result<Client, StoreError> {
+) -> Result<Session, StoreError> {
     let (done, result) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("pam_totp-db".to_string())
         .spawn(move || {
-            let client = match transport {
-                Transport::Plain => config
-                    .ssl_mode(SslMode::Disable)
-                    .connect(NoTls)
-                    .map_err(|e| connect_failure(&e, false)),
-                Transport::VerifiedTls(tls) => config
-                    .ssl_mode(SslMode::Require)
-                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(*tls))
-                    .map_err(|e| connect_failure(&e, true)),
-            };
-            let _ = done.send(client);
+            let _ = done.send(connect_session(&mut config, transport));
         })
         .map_err(|e| unreachable(target, format!("cannot start the connect: {e}")))?;
     match result.recv_timeout(timeout) {
-        Ok(Ok(client)) => Ok(client),
+        Ok(Ok(session)) => Ok(session),
         Ok(Err(reason)) => Err(unreachable(target, reason)),
         Err(_) => Err(unreachable(
             target,
@@ -472,10 +652,55 @@ fn connect_within(
     }
 }
 
+/// The connect itself (on `connect_within`'s thread): a current-thread
+/// runtime, the connection, and its task spawned on that runtime (it runs
+/// whenever the session waits for an answer).
+fn connect_session(
+    config: &mut tokio_postgres::Config,
+    transport: Transport,
+) -> Result<Session, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot start the client's runtime: {e}"))?;
+    let (client, connection) = match transport {
+        Transport::Plain => {
+            let (client, connection) = runtime
+                .block_on(config.ssl_mode(SslMode::Disable).connect(NoTls))
+                .map_err(|e| connect_failure(&e, false))?;
+            let task = runtime.spawn(async move {
+                let _ = connection.await;
+            });
+            (client, task)
+        }
+        Transport::VerifiedTls(tls) => {
+            let (client, connection) = runtime
+                .block_on(
+                    config
+                        .ssl_mode(SslMode::Require)
+                        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(*tls)),
+                )
+                .map_err(|e| connect_failure(&e, true))?;
+            let task = runtime.spawn(async move {
+                let _ = connection.await;
+            });
+            (client, task)
+        }
+    };
+    Ok(Session {
+        runtime,
+        client: Some(client),
+        connection: Some(connection),
+        deferred: Vec::new(),
+        in_transaction: false,
+    })
+}
+
 /// The error with its cause, e.g. "error connecting to server: Connection
 /// refused (os error 111)" or "db error: FATAL: password authentication
 /// failed for user \"totp\"".
-fn describe(e: &postgres::Error) -> String {
+fn describe(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     if let Some(db) = e.as_db_error() {
         text = format!("{}: {}", db.severity(), db.message());
@@ -496,7 +721,7 @@ fn describe(e: &postgres::Error) -> String {
 }
 
 /// One column of a result row.
-fn read_value(row: &postgres::Row, column: usize) -> Result<Value, StoreError> {
+fn read_value(row: &tokio_postgres::Row, column: usize) -> Result<Value, StoreError> {
     let wanted = row.columns().get(column).map(|c| c.type_().clone());
     let value = match wanted {
         Some(Type::INT8) => row
@@ -516,29 +741,6 @@ fn read_value(row: &postgres::Row, column: usize) -> Result<Value, StoreError> {
     Ok(value)
 }
 
-impl PgDriver {
-    /// Runs `run` with the statement (its `?N` placeholders as `$N`) and its
-    /// parameters, each with the type its variant stands for (every integer
-    /// column of the schema is BIGINT).
-    fn with_typed<T>(
-        &self,
-        sql: &'static str,
-        params: &[Param<'_>],
-        run: impl FnOnce(
-            &mut Client,
-            &str,
-            &[(&(dyn ToSql + Sync), Type)],
-        ) -> Result<T, postgres::Error>,
-    ) -> Result<T, StoreError> {
-        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params.iter().map(typed).collect();
-        Ok(run(
-            &mut self.client.borrow_mut(),
-            &placeholders_as_dollars(sql),
-            &typed,
-        )?)
-    }
-}
-
 /// A parameter and the type it is sent as.
 fn typed<'p>(param: &'p Param<'_>) -> (&'p (dyn ToSql + Sync), Type) {
     match param {
@@ -552,15 +754,47 @@ fn typed<'p>(param: &'p Param<'_>) -> (&'p (dyn ToSql + Sync), Type) {
 
 impl Driver for PgDriver {
     fn execute(&self, sql: &'static str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        self.with_typed(sql, params, |client, sql, params| {
-            client.execute_typed(sql, params)
-        })
+        let typed: Vec<_> = params.iter().map(typed).collect();
+        let sql = placeholders_as_dollars(sql);
+        match self
+            .session
+            .borrow_mut()
+            .send(Last::Execute(&sql, &typed))?
+        {
+            Answer::Count(n) => Ok(n),
+            _ => Err(StoreError::Column {
+                column: 0,
+                expected: "a row count",
+            }),
+        }
+    }
+
+    /// Inside a transaction the write waits for the next statement that
+    /// needs an answer, or the commit, and goes out with it: one round trip
+    /// for all of them (through a pooler a round trip is most of a login's
+    /// time). Outside one it runs at once: there every statement is its
+    /// own transaction, and a later one must not run after an earlier one
+    /// failed.
+    fn execute_later(&self, sql: &'static str, params: &[Param<'_>]) -> Result<(), StoreError> {
+        let mut session = self.session.borrow_mut();
+        if !session.in_transaction {
+            drop(session);
+            return self.execute(sql, params).map(|_| ());
+        }
+        let owned = params.iter().map(OwnedParam::of).collect();
+        session
+            .deferred
+            .push(Deferred::Typed(placeholders_as_dollars(sql), owned));
+        Ok(())
     }
 
     fn query(&self, sql: &'static str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
-        let rows = self.with_typed(sql, params, |client, sql, params| {
-            client.query_typed(sql, params)
-        })?;
+        let typed: Vec<_> = params.iter().map(typed).collect();
+        let sql = placeholders_as_dollars(sql);
+        let rows = match self.session.borrow_mut().send(Last::Query(&sql, &typed))? {
+            Answer::Rows(rows) => rows,
+            _ => Vec::new(),
+        };
         rows.iter()
             .map(|row| {
                 (0..row.len())
@@ -571,14 +805,16 @@ impl Driver for PgDriver {
             .collect()
     }
 
+    /// Sends nothing yet: the `BEGIN` (and the advisory lock of a
+    /// `Hold::User`) go out with the transaction's first statement that
+    /// needs an answer, whose error is then theirs if they failed.
     fn begin(&self, hold: Hold<'_>) -> Result<(), StoreError> {
         // READ COMMITTED whatever the database or role defaults to: under
         // REPEATABLE READ a transaction's snapshot is taken by its first
         // statement, before the advisory lock it waits for is granted, so
         // the guess reservation would decide on stale counts.
         // Durable commits whatever the role defaults to, also through a
-        // pooler that drops the connection's startup options (each pair is
-        // one round trip: the simple query protocol).
+        // pooler that drops the connection's startup options.
         let begin = match hold {
             Hold::Rows | Hold::User(..) => {
                 "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = on"
@@ -588,29 +824,48 @@ impl Driver for PgDriver {
             }
             Hold::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
         };
-        self.client.borrow_mut().batch_execute(begin)?;
+        let mut session = self.session.borrow_mut();
+        session.deferred.clear();
+        session.deferred.push(Deferred::Batch(begin));
+        session.in_transaction = true;
         if let Hold::User(user, purpose) = hold {
             // A transaction-scoped advisory lock on (user, purpose): the
             // same user's decisions of one kind wait for each other on
             // every node of the pool; different users never do.
-            let locked = self.client.borrow_mut().execute_typed(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))",
-                &[(&user, Type::TEXT), (&(purpose as i64), Type::INT8)],
-            );
-            if let Err(e) = locked {
-                self.rollback();
-                return Err(e.into());
-            }
+            session.deferred.push(Deferred::Typed(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, $2))".to_string(),
+                vec![
+                    OwnedParam::Text(Some(user.to_string())),
+                    OwnedParam::Int(Some(purpose as i64)),
+                ],
+            ));
         }
         Ok(())
     }
 
+    /// Sends the deferred writes with the `COMMIT`; done only when every
+    /// one of them succeeded (after a failed one the server turns the
+    /// `COMMIT` into a rollback, and the failure is what is reported).
     fn commit(&self) -> Result<(), StoreError> {
-        Ok(self.client.borrow_mut().batch_execute("COMMIT")?)
+        let mut session = self.session.borrow_mut();
+        session.in_transaction = false;
+        session.send(Last::Batch("COMMIT")).map(|_| ())
     }
 
     fn rollback(&self) {
-        let _ = self.client.borrow_mut().batch_execute("ROLLBACK");
+        let mut session = self.session.borrow_mut();
+        session.in_transaction = false;
+        if session
+            .deferred
+            .first()
+            .is_some_and(|d| matches!(d, Deferred::Batch(_)))
+        {
+            // Nothing of the transaction was sent: nothing to roll back.
+            session.deferred.clear();
+            return;
+        }
+        session.deferred.clear();
+        let _ = session.send(Last::Batch("ROLLBACK"));
     }
 
     /// Commits are durable when they return (the session sets

@@ -198,12 +198,13 @@ impl<D: Driver> SqlStore<D> {
         now: i64,
     ) -> Result<(), StoreError> {
         self.driver
-            .execute(sql::COUNT_SOURCE_FAILURE, params![user, rhost, now])?;
-        self.driver.execute(
+            .execute_later(sql::COUNT_SOURCE_FAILURE, params![user, rhost, now])?;
+        self.driver.execute_later(
             sql::DROP_OLD_GUESSES,
             params![user, now - 2 * USER_WINDOW_SECS],
         )?;
-        self.driver.execute(sql::INSERT_GUESS, params![user, now])?;
+        self.driver
+            .execute_later(sql::INSERT_GUESS, params![user, now])?;
         Ok(())
     }
 
@@ -237,15 +238,16 @@ impl<D: Driver> SqlStore<D> {
         clear: bool,
         at: i64,
     ) -> Result<(), StoreError> {
-        self.driver.execute(sql::RELEASE_GUESS, params![user, at])?;
+        self.driver
+            .execute_later(sql::RELEASE_GUESS, params![user, at])?;
         if clear {
             self.driver
-                .execute(sql::CLEAR_SOURCE, params![user, rhost])?;
+                .execute_later(sql::CLEAR_SOURCE, params![user, rhost])?;
         } else {
             self.driver
-                .execute(sql::UNCOUNT_SOURCE_FAILURE, params![user, rhost])?;
+                .execute_later(sql::UNCOUNT_SOURCE_FAILURE, params![user, rhost])?;
             self.driver
-                .execute(sql::DROP_EMPTY_SOURCE, params![user, rhost])?;
+                .execute_later(sql::DROP_EMPTY_SOURCE, params![user, rhost])?;
         }
         Ok(())
     }

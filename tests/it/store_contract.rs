@@ -89,6 +89,53 @@ impl Backend {
     fn open(&self) -> Box<dyn Store + Send> {
         self.connect(false)
     }
+
+    /// Makes every write of `event` (`INSERT` or `DELETE`) on `table` fail
+    /// in the database, until `allow_writes`.
+    fn refuse_writes(&self, table: &str, event: &str) {
+        match self {
+            Backend::Sqlite { db, .. } => {
+                let conn = rusqlite::Connection::open(db).expect("open");
+                conn.execute_batch(&format!(
+                    "CREATE TRIGGER refuse BEFORE {event} ON {table} \
+                     BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+                ))
+                .expect("trigger");
+            }
+            Backend::Postgres {
+                _cluster: cluster,
+                database,
+            } => {
+                cluster.psql(
+                    &database.name,
+                    &format!(
+                        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                         $$BEGIN RAISE EXCEPTION 'refused by the test'; END$$; \
+                         CREATE TRIGGER refuse BEFORE {event} ON {table} \
+                         FOR EACH ROW EXECUTE FUNCTION refuse()"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn allow_writes(&self, table: &str) {
+        match self {
+            Backend::Sqlite { db, .. } => {
+                let conn = rusqlite::Connection::open(db).expect("open");
+                conn.execute_batch("DROP TRIGGER refuse").expect("drop");
+            }
+            Backend::Postgres {
+                _cluster: cluster,
+                database,
+            } => {
+                cluster.psql(
+                    &database.name,
+                    &format!("DROP TRIGGER refuse ON {table}; DROP FUNCTION refuse()"),
+                );
+            }
+        }
+    }
 }
 
 /// Both backends; PostgreSQL only where a server can be started (under
@@ -869,6 +916,77 @@ fn a_code_is_settled_against_the_limits_in_one_write() {
             source("g").source_count,
             0,
             "{name}: an error counts nothing"
+        );
+    }
+}
+
+/// A settlement is one transaction, however its statements travel (the
+/// PostgreSQL store sends the writes whose row counts it does not need
+/// together with the next statement that needs an answer, or with the
+/// COMMIT): when any one of its writes fails, the settlement fails and
+/// leaves nothing behind: no claim, no count, no give-back.
+#[test]
+fn a_settlement_with_a_failed_write_leaves_nothing_behind() {
+    let limits = Limits {
+        backoff_after: 2,
+        backoff_max: 3600,
+        user_limit: 5,
+    };
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        enroll(
+            &*store,
+            token("ivo", "phone", Kind::Totp, true),
+            EnrollMode::Add,
+        )
+        .expect("add");
+        let phone = stored(&*store, id_of(&*store, "ivo", "phone"));
+        let right = |step: u64| Answer::Right {
+            token: &phone,
+            step,
+        };
+        // One wrong guess, committed, so there is a count to keep or lose.
+        store
+            .settle_guess("ivo", "a", NOW, &limits, Answer::Wrong)
+            .expect("wrong");
+        // The count's own write fails (it goes before the claim); then the
+        // give-back's (it goes with the COMMIT).
+        let refused = [
+            ("guesses", "INSERT", vec![right(200), Answer::Wrong]),
+            ("guesses", "DELETE", vec![right(200)]),
+        ];
+        for (table, event, answers) in refused {
+            backend.refuse_writes(table, event);
+            let store = backend.open();
+            for answer in answers {
+                let settled = store.settle_guess("ivo", "a", NOW, &limits, answer);
+                assert!(
+                    settled.is_err(),
+                    "{name}: {event} on {table} refused, yet settled: {settled:?}"
+                );
+            }
+            assert_eq!(
+                stored(&*store, phone.id).last_step,
+                None,
+                "{name}: {event} refused: the claim must not stay"
+            );
+            let left = store.failures("ivo", "a", NOW).expect("failures");
+            assert_eq!(
+                (left.source_count, left.user_recent),
+                (1, 1),
+                "{name}: {event} refused: the counts must be as before"
+            );
+            backend.allow_writes(table);
+        }
+        // With the writes allowed again, the same step is still unclaimed.
+        let store = backend.open();
+        assert_eq!(
+            store
+                .settle_guess("ivo", "a", NOW, &limits, right(200))
+                .expect("settle"),
+            Settled::GivenBack(Some(Claim::Claimed)),
+            "{name}"
         );
     }
 }
