@@ -339,7 +339,7 @@ impl Access<'_> {
             }
             #[cfg(feature = "postgres")]
             StoreLocation::Postgres(target) => {
-                Box::new(PgStore::open(&self.pg(target))?.with_sealer(sealer))
+                Box::new(PgStore::open_for_login(&self.pg(target))?.with_sealer(sealer))
             }
             #[cfg(not(feature = "postgres"))]
             StoreLocation::Postgres(_) => return Err(StoreError::NoPostgres),

@@ -217,6 +217,9 @@ struct Session {
     deferred: Vec<Deferred>,
     /// Between `begin` and `commit` or `rollback`.
     in_transaction: bool,
+    /// The store's name while its schema version is still to be checked
+    /// (`SqlStore::open`; the first statement checks it).
+    unchecked_schema: Option<String>,
 }
 
 /// A write that goes out with the next statement that needs an answer.
@@ -258,12 +261,12 @@ impl OwnedParam {
 }
 
 impl Deferred {
-    async fn run(&self, client: &Client) -> Result<(), tokio_postgres::Error> {
+    async fn run(&self, client: &Client) -> Result<Answer, tokio_postgres::Error> {
         match self {
-            Deferred::Batch(sql) => client.batch_execute(sql).await,
+            Deferred::Batch(sql) => client.batch_execute(sql).await.map(|()| Answer::Done),
             Deferred::Typed(sql, params) => {
                 let typed: Vec<_> = params.iter().map(OwnedParam::typed).collect();
-                client.execute_typed(sql, &typed).await.map(|_| ())
+                client.execute_typed(sql, &typed).await.map(Answer::Count)
             }
         }
     }
@@ -298,6 +301,12 @@ impl Last<'_> {
     }
 }
 
+/// The statement that reads the schema version.
+const SCHEMA_VERSION_SQL: &str = "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'";
+
+/// A statement on its way: a deferred write, the schema check or the last.
+type Sent<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Answer, tokio_postgres::Error>> + 'a>>;
+
 impl Session {
     /// Sends the deferred writes and then `last`, all before waiting for
     /// any answer (the server runs them in order: one round trip), and
@@ -305,7 +314,37 @@ impl Session {
     /// write is the one reported (the statements after it in its
     /// transaction fail too, and a `COMMIT` after it rolls back): nothing
     /// after a failure is ever reported as done.
+    ///
+    /// The first statement of a session also checks the schema version:
+    /// a read goes out right after the check, in the same round trip, and
+    /// its answer counts only if the schema is the one this build knows;
+    /// anything else waits for the check's answer.
     fn send(&mut self, last: Last<'_>) -> Result<Answer, StoreError> {
+        let Some(target) = self.unchecked_schema.take() else {
+            return self.exchange(None, last);
+        };
+        if matches!(last, Last::Query(..)) && self.deferred.is_empty() {
+            return self.exchange(Some(&target), last);
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        let found = self.read_version();
+        self.deferred = deferred;
+        schema_usable(found?, &target)?;
+        self.exchange(None, last)
+    }
+
+    /// The schema version in the database (0 when it has no schema yet),
+    /// read in a round trip of its own.
+    fn read_version(&mut self) -> Result<i64, StoreError> {
+        match self.exchange(None, Last::Query(SCHEMA_VERSION_SQL, &[])) {
+            Err(StoreError::Postgres(e)) => found_version(Err(e)),
+            read => found_version(Ok(read?)),
+        }
+    }
+
+    /// One round trip: the schema check if `check` names the store, the
+    /// deferred writes, then `last`.
+    fn exchange(&mut self, check: Option<&str>, last: Last<'_>) -> Result<Answer, StoreError> {
         let deferred = std::mem::take(&mut self.deferred);
         let Some(client) = self.client.as_ref() else {
             return Err(StoreError::Unreachable {
@@ -313,15 +352,19 @@ impl Session {
                 reason: "the connection is closed".to_string(),
             });
         };
-        let answer = self.runtime.block_on(async {
-            let mut earlier: Vec<_> = deferred.iter().map(|d| Box::pin(d.run(client))).collect();
-            let mut earlier_done: Vec<Option<Result<(), tokio_postgres::Error>>> =
-                deferred.iter().map(|_| None).collect();
+        self.runtime.block_on(async {
+            let schema = Last::Query(SCHEMA_VERSION_SQL, &[]);
+            let mut earlier: Vec<Sent<'_>> = Vec::with_capacity(deferred.len() + 1);
+            if check.is_some() {
+                earlier.push(Box::pin(schema.run(client)));
+            }
+            earlier.extend(deferred.iter().map(|d| -> Sent<'_> { Box::pin(d.run(client)) }));
+            let mut earlier_done: Vec<Option<Result<Answer, tokio_postgres::Error>>> =
+                earlier.iter().map(|_| None).collect();
             let mut sent = std::pin::pin!(last.run(client));
             let mut last_done = None;
             // Polled in order, every time: a statement's request is queued
-            // on its first poll, so the deferred writes go out first, in
-            // the order they were made.
+            // on its first poll, so they go out in the order they were made.
             let last = std::future::poll_fn(|cx| {
                 for (future, done) in earlier.iter_mut().zip(earlier_done.iter_mut()) {
                     if done.is_none()
@@ -343,12 +386,45 @@ impl Session {
                 Poll::Pending
             })
             .await;
-            for result in earlier_done.into_iter().flatten() {
+            let mut results = earlier_done.into_iter().flatten();
+            if let (Some(target), Some(read)) = (check, results.next()) {
+                schema_usable(found_version(read)?, target)?;
+            }
+            for result in results {
                 result?;
             }
-            last
-        })?;
-        Ok(answer)
+            Ok(last?)
+        })
+    }
+}
+
+/// The schema version a read of `SCHEMA_VERSION_SQL` found (0: no schema:
+/// a database without the meta table answers `undefined_table`; outside a
+/// transaction that error leaves nothing behind).
+fn found_version(read: Result<Answer, tokio_postgres::Error>) -> Result<i64, StoreError> {
+    match read {
+        Ok(Answer::Rows(rows)) => match rows.first() {
+            Some(row) => Ok(shared_version(row.try_get(0)?)),
+            None => Ok(0),
+        },
+        Ok(_) => Ok(0),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether a store with schema version `found` is one this build can use.
+fn schema_usable(found: i64, target: &str) -> Result<(), StoreError> {
+    match found {
+        0 => Err(StoreError::NotInitialised(target.to_string())),
+        found if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        }),
+        found if found < SCHEMA_VERSION => Err(StoreError::NotInitialised(format!(
+            "{target} (schema version {found}; run `totpctl init` to migrate)"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -424,20 +500,22 @@ fn tls_config(target: &str, root_cert: Option<&Path>) -> Result<rustls::ClientCo
 
 impl SqlStore<PgDriver> {
     /// Connects to an initialised database (the login path and totpctl).
+    /// Connects to an initialised database (totpctl): refused at once
+    /// when its schema is not the one this build knows.
     pub fn open(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
         let driver = PgDriver::connect(settings)?;
-        match driver.version()? {
-            0 => Err(StoreError::NotInitialised(driver.target.clone())),
-            found if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
-                found,
-                supported: SCHEMA_VERSION,
-            }),
-            found if found < SCHEMA_VERSION => Err(StoreError::NotInitialised(format!(
-                "{} (schema version {found}; run `totpctl init` to migrate)",
-                driver.target
-            ))),
-            _ => Ok(SqlStore::new(driver)),
-        }
+        schema_usable(driver.version()?, &driver.target)?;
+        Ok(SqlStore::new(driver))
+    }
+
+    /// Connects for a login: the schema version is checked with the first
+    /// statement (see `Session::send`), so the login's first read and the
+    /// check are one round trip; nothing is read or written before the
+    /// check has passed.
+    pub fn open_for_login(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
+        let driver = PgDriver::connect(settings)?;
+        driver.session.borrow_mut().unchecked_schema = Some(driver.target.clone());
+        Ok(SqlStore::new(driver))
     }
 
     /// Connects and creates or migrates the schema (`totpctl init`).
@@ -501,23 +579,7 @@ impl PgDriver {
     /// `undefined_table`, which means no schema (outside a transaction the
     /// error leaves nothing behind).
     fn version(&self) -> Result<i64, StoreError> {
-        let read = self.session.borrow_mut().send(Last::Query(
-            "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'",
-            &[],
-        ));
-        match read {
-            Ok(Answer::Rows(rows)) => match rows.first() {
-                Some(row) => Ok(shared_version(row.try_get(0)?)),
-                None => Ok(0),
-            },
-            Ok(_) => Ok(0),
-            Err(StoreError::Postgres(e))
-                if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
-            {
-                Ok(0)
-            }
-            Err(e) => Err(e),
-        }
+        self.session.borrow_mut().read_version()
     }
 
     /// Applies the missing migrations in one transaction, holding an
@@ -694,6 +756,7 @@ fn connect_session(
         connection: Some(connection),
         deferred: Vec::new(),
         in_transaction: false,
+        unchecked_schema: None,
     })
 }
 
