@@ -141,7 +141,16 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn enroll(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
-        self.write(Hold::Rows, |_| self.enroll_rows(enrollments, mode))
+        // One user's enrollment (totpctl enroll, reset) waits for every
+        // other change of that user's devices, on every node; an import of
+        // many users holds only the rows it writes.
+        let hold = match enrollments.split_first() {
+            Some((first, rest)) if rest.iter().all(|e| e.token.user == first.token.user) => {
+                Hold::User(&first.token.user, Purpose::Enrollment)
+            }
+            _ => Hold::Rows,
+        };
+        self.write(hold, |_| self.enroll_rows(enrollments, mode))
     }
 
     fn enroll_unchanged(
@@ -151,7 +160,11 @@ impl<D: Driver> Store for SqlStore<D> {
         user: &str,
         seen: &[Token],
     ) -> Result<(), StoreError> {
-        self.write(Hold::Rows, |db| {
+        // Held against the administrator's changes of this user's devices
+        // (`enroll`, `set_disabled`, `delete_*`, which take the same hold):
+        // on PostgreSQL a reset committed between the check below and this
+        // commit would otherwise leave the new device beside the reset.
+        self.write(Hold::User(user, Purpose::Enrollment), |db| {
             let mut now = Vec::new();
             for mut row in db.query(sql::TOKEN_KEYS_OF_USER, params![user])? {
                 now.push((row.int(0)?, row.take_blob(1)?));
@@ -205,14 +218,10 @@ impl<D: Driver> Store for SqlStore<D> {
         device: Option<&str>,
         at: Option<i64>,
     ) -> Result<usize, StoreError> {
-        let rows = match device {
-            Some(device) => self
-                .driver
-                .execute(sql::SET_DISABLED_DEVICE, params![user, device, at])?,
-            None => self
-                .driver
-                .execute(sql::SET_DISABLED_USER, params![user, at])?,
-        };
+        let rows = self.write(Hold::User(user, Purpose::Enrollment), |db| match device {
+            Some(device) => db.execute(sql::SET_DISABLED_DEVICE, params![user, device, at]),
+            None => db.execute(sql::SET_DISABLED_USER, params![user, at]),
+        })?;
         Ok(changed(rows))
     }
 
@@ -231,14 +240,16 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
-        self.write(Hold::Rows, |_| self.delete_user_rows(user))
+        self.write(Hold::User(user, Purpose::Enrollment), |_| {
+            self.delete_user_rows(user)
+        })
     }
 
     fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .driver
-            .execute(sql::DELETE_DEVICE, params![user, device])?
-            == 1)
+        let removed = self.write(Hold::User(user, Purpose::Enrollment), |db| {
+            db.execute(sql::DELETE_DEVICE, params![user, device])
+        })?;
+        Ok(removed == 1)
     }
 
     fn delete_device_unless_last(

@@ -358,7 +358,11 @@ impl Session {
             if check.is_some() {
                 earlier.push(Box::pin(schema.run(client)));
             }
-            earlier.extend(deferred.iter().map(|d| -> Sent<'_> { Box::pin(d.run(client)) }));
+            earlier.extend(
+                deferred
+                    .iter()
+                    .map(|d| -> Sent<'_> { Box::pin(d.run(client)) }),
+            );
             let mut earlier_done: Vec<Option<Result<Answer, tokio_postgres::Error>>> =
                 earlier.iter().map(|_| None).collect();
             let mut sent = std::pin::pin!(last.run(client));

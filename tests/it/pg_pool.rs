@@ -928,3 +928,60 @@ fn an_hotp_claim_survives_a_database_crash_whatever_the_role_defaults_to() {
         "HOTP counter 0's code logged in again after a database crash: {replay:?}"
     );
 }
+
+/// Every administrator's change of one user's devices (`totpctl reset`,
+/// `disable`, `delete`) takes the user's enrollment lock, the one a
+/// user's own `totp add-device` / `replace` holds while it checks that the
+/// devices are still those it read and writes: under READ COMMITTED a
+/// reset committed between that check and that commit would otherwise
+/// leave the thief's new device beside the reset. Shown by holding the
+/// lock from another session: each change finishes only after the holder
+/// has committed its mark and let go.
+#[test]
+fn administrators_changes_of_a_user_wait_for_that_users_enrollment_lock() {
+    if !tools() {
+        return;
+    }
+    let world = pool("");
+    world.enroll("rosa");
+    let (cluster, database) = world.pg.as_ref().expect("pg");
+    cluster.psql(&database.name, "CREATE TABLE test_marks (n BIGINT)");
+    let key = random_secret();
+    let verbs: [&[&str]; 3] = [
+        &["reset", "rosa", "--now", "--secret", &key],
+        &["disable", "rosa"],
+        &["delete", "rosa"],
+    ];
+    for (n, args) in verbs.iter().enumerate() {
+        let hold = format!(
+            "SELECT pg_advisory_lock(hashtextextended('rosa', 0)); \
+             SELECT pg_sleep(2); INSERT INTO test_marks VALUES ({n})"
+        );
+        std::thread::scope(|scope| {
+            let holder = scope.spawn(|| cluster.psql(&database.name, &hold));
+            // The holder has the lock before the change starts.
+            let held = (0..250).any(|_| {
+                let granted = cluster.psql(
+                    &database.name,
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+                );
+                granted != "0" || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    false
+                }
+            });
+            assert!(held, "the holder never got the lock");
+            let out = world.totpctl(args);
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            let marks = cluster.psql(
+                &database.name,
+                &format!("SELECT count(*) FROM test_marks WHERE n = {n}"),
+            );
+            assert_eq!(
+                marks, "1",
+                "totpctl {args:?} finished while the user's enrollment lock was held"
+            );
+            holder.join().expect("holder");
+        });
+    }
+}
