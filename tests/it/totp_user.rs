@@ -419,13 +419,19 @@ fn audit_lines_quote_each_value_once() {
         &[("or a recovery code", &recovery), ("NEW device", "@newkey")],
     );
     assert_eq!(rc, 0, "{text}");
+    let new_key = shown_key(&text);
+    let (rc, text) = s.totp(
+        &["recovery-codes"],
+        &[("Current code", &next_code(&new_key))],
+    );
+    assert_eq!(rc, 0, "{text}");
     let lines = syslog.finish();
     // totp's lines only ("totpctl[" is not "totp[").
     let ours: Vec<&String> = lines.iter().filter(|l| l.contains("totp[")).collect();
     let user = s.name();
     let by = format!(" by uid {}", s.uid);
     let shown = "ph\\u{202e}one\\u{200b}";
-    let expect: [(&str, &[&str]); 7] = [
+    let expect: [(&str, &[&str]); 8] = [
         (
             &format!("add-device-auth user=\"{user}\" result=ok proof=code device=\"default\"{by}"),
             &["user", "result", "proof", "device"],
@@ -456,6 +462,10 @@ fn audit_lines_quote_each_value_once() {
                  recovery_codes=10{by}"
             ),
             &["user", "device", "type", "removed", "recovery_codes"],
+        ),
+        (
+            &format!("recovery-codes user=\"{user}\" recovery_codes=10{by}"),
+            &["user", "recovery_codes"],
         ),
     ];
     for (start, keys) in expect {

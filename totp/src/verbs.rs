@@ -399,7 +399,7 @@ pub fn recovery_codes(ctx: &Ctx) -> Result<(), String> {
             .map_err(store_error)?;
         ctx.audit(
             "recovery-codes",
-            Detail::new().note("10 new recovery codes, old ones void"),
+            Detail::new().bare("recovery_codes", codes.len()),
         );
     }
     println!(
