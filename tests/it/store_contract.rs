@@ -16,8 +16,8 @@ use pam_totp::ratelimit::{Limits, Lock};
 use pam_totp::recovery;
 use pam_totp::secret::Secret;
 use pam_totp::store::{
-    Answer, Claim, EnrollMode, Enrollment, Grant, Kind, PgSettings, PgStore, Reservation, Settled,
-    SqliteStore, Store, StoreError, StoreLocation, Token,
+    Answer, Claim, EnrollMode, Enrollment, Grant, Kind, LoginStore, PgSettings, PgStore,
+    Reservation, Settled, SqliteStore, Store, StoreError, StoreLocation, Token,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -1479,4 +1479,210 @@ fn forgetting_graces_also_ends_the_staged_ones() {
             "{name}: a staged key grace outlived forget --key"
         );
     }
+}
+
+// ---------------------------------------------------------------------
+// Attacks on the pipelined PostgreSQL login store (h-att3): the schema
+// check that goes out with the login's first statement.
+// ---------------------------------------------------------------------
+
+/// A fresh PostgreSQL store opened the way the module opens one for a
+/// login (`PgStore::open_for_login`: the schema version is checked with
+/// the first statement, not at connect).
+fn login_store(database: &common::postgres::Database) -> PgStore {
+    let StoreLocation::Postgres(target) = StoreLocation::parse(&database.url).expect("url") else {
+        panic!("not a PostgreSQL URL: {}", database.url);
+    };
+    let settings = PgSettings {
+        target: &target,
+        password_file: Some(&database.password_file),
+        timeout: Duration::from_secs(20),
+    };
+    PgStore::open_for_login(&settings).expect("open for login")
+}
+
+/// A PostgreSQL backend alone (None where no server can be started).
+fn postgres_only() -> Option<(common::postgres::Cluster, common::postgres::Database)> {
+    if !common::postgres_present() {
+        return None;
+    }
+    match Backend::postgres() {
+        Backend::Postgres {
+            _cluster: cluster,
+            database,
+        } => Some((cluster, database)),
+        Backend::Sqlite { .. } => None,
+    }
+}
+
+fn set_schema_version(
+    cluster: &common::postgres::Cluster,
+    database: &common::postgres::Database,
+    version: i64,
+) {
+    cluster.psql(
+        &database.name,
+        &format!("UPDATE pam_totp_meta SET value = {version} WHERE key = 'schema_version'"),
+    );
+}
+
+/// `pam_sm_acct_mgmt`/`setcred` commit what the auth phase staged with a
+/// fresh login store (`commit_staged`) whose first statement is
+/// `take_staged`: a `DELETE … RETURNING`, a statement that answers with
+/// rows. The deferred schema check lets a first statement that answers
+/// with rows go out together with the check, before the check's answer is
+/// known; the answer is then dropped, but the `DELETE` has run (and,
+/// outside a transaction, committed). A store whose schema version is
+/// newer or older than the build must be refused before anything is read
+/// or written: the staged row must still be there afterwards.
+#[test]
+fn a_login_store_with_a_refused_schema_takes_no_staged_grant() {
+    let Some((cluster, database)) = postgres_only() else {
+        return;
+    };
+    let current = pam_totp::store::SCHEMA_VERSION;
+    let grace = Grant::Grace {
+        ip: Some(("192.0.2.2".to_string(), NOW + 60)),
+        key: None,
+    };
+    let mut broken = Vec::new();
+    // Newer, older, and none at all (the meta table gone, the tables
+    // still there).
+    for (case, nonce) in [
+        ("newer", "n-newer"),
+        ("older", "n-older"),
+        ("missing", "n-missing"),
+    ] {
+        set_schema_version(&cluster, &database, current);
+        login_store(&database)
+            .stage_grant(nonce, "gil", &grace, NOW + 600, NOW)
+            .expect("stage");
+        match case {
+            "newer" => set_schema_version(&cluster, &database, current + 1),
+            "older" => set_schema_version(&cluster, &database, current - 1),
+            _ => {
+                cluster.psql(
+                    &database.name,
+                    "ALTER TABLE pam_totp_meta RENAME TO pam_totp_meta_away",
+                );
+            }
+        }
+        let taken = login_store(&database).take_staged(nonce, "gil", NOW);
+        assert!(
+            taken.is_err(),
+            "schema {case}: the login store answered {taken:?}"
+        );
+        let left = cluster.psql(
+            &database.name,
+            &format!("SELECT count(*) FROM staged WHERE nonce = '{nonce}'"),
+        );
+        if left != "1" {
+            broken.push(format!(
+                "schema {case} (build {current}): refused ({}), yet the staged row was deleted",
+                taken.err().map(|e| e.to_string()).unwrap_or_default()
+            ));
+        }
+        if case == "missing" {
+            cluster.psql(
+                &database.name,
+                "ALTER TABLE pam_totp_meta_away RENAME TO pam_totp_meta",
+            );
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "a store refused for its schema was written before the refusal:\n{}",
+        broken.join("\n")
+    );
+}
+
+/// A login store refused for its schema version must stay refused: the
+/// check is taken out of the session when the first statement goes out,
+/// so a caller that goes on with the same store after the refusal (a
+/// second statement, a retry) would read and write a store this build
+/// does not know. First statement inside a transaction (the settlement:
+/// the check goes alone, first), then a read, then a settlement again:
+/// every one refused, nothing counted.
+#[test]
+fn a_login_store_refused_for_its_schema_stays_refused() {
+    let Some((cluster, database)) = postgres_only() else {
+        return;
+    };
+    let current = pam_totp::store::SCHEMA_VERSION;
+    set_schema_version(&cluster, &database, current + 1);
+    let limits = Limits::default();
+    // First statement a settlement (a transaction: the check goes first).
+    let store = login_store(&database);
+    let first = store.settle_guess("hal", "a", NOW, &limits, Answer::Wrong);
+    assert!(
+        matches!(first, Err(StoreError::SchemaTooNew { .. })),
+        "{first:?}"
+    );
+    let second = store.settle_guess("hal", "a", NOW, &limits, Answer::Wrong);
+    assert!(
+        second.is_err(),
+        "the same store, refused a moment ago, settled: {second:?}"
+    );
+    // First statement a read (it goes out with the check).
+    let store = login_store(&database);
+    let first = store.tokens("hal");
+    assert!(first.is_err(), "{first:?}");
+    let second = store.settle_guess("hal", "a", NOW, &limits, Answer::Wrong);
+    assert!(
+        second.is_err(),
+        "the same store, refused a moment ago, settled: {second:?}"
+    );
+    let counted = cluster.psql(
+        &database.name,
+        "SELECT (SELECT count(*) FROM guesses) + (SELECT count(*) FROM failures)",
+    );
+    assert_eq!(
+        counted, "0",
+        "a store refused for its schema version wrote guesses"
+    );
+}
+
+/// The deferred schema check sends the login's first read together with
+/// the check, before the check's answer is known: the read runs on the
+/// server of a store this build refuses (its answer is then dropped). The
+/// promise is stricter: a store whose schema version is not this build's
+/// is refused before anything is read. Shown by the server's own count of
+/// scans of `tokens` (flushed when the refused login's backend exits).
+#[test]
+fn a_login_store_with_a_refused_schema_reads_nothing() {
+    let Some((cluster, database)) = postgres_only() else {
+        return;
+    };
+    let current = pam_totp::store::SCHEMA_VERSION;
+    let scans = || {
+        // A fresh backend each time: it sees every flushed count.
+        cluster
+            .psql(
+                &database.name,
+                "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) \
+                 FROM pg_stat_user_tables WHERE relname = 'tokens'",
+            )
+            .parse::<i64>()
+            .expect("scans")
+    };
+    set_schema_version(&cluster, &database, current + 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = scans();
+    {
+        let store = login_store(&database);
+        let read = store.tokens("kay");
+        assert!(
+            matches!(read, Err(StoreError::SchemaTooNew { .. })),
+            "{read:?}"
+        );
+    }
+    // The backend flushes its counts when it exits.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = scans();
+    assert_eq!(
+        after,
+        before,
+        "schema version {} refused, yet the login's read of tokens ran on the server first",
+        current + 1
+    );
 }
