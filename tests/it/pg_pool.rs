@@ -984,4 +984,266 @@ fn administrators_changes_of_a_user_wait_for_that_users_enrollment_lock() {
             holder.join().expect("holder");
         });
     }
+
+/// Attack on the pipelined store through PgBouncer (transaction pooling):
+/// a login store's first statement goes out together with the schema
+/// check, two statements each ending in its own Sync, sent before either
+/// answer; outside a transaction PgBouncer may hand the server connection
+/// back to the pool at the first ReadyForQuery, while the second
+/// statement's answer is still to come on it (another client then reads
+/// it, or nobody does). Many logins at once, more than the pool's server
+/// connections, each reading its own user's tokens and counting a wrong
+/// guess: every answer must be the asking login's own (never another
+/// user's tokens), every call must end (no login hangs), and every guess
+/// must be counted once.
+#[test]
+fn through_pgbouncer_pipelined_statements_never_cross_logins() {
+    use pam_totp::store::{
+        Answer, EnrollMode, Enrollment, Kind, LoginStore, PgSettings, PgStore, Settled, Store,
+        StoreLocation, Token,
+    };
+    if !postgres_present() || !common::tools_present(&["openssl", "pgbouncer"]) {
+        return;
+    }
+    const LOGINS: usize = 24;
+    const ROUNDS: usize = 40;
+    let cluster = common::postgres::Cluster::start_on_loopback();
+    let database = cluster.database();
+    let settings_of =
+        |url: &str, password: Option<&std::path::Path>, f: &mut dyn FnMut(&PgSettings<'_>)| {
+            let StoreLocation::Postgres(target) = StoreLocation::parse(url).expect("url") else {
+                panic!("not a PostgreSQL URL: {url}");
+            };
+            f(&PgSettings {
+                target: &target,
+                password_file: password,
+                timeout: Duration::from_secs(10),
+            });
+        };
+    settings_of(&database.url, Some(&database.password_file), &mut |s| {
+        let store = PgStore::create(s).expect("create");
+        for i in 0..LOGINS {
+            store
+                .enroll(
+                    &[Enrollment {
+                        token: Token {
+                            id: 0,
+                            user: format!("u{i}"),
+                            device: format!("dev-of-u{i}"),
+                            kind: Kind::Totp,
+                            secret: pam_totp::secret::Secret::from_base32(common::KEY)
+                                .expect("key"),
+                            params: pam_totp::otp::Params::default(),
+                            created: 1_700_000_000,
+                            confirmed: Some(1_700_000_000),
+                            last_step: None,
+                            life: Default::default(),
+                            stored_key: Default::default(),
+                        },
+                        recovery: None,
+                    }],
+                    EnrollMode::Add,
+                )
+                .expect("enroll");
+        }
+    });
+    let (ca, _) = cluster.enable_tls();
+    let pooler = cluster.pgbouncer(&database, &ca);
+    let limits = pam_totp::ratelimit::Limits {
+        backoff_after: 1_000_000,
+        backoff_max: 1,
+        user_limit: 1_000_000,
+    };
+    let (done, results) = std::sync::mpsc::channel();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(LOGINS));
+    for i in 0..LOGINS {
+        let url = pooler.url.clone();
+        let done = done.clone();
+        let start = start.clone();
+        std::thread::spawn(move || {
+            let user = format!("u{i}");
+            let mut failures = Vec::new();
+            start.wait();
+            for round in 0..ROUNDS {
+                let StoreLocation::Postgres(target) = StoreLocation::parse(&url).expect("url")
+                else {
+                    unreachable!()
+                };
+                let store = match PgStore::open_for_login(&PgSettings {
+                    target: &target,
+                    password_file: None,
+                    timeout: Duration::from_secs(10),
+                }) {
+                    Ok(store) => store,
+                    Err(e) => {
+                        failures.push(format!("{user} round {round}: open: {e}"));
+                        continue;
+                    }
+                };
+                match store.tokens(&user) {
+                    Ok(tokens) => {
+                        let owners: Vec<_> = tokens.iter().map(|t| t.user.clone()).collect();
+                        if owners != vec![user.clone()] {
+                            failures.push(format!(
+                                "{user} round {round}: read the tokens of {owners:?}"
+                            ));
+                        }
+                    }
+                    Err(e) => failures.push(format!("{user} round {round}: tokens: {e}")),
+                }
+                match store.settle_guess(
+                    &user,
+                    &format!("r{round}"),
+                    1_700_000_000,
+                    &limits,
+                    Answer::Wrong,
+                ) {
+                    Ok(Settled::Counted(_)) => {}
+                    other => failures.push(format!("{user} round {round}: settle: {other:?}")),
+                }
+            }
+            let _ = done.send((user, failures));
+        });
+    }
+    drop(done);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut all = Vec::new();
+    for _ in 0..LOGINS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match results.recv_timeout(left) {
+            Ok((_, failures)) => all.extend(failures),
+            Err(_) => panic!(
+                "logins through PgBouncer hung (no answer within 300 s); so far: {all:?}\npooler log:\n{}",
+                pooler.log()
+            ),
+        }
+    }
+    assert!(
+        all.is_empty(),
+        "{} failures, first: {:?}\npooler log tail:\n{}",
+        all.len(),
+        &all[..all.len().min(10)],
+        pooler
+            .log()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let counted = cluster.psql(&database.name, "SELECT count(*) FROM guesses");
+    assert_eq!(counted, (LOGINS * ROUNDS).to_string(), "guesses counted");
+}
+
+/// Attack on the pipelined settlement through PgBouncer: many login
+/// stores (open_for_login, each its own client connection to the pooler,
+/// more than the pool's server connections) settle the same right step of
+/// one user at once, in several trials: exactly one claims it per trial,
+/// every other is told the step was used, and the user's guesses are
+/// given back (none stays counted), whatever server connection each
+/// pipelined statement lands on.
+#[test]
+fn through_pgbouncer_racing_pipelined_settlements_claim_once() {
+    use pam_totp::store::{
+        Answer, Claim, EnrollMode, Enrollment, Kind, LoginStore, PgSettings, PgStore, Settled,
+        Store, StoreLocation, Token,
+    };
+    if !postgres_present() || !common::tools_present(&["openssl", "pgbouncer"]) {
+        return;
+    }
+    const RACERS_HERE: usize = 24;
+    const TRIALS: u64 = 8;
+    let cluster = common::postgres::Cluster::start_on_loopback();
+    let database = cluster.database();
+    let open = |url: &str, password: Option<&std::path::Path>, create: bool| {
+        let StoreLocation::Postgres(target) = StoreLocation::parse(url).expect("url") else {
+            panic!("not a PostgreSQL URL: {url}");
+        };
+        let settings = PgSettings {
+            target: &target,
+            password_file: password,
+            timeout: Duration::from_secs(10),
+        };
+        if create {
+            PgStore::create(&settings)
+        } else {
+            PgStore::open_for_login(&settings)
+        }
+    };
+    let admin = open(&database.url, Some(&database.password_file), true).expect("create");
+    admin
+        .enroll(
+            &[Enrollment {
+                token: Token {
+                    id: 0,
+                    user: "rae".to_string(),
+                    device: "phone".to_string(),
+                    kind: Kind::Totp,
+                    secret: pam_totp::secret::Secret::from_base32(common::KEY).expect("key"),
+                    params: pam_totp::otp::Params::default(),
+                    created: 1_700_000_000,
+                    confirmed: Some(1_700_000_000),
+                    last_step: None,
+                    life: Default::default(),
+                    stored_key: Default::default(),
+                },
+                recovery: None,
+            }],
+            EnrollMode::Add,
+        )
+        .expect("enroll");
+    let (ca, _) = cluster.enable_tls();
+    let pooler = cluster.pgbouncer(&database, &ca);
+    let limits = pam_totp::ratelimit::Limits {
+        backoff_after: 1_000_000,
+        backoff_max: 1,
+        user_limit: 1_000_000,
+    };
+    for trial in 0..TRIALS {
+        let step = 1_000 + trial;
+        let start = std::sync::Arc::new(std::sync::Barrier::new(RACERS_HERE));
+        let racers: Vec<_> = (0..RACERS_HERE)
+            .map(|i| {
+                let url = pooler.url.clone();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    let store = open(&url, None, false).map_err(|e| e.to_string())?;
+                    let tokens = store.tokens("rae").map_err(|e| e.to_string())?;
+                    let token = tokens.into_iter().next().ok_or("no token")?;
+                    start.wait();
+                    store
+                        .settle_guess(
+                            "rae",
+                            &format!("r{i}"),
+                            1_700_000_000,
+                            &limits,
+                            Answer::Right {
+                                token: &token,
+                                step,
+                            },
+                        )
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        let results: Vec<Result<Settled, String>> = racers
+            .into_iter()
+            .map(|r| r.join().expect("racer panicked"))
+            .collect();
+        let claimed = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Settled::GivenBack(Some(Claim::Claimed)))))
+            .count();
+        let used = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Settled::GivenBack(Some(Claim::AlreadyUsed)))))
+            .count();
+        assert_eq!(claimed, 1, "trial {trial}: {results:?}");
+        assert_eq!(used, RACERS_HERE - 1, "trial {trial}: {results:?}");
+    }
+    assert_eq!(
+        cluster.psql(&database.name, "SELECT count(*) FROM guesses"),
+        "0",
+        "every right guess given back"
+    );
 }

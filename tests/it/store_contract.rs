@@ -1642,6 +1642,251 @@ fn a_login_store_refused_for_its_schema_stays_refused() {
     );
 }
 
+/// A right code's settlement whose transaction dies after the claim's
+/// answer came back: the server connection is killed while the deferred
+/// give-back runs (it goes with the `COMMIT`), an error is raised by the
+/// `COMMIT` itself (a deferred constraint trigger on the claimed row), or
+/// the connection is killed during the `COMMIT`. In every case the login
+/// must be told no, and nothing may stay: no claim, the count as before;
+/// the same step is claimable afterwards.
+#[test]
+fn a_settlement_whose_transaction_dies_after_the_claim_leaves_nothing_behind() {
+    let Some((cluster, database)) = postgres_only() else {
+        return;
+    };
+    let limits = Limits {
+        backoff_after: 2,
+        backoff_max: 3600,
+        user_limit: 5,
+    };
+    let admin = login_store(&database);
+    admin
+        .settle_guess("ivy", "a", NOW, &limits, Answer::Wrong)
+        .expect("wrong");
+    let checked = {
+        let StoreLocation::Postgres(target) = StoreLocation::parse(&database.url).expect("url")
+        else {
+            unreachable!()
+        };
+        PgStore::open(&PgSettings {
+            target: &target,
+            password_file: Some(&database.password_file),
+            timeout: Duration::from_secs(20),
+        })
+        .expect("open")
+    };
+    enroll(
+        &checked,
+        token("ivy", "phone", Kind::Totp, true),
+        EnrollMode::Add,
+    )
+    .expect("add");
+    let phone = stored(&checked, id_of(&checked, "ivy", "phone"));
+    let kill = "CREATE OR REPLACE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS \
+                $$BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5); \
+                RETURN NULL; END$$";
+    let raise = "CREATE OR REPLACE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$BEGIN RAISE EXCEPTION 'refused at commit by the test'; END$$";
+    let cases = [
+        (
+            "the backend killed during the give-back",
+            kill,
+            "CREATE TRIGGER die BEFORE DELETE ON guesses FOR EACH ROW EXECUTE FUNCTION die()",
+            "guesses",
+        ),
+        (
+            "an error raised by the COMMIT",
+            raise,
+            "CREATE CONSTRAINT TRIGGER die AFTER UPDATE ON tokens DEFERRABLE INITIALLY DEFERRED \
+             FOR EACH ROW EXECUTE FUNCTION die()",
+            "tokens",
+        ),
+        (
+            "the backend killed during the COMMIT",
+            kill,
+            "CREATE CONSTRAINT TRIGGER die AFTER UPDATE ON tokens DEFERRABLE INITIALLY DEFERRED \
+             FOR EACH ROW EXECUTE FUNCTION die()",
+            "tokens",
+        ),
+    ];
+    for (what, function, trigger, table) in cases {
+        cluster.psql(&database.name, &format!("{function}; {trigger}"));
+        let store = login_store(&database);
+        let settled = store.settle_guess(
+            "ivy",
+            "a",
+            NOW,
+            &limits,
+            Answer::Right {
+                token: &phone,
+                step: 300,
+            },
+        );
+        assert!(settled.is_err(), "{what}: yet settled: {settled:?}");
+        // The same store after the failure: an error or a right answer,
+        // never a panic.
+        let _ = store.tokens("ivy");
+        drop(store);
+        cluster.psql(&database.name, &format!("DROP TRIGGER die ON {table}"));
+        assert_eq!(
+            stored(&checked, phone.id).last_step,
+            None,
+            "{what}: the claim must not stay"
+        );
+        let left = checked.failures("ivy", "a", NOW).expect("failures");
+        assert_eq!(
+            (left.source_count, left.user_recent),
+            (1, 1),
+            "{what}: the counts must be as before"
+        );
+    }
+    assert_eq!(
+        login_store(&database)
+            .settle_guess(
+                "ivy",
+                "a",
+                NOW,
+                &limits,
+                Answer::Right {
+                    token: &phone,
+                    step: 300
+                }
+            )
+            .expect("settle"),
+        Settled::GivenBack(Some(Claim::Claimed))
+    );
+}
+
+/// A login store like `login_store`, with a short `db_timeout` (it is the
+/// session's `lock_timeout` and `statement_timeout`).
+fn login_store_within(database: &common::postgres::Database, timeout: Duration) -> PgStore {
+    let StoreLocation::Postgres(target) = StoreLocation::parse(&database.url).expect("url") else {
+        panic!("not a PostgreSQL URL: {}", database.url);
+    };
+    PgStore::open_for_login(&PgSettings {
+        target: &target,
+        password_file: Some(&database.password_file),
+        timeout,
+    })
+    .expect("open for login")
+}
+
+/// Queued statements that fail by timing out: the per-user advisory lock
+/// (it goes out with the settlement's first read) held elsewhere past
+/// `lock_timeout`, and a guess's count (a deferred write) running past
+/// `statement_timeout`. The settlement must fail within about the
+/// timeout, claim nothing and count nothing; afterwards the same step is
+/// claimable.
+#[test]
+fn a_settlement_whose_queued_statements_time_out_leaves_nothing_behind() {
+    let Some((cluster, database)) = postgres_only() else {
+        return;
+    };
+    let limits = Limits::default();
+    let checked = {
+        let StoreLocation::Postgres(target) = StoreLocation::parse(&database.url).expect("url")
+        else {
+            unreachable!()
+        };
+        PgStore::open(&PgSettings {
+            target: &target,
+            password_file: Some(&database.password_file),
+            timeout: Duration::from_secs(20),
+        })
+        .expect("open")
+    };
+    enroll(
+        &checked,
+        token("jo", "phone", Kind::Totp, true),
+        EnrollMode::Add,
+    )
+    .expect("add");
+    let phone = stored(&checked, id_of(&checked, "jo", "phone"));
+    let right = Answer::Right {
+        token: &phone,
+        step: 400,
+    };
+    // The lock held by another session for 6 s.
+    let query: std::collections::HashMap<_, _> = database
+        .url
+        .split_once('?')
+        .expect("query")
+        .1
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    let bin = common::postgres::bin_dir().expect("bin");
+    let mut holder = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(bin.join("psql"))
+        .args(["-X", "-q", "-h", query["host"], "-p", query["port"], "-d"])
+        .arg(&database.name)
+        .args([
+            "-c",
+            "SELECT pg_advisory_lock(hashtextextended('jo', 1)); SELECT pg_sleep(6)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cluster.psql(
+        &database.name,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    ) != "1"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was not taken"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for answer in [right, Answer::Wrong] {
+        let started = std::time::Instant::now();
+        let store = login_store_within(&database, Duration::from_secs(1));
+        let settled = store.settle_guess("jo", "a", NOW, &limits, answer);
+        assert!(
+            settled.is_err(),
+            "the lock is held elsewhere, yet: {settled:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "the lock wait outlived lock_timeout: {:?}",
+            started.elapsed()
+        );
+    }
+    let _ = holder.wait();
+    // A guess's count that outlives statement_timeout.
+    cluster.psql(
+        &database.name,
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+         $$BEGIN PERFORM pg_sleep(3); RETURN NEW; END$$; \
+         CREATE TRIGGER slow BEFORE INSERT ON guesses FOR EACH ROW EXECUTE FUNCTION slow()",
+    );
+    for answer in [right, Answer::Wrong] {
+        let store = login_store_within(&database, Duration::from_secs(1));
+        let settled = store.settle_guess("jo", "a", NOW, &limits, answer);
+        assert!(settled.is_err(), "the count timed out, yet: {settled:?}");
+    }
+    cluster.psql(&database.name, "DROP TRIGGER slow ON guesses");
+    assert_eq!(
+        stored(&checked, phone.id).last_step,
+        None,
+        "no claim may stay"
+    );
+    let left = checked.failures("jo", "a", NOW).expect("failures");
+    assert_eq!(
+        (left.source_count, left.user_recent),
+        (0, 0),
+        "nothing may be counted"
+    );
+    assert_eq!(
+        login_store(&database)
+            .settle_guess("jo", "a", NOW, &limits, right)
+            .expect("settle"),
+        Settled::GivenBack(Some(Claim::Claimed))
+    );
+}
+
 /// The deferred schema check sends the login's first read together with
 /// the check, before the check's answer is known: the read runs on the
 /// server of a store this build refuses (its answer is then dropped). The
