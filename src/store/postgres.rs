@@ -228,6 +228,8 @@ enum Deferred {
     Batch(&'static str),
     /// A statement (placeholders as `$N`) and its parameters, owned.
     Typed(String, Vec<OwnedParam>),
+    /// `SCHEMA_CHECK_SQL` (see `Session::send`).
+    SchemaCheck,
 }
 
 /// A deferred statement's parameter. Blobs are wiped when dropped.
@@ -268,6 +270,10 @@ impl Deferred {
                 let typed: Vec<_> = params.iter().map(OwnedParam::typed).collect();
                 client.execute_typed(sql, &typed).await.map(Answer::Count)
             }
+            Deferred::SchemaCheck => client
+                .query_typed(SCHEMA_CHECK_SQL, &[(&SCHEMA_VERSION, Type::INT8)])
+                .await
+                .map(Answer::Rows),
         }
     }
 }
@@ -304,8 +310,31 @@ impl Last<'_> {
 /// The statement that reads the schema version.
 const SCHEMA_VERSION_SQL: &str = "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'";
 
+/// The schema check that goes out with a login's first statement: it fails
+/// (an invalid cast, at run time) unless the recorded version is `$1`, and
+/// so aborts the transaction it runs in before anything after it runs. A
+/// missing meta table fails it too (`undefined_table`); a missing row makes
+/// `max` NULL, which fails it like a wrong version.
+const SCHEMA_CHECK_SQL: &str = "SELECT CASE WHEN max(value) = $1 THEN 0 \
+     ELSE CAST('pam_totp schema ' || COALESCE(max(value)::text, 'none') AS BIGINT) END \
+     FROM pam_totp_meta WHERE key = 'schema_version'";
+
 /// A statement on its way: a deferred write, the schema check or the last.
 type Sent<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Answer, tokio_postgres::Error>> + 'a>>;
+
+/// Why an exchange failed: the schema check, or anything else.
+enum Failed {
+    SchemaCheck(StoreError),
+    Other(StoreError),
+}
+
+impl From<Failed> for StoreError {
+    fn from(failed: Failed) -> StoreError {
+        match failed {
+            Failed::SchemaCheck(e) | Failed::Other(e) => e,
+        }
+    }
+}
 
 impl Session {
     /// Sends the deferred writes and then `last`, all before waiting for
@@ -315,58 +344,89 @@ impl Session {
     /// transaction fail too, and a `COMMIT` after it rolls back): nothing
     /// after a failure is ever reported as done.
     ///
-    /// The first statement of a session also checks the schema version:
-    /// a read goes out right after the check, in the same round trip, and
-    /// its answer counts only if the schema is the one this build knows;
-    /// anything else waits for the check's answer.
+    /// Until a schema check has passed (`PgStore::open_for_login`), every
+    /// round trip starts with one, inside a transaction: the caller's, just
+    /// after its `BEGIN`, or one made around `last` alone. A failed check
+    /// aborts that transaction, so nothing after it is read or written; the
+    /// error is then the precise one (`schema_usable`), read in a round
+    /// trip of its own.
     fn send(&mut self, last: Last<'_>) -> Result<Answer, StoreError> {
         let Some(target) = self.unchecked_schema.take() else {
-            return self.exchange(None, last);
+            return Ok(self.exchange(None, last)?);
         };
-        if matches!(last, Last::Query(..)) && self.deferred.is_empty() {
-            return self.exchange(Some(&target), last);
+        let begun = matches!(self.deferred.first(), Some(Deferred::Batch(_)));
+        if self.in_transaction && !begun {
+            // Not reached (the first statement of a transaction is sent
+            // with its BEGIN), but if it were: the check in its own trip.
+            self.unchecked_schema = Some(target.clone());
+            let deferred = std::mem::take(&mut self.deferred);
+            let found = self.read_version();
+            self.deferred = deferred;
+            schema_usable(found?, &target)?;
+            self.unchecked_schema = None;
+            return Ok(self.exchange(None, last)?);
         }
-        let deferred = std::mem::take(&mut self.deferred);
-        let found = self.read_version();
-        self.deferred = deferred;
-        schema_usable(found?, &target)?;
-        self.exchange(None, last)
+        let wrapped = !self.in_transaction;
+        if wrapped {
+            self.deferred
+                .insert(0, Deferred::Batch("BEGIN ISOLATION LEVEL READ COMMITTED"));
+        }
+        self.deferred.insert(1, Deferred::SchemaCheck);
+        match self.exchange(wrapped.then_some("COMMIT"), last) {
+            Ok(answer) => Ok(answer),
+            Err(Failed::Other(e)) => Err(e),
+            Err(Failed::SchemaCheck(e)) => {
+                self.unchecked_schema = Some(target.clone());
+                if self.in_transaction {
+                    self.in_transaction = false;
+                    let _ = self.exchange(None, Last::Batch("ROLLBACK"));
+                }
+                schema_usable(self.read_version()?, &target)?;
+                Err(e)
+            }
+        }
     }
 
     /// The schema version in the database (0 when it has no schema yet),
     /// read in a round trip of its own.
     fn read_version(&mut self) -> Result<i64, StoreError> {
         match self.exchange(None, Last::Query(SCHEMA_VERSION_SQL, &[])) {
-            Err(StoreError::Postgres(e)) => found_version(Err(e)),
-            read => found_version(Ok(read?)),
+            Err(failed) => match StoreError::from(failed) {
+                StoreError::Postgres(e) => found_version(Err(e)),
+                e => Err(e),
+            },
+            Ok(read) => found_version(Ok(read)),
         }
     }
 
-    /// One round trip: the schema check if `check` names the store, the
-    /// deferred writes, then `last`.
-    fn exchange(&mut self, check: Option<&str>, last: Last<'_>) -> Result<Answer, StoreError> {
+    /// One round trip: the deferred statements, `last`, then `trailer`
+    /// (the `COMMIT` of a transaction made around `last`).
+    fn exchange(
+        &mut self,
+        trailer: Option<&'static str>,
+        last: Last<'_>,
+    ) -> Result<Answer, Failed> {
         let deferred = std::mem::take(&mut self.deferred);
         let Some(client) = self.client.as_ref() else {
-            return Err(StoreError::Unreachable {
+            return Err(Failed::Other(StoreError::Unreachable {
                 target: "the database".to_string(),
                 reason: "the connection is closed".to_string(),
-            });
+            }));
         };
         self.runtime.block_on(async {
-            let schema = Last::Query(SCHEMA_VERSION_SQL, &[]);
-            let mut earlier: Vec<Sent<'_>> = Vec::with_capacity(deferred.len() + 1);
-            if check.is_some() {
-                earlier.push(Box::pin(schema.run(client)));
-            }
-            earlier.extend(
-                deferred
-                    .iter()
-                    .map(|d| -> Sent<'_> { Box::pin(d.run(client)) }),
-            );
+            let end = trailer.map(Last::Batch);
+            let mut earlier: Vec<Sent<'_>> = deferred
+                .iter()
+                .map(|d| -> Sent<'_> { Box::pin(d.run(client)) })
+                .collect();
             let mut earlier_done: Vec<Option<Result<Answer, tokio_postgres::Error>>> =
                 earlier.iter().map(|_| None).collect();
             let mut sent = std::pin::pin!(last.run(client));
             let mut last_done = None;
+            let mut ending: Option<Sent<'_>> = end
+                .as_ref()
+                .map(|e| -> Sent<'_> { Box::pin(e.run(client)) });
+            let mut end_done = None;
             // Polled in order, every time: a statement's request is queued
             // on its first poll, so they go out in the order they were made.
             let last = std::future::poll_fn(|cx| {
@@ -382,7 +442,15 @@ impl Session {
                 {
                     last_done = Some(result);
                 }
-                if earlier_done.iter().all(Option::is_some)
+                if let Some(future) = ending.as_mut()
+                    && end_done.is_none()
+                    && let Poll::Ready(result) = future.as_mut().poll(cx)
+                {
+                    end_done = Some(result);
+                }
+                let ended = ending.is_none() || end_done.is_some();
+                if ended
+                    && earlier_done.iter().all(Option::is_some)
                     && let Some(result) = last_done.take()
                 {
                     return Poll::Ready(result);
@@ -390,14 +458,19 @@ impl Session {
                 Poll::Pending
             })
             .await;
-            let mut results = earlier_done.into_iter().flatten();
-            if let (Some(target), Some(read)) = (check, results.next()) {
-                schema_usable(found_version(read)?, target)?;
+            for (statement, result) in deferred.iter().zip(earlier_done.into_iter().flatten()) {
+                if let Err(e) = result {
+                    return Err(match statement {
+                        Deferred::SchemaCheck => Failed::SchemaCheck(e.into()),
+                        _ => Failed::Other(e.into()),
+                    });
+                }
             }
-            for result in results {
-                result?;
+            let answer = last.map_err(|e| Failed::Other(e.into()))?;
+            if let Some(Err(e)) = end_done {
+                return Err(Failed::Other(e.into()));
             }
-            Ok(last?)
+            Ok(answer)
         })
     }
 }
@@ -921,18 +994,15 @@ impl Driver for PgDriver {
 
     fn rollback(&self) {
         let mut session = self.session.borrow_mut();
-        session.in_transaction = false;
-        if session
-            .deferred
-            .first()
-            .is_some_and(|d| matches!(d, Deferred::Batch(_)))
-        {
-            // Nothing of the transaction was sent: nothing to roll back.
-            session.deferred.clear();
-            return;
-        }
+        let open = std::mem::replace(&mut session.in_transaction, false);
+        let sent = !matches!(session.deferred.first(), Some(Deferred::Batch(_)));
         session.deferred.clear();
-        let _ = session.send(Last::Batch("ROLLBACK"));
+        // Nothing to roll back: no transaction (a COMMIT, even a failed
+        // one, ends it; so does a failed schema check), or one of which
+        // nothing was sent yet.
+        if open && sent {
+            let _ = session.exchange(None, Last::Batch("ROLLBACK"));
+        }
     }
 
     /// Commits are durable when they return (the session sets

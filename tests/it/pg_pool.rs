@@ -984,6 +984,7 @@ fn administrators_changes_of_a_user_wait_for_that_users_enrollment_lock() {
             holder.join().expect("holder");
         });
     }
+}
 
 /// Attack on the pipelined store through PgBouncer (transaction pooling):
 /// a login store's first statement goes out together with the schema
