@@ -2091,3 +2091,42 @@ fn automation_creators_are_shown_escaped_once() {
         serde_json::from_slice(&ctl.run(&["automation", "list", "--json"]).stdout).expect("json");
     assert_eq!(json[2]["created_by"], forged, "{json}");
 }
+
+/// Attack on e160c3e: `check-config` opens the store "as a login opens
+/// it" (`Access::open_for_login`) and reports a store problem only if that
+/// open fails. The PostgreSQL login store no longer checks the schema
+/// version at connect (the check goes with the first statement), so a
+/// database whose schema version is newer than the build (or older, or
+/// missing), on which every login is denied, must still be reported by
+/// check-config: exit 1, the reason and the fix, never "No problems".
+#[test]
+fn check_config_reports_a_postgres_store_whose_schema_every_login_refuses() {
+    if !common::postgres_present() {
+        return;
+    }
+    let world = common::World::with_postgres();
+    let out = world.totpctl(&["init"]);
+    assert!(out.status.success(), "{out:?}");
+    let conf = world.dir.path().join("pam_totp.conf");
+    std::fs::write(&conf, world.store_config_lines()).expect("conf");
+    let conf = conf.to_str().expect("path");
+    let out = check_config(&world, &["--config", conf]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "the good store: {stdout} {stderr}");
+    let (cluster, database) = world.pg.as_ref().expect("pg");
+    cluster.psql(
+        &database.name,
+        "UPDATE pam_totp_meta SET value = 99 WHERE key = 'schema_version'",
+    );
+    let out = check_config(&world, &["--config", conf]);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        !stdout.contains("No problems") && out.status.code() == Some(1),
+        "schema version 99, on which every login is denied, passed check-config: \
+         {stdout} {stderr}"
+    );
+    assert!(
+        stdout.contains("schema version 99 is newer"),
+        "the reason is named: {stdout}"
+    );
+}
