@@ -1931,3 +1931,62 @@ fn a_login_store_with_a_refused_schema_reads_nothing() {
         current + 1
     );
 }
+
+/// A transaction that fails on the client after one of its writes went
+/// out (stage_grant: the DELETE of expired stages is sent, then the step
+/// does not fit a BIGINT) and one that fails before anything went out (a
+/// grace without an address or a key), each followed on the same login
+/// store by a transaction that commits: the failed one's writes must not
+/// ride along with the next COMMIT (its ROLLBACK must have gone out, or
+/// nothing must have been sent), and the store must keep working.
+#[test]
+fn a_failed_transaction_on_a_reused_login_store_leaves_nothing_behind() {
+    let Some((cluster, database)) = postgres_only() else {
+        return;
+    };
+    let grace = Grant::Grace {
+        ip: Some(("192.0.2.2".to_string(), NOW + 60)),
+        key: None,
+    };
+    let store = login_store(&database);
+    // A stage that expires at NOW + 10.
+    store
+        .stage_grant("n-old", "lea", &grace, NOW + 10, NOW)
+        .expect("stage");
+    // At NOW + 100 it is expired: the DELETE goes out, then the step
+    // overflows.
+    let bad = Grant::Enroll {
+        token: token("lea", "default", Kind::Totp, false),
+        step: u64::MAX,
+        recovery: Vec::new(),
+    };
+    let failed = store.stage_grant("n-bad", "lea", &bad, NOW + 600, NOW + 100);
+    assert!(failed.is_err(), "{failed:?}");
+    // Nothing sent yet when this one fails.
+    let empty = Grant::Grace {
+        ip: None,
+        key: None,
+    };
+    let failed = store.stage_grant("n-empty", "lea", &empty, NOW + 600, NOW + 100);
+    assert!(failed.is_err(), "{failed:?}");
+    // The next transaction on the same connection commits (at NOW - 100
+    // nothing is expired: it drops nothing of its own).
+    store
+        .stage_grant("n-next", "lea", &grace, NOW + 600, NOW - 100)
+        .expect("the store works after the failures");
+    store
+        .settle_guess("lea", "a", NOW, &Limits::default(), Answer::Wrong)
+        .expect("settle");
+    assert_eq!(
+        cluster.psql(
+            &database.name,
+            "SELECT string_agg(nonce, ',' ORDER BY nonce) FROM staged"
+        ),
+        "n-next,n-old",
+        "the failed transaction's DELETE committed with a later one"
+    );
+    assert_eq!(
+        cluster.psql(&database.name, "SELECT count(*) FROM guesses"),
+        "1"
+    );
+}
