@@ -541,8 +541,13 @@ fn store_problems(config: &Config, failed: &dyn Fn(&str) -> bool) -> Vec<String>
             config.key_file.display()
         )];
     }
-    match access.open_for_login() {
-        Ok(_) => Vec::new(),
+    // Opened as a login opens it, and read as a login first reads it: a
+    // PostgreSQL login store checks its schema with that first statement.
+    match access
+        .open_for_login()
+        .and_then(|store| store.tokens("").map(|_| ()))
+    {
+        Ok(()) => Vec::new(),
         Err(e) => vec![format!("{e} -- {}", store_fix(&e, &config.db))],
     }
 }
