@@ -42,6 +42,11 @@ const FORMAT: &[(u32, u32)] = &[
 /// (Cc), format characters (Cf) and the line and paragraph separators (Zl,
 /// Zp).
 pub fn is_hidden(c: char) -> bool {
+    // Most of a line is ASCII, where only the controls are hidden (the
+    // first format character is U+00AD): no walk through the table.
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     let cp = u32::from(c);
     c.is_control()
         || cp == 0x2028

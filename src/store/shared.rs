@@ -160,14 +160,47 @@ impl<D: Driver> SqlStore<D> {
         rhost: &str,
         now: i64,
     ) -> Result<Failures, StoreError> {
-        let row = self.one(sql::READ_FAILURES, params![user, rhost, USER_WINDOW_SECS])?;
-        Ok(Failures::new(
-            row.int(0)?,
-            row.int(1)?,
-            row.int(2)?,
-            row.int(3)?,
-            now,
-        ))
+        Ok(self.read_failure_rows(user, rhost, now)?.failures)
+    }
+
+    /// The failure counts of (user, rhost) at `now`, and what counting one
+    /// more needs to know of the rows they come from.
+    fn read_failure_rows(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+    ) -> Result<FailureRows, StoreError> {
+        let mut source = None;
+        let mut guesses = Vec::new();
+        for row in self.driver.query(sql::FAILURE_ROWS, params![user, rhost])? {
+            match row.opt_int(0)? {
+                Some(count) => {
+                    if source.is_none() {
+                        source = Some((count, row.int(1)?));
+                    }
+                }
+                None => guesses.push(row.int(1)?),
+            }
+        }
+        // The user's failures in the window up to the latest one (0 without
+        // any), compared as SQL would (no overflow).
+        let latest = guesses.iter().copied().max().unwrap_or(0);
+        let from = i128::from(latest) - i128::from(USER_WINDOW_SECS);
+        let recent = guesses.iter().filter(|&&at| i128::from(at) > from).count();
+        let (count, last) = source.unwrap_or((0, 0));
+        let old = old_guesses_before(now);
+        Ok(FailureRows {
+            failures: Failures::new(
+                count,
+                last,
+                i64::try_from(recent).unwrap_or(i64::MAX),
+                latest,
+                now,
+            ),
+            source_row: source.is_some(),
+            old_guesses: guesses.iter().any(|&at| at <= old),
+        })
     }
 
     /// One guess for (user, rhost) at `now` against `limits`, inside the
@@ -180,12 +213,37 @@ impl<D: Driver> SqlStore<D> {
         now: i64,
         limits: &crate::ratelimit::Limits,
     ) -> Result<super::Reservation, StoreError> {
-        let before = self.read_failures(user, rhost, now)?;
-        if let Some(lock) = crate::ratelimit::lock_at(&before, limits, now) {
+        let before = self.read_failure_rows(user, rhost, now)?;
+        if let Some(lock) = crate::ratelimit::lock_at(&before.failures, limits, now) {
             return Ok(super::Reservation::Locked(lock));
         }
-        self.count_failure(user, rhost, now)?;
-        Ok(super::Reservation::Granted(before.with_one_more(now)))
+        // What `count_failure` does, with what was just read under the
+        // hold: the source's row updated or inserted (the upsert only when
+        // a writer that does not wait for the hold changed it meanwhile:
+        // PostgreSQL's `release_guess`, `unlock`), and the old failures
+        // dropped only when there are any. The same writes, fewer and
+        // shorter statements to parse.
+        let counted = if before.source_row {
+            self.driver
+                .execute(sql::ADD_SOURCE_FAILURE, params![user, rhost, now])?
+        } else {
+            self.driver
+                .execute(sql::FIRST_SOURCE_FAILURE, params![user, rhost, now])?
+        };
+        if counted == 0 {
+            self.driver
+                .execute(sql::COUNT_SOURCE_FAILURE, params![user, rhost, now])?;
+        }
+        if before.old_guesses {
+            self.driver.execute(
+                sql::DROP_OLD_GUESSES,
+                params![user, old_guesses_before(now)],
+            )?;
+        }
+        self.driver.execute(sql::INSERT_GUESS, params![user, now])?;
+        Ok(super::Reservation::Granted(
+            before.failures.with_one_more(now),
+        ))
     }
 
     /// One failed code from (user, rhost) at `now`: the source's back-off
@@ -201,7 +259,7 @@ impl<D: Driver> SqlStore<D> {
             .execute_later(sql::COUNT_SOURCE_FAILURE, params![user, rhost, now])?;
         self.driver.execute_later(
             sql::DROP_OLD_GUESSES,
-            params![user, now - 2 * USER_WINDOW_SECS],
+            params![user, old_guesses_before(now)],
         )?;
         self.driver
             .execute_later(sql::INSERT_GUESS, params![user, now])?;
@@ -251,6 +309,20 @@ impl<D: Driver> SqlStore<D> {
         }
         Ok(())
     }
+}
+
+/// What the guess reservation read, under the user's hold.
+struct FailureRows {
+    failures: Failures,
+    /// The source's back-off row was there.
+    source_row: bool,
+    /// The user has failures too old to matter to the ceiling.
+    old_guesses: bool,
+}
+
+/// Failures at or before this are dropped (two windows back).
+fn old_guesses_before(now: i64) -> i64 {
+    now - 2 * USER_WINDOW_SECS
 }
 
 pub(crate) fn step_to_sql(step: u64) -> Result<i64, StoreError> {

@@ -6,7 +6,8 @@ use crate::ratelimit::Failures;
 use crate::recovery::RecoveryHash;
 use crate::secret::Secret;
 use crate::store::{
-    Claim, DEFAULT_DEVICE, EnrollMode, Enrollment, Kind, LoginStore, RecoveryCount, Store, Token,
+    Claim, DEFAULT_DEVICE, EnrollMode, Enrollment, Kind, LoginStore, RecoveryCount, Reservation,
+    Store, Token,
 };
 
 fn token(user: &str, device: &str) -> Token {
@@ -314,6 +315,46 @@ fn failures_count_per_source_and_per_user() {
         store.failures("alice", "", 130).expect("f"),
         Failures::default()
     );
+}
+
+/// A guess drops the user's failures two windows (48 h) old and no others,
+/// and counts the source whether its row was there or not.
+#[test]
+fn a_guess_drops_the_failures_two_windows_old_and_counts_its_source() {
+    let store = SqliteStore::open_in_memory().expect("store");
+    let limits = crate::ratelimit::Limits::default();
+    let day = 86_400;
+    let guesses = |store: &SqliteStore| -> Vec<i64> {
+        let mut at = store
+            .driver
+            .conn
+            .prepare("SELECT at FROM guesses ORDER BY at")
+            .expect("prepare");
+        at.query_map([], |r| r.get(0))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    let reserve = |rhost: &str, at: i64| {
+        store
+            .reserve_guess("ann", rhost, at, &limits)
+            .expect("reserve")
+    };
+    assert!(matches!(reserve("a", 1_000), Reservation::Granted(f) if f.source_count == 1));
+    assert!(matches!(reserve("a", 1_001), Reservation::Granted(f) if f.source_count == 2));
+    assert!(matches!(reserve("b", 1_000 + day), Reservation::Granted(f) if f.user_recent == 3));
+    assert_eq!(guesses(&store), [1_000, 1_001, 1_000 + day]);
+    // At 1_000 + 2 days the guess at 1_000 is two windows old: dropped;
+    // 1_001 is not yet. (The latest, 1_000 + 1 day, is a window old: the
+    // ceiling counts nothing before this guess.)
+    assert!(matches!(
+        reserve("c", 1_000 + 2 * day),
+        Reservation::Granted(f) if f.user_recent == 1 && f.source_count == 1
+    ));
+    assert_eq!(guesses(&store), [1_001, 1_000 + day, 1_000 + 2 * day]);
+    let f = store.failures("ann", "a", 1_000 + 2 * day).expect("f");
+    assert_eq!((f.source_count, f.source_last), (2, 1_001));
+    assert_eq!((f.user_recent, f.user_last), (1, 1_000 + 2 * day));
 }
 
 /// Mode 0600: a store readable by group or others is refused.
