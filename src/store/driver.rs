@@ -182,6 +182,12 @@ pub trait Driver {
     fn execute_later(&self, sql: &'static str, params: &[Param<'_>]) -> Result<(), StoreError> {
         self.execute(sql, params).map(|_| ())
     }
+    /// Whether a write transaction keeps every other writer out until it
+    /// ends (SQLite's `BEGIN IMMEDIATE`), so what it read stays true. Not
+    /// so on PostgreSQL, where `Hold::User` holds out only the same hold.
+    fn holds_out_every_writer(&self) -> bool {
+        false
+    }
     /// Runs a statement and returns every row.
     fn query(&self, sql: &'static str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError>;
     /// Starts a transaction holding `hold`.

@@ -218,29 +218,37 @@ impl<D: Driver> SqlStore<D> {
             return Ok(super::Reservation::Locked(lock));
         }
         // What `count_failure` does, with what was just read under the
-        // hold: the source's row updated or inserted (the upsert only when
-        // a writer that does not wait for the hold changed it meanwhile:
-        // PostgreSQL's `release_guess`, `unlock`), and the old failures
-        // dropped only when there are any. The same writes, fewer and
-        // shorter statements to parse.
-        let counted = if before.source_row {
-            self.driver
-                .execute(sql::ADD_SOURCE_FAILURE, params![user, rhost, now])?
+        // hold, and the old failures dropped only when there are any.
+        if self.driver.holds_out_every_writer() {
+            // SQLite: no writer ran since the read, so the source's row is
+            // updated or inserted as read (fewer instructions to parse than
+            // the upsert, which stays as the fallback).
+            let counted = if before.source_row {
+                self.driver
+                    .execute(sql::ADD_SOURCE_FAILURE, params![user, rhost, now])?
+            } else {
+                self.driver
+                    .execute(sql::FIRST_SOURCE_FAILURE, params![user, rhost, now])?
+            };
+            if counted == 0 {
+                self.driver
+                    .execute(sql::COUNT_SOURCE_FAILURE, params![user, rhost, now])?;
+            }
         } else {
+            // PostgreSQL: writers that do not wait for the user's hold
+            // (`release_guess`, `unlock`) may have changed the row; the
+            // upsert needs no answer, so it goes with the next statement.
             self.driver
-                .execute(sql::FIRST_SOURCE_FAILURE, params![user, rhost, now])?
-        };
-        if counted == 0 {
-            self.driver
-                .execute(sql::COUNT_SOURCE_FAILURE, params![user, rhost, now])?;
+                .execute_later(sql::COUNT_SOURCE_FAILURE, params![user, rhost, now])?;
         }
         if before.old_guesses {
-            self.driver.execute(
+            self.driver.execute_later(
                 sql::DROP_OLD_GUESSES,
                 params![user, old_guesses_before(now)],
             )?;
         }
-        self.driver.execute(sql::INSERT_GUESS, params![user, now])?;
+        self.driver
+            .execute_later(sql::INSERT_GUESS, params![user, now])?;
         Ok(super::Reservation::Granted(
             before.failures.with_one_more(now),
         ))

@@ -512,6 +512,11 @@ fn read_value(value: ValueRef<'_>) -> Value {
 }
 
 impl Driver for SqliteDriver {
+    /// Every write transaction is `BEGIN IMMEDIATE`: one writer at a time.
+    fn holds_out_every_writer(&self) -> bool {
+        true
+    }
+
     fn execute(&self, sql: &'static str, params: &[Param<'_>]) -> Result<u64, StoreError> {
         let mut statement = self.conn.prepare(sql)?;
         let changed = statement.execute(rusqlite::params_from_iter(params.iter()))?;
