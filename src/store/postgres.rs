@@ -218,8 +218,10 @@ struct Session {
     /// Between `begin` and `commit` or `rollback`.
     in_transaction: bool,
     /// The store's name while its schema version is still to be checked
-    /// (`SqlStore::open`; the first statement checks it).
+    /// (`PgStore::open_for_login`; see `send`).
     unchecked_schema: Option<String>,
+    /// Inside `durably`: a statement outside a transaction commits synced.
+    durable: bool,
 }
 
 /// A write that goes out with the next statement that needs an answer.
@@ -351,31 +353,49 @@ impl Session {
     /// error is then the precise one (`schema_usable`), read in a round
     /// trip of its own.
     fn send(&mut self, last: Last<'_>) -> Result<Answer, StoreError> {
-        let Some(target) = self.unchecked_schema.take() else {
+        let check = self.unchecked_schema.take();
+        // A statement outside a transaction gets one of its own when a
+        // check goes with it, or when it must be durable (`durably`): its
+        // BEGIN sets `synchronous_commit = on`, which a pooler's dropping
+        // of the connection's start-up options would otherwise leave to
+        // the role's default.
+        let wrap = !self.in_transaction && (check.is_some() || self.durable);
+        if check.is_none() && !wrap {
             return Ok(self.exchange(None, last)?);
-        };
+        }
         let begun = matches!(self.deferred.first(), Some(Deferred::Batch(_)));
-        if self.in_transaction && !begun {
+        if let Some(target) = &check
+            && self.in_transaction
+            && !begun
+        {
             // Not reached (the first statement of a transaction is sent
             // with its BEGIN), but if it were: the check in its own trip.
             self.unchecked_schema = Some(target.clone());
             let deferred = std::mem::take(&mut self.deferred);
             let found = self.read_version();
             self.deferred = deferred;
-            schema_usable(found?, &target)?;
+            schema_usable(found?, target)?;
             self.unchecked_schema = None;
             return Ok(self.exchange(None, last)?);
         }
-        let wrapped = !self.in_transaction;
-        if wrapped {
-            self.deferred
-                .insert(0, Deferred::Batch("BEGIN ISOLATION LEVEL READ COMMITTED"));
+        if wrap {
+            let begin = if self.durable {
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = on"
+            } else {
+                "BEGIN ISOLATION LEVEL READ COMMITTED"
+            };
+            self.deferred.insert(0, Deferred::Batch(begin));
         }
-        self.deferred.insert(1, Deferred::SchemaCheck);
-        match self.exchange(wrapped.then_some("COMMIT"), last) {
+        if check.is_some() {
+            self.deferred.insert(1, Deferred::SchemaCheck);
+        }
+        match self.exchange(wrap.then_some("COMMIT"), last) {
             Ok(answer) => Ok(answer),
             Err(Failed::Other(e)) => Err(e),
             Err(Failed::SchemaCheck(e)) => {
+                let Some(target) = check else {
+                    return Err(e);
+                };
                 self.unchecked_schema = Some(target.clone());
                 if self.in_transaction {
                     self.in_transaction = false;
@@ -834,6 +854,7 @@ fn connect_session(
         deferred: Vec::new(),
         in_transaction: false,
         unchecked_schema: None,
+        durable: false,
     })
 }
 
@@ -1005,12 +1026,19 @@ impl Driver for PgDriver {
         }
     }
 
-    /// Commits are durable when they return (the session sets
+    /// Commits are durable when they return: the session asks for
     /// `synchronous_commit = on` at connect, over any role or database
-    /// default; the module turns it off only for `Hold::RowsLazily`, a
-    /// write whose loss only makes the store stricter).
+    /// default, and so does every durable write transaction's `BEGIN` (a
+    /// pooler drops the connection's start-up options). Inside `work`, a
+    /// statement outside a transaction (an HOTP claim, a recovery code's
+    /// burn) gets a transaction of its own with that `BEGIN`, in the same
+    /// round trip. The module turns it off only for `Hold::RowsLazily`, a
+    /// write whose loss only makes the store stricter.
     fn durably<T>(&self, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-        work()
+        let before = std::mem::replace(&mut self.session.borrow_mut().durable, true);
+        let done = work();
+        self.session.borrow_mut().durable = before;
+        done
     }
 
     fn claims_durable(&self) -> bool {

@@ -1248,3 +1248,56 @@ fn through_pgbouncer_racing_pipelined_settlements_claim_once() {
         "every right guess given back"
     );
 }
+
+/// A recovery code's burn is one statement outside a transaction (the
+/// slow path for answers that may be recovery codes), and so is an HOTP
+/// claim there. Through a pooler, which drops the connection's start-up
+/// options (`-c synchronous_commit=on`), such a statement would commit with
+/// the role's default: with `off`, a used recovery code was lost in a
+/// database crash and logged in again. `durably` gives it a transaction
+/// whose `BEGIN` sets `synchronous_commit = on` (found by the attack on the
+/// pipelined store, named there as untested).
+#[test]
+fn through_pgbouncer_a_used_recovery_code_survives_a_database_crash_whatever_the_role_defaults_to()
+{
+    if !tools() || !common::tools_present(&["openssl", "pgbouncer"]) {
+        return;
+    }
+    let world = pool_on_loopback("fail_delay=0");
+    let (cluster, database) = world.pg.as_ref().expect("pg");
+    cluster.psql(
+        "postgres",
+        &format!("ALTER ROLE {} SET synchronous_commit = off", database.name),
+    );
+    cluster.psql("postgres", "ALTER SYSTEM SET wal_writer_delay = '10s'");
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    let (ca, _) = cluster.enable_tls();
+    let pooler = cluster.pgbouncer(database, &ca);
+    world.raw_service(
+        "pooled",
+        &format!(
+            "auth required {} db={} fail_delay=0 db_timeout=20\n",
+            common::module_path().display(),
+            pooler.url
+        ),
+    );
+    world.enroll("rhea");
+    let out = world.totpctl(&["recovery", "rhea", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let codes: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let recovery = codes["recovery_codes"][0]
+        .as_str()
+        .expect("code")
+        .to_string();
+    // Let the codes reach the disk (a checkpoint flushes the WAL).
+    cluster.psql("postgres", "CHECKPOINT");
+    let first = world.login("pooled", "rhea", Some(RHOST), &recovery);
+    assert!(first.success, "{first:?}\npgbouncer: {}", pooler.log());
+    cluster.crash_server();
+    cluster.start_server();
+    let replay = world.login("pooled", "rhea", Some(RHOST), &recovery);
+    assert!(
+        !replay.success,
+        "a used recovery code logged in again after a database crash: {replay:?}"
+    );
+}
