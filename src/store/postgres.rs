@@ -1009,8 +1009,11 @@ impl Driver for PgDriver {
     /// `COMMIT` into a rollback, and the failure is what is reported).
     fn commit(&self) -> Result<(), StoreError> {
         let mut session = self.session.borrow_mut();
+        // Still in the transaction while its COMMIT goes out (so `send`
+        // makes no transaction around it); ended after, whatever the answer.
+        let done = session.send(Last::Batch("COMMIT"));
         session.in_transaction = false;
-        session.send(Last::Batch("COMMIT")).map(|_| ())
+        done.map(|_| ())
     }
 
     fn rollback(&self) {

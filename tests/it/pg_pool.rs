@@ -927,6 +927,15 @@ fn an_hotp_claim_survives_a_database_crash_whatever_the_role_defaults_to() {
         !replay.success,
         "HOTP counter 0's code logged in again after a database crash: {replay:?}"
     );
+    // The durable settlement is one transaction: no BEGIN inside it and no
+    // COMMIT after it (the server warns about both).
+    let log = cluster.server_log();
+    for stray in [
+        "there is already a transaction in progress",
+        "there is no transaction in progress",
+    ] {
+        assert!(!log.contains(stray), "the server warned: {stray}\n{log}");
+    }
 }
 
 /// Every administrator's change of one user's devices (`totpctl reset`,
