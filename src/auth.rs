@@ -548,6 +548,7 @@ impl Login<'_> {
         let (outcome, failures) = match plan(
             self.config,
             &active,
+            &tokens,
             &candidates,
             now,
             store.totp_claims_durable(),
@@ -556,7 +557,7 @@ impl Login<'_> {
             Some(planned) => self.settle(&store, planned, now)?,
             None => {
                 let failures = self.reserve_guess(&store, now)?;
-                let outcome = self.verify(&store, &active, &candidates, now);
+                let outcome = self.verify(&store, &active, &tokens, &candidates, now);
                 self.give_back(&store, &outcome, now);
                 (outcome, failures)
             }
@@ -828,6 +829,7 @@ impl Login<'_> {
         &self,
         store: &S,
         active: &[&Token],
+        all: &[Token],
         candidates: &[Zeroizing<Vec<u8>>],
         now: u64,
     ) -> Outcome {
@@ -837,7 +839,10 @@ impl Login<'_> {
                 self.config,
                 store,
                 &self.user,
-                active,
+                Devices {
+                    usable: active,
+                    all,
+                },
                 candidate,
                 now,
                 self.clock,
@@ -1322,12 +1327,20 @@ fn split_combined(typed: &[u8], active: &[&Token]) -> Vec<Split> {
     ways
 }
 
+/// The user's devices as an answer is checked: the usable ones, and all of
+/// them (stopped and pending too) for the HOTP floor (`last_used`).
+#[derive(Clone, Copy)]
+struct Devices<'a, 'b> {
+    usable: &'b [&'a Token],
+    all: &'b [Token],
+}
+
 /// The answer against the user's active tokens and recovery codes.
 fn check_answer<S: LoginStore>(
     config: &Config,
     store: &S,
     user: &str,
-    active: &[&Token],
+    devices: Devices<'_, '_>,
     answer: &[u8],
     now: u64,
     clock: &dyn Clock,
@@ -1340,7 +1353,7 @@ fn check_answer<S: LoginStore>(
     if let Some(candidate) = recovery::candidate(text) {
         return use_recovery(store, user, &candidate, now, Outcome::WrongRecoveryCode);
     }
-    match check_code(config, active, text, now) {
+    match check_code(config, devices.usable, devices.all, text, now) {
         CodeCheck::Match(token, step) => claim(config, store, token, step, now, clock),
         CodeCheck::NoMatch { shaped } => match recovery::scratch_candidate(text) {
             Some(candidate) => {
@@ -1438,7 +1451,13 @@ pub fn last_used(token: &Token, tokens: &[&Token]) -> Option<u64> {
 /// Checks the answer against every active token whose code length it has.
 /// Every such token is computed in full, so the work does not reveal which
 /// token (or whether any) matched.
-fn check_code<'a>(config: &Config, active: &[&'a Token], text: &str, now: u64) -> CodeCheck<'a> {
+fn check_code<'a>(
+    config: &Config,
+    active: &[&'a Token],
+    all: &[Token],
+    text: &str,
+    now: u64,
+) -> CodeCheck<'a> {
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return CodeCheck::NoMatch { shaped: false };
     }
@@ -1449,7 +1468,9 @@ fn check_code<'a>(config: &Config, active: &[&'a Token], text: &str, now: u64) -
             continue;
         }
         shaped = true;
-        let from = last_used(token, active);
+        // The floor counts every device of the user, stopped ones too: a
+        // counter used on a device disabled since is still used.
+        let from = last_used(token, &all.iter().collect::<Vec<_>>());
         let step = match_token_after(token, from, text, now, config.window, config.hotp_window);
         if let (None, Some(step)) = (found, step) {
             found = Some((token, step));
@@ -1536,6 +1557,7 @@ enum Planned<'a> {
 fn plan<'a>(
     config: &Config,
     active: &[&'a Token],
+    all: &[Token],
     candidates: &[Zeroizing<Vec<u8>>],
     now: u64,
     durable: bool,
@@ -1552,7 +1574,7 @@ fn plan<'a>(
     if recovery::candidate(text).is_some() {
         return Ok(None);
     }
-    match check_code(config, active, text, now) {
+    match check_code(config, active, all, text, now) {
         CodeCheck::Match(token, step) => match boot_fence(config, token, step, durable, clock) {
             None => Ok(Some(Planned::Right(token, step))),
             Some(Outcome::ClockError(e)) => Err(Outcome::ClockError(e)),

@@ -1255,4 +1255,15 @@ fn a_used_hotp_code_does_not_work_again_on_a_second_device_with_the_same_key() {
         !replay.success,
         "HOTP counter 0's code logged in a second time (on the other device): {replay:?}"
     );
+    // Stopping the device that used it (the first match: devices are
+    // checked in name order) does not free the counter for the other one.
+    ok(&world.totpctl(&["disable", "hedy", "--device", "default"]));
+    let after = world.login("totp", "hedy", Some(RHOST), &code);
+    assert!(
+        !after.success,
+        "HOTP counter 0's code logged in again once the device that used it was disabled: {after:?}"
+    );
+    let next = oathtool_hotp(&key, 1, false);
+    let spare = world.login("totp", "hedy", Some(RHOST), &next);
+    assert!(spare.success, "the spare device's next counter: {spare:?}");
 }
