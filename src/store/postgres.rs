@@ -363,21 +363,9 @@ impl Session {
         if check.is_none() && !wrap {
             return Ok(self.exchange(None, last)?);
         }
-        let begun = matches!(self.deferred.first(), Some(Deferred::Batch(_)));
-        if let Some(target) = &check
-            && self.in_transaction
-            && !begun
-        {
-            // Not reached (the first statement of a transaction is sent
-            // with its BEGIN), but if it were: the check in its own trip.
-            self.unchecked_schema = Some(target.clone());
-            let deferred = std::mem::take(&mut self.deferred);
-            let found = self.read_version();
-            self.deferred = deferred;
-            schema_usable(found?, target)?;
-            self.unchecked_schema = None;
-            return Ok(self.exchange(None, last)?);
-        }
+        // The check goes right after the transaction's BEGIN when that is
+        // still to be sent, else first (in a transaction already open).
+        let after_begin = matches!(self.deferred.first(), Some(Deferred::Batch(_)));
         if wrap {
             let begin = if self.durable {
                 "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = on"
@@ -387,7 +375,8 @@ impl Session {
             self.deferred.insert(0, Deferred::Batch(begin));
         }
         if check.is_some() {
-            self.deferred.insert(1, Deferred::SchemaCheck);
+            let at = usize::from(wrap || after_begin);
+            self.deferred.insert(at, Deferred::SchemaCheck);
         }
         match self.exchange(wrap.then_some("COMMIT"), last) {
             Ok(answer) => Ok(answer),

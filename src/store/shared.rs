@@ -241,14 +241,7 @@ impl<D: Driver> SqlStore<D> {
             self.driver
                 .execute_later(sql::COUNT_SOURCE_FAILURE, params![user, rhost, now])?;
         }
-        if before.old_guesses {
-            self.driver.execute_later(
-                sql::DROP_OLD_GUESSES,
-                params![user, old_guesses_before(now)],
-            )?;
-        }
-        self.driver
-            .execute_later(sql::INSERT_GUESS, params![user, now])?;
+        self.add_guess(user, now, before.old_guesses)?;
         Ok(super::Reservation::Granted(
             before.failures.with_one_more(now),
         ))
@@ -265,13 +258,21 @@ impl<D: Driver> SqlStore<D> {
     ) -> Result<(), StoreError> {
         self.driver
             .execute_later(sql::COUNT_SOURCE_FAILURE, params![user, rhost, now])?;
-        self.driver.execute_later(
-            sql::DROP_OLD_GUESSES,
-            params![user, old_guesses_before(now)],
-        )?;
+        self.add_guess(user, now, true)
+    }
+
+    /// The user's failure at `now`, for the ceiling; with `drop_old`, the
+    /// failures too old to matter to it (48 h) go on the way (the guess
+    /// reservation drops them only when its read found some).
+    fn add_guess(&self, user: &str, now: i64, drop_old: bool) -> Result<(), StoreError> {
+        if drop_old {
+            self.driver.execute_later(
+                sql::DROP_OLD_GUESSES,
+                params![user, old_guesses_before(now)],
+            )?;
+        }
         self.driver
-            .execute_later(sql::INSERT_GUESS, params![user, now])?;
-        Ok(())
+            .execute_later(sql::INSERT_GUESS, params![user, now])
     }
 
     /// The step claim on `token`'s row while it holds the key it was read

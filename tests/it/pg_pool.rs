@@ -995,6 +995,26 @@ fn administrators_changes_of_a_user_wait_for_that_users_enrollment_lock() {
     }
 }
 
+/// An active TOTP device with `common::KEY` for the store-level tests below.
+fn active_totp(user: &str, device: &str) -> pam_totp::store::Enrollment {
+    pam_totp::store::Enrollment {
+        token: pam_totp::store::Token {
+            id: 0,
+            user: user.to_string(),
+            device: device.to_string(),
+            kind: pam_totp::store::Kind::Totp,
+            secret: pam_totp::secret::Secret::from_base32(common::KEY).expect("key"),
+            params: pam_totp::otp::Params::default(),
+            created: 1_700_000_000,
+            confirmed: Some(1_700_000_000),
+            last_step: None,
+            life: Default::default(),
+            stored_key: Default::default(),
+        },
+        recovery: None,
+    }
+}
+
 /// Attack on the pipelined store through PgBouncer (transaction pooling):
 /// a login store's first statement goes out together with the schema
 /// check, two statements each ending in its own Sync, sent before either
@@ -1009,8 +1029,7 @@ fn administrators_changes_of_a_user_wait_for_that_users_enrollment_lock() {
 #[test]
 fn through_pgbouncer_pipelined_statements_never_cross_logins() {
     use pam_totp::store::{
-        Answer, EnrollMode, Enrollment, Kind, LoginStore, PgSettings, PgStore, Settled, Store,
-        StoreLocation, Token,
+        Answer, EnrollMode, LoginStore, PgSettings, PgStore, Settled, Store, StoreLocation,
     };
     if !postgres_present() || !common::tools_present(&["openssl", "pgbouncer"]) {
         return;
@@ -1035,23 +1054,7 @@ fn through_pgbouncer_pipelined_statements_never_cross_logins() {
         for i in 0..LOGINS {
             store
                 .enroll(
-                    &[Enrollment {
-                        token: Token {
-                            id: 0,
-                            user: format!("u{i}"),
-                            device: format!("dev-of-u{i}"),
-                            kind: Kind::Totp,
-                            secret: pam_totp::secret::Secret::from_base32(common::KEY)
-                                .expect("key"),
-                            params: pam_totp::otp::Params::default(),
-                            created: 1_700_000_000,
-                            confirmed: Some(1_700_000_000),
-                            last_step: None,
-                            life: Default::default(),
-                            stored_key: Default::default(),
-                        },
-                        recovery: None,
-                    }],
+                    &[active_totp(&format!("u{i}"), &format!("dev-of-u{i}"))],
                     EnrollMode::Add,
                 )
                 .expect("enroll");
@@ -1155,8 +1158,7 @@ fn through_pgbouncer_pipelined_statements_never_cross_logins() {
 #[test]
 fn through_pgbouncer_racing_pipelined_settlements_claim_once() {
     use pam_totp::store::{
-        Answer, Claim, EnrollMode, Enrollment, Kind, LoginStore, PgSettings, PgStore, Settled,
-        Store, StoreLocation, Token,
+        Answer, Claim, EnrollMode, LoginStore, PgSettings, PgStore, Settled, Store, StoreLocation,
     };
     if !postgres_present() || !common::tools_present(&["openssl", "pgbouncer"]) {
         return;
@@ -1182,25 +1184,7 @@ fn through_pgbouncer_racing_pipelined_settlements_claim_once() {
     };
     let admin = open(&database.url, Some(&database.password_file), true).expect("create");
     admin
-        .enroll(
-            &[Enrollment {
-                token: Token {
-                    id: 0,
-                    user: "rae".to_string(),
-                    device: "phone".to_string(),
-                    kind: Kind::Totp,
-                    secret: pam_totp::secret::Secret::from_base32(common::KEY).expect("key"),
-                    params: pam_totp::otp::Params::default(),
-                    created: 1_700_000_000,
-                    confirmed: Some(1_700_000_000),
-                    last_step: None,
-                    life: Default::default(),
-                    stored_key: Default::default(),
-                },
-                recovery: None,
-            }],
-            EnrollMode::Add,
-        )
+        .enroll(&[active_totp("rae", "phone")], EnrollMode::Add)
         .expect("enroll");
     let (ca, _) = cluster.enable_tls();
     let pooler = cluster.pgbouncer(&database, &ca);

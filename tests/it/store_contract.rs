@@ -66,22 +66,12 @@ impl Backend {
         match self {
             Backend::Sqlite { db, .. } => Box::new(SqliteStore::open(db).expect("open sqlite")),
             Backend::Postgres { database, .. } => {
-                let StoreLocation::Postgres(target) =
-                    StoreLocation::parse(&database.url).expect("url")
-                else {
-                    panic!("not a PostgreSQL URL: {}", database.url);
-                };
-                let settings = PgSettings {
-                    target: &target,
-                    password_file: Some(&database.password_file),
-                    timeout: Duration::from_secs(20),
-                };
-                let store = if create {
-                    PgStore::create(&settings)
+                let open = if create {
+                    PgStore::create
                 } else {
-                    PgStore::open(&settings)
+                    PgStore::open
                 };
-                Box::new(store.expect("open postgres"))
+                Box::new(pg_store(database, open, Duration::from_secs(20)))
             }
         }
     }
@@ -1490,15 +1480,25 @@ fn forgetting_graces_also_ends_the_staged_ones() {
 /// login (`PgStore::open_for_login`: the schema version is checked with
 /// the first statement, not at connect).
 fn login_store(database: &common::postgres::Database) -> PgStore {
+    pg_store(database, PgStore::open_for_login, Duration::from_secs(20))
+}
+
+/// A PostgreSQL store of `database`, opened with `open` (`PgStore::open`,
+/// `open_for_login` or `create`) and `timeout` as its `db_timeout`.
+fn pg_store(
+    database: &common::postgres::Database,
+    open: fn(&PgSettings<'_>) -> Result<PgStore, StoreError>,
+    timeout: Duration,
+) -> PgStore {
     let StoreLocation::Postgres(target) = StoreLocation::parse(&database.url).expect("url") else {
         panic!("not a PostgreSQL URL: {}", database.url);
     };
-    let settings = PgSettings {
+    open(&PgSettings {
         target: &target,
         password_file: Some(&database.password_file),
-        timeout: Duration::from_secs(20),
-    };
-    PgStore::open_for_login(&settings).expect("open for login")
+        timeout,
+    })
+    .expect("open postgres")
 }
 
 /// A PostgreSQL backend alone (None where no server can be started).
@@ -1663,18 +1663,7 @@ fn a_settlement_whose_transaction_dies_after_the_claim_leaves_nothing_behind() {
     admin
         .settle_guess("ivy", "a", NOW, &limits, Answer::Wrong)
         .expect("wrong");
-    let checked = {
-        let StoreLocation::Postgres(target) = StoreLocation::parse(&database.url).expect("url")
-        else {
-            unreachable!()
-        };
-        PgStore::open(&PgSettings {
-            target: &target,
-            password_file: Some(&database.password_file),
-            timeout: Duration::from_secs(20),
-        })
-        .expect("open")
-    };
+    let checked = pg_store(&database, PgStore::open, Duration::from_secs(20));
     enroll(
         &checked,
         token("ivy", "phone", Kind::Totp, true),
@@ -1760,15 +1749,7 @@ fn a_settlement_whose_transaction_dies_after_the_claim_leaves_nothing_behind() {
 /// A login store like `login_store`, with a short `db_timeout` (it is the
 /// session's `lock_timeout` and `statement_timeout`).
 fn login_store_within(database: &common::postgres::Database, timeout: Duration) -> PgStore {
-    let StoreLocation::Postgres(target) = StoreLocation::parse(&database.url).expect("url") else {
-        panic!("not a PostgreSQL URL: {}", database.url);
-    };
-    PgStore::open_for_login(&PgSettings {
-        target: &target,
-        password_file: Some(&database.password_file),
-        timeout,
-    })
-    .expect("open for login")
+    pg_store(database, PgStore::open_for_login, timeout)
 }
 
 /// Queued statements that fail by timing out: the per-user advisory lock
@@ -1783,18 +1764,7 @@ fn a_settlement_whose_queued_statements_time_out_leaves_nothing_behind() {
         return;
     };
     let limits = Limits::default();
-    let checked = {
-        let StoreLocation::Postgres(target) = StoreLocation::parse(&database.url).expect("url")
-        else {
-            unreachable!()
-        };
-        PgStore::open(&PgSettings {
-            target: &target,
-            password_file: Some(&database.password_file),
-            timeout: Duration::from_secs(20),
-        })
-        .expect("open")
-    };
+    let checked = pg_store(&database, PgStore::open, Duration::from_secs(20));
     enroll(
         &checked,
         token("jo", "phone", Kind::Totp, true),
