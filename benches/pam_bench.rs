@@ -627,6 +627,29 @@ fn profile(args: &[String]) {
     );
 }
 
+/// `--hold MODULE SECONDS`: sets up one module's store (and, for the
+/// PostgreSQL columns, its cluster and pooler) as the rows do, prints how
+/// to log in by hand (to trace or profile one login from outside), and
+/// keeps it for SECONDS.
+fn hold(args: &[String]) {
+    let module = Module::by_name(args.first().map(String::as_str).unwrap_or(""));
+    let seconds = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(600);
+    let root = dirs::trusted_tempdir();
+    let setup = Setup::new(root.path(), module, 64);
+    let env = |name: &str| std::env::var(name).unwrap_or_default();
+    println!(
+        "held for {seconds} s; one login (the code from oathtool --totp -b {KEY_B32}):\n\
+         LD_PRELOAD={} NSS_WRAPPER_PASSWD={} NSS_WRAPPER_GROUP={} {} {} u0 CODE\n\
+         a code logs in once: the next login needs the next 30-second step",
+        env("LD_PRELOAD"),
+        env("NSS_WRAPPER_PASSWD"),
+        env("NSS_WRAPPER_GROUP"),
+        pam_once().display(),
+        setup.dir.display(),
+    );
+    std::thread::sleep(std::time::Duration::from_secs(seconds));
+}
+
 /// `--together MODULE TRIALS`: only the 64-distinct-users row for one
 /// module (median and worst wall of TRIALS), for A/B runs of a change.
 fn together_only(args: &[String]) {
@@ -868,6 +891,10 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         profile(&args[i + 1..]);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--hold") {
+        hold(&args[i + 1..]);
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--together") {

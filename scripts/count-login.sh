@@ -9,6 +9,8 @@
 # is in the same state before every run. Debian 12, as root.
 #   ./scripts/count-login.sh            the three modules
 #   MODULES="/path/a.so /path/b.so" ./scripts/count-login.sh   other pam_totp builds too
+#   CALLGRIND_DIR=/some/dir ./scripts/count-login.sh   keeps callgrind.out.<module> there
+#     (callgrind_annotate --inclusive=yes shows where the instructions went)
 # docs/performance.md ("Issue 18") has the figures and what they mean.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,7 +75,8 @@ for svc in "${services[@]}"; do
     reset
     login "$svc" >/dev/null 2>&1 || true # page cache warm
     reset
-    out=$(login "$svc" valgrind --tool=callgrind --callgrind-out-file=/dev/null 2>&1)
+    out=$(login "$svc" valgrind --tool=callgrind \
+        --callgrind-out-file="${CALLGRIND_DIR:-/dev/null}${CALLGRIND_DIR:+/callgrind.out.$svc}" 2>&1)
     grep -q '^once 0 ' <<<"$out" || echo "warning: $svc did not log in: $(grep '^once' <<<"$out")" >&2
     instructions=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$out")
     reset

@@ -188,6 +188,25 @@ pub trait Driver {
     fn holds_out_every_writer(&self) -> bool {
         false
     }
+    /// Runs a transaction's last statement and commits it: its row count,
+    /// only once the commit is done. The transaction is over either way
+    /// (after an error, rolled back). A backend may send the statement and
+    /// the `COMMIT` together (one round trip).
+    fn execute_and_commit(
+        &self,
+        sql: &'static str,
+        params: &[Param<'_>],
+    ) -> Result<u64, StoreError> {
+        let changed = self.execute(sql, params)?;
+        self.commit()?;
+        Ok(changed)
+    }
+    /// Whether one statement's `WITH` may hold writes that read what
+    /// another of them returned (PostgreSQL), so a write and what depends
+    /// on its outcome can go out as one statement.
+    fn writes_in_with(&self) -> bool {
+        false
+    }
     /// Runs a statement and returns every row.
     fn query(&self, sql: &'static str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError>;
     /// Starts a transaction holding `hold`.

@@ -214,19 +214,12 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         answer: Answer<'_>,
     ) -> Result<Settled, StoreError> {
         let settle = || {
-            self.write(Hold::User(user, Purpose::Guesses), |_| {
-                let counted = match self.take_guess(user, rhost, now, limits)? {
-                    Reservation::Locked(lock) => return Ok(Settled::Locked(lock)),
-                    Reservation::Granted(counted) => counted,
-                };
-                let claim = match answer {
-                    Answer::Wrong => return Ok(Settled::Counted(counted)),
-                    Answer::Refused => None,
-                    Answer::Right { token, step } => Some(self.claim_row(token, step, now)?),
-                };
-                self.give_back(user, rhost, claim == Some(Claim::Claimed), now)?;
-                Ok(Settled::GivenBack(claim))
-            })
+            self.driver.begin(Hold::User(user, Purpose::Guesses))?;
+            let done = self.settle_within(user, rhost, now, limits, answer);
+            if done.is_err() {
+                self.driver.rollback();
+            }
+            done
         };
         match answer {
             Answer::Right { token, .. } if token.kind == Kind::Hotp => self.driver.durably(settle),

@@ -353,6 +353,24 @@ impl Session {
     /// error is then the precise one (`schema_usable`), read in a round
     /// trip of its own.
     fn send(&mut self, last: Last<'_>) -> Result<Answer, StoreError> {
+        self.send_ending(last, None)
+    }
+
+    /// `send`, with the open transaction's `COMMIT` after `last` in the
+    /// same round trip: `last`'s answer only once the commit is done (after
+    /// any failure the server rolls back). The transaction is over either
+    /// way.
+    fn send_committing(&mut self, last: Last<'_>) -> Result<Answer, StoreError> {
+        let done = self.send_ending(last, Some("COMMIT"));
+        self.in_transaction = false;
+        done
+    }
+
+    fn send_ending(
+        &mut self,
+        last: Last<'_>,
+        end: Option<&'static str>,
+    ) -> Result<Answer, StoreError> {
         let check = self.unchecked_schema.take();
         // A statement outside a transaction gets one of its own when a
         // check goes with it, or when it must be durable (`durably`): its
@@ -361,7 +379,7 @@ impl Session {
         // the role's default.
         let wrap = !self.in_transaction && (check.is_some() || self.durable);
         if check.is_none() && !wrap {
-            return Ok(self.exchange(None, last)?);
+            return Ok(self.exchange(end, last)?);
         }
         // The check goes right after the transaction's BEGIN when that is
         // still to be sent, else first (in a transaction already open).
@@ -378,7 +396,8 @@ impl Session {
             let at = usize::from(wrap || after_begin);
             self.deferred.insert(at, Deferred::SchemaCheck);
         }
-        match self.exchange(wrap.then_some("COMMIT"), last) {
+        let trailer = if wrap { Some("COMMIT") } else { end };
+        match self.exchange(trailer, last) {
             Ok(answer) => Ok(answer),
             Err(Failed::Other(e)) => Err(e),
             Err(Failed::SchemaCheck(e)) => {
@@ -386,7 +405,8 @@ impl Session {
                     return Err(e);
                 };
                 self.unchecked_schema = Some(target.clone());
-                if self.in_transaction {
+                // A transaction that sent its COMMIT is over (rolled back).
+                if self.in_transaction && end.is_none() {
                     self.in_transaction = false;
                     let _ = self.exchange(None, Last::Batch("ROLLBACK"));
                 }
@@ -917,6 +937,31 @@ impl Driver for PgDriver {
                 expected: "a row count",
             }),
         }
+    }
+
+    /// The statement and the `COMMIT` in one round trip.
+    fn execute_and_commit(
+        &self,
+        sql: &'static str,
+        params: &[Param<'_>],
+    ) -> Result<u64, StoreError> {
+        let typed: Vec<_> = params.iter().map(typed).collect();
+        let sql = placeholders_as_dollars(sql);
+        match self
+            .session
+            .borrow_mut()
+            .send_committing(Last::Execute(&sql, &typed))?
+        {
+            Answer::Count(n) => Ok(n),
+            _ => Err(StoreError::Column {
+                column: 0,
+                expected: "a row count",
+            }),
+        }
+    }
+
+    fn writes_in_with(&self) -> bool {
+        true
     }
 
     /// Inside a transaction the write waits for the next statement that

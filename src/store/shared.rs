@@ -247,6 +247,59 @@ impl<D: Driver> SqlStore<D> {
         ))
     }
 
+    /// `LoginStore::settle_guess` inside the transaction holding the
+    /// user's guesses, which it ends: committed when it returns a
+    /// settlement, to be rolled back by the caller after an error.
+    pub(crate) fn settle_within(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &crate::ratelimit::Limits,
+        answer: super::Answer<'_>,
+    ) -> Result<super::Settled, StoreError> {
+        use super::{Answer, Claim, Reservation, Settled};
+        let counted = match self.take_guess(user, rhost, now, limits)? {
+            Reservation::Locked(lock) => {
+                self.driver.commit()?;
+                return Ok(Settled::Locked(lock));
+            }
+            Reservation::Granted(counted) => counted,
+        };
+        let (token, step) = match answer {
+            Answer::Wrong => {
+                self.driver.commit()?;
+                return Ok(Settled::Counted(counted));
+            }
+            Answer::Refused => {
+                self.give_back(user, rhost, false, now)?;
+                self.driver.commit()?;
+                return Ok(Settled::GivenBack(None));
+            }
+            Answer::Right { token, step } => (token, step),
+        };
+        if self.driver.writes_in_with() {
+            // The claim, the give-back that depends on it and the COMMIT
+            // in one round trip (PostgreSQL).
+            let changed = self.driver.execute_and_commit(
+                sql::CLAIM_AND_GIVE_BACK,
+                params![
+                    token.id,
+                    step_to_sql(step)?,
+                    now,
+                    token.stored_key.as_bytes(),
+                    user,
+                    rhost
+                ],
+            )?;
+            return Ok(Settled::GivenBack(Some(claim(changed))));
+        }
+        let claimed = self.claim_row(token, step, now)?;
+        self.give_back(user, rhost, claimed == Claim::Claimed, now)?;
+        self.driver.commit()?;
+        Ok(Settled::GivenBack(Some(claimed)))
+    }
+
     /// One failed code from (user, rhost) at `now`: the source's back-off
     /// count and the user's ceiling both count it. Failures too old to
     /// matter to the ceiling (48 h) are dropped on the way.

@@ -50,6 +50,31 @@ pub const CLAIM_STEP: &str = "UPDATE tokens SET last_step = ?2
      WHERE id = ?1 AND secret = ?4 AND confirmed IS NOT NULL
        AND disabled IS NULL AND (expires IS NULL OR expires > ?3)
        AND (last_step IS NULL OR last_step < ?2)";
+/// PostgreSQL only (writes in `WITH`, `Driver::writes_in_with`): a right
+/// code's `CLAIM_STEP` (`?1`-`?4`) and the give-back of its guess in one
+/// statement, so that the transaction's `COMMIT` goes out with it. The
+/// guess of `?5` at `?3` is given back; the source `?6`'s back-off is
+/// cleared when the step was claimed, else loses the one failure
+/// (`UNCOUNT_SOURCE_FAILURE`, `DROP_EMPTY_SOURCE`). The row count is the
+/// claim's: 1 claimed, 0 not. Every part reads the rows as they were
+/// before the statement (the guess and the source's count of this
+/// transaction included), and no two parts change the same row.
+pub const CLAIM_AND_GIVE_BACK: &str = r#"WITH claimed AS (
+         UPDATE tokens SET last_step = ?2
+         WHERE id = ?1 AND secret = ?4 AND confirmed IS NOT NULL
+           AND disabled IS NULL AND (expires IS NULL OR expires > ?3)
+           AND (last_step IS NULL OR last_step < ?2)
+         RETURNING id),
+     released AS (
+         DELETE FROM guesses WHERE id =
+             (SELECT id FROM guesses WHERE "user" = ?5 AND at = ?3 LIMIT 1)),
+     cleared AS (
+         DELETE FROM failures WHERE "user" = ?5 AND rhost = ?6
+           AND (EXISTS (SELECT 1 FROM claimed) OR count <= 1)),
+     uncounted AS (
+         UPDATE failures SET count = count - 1 WHERE "user" = ?5 AND rhost = ?6
+           AND NOT EXISTS (SELECT 1 FROM claimed) AND count > 1)
+     SELECT id FROM claimed"#;
 /// A user's token rows as (id, key as stored), to see whether they changed.
 pub const TOKEN_KEYS_OF_USER: &str =
     r#"SELECT id, secret FROM tokens WHERE "user" = ?1 ORDER BY id"#;
@@ -302,6 +327,7 @@ mod tests {
         COUNT_TOKENS,
         COUNT_TOKENS_OF_USER,
         CLAIM_STEP,
+        CLAIM_AND_GIVE_BACK,
         TOKEN_KEYS_OF_USER,
         CONFIRM,
         INSERT_TOKEN,
