@@ -6,6 +6,8 @@
 
 mod common;
 
+mod attack_claim_cte;
+
 mod docs;
 mod e2e_policies;
 mod e2e_sshd;
