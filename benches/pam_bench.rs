@@ -493,28 +493,12 @@ fn fresh_processes(setup: &Setup, user: &str, logins: usize) -> (Parts, Stats) {
         (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..logins {
         setup.reset_user(user);
-        let code = code_now();
-        let spawned = Instant::now();
-        let out = Command::new(pam_once())
-            .arg(&setup.dir)
-            .args([user, code.as_str()])
-            .stderr(Stdio::null())
-            .output()
-            .expect("examples/pam_once (cargo build --release --example pam_once)");
-        let took = spawned.elapsed();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let fields: Vec<u64> = text
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        let ok = out.status.success() && fields.first() == Some(&0);
-        let ns = |i: usize| Duration::from_nanos(fields.get(i).copied().unwrap_or(0));
-        start.push((true, ns(1)));
-        auth.push((ok, ns(2)));
-        end.push((true, ns(3)));
-        whole.push((ok, ns(1) + ns(2) + ns(3)));
-        process.push((ok, took));
+        let run = once(&setup.dir, user);
+        start.push((true, run.start));
+        auth.push((run.ok, run.auth));
+        end.push((true, run.end));
+        whole.push((run.ok, run.start + run.auth + run.end));
+        process.push((run.ok, run.took));
     }
     (
         Parts {
@@ -525,6 +509,98 @@ fn fresh_processes(setup: &Setup, user: &str, logins: usize) -> (Parts, Stats) {
         },
         stats(process),
     )
+}
+
+/// One login by examples/pam_once with the service in `service_dir`: its
+/// three calls as the child timed them, and spawn to exit.
+struct Once {
+    ok: bool,
+    start: Duration,
+    auth: Duration,
+    end: Duration,
+    took: Duration,
+}
+
+fn once(service_dir: &Path, user: &str) -> Once {
+    let code = code_now();
+    let spawned = Instant::now();
+    let out = Command::new(pam_once())
+        .arg(service_dir)
+        .args([user, code.as_str()])
+        .stderr(Stdio::null())
+        .output()
+        .expect("examples/pam_once (cargo build --release --example pam_once)");
+    let took = spawned.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<u64> = text
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let ns = |i: usize| Duration::from_nanos(fields.get(i).copied().unwrap_or(0));
+    Once {
+        ok: out.status.success() && fields.first() == Some(&0),
+        start: ns(1),
+        auth: ns(2),
+        end: ns(3),
+        took,
+    }
+}
+
+/// `--ab MODULE ROUNDS A.so B.so …`: builds of pam_totp compared login by
+/// login on one column's store (MODULE: pam_totp, pam_totp-postgresql or
+/// pam_totp-pgbouncer): each round logs in once with each build, in a
+/// fresh process, the user's step reset before each login, so that a slow
+/// spell of the machine falls on all builds alike. Prints the median and
+/// quartiles of pam_authenticate and of spawn to exit for each build. A
+/// build that hands PostgreSQL on needs its `pam_totp_postgresql.so`
+/// beside it.
+fn ab(args: &[String]) {
+    let module = Module::by_name(args.first().map(String::as_str).unwrap_or(""));
+    let rounds: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(100);
+    let builds: Vec<PathBuf> = args.iter().skip(2).map(PathBuf::from).collect();
+    assert!(!builds.is_empty(), "--ab MODULE ROUNDS A.so B.so ...");
+    let root = dirs::trusted_tempdir();
+    let setup = Setup::new(root.path(), module, 64);
+    let line = std::fs::read_to_string(setup.dir.join("bench")).expect("service");
+    let ours = module_so().display().to_string();
+    let services: Vec<PathBuf> = builds
+        .iter()
+        .enumerate()
+        .map(|(i, so)| {
+            let dir = root.path().join(format!("ab-{i}"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let so = so.canonicalize().expect("build to compare");
+            std::fs::write(
+                dir.join("bench"),
+                line.replacen(&ours, &so.display().to_string(), 1),
+            )
+            .expect("service");
+            dir
+        })
+        .collect();
+    let mut runs: Vec<Vec<Once>> = builds.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (service, done) in services.iter().zip(runs.iter_mut()) {
+            setup.reset_user("u0");
+            done.push(once(service, "u0"));
+        }
+    }
+    let quartiles = |mut v: Vec<Duration>| {
+        v.sort();
+        let at = |q: usize| us(v[(v.len() * q / 4).min(v.len() - 1)]);
+        format!("{} (p25 {}, p75 {})", at(2), at(1), at(3))
+    };
+    println!("{} logins per build, alternating, µs:", rounds);
+    for (so, done) in builds.iter().zip(runs) {
+        let ok = done.iter().filter(|r| r.ok).count();
+        println!(
+            "{}: pam_authenticate {}, spawn to exit {}, {ok}/{rounds} in",
+            so.display(),
+            quartiles(done.iter().map(|r| r.auth).collect()),
+            quartiles(done.iter().map(|r| r.took).collect()),
+        );
+    }
 }
 
 fn reject(setup: &Setup, logins: usize) -> Stats {
@@ -891,6 +967,10 @@ fn main() {
     }
     if let Some(i) = args.iter().position(|a| a == "--profile") {
         profile(&args[i + 1..]);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--ab") {
+        ab(&args[i + 1..]);
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--hold") {
