@@ -1436,7 +1436,7 @@ pub fn match_token_after(
 /// does not work again on a second device that holds the same key (found
 /// by an attack: `totpctl enroll --device spare --secret` of a key already
 /// enrolled). Sealed keys are compared unsealed. A TOTP token: its own.
-pub fn last_used(token: &Token, tokens: &[&Token]) -> Option<u64> {
+pub fn last_used(token: &Token, tokens: &[Token]) -> Option<u64> {
     if token.kind != Kind::Hotp {
         return token.last_step;
     }
@@ -1470,7 +1470,7 @@ fn check_code<'a>(
         shaped = true;
         // The floor counts every device of the user, stopped ones too: a
         // counter used on a device disabled since is still used.
-        let from = last_used(token, &all.iter().collect::<Vec<_>>());
+        let from = last_used(token, all);
         let step = match_token_after(token, from, text, now, config.window, config.hotp_window);
         if let (None, Some(step)) = (found, step) {
             found = Some((token, step));

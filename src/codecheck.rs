@@ -74,12 +74,11 @@ pub struct Found<'a> {
 /// The first active match wins, else the first pending one.
 pub fn find<'a>(config: &Config, tokens: &'a [Token], code: &str, now: u64) -> Option<Found<'a>> {
     let mut found: Vec<Found<'a>> = Vec::new();
-    let all: Vec<&Token> = tokens.iter().collect();
     for token in tokens {
         if code.len() != token.params.digits as usize {
             continue;
         }
-        let from = last_used(token, &all);
+        let from = last_used(token, tokens);
         let Some(step) =
             match_token_after(token, from, code, now, config.window, config.hotp_window)
         else {

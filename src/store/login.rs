@@ -214,12 +214,9 @@ impl<D: Driver> LoginStore for SqlStore<D> {
         answer: Answer<'_>,
     ) -> Result<Settled, StoreError> {
         let settle = || {
-            self.driver.begin(Hold::User(user, Purpose::Guesses))?;
-            let done = self.settle_within(user, rhost, now, limits, answer);
-            if done.is_err() {
-                self.driver.rollback();
-            }
-            done
+            self.write_ending(Hold::User(user, Purpose::Guesses), |_| {
+                self.settle_within(user, rhost, now, limits, answer)
+            })
         };
         match answer {
             Answer::Right { token, .. } if token.kind == Kind::Hotp => self.driver.durably(settle),

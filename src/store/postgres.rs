@@ -633,6 +633,25 @@ impl SqlStore<PgDriver> {
 }
 
 impl PgDriver {
+    /// Sends `sql` with `send` (`Session::send`, or `send_committing`):
+    /// the rows it changed.
+    fn count(
+        &self,
+        sql: &'static str,
+        params: &[Param<'_>],
+        send: fn(&mut Session, Last<'_>) -> Result<Answer, StoreError>,
+    ) -> Result<u64, StoreError> {
+        let typed: Vec<_> = params.iter().map(typed).collect();
+        let sql = placeholders_as_dollars(sql);
+        match send(&mut self.session.borrow_mut(), Last::Execute(&sql, &typed))? {
+            Answer::Count(n) => Ok(n),
+            _ => Err(StoreError::Column {
+                column: 0,
+                expected: "a row count",
+            }),
+        }
+    }
+
     fn connect(settings: &PgSettings<'_>) -> Result<PgDriver, StoreError> {
         let target = settings.target.url.clone();
         let mut config = client_config(settings.target);
@@ -924,19 +943,7 @@ fn typed<'p>(param: &'p Param<'_>) -> (&'p (dyn ToSql + Sync), Type) {
 
 impl Driver for PgDriver {
     fn execute(&self, sql: &'static str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let typed: Vec<_> = params.iter().map(typed).collect();
-        let sql = placeholders_as_dollars(sql);
-        match self
-            .session
-            .borrow_mut()
-            .send(Last::Execute(&sql, &typed))?
-        {
-            Answer::Count(n) => Ok(n),
-            _ => Err(StoreError::Column {
-                column: 0,
-                expected: "a row count",
-            }),
-        }
+        self.count(sql, params, Session::send)
     }
 
     /// The statement and the `COMMIT` in one round trip.
@@ -945,19 +952,7 @@ impl Driver for PgDriver {
         sql: &'static str,
         params: &[Param<'_>],
     ) -> Result<u64, StoreError> {
-        let typed: Vec<_> = params.iter().map(typed).collect();
-        let sql = placeholders_as_dollars(sql);
-        match self
-            .session
-            .borrow_mut()
-            .send_committing(Last::Execute(&sql, &typed))?
-        {
-            Answer::Count(n) => Ok(n),
-            _ => Err(StoreError::Column {
-                column: 0,
-                expected: "a row count",
-            }),
-        }
+        self.count(sql, params, Session::send_committing)
     }
 
     fn writes_in_with(&self) -> bool {

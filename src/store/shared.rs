@@ -39,11 +39,22 @@ impl<D: Driver> SqlStore<D> {
         hold: Hold<'_>,
         work: impl FnOnce(&D) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.driver.begin(hold)?;
-        let done = work(&self.driver).and_then(|value| {
-            self.driver.commit()?;
+        self.write_ending(hold, |db| {
+            let value = work(db)?;
+            db.commit()?;
             Ok(value)
-        });
+        })
+    }
+
+    /// Like `write`, for `work` that ends the transaction itself (its
+    /// `COMMIT` sent with its last statement); rolled back after an error.
+    pub(crate) fn write_ending<T>(
+        &self,
+        hold: Hold<'_>,
+        work: impl FnOnce(&D) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.driver.begin(hold)?;
+        let done = work(&self.driver);
         if done.is_err() {
             self.driver.rollback();
         }
