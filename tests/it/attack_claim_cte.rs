@@ -6,49 +6,21 @@
 //! counts, claims and answers.
 
 use crate::common;
+use crate::store_contract::{enroll, token};
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use common::KEY;
 
-use pam_totp::otp::Params;
 use pam_totp::ratelimit::Limits;
 use pam_totp::secret::Secret;
 use pam_totp::store::{
-    Answer, Claim, EnrollMode, Enrollment, Kind, LoginStore, PgSettings, PgStore, Settled,
-    SqliteStore, Store, StoreError, StoreLocation, Token,
+    Answer, Claim, EnrollMode, Kind, LoginStore, PgSettings, PgStore, Settled, SqliteStore, Store,
+    StoreError, Token,
 };
 
 const NOW: i64 = 1_700_000_000;
-
-fn token(user: &str, device: &str, kind: Kind) -> Token {
-    Token {
-        id: 0,
-        user: user.to_string(),
-        device: device.to_string(),
-        kind,
-        secret: Secret::from_base32(KEY).expect("key"),
-        params: Params::default(),
-        created: NOW,
-        confirmed: Some(NOW),
-        last_step: None,
-        life: Default::default(),
-        stored_key: Default::default(),
-    }
-}
-
-fn enroll(store: &dyn Store, token: Token) {
-    store
-        .enroll(
-            &[Enrollment {
-                token,
-                recovery: None,
-            }],
-            EnrollMode::Add,
-        )
-        .expect("enroll");
-}
 
 fn current(store: &dyn Store, user: &str, device: &str) -> Token {
     store
@@ -65,15 +37,7 @@ fn pg_open(
     open: fn(&PgSettings<'_>) -> Result<PgStore, StoreError>,
     timeout: Duration,
 ) -> PgStore {
-    let StoreLocation::Postgres(target) = StoreLocation::parse(url).expect("url") else {
-        panic!("not a PostgreSQL URL: {url}");
-    };
-    open(&PgSettings {
-        target: &target,
-        password_file: password,
-        timeout,
-    })
-    .expect("open postgres")
+    common::open_pg(url, password, open, timeout).expect("open postgres")
 }
 
 struct Pg {
@@ -189,8 +153,8 @@ fn cte_settles_exactly_like_the_three_statements() {
     };
     let stores: [&dyn Store; 2] = [&lite, &admin];
     for s in stores {
-        enroll(s, token("ada", "phone", Kind::Totp));
-        enroll(s, token("ada", "key", Kind::Hotp));
+        enroll(s, token("ada", "phone", Kind::Totp, true), EnrollMode::Add).expect("enroll");
+        enroll(s, token("ada", "key", Kind::Hotp, true), EnrollMode::Add).expect("enroll");
     }
     let mut stale: [Option<Token>; 2] = [None, None];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -256,14 +220,14 @@ fn cte_settles_exactly_like_the_three_statements() {
                     // With another key: SQLite gives the new row the
                     // deleted one's id, which with the same key would be
                     // the same token there alone.
-                    let mut fresh = token("ada", "phone", Kind::Totp);
+                    let mut fresh = token("ada", "phone", Kind::Totp, true);
                     fresh.secret = Secret::from_base32(if rekeys.is_multiple_of(2) {
                         "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
                     } else {
                         KEY
                     })
                     .expect("key");
-                    enroll(*s, fresh);
+                    enroll(*s, fresh, EnrollMode::Add).expect("enroll");
                     stale[i] = Some(t);
                     Ok(Settled::GivenBack(None))
                 }
@@ -356,7 +320,12 @@ fn cte_settles_exactly_like_the_three_statements() {
 fn cte_claims_race_plain_claims_and_one_wins() {
     let Some(pg) = Pg::start() else { return };
     let admin = pg.admin();
-    enroll(&admin, token("bo", "phone", Kind::Totp));
+    enroll(
+        &admin,
+        token("bo", "phone", Kind::Totp, true),
+        EnrollMode::Add,
+    )
+    .expect("enroll");
     let limits = Limits {
         backoff_after: 1_000_000,
         backoff_max: 1,
@@ -419,7 +388,12 @@ fn cte_claims_race_plain_claims_and_one_wins() {
 fn a_failed_cte_leaves_nothing_and_the_same_store_goes_on() {
     let Some(pg) = Pg::start() else { return };
     let admin = pg.admin();
-    enroll(&admin, token("cy", "phone", Kind::Totp));
+    enroll(
+        &admin,
+        token("cy", "phone", Kind::Totp, true),
+        EnrollMode::Add,
+    )
+    .expect("enroll");
     let limits = Limits {
         backoff_after: 100,
         backoff_max: 1,
@@ -550,13 +524,7 @@ fn a_failed_cte_leaves_nothing_and_the_same_store_goes_on() {
         pg.sql(r#"UPDATE tokens SET last_step = NULL; DELETE FROM failures WHERE rhost = 'b'; DELETE FROM guesses WHERE at = 1700000000 AND id <> (SELECT min(id) FROM guesses)"#);
         assert_eq!(pg.state(), before, "{what}: reset");
     }
-    let log = pg.cluster.server_log();
-    for stray in [
-        "there is already a transaction in progress",
-        "there is no transaction in progress",
-    ] {
-        assert!(!log.contains(stray), "the server warned: {stray}");
-    }
+    common::assert_no_stray_transaction_warnings(&pg.cluster.server_log());
 }
 
 /// HOTP through PgBouncer (start-up options dropped) with the role's
@@ -576,8 +544,18 @@ fn an_hotp_claim_by_the_cte_commits_synchronously_through_pgbouncer() {
         PgStore::create,
         Duration::from_secs(20),
     );
-    enroll(&admin, token("di", "key", Kind::Hotp));
-    enroll(&admin, token("di", "phone", Kind::Totp));
+    enroll(
+        &admin,
+        token("di", "key", Kind::Hotp, true),
+        EnrollMode::Add,
+    )
+    .expect("enroll");
+    enroll(
+        &admin,
+        token("di", "phone", Kind::Totp, true),
+        EnrollMode::Add,
+    )
+    .expect("enroll");
     cluster.psql(
         "postgres",
         &format!("ALTER ROLE {} SET synchronous_commit = off", database.name),
@@ -623,13 +601,7 @@ fn an_hotp_claim_by_the_cte_commits_synchronously_through_pgbouncer() {
         cluster.psql(&database.name, "SELECT count(*) FROM guesses"),
         "0"
     );
-    let log = cluster.server_log();
-    for stray in [
-        "there is already a transaction in progress",
-        "there is no transaction in progress",
-    ] {
-        assert!(!log.contains(stray), "the server warned: {stray}");
-    }
+    common::assert_no_stray_transaction_warnings(&cluster.server_log());
 }
 
 /// Through PgBouncer (transaction pooling): the CTE fails (an error raised
@@ -650,7 +622,12 @@ fn through_pgbouncer_a_failed_cte_leaves_nothing() {
         PgStore::create,
         Duration::from_secs(20),
     );
-    enroll(&admin, token("ed", "phone", Kind::Totp));
+    enroll(
+        &admin,
+        token("ed", "phone", Kind::Totp, true),
+        EnrollMode::Add,
+    )
+    .expect("enroll");
     let (ca, _) = cluster.enable_tls();
     let pooler = cluster.pgbouncer(&database, &ca);
     let limits = Limits {

@@ -929,13 +929,7 @@ fn an_hotp_claim_survives_a_database_crash_whatever_the_role_defaults_to() {
     );
     // The durable settlement is one transaction: no BEGIN inside it and no
     // COMMIT after it (the server warns about both).
-    let log = cluster.server_log();
-    for stray in [
-        "there is already a transaction in progress",
-        "there is no transaction in progress",
-    ] {
-        assert!(!log.contains(stray), "the server warned: {stray}\n{log}");
-    }
+    common::assert_no_stray_transaction_warnings(&cluster.server_log());
 }
 
 /// Every administrator's change of one user's devices (`totpctl reset`,
@@ -1028,9 +1022,7 @@ fn active_totp(user: &str, device: &str) -> pam_totp::store::Enrollment {
 /// must be counted once.
 #[test]
 fn through_pgbouncer_pipelined_statements_never_cross_logins() {
-    use pam_totp::store::{
-        Answer, EnrollMode, LoginStore, PgSettings, PgStore, Settled, Store, StoreLocation,
-    };
+    use pam_totp::store::{Answer, EnrollMode, LoginStore, PgStore, Settled, Store};
     if !postgres_present() || !common::tools_present(&["openssl", "pgbouncer"]) {
         return;
     }
@@ -1038,28 +1030,22 @@ fn through_pgbouncer_pipelined_statements_never_cross_logins() {
     const ROUNDS: usize = 40;
     let cluster = common::postgres::Cluster::start_on_loopback();
     let database = cluster.database();
-    let settings_of =
-        |url: &str, password: Option<&std::path::Path>, f: &mut dyn FnMut(&PgSettings<'_>)| {
-            let StoreLocation::Postgres(target) = StoreLocation::parse(url).expect("url") else {
-                panic!("not a PostgreSQL URL: {url}");
-            };
-            f(&PgSettings {
-                target: &target,
-                password_file: password,
-                timeout: Duration::from_secs(10),
-            });
-        };
-    settings_of(&database.url, Some(&database.password_file), &mut |s| {
-        let store = PgStore::create(s).expect("create");
-        for i in 0..LOGINS {
-            store
-                .enroll(
-                    &[active_totp(&format!("u{i}"), &format!("dev-of-u{i}"))],
-                    EnrollMode::Add,
-                )
-                .expect("enroll");
-        }
-    });
+    let admin = common::open_pg(
+        &database.url,
+        Some(&database.password_file),
+        PgStore::create,
+        Duration::from_secs(10),
+    )
+    .expect("create");
+    for i in 0..LOGINS {
+        admin
+            .enroll(
+                &[active_totp(&format!("u{i}"), &format!("dev-of-u{i}"))],
+                EnrollMode::Add,
+            )
+            .expect("enroll");
+    }
+    drop(admin);
     let (ca, _) = cluster.enable_tls();
     let pooler = cluster.pgbouncer(&database, &ca);
     let limits = pam_totp::ratelimit::Limits {
@@ -1078,15 +1064,12 @@ fn through_pgbouncer_pipelined_statements_never_cross_logins() {
             let mut failures = Vec::new();
             start.wait();
             for round in 0..ROUNDS {
-                let StoreLocation::Postgres(target) = StoreLocation::parse(&url).expect("url")
-                else {
-                    unreachable!()
-                };
-                let store = match PgStore::open_for_login(&PgSettings {
-                    target: &target,
-                    password_file: None,
-                    timeout: Duration::from_secs(10),
-                }) {
+                let store = match common::open_pg(
+                    &url,
+                    None,
+                    PgStore::open_for_login,
+                    Duration::from_secs(10),
+                ) {
                     Ok(store) => store,
                     Err(e) => {
                         failures.push(format!("{user} round {round}: open: {e}"));
@@ -1157,9 +1140,7 @@ fn through_pgbouncer_pipelined_statements_never_cross_logins() {
 /// pipelined statement lands on.
 #[test]
 fn through_pgbouncer_racing_pipelined_settlements_claim_once() {
-    use pam_totp::store::{
-        Answer, Claim, EnrollMode, LoginStore, PgSettings, PgStore, Settled, Store, StoreLocation,
-    };
+    use pam_totp::store::{Answer, Claim, EnrollMode, LoginStore, PgStore, Settled, Store};
     if !postgres_present() || !common::tools_present(&["openssl", "pgbouncer"]) {
         return;
     }
@@ -1168,19 +1149,12 @@ fn through_pgbouncer_racing_pipelined_settlements_claim_once() {
     let cluster = common::postgres::Cluster::start_on_loopback();
     let database = cluster.database();
     let open = |url: &str, password: Option<&std::path::Path>, create: bool| {
-        let StoreLocation::Postgres(target) = StoreLocation::parse(url).expect("url") else {
-            panic!("not a PostgreSQL URL: {url}");
-        };
-        let settings = PgSettings {
-            target: &target,
-            password_file: password,
-            timeout: Duration::from_secs(10),
-        };
-        if create {
-            PgStore::create(&settings)
+        let open = if create {
+            PgStore::create
         } else {
-            PgStore::open_for_login(&settings)
-        }
+            PgStore::open_for_login
+        };
+        common::open_pg(url, password, open, Duration::from_secs(10))
     };
     let admin = open(&database.url, Some(&database.password_file), true).expect("create");
     admin

@@ -17,7 +17,7 @@ use pam_totp::recovery;
 use pam_totp::secret::Secret;
 use pam_totp::store::{
     Answer, Claim, EnrollMode, Enrollment, Grant, Kind, LoginStore, PgSettings, PgStore,
-    Reservation, Settled, SqliteStore, Store, StoreError, StoreLocation, Token,
+    Reservation, Settled, SqliteStore, Store, StoreError, Token,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -138,7 +138,7 @@ fn backends() -> Vec<Backend> {
     all
 }
 
-fn token(user: &str, device: &str, kind: Kind, active: bool) -> Token {
+pub(crate) fn token(user: &str, device: &str, kind: Kind, active: bool) -> Token {
     Token {
         id: 0,
         user: user.to_string(),
@@ -154,7 +154,7 @@ fn token(user: &str, device: &str, kind: Kind, active: bool) -> Token {
     }
 }
 
-fn enroll(store: &dyn Store, token: Token, mode: EnrollMode) -> Result<(), StoreError> {
+pub(crate) fn enroll(store: &dyn Store, token: Token, mode: EnrollMode) -> Result<(), StoreError> {
     store.enroll(
         &[Enrollment {
             token,
@@ -1490,15 +1490,8 @@ fn pg_store(
     open: fn(&PgSettings<'_>) -> Result<PgStore, StoreError>,
     timeout: Duration,
 ) -> PgStore {
-    let StoreLocation::Postgres(target) = StoreLocation::parse(&database.url).expect("url") else {
-        panic!("not a PostgreSQL URL: {}", database.url);
-    };
-    open(&PgSettings {
-        target: &target,
-        password_file: Some(&database.password_file),
-        timeout,
-    })
-    .expect("open postgres")
+    common::open_pg(&database.url, Some(&database.password_file), open, timeout)
+        .expect("open postgres")
 }
 
 /// A PostgreSQL backend alone (None where no server can be started).

@@ -250,6 +250,40 @@ pub fn postgres_present() -> bool {
     }
 }
 
+/// The store at `url` (a database's, or a pooler's), opened with `open`
+/// (`PgStore::open`, `open_for_login` or `create`), with `password` the
+/// role's password file and `timeout` its `db_timeout`.
+pub fn open_pg(
+    url: &str,
+    password: Option<&Path>,
+    open: fn(
+        &pam_totp::store::PgSettings<'_>,
+    ) -> Result<pam_totp::store::PgStore, pam_totp::store::StoreError>,
+    timeout: std::time::Duration,
+) -> Result<pam_totp::store::PgStore, pam_totp::store::StoreError> {
+    let Ok(pam_totp::store::StoreLocation::Postgres(target)) =
+        pam_totp::store::StoreLocation::parse(url)
+    else {
+        panic!("not a PostgreSQL URL: {url}");
+    };
+    open(&pam_totp::store::PgSettings {
+        target: &target,
+        password_file: password,
+        timeout,
+    })
+}
+
+/// A server log without the warnings of a `BEGIN` inside a transaction
+/// or a `COMMIT` outside one: every transaction of the store was one.
+pub fn assert_no_stray_transaction_warnings(log: &str) {
+    for stray in [
+        "there is already a transaction in progress",
+        "there is no transaction in progress",
+    ] {
+        assert!(!log.contains(stray), "the server warned: {stray}\n{log}");
+    }
+}
+
 /// A test's PostgreSQL store: its private cluster and its database.
 pub type PgStore = Option<(postgres::Cluster, postgres::Database)>;
 
