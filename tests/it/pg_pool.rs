@@ -889,6 +889,20 @@ fn a_key_grace_holds_on_every_node_of_the_pool() {
     );
 }
 
+/// A site's tuning that loses commits in a crash: asynchronous commits for
+/// the store's role, and a WAL writer that flushes every 10 s.
+fn commit_asynchronously(
+    cluster: &common::postgres::Cluster,
+    database: &common::postgres::Database,
+) {
+    cluster.psql(
+        "postgres",
+        &format!("ALTER ROLE {} SET synchronous_commit = off", database.name),
+    );
+    cluster.psql("postgres", "ALTER SYSTEM SET wal_writer_delay = '10s'");
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+}
+
 /// Promise 12/15 on PostgreSQL: an HOTP counter (and a recovery code) is
 /// "on disk on return" (`LoginStore::settle_guess`, `burn_recovery`). The
 /// module relies on the server's default `synchronous_commit = on` and does
@@ -904,14 +918,7 @@ fn an_hotp_claim_survives_a_database_crash_whatever_the_role_defaults_to() {
     }
     let world = pool("fail_delay=0");
     let (cluster, database) = world.pg.as_ref().expect("pg");
-    // The site's tuning: asynchronous commits for this role, and a WAL
-    // writer that flushes every 10 s.
-    cluster.psql(
-        "postgres",
-        &format!("ALTER ROLE {} SET synchronous_commit = off", database.name),
-    );
-    cluster.psql("postgres", "ALTER SYSTEM SET wal_writer_delay = '10s'");
-    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    commit_asynchronously(cluster, database);
     let key = random_secret();
     let out = world.totpctl(&["enroll", "hedwig", "--type", "hotp", "--secret", &key]);
     assert!(out.status.success(), "{out:?}");
@@ -1232,12 +1239,7 @@ fn through_pgbouncer_a_used_recovery_code_survives_a_database_crash_whatever_the
     }
     let world = pool_on_loopback("fail_delay=0");
     let (cluster, database) = world.pg.as_ref().expect("pg");
-    cluster.psql(
-        "postgres",
-        &format!("ALTER ROLE {} SET synchronous_commit = off", database.name),
-    );
-    cluster.psql("postgres", "ALTER SYSTEM SET wal_writer_delay = '10s'");
-    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    commit_asynchronously(cluster, database);
     let (ca, _) = cluster.enable_tls();
     let pooler = cluster.pgbouncer(database, &ca);
     world.raw_service(
