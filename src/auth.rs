@@ -1355,6 +1355,7 @@ fn check_answer<S: LoginStore>(
     }
     match check_code(config, devices.usable, devices.all, text, now) {
         CodeCheck::Match(token, step) => claim(config, store, token, step, now, clock),
+        CodeCheck::UsedElsewhere(token, step) => reused(token, step),
         CodeCheck::NoMatch { shaped } => match recovery::scratch_candidate(text) {
             Some(candidate) => {
                 let fallback = if shaped {
@@ -1376,6 +1377,9 @@ fn now(clock: &dyn Clock) -> Result<u64, Outcome> {
 
 enum CodeCheck<'a> {
     Match(&'a Token, u64),
+    /// A right TOTP code whose step another device of the user with the
+    /// same key used already: refused without a claim.
+    UsedElsewhere(&'a Token, u64),
     /// `shaped`: the answer had the digit count of at least one token.
     NoMatch {
         shaped: bool,
@@ -1430,22 +1434,30 @@ pub fn match_token_after(
     }
 }
 
-/// The step or counter `token` counts from among the user's `tokens`: an
-/// HOTP token from the highest counter any HOTP token of the user with the
-/// same key has used (itself included), so a counter used on one device
-/// does not work again on a second device that holds the same key (found
-/// by an attack: `totpctl enroll --device spare --secret` of a key already
-/// enrolled). Sealed keys are compared unsealed. A TOTP token: its own.
+/// The step or counter `token` counts from among the user's `tokens`: the
+/// highest one any token of the user with the same key has used (itself
+/// included), so that a code used on one device does not work again on a
+/// second device that holds the same key (found by attacks: `totpctl
+/// enroll --device spare --secret` of a key already enrolled; the device
+/// that used the code disabled or expired meanwhile). Stopped and pending
+/// tokens count too. Keys are compared unsealed. HOTP counts among HOTP
+/// tokens; TOTP among TOTP tokens of the same period, whose steps are the
+/// same clock's (another period's codes come at other times).
 pub fn last_used(token: &Token, tokens: &[Token]) -> Option<u64> {
-    if token.kind != Kind::Hotp {
-        return token.last_step;
-    }
     tokens
         .iter()
-        .filter(|o| o.kind == Kind::Hotp && o.secret == token.secret)
+        .filter(|o| o.kind == token.kind && o.secret == token.secret)
+        .filter(|o| token.kind == Kind::Hotp || o.params.period == token.params.period)
         .filter_map(|o| o.last_step)
         .chain(token.last_step)
         .max()
+}
+
+/// Whether TOTP `step` of `token` was used already, by it or by a device
+/// with the same key (`last_used`). HOTP never is: its match starts past
+/// the floor.
+fn used_already(token: &Token, floor: Option<u64>, step: u64) -> bool {
+    token.kind == Kind::Totp && floor.is_some_and(|last| step <= last)
 }
 
 /// Checks the answer against every active token whose code length it has.
@@ -1463,22 +1475,36 @@ fn check_code<'a>(
     }
     let mut shaped = false;
     let mut found: Option<(&Token, u64)> = None;
+    let mut used: Option<(&Token, u64)> = None;
     for token in active {
         if text.len() != token.params.digits as usize {
             continue;
         }
         shaped = true;
         // The floor counts every device of the user, stopped ones too: a
-        // counter used on a device disabled since is still used.
+        // step or counter used on a device disabled since is still used.
         let from = last_used(token, all);
-        let step = match_token_after(token, from, text, now, config.window, config.hotp_window);
-        if let (None, Some(step)) = (found, step) {
-            found = Some((token, step));
+        let Some(step) =
+            match_token_after(token, from, text, now, config.window, config.hotp_window)
+        else {
+            continue;
+        };
+        // Only a step another device with the key used is refused here;
+        // the token's own is the claim's to refuse (atomically).
+        let slot = if used_already(token, from, step) && !used_already(token, token.last_step, step)
+        {
+            &mut used
+        } else {
+            &mut found
+        };
+        if slot.is_none() {
+            *slot = Some((token, step));
         }
     }
-    match found {
-        Some((token, step)) => CodeCheck::Match(token, step),
-        None => CodeCheck::NoMatch { shaped },
+    match (found, used) {
+        (Some((token, step)), _) => CodeCheck::Match(token, step),
+        (None, Some((token, step))) => CodeCheck::UsedElsewhere(token, step),
+        (None, None) => CodeCheck::NoMatch { shaped },
     }
 }
 
@@ -1534,10 +1560,14 @@ fn claimed(token: &Token, step: u64, now: u64, claim: Claim) -> Outcome {
             offset: (token.kind == Kind::Totp)
                 .then(|| step as i64 - otp::step_at(now, token.params.period) as i64),
         },
-        Claim::AlreadyUsed => Outcome::Reused {
-            device: token.device.clone(),
-            step,
-        },
+        Claim::AlreadyUsed => reused(token, step),
+    }
+}
+
+fn reused(token: &Token, step: u64) -> Outcome {
+    Outcome::Reused {
+        device: token.device.clone(),
+        step,
     }
 }
 
@@ -1580,6 +1610,7 @@ fn plan<'a>(
             Some(Outcome::ClockError(e)) => Err(Outcome::ClockError(e)),
             Some(refused) => Ok(Some(Planned::Refused(refused))),
         },
+        CodeCheck::UsedElsewhere(token, step) => Ok(Some(Planned::Refused(reused(token, step)))),
         CodeCheck::NoMatch { .. } if recovery::scratch_candidate(text).is_some() => Ok(None),
         CodeCheck::NoMatch { shaped: true } => Ok(Some(Planned::Wrong(Outcome::WrongCode))),
         CodeCheck::NoMatch { shaped: false } => Ok(Some(Planned::Wrong(Outcome::MalformedAnswer))),

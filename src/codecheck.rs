@@ -89,7 +89,7 @@ pub fn find<'a>(config: &Config, tokens: &'a [Token], code: &str, now: u64) -> O
                 let current = crate::otp::step_at(now, token.params.period);
                 (
                     step as i64 - current as i64,
-                    token.last_step.is_some_and(|last| step <= last),
+                    from.is_some_and(|last| step <= last),
                 )
             }
             Kind::Hotp => {

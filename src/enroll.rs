@@ -9,7 +9,18 @@ use zeroize::Zeroizing;
 
 use crate::otp::Params;
 use crate::secret::Secret;
-use crate::store::Kind;
+use crate::store::{Kind, Token};
+
+/// The user's token, on another device than `device`, that holds `secret`
+/// already (stopped and pending tokens too). Enrolling a key twice gives
+/// nothing a user could want (one phone shows one code for it) and makes
+/// the floor of used steps hang on two rows: removing the device that used
+/// a code would free it on the other. Keys are compared in constant time.
+pub fn holder_of_key<'a>(tokens: &'a [Token], secret: &Secret, device: &str) -> Option<&'a Token> {
+    tokens
+        .iter()
+        .find(|t| t.device != device && t.secret == *secret)
+}
 
 /// The Key URI that authenticator apps scan (Google's Key Uri Format):
 /// `otpauth://totp/ISSUER:USER?secret=...&issuer=...&algorithm=...&digits=...&period=...`

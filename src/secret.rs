@@ -29,10 +29,22 @@ pub enum SecretError {
     Random(String),
 }
 
-/// A token key. The bytes are wiped when the value is dropped, and `Debug`
-/// never shows them.
-#[derive(Clone, PartialEq, Eq)]
+/// A token key. The bytes are wiped when the value is dropped, `Debug`
+/// never shows them, and two keys are compared in constant time.
+#[derive(Clone)]
 pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        use subtle::ConstantTimeEq;
+        // Lengths are not secret (every generated key has the same one);
+        // `ct_eq` answers false for different lengths without a timing
+        // difference in the bytes.
+        bool::from(self.0.as_slice().ct_eq(other.0.as_slice()))
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

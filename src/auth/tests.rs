@@ -2184,3 +2184,81 @@ fn one_right_code_stages_the_address_grace_and_the_key_grace_together() {
         d.outcome
     );
 }
+
+/// Two devices of one user with the same key (enrolled twice, or from a
+/// store of before `totpctl enroll` refused that): a TOTP step used on one
+/// stays used on the other, also once the device that used it is stopped.
+#[test]
+fn a_step_used_on_one_device_is_used_on_another_with_the_same_key() {
+    let world = World::with_alice();
+    world.add("alice", "spare", Kind::Totp, KEY_B32, true);
+    let code = code_at(NOW);
+    assert_eq!(world.run(&code), accepted(NOW / 30, 0));
+    for stop in [Some(NOW as i64), None] {
+        // Disabled, then enabled again: either way the step stays used.
+        world
+            .store()
+            .set_disabled("alice", Some(DEFAULT_DEVICE), stop)
+            .expect("disable");
+        let again = world.run(&code);
+        assert!(
+            matches!(&again, Outcome::Reused { step, .. } if *step == NOW / 30),
+            "the used step worked again on the other device: {again:?}"
+        );
+    }
+    world
+        .store()
+        .set_disabled("alice", Some(DEFAULT_DEVICE), Some(NOW as i64))
+        .expect("disable");
+    // The next step is the spare device's to use.
+    let next = world.run(&code_at(NOW + 30));
+    assert!(
+        matches!(&next, Outcome::Accepted { device, step, .. } if device == "spare" && *step == NOW / 30 + 1),
+        "{next:?}"
+    );
+    // A key of its own keeps its own steps: another user's device with
+    // another key is untouched (and the same key under another user is
+    // another user's business).
+    world.add("bob", DEFAULT_DEVICE, Kind::Totp, KEY_B32, true);
+    let bob = world.run_with(
+        &Config::default(),
+        "bob",
+        Some("203.0.113.7"),
+        &mut Scripted::says(&code),
+    );
+    assert!(matches!(bob, Outcome::Accepted { .. }), "{bob:?}");
+}
+
+#[test]
+fn last_used_counts_the_same_key_and_period_only() {
+    let token = |device: &str, kind: Kind, key: &str, period: u64, last: Option<u64>| Token {
+        id: 0,
+        user: "alice".to_string(),
+        device: device.to_string(),
+        kind,
+        secret: Secret::from_base32(key).expect("key"),
+        params: Params {
+            period,
+            ..Params::default()
+        },
+        created: 0,
+        confirmed: Some(0),
+        last_step: last,
+        life: Default::default(),
+        stored_key: Default::default(),
+    };
+    const OTHER: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let me = token("a", Kind::Totp, KEY_B32, 30, Some(5));
+    let all = [
+        me.clone(),
+        token("b", Kind::Totp, KEY_B32, 30, Some(9)),
+        token("c", Kind::Totp, KEY_B32, 60, Some(40)),
+        token("d", Kind::Totp, OTHER, 30, Some(50)),
+        token("e", Kind::Hotp, KEY_B32, 30, Some(70)),
+    ];
+    assert_eq!(crate::auth::last_used(&me, &all), Some(9));
+    let hotp = token("f", Kind::Hotp, KEY_B32, 30, Some(3));
+    assert_eq!(crate::auth::last_used(&hotp, &all), Some(70));
+    let alone = token("g", Kind::Totp, OTHER, 60, None);
+    assert_eq!(crate::auth::last_used(&alone, &all), None);
+}

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    RHOST, World, oathtool, oathtool_hotp, pam_tools_present, tools_present, unix_now, wrong_code,
+    RHOST, World, oathtool, oathtool_hotp, pam_tools_present, sqlite_only, tools_present, unix_now,
+    wrong_code,
 };
 use serde_json::Value;
 
@@ -1224,6 +1225,32 @@ fn a_reset_during_a_pending_login_lets_no_code_of_the_old_key_in() {
     );
 }
 
+/// totpctl refuses to enroll a key the user holds on another device, and
+/// says which.
+fn refused_as_held_by(out: &std::process::Output, device: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!("already holds this key on device \"{device}\"")),
+        "a second device with a key the user holds was enrolled: {out:?}"
+    );
+}
+
+/// What a store written before totpctl refused a held key may hold: a copy
+/// of `user`'s `from` device, key and used steps included, as `to`.
+fn copy_device(world: &World, user: &str, from: &str, to: &str) {
+    let out = Command::new("sqlite3")
+        .arg(&world.db)
+        .arg(format!(
+            "INSERT INTO tokens (user, device, kind, secret, algorithm, digits, period, created, \
+             confirmed, last_step) SELECT user, '{to}', kind, secret, algorithm, digits, period, \
+             created, confirmed, last_step FROM tokens WHERE user = '{user}' AND device = '{from}'"
+        ))
+        .output()
+        .expect("run sqlite3");
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// Promise 1 with two HOTP devices of one user holding the same key (the
 /// same hardware token enrolled twice, e.g. under a second name by the
 /// help desk, or `--secret` reused): a code used on the first device must
@@ -1243,10 +1270,11 @@ fn a_used_hotp_code_does_not_work_again_on_a_second_device_with_the_same_key() {
     let second = world.totpctl(&[
         "enroll", "hedy", "--device", "spare", "--type", "hotp", "--secret", &key,
     ]);
-    if !second.status.success() {
-        // Refusing a key the user already holds closes it too.
+    refused_as_held_by(&second, "default");
+    if sqlite_only("a store written before enroll refused a held key") {
         return;
     }
+    copy_device(&world, "hedy", "default", "spare");
     let code = oathtool_hotp(&key, 0, false);
     let first = world.login("totp", "hedy", Some(RHOST), &code);
     assert!(first.success, "{first:?}");
@@ -1266,4 +1294,90 @@ fn a_used_hotp_code_does_not_work_again_on_a_second_device_with_the_same_key() {
     let next = oathtool_hotp(&key, 1, false);
     let spare = world.login("totp", "hedy", Some(RHOST), &next);
     assert!(spare.success, "the spare device's next counter: {spare:?}");
+}
+
+/// Promise 1 with two TOTP devices of one user holding the same key (one
+/// phone's QR code enrolled under two names, `--secret` reused, or a file
+/// imported beside the key it came from): a code used on one device must
+/// not work again on the other within its window.
+#[test]
+fn a_used_totp_code_does_not_work_again_on_a_second_device_with_the_same_key() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    world.service("totp", "fail_delay=0");
+    let key = common::random_secret();
+    ok(&world.totpctl(&["enroll", "ines", "--secret", &key]));
+    let second = world.totpctl(&["enroll", "ines", "--device", "spare", "--secret", &key]);
+    refused_as_held_by(&second, "default");
+    if sqlite_only("a store written before enroll refused a held key") {
+        return;
+    }
+    copy_device(&world, "ines", "default", "spare");
+    let code = oathtool(&key, None, &[]);
+    let first = world.login("totp", "ines", Some(RHOST), &code);
+    assert!(first.success, "{first:?}");
+    let replay = world.login("totp", "ines", Some(RHOST), &code);
+    assert!(
+        !replay.success,
+        "a TOTP code logged in a second time (on the other device): {replay:?}"
+    );
+    // Stopping the device that used it (the first match: devices are
+    // checked in name order) does not free the step for the other one.
+    ok(&world.totpctl(&["disable", "ines", "--device", "default"]));
+    let after = world.login("totp", "ines", Some(RHOST), &code);
+    assert!(
+        !after.success,
+        "a TOTP code logged in again once the device that used it was disabled: {after:?}"
+    );
+}
+
+/// An import does not put a key the user already holds on a second device
+/// either (an oath users file, and a google-authenticator file with
+/// --force): nothing is written, and the refusal names the device.
+#[test]
+fn imports_refuse_a_key_the_user_holds_on_another_device() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    let hex = "3132333435363738393031323334353637383930";
+    let base32 = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    ok(&world.totpctl(&["enroll", "otto", "--device", "phone", "--secret", base32]));
+    let users = world.dir.path().join("users.oath");
+    std::fs::write(&users, format!("HOTP/T30 otto - {hex}\n")).expect("users");
+    let path = users.to_str().expect("path");
+    let run = world.totpctl(&["import", "oath", path, "--apply", "--force"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && stderr.contains("already on device \"phone\""),
+        "{run:?}"
+    );
+    let ga = world.dir.path().join("ga_otto");
+    std::fs::write(&ga, format!("{base32}\n\" TOTP_AUTH\n")).expect("ga file");
+    let run = world.totpctl(&[
+        "import",
+        "google-authenticator",
+        ga.to_str().expect("path"),
+        "--user",
+        "otto",
+        "--apply",
+        "--force",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && stderr.contains("already on device \"phone\""),
+        "{run:?}"
+    );
+    let shown = json(&world.totpctl(&["show", "otto", "--json"]));
+    assert_eq!(
+        shown["tokens"].as_array().map(Vec::len),
+        Some(1),
+        "only the phone: {shown}"
+    );
+    // Onto that device, with --force, it is the same key imported again.
+    ok(&world.totpctl(&[
+        "import", "oath", path, "--apply", "--force", "--device", "phone",
+    ]));
 }

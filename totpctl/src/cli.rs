@@ -498,7 +498,8 @@ pub struct TokenArgs {
     pub kind: Kind,
     /// Use this base32 key instead of generating one (the key already lives
     /// in an app). "-" reads it from standard input, which keeps it out of
-    /// the shell history and the process list. Active at once.
+    /// the shell history and the process list. Active at once. A key the
+    /// user holds on another device is refused (one key, one authenticator).
     #[arg(long, value_name = "BASE32")]
     pub secret: Option<String>,
     /// Accept a --secret shorter than 128 bits (down to 80).

@@ -13,7 +13,7 @@ use crate::sudo::OutputFile;
 use crate::{check_user, unix_now};
 use pam_totp::auth::match_token;
 use pam_totp::config::{DEFAULT_HOTP_WINDOW, DEFAULT_WINDOW};
-use pam_totp::enroll::{otpauth_uri, qr_terminal};
+use pam_totp::enroll::{holder_of_key, otpauth_uri, qr_terminal};
 use pam_totp::otp::Params;
 use pam_totp::recovery::{self, RecoveryCode};
 use pam_totp::secret::Secret;
@@ -68,8 +68,21 @@ pub fn enroll(
     };
     let now = unix_now();
     let active = !generated || args.no_confirm;
-    let first_token = store.tokens(user).map_err(|e| e.to_string())?.is_empty();
+    let existing = store.tokens(user).map_err(|e| e.to_string())?;
+    let first_token = existing.is_empty();
     let reset = matches!(mode, EnrollMode::ReplaceUser | EnrollMode::Replacement);
+    if let (false, false, Some(holder)) = (
+        generated,
+        reset,
+        holder_of_key(&existing, &secret, &args.device),
+    ) {
+        return Err(format!(
+            "--secret: {user} already holds this key on device \"{}\"; one key is one \
+             authenticator: give the new device its own key (leave out --secret), or \
+             replace that device (--device {} --force)",
+            holder.device, holder.device
+        ));
+    }
     let recovery_codes = if generated && (first_token || reset) {
         Some(recovery::generate().map_err(|e| e.to_string())?)
     } else {

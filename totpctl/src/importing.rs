@@ -9,6 +9,7 @@ use crate::audit::{Audit, Detail};
 use crate::cli::{ImportArgs, ImportSource};
 use crate::report::describe_params;
 use crate::{check_user, unix_now};
+use pam_totp::enroll::holder_of_key;
 use pam_totp::import::{self, Imported, google_authenticator, home};
 use pam_totp::recovery;
 use pam_totp::store::{EnrollMode, Enrollment, Kind, Store, Token};
@@ -51,6 +52,18 @@ pub fn import(store: &dyn Store, audit: &mut Audit, source: ImportSource) -> Res
         }
     };
     check(&tokens, &args)?;
+    for t in &tokens {
+        let existing = store
+            .tokens(&t.user)
+            .map_err(|e| format!("nothing imported: {e}"))?;
+        if let Some(holder) = holder_of_key(&existing, &t.secret, &args.device) {
+            return Err(format!(
+                "nothing imported: line {}: {} holds this key already on device \"{}\" (one \
+                 key is one authenticator; --device {} --force imports it onto that device)",
+                t.line, t.user, holder.device, holder.device
+            ));
+        }
+    }
     for t in &tokens {
         describe(t, &args);
     }
@@ -245,6 +258,13 @@ fn examine(
         .map_err(|e| format!("nothing imported: {e}"))?;
     if !existing.is_empty() && !args.force {
         return Ok(Outcome::AlreadyEnrolled(existing.len()));
+    }
+    if let Some(holder) = holder_of_key(&existing, &token.secret, &args.device) {
+        return Ok(Outcome::Refused(format!(
+            "holds this key already on device \"{}\" (one key is one authenticator; \
+             --device {} --force imports it onto that device)",
+            holder.device, holder.device
+        )));
     }
     // Imported again with --force (the same key): the steps or counters
     // used since the last import stay used, and so do the recovery codes
