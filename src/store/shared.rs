@@ -209,7 +209,7 @@ impl<D: Driver> SqlStore<D> {
                 latest,
                 now,
             ),
-            source_row: source.is_some(),
+            source_count: source.map(|(count, _)| count),
             old_guesses: guesses.iter().any(|&at| at <= old),
         })
     }
@@ -234,7 +234,7 @@ impl<D: Driver> SqlStore<D> {
             // SQLite: no writer ran since the read, so the source's row is
             // updated or inserted as read (fewer instructions to parse than
             // the upsert, which stays as the fallback).
-            let counted = if before.source_row {
+            let counted = if before.source_count.is_some() {
                 self.driver
                     .execute(sql::ADD_SOURCE_FAILURE, params![user, rhost, now])?
             } else {
@@ -270,6 +270,9 @@ impl<D: Driver> SqlStore<D> {
         answer: super::Answer<'_>,
     ) -> Result<super::Settled, StoreError> {
         use super::{Answer, Claim, Reservation, Settled};
+        if self.driver.holds_out_every_writer() && !matches!(answer, Answer::Wrong) {
+            return self.settle_given_back(user, rhost, now, limits, answer);
+        }
         let counted = match self.take_guess(user, rhost, now, limits)? {
             Reservation::Locked(lock) => {
                 self.driver.commit()?;
@@ -309,6 +312,59 @@ impl<D: Driver> SqlStore<D> {
         self.give_back(user, rhost, claimed == Claim::Claimed, now)?;
         self.driver.commit()?;
         Ok(Settled::GivenBack(Some(claimed)))
+    }
+
+    /// `settle_within` for an answer whose guess is given back (a right
+    /// code, or one refused before its claim), on a store whose transaction
+    /// holds out every writer (SQLite): what taking the guess and giving it
+    /// back leaves behind, written directly. Counting the source's failure
+    /// and then taking it back, or inserting the user's guess and deleting
+    /// it, inside one transaction nobody else can see into, changes nothing
+    /// but the source's `last` (a failure's time, which the count left
+    /// there) and the old guesses the reservation drops on the way. The
+    /// limits are checked as the reservation checks them. An accept writes
+    /// the claimed token's page alone instead of four (issue 18: three
+    /// statements fewer to prepare and run, a WAL a fifth as long for the
+    /// next login to read). The PostgreSQL path keeps the reservation: its
+    /// `release_guess` and `unlock` do not wait for the user's hold.
+    fn settle_given_back(
+        &self,
+        user: &str,
+        rhost: &str,
+        now: i64,
+        limits: &crate::ratelimit::Limits,
+        answer: super::Answer<'_>,
+    ) -> Result<super::Settled, StoreError> {
+        use super::{Answer, Claim, Settled};
+        let before = self.read_failure_rows(user, rhost, now)?;
+        if let Some(lock) = crate::ratelimit::lock_at(&before.failures, limits, now) {
+            self.driver.commit()?;
+            return Ok(Settled::Locked(lock));
+        }
+        if before.old_guesses {
+            self.driver.execute_later(
+                sql::DROP_OLD_GUESSES,
+                params![user, old_guesses_before(now)],
+            )?;
+        }
+        let claimed = match answer {
+            Answer::Right { token, step } => Some(self.claim_row(token, step, now)?),
+            Answer::Refused | Answer::Wrong => None,
+        };
+        match before.source_count {
+            None => {}
+            // Cleared by the claim, or dropped as empty once its count went
+            // back to what it was (a count at or below 0: a row of a store
+            // written by hand).
+            Some(count) if claimed == Some(Claim::Claimed) || count <= 0 => self
+                .driver
+                .execute_later(sql::CLEAR_SOURCE, params![user, rhost])?,
+            Some(_) => self
+                .driver
+                .execute_later(sql::TOUCH_SOURCE, params![user, rhost, now])?,
+        }
+        self.driver.commit()?;
+        Ok(Settled::GivenBack(claimed))
     }
 
     /// One failed code from (user, rhost) at `now`: the source's back-off
@@ -387,8 +443,8 @@ impl<D: Driver> SqlStore<D> {
 /// What the guess reservation read, under the user's hold.
 struct FailureRows {
     failures: Failures,
-    /// The source's back-off row was there.
-    source_row: bool,
+    /// The source's back-off count, when its row was there.
+    source_count: Option<i64>,
     /// The user has failures too old to matter to the ceiling.
     old_guesses: bool,
 }

@@ -202,6 +202,9 @@ pub const INSERT_GUESS: &str = r#"INSERT INTO guesses ("user", at) VALUES (?1, ?
 pub const RELEASE_GUESS: &str = r#"DELETE FROM guesses WHERE id =
      (SELECT id FROM guesses WHERE "user" = ?1 AND at = ?2 LIMIT 1)"#;
 pub const CLEAR_SOURCE: &str = r#"DELETE FROM failures WHERE "user" = ?1 AND rhost = ?2"#;
+/// What a source's failure counted and then given back leaves on its row
+/// (SQLite's `settle_given_back`): the time, not the count.
+pub const TOUCH_SOURCE: &str = r#"UPDATE failures SET last = ?3 WHERE "user" = ?1 AND rhost = ?2"#;
 pub const UNCOUNT_SOURCE_FAILURE: &str =
     r#"UPDATE failures SET count = count - 1 WHERE "user" = ?1 AND rhost = ?2"#;
 pub const DROP_EMPTY_SOURCE: &str =
@@ -353,6 +356,7 @@ mod tests {
         INSERT_GUESS,
         RELEASE_GUESS,
         CLEAR_SOURCE,
+        TOUCH_SOURCE,
         UNCOUNT_SOURCE_FAILURE,
         DROP_EMPTY_SOURCE,
         DELETE_GUESSES_OF_USER,
