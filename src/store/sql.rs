@@ -51,29 +51,26 @@ pub const CLAIM_STEP: &str = "UPDATE tokens SET last_step = ?2
        AND disabled IS NULL AND (expires IS NULL OR expires > ?3)
        AND (last_step IS NULL OR last_step < ?2)";
 /// PostgreSQL only (writes in `WITH`, `Driver::writes_in_with`): a right
-/// code's `CLAIM_STEP` (`?1`-`?4`) and the give-back of its guess in one
-/// statement, so that the transaction's `COMMIT` goes out with it. The
-/// guess of `?5` at `?3` is given back; the source `?6`'s back-off is
-/// cleared when the step was claimed, else loses the one failure
-/// (`UNCOUNT_SOURCE_FAILURE`, `DROP_EMPTY_SOURCE`). The row count is the
-/// claim's: 1 claimed, 0 not. Every part reads the rows as they were
-/// before the statement (the guess and the source's count of this
-/// transaction included), and no two parts change the same row.
-pub const CLAIM_AND_GIVE_BACK: &str = r#"WITH claimed AS (
+/// code's `CLAIM_STEP` (`?1`-`?4`) and what its guess leaves on the source
+/// `?6` of user `?5` (`SqlStore::settle_given_back`), in one statement, so
+/// that the transaction's `COMMIT` goes out with it: the source's back-off
+/// is cleared when the step was claimed, else keeps its count with the
+/// time `?3` (`TOUCH_SOURCE`), or goes if the count is at or below 0
+/// (`DROP_EMPTY_SOURCE`). The row count is the claim's: 1 claimed, 0 not.
+/// Every part reads the rows as they were before the statement, and no two
+/// parts change the same row.
+pub const CLAIM_AND_SETTLE: &str = r#"WITH claimed AS (
          UPDATE tokens SET last_step = ?2
          WHERE id = ?1 AND secret = ?4 AND confirmed IS NOT NULL
            AND disabled IS NULL AND (expires IS NULL OR expires > ?3)
            AND (last_step IS NULL OR last_step < ?2)
          RETURNING id),
-     released AS (
-         DELETE FROM guesses WHERE id =
-             (SELECT id FROM guesses WHERE "user" = ?5 AND at = ?3 LIMIT 1)),
      cleared AS (
          DELETE FROM failures WHERE "user" = ?5 AND rhost = ?6
-           AND (EXISTS (SELECT 1 FROM claimed) OR count <= 1)),
-     uncounted AS (
-         UPDATE failures SET count = count - 1 WHERE "user" = ?5 AND rhost = ?6
-           AND NOT EXISTS (SELECT 1 FROM claimed) AND count > 1)
+           AND (EXISTS (SELECT 1 FROM claimed) OR count <= 0)),
+     touched AS (
+         UPDATE failures SET last = ?3 WHERE "user" = ?5 AND rhost = ?6
+           AND NOT EXISTS (SELECT 1 FROM claimed) AND count > 0)
      SELECT id FROM claimed"#;
 /// A user's token rows as (id, key as stored), to see whether they changed.
 pub const TOKEN_KEYS_OF_USER: &str =
@@ -203,8 +200,9 @@ pub const RELEASE_GUESS: &str = r#"DELETE FROM guesses WHERE id =
      (SELECT id FROM guesses WHERE "user" = ?1 AND at = ?2 LIMIT 1)"#;
 pub const CLEAR_SOURCE: &str = r#"DELETE FROM failures WHERE "user" = ?1 AND rhost = ?2"#;
 /// What a source's failure counted and then given back leaves on its row
-/// (SQLite's `settle_given_back`): the time, not the count.
-pub const TOUCH_SOURCE: &str = r#"UPDATE failures SET last = ?3 WHERE "user" = ?1 AND rhost = ?2"#;
+/// (`SqlStore::settle_given_back`): the time, not the count.
+pub const TOUCH_SOURCE: &str =
+    r#"UPDATE failures SET last = ?3 WHERE "user" = ?1 AND rhost = ?2 AND count > 0"#;
 pub const UNCOUNT_SOURCE_FAILURE: &str =
     r#"UPDATE failures SET count = count - 1 WHERE "user" = ?1 AND rhost = ?2"#;
 pub const DROP_EMPTY_SOURCE: &str =
@@ -330,7 +328,7 @@ mod tests {
         COUNT_TOKENS,
         COUNT_TOKENS_OF_USER,
         CLAIM_STEP,
-        CLAIM_AND_GIVE_BACK,
+        CLAIM_AND_SETTLE,
         TOKEN_KEYS_OF_USER,
         CONFIRM,
         INSERT_TOKEN,

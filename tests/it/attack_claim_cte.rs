@@ -1,9 +1,12 @@
-//! Attacks on 6e47f05: on PostgreSQL a right code's claim and the give-back
-//! that depends on it are one statement with data-modifying CTEs
-//! (`sql::CLAIM_AND_GIVE_BACK`), sent with the COMMIT
-//! (`Session::send_committing`). SQLite keeps the old three statements, so
-//! it is the oracle: the same settlements on both must leave the same
-//! counts, claims and answers.
+//! Attacks on 6e47f05: on PostgreSQL a right code's claim and what it
+//! leaves on the source's failures are one statement with data-modifying
+//! CTEs (`sql::CLAIM_AND_SETTLE`, once `CLAIM_AND_GIVE_BACK`), sent with the
+//! COMMIT (`Session::send_committing`). Since 2026-12-02 both backends
+//! write only the net effect of taking a right code's guess and giving it
+//! back (`SqlStore::settle_given_back`); the oracle is a third store that
+//! still takes the guess and gives it back in separate steps
+//! (`reserve_guess`, `claim_step`, `release_guess`): the same settlements
+//! on all three must leave the same counts, claims and answers.
 
 use crate::common;
 use crate::store_contract::{enroll, token};
@@ -16,8 +19,8 @@ use common::KEY;
 use pam_totp::ratelimit::Limits;
 use pam_totp::secret::Secret;
 use pam_totp::store::{
-    Answer, Claim, EnrollMode, Kind, LoginStore, PgSettings, PgStore, Settled, SqliteStore, Store,
-    StoreError, Token,
+    Answer, Claim, EnrollMode, Kind, LoginStore, PgSettings, PgStore, Reservation, Settled,
+    SqliteStore, Store, StoreError, Token,
 };
 
 const NOW: i64 = 1_700_000_000;
@@ -131,32 +134,64 @@ impl Rng {
     }
 }
 
-/// Differential: SQLite (the old three statements) against PostgreSQL
-/// (the CTE), the same random settlements: wrong codes, right codes of
+/// A settlement as the store made it before it wrote only the net effect:
+/// the guess taken (counted at the source and for the user), the claim,
+/// the guess given back; each step its own transaction (the slow path's
+/// statements, which are unchanged).
+fn settle_the_old_way(
+    store: &dyn LoginStore,
+    rhost: &str,
+    now: i64,
+    limits: &Limits,
+    answer: Answer<'_>,
+) -> Result<Settled, StoreError> {
+    match store.reserve_guess("ada", rhost, now, limits)? {
+        Reservation::Locked(lock) => Ok(Settled::Locked(lock)),
+        Reservation::Granted(counted) => match answer {
+            Answer::Wrong => Ok(Settled::Counted(counted)),
+            Answer::Refused => {
+                store.release_guess("ada", rhost, false, now)?;
+                Ok(Settled::GivenBack(None))
+            }
+            Answer::Right { token, step } => {
+                let claimed = store.claim_step(token, step, now)?;
+                store.release_guess("ada", rhost, claimed == Claim::Claimed, now)?;
+                Ok(Settled::GivenBack(Some(claimed)))
+            }
+        },
+    }
+}
+
+/// Differential: SQLite and PostgreSQL (each writing a settlement's net
+/// effect) against a SQLite store settling the old way
+/// (`settle_the_old_way`), the same random settlements: wrong codes, right codes of
 /// fresh, replayed and old steps, refused ones, from three sources, with
 /// guesses at the same second, tokens disabled and re-enabled, a token
 /// deleted and re-added (a stale `Token`: key/id mismatch), the source's
 /// count forced to 0 or negative, `unlock`s. Every answer and the whole
 /// state after every step must be the same.
 #[test]
-fn cte_settles_exactly_like_the_three_statements() {
+fn net_settlements_leave_what_taking_and_giving_back_leaves() {
     let Some(pg) = Pg::start() else { return };
     let dir = common::dirs::private_tempdir();
     let db = dir.path().join("oracle.db");
     SqliteStore::create(&db).expect("create sqlite");
     let lite = SqliteStore::open(&db).expect("open sqlite");
+    let old_db = dir.path().join("old-way.db");
+    SqliteStore::create(&old_db).expect("create sqlite");
+    let old = SqliteStore::open(&old_db).expect("open sqlite");
     let admin = pg.admin();
     let limits = Limits {
         backoff_after: 3,
         backoff_max: 2,
         user_limit: 8,
     };
-    let stores: [&dyn Store; 2] = [&lite, &admin];
+    let stores: [&dyn Store; 3] = [&lite, &admin, &old];
     for s in stores {
         enroll(s, token("ada", "phone", Kind::Totp, true), EnrollMode::Add).expect("enroll");
         enroll(s, token("ada", "key", Kind::Hotp, true), EnrollMode::Add).expect("enroll");
     }
-    let mut stale: [Option<Token>; 2] = [None, None];
+    let mut stale: [Option<Token>; 3] = [None, None, None];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut now = NOW;
     let mut rekeys = 0u64;
@@ -181,31 +216,31 @@ fn cte_settles_exactly_like_the_three_statements() {
         }
         let mut answers = Vec::new();
         for (i, s) in stores.iter().enumerate() {
-            // The PostgreSQL side settles through a login store.
-            let login: &dyn LoginStore = if i == 0 { &lite } else { &pg_login };
+            // The PostgreSQL side settles through a login store; the third
+            // store the old way.
+            let login: &dyn LoginStore = match i {
+                0 => &lite,
+                1 => &pg_login,
+                _ => &old,
+            };
+            let settle = |rhost: &str, answer: Answer<'_>| {
+                if i == 2 {
+                    settle_the_old_way(login, rhost, now, &limits, answer)
+                } else {
+                    login.settle_guess("ada", rhost, now, &limits, answer)
+                }
+            };
             let answer = match op {
-                0..=3 => login.settle_guess("ada", rhost, now, &limits, Answer::Wrong),
+                0..=3 => settle(rhost, Answer::Wrong),
                 4..=7 => {
                     let t = current(*s, "ada", "phone");
-                    login.settle_guess(
-                        "ada",
-                        rhost,
-                        now,
-                        &limits,
-                        Answer::Right { token: &t, step },
-                    )
+                    settle(rhost, Answer::Right { token: &t, step })
                 }
                 8 => {
                     let t = current(*s, "ada", "key");
-                    login.settle_guess(
-                        "ada",
-                        rhost,
-                        now,
-                        &limits,
-                        Answer::Right { token: &t, step },
-                    )
+                    settle(rhost, Answer::Right { token: &t, step })
                 }
-                9 => login.settle_guess("ada", rhost, now, &limits, Answer::Refused),
+                9 => settle(rhost, Answer::Refused),
                 10 => {
                     // Disable or enable the phone.
                     let on = rng.0.is_multiple_of(2);
@@ -232,13 +267,7 @@ fn cte_settles_exactly_like_the_three_statements() {
                     Ok(Settled::GivenBack(None))
                 }
                 12 => match &stale[i] {
-                    Some(t) => login.settle_guess(
-                        "ada",
-                        rhost,
-                        now,
-                        &limits,
-                        Answer::Right { token: t, step },
-                    ),
+                    Some(t) => settle(rhost, Answer::Right { token: t, step }),
                     None => Ok(Settled::GivenBack(None)),
                 },
                 13 => {
@@ -247,20 +276,20 @@ fn cte_settles_exactly_like_the_three_statements() {
                     let sql = format!(
                         r#"UPDATE failures SET count = {forced} WHERE "user" = 'ada' AND rhost = '{rhost}'"#
                     );
-                    if i == 0 {
-                        rusqlite::Connection::open(&db)
+                    if i == 1 {
+                        pg.sql(&sql);
+                    } else {
+                        rusqlite::Connection::open(if i == 0 { &db } else { &old_db })
                             .expect("open")
                             .execute_batch(&sql)
                             .expect("force");
-                    } else {
-                        pg.sql(&sql);
                     }
                     Ok(Settled::GivenBack(None))
                 }
                 14 => s.unlock("ada").map(|_| Settled::GivenBack(None)),
                 _ => {
                     // A second guess in the same second from another source.
-                    login.settle_guess("ada", "z", now, &limits, Answer::Wrong)
+                    settle("z", Answer::Wrong)
                 }
             };
             answers.push(format!("{answer:?}"));
@@ -285,26 +314,30 @@ fn cte_settles_exactly_like_the_three_statements() {
                 *seen.entry(mark).or_default() += 1;
             }
         }
-        let states = [sqlite_state(&db), pg.state()];
+        let states = [sqlite_state(&db), pg.state(), sqlite_state(&old_db)];
         log.push(format!(
-            "#{round} t={} op={op} {rhost} step={step}: {:?} | {:?}\n  sqlite   {}\n  postgres {}",
+            "#{round} t={} op={op} {rhost} step={step}: {:?} | {:?} | {:?}\n  sqlite   {}\n  postgres {}\n  old way  {}",
             now - NOW,
             answers[0],
             answers[1],
+            answers[2],
             states[0],
-            states[1]
+            states[1],
+            states[2]
         ));
         // Token ids differ between the backends: compare answers with ids
         // and the failure state only.
         let strip = |s: &str| s.split(" steps[").next().unwrap_or_default().to_string();
         let steps = |s: &str| s.split(" steps[").nth(1).unwrap_or_default().to_string();
-        if answers[0] != answers[1]
-            || strip(&states[0]) != strip(&states[1])
-            || steps(&states[0]) != steps(&states[1])
-        {
+        let differs = |a: usize, b: usize| {
+            answers[a] != answers[b]
+                || strip(&states[a]) != strip(&states[b])
+                || steps(&states[a]) != steps(&states[b])
+        };
+        if differs(0, 2) || differs(1, 2) {
             let tail: Vec<_> = log.iter().rev().take(6).rev().cloned().collect();
             panic!(
-                "SQLite and PostgreSQL differ at round {round}:\n{}",
+                "SQLite, PostgreSQL and the old way differ at round {round}:\n{}",
                 tail.join("\n")
             );
         }
@@ -410,7 +443,7 @@ fn a_failed_cte_leaves_nothing_and_the_same_store_goes_on() {
                 RETURN NEW; END$$";
     let slow = "CREATE OR REPLACE FUNCTION atk() RETURNS trigger LANGUAGE plpgsql AS \
                 $$BEGIN PERFORM pg_sleep(3); RETURN NEW; END$$";
-    let cases: [(&str, &str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str, &str); 6] = [
         (
             "raise in claim",
             raise,
@@ -434,12 +467,6 @@ fn a_failed_cte_leaves_nothing_and_the_same_store_goes_on() {
             raise,
             "BEFORE DELETE ON failures FOR EACH ROW",
             "failures",
-        ),
-        (
-            "raise in released",
-            raise,
-            "BEFORE DELETE ON guesses FOR EACH ROW",
-            "guesses",
         ),
         (
             "deferred on failures",

@@ -940,21 +940,15 @@ fn a_settlement_with_a_failed_write_leaves_nothing_behind() {
         store
             .settle_guess("ivo", "a", NOW, &limits, Answer::Wrong)
             .expect("wrong");
-        // A wrong code's count fails; the claim fails; the source's clear
-        // fails (on PostgreSQL it goes with the COMMIT). PostgreSQL also
-        // counts a right code's guess and gives it back (the count's write
-        // goes before the claim, the give-back's with the COMMIT); SQLite,
-        // whose transaction holds out every writer, writes only what that
-        // leaves behind.
-        let mut refused = vec![
+        // A wrong code's count fails; a right code's claim fails; the
+        // source's clear that goes with it fails (on PostgreSQL in the
+        // claim's statement, with the COMMIT). A right code's guess is not
+        // written at all (`settle_given_back`).
+        let refused = [
             ("guesses", "INSERT", vec![Answer::Wrong]),
             ("tokens", "UPDATE", vec![right(200)]),
             ("failures", "DELETE", vec![right(200)]),
         ];
-        if matches!(backend, Backend::Postgres { .. }) {
-            refused.push(("guesses", "INSERT", vec![right(200)]));
-            refused.push(("guesses", "DELETE", vec![right(200)]));
-        }
         for (table, event, answers) in refused {
             backend.refuse_writes(table, event);
             let store = backend.open();
@@ -1680,10 +1674,10 @@ fn a_settlement_whose_transaction_dies_after_the_claim_leaves_nothing_behind() {
                  $$BEGIN RAISE EXCEPTION 'refused at commit by the test'; END$$";
     let cases = [
         (
-            "the backend killed during the give-back",
+            "the backend killed while the claim clears the source's failures",
             kill,
-            "CREATE TRIGGER die BEFORE DELETE ON guesses FOR EACH ROW EXECUTE FUNCTION die()",
-            "guesses",
+            "CREATE TRIGGER die BEFORE DELETE ON failures FOR EACH ROW EXECUTE FUNCTION die()",
+            "failures",
         ),
         (
             "an error raised by the COMMIT",
@@ -1827,19 +1821,24 @@ fn a_settlement_whose_queued_statements_time_out_leaves_nothing_behind() {
         );
     }
     let _ = holder.wait();
-    // A guess's count that outlives statement_timeout.
+    // A wrong guess's count, and a right code's claim (sent with the
+    // COMMIT), that outlive statement_timeout.
     cluster.psql(
         &database.name,
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
          $$BEGIN PERFORM pg_sleep(3); RETURN NEW; END$$; \
-         CREATE TRIGGER slow BEFORE INSERT ON guesses FOR EACH ROW EXECUTE FUNCTION slow()",
+         CREATE TRIGGER slow BEFORE INSERT ON guesses FOR EACH ROW EXECUTE FUNCTION slow(); \
+         CREATE TRIGGER slow BEFORE UPDATE ON tokens FOR EACH ROW EXECUTE FUNCTION slow()",
     );
     for answer in [right, Answer::Wrong] {
         let store = login_store_within(&database, Duration::from_secs(1));
         let settled = store.settle_guess("jo", "a", NOW, &limits, answer);
-        assert!(settled.is_err(), "the count timed out, yet: {settled:?}");
+        assert!(settled.is_err(), "the write timed out, yet: {settled:?}");
     }
-    cluster.psql(&database.name, "DROP TRIGGER slow ON guesses");
+    cluster.psql(
+        &database.name,
+        "DROP TRIGGER slow ON guesses; DROP TRIGGER slow ON tokens",
+    );
     assert_eq!(
         stored(&checked, phone.id).last_step,
         None,
