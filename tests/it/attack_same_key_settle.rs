@@ -385,9 +385,9 @@ fn a_held_key_spelled_otherwise_is_refused() {
     assert_eq!(shown["tokens"].as_array().map(Vec::len), Some(1), "{shown}");
 }
 
-/// Guard (attack failed): a used step stays used on a twin with another
-/// algorithm's codes out of the way, and with `check` (which claims
-/// nothing): `totpctl check` reports a used code as used on the twin.
+/// Guard (attack failed): `totpctl check` claims nothing (the code still
+/// logs in after it), and reports a step used on a twin since disabled as
+/// used; the login refuses it on the twin.
 #[test]
 fn check_reports_a_step_used_on_the_twin_as_used_and_claims_nothing() {
     if !pam_tools_present() || sqlite_only("a store written before enroll refused a held key") {
@@ -489,4 +489,38 @@ fn right_and_reused_codes_neither_open_nor_loosen_the_limits() {
         "the right code refused under the ceiling was burned: {after:?}"
     );
     assert_eq!(failure_counts(&world, "kit"), vec![]);
+}
+
+/// HOLE, through the user's own `totp`: its proof of a device
+/// (`codecheck::prove`, for add-device, replace, remove-device) counts the
+/// floor of used steps among the usable devices only, and claims on its
+/// own row. Two devices with the same key (a store of before the refusal):
+/// a code logs in on `default`; the administrator disables `default`; the
+/// same code is taken again as `spare`'s proof, and a device is added with
+/// it (a login refuses it: its floor counts stopped devices too).
+#[test]
+fn totp_add_device_does_not_take_a_code_a_stopped_twin_used() {
+    if !crate::totp_user::present()
+        || sqlite_only("a store written before enroll refused a held key")
+    {
+        return;
+    }
+    let s = crate::totp_user::Setup::new("");
+    let key = s.enroll();
+    let user = s.name().to_string();
+    copy_device(&s.world, &user, "default", "spare", "secret", "NULL");
+    ok(&s.world.totpctl(&["disable", &user, "--device", "spare"]));
+    let code = oathtool(&key, None, &[]);
+    assert!(s.login(&code), "the first login");
+    ok(&s.world.totpctl(&["disable", &user, "--device", "default"]));
+    ok(&s.world.totpctl(&["enable", &user, "--device", "spare"]));
+    assert!(!s.login(&code), "a login refuses the used code on the twin");
+    let (rc, text) = s.totp(
+        &["add-device", "tablet"],
+        &[("Current code", &code), ("NEW device", "@newkey")],
+    );
+    assert!(
+        rc != 0 && !text.contains("Added device"),
+        "totp add-device took a code already used to log in as its proof (rc {rc}):\n{text}"
+    );
 }
