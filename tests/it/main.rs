@@ -7,6 +7,7 @@
 mod common;
 
 mod attack_claim_cte;
+mod attack_same_key_settle;
 
 mod docs;
 mod e2e_policies;

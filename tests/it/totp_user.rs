@@ -31,8 +31,8 @@ fn built_totp() -> PathBuf {
 
 /// One test's set-up: a World (store, PAM service), a real local user, the
 /// set-uid copy of totp, and the /etc/security the command will see.
-struct Setup {
-    world: World,
+pub(crate) struct Setup {
+    pub(crate) world: World,
     user: LocalUser,
     uid: String,
     gid: String,
@@ -41,7 +41,7 @@ struct Setup {
     _serial: Serial,
 }
 
-fn present() -> bool {
+pub(crate) fn present() -> bool {
     tools_present(&[
         "python3",
         "setpriv",
@@ -61,7 +61,7 @@ fn id(flag: &str, user: &str) -> String {
 }
 
 impl Setup {
-    fn new(conf_extra: &str) -> Setup {
+    pub(crate) fn new(conf_extra: &str) -> Setup {
         let serial = Serial::acquire();
         let world = World::new();
         world.service("svc", "");
@@ -98,7 +98,7 @@ impl Setup {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     }
 
-    fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.user.name
     }
 
@@ -159,7 +159,7 @@ impl Setup {
         (out.status.code().unwrap_or(-1), text)
     }
 
-    fn totp(&self, args: &[&str], script: &[(&str, &str)]) -> (i32, String) {
+    pub(crate) fn totp(&self, args: &[&str], script: &[(&str, &str)]) -> (i32, String) {
         self.run_program(&self.dir.path().join("totp"), args, script, false)
     }
 
@@ -202,11 +202,11 @@ impl Setup {
     }
 
     /// Enrolls the user through totpctl with a known key (active).
-    fn enroll(&self) -> String {
+    pub(crate) fn enroll(&self) -> String {
         self.world.enroll(self.name())
     }
 
-    fn login(&self, code: &str) -> bool {
+    pub(crate) fn login(&self, code: &str) -> bool {
         self.world.login("svc", self.name(), None, code).success
     }
 }
