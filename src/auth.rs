@@ -779,7 +779,8 @@ impl Login<'_> {
         let answer = match &planned {
             Planned::Wrong(_) => Answer::Wrong,
             Planned::Refused(_) => Answer::Refused,
-            Planned::Right(token, step) => Answer::Right { token, step: *step },
+            Planned::Right(token, step, false) => Answer::Right { token, step: *step },
+            Planned::Right(token, step, true) => Answer::RightOnSharedKey { token, step: *step },
         };
         let settled = store
             .settle_guess(
@@ -795,7 +796,7 @@ impl Login<'_> {
             (Settled::Locked(lock), _) => Err(Outcome::RateLimited(lock)),
             (Settled::Counted(failures), Planned::Wrong(outcome)) => Ok((outcome, failures)),
             (Settled::GivenBack(None), Planned::Refused(outcome)) => Ok((outcome, no_failures)),
-            (Settled::GivenBack(Some(claim)), Planned::Right(token, step)) => {
+            (Settled::GivenBack(Some(claim)), Planned::Right(token, step, _)) => {
                 Ok((claimed(token, step, now, claim), no_failures))
             }
             // A store that answers another question than the one asked.
@@ -1354,7 +1355,21 @@ fn check_answer<S: LoginStore>(
         return use_recovery(store, user, &candidate, now, Outcome::WrongRecoveryCode);
     }
     match check_code(config, devices.usable, devices.all, text, now) {
-        CodeCheck::Match(token, step) => claim(config, store, token, step, now, clock),
+        CodeCheck::Match(token, step) => {
+            if has_twin(token, devices.all) {
+                // What the twins used by now (the slow way holds no lock
+                // between this read and the claim: a narrower window than
+                // the read before the prompt, not none).
+                match store.tokens(user) {
+                    Ok(now_tokens) if last_used(token, &now_tokens) >= Some(step) => {
+                        return reused(token, step);
+                    }
+                    Ok(_) => {}
+                    Err(e) => return store_error(e),
+                }
+            }
+            claim(config, store, token, step, now, clock)
+        }
         CodeCheck::UsedElsewhere(token, step) => reused(token, step),
         CodeCheck::NoMatch { shaped } => match recovery::scratch_candidate(text) {
             Some(candidate) => {
@@ -1440,17 +1455,26 @@ pub fn match_token_after(
 /// second device that holds the same key (found by attacks: `totpctl
 /// enroll --device spare --secret` of a key already enrolled; the device
 /// that used the code disabled or expired meanwhile). Stopped and pending
-/// tokens count too. Keys are compared unsealed. HOTP counts among HOTP
-/// tokens; TOTP among TOTP tokens of the same period, whose steps are the
-/// same clock's (another period's codes come at other times).
+/// tokens count too. Keys are compared unsealed and as HMAC uses them (a
+/// key with zero bytes appended is the same key), under the same
+/// algorithm; any number of digits (a 6-digit code is the last six digits
+/// of the 8-digit one). HOTP counts among HOTP tokens; TOTP among TOTP
+/// tokens of the same period, whose steps are the same clock's (another
+/// period's codes come at other times).
 pub fn last_used(token: &Token, tokens: &[Token]) -> Option<u64> {
     tokens
         .iter()
-        .filter(|o| o.kind == token.kind && o.secret == token.secret)
-        .filter(|o| token.kind == Kind::Hotp || o.params.period == token.params.period)
+        .filter(|o| o.shares_codes_with(token))
         .filter_map(|o| o.last_step)
         .chain(token.last_step)
         .max()
+}
+
+/// Whether another of the user's devices shares `token`'s codes (a twin:
+/// the same key, from a store of before `totpctl` refused that).
+fn has_twin(token: &Token, all: &[Token]) -> bool {
+    all.iter()
+        .any(|o| o.id != token.id && o.shares_codes_with(token))
 }
 
 /// Whether TOTP `step` of `token` was used already, by it or by a device
@@ -1575,8 +1599,9 @@ fn reused(token: &Token, step: u64) -> Outcome {
 enum Planned<'a> {
     /// Wrong or malformed (the outcome to report).
     Wrong(Outcome),
-    /// Right for this token at this step (TOTP) or counter (HOTP).
-    Right(&'a Token, u64),
+    /// Right for this token at this step (TOTP) or counter (HOTP); whether
+    /// another device of the user shares its codes (`has_twin`).
+    Right(&'a Token, u64, bool),
     /// Right, but refused before any claim (the outcome to report).
     Refused(Outcome),
 }
@@ -1606,7 +1631,7 @@ fn plan<'a>(
     }
     match check_code(config, active, all, text, now) {
         CodeCheck::Match(token, step) => match boot_fence(config, token, step, durable, clock) {
-            None => Ok(Some(Planned::Right(token, step))),
+            None => Ok(Some(Planned::Right(token, step, has_twin(token, all)))),
             Some(Outcome::ClockError(e)) => Err(Outcome::ClockError(e)),
             Some(refused) => Ok(Some(Planned::Refused(refused))),
         },

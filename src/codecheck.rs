@@ -9,7 +9,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::auth::{last_used, match_token, match_token_after, ungrouped};
+use crate::auth::{last_used, match_token_after, ungrouped};
 use crate::config::Config;
 use crate::ratelimit::Lock;
 use crate::recovery;
@@ -62,6 +62,8 @@ pub fn shape(answer: &str) -> Shape {
 /// What one device makes of the code.
 pub struct Found<'a> {
     pub token: &'a Token,
+    /// The step (TOTP) or counter (HOTP) the code is.
+    pub step: u64,
     /// Steps (TOTP) or counters past the next expected one (HOTP).
     pub offset: i64,
     /// TOTP: the step was used by a login already (a login with it is
@@ -69,16 +71,24 @@ pub struct Found<'a> {
     pub used: bool,
 }
 
-/// Every token of the code's length is computed in full (`match_token`
-/// compares in constant time), so the work does not show which matched.
-/// The first active match wins, else the first pending one.
-pub fn find<'a>(config: &Config, tokens: &'a [Token], code: &str, now: u64) -> Option<Found<'a>> {
+/// Every token of `candidates` of the code's length is computed in full
+/// (`match_token` compares in constant time), so the work does not show
+/// which matched. The first active match wins, else the first pending one.
+/// What was used counts among `all` the user's tokens (`last_used`: a
+/// device with the same key, stopped ones too).
+pub fn find<'a>(
+    config: &Config,
+    candidates: &'a [Token],
+    all: &[Token],
+    code: &str,
+    now: u64,
+) -> Option<Found<'a>> {
     let mut found: Vec<Found<'a>> = Vec::new();
-    for token in tokens {
+    for token in candidates {
         if code.len() != token.params.digits as usize {
             continue;
         }
-        let from = last_used(token, tokens);
+        let from = last_used(token, all);
         let Some(step) =
             match_token_after(token, from, code, now, config.window, config.hotp_window)
         else {
@@ -99,6 +109,7 @@ pub fn find<'a>(config: &Config, tokens: &'a [Token], code: &str, now: u64) -> O
         };
         found.push(Found {
             token,
+            step,
             offset,
             used,
         });
@@ -235,16 +246,19 @@ fn check_and_use<S: LoginStore + ?Sized>(
     };
     let tokens = store.tokens(user).map_err(Refusal::Store)?;
     let usable: Vec<Token> = tokens
-        .into_iter()
+        .iter()
         .filter(|t| t.usable_at(now as i64))
+        .cloned()
         .collect();
-    let Some(found) = find(config, &usable, &code, now) else {
+    // Used steps count among all the user's devices: a step a stopped
+    // device with the same key used is used (found by an attack).
+    let Some(found) = find(config, &usable, &tokens, &code, now) else {
         return Err(Refusal::Wrong);
     };
-    let token = found.token;
-    let Some(step) = match_token(token, &code, now, config.window, config.hotp_window) else {
-        return Err(Refusal::Wrong);
-    };
+    if found.used {
+        return Err(Refusal::Reused);
+    }
+    let (token, step) = (found.token, found.step);
     if token.kind == Kind::Totp
         && !store.totp_claims_durable()
         && booted_at.is_none_or(|booted| {

@@ -7,19 +7,27 @@ use qrcode::render::unicode::Dense1x2;
 use qrcode::{EcLevel, QrCode};
 use zeroize::Zeroizing;
 
-use crate::otp::Params;
+use crate::otp::{Algorithm, Params};
 use crate::secret::Secret;
 use crate::store::{Kind, Token};
 
 /// The user's token, on another device than `device`, that holds `secret`
-/// already (stopped and pending tokens too). Enrolling a key twice gives
-/// nothing a user could want (one phone shows one code for it) and makes
-/// the floor of used steps hang on two rows: removing the device that used
-/// a code would free it on the other. Keys are compared in constant time.
-pub fn holder_of_key<'a>(tokens: &'a [Token], secret: &Secret, device: &str) -> Option<&'a Token> {
-    tokens
-        .iter()
-        .find(|t| t.device != device && t.secret == *secret)
+/// already (stopped and pending tokens too), as HMAC sees keys under either
+/// token's algorithm (zero bytes appended make no new key). Enrolling a key
+/// twice gives nothing a user could want (one phone shows one code for it)
+/// and makes the floor of used steps hang on two rows: removing the device
+/// that used a code would free it on the other. Compared in constant time.
+pub fn holder_of_key<'a>(
+    tokens: &'a [Token],
+    secret: &Secret,
+    algorithm: Algorithm,
+    device: &str,
+) -> Option<&'a Token> {
+    tokens.iter().find(|t| {
+        t.device != device
+            && (t.secret.gives_the_codes_of(secret, algorithm)
+                || t.secret.gives_the_codes_of(secret, t.params.algorithm))
+    })
 }
 
 /// The Key URI that authenticator apps scan (Google's Key Uri Format):

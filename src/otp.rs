@@ -224,6 +224,39 @@ pub fn verify_window(
     scan(key, code, first, last, params).map(|(_, latest)| latest)
 }
 
+/// The key HMAC really uses for `algorithm` (RFC 2104): a key longer than
+/// the hash's block is replaced by its hash, and every key is padded with
+/// zero bytes to the block. Returned without trailing zero bytes, so keys
+/// that differ only in what HMAC does to them compare equal.
+fn effective_key(key: &[u8], algorithm: Algorithm) -> Zeroizing<Vec<u8>> {
+    use sha2::Digest;
+    let block = match algorithm {
+        Algorithm::Sha1 | Algorithm::Sha256 => 64,
+        Algorithm::Sha512 => 128,
+    };
+    let mut effective = Zeroizing::new(if key.len() <= block {
+        key.to_vec()
+    } else {
+        match algorithm {
+            Algorithm::Sha1 => sha1::Sha1::digest(key).to_vec(),
+            Algorithm::Sha256 => sha2::Sha256::digest(key).to_vec(),
+            Algorithm::Sha512 => sha2::Sha512::digest(key).to_vec(),
+        }
+    });
+    while effective.last() == Some(&0) {
+        effective.pop();
+    }
+    effective
+}
+
+/// Whether two keys give the same codes under `algorithm` (a key and the
+/// same key with zero bytes appended do, found by an attack), compared in
+/// constant time.
+pub fn same_hmac_key(a: &[u8], b: &[u8], algorithm: Algorithm) -> bool {
+    let (a, b) = (effective_key(a, algorithm), effective_key(b, algorithm));
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
+}
+
 /// HOTP look-ahead: checks `code` against counters `next ..= next + lookahead`
 /// and returns the lowest counter that matched. The caller then advances the
 /// stored counter past it.
@@ -364,5 +397,33 @@ mod tests {
             assert_eq!(alg.uri_name().parse::<Algorithm>(), Ok(alg));
         }
         assert!("md5".parse::<Algorithm>().is_err());
+    }
+
+    #[test]
+    fn keys_that_hmac_treats_alike_are_the_same_key() {
+        let key: &[u8] = RFC4226_KEY;
+        let mut padded = key.to_vec();
+        padded.extend_from_slice(&[0, 0, 0, 0]);
+        let long: Vec<u8> = (1..=100u8).collect();
+        let hashed = {
+            use sha2::Digest;
+            sha1::Sha1::digest(&long).to_vec()
+        };
+        for (a, b, algorithm, same) in [
+            (key, padded.as_slice(), Algorithm::Sha1, true),
+            (key, padded.as_slice(), Algorithm::Sha512, true),
+            (long.as_slice(), hashed.as_slice(), Algorithm::Sha1, true),
+            (long.as_slice(), hashed.as_slice(), Algorithm::Sha512, false),
+            (key, &key[..19], Algorithm::Sha1, false),
+        ] {
+            assert_eq!(same_hmac_key(a, b, algorithm), same, "{algorithm:?}");
+            // The oracle: the codes themselves.
+            let codes = |k: &[u8]| {
+                (0..20)
+                    .map(|c| hotp(k, c, algorithm, 8))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(codes(a) == codes(b), same, "{algorithm:?} codes");
+        }
     }
 }

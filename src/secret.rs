@@ -63,6 +63,13 @@ impl Secret {
         }
     }
 
+    /// Whether this key gives the codes of `other` under `algorithm`: the
+    /// same bytes, or bytes HMAC makes the same (zero bytes appended, a
+    /// key longer than the hash's block and its hash).
+    pub fn gives_the_codes_of(&self, other: &Secret, algorithm: crate::otp::Algorithm) -> bool {
+        crate::otp::same_hmac_key(&self.0, &other.0, algorithm)
+    }
+
     /// A fresh random 160-bit key.
     pub fn generate() -> Result<Secret, SecretError> {
         let mut bytes = Zeroizing::new(vec![0u8; GENERATED_LEN]);

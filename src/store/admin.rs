@@ -247,6 +247,7 @@ impl<D: Driver> Store for SqlStore<D> {
 
     fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError> {
         let removed = self.write(Hold::User(user, Purpose::Enrollment), |db| {
+            self.pass_on_used_steps(user, device)?;
             db.execute(sql::DELETE_DEVICE, params![user, device])
         })?;
         Ok(removed == 1)
@@ -262,6 +263,7 @@ impl<D: Driver> Store for SqlStore<D> {
         // second of two racing ones sees the first one's result.
         let removed = self.driver.durably(|| {
             self.write(Hold::User(user, Purpose::Enrollment), |db| {
+                self.pass_on_used_steps(user, device)?;
                 let removed =
                     db.execute(sql::DELETE_DEVICE_UNLESS_LAST, params![user, device, now])?;
                 if removed == 1 {
@@ -596,6 +598,31 @@ impl<D: Driver> SqlStore<D> {
         })
     }
 
+    /// Before `device` of `user` goes, inside the caller's transaction: the
+    /// step or counter it used is kept on every other device of the user
+    /// that shares its codes (`Token::shares_codes_with`; twins a store of
+    /// before `totpctl` refused a held key may have), so that removing the
+    /// device that used a code does not free the code on its twin (found
+    /// by an attack). Nothing to do for a user without twins.
+    fn pass_on_used_steps(&self, user: &str, device: &str) -> Result<(), StoreError> {
+        let rows = self.driver.query(sql::TOKENS_OF_USER, params![user])?;
+        let tokens = self.tokens_from(rows)?;
+        let Some(going) = tokens.iter().find(|t| t.device == device) else {
+            return Ok(());
+        };
+        let Some(used) = going.last_step else {
+            return Ok(());
+        };
+        for twin in tokens
+            .iter()
+            .filter(|t| t.id != going.id && t.shares_codes_with(going))
+        {
+            self.driver
+                .execute(sql::RAISE_USED_STEP, params![twin.id, step_to_sql(used)?])?;
+        }
+        Ok(())
+    }
+
     /// The rows of `enroll`, inside the caller's transaction.
     fn enroll_rows(&self, enrollments: &[Enrollment], mode: EnrollMode) -> Result<(), StoreError> {
         let db = &self.driver;
@@ -619,6 +646,7 @@ impl<D: Driver> SqlStore<D> {
             match mode {
                 EnrollMode::Add | EnrollMode::AddOwn => {}
                 EnrollMode::ReplaceDevice => {
+                    self.pass_on_used_steps(user, device)?;
                     db.execute(sql::DELETE_DEVICE, params![user, device])?;
                 }
                 EnrollMode::ReplaceUser => {

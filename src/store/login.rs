@@ -219,7 +219,11 @@ impl<D: Driver> LoginStore for SqlStore<D> {
             })
         };
         match answer {
-            Answer::Right { token, .. } if token.kind == Kind::Hotp => self.driver.durably(settle),
+            Answer::Right { token, .. } | Answer::RightOnSharedKey { token, .. }
+                if token.kind == Kind::Hotp =>
+            {
+                self.driver.durably(settle)
+            }
             _ => settle(),
         }
     }

@@ -475,6 +475,21 @@ impl Life {
 }
 
 impl Token {
+    /// Whether `other` shows this token's codes for the same steps or
+    /// counters: the same kind and algorithm, for TOTP the same period, and
+    /// a key HMAC makes the same (any number of digits: a 6-digit code is
+    /// the last six digits of the 8-digit one). Itself included. A store
+    /// written before `totpctl` refused a key the user held may have such
+    /// twins; a step or counter used on one is used on all (`auth::last_used`).
+    pub fn shares_codes_with(&self, other: &Token) -> bool {
+        self.kind == other.kind
+            && self.params.algorithm == other.params.algorithm
+            && (self.kind == Kind::Hotp || self.params.period == other.params.period)
+            && self
+                .secret
+                .gives_the_codes_of(&other.secret, self.params.algorithm)
+    }
+
     /// Confirmed (a pending token logs nobody in).
     pub fn is_active(&self) -> bool {
         self.confirmed.is_some()
@@ -674,6 +689,12 @@ pub enum Answer<'a> {
     /// counter): the step is claimed (on the token's row only while it
     /// holds the key that was checked), and the guess given back either way.
     Right { token: &'a Token, step: u64 },
+    /// `Right`, for a token another device of the user shares codes with
+    /// (`Token::shares_codes_with`): under the user's hold the user's
+    /// devices are read again, and the step is claimed only if none of
+    /// them has used it (else `AlreadyUsed`), so that a login that read
+    /// them before its prompt cannot claim a step a twin used meanwhile.
+    RightOnSharedKey { token: &'a Token, step: u64 },
     /// Right, but refused before any claim (a step from before the boot):
     /// the guess is given back.
     Refused,

@@ -321,6 +321,26 @@ impl<D: Driver> SqlStore<D> {
                 params![user, old_guesses_before(now)],
             )?;
         }
+        let mut used_elsewhere = false;
+        let answer = match answer {
+            Answer::RightOnSharedKey { token, step } => {
+                // Read again under the hold: what the twins used by now.
+                let rows = self.driver.query(sql::TOKENS_OF_USER, params![user])?;
+                let floor = self
+                    .tokens_from(rows)?
+                    .iter()
+                    .filter(|t| t.shares_codes_with(token))
+                    .filter_map(|t| t.last_step)
+                    .max();
+                if floor.is_some_and(|used| step <= used) {
+                    used_elsewhere = true;
+                    Answer::Refused
+                } else {
+                    Answer::Right { token, step }
+                }
+            }
+            other => other,
+        };
         let claimed = match answer {
             Answer::Right { token, step } if self.driver.writes_in_with() => {
                 // The claim, the source's settlement that depends on it
@@ -339,7 +359,7 @@ impl<D: Driver> SqlStore<D> {
                 return Ok(Settled::GivenBack(Some(claim(changed))));
             }
             Answer::Right { token, step } => Some(self.claim_row(token, step, now)?),
-            Answer::Refused | Answer::Wrong => None,
+            Answer::RightOnSharedKey { .. } | Answer::Refused | Answer::Wrong => None,
         };
         let cleared = claimed == Some(Claim::Claimed);
         if !self.driver.holds_out_every_writer() {
@@ -363,7 +383,11 @@ impl<D: Driver> SqlStore<D> {
             }
         }
         self.driver.commit()?;
-        Ok(Settled::GivenBack(claimed))
+        Ok(Settled::GivenBack(if used_elsewhere {
+            Some(Claim::AlreadyUsed)
+        } else {
+            claimed
+        }))
     }
 
     /// One failed code from (user, rhost) at `now`: the source's back-off

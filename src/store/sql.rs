@@ -114,6 +114,10 @@ pub const DELETE_PENDING_REPLACEMENT: &str = r#"DELETE FROM tokens
 pub const DELETE_OTHER_TOKENS: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND id <> ?2"#;
 pub const TAKE_DEVICE_NAME: &str = "UPDATE tokens SET device = ?2, replaces = NULL WHERE id = ?1";
 pub const DELETE_DEVICE: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2"#;
+/// A step or counter a device about to go used, kept on a twin of it
+/// (`SqlStore::pass_on_used_steps`): only ever forward.
+pub const RAISE_USED_STEP: &str =
+    "UPDATE tokens SET last_step = ?2 WHERE id = ?1 AND (last_step IS NULL OR last_step < ?2)";
 /// `totp remove-device`: one statement, so two racing removals cannot take
 /// the user's last two usable devices: a row goes only while another
 /// confirmed, not disabled token of the user remains (`?3`: now, for
@@ -333,6 +337,7 @@ mod tests {
         CONFIRM,
         INSERT_TOKEN,
         DELETE_DEVICE,
+        RAISE_USED_STEP,
         DELETE_DEVICE_UNLESS_LAST,
         ALL_KEYS,
         SET_KEY,

@@ -153,7 +153,7 @@ fn settle_the_old_way(
                 store.release_guess("ada", rhost, false, now)?;
                 Ok(Settled::GivenBack(None))
             }
-            Answer::Right { token, step } => {
+            Answer::Right { token, step } | Answer::RightOnSharedKey { token, step } => {
                 let claimed = store.claim_step(token, step, now)?;
                 store.release_guess("ada", rhost, claimed == Claim::Claimed, now)?;
                 Ok(Settled::GivenBack(Some(claimed)))

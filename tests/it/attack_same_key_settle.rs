@@ -182,7 +182,7 @@ fn a_used_code_does_not_log_in_again_on_a_device_with_the_key_zero_padded() {
             "bea",
             "default",
             "spare",
-            "secret || zeroblob(5)",
+            "CAST(secret || zeroblob(5) AS BLOB)",
             "NULL",
         );
     }

@@ -329,7 +329,7 @@ pub fn test(ctx: &Ctx) -> Result<(), String> {
             return Err(refusal_message(&Refusal::Locked(lock)));
         }
     }
-    match find(ctx.config, &tokens, &code, at) {
+    match find(ctx.config, &tokens, &tokens, &code, at) {
         Some(found) => {
             let token = found.token;
             let usable = token.usable_at(at as i64);

@@ -119,7 +119,7 @@ pub fn check(config: &Config, user: &str, answer: &str) -> Result<(), String> {
             });
         }
     };
-    match find(config, &tokens, &code, now) {
+    match find(config, &tokens, &tokens, &code, now) {
         Some(found) => {
             // A right code gives its guess back and ends the check's
             // back-off, as a right login does for its address. Losing this

@@ -56,7 +56,8 @@ pub fn import(store: &dyn Store, audit: &mut Audit, source: ImportSource) -> Res
         let existing = store
             .tokens(&t.user)
             .map_err(|e| format!("nothing imported: {e}"))?;
-        if let Some(holder) = holder_of_key(&existing, &t.secret, &args.device) {
+        if let Some(holder) = holder_of_key(&existing, &t.secret, t.params.algorithm, &args.device)
+        {
             return Err(format!(
                 "nothing imported: line {}: {} holds this key already on device \"{}\" (one \
                  key is one authenticator; --device {} --force imports it onto that device)",
@@ -259,7 +260,12 @@ fn examine(
     if !existing.is_empty() && !args.force {
         return Ok(Outcome::AlreadyEnrolled(existing.len()));
     }
-    if let Some(holder) = holder_of_key(&existing, &token.secret, &args.device) {
+    if let Some(holder) = holder_of_key(
+        &existing,
+        &token.secret,
+        token.params.algorithm,
+        &args.device,
+    ) {
         return Ok(Outcome::Refused(format!(
             "holds this key already on device \"{}\" (one key is one authenticator; \
              --device {} --force imports it onto that device)",
@@ -269,10 +275,13 @@ fn examine(
     // Imported again with --force (the same key): the steps or counters
     // used since the last import stay used, and so do the recovery codes
     // (the file still lists the scratch codes used since).
-    if let Some(old) = existing
-        .iter()
-        .find(|t| t.device == args.device && t.kind == token.kind && t.secret == token.secret)
-    {
+    if let Some(old) = existing.iter().find(|t| {
+        t.device == args.device
+            && t.kind == token.kind
+            && t.params.algorithm == token.params.algorithm
+            && t.secret
+                .gives_the_codes_of(&token.secret, token.params.algorithm)
+    }) {
         token.last_step = token.last_step.max(old.last_step);
         if !token.scratch_codes.is_empty() {
             token.scratch_codes.clear();
