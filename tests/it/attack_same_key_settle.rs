@@ -2,8 +2,8 @@
 //! that hold the same key (`auth::last_used`, `enroll::holder_of_key`), and
 //! SQLite's net-effect settlement of a right code (`settle_given_back`).
 //!
-//! Each test says whether it found a hole (it fails until the hole is
-//! closed) or guards an attack that failed.
+//! Each test says whether it found a hole (each failed on 7f7d080 and was
+//! closed in 7e79848) or guards an attack that failed.
 
 use crate::common;
 
@@ -124,7 +124,7 @@ fn world() -> World {
 // 1. The same key on two devices.
 // ---------------------------------------------------------------------
 
-/// HOLE. `holder_of_key` compares key bytes, but HMAC (RFC 2104) pads a
+/// Found by an attack (closed 2026-12-02). `holder_of_key` compares key bytes, but HMAC (RFC 2104) pads a
 /// key shorter than its block (64 bytes for SHA-1 and SHA-256) with zero
 /// bytes: the key with zero bytes appended is the same authenticator, its
 /// codes are the same (oathtool agrees). `enroll --secret` takes it as a
@@ -152,7 +152,7 @@ fn a_held_key_with_zero_bytes_appended_is_refused_as_held() {
     );
 }
 
-/// HOLE. With the zero-padded copy of the key on a second device (enrolled
+/// Found by an attack (closed 2026-12-02). With the zero-padded copy of the key on a second device (enrolled
 /// by `totpctl enroll --secret`, or, once that refuses, held by a store of
 /// before), a used code logs in again once the device that used it is
 /// disabled: `last_used` compares key bytes, so the copy's floor is its
@@ -197,7 +197,7 @@ fn a_used_code_does_not_log_in_again_on_a_device_with_the_key_zero_padded() {
     );
 }
 
-/// HOLE. The refusal's own advice, "replace that device (--device X
+/// Found by an attack (closed 2026-12-02). The refusal's own advice, "replace that device (--device X
 /// --force)", with the same key: `enroll --force` deletes the row and
 /// inserts one with no used step, so the code that just logged in logs in
 /// again. (An import onto the device with --force keeps the used steps of
@@ -223,7 +223,7 @@ fn forcing_the_same_key_onto_its_device_keeps_its_used_step() {
     );
 }
 
-/// HOLE. `reset --secret KEY` (and `reset --now --secret KEY`) with the
+/// Found by an attack (closed 2026-12-02). `reset --secret KEY` (and `reset --now --secret KEY`) with the
 /// key the user holds skips the held-key check (a reset) and starts the
 /// new token with no used step: the code that just logged in logs in
 /// again.
@@ -256,7 +256,7 @@ fn a_reset_to_the_same_key_keeps_its_used_step() {
     );
 }
 
-/// HOLE. Two devices with the same key (a store of before the refusal):
+/// Found by an attack (closed 2026-12-02). Two devices with the same key (a store of before the refusal):
 /// removing the device that used a code frees its step on the other, the
 /// floor being the rows left. `totpctl delete --device` (and `totp
 /// remove-device`) take the used step with the row.
@@ -282,7 +282,7 @@ fn removing_the_device_that_used_a_code_does_not_free_it_on_its_twin() {
     );
 }
 
-/// HOLE. Two devices with the same key (a store of before the refusal):
+/// Found by an attack (closed 2026-12-02). Two devices with the same key (a store of before the refusal):
 /// the floor of used steps is computed from the devices a login read
 /// before its prompt, and the claim is on one row. An attacker's login
 /// waits at the prompt while `default` is disabled (it will pick `spare`);
@@ -311,7 +311,7 @@ fn a_login_waiting_at_the_prompt_does_not_replay_a_code_on_the_twin() {
     );
 }
 
-/// HOLE, without any administrator: two devices with the same key, one
+/// Found by an attack (closed 2026-12-02), without any administrator: two devices with the same key, one
 /// showing 8 digits, one 6 (a store of before the refusal). A 6-digit code
 /// is the last six digits of the 8-digit code of the same step. The user
 /// logs in with the 8-digit code (claimed on `spare`); an attacker whose
