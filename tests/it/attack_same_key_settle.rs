@@ -491,7 +491,7 @@ fn right_and_reused_codes_neither_open_nor_loosen_the_limits() {
     assert_eq!(failure_counts(&world, "kit"), vec![]);
 }
 
-/// HOLE, through the user's own `totp`: its proof of a device
+/// Found by an attack (closed 2026-12-02), through the user's own `totp`: its proof of a device
 /// (`codecheck::prove`, for add-device, replace, remove-device) counts the
 /// floor of used steps among the usable devices only, and claims on its
 /// own row. Two devices with the same key (a store of before the refusal):
