@@ -8,6 +8,7 @@ mod common;
 
 mod attack_claim_cte;
 mod attack_same_key_settle;
+mod attack_twins_again;
 
 mod docs;
 mod e2e_policies;
