@@ -1355,21 +1355,15 @@ fn check_answer<S: LoginStore>(
         return use_recovery(store, user, &candidate, now, Outcome::WrongRecoveryCode);
     }
     match check_code(config, devices.usable, devices.all, text, now) {
-        CodeCheck::Match(token, step) => {
-            if has_twin(token, devices.all) {
-                // What the twins used by now (the slow way holds no lock
-                // between this read and the claim: a narrower window than
-                // the read before the prompt, not none).
-                match store.tokens(user) {
-                    Ok(now_tokens) if last_used(token, &now_tokens) >= Some(step) => {
-                        return reused(token, step);
-                    }
-                    Ok(_) => {}
-                    Err(e) => return store_error(e),
-                }
-            }
-            claim(config, store, token, step, now, clock)
-        }
+        CodeCheck::Match(token, step) => claim(
+            config,
+            store,
+            token,
+            step,
+            now,
+            clock,
+            token.has_twin(devices.all),
+        ),
         CodeCheck::UsedElsewhere(token, step) => reused(token, step),
         CodeCheck::NoMatch { shaped } => match recovery::scratch_candidate(text) {
             Some(candidate) => {
@@ -1470,13 +1464,6 @@ pub fn last_used(token: &Token, tokens: &[Token]) -> Option<u64> {
         .max()
 }
 
-/// Whether another of the user's devices shares `token`'s codes (a twin:
-/// the same key, from a store of before `totpctl` refused that).
-fn has_twin(token: &Token, all: &[Token]) -> bool {
-    all.iter()
-        .any(|o| o.id != token.id && o.shares_codes_with(token))
-}
-
 /// Whether TOTP `step` of `token` was used already, by it or by a device
 /// with the same key (`last_used`). HOTP never is: its match starts past
 /// the floor.
@@ -1532,6 +1519,9 @@ fn check_code<'a>(
     }
 }
 
+/// The slow way's claim; with `twins` (another device shares the token's
+/// codes), under the user's hold with the twins read again, as a
+/// settlement does it.
 fn claim<S: LoginStore>(
     config: &Config,
     store: &S,
@@ -1539,11 +1529,17 @@ fn claim<S: LoginStore>(
     step: u64,
     now: u64,
     clock: &dyn Clock,
+    twins: bool,
 ) -> Outcome {
     if let Some(refused) = boot_fence(config, token, step, store.totp_claims_durable(), clock) {
         return refused;
     }
-    match store.claim_step(token, step, now as i64) {
+    let result = if twins {
+        store.claim_step_among_twins(token, step, now as i64)
+    } else {
+        store.claim_step(token, step, now as i64)
+    };
+    match result {
         Ok(result) => claimed(token, step, now, result),
         Err(e) => store_error(e),
     }
@@ -1600,7 +1596,7 @@ enum Planned<'a> {
     /// Wrong or malformed (the outcome to report).
     Wrong(Outcome),
     /// Right for this token at this step (TOTP) or counter (HOTP); whether
-    /// another device of the user shares its codes (`has_twin`).
+    /// another device of the user shares its codes (`Token::has_twin`).
     Right(&'a Token, u64, bool),
     /// Right, but refused before any claim (the outcome to report).
     Refused(Outcome),
@@ -1631,7 +1627,7 @@ fn plan<'a>(
     }
     match check_code(config, active, all, text, now) {
         CodeCheck::Match(token, step) => match boot_fence(config, token, step, durable, clock) {
-            None => Ok(Some(Planned::Right(token, step, has_twin(token, all)))),
+            None => Ok(Some(Planned::Right(token, step, token.has_twin(all)))),
             Some(Outcome::ClockError(e)) => Err(Outcome::ClockError(e)),
             Some(refused) => Ok(Some(Planned::Refused(refused))),
         },

@@ -1573,6 +1573,14 @@ impl LoginStore for DisabledDuringRecovery {
     fn claim_step(&self, token: &Token, step: u64, now: i64) -> Result<Claim, StoreError> {
         self.inner.claim_step(token, step, now)
     }
+    fn claim_step_among_twins(
+        &self,
+        token: &Token,
+        step: u64,
+        now: i64,
+    ) -> Result<Claim, StoreError> {
+        self.inner.claim_step_among_twins(token, step, now)
+    }
     fn recovery_candidates(
         &self,
         user: &str,

@@ -189,9 +189,17 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn confirm(&self, token: &Token, at: i64, step: u64) -> Result<Claim, StoreError> {
+        let used = step;
         let step = step_to_sql(step)?;
         let id = token.id;
-        self.write(Hold::Rows, |db| {
+        // Under the user's hold that logins' settlements take: a step a
+        // device sharing the token's codes used (or uses meanwhile) does
+        // not confirm it (found by an attack: a pending twin confirmed
+        // with the code a login had just used).
+        self.write(Hold::User(&token.user, Purpose::Guesses), |db| {
+            if self.used_by_twins(token, used)? {
+                return Ok(Claim::AlreadyUsed);
+            }
             let confirmed = claim(db.execute(
                 sql::CONFIRM,
                 params![id, at, step, token.stored_key.as_bytes()],
@@ -246,9 +254,8 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn delete_device(&self, user: &str, device: &str) -> Result<bool, StoreError> {
-        let removed = self.write(Hold::User(user, Purpose::Enrollment), |db| {
-            self.pass_on_used_steps(user, device)?;
-            db.execute(sql::DELETE_DEVICE, params![user, device])
+        let removed = self.write(Hold::User(user, Purpose::Enrollment), |_| {
+            self.delete_passing_on(user, sql::DELETE_DEVICE_RETURNING, params![user, device])
         })?;
         Ok(removed == 1)
     }
@@ -263,9 +270,11 @@ impl<D: Driver> Store for SqlStore<D> {
         // second of two racing ones sees the first one's result.
         let removed = self.driver.durably(|| {
             self.write(Hold::User(user, Purpose::Enrollment), |db| {
-                self.pass_on_used_steps(user, device)?;
-                let removed =
-                    db.execute(sql::DELETE_DEVICE_UNLESS_LAST, params![user, device, now])?;
+                let removed = self.delete_passing_on(
+                    user,
+                    sql::DELETE_DEVICE_UNLESS_LAST,
+                    params![user, device, now],
+                )?;
                 if removed == 1 {
                     end_graces(db, user)?;
                 }
@@ -598,29 +607,54 @@ impl<D: Driver> SqlStore<D> {
         })
     }
 
-    /// Before `device` of `user` goes, inside the caller's transaction: the
-    /// step or counter it used is kept on every other device of the user
-    /// that shares its codes (`Token::shares_codes_with`; twins a store of
-    /// before `totpctl` refused a held key may have), so that removing the
-    /// device that used a code does not free the code on its twin (found
-    /// by an attack). Nothing to do for a user without twins.
-    fn pass_on_used_steps(&self, user: &str, device: &str) -> Result<(), StoreError> {
+    /// Deletes `user`'s token rows with `delete` (a statement answering
+    /// `id, last_step` of each row it deleted), inside the caller's
+    /// transaction, and keeps the step or counter each used on every other
+    /// device of the user that shares its codes (`Token::shares_codes_with`;
+    /// twins a store of before `totpctl` refused a held key may have), so
+    /// that removing the device that used a code does not free the code on
+    /// its twin (found by an attack). The rows are answered as deleted, a
+    /// claim that committed meanwhile included (on PostgreSQL the delete
+    /// waits for it). Returns how many rows went.
+    fn delete_passing_on(
+        &self,
+        user: &str,
+        delete: &'static str,
+        params: &[super::driver::Param<'_>],
+    ) -> Result<u64, StoreError> {
         let rows = self.driver.query(sql::TOKENS_OF_USER, params![user])?;
         let tokens = self.tokens_from(rows)?;
-        let Some(going) = tokens.iter().find(|t| t.device == device) else {
-            return Ok(());
-        };
-        let Some(used) = going.last_step else {
-            return Ok(());
-        };
-        for twin in tokens
-            .iter()
-            .filter(|t| t.id != going.id && t.shares_codes_with(going))
-        {
-            self.driver
-                .execute(sql::RAISE_USED_STEP, params![twin.id, step_to_sql(used)?])?;
+        let deleted = self.driver.query(delete, params)?;
+        for row in &deleted {
+            let (id, used) = (row.int(0)?, row.opt_int(1)?);
+            let (Some(going), Some(used)) = (tokens.iter().find(|t| t.id == id), used) else {
+                continue;
+            };
+            for twin in tokens
+                .iter()
+                .filter(|t| t.id != going.id && t.shares_codes_with(going))
+            {
+                self.driver
+                    .execute(sql::RAISE_USED_STEP, params![twin.id, used])?;
+            }
         }
-        Ok(())
+        Ok(deleted.len() as u64)
+    }
+
+    /// The ids of `token`'s user's rows that share its codes, and the
+    /// highest step or counter they used, as read inside the caller's
+    /// transaction.
+    fn used_floor(&self, token: &Token) -> Result<(Vec<i64>, Option<u64>), StoreError> {
+        let rows = self
+            .driver
+            .query(sql::TOKENS_OF_USER, params![&token.user])?;
+        let twins: Vec<Token> = self
+            .tokens_from(rows)?
+            .into_iter()
+            .filter(|t| t.shares_codes_with(token))
+            .collect();
+        let floor = twins.iter().filter_map(|t| t.last_step).max();
+        Ok((twins.iter().map(|t| t.id).collect(), floor))
     }
 
     /// The rows of `enroll`, inside the caller's transaction.
@@ -643,11 +677,23 @@ impl<D: Driver> SqlStore<D> {
             };
             let mut token = e.token.clone();
             token.life = inherited(&token.life, &stops)?;
+            // A key the user holds already (onto its own device with
+            // --force, a reset to it, a file imported again): the steps or
+            // counters it used stay used (found by attacks), whatever the
+            // enrollment brought.
+            let (twins, floor) = self.used_floor(&token)?;
+            token.last_step = token.last_step.max(floor);
             match mode {
                 EnrollMode::Add | EnrollMode::AddOwn => {}
                 EnrollMode::ReplaceDevice => {
-                    self.pass_on_used_steps(user, device)?;
-                    db.execute(sql::DELETE_DEVICE, params![user, device])?;
+                    // What the device used up to its delete (a claim that
+                    // committed meanwhile included).
+                    for row in db.query(sql::DELETE_DEVICE_RETURNING, params![user, device])? {
+                        if twins.contains(&row.int(0)?) {
+                            let last = row.opt_int(1)?.and_then(|l| u64::try_from(l).ok());
+                            token.last_step = token.last_step.max(last);
+                        }
+                    }
                 }
                 EnrollMode::ReplaceUser => {
                     self.delete_user_rows(user)?;

@@ -30,6 +30,17 @@ pub trait LoginStore {
     /// with (deleted, replaced, its id given to another row).
     fn claim_step(&self, token: &Token, step: u64, now: i64) -> Result<Claim, StoreError>;
 
+    /// `claim_step` for a token another device of the user shares codes
+    /// with (`Token::shares_codes_with`), under the user's hold that every
+    /// settlement takes: the user's devices are read again and the step is
+    /// claimed only if none of the twins has used it (else `AlreadyUsed`).
+    fn claim_step_among_twins(
+        &self,
+        token: &Token,
+        step: u64,
+        now: i64,
+    ) -> Result<Claim, StoreError>;
+
     /// The user's unused recovery codes filed under `lookup`.
     fn recovery_candidates(
         &self,
@@ -148,6 +159,26 @@ impl<D: Driver> LoginStore for SqlStore<D> {
 
     fn claim_step(&self, token: &Token, step: u64, now: i64) -> Result<Claim, StoreError> {
         let update = || self.claim_row(token, step, now);
+        match token.kind {
+            Kind::Totp => update(),
+            Kind::Hotp => self.driver.durably(update),
+        }
+    }
+
+    fn claim_step_among_twins(
+        &self,
+        token: &Token,
+        step: u64,
+        now: i64,
+    ) -> Result<Claim, StoreError> {
+        let update = || {
+            self.write(Hold::User(&token.user, Purpose::Guesses), |_| {
+                if self.used_by_twins(token, step)? {
+                    return Ok(Claim::AlreadyUsed);
+                }
+                self.claim_row(token, step, now)
+            })
+        };
         match token.kind {
             Kind::Totp => update(),
             Kind::Hotp => self.driver.durably(update),
@@ -412,6 +443,14 @@ impl<T: LoginStore + ?Sized> LoginStore for Box<T> {
     }
     fn claim_step(&self, token: &Token, step: u64, now: i64) -> Result<Claim, StoreError> {
         (**self).claim_step(token, step, now)
+    }
+    fn claim_step_among_twins(
+        &self,
+        token: &Token,
+        step: u64,
+        now: i64,
+    ) -> Result<Claim, StoreError> {
+        (**self).claim_step_among_twins(token, step, now)
     }
     fn recovery_candidates(
         &self,

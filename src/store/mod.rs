@@ -490,6 +490,13 @@ impl Token {
                 .gives_the_codes_of(&other.secret, self.params.algorithm)
     }
 
+    /// Whether another of `all` (the user's tokens) shares this token's
+    /// codes: a twin.
+    pub fn has_twin(&self, all: &[Token]) -> bool {
+        all.iter()
+            .any(|o| o.id != self.id && o.shares_codes_with(self))
+    }
+
     /// Confirmed (a pending token logs nobody in).
     pub fn is_active(&self) -> bool {
         self.confirmed.is_some()

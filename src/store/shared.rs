@@ -285,6 +285,22 @@ impl<D: Driver> SqlStore<D> {
         }
     }
 
+    /// Whether `step` of `token` was used by a device of its user that
+    /// shares its codes (itself included), as the store holds them now:
+    /// inside the caller's transaction, under the user's hold.
+    pub(crate) fn used_by_twins(&self, token: &Token, step: u64) -> Result<bool, StoreError> {
+        let rows = self
+            .driver
+            .query(sql::TOKENS_OF_USER, params![&token.user])?;
+        let floor = self
+            .tokens_from(rows)?
+            .iter()
+            .filter(|t| t.shares_codes_with(token))
+            .filter_map(|t| t.last_step)
+            .max();
+        Ok(floor.is_some_and(|used| step <= used))
+    }
+
     /// `settle_within` for an answer whose guess is given back (a right
     /// code, or one refused before its claim): what taking the guess and
     /// giving it back would leave behind, written directly. Counting the
@@ -325,14 +341,7 @@ impl<D: Driver> SqlStore<D> {
         let answer = match answer {
             Answer::RightOnSharedKey { token, step } => {
                 // Read again under the hold: what the twins used by now.
-                let rows = self.driver.query(sql::TOKENS_OF_USER, params![user])?;
-                let floor = self
-                    .tokens_from(rows)?
-                    .iter()
-                    .filter(|t| t.shares_codes_with(token))
-                    .filter_map(|t| t.last_step)
-                    .max();
-                if floor.is_some_and(|used| step <= used) {
+                if self.used_by_twins(token, step)? {
                     used_elsewhere = true;
                     Answer::Refused
                 } else {

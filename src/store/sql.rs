@@ -114,6 +114,10 @@ pub const DELETE_PENDING_REPLACEMENT: &str = r#"DELETE FROM tokens
 pub const DELETE_OTHER_TOKENS: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND id <> ?2"#;
 pub const TAKE_DEVICE_NAME: &str = "UPDATE tokens SET device = ?2, replaces = NULL WHERE id = ?1";
 pub const DELETE_DEVICE: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2"#;
+/// `DELETE_DEVICE`, answering the row as it was when deleted (a claim
+/// that committed meanwhile included), for `pass_on_used_steps`.
+pub const DELETE_DEVICE_RETURNING: &str =
+    r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2 RETURNING id, last_step"#;
 /// A step or counter a device about to go used, kept on a twin of it
 /// (`SqlStore::pass_on_used_steps`): only ever forward.
 pub const RAISE_USED_STEP: &str =
@@ -122,7 +126,7 @@ pub const RAISE_USED_STEP: &str =
 /// the user's last two usable devices: a row goes only while another
 /// confirmed, not disabled token of the user remains (`?3`: now, for
 /// expiry).
-pub const DELETE_DEVICE_UNLESS_LAST: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2 AND EXISTS (SELECT 1 FROM tokens AS other WHERE other."user" = ?1 AND other.device <> ?2 AND other.confirmed IS NOT NULL AND other.disabled IS NULL AND (other.expires IS NULL OR other.expires > ?3))"#;
+pub const DELETE_DEVICE_UNLESS_LAST: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2 AND EXISTS (SELECT 1 FROM tokens AS other WHERE other."user" = ?1 AND other.device <> ?2 AND other.confirmed IS NOT NULL AND other.disabled IS NULL AND (other.expires IS NULL OR other.expires > ?3)) RETURNING id, last_step"#;
 pub const ALL_KEYS: &str = r#"SELECT id, "user", device, secret FROM tokens ORDER BY id"#;
 pub const SET_KEY: &str = "UPDATE tokens SET secret = ?2 WHERE id = ?1";
 
@@ -338,6 +342,7 @@ mod tests {
         INSERT_TOKEN,
         DELETE_DEVICE,
         RAISE_USED_STEP,
+        DELETE_DEVICE_RETURNING,
         DELETE_DEVICE_UNLESS_LAST,
         ALL_KEYS,
         SET_KEY,

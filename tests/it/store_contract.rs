@@ -216,12 +216,11 @@ fn claims_only_move_forward_and_pending_tokens_never_claim() {
             EnrollMode::Add,
         )
         .expect("add");
-        enroll(
-            &*store,
-            token("ann", "spare", Kind::Totp, false),
-            EnrollMode::Add,
-        )
-        .expect("add");
+        let mut spare = token("ann", "spare", Kind::Totp, false);
+        // A key of its own: with the phone's, the phone's used steps would
+        // be its own (`Token::shares_codes_with`).
+        spare.secret = Secret::from_base32("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").expect("key");
+        enroll(&*store, spare, EnrollMode::Add).expect("add");
         let phone = id_of(&*store, "ann", "phone");
         let spare = id_of(&*store, "ann", "spare");
         let name = backend.name();
@@ -1236,6 +1235,9 @@ fn stopped_tokens_claim_nothing_and_a_confirmed_replacement_retires_the_rest() {
         );
         let mut expiring = token("ada", "tablet", Kind::Totp, true);
         expiring.life.expires = Some(NOW + 10);
+        // A key of its own: with the phone's, it would share the phone's
+        // used steps (`Token::shares_codes_with`).
+        expiring.secret = Secret::from_base32("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").expect("key");
         enroll(&*store, expiring, EnrollMode::Add).expect("e");
         let tablet = id_of(&*store, "ada", "tablet");
         assert_eq!(

@@ -108,6 +108,12 @@ fn enroll_modes() {
         EnrollMode::ReplaceDevice,
     )
     .expect("replace");
+    // The same key onto its device keeps the step it used; another key
+    // starts afresh.
+    assert_eq!(store.tokens("alice").expect("q")[0].last_step, Some(10));
+    let mut rekeyed = token("alice", DEFAULT_DEVICE);
+    rekeyed.secret = Secret::from_base32("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").expect("key");
+    enroll(&store, rekeyed, EnrollMode::ReplaceDevice).expect("replace");
     assert_eq!(store.tokens("alice").expect("q")[0].last_step, None);
 
     enroll(&store, token("alice", "phone2"), EnrollMode::Add).expect("second device");
