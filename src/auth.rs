@@ -1456,12 +1456,7 @@ pub fn match_token_after(
 /// tokens of the same period, whose steps are the same clock's (another
 /// period's codes come at other times).
 pub fn last_used(token: &Token, tokens: &[Token]) -> Option<u64> {
-    tokens
-        .iter()
-        .filter(|o| o.shares_codes_with(token))
-        .filter_map(|o| o.last_step)
-        .chain(token.last_step)
-        .max()
+    token.last_used_among(tokens)
 }
 
 /// Whether TOTP `step` of `token` was used already, by it or by a device

@@ -641,20 +641,20 @@ impl<D: Driver> SqlStore<D> {
         Ok(deleted.len() as u64)
     }
 
-    /// The ids of `token`'s user's rows that share its codes, and the
-    /// highest step or counter they used, as read inside the caller's
-    /// transaction.
+    /// The ids of `token`'s user's rows that share its codes, and what its
+    /// codes count from among them (`Token::last_used_among`), as read
+    /// inside the caller's transaction.
     fn used_floor(&self, token: &Token) -> Result<(Vec<i64>, Option<u64>), StoreError> {
         let rows = self
             .driver
             .query(sql::TOKENS_OF_USER, params![&token.user])?;
-        let twins: Vec<Token> = self
-            .tokens_from(rows)?
-            .into_iter()
+        let all = self.tokens_from(rows)?;
+        let twins = all
+            .iter()
             .filter(|t| t.shares_codes_with(token))
+            .map(|t| t.id)
             .collect();
-        let floor = twins.iter().filter_map(|t| t.last_step).max();
-        Ok((twins.iter().map(|t| t.id).collect(), floor))
+        Ok((twins, token.last_used_among(&all)))
     }
 
     /// The rows of `enroll`, inside the caller's transaction.
@@ -682,7 +682,7 @@ impl<D: Driver> SqlStore<D> {
             // counters it used stay used (found by attacks), whatever the
             // enrollment brought.
             let (twins, floor) = self.used_floor(&token)?;
-            token.last_step = token.last_step.max(floor);
+            token.last_step = floor;
             match mode {
                 EnrollMode::Add | EnrollMode::AddOwn => {}
                 EnrollMode::ReplaceDevice => {

@@ -490,6 +490,16 @@ impl Token {
                 .gives_the_codes_of(&other.secret, self.params.algorithm)
     }
 
+    /// The highest step or counter used by this token or any of `all` (the
+    /// user's tokens) that shares its codes: what its codes count from.
+    pub fn last_used_among(&self, all: &[Token]) -> Option<u64> {
+        all.iter()
+            .filter(|o| o.shares_codes_with(self))
+            .filter_map(|o| o.last_step)
+            .chain(self.last_step)
+            .max()
+    }
+
     /// Whether another of `all` (the user's tokens) shares this token's
     /// codes: a twin.
     pub fn has_twin(&self, all: &[Token]) -> bool {

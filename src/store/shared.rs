@@ -292,12 +292,7 @@ impl<D: Driver> SqlStore<D> {
         let rows = self
             .driver
             .query(sql::TOKENS_OF_USER, params![&token.user])?;
-        let floor = self
-            .tokens_from(rows)?
-            .iter()
-            .filter(|t| t.shares_codes_with(token))
-            .filter_map(|t| t.last_step)
-            .max();
+        let floor = token.last_used_among(&self.tokens_from(rows)?);
         Ok(floor.is_some_and(|used| step <= used))
     }
 
@@ -337,16 +332,10 @@ impl<D: Driver> SqlStore<D> {
                 params![user, old_guesses_before(now)],
             )?;
         }
-        let mut used_elsewhere = false;
+        // A twin's: read again under the hold, what the twins used by now.
         let answer = match answer {
-            Answer::RightOnSharedKey { token, step } => {
-                // Read again under the hold: what the twins used by now.
-                if self.used_by_twins(token, step)? {
-                    used_elsewhere = true;
-                    Answer::Refused
-                } else {
-                    Answer::Right { token, step }
-                }
+            Answer::RightOnSharedKey { token, step } if !self.used_by_twins(token, step)? => {
+                Answer::Right { token, step }
             }
             other => other,
         };
@@ -368,11 +357,13 @@ impl<D: Driver> SqlStore<D> {
                 return Ok(Settled::GivenBack(Some(claim(changed))));
             }
             Answer::Right { token, step } => Some(self.claim_row(token, step, now)?),
-            Answer::RightOnSharedKey { .. } | Answer::Refused | Answer::Wrong => None,
+            // A twin used the step: nothing claimed.
+            Answer::RightOnSharedKey { .. } => Some(Claim::AlreadyUsed),
+            Answer::Refused | Answer::Wrong => None,
         };
         let cleared = claimed == Some(Claim::Claimed);
         if !self.driver.holds_out_every_writer() {
-            // PostgreSQL, refused: the source's row as it is now.
+            // PostgreSQL, not claimed: the source's row as it is now.
             self.driver
                 .execute_later(sql::TOUCH_SOURCE, params![user, rhost, now])?;
             self.driver
@@ -392,11 +383,7 @@ impl<D: Driver> SqlStore<D> {
             }
         }
         self.driver.commit()?;
-        Ok(Settled::GivenBack(if used_elsewhere {
-            Some(Claim::AlreadyUsed)
-        } else {
-            claimed
-        }))
+        Ok(Settled::GivenBack(claimed))
     }
 
     /// One failed code from (user, rhost) at `now`: the source's back-off

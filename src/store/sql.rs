@@ -115,11 +115,11 @@ pub const DELETE_OTHER_TOKENS: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AN
 pub const TAKE_DEVICE_NAME: &str = "UPDATE tokens SET device = ?2, replaces = NULL WHERE id = ?1";
 pub const DELETE_DEVICE: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2"#;
 /// `DELETE_DEVICE`, answering the row as it was when deleted (a claim
-/// that committed meanwhile included), for `pass_on_used_steps`.
+/// that committed meanwhile included), for `SqlStore::delete_passing_on`.
 pub const DELETE_DEVICE_RETURNING: &str =
     r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2 RETURNING id, last_step"#;
 /// A step or counter a device about to go used, kept on a twin of it
-/// (`SqlStore::pass_on_used_steps`): only ever forward.
+/// (`SqlStore::delete_passing_on`): only ever forward.
 pub const RAISE_USED_STEP: &str =
     "UPDATE tokens SET last_step = ?2 WHERE id = ?1 AND (last_step IS NULL OR last_step < ?2)";
 /// `totp remove-device`: one statement, so two racing removals cannot take

@@ -11,7 +11,7 @@ use crate::cli::TokenArgs;
 use crate::report::describe_params;
 use crate::sudo::OutputFile;
 use crate::{check_user, unix_now};
-use pam_totp::auth::{last_used, match_token};
+use pam_totp::auth::match_token;
 use pam_totp::config::{DEFAULT_HOTP_WINDOW, DEFAULT_WINDOW};
 use pam_totp::enroll::{holder_of_key, otpauth_uri, qr_terminal};
 use pam_totp::otp::Params;
@@ -89,7 +89,7 @@ pub fn enroll(
         None
     };
     let replacement = mode == EnrollMode::Replacement;
-    let mut token = Token {
+    let token = Token {
         id: 0,
         user: user.to_string(),
         device: if replacement {
@@ -113,10 +113,6 @@ pub fn enroll(
         },
         stored_key: Default::default(),
     };
-    // A key the user holds already (--force onto its device, a reset to
-    // it): the steps or counters it used stay used (found by an attack:
-    // the code that had just logged in worked again).
-    token.last_step = last_used(&token, &existing);
     // The PNG file is created before the store changes, so a refused one
     // (it exists, is a link, or the caller may not create it) changes nothing.
     let mut png_file = match &args.qr_png {
