@@ -3,10 +3,13 @@
 //! open administrative connections that way).
 
 use super::driver::{Driver, Hold, Purpose, params};
+
+/// `ALL_RETIRED_KEYS`' `keep_until`, after the token columns and the key.
+const RETIRED_KEEP_COLUMN: usize = 14;
 use super::shared::{SqlStore, changed, claim, step_to_sql, token_info};
 use super::{
-    AutomationGrant, Claim, Dump, EnrollMode, Enrollment, LoginStore, SecretRow, StoreError, Token,
-    TokenInfo, sql,
+    AutomationGrant, Claim, Dump, EnrollMode, Enrollment, KeyRow, LoginStore, SecretRow,
+    StoreError, Token, TokenInfo, sql,
 };
 use crate::ratelimit::Failures;
 use crate::recovery::RecoveryHash;
@@ -127,12 +130,12 @@ pub trait Store: LoginStore {
     /// Ends every grant of the user at `at`; how many.
     fn revoke_automation_of_user(&self, user: &str, at: i64) -> Result<usize, StoreError>;
 
-    /// Every token key as stored (`totpctl rekey`).
+    /// Every key as stored, tokens' and deleted tokens' (`totpctl rekey`).
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError>;
 
     /// Writes new stored keys by row id in one transaction; returns how
     /// many rows changed.
-    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError>;
+    fn replace_secrets(&self, rows: &[(KeyRow, Vec<u8>)]) -> Result<usize, StoreError>;
 }
 
 impl<D: Driver> Store for SqlStore<D> {
@@ -407,21 +410,29 @@ impl<D: Driver> Store for SqlStore<D> {
     }
 
     fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
-        self.driver
-            .query(sql::ALL_KEYS, &[])?
+        let tokens = self.driver.query(sql::ALL_KEYS, &[])?;
+        let retired = self.driver.query(sql::ALL_RETIRED_SECRETS, &[])?;
+        let tagged = tokens
             .into_iter()
-            .map(|mut row| {
+            .map(|row| (KeyRow::Token as fn(i64) -> KeyRow, row))
+            .chain(retired.into_iter().map(|row| (KeyRow::Retired as _, row)));
+        tagged
+            .map(|(which, mut row)| {
                 let blob = row.take_blob(3)?;
-                Ok((row.int(0)?, row.text(1)?, row.text(2)?, blob))
+                Ok((which(row.int(0)?), row.text(1)?, row.text(2)?, blob))
             })
             .collect()
     }
 
-    fn replace_secrets(&self, rows: &[(i64, Vec<u8>)]) -> Result<usize, StoreError> {
+    fn replace_secrets(&self, rows: &[(KeyRow, Vec<u8>)]) -> Result<usize, StoreError> {
         self.write(Hold::Rows, |db| {
             let mut rewritten = 0;
-            for (id, blob) in rows {
-                rewritten += db.execute(sql::SET_KEY, params![*id, blob.as_slice()])?;
+            for (row, blob) in rows {
+                let (statement, id) = match *row {
+                    KeyRow::Token(id) => (sql::SET_KEY, id),
+                    KeyRow::Retired(id) => (sql::SET_RETIRED_KEY, id),
+                };
+                rewritten += db.execute(statement, params![id, blob.as_slice()])?;
             }
             Ok(changed(rewritten))
         })
@@ -523,12 +534,22 @@ impl<D: Driver> SqlStore<D> {
                 .iter()
                 .map(super::shared::automation_grant)
                 .collect::<Result<_, StoreError>>()?;
+            let mut retired = Vec::new();
+            for row in db.query(sql::ALL_RETIRED_KEYS, &[])? {
+                let keep_until = row.opt_int(RETIRED_KEEP_COLUMN)?;
+                retired.extend(
+                    self.tokens_from(vec![row])?
+                        .into_iter()
+                        .map(|t| (t, keep_until)),
+                );
+            }
             Ok(Dump {
                 tokens,
                 recovery,
                 windows,
                 failures,
                 automation,
+                retired,
             })
         })
     }
@@ -551,6 +572,9 @@ impl<D: Driver> SqlStore<D> {
             }
             for token in &dump.tokens {
                 self.insert_token(token)?;
+            }
+            for (token, keep_until) in &dump.retired {
+                self.insert_retired(token, *keep_until)?;
             }
             for (user, lookup, hash, created, used) in &dump.recovery {
                 db.execute(
@@ -641,20 +665,40 @@ impl<D: Driver> SqlStore<D> {
         Ok(deleted.len() as u64)
     }
 
-    /// The ids of `token`'s user's rows that share its codes, and what its
-    /// codes count from among them (`Token::last_used_among`), as read
-    /// inside the caller's transaction.
-    fn used_floor(&self, token: &Token) -> Result<(Vec<i64>, Option<u64>), StoreError> {
-        let rows = self
-            .driver
-            .query(sql::TOKENS_OF_USER, params![&token.user])?;
-        let all = self.tokens_from(rows)?;
-        let twins = all
-            .iter()
-            .filter(|t| t.shares_codes_with(token))
-            .map(|t| t.id)
-            .collect();
-        Ok((twins, token.last_used_among(&all)))
+    /// What `token`'s codes count from (`Token::last_used_among`) among
+    /// its user's rows and deleted rows (`retired_keys`), as read inside
+    /// the caller's transaction. Deleted rows past every window go first.
+    fn used_floor(&self, token: &Token, now: i64) -> Result<Option<u64>, StoreError> {
+        let db = &self.driver;
+        db.execute(sql::PRUNE_RETIRED_KEYS, params![now])?;
+        let mut all = self.tokens_from(db.query(sql::TOKENS_OF_USER, params![&token.user])?)?;
+        all.extend(self.tokens_from(db.query(sql::RETIRED_KEYS_OF_USER, params![&token.user])?)?);
+        Ok(token.last_used_among(&all))
+    }
+
+    /// A deleted token's used step carried over by `load`, its key sealed
+    /// for this store as a token's is.
+    fn insert_retired(&self, token: &Token, keep_until: Option<i64>) -> Result<(), StoreError> {
+        let secret = super::checked_secret(self.sealer.as_deref(), token)?;
+        let Some(last_step) = token.last_step else {
+            return Ok(());
+        };
+        self.driver.execute(
+            sql::INSERT_RETIRED_KEY,
+            params![
+                &token.user,
+                &token.device,
+                token.kind.as_str(),
+                secret.as_slice(),
+                token.params.algorithm.as_str(),
+                token.params.digits,
+                step_to_sql(token.params.period)?,
+                token.created,
+                step_to_sql(last_step)?,
+                keep_until
+            ],
+        )?;
+        Ok(())
     }
 
     /// The rows of `enroll`, inside the caller's transaction.
@@ -677,23 +721,10 @@ impl<D: Driver> SqlStore<D> {
             };
             let mut token = e.token.clone();
             token.life = inherited(&token.life, &stops)?;
-            // A key the user holds already (onto its own device with
-            // --force, a reset to it, a file imported again): the steps or
-            // counters it used stay used (found by attacks), whatever the
-            // enrollment brought.
-            let (twins, floor) = self.used_floor(&token)?;
-            token.last_step = floor;
             match mode {
                 EnrollMode::Add | EnrollMode::AddOwn => {}
                 EnrollMode::ReplaceDevice => {
-                    // What the device used up to its delete (a claim that
-                    // committed meanwhile included).
-                    for row in db.query(sql::DELETE_DEVICE_RETURNING, params![user, device])? {
-                        if twins.contains(&row.int(0)?) {
-                            let last = row.opt_int(1)?.and_then(|l| u64::try_from(l).ok());
-                            token.last_step = token.last_step.max(last);
-                        }
-                    }
+                    db.execute(sql::DELETE_DEVICE, params![user, device])?;
                 }
                 EnrollMode::ReplaceUser => {
                     self.delete_user_rows(user)?;
@@ -713,6 +744,14 @@ impl<D: Driver> SqlStore<D> {
                     end_graces(db, user)?;
                 }
             }
+            // A key the user holds or held (onto its own device with
+            // --force, a reset to it, a file imported again, a device
+            // deleted and its key enrolled again): the steps or counters
+            // it used stay used (found by attacks), whatever the
+            // enrollment brought. Read after the deletes above, whose
+            // rows the schema's trigger kept as they were when deleted
+            // (a claim that committed meanwhile included).
+            token.last_step = self.used_floor(&token, super::unix_now())?;
             self.insert_token(&token)?;
             if let Some(codes) = &e.recovery {
                 self.insert_recovery(user, codes)?;

@@ -116,7 +116,7 @@ pub fn replacement_name(device: &str) -> String {
 /// The schema version this build writes and understands, one sequence for
 /// both backends (SQLite keeps it in `user_version`, PostgreSQL in
 /// `pam_totp_meta`).
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// Seconds since the epoch (0 if the clock is before 1970), for row times
 /// the stores and totpctl stamp themselves.
@@ -277,8 +277,17 @@ pub fn loaded_secret(
     })
 }
 
-/// One token key row as stored, for `totpctl rekey`: id, user, device, blob.
-pub type SecretRow = (i64, String, String, zeroize::Zeroizing<Vec<u8>>);
+/// Which row a stored key is in: a token's, or a deleted token's kept
+/// used step (`retired_keys`), by its table's id. `totpctl rekey` seals
+/// both: a deleted key must still open when it is enrolled again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRow {
+    Token(i64),
+    Retired(i64),
+}
+
+/// One key row as stored, for `totpctl rekey`: row, user, device, blob.
+pub type SecretRow = (KeyRow, String, String, zeroize::Zeroizing<Vec<u8>>);
 
 /// Everything a store holds, for `totpctl migrate` (keys included: it only
 /// ever moves from one root-only place to another, in memory).
@@ -294,6 +303,10 @@ pub struct Dump {
     /// Automation grants, in force or ended (the record of what was
     /// allowed). They get new ids in the destination.
     pub automation: Vec<AutomationGrant>,
+    /// Deleted tokens' used steps (`retired_keys`) with how long each is
+    /// kept (`None`: HOTP, kept), so a key enrolled again after the move
+    /// still counts its codes from there.
+    pub retired: Vec<(Token, Option<i64>)>,
 }
 
 /// How to reach a store: where, and for PostgreSQL the password file and the

@@ -165,6 +165,37 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE staged ADD COLUMN fingerprint TEXT;
     ALTER TABLE staged ADD COLUMN key_until BIGINT;"#,
     ),
+    // 9 -> 10: deleted tokens' used steps (see the SQLite store's 9 -> 10).
+    // The trigger runs in the deleting statement: a claim that committed
+    // before the delete took its row is in `OLD`.
+    (
+        10,
+        r#"CREATE TABLE retired_keys (
+        id         BIGSERIAL PRIMARY KEY,
+        "user"     TEXT   NOT NULL,
+        device     TEXT   NOT NULL,
+        kind       TEXT   NOT NULL,
+        secret     BYTEA  NOT NULL,
+        algorithm  TEXT   NOT NULL,
+        digits     BIGINT NOT NULL,
+        period     BIGINT NOT NULL,
+        created    BIGINT NOT NULL,
+        last_step  BIGINT NOT NULL,
+        keep_until BIGINT
+    );
+    CREATE FUNCTION pam_totp_retire_key() RETURNS trigger LANGUAGE plpgsql AS $retire$
+    BEGIN
+        INSERT INTO retired_keys
+            ("user", device, kind, secret, algorithm, digits, period, created, last_step, keep_until)
+        VALUES (OLD."user", OLD.device, OLD.kind, OLD.secret, OLD.algorithm, OLD.digits, OLD.period,
+            OLD.created, OLD.last_step,
+            CASE WHEN OLD.kind = 'totp' THEN (OLD.last_step + 11) * OLD.period + 3600 END);
+        RETURN NULL;
+    END
+    $retire$;
+    CREATE TRIGGER tokens_retire AFTER DELETE ON tokens
+        FOR EACH ROW WHEN (OLD.last_step IS NOT NULL) EXECUTE FUNCTION pam_totp_retire_key();"#,
+    ),
 ];
 
 /// The schema version this build writes and understands.

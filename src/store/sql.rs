@@ -130,6 +130,29 @@ pub const DELETE_DEVICE_UNLESS_LAST: &str = r#"DELETE FROM tokens WHERE "user" =
 pub const ALL_KEYS: &str = r#"SELECT id, "user", device, secret FROM tokens ORDER BY id"#;
 pub const SET_KEY: &str = "UPDATE tokens SET secret = ?2 WHERE id = ?1";
 
+// Deleted tokens' used steps (`retired_keys`, written by the schema's
+// `tokens_retire` trigger on every delete of a used token).
+
+/// A user's deleted keys in the shape of `TOKENS_OF_USER` (their ids are
+/// `retired_keys` ids; `created` as `confirmed`; no administrator's
+/// settings), for the used step a key enrolled again counts from.
+pub const RETIRED_KEYS_OF_USER: &str = r#"SELECT id, "user", device, kind, algorithm, digits,
+     period, created, created, last_step, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
+     CAST(NULL AS TEXT), secret FROM retired_keys WHERE "user" = ?1"#;
+/// Every deleted key in that shape, for `dump`.
+pub const ALL_RETIRED_KEYS: &str = r#"SELECT id, "user", device, kind, algorithm, digits,
+     period, created, created, last_step, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
+     CAST(NULL AS TEXT), secret, keep_until FROM retired_keys ORDER BY id"#;
+/// A deleted key carried over by `load`.
+pub const INSERT_RETIRED_KEY: &str = r#"INSERT INTO retired_keys
+     ("user", device, kind, secret, algorithm, digits, period, created, last_step, keep_until)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"#;
+/// TOTP steps past every window (`?1`: now); HOTP rows are kept.
+pub const PRUNE_RETIRED_KEYS: &str = "DELETE FROM retired_keys WHERE keep_until < ?1";
+pub const ALL_RETIRED_SECRETS: &str =
+    r#"SELECT id, "user", device, secret FROM retired_keys ORDER BY id"#;
+pub const SET_RETIRED_KEY: &str = "UPDATE retired_keys SET secret = ?2 WHERE id = ?1";
+
 /// Every token of a user (`totp replace`'s confirmed new phone retires
 /// them all in its own transaction).
 pub const DELETE_TOKENS_OF_USER: &str = r#"DELETE FROM tokens WHERE "user" = ?1"#;
@@ -346,6 +369,12 @@ mod tests {
         DELETE_DEVICE_UNLESS_LAST,
         ALL_KEYS,
         SET_KEY,
+        RETIRED_KEYS_OF_USER,
+        ALL_RETIRED_KEYS,
+        INSERT_RETIRED_KEY,
+        PRUNE_RETIRED_KEYS,
+        ALL_RETIRED_SECRETS,
+        SET_RETIRED_KEY,
         DELETE_RECOVERY_OF_USER,
         INSERT_RECOVERY,
         RECOVERY_CANDIDATES,

@@ -200,6 +200,35 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX automation_key ON automation (user, fingerprint);
     ALTER TABLE staged ADD COLUMN fingerprint TEXT;
     ALTER TABLE staged ADD COLUMN key_until INTEGER;",
+    // 9 -> 10: the used step of every token row deleted (a device deleted
+    // or replaced, a user deleted, a pending token pruned), so that its
+    // key enrolled again counts its codes from there (found by an attack:
+    // a deleted key forgot its used step). The trigger catches every path
+    // that deletes a token, in the deleting transaction. A TOTP row is
+    // kept until its step is past any window (`config::MAX_WINDOW` = 10
+    // steps, +1 for the step itself) and an hour of clock skew between
+    // nodes; an HOTP row (its codes never expire) is kept.
+    "CREATE TABLE retired_keys (
+        id         INTEGER PRIMARY KEY,
+        user       TEXT    NOT NULL,
+        device     TEXT    NOT NULL,
+        kind       TEXT    NOT NULL,
+        secret     BLOB    NOT NULL,
+        algorithm  TEXT    NOT NULL,
+        digits     INTEGER NOT NULL,
+        period     INTEGER NOT NULL,
+        created    INTEGER NOT NULL,
+        last_step  INTEGER NOT NULL,
+        keep_until INTEGER
+    ) STRICT;
+    CREATE TRIGGER tokens_retire AFTER DELETE ON tokens WHEN old.last_step IS NOT NULL
+    BEGIN
+        INSERT INTO retired_keys
+            (user, device, kind, secret, algorithm, digits, period, created, last_step, keep_until)
+        VALUES (old.user, old.device, old.kind, old.secret, old.algorithm, old.digits, old.period,
+            old.created, old.last_step,
+            CASE WHEN old.kind = 'totp' THEN (old.last_step + 11) * old.period + 3600 END);
+    END;",
 ];
 
 /// The schema version this build writes and understands.

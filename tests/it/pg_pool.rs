@@ -788,11 +788,12 @@ fn databases_numbered_before_the_shared_sequence_are_read_and_migrated() {
         &oathtool(&key, Some(now), &[]),
     );
     assert!(run.success, "{run:?}");
-    // Back to the tables of the new 4 (without those of 5 to 9), recorded
+    // Back to the tables of the new 4 (without those of 5 to 10), recorded
     // as the old 2.
     cluster.psql(
         &database.name,
         "DROP TABLE staged; DROP TABLE guesses; DROP TABLE key_grace; DROP TABLE automation; \
+         DROP TABLE retired_keys; DROP FUNCTION pam_totp_retire_key() CASCADE; \
          ALTER TABLE tokens DROP COLUMN disabled, DROP COLUMN expires, DROP COLUMN replaces; \
          UPDATE pam_totp_meta SET value = 2 WHERE key = 'schema_version'",
     );

@@ -520,6 +520,86 @@ fn enrollment_modes_and_deletion() {
     }
 }
 
+/// A deleted key's used step outlives its row (`retired_keys`, kept by
+/// the schema's trigger): enrolled again, by any path that deletes the
+/// row first or after, it counts its codes from there. A TOTP step past
+/// every window is forgotten; an HOTP counter is kept.
+#[test]
+fn a_deleted_keys_used_step_outlives_its_row() {
+    let now = common::unix_now() as i64;
+    let step = u64::try_from(now).expect("clock") / 30;
+    for backend in backends() {
+        let name = backend.name();
+        let store = backend.open();
+        let used = |user: &str| -> Vec<Option<u64>> {
+            store
+                .tokens(user)
+                .expect("tokens")
+                .into_iter()
+                .map(|t| t.last_step)
+                .collect()
+        };
+        let claim = |user: &str, device: &str, at: u64| {
+            store
+                .claim_step(&stored(&*store, id_of(&*store, user, device)), at, now)
+                .expect("claim")
+        };
+        let add = |user: &str, device: &str, kind: Kind, mode: EnrollMode| {
+            enroll(&*store, token(user, device, kind, true), mode).expect("enroll");
+        };
+        // delete, then the key on another device name.
+        add("ann", "phone", Kind::Totp, EnrollMode::Add);
+        assert_eq!(claim("ann", "phone", step), Claim::Claimed, "{name}");
+        assert!(
+            store.delete_device("ann", "phone").expect("delete"),
+            "{name}"
+        );
+        add("ann", "phone2", Kind::Totp, EnrollMode::Add);
+        assert_eq!(used("ann"), [Some(step)], "{name}: delete, enroll again");
+        assert_eq!(claim("ann", "phone2", step), Claim::AlreadyUsed, "{name}");
+        // The whole user deleted, then enrolled again.
+        assert_eq!(store.delete_user("ann").expect("delete"), 1, "{name}");
+        add("ann", "phone", Kind::Totp, EnrollMode::Add);
+        assert_eq!(
+            used("ann"),
+            [Some(step)],
+            "{name}: delete user, enroll again"
+        );
+        // A reset to another key, then back to this one.
+        let mut other = token("ann", "phone", Kind::Totp, true);
+        other.secret = Secret::from_base32("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").expect("key");
+        enroll(&*store, other, EnrollMode::ReplaceUser).expect("reset");
+        assert_eq!(used("ann"), [None], "{name}: another key starts afresh");
+        add("ann", "phone", Kind::Totp, EnrollMode::ReplaceUser);
+        assert_eq!(used("ann"), [Some(step)], "{name}: reset back to the key");
+        // Another user's codes are theirs: nothing carried across users.
+        add("bo", "phone", Kind::Totp, EnrollMode::Add);
+        assert_eq!(used("bo"), [None], "{name}");
+        // A step past every window (and its skew margin) is forgotten.
+        assert_eq!(claim("bo", "phone", step - 200), Claim::Claimed, "{name}");
+        assert!(
+            store.delete_device("bo", "phone").expect("delete"),
+            "{name}"
+        );
+        add("bo", "phone", Kind::Totp, EnrollMode::Add);
+        assert_eq!(used("bo"), [None], "{name}: an old step is not kept");
+        // HOTP: the counter is kept, however old.
+        add("cid", "fob", Kind::Hotp, EnrollMode::Add);
+        assert_eq!(claim("cid", "fob", 5), Claim::Claimed, "{name}");
+        assert!(store.delete_device("cid", "fob").expect("delete"), "{name}");
+        add("cid", "fob", Kind::Hotp, EnrollMode::Add);
+        assert_eq!(used("cid"), [Some(5)], "{name}: an HOTP counter is kept");
+        // A never used token leaves nothing behind.
+        add("dot", "phone", Kind::Totp, EnrollMode::Add);
+        assert!(
+            store.delete_device("dot", "phone").expect("delete"),
+            "{name}"
+        );
+        add("dot", "phone", Kind::Totp, EnrollMode::Add);
+        assert_eq!(used("dot"), [None], "{name}");
+    }
+}
+
 #[test]
 fn key_graces_run_until_their_end_and_are_forgotten_per_key_or_all() {
     for backend in backends() {

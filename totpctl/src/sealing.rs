@@ -7,7 +7,7 @@ use std::path::Path;
 
 use pam_totp::config::Config;
 use pam_totp::seal::{Sealer, is_sealed};
-use pam_totp::store::{Store, loaded_secret};
+use pam_totp::store::{KeyRow, Store, loaded_secret};
 
 use crate::audit::{Audit, Detail};
 
@@ -43,7 +43,7 @@ pub fn rekey(store: &dyn Store, config: &Config, new_key: &Path) -> Result<(), S
     let current = config.access().sealer().map_err(|e| e.to_string())?;
     let next = Sealer::load(new_key).map_err(|e| e.to_string())?;
     let mut sealed = Vec::new();
-    for (id, user, device, blob) in store.secret_rows().map_err(|e| e.to_string())? {
+    for (row, user, device, blob) in store.secret_rows().map_err(|e| e.to_string())? {
         let secret = if !is_sealed(&blob) {
             loaded_secret(None, &user, &device, blob)
         } else {
@@ -54,19 +54,30 @@ pub fn rekey(store: &dyn Store, config: &Config, new_key: &Path) -> Result<(), S
         let blob = next
             .seal(&user, &device, &secret)
             .map_err(|e| e.to_string())?;
-        sealed.push((id, blob));
+        sealed.push((row, blob));
     }
     let changed = store.replace_secrets(&sealed).map_err(|e| e.to_string())?;
+    let deleted = sealed
+        .iter()
+        .filter(|(row, _)| matches!(row, KeyRow::Retired(_)))
+        .count();
+    let tokens = changed.saturating_sub(deleted);
     Audit::open().record(
         "rekey",
         "*",
         Detail::new()
-            .bare("tokens", changed)
+            .bare("tokens", tokens)
+            .bare("deleted_keys", deleted)
             .quoted("new_key", new_key.display()),
     );
     println!(
-        "Sealed {changed} token key(s) with {} in one transaction. Every node must now use \
+        "Sealed {tokens} token key(s){} with {} in one transaction. Every node must now use \
          that key file (key_file=, default /etc/security/pam_totp.key).",
+        if deleted > 0 {
+            format!(" and {deleted} deleted key(s) kept for their used steps")
+        } else {
+            String::new()
+        },
         new_key.display()
     );
     Ok(())
