@@ -26,6 +26,10 @@ pub const DEFAULT_WINDOW: u32 = 1;
 /// Ten steps either side is ±5 minutes at 30 s: beyond that a window stops
 /// being clock-drift tolerance and becomes a gift to guessers.
 pub const MAX_WINDOW: u32 = 10;
+// A deleted TOTP key's used step is kept (`retired_keys`, schema 10) for
+// `last_step + 11` periods and an hour: a wider window needs a migration
+// that keeps it longer first.
+const _: () = assert!(MAX_WINDOW <= 10);
 const MAX_PROMPT_LEN: usize = 200;
 /// HOTP counters accepted ahead of the stored one (a user who pressed the
 /// button a few times without logging in).

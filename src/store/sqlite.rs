@@ -203,11 +203,7 @@ const MIGRATIONS: &[&str] = &[
     // 9 -> 10: the used step of every token row deleted (a device deleted
     // or replaced, a user deleted, a pending token pruned), so that its
     // key enrolled again counts its codes from there (found by an attack:
-    // a deleted key forgot its used step). The trigger catches every path
-    // that deletes a token, in the deleting transaction. A TOTP row is
-    // kept until its step is past any window (`config::MAX_WINDOW` = 10
-    // steps, +1 for the step itself) and an hour of clock skew between
-    // nodes; an HOTP row (its codes never expire) is kept.
+    // a deleted key forgot its used step). Written by `RETIRE_TRIGGER`.
     "CREATE TABLE retired_keys (
         id         INTEGER PRIMARY KEY,
         user       TEXT    NOT NULL,
@@ -220,16 +216,31 @@ const MIGRATIONS: &[&str] = &[
         created    INTEGER NOT NULL,
         last_step  INTEGER NOT NULL,
         keep_until INTEGER
-    ) STRICT;
-    CREATE TRIGGER tokens_retire AFTER DELETE ON tokens WHEN old.last_step IS NOT NULL
+    ) STRICT;",
+];
+
+/// Keeps every deleted token row that has used a step or counter in
+/// `retired_keys`, inside the deleting transaction, whichever statement
+/// deleted it. A TOTP record is kept until its step is past any window
+/// (`config::MAX_WINDOW` = 10 steps, +1 for the step itself) and an hour
+/// of clock difference between nodes; an HOTP record (its codes never
+/// expire) is kept.
+///
+/// A TEMP trigger that every administration connection creates for itself
+/// (`SqliteStore::open`, `create`, `open_in_memory`), not one in the
+/// schema: every login's first statement parses the whole schema, and a
+/// trigger there cost each login about 100 k instructions (+7 %,
+/// scripts/count-login.sh), for a statement logins never run (a
+/// `LoginStore` deletes no token).
+const RETIRE_TRIGGER: &str = "CREATE TEMP TRIGGER IF NOT EXISTS tokens_retire
+    AFTER DELETE ON main.tokens WHEN old.last_step IS NOT NULL
     BEGIN
         INSERT INTO retired_keys
             (user, device, kind, secret, algorithm, digits, period, created, last_step, keep_until)
         VALUES (old.user, old.device, old.kind, old.secret, old.algorithm, old.digits, old.period,
             old.created, old.last_step,
             CASE WHEN old.kind = 'totp' THEN (old.last_step + 11) * old.period + 3600 END);
-    END;",
-];
+    END;";
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -329,7 +340,16 @@ impl SqlStore<SqliteDriver> {
     /// commit is synced. Never creates anything: a missing store is an
     /// error, not an empty store.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        Self::open_with(path, Sync::Full)
+        Self::open_with(path, Sync::Full)?.administering(path)
+    }
+
+    /// This connection keeps deleted tokens' used steps (`RETIRE_TRIGGER`).
+    fn administering(self, path: &Path) -> Result<SqliteStore, StoreError> {
+        self.driver
+            .conn
+            .execute_batch(RETIRE_TRIGGER)
+            .map_err(|e| classify(path, e))?;
+        Ok(self)
     }
 
     /// Opens an existing, initialised store for one login: TOTP claims and
@@ -375,7 +395,7 @@ impl SqlStore<SqliteDriver> {
         let checked = crate::trust::CheckedStore::open(path).map_err(StoreError::Untrusted)?;
         let mut driver = SqliteDriver::connect(path, &checked, Sync::Full)?;
         driver.migrate(path)?;
-        Ok(SqlStore::new(driver))
+        SqlStore::new(driver).administering(path)
     }
 
     /// A private in-memory store with the current schema (for tests).
@@ -386,7 +406,7 @@ impl SqlStore<SqliteDriver> {
             name: ":memory:".to_string(),
         };
         driver.migrate(Path::new(":memory:"))?;
-        Ok(SqlStore::new(driver))
+        SqlStore::new(driver).administering(Path::new(":memory:"))
     }
 
     /// The connection's current `synchronous` setting, by name.
