@@ -2238,7 +2238,7 @@ fn a_step_used_on_one_device_is_used_on_another_with_the_same_key() {
 }
 
 #[test]
-fn last_used_counts_the_same_key_and_period_only() {
+fn last_used_counts_the_same_key_and_for_two_totp_devices_the_same_period() {
     let token = |device: &str, kind: Kind, key: &str, period: u64, last: Option<u64>| Token {
         id: 0,
         user: "alice".to_string(),
@@ -2264,9 +2264,14 @@ fn last_used_counts_the_same_key_and_period_only() {
         token("d", Kind::Totp, OTHER, 30, Some(50)),
         token("e", Kind::Hotp, KEY_B32, 30, Some(70)),
     ];
-    assert_eq!(crate::auth::last_used(&me, &all), Some(9));
+    // A TOTP code is the HOTP code of its step: the HOTP device's counter
+    // 70 counts for the TOTP one (as its step 40 of another period does
+    // not), and every TOTP step of the key for the HOTP one.
+    assert_eq!(crate::auth::last_used(&me, &all), Some(70));
+    let all = &all[..4];
+    assert_eq!(crate::auth::last_used(&me, all), Some(9));
     let hotp = token("f", Kind::Hotp, KEY_B32, 30, Some(3));
-    assert_eq!(crate::auth::last_used(&hotp, &all), Some(70));
+    assert_eq!(crate::auth::last_used(&hotp, all), Some(40));
     let alone = token("g", Kind::Totp, OTHER, 60, None);
     assert_eq!(crate::auth::last_used(&alone, &all), None);
 }

@@ -130,12 +130,16 @@ pub trait Store: LoginStore {
     /// Ends every grant of the user at `at`; how many.
     fn revoke_automation_of_user(&self, user: &str, at: i64) -> Result<usize, StoreError>;
 
-    /// Every key as stored, tokens' and deleted tokens' (`totpctl rekey`).
-    fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError>;
-
-    /// Writes new stored keys by row id in one transaction; returns how
-    /// many rows changed.
-    fn replace_secrets(&self, rows: &[(KeyRow, Vec<u8>)]) -> Result<usize, StoreError>;
+    /// Seals every stored key again (`totpctl rekey`): each token's and
+    /// each deleted token's (`retired_keys`) key as stored is handed to
+    /// `reseal`, and what it returns is written in its place, all in one
+    /// transaction that holds every key still (`Hold::AllKeys`: a delete
+    /// or enrollment meanwhile cannot leave a key sealed the old way).
+    /// Returns how many token keys and deleted keys were written.
+    fn reseal_keys(
+        &self,
+        reseal: &mut dyn FnMut(&SecretRow) -> Result<Vec<u8>, StoreError>,
+    ) -> Result<(usize, usize), StoreError>;
 }
 
 impl<D: Driver> Store for SqlStore<D> {
@@ -215,8 +219,17 @@ impl<D: Driver> Store for SqlStore<D> {
             };
             if let Some(device) = row.opt_text(1)? {
                 let user = row.text(0)?;
+                // A sealed key is bound to its device name: sealed again
+                // for the name it takes (found by an attack: a confirmed
+                // replacement's key no longer opened, so the new phone
+                // logged nobody in and the user could not be deleted).
+                let renamed = Token {
+                    device: device.clone(),
+                    ..token.clone()
+                };
+                let key = super::checked_secret(self.sealer.as_deref(), &renamed)?;
                 db.execute(sql::DELETE_OTHER_TOKENS, params![&user, id])?;
-                db.execute(sql::TAKE_DEVICE_NAME, params![id, &device])?;
+                db.execute(sql::TAKE_DEVICE_NAME, params![id, &device, key.as_slice()])?;
                 end_graces(db, &user)?;
             }
             Ok(confirmed)
@@ -409,32 +422,29 @@ impl<D: Driver> Store for SqlStore<D> {
         )?))
     }
 
-    fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
-        let tokens = self.driver.query(sql::ALL_KEYS, &[])?;
-        let retired = self.driver.query(sql::ALL_RETIRED_SECRETS, &[])?;
-        let tagged = tokens
-            .into_iter()
-            .map(|row| (KeyRow::Token as fn(i64) -> KeyRow, row))
-            .chain(retired.into_iter().map(|row| (KeyRow::Retired as _, row)));
-        tagged
-            .map(|(which, mut row)| {
+    fn reseal_keys(
+        &self,
+        reseal: &mut dyn FnMut(&SecretRow) -> Result<Vec<u8>, StoreError>,
+    ) -> Result<(usize, usize), StoreError> {
+        self.write(Hold::AllKeys, |db| {
+            let tokens = db.query(sql::ALL_KEYS, &[])?;
+            let retired = db.query(sql::ALL_RETIRED_SECRETS, &[])?;
+            let tagged = tokens
+                .into_iter()
+                .map(|row| (KeyRow::Token as fn(i64) -> KeyRow, row))
+                .chain(retired.into_iter().map(|row| (KeyRow::Retired as _, row)));
+            let (mut sealed_tokens, mut sealed_deleted) = (0, 0);
+            for (which, mut row) in tagged {
                 let blob = row.take_blob(3)?;
-                Ok((which(row.int(0)?), row.text(1)?, row.text(2)?, blob))
-            })
-            .collect()
-    }
-
-    fn replace_secrets(&self, rows: &[(KeyRow, Vec<u8>)]) -> Result<usize, StoreError> {
-        self.write(Hold::Rows, |db| {
-            let mut rewritten = 0;
-            for (row, blob) in rows {
-                let (statement, id) = match *row {
-                    KeyRow::Token(id) => (sql::SET_KEY, id),
-                    KeyRow::Retired(id) => (sql::SET_RETIRED_KEY, id),
+                let stored: SecretRow = (which(row.int(0)?), row.text(1)?, row.text(2)?, blob);
+                let new = reseal(&stored)?;
+                let (statement, id, count) = match stored.0 {
+                    KeyRow::Token(id) => (sql::SET_KEY, id, &mut sealed_tokens),
+                    KeyRow::Retired(id) => (sql::SET_RETIRED_KEY, id, &mut sealed_deleted),
                 };
-                rewritten += db.execute(statement, params![id, blob.as_slice()])?;
+                *count += changed(db.execute(statement, params![id, new.as_slice()])?);
             }
-            Ok(changed(rewritten))
+            Ok((sealed_tokens, sealed_deleted))
         })
     }
 }
@@ -666,13 +676,13 @@ impl<D: Driver> SqlStore<D> {
     }
 
     /// What `token`'s codes count from (`Token::last_used_among`) among
-    /// its user's rows and deleted rows (`retired_keys`), as read inside
-    /// the caller's transaction. Deleted rows past every window go first.
+    /// its user's rows and deleted rows not past their time
+    /// (`retired_keys`), as read inside the caller's transaction.
     fn used_floor(&self, token: &Token, now: i64) -> Result<Option<u64>, StoreError> {
         let db = &self.driver;
-        db.execute(sql::PRUNE_RETIRED_KEYS, params![now])?;
         let mut all = self.tokens_from(db.query(sql::TOKENS_OF_USER, params![&token.user])?)?;
-        all.extend(self.tokens_from(db.query(sql::RETIRED_KEYS_OF_USER, params![&token.user])?)?);
+        let deleted = db.query(sql::RETIRED_KEYS_OF_USER, params![&token.user, now])?;
+        all.extend(self.tokens_from(deleted)?);
         Ok(token.last_used_among(&all))
     }
 
@@ -724,7 +734,14 @@ impl<D: Driver> SqlStore<D> {
             match mode {
                 EnrollMode::Add | EnrollMode::AddOwn => {}
                 EnrollMode::ReplaceDevice => {
-                    db.execute(sql::DELETE_DEVICE, params![user, device])?;
+                    // A twin left behind keeps what the device used (found
+                    // by an attack: replaced by another key, the device's
+                    // used step was kept only for its key enrolled again).
+                    self.delete_passing_on(
+                        user,
+                        sql::DELETE_DEVICE_RETURNING,
+                        params![user, device],
+                    )?;
                 }
                 EnrollMode::ReplaceUser => {
                     self.delete_user_rows(user)?;

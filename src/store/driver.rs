@@ -159,6 +159,12 @@ pub enum Hold<'a> {
     User(&'a str, Purpose),
     /// A consistent read-only view of the whole store (`totpctl migrate`).
     Snapshot,
+    /// Every stored key held still (`totpctl rekey`): no token or deleted
+    /// key is added, changed or removed by anyone else until it ends, so
+    /// what it read is all there is when it commits. Logins' claims wait
+    /// for it (PostgreSQL: `tokens` and `retired_keys` locked EXCLUSIVE,
+    /// reads go on; SQLite: every writer waits anyway).
+    AllKeys,
 }
 
 /// Which per-user decision a `Hold::User` serialises.

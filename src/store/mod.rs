@@ -489,15 +489,25 @@ impl Life {
 
 impl Token {
     /// Whether `other` shows this token's codes for the same steps or
-    /// counters: the same kind and algorithm, for TOTP the same period, and
-    /// a key HMAC makes the same (any number of digits: a 6-digit code is
-    /// the last six digits of the 8-digit one). Itself included. A store
+    /// counters: the same algorithm and key as HMAC uses it, any number of
+    /// digits (a 6-digit code is the last six of the 8-digit one), and for
+    /// two TOTP tokens the same period. A TOTP code is the HOTP code of its
+    /// step, so a TOTP and an HOTP token of one key share their codes too,
+    /// step for counter (found by an attack: a TOTP key deleted and enrolled
+    /// again as HOTP at its step let the used code in again). A TOTP step
+    /// then floors an HOTP counter far above any app's, locking that
+    /// device out until the step's record goes; the other way round an
+    /// HOTP counter is far below any step. Itself included. A store
     /// written before `totpctl` refused a key the user held may have such
-    /// twins; a step or counter used on one is used on all (`auth::last_used`).
+    /// twins; a step or counter used on one is used on all
+    /// (`auth::last_used`), and a deleted one's on the key enrolled again.
     pub fn shares_codes_with(&self, other: &Token) -> bool {
-        self.kind == other.kind
-            && self.params.algorithm == other.params.algorithm
-            && (self.kind == Kind::Hotp || self.params.period == other.params.period)
+        let same_moving_factor = match (self.kind, other.kind) {
+            (Kind::Totp, Kind::Totp) => self.params.period == other.params.period,
+            _ => true,
+        };
+        self.params.algorithm == other.params.algorithm
+            && same_moving_factor
             && self
                 .secret
                 .gives_the_codes_of(&other.secret, self.params.algorithm)
@@ -773,8 +783,10 @@ pub enum StoreError {
     Untrusted(crate::trust::Untrusted),
     #[error("store query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Said with the server's own message ("db error" alone tells a
+    /// sysadmin nothing), never its detail (which can quote a row).
     #[cfg(feature = "postgres")]
-    #[error("store query failed: {0}")]
+    #[error("store query failed: {}", postgres::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("this build has no PostgreSQL support (built without the `postgres` feature)")]
     NoPostgres,

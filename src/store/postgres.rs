@@ -185,16 +185,20 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     CREATE FUNCTION pam_totp_retire_key() RETURNS trigger LANGUAGE plpgsql AS $retire$
     BEGIN
-        INSERT INTO retired_keys
-            ("user", device, kind, secret, algorithm, digits, period, created, last_step, keep_until)
-        VALUES (OLD."user", OLD.device, OLD.kind, OLD.secret, OLD.algorithm, OLD.digits, OLD.period,
-            OLD.created, OLD.last_step,
-            CASE WHEN OLD.kind = 'totp' THEN (OLD.last_step + 11) * OLD.period + 3600 END);
+        DELETE FROM retired_keys WHERE keep_until < extract(epoch FROM now());
+        IF OLD.last_step IS NOT NULL THEN
+            INSERT INTO retired_keys
+                ("user", device, kind, secret, algorithm, digits, period, created, last_step,
+                 keep_until)
+            VALUES (OLD."user", OLD.device, OLD.kind, OLD.secret, OLD.algorithm, OLD.digits,
+                OLD.period, OLD.created, OLD.last_step,
+                CASE WHEN OLD.kind = 'totp' THEN (OLD.last_step + 11) * OLD.period + 3600 END);
+        END IF;
         RETURN NULL;
     END
     $retire$;
     CREATE TRIGGER tokens_retire AFTER DELETE ON tokens
-        FOR EACH ROW WHEN (OLD.last_step IS NOT NULL) EXECUTE FUNCTION pam_totp_retire_key();"#,
+        FOR EACH ROW EXECUTE FUNCTION pam_totp_retire_key();"#,
     ),
 ];
 
@@ -920,7 +924,7 @@ fn connect_session(
 /// The error with its cause, e.g. "error connecting to server: Connection
 /// refused (os error 111)" or "db error: FATAL: password authentication
 /// failed for user \"totp\"".
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     if let Some(db) = e.as_db_error() {
         text = format!("{}: {}", db.severity(), db.message());
@@ -1044,6 +1048,13 @@ impl Driver for PgDriver {
                 "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = off"
             }
             Hold::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            // Locked in the order every delete takes them (a token row,
+            // then its trigger's insert); enrollments only read
+            // `retired_keys` before they write a token.
+            Hold::AllKeys => {
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = on; \
+                 LOCK TABLE tokens, retired_keys IN EXCLUSIVE MODE"
+            }
         };
         let mut session = self.session.borrow_mut();
         session.deferred.clear();

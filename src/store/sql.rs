@@ -112,7 +112,10 @@ pub const DELETE_PENDING_REPLACEMENT: &str = r#"DELETE FROM tokens
      WHERE "user" = ?1 AND replaces IS NOT NULL AND confirmed IS NULL"#;
 /// The user's tokens but one (a confirmed replacement's predecessors).
 pub const DELETE_OTHER_TOKENS: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND id <> ?2"#;
-pub const TAKE_DEVICE_NAME: &str = "UPDATE tokens SET device = ?2, replaces = NULL WHERE id = ?1";
+/// A confirmed replacement takes its device name, with its key sealed
+/// again for that name (`?3`).
+pub const TAKE_DEVICE_NAME: &str =
+    "UPDATE tokens SET device = ?2, replaces = NULL, secret = ?3 WHERE id = ?1";
 pub const DELETE_DEVICE: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2"#;
 /// `DELETE_DEVICE`, answering the row as it was when deleted (a claim
 /// that committed meanwhile included), for `SqlStore::delete_passing_on`.
@@ -133,12 +136,15 @@ pub const SET_KEY: &str = "UPDATE tokens SET secret = ?2 WHERE id = ?1";
 // Deleted tokens' used steps (`retired_keys`, written by the schema's
 // `tokens_retire` trigger on every delete of a used token).
 
-/// A user's deleted keys in the shape of `TOKENS_OF_USER` (their ids are
-/// `retired_keys` ids; `created` as `confirmed`; no administrator's
-/// settings), for the used step a key enrolled again counts from.
+/// A user's deleted keys not yet past their time (`?2`: now) in the shape
+/// of `TOKENS_OF_USER` (their ids are `retired_keys` ids; `created` as
+/// `confirmed`; no administrator's settings), for the used step a key
+/// enrolled again counts from. Read only: an enrollment takes no lock on
+/// `retired_keys` before it writes its token (see `Hold::AllKeys`).
 pub const RETIRED_KEYS_OF_USER: &str = r#"SELECT id, "user", device, kind, algorithm, digits,
      period, created, created, last_step, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
-     CAST(NULL AS TEXT), secret FROM retired_keys WHERE "user" = ?1"#;
+     CAST(NULL AS TEXT), secret FROM retired_keys
+     WHERE "user" = ?1 AND (keep_until IS NULL OR keep_until >= ?2)"#;
 /// Every deleted key in that shape, for `dump`.
 pub const ALL_RETIRED_KEYS: &str = r#"SELECT id, "user", device, kind, algorithm, digits,
      period, created, created, last_step, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
@@ -147,8 +153,6 @@ pub const ALL_RETIRED_KEYS: &str = r#"SELECT id, "user", device, kind, algorithm
 pub const INSERT_RETIRED_KEY: &str = r#"INSERT INTO retired_keys
      ("user", device, kind, secret, algorithm, digits, period, created, last_step, keep_until)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"#;
-/// TOTP steps past every window (`?1`: now); HOTP rows are kept.
-pub const PRUNE_RETIRED_KEYS: &str = "DELETE FROM retired_keys WHERE keep_until < ?1";
 pub const ALL_RETIRED_SECRETS: &str =
     r#"SELECT id, "user", device, secret FROM retired_keys ORDER BY id"#;
 pub const SET_RETIRED_KEY: &str = "UPDATE retired_keys SET secret = ?2 WHERE id = ?1";
@@ -372,7 +376,6 @@ mod tests {
         RETIRED_KEYS_OF_USER,
         ALL_RETIRED_KEYS,
         INSERT_RETIRED_KEY,
-        PRUNE_RETIRED_KEYS,
         ALL_RETIRED_SECRETS,
         SET_RETIRED_KEY,
         DELETE_RECOVERY_OF_USER,

@@ -224,7 +224,9 @@ const MIGRATIONS: &[&str] = &[
 /// deleted it. A TOTP record is kept until its step is past any window
 /// (`config::MAX_WINDOW` = 10 steps, +1 for the step itself) and an hour
 /// of clock difference between nodes; an HOTP record (its codes never
-/// expire) is kept.
+/// expire) is kept. Records past their time go with any next delete (the
+/// trigger's first statement: every writer takes a token row, then
+/// `retired_keys`, in that order; see `Hold::AllKeys`).
 ///
 /// A TEMP trigger that every administration connection creates for itself
 /// (`SqliteStore::open`, `create`, `open_in_memory`), not one in the
@@ -233,13 +235,15 @@ const MIGRATIONS: &[&str] = &[
 /// scripts/count-login.sh), for a statement logins never run (a
 /// `LoginStore` deletes no token).
 const RETIRE_TRIGGER: &str = "CREATE TEMP TRIGGER IF NOT EXISTS tokens_retire
-    AFTER DELETE ON main.tokens WHEN old.last_step IS NOT NULL
+    AFTER DELETE ON main.tokens
     BEGIN
+        DELETE FROM retired_keys WHERE keep_until < CAST(strftime('%s', 'now') AS INTEGER);
         INSERT INTO retired_keys
             (user, device, kind, secret, algorithm, digits, period, created, last_step, keep_until)
-        VALUES (old.user, old.device, old.kind, old.secret, old.algorithm, old.digits, old.period,
+        SELECT old.user, old.device, old.kind, old.secret, old.algorithm, old.digits, old.period,
             old.created, old.last_step,
-            CASE WHEN old.kind = 'totp' THEN (old.last_step + 11) * old.period + 3600 END);
+            CASE WHEN old.kind = 'totp' THEN (old.last_step + 11) * old.period + 3600 END
+        WHERE old.last_step IS NOT NULL;
     END;";
 
 /// The schema version this build writes and understands.
@@ -592,7 +596,7 @@ impl Driver for SqliteDriver {
         // lock before the first read, so every hold is the whole store and
         // no transaction decides on a snapshot it later cannot write from.
         let statement = match hold {
-            Hold::Rows | Hold::RowsLazily | Hold::User(..) => "BEGIN IMMEDIATE",
+            Hold::Rows | Hold::RowsLazily | Hold::User(..) | Hold::AllKeys => "BEGIN IMMEDIATE",
             Hold::Snapshot => "BEGIN",
         };
         Ok(self.conn.execute_batch(statement)?)

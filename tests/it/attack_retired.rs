@@ -3,7 +3,8 @@
 //! deleted, and an enrollment counts a key's codes from its live and
 //! deleted rows (`SqlStore::used_floor`, inside `enroll_rows`).
 //!
-//! Each test says whether it found a hole (FOUND: it fails on 664c480) or
+//! Each test says whether it found a hole (FOUND: it fails on 664c480; all
+//! four closed the same day, each says how) or
 //! guards an attack that failed (GUARD: it passes on 664c480). Found: a
 //! replaced device's step not passed on to its twin, a TOTP step replayed
 //! as an HOTP counter of the same key, a sealed reset that no longer
@@ -106,6 +107,7 @@ fn wait_for_lock_waiter(world: &World, prefix: &str) {
 /// it on to the twin `b` (`delete --device` does, `delete_passing_on`),
 /// and the login path never reads `retired_keys`. The code that logged
 /// in on `a` logs in again on `b`.
+/// Closed: `enroll_rows` replaces a device with `delete_passing_on`.
 #[test]
 fn a_device_replaced_with_a_new_key_passes_its_used_step_to_its_twin() {
     if !pam_tools_present() {
@@ -135,6 +137,8 @@ fn a_device_replaced_with_a_new_key_passes_its_used_step_to_its_twin() {
 /// asks for the same kind, so the deleted TOTP row's step is not counted
 /// (`used_floor`) and the code logs in a second time, now as an HOTP
 /// counter.
+/// Closed: `Token::shares_codes_with` pairs a TOTP and an HOTP token of
+/// one key, step for counter.
 #[test]
 fn a_totp_key_deleted_and_enrolled_again_as_hotp_at_its_step_keeps_the_code_used() {
     if !pam_tools_present() {
@@ -279,6 +283,7 @@ fn an_hotp_user_deleted_and_imported_again_keeps_the_used_counters() {
 /// row (`delete_passing_on` and `delete_user_rows` open every key first);
 /// had it gone, its trigger would have kept the unopenable key in
 /// `retired_keys`, where every later enrollment of the user opens it.
+/// Closed: `confirm` seals the key again for the name it takes.
 #[test]
 fn a_sealed_reset_confirmed_logs_in_and_can_be_deleted() {
     if !pam_tools_present() {
@@ -327,6 +332,8 @@ fn a_sealed_reset_confirmed_logs_in_and_can_be_deleted() {
 /// and fails: the user can never be enrolled again (a second rekey fails
 /// on it too). Here rekey's first write waits behind a reader's `FOR
 /// UPDATE` on another user's row.
+/// Closed: `Store::reseal_keys` reads and writes every key in one
+/// transaction holding them still (`Hold::AllKeys`).
 #[test]
 fn a_delete_racing_a_rekey_leaves_no_deleted_key_the_new_key_cannot_open() {
     if !pam_tools_present() || !common::postgres_present() {
@@ -381,7 +388,8 @@ fn a_delete_racing_a_rekey_leaves_no_deleted_key_the_new_key_cannot_open() {
         });
         std::thread::sleep(Duration::from_millis(500));
         let rekey = s.spawn(|| sealed(&world, &first, &["rekey", "--new-key", &new_key]));
-        wait_for_lock_waiter(&world, "UPDATE tokens");
+        // Its `UPDATE tokens` on 664c480, its `LOCK TABLE tokens, …` now.
+        wait_for_lock_waiter(&world, "%tokens");
         let deleted = sealed(&world, &first, &["delete", "ada", "--device", "phone"]);
         let _ = holder.join();
         (rekey.join().expect("rekey"), deleted)
@@ -504,8 +512,9 @@ fn a_claim_racing_the_replacement_of_its_device_by_its_own_key_stays_used() {
 
 /// GUARD. Honest administrators: a key whose step is long past every
 /// window (a login three hours ago) is deleted and enrolled again: the
-/// enrollment works, the record of it is gone (`PRUNE_RETIRED_KEYS`: the
-/// table does not grow with TOTP deletes), and a current code logs in.
+/// enrollment works, a current code logs in, and the record is gone with
+/// the next delete (the trigger's prune: the table does not grow with
+/// TOTP deletes).
 /// A key deleted unused leaves no record, and enrolls again at once.
 #[test]
 fn honest_deletes_and_enrollments_leave_nothing_that_blocks_or_grows() {
@@ -527,17 +536,17 @@ fn honest_deletes_and_enrollments_leave_nothing_that_blocks_or_grows() {
     ok(&world.totpctl(&["delete", "ada", "--device", "phone"]));
     assert_eq!(sql(&world, "SELECT count(*) FROM retired_keys"), "1");
     ok(&world.totpctl(&["enroll", "ada", "--device", "phone", "--secret", &key]));
-    assert_eq!(
-        sql(&world, "SELECT count(*) FROM retired_keys"),
-        "0",
-        "a record past every window is kept"
-    );
     let now = world.login("totp", "ada", Some(RHOST), &oathtool(&key, None, &[]));
     assert!(now.success, "{now:?}");
     // Unused: no record, enrolled again at once.
     let unused = common::random_secret();
     ok(&world.totpctl(&["enroll", "bob", "--device", "tab", "--secret", &unused]));
     ok(&world.totpctl(&["delete", "bob", "--device", "tab"]));
+    assert_eq!(
+        sql(&world, "SELECT count(*) FROM retired_keys"),
+        "0",
+        "a record past every window is kept past the next delete"
+    );
     ok(&world.totpctl(&["enroll", "bob", "--device", "tab", "--secret", &unused]));
     let run = world.login("totp", "bob", Some(RHOST), &oathtool(&unused, None, &[]));
     assert!(run.success, "{run:?}");

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use pam_totp::config::Config;
 use pam_totp::seal::{Sealer, is_sealed};
-use pam_totp::store::{KeyRow, Store, loaded_secret};
+use pam_totp::store::{Store, loaded_secret};
 
 use crate::audit::{Audit, Detail};
 
@@ -42,26 +42,17 @@ pub fn keygen(file: &Path) -> Result<(), String> {
 pub fn rekey(store: &dyn Store, config: &Config, new_key: &Path) -> Result<(), String> {
     let current = config.access().sealer().map_err(|e| e.to_string())?;
     let next = Sealer::load(new_key).map_err(|e| e.to_string())?;
-    let mut sealed = Vec::new();
-    for (row, user, device, blob) in store.secret_rows().map_err(|e| e.to_string())? {
-        let secret = if !is_sealed(&blob) {
-            loaded_secret(None, &user, &device, blob)
-        } else {
-            loaded_secret(current.as_deref(), &user, &device, blob.clone())
-                .or_else(|_| loaded_secret(Some(&next), &user, &device, blob))
-        }
+    let (tokens, deleted) = store
+        .reseal_keys(&mut |(_, user, device, blob)| {
+            let secret = if !is_sealed(blob) {
+                loaded_secret(None, user, device, blob.clone())
+            } else {
+                loaded_secret(current.as_deref(), user, device, blob.clone())
+                    .or_else(|_| loaded_secret(Some(&next), user, device, blob.clone()))
+            }?;
+            Ok(next.seal(user, device, &secret)?)
+        })
         .map_err(|e| e.to_string())?;
-        let blob = next
-            .seal(&user, &device, &secret)
-            .map_err(|e| e.to_string())?;
-        sealed.push((row, blob));
-    }
-    let changed = store.replace_secrets(&sealed).map_err(|e| e.to_string())?;
-    let deleted = sealed
-        .iter()
-        .filter(|(row, _)| matches!(row, KeyRow::Retired(_)))
-        .count();
-    let tokens = changed.saturating_sub(deleted);
     Audit::open().record(
         "rekey",
         "*",
