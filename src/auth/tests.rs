@@ -2273,5 +2273,5 @@ fn last_used_counts_the_same_key_and_for_two_totp_devices_the_same_period() {
     let hotp = token("f", Kind::Hotp, KEY_B32, 30, Some(3));
     assert_eq!(crate::auth::last_used(&hotp, all), Some(40));
     let alone = token("g", Kind::Totp, OTHER, 60, None);
-    assert_eq!(crate::auth::last_used(&alone, &all), None);
+    assert_eq!(crate::auth::last_used(&alone, all), None);
 }
