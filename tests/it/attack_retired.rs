@@ -18,18 +18,10 @@ use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::rows::{Copied, copy_device, ok, sql, wait_for_lock_waiter};
 use common::{RHOST, World, oathtool, oathtool_hotp, pam_tools_present, unix_now};
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn world() -> World {
     let world = World::new();
@@ -37,62 +29,11 @@ fn world() -> World {
     world
 }
 
-/// Runs `sql` on the world's store (sqlite3, or psql as the superuser)
-/// and answers its output, trimmed.
-fn sql(world: &World, sql: &str) -> String {
-    match &world.pg {
-        Some((cluster, db)) => cluster.psql(&db.name, sql).trim().to_string(),
-        None => {
-            let out = Command::new("sqlite3")
-                .arg(&world.db)
-                .arg(sql)
-                .output()
-                .expect("run sqlite3");
-            assert!(out.status.success(), "{out:?}");
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        }
-    }
-}
-
-/// A device `to` of `user` holding `from`'s key, as a store written before
-/// `totpctl` refused a held key holds it (confirmed, never used).
-fn copy_device(world: &World, user: &str, from: &str, to: &str) {
-    sql(
-        world,
-        &format!(
-            "INSERT INTO tokens (\"user\", device, kind, secret, algorithm, digits, period, \
-             created, confirmed, last_step, replaces) SELECT \"user\", '{to}', kind, secret, \
-             algorithm, digits, period, created, confirmed, NULL, NULL FROM tokens \
-             WHERE \"user\" = '{user}' AND device = '{from}'"
-        ),
-    );
-}
-
 /// totpctl with `--key-file file` before `args`.
 fn sealed(world: &World, file: &Path, args: &[&str]) -> Output {
     let mut all = vec!["--key-file", file.to_str().expect("path")];
     all.extend_from_slice(args);
     world.totpctl(&all)
-}
-
-/// Waits until a backend of the world's database waits for a lock while
-/// running a statement that starts with `prefix`.
-fn wait_for_lock_waiter(world: &World, prefix: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting = sql(
-            world,
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND ltrim(query) LIKE '{prefix}%'"
-            ),
-        );
-        if waiting != "0" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nothing waited for a lock");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // ---------------------------------------------------------------------
@@ -116,7 +57,16 @@ fn a_device_replaced_with_a_new_key_passes_its_used_step_to_its_twin() {
     let world = world();
     let key = common::random_secret();
     ok(&world.totpctl(&["enroll", "ada", "--device", "a", "--secret", &key]));
-    copy_device(&world, "ada", "a", "b");
+    copy_device(
+        &world,
+        "ada",
+        "a",
+        "b",
+        Copied {
+            last_step: "NULL",
+            ..Copied::default()
+        },
+    );
     let code = oathtool(&key, None, &[]);
     let first = world.login("totp", "ada", Some(RHOST), &code);
     assert!(first.success, "{first:?}");

@@ -7,20 +7,9 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
-use std::process::{Command, Output, Stdio};
-
+use common::rows::{Copied, answer_waiting, copy_device, ok, waiting_at_prompt};
 use common::{RHOST, World, oathtool, pam_tools_present, sqlite_only, unix_now};
 use serde_json::Value;
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn show(world: &World, user: &str) -> Value {
     let out = world.totpctl(&["show", user, "--json"]);
@@ -51,67 +40,6 @@ fn failure_counts(world: &World, user: &str) -> Vec<(String, u64)> {
 fn zero_padded(key: &str, zeros: usize) -> String {
     assert_eq!(zeros % 5, 0);
     format!("{key}{}", "A".repeat(zeros / 5 * 8))
-}
-
-/// A second device `to` of `user`: a copy of `from` with its key and used
-/// steps, as a store written before `totpctl enroll` refused a held key
-/// holds it; `secret` is the SQL expression of the copy's key (`secret`
-/// for the very same bytes), `digits` its digit count (NULL: the same).
-fn copy_device(world: &World, user: &str, from: &str, to: &str, secret: &str, digits: &str) {
-    let out = Command::new("sqlite3")
-        .arg(&world.db)
-        .arg(format!(
-            "INSERT INTO tokens (user, device, kind, secret, algorithm, digits, period, created, \
-             confirmed, last_step) SELECT user, '{to}', kind, {secret}, algorithm, \
-             COALESCE({digits}, digits), period, created, confirmed, last_step FROM tokens \
-             WHERE user = '{user}' AND device = '{from}'"
-        ))
-        .output()
-        .expect("run sqlite3");
-    assert!(out.status.success(), "{out:?}");
-}
-
-/// A login that has read the user's devices and waits at the prompt (an
-/// attacker's connection kept open).
-fn waiting_at_prompt(
-    world: &World,
-    user: &str,
-) -> (std::process::Child, std::process::ChildStderr) {
-    let mut child = world
-        .pamtester_command("totp", user, Some(RHOST))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pamtester");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !seen.ends_with(common::race::PROMPT) {
-        match stderr.read(&mut byte) {
-            Ok(1) => seen.push(byte[0]),
-            _ => panic!("no prompt: {}", String::from_utf8_lossy(&seen)),
-        }
-    }
-    (child, stderr)
-}
-
-/// Answers a waiting login; whether it got in, and its log lines.
-fn answer_waiting(
-    (mut child, mut stderr): (std::process::Child, std::process::ChildStderr),
-    code: &str,
-) -> (bool, String) {
-    let mut stdin = child.stdin.take().expect("stdin");
-    let _ = stdin.write_all(format!("{code}\n").as_bytes());
-    drop(stdin);
-    let mut rest = String::new();
-    let _ = stderr.read_to_string(&mut rest);
-    let log = rest
-        .lines()
-        .filter(|l| l.contains("SYSLOG"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (child.wait().expect("wait").success(), log)
 }
 
 fn world() -> World {
@@ -177,14 +105,11 @@ fn a_used_code_does_not_log_in_again_on_a_device_with_the_key_zero_padded() {
         if sqlite_only("a store written before enroll refused the padded key") {
             return;
         }
-        copy_device(
-            &world,
-            "bea",
-            "default",
-            "spare",
-            "CAST(secret || zeroblob(5) AS BLOB)",
-            "NULL",
-        );
+        let padded = Copied {
+            key: "CAST(secret || zeroblob(5) AS BLOB)",
+            ..Copied::default()
+        };
+        copy_device(&world, "bea", "default", "spare", padded);
     }
     let code = oathtool(&key, None, &[]);
     let first = world.login("totp", "bea", Some(RHOST), &code);
@@ -268,7 +193,7 @@ fn removing_the_device_that_used_a_code_does_not_free_it_on_its_twin() {
     let world = world();
     let key = common::random_secret();
     ok(&world.totpctl(&["enroll", "fay", "--secret", &key]));
-    copy_device(&world, "fay", "default", "spare", "secret", "NULL");
+    copy_device(&world, "fay", "default", "spare", Copied::default());
     let code = oathtool(&key, None, &[]);
     let first = world.login("totp", "fay", Some(RHOST), &code);
     assert!(first.success, "{first:?}");
@@ -297,7 +222,7 @@ fn a_login_waiting_at_the_prompt_does_not_replay_a_code_on_the_twin() {
     let world = world();
     let key = common::random_secret();
     ok(&world.totpctl(&["enroll", "gus", "--secret", &key]));
-    copy_device(&world, "gus", "default", "spare", "secret", "NULL");
+    copy_device(&world, "gus", "default", "spare", Copied::default());
     ok(&world.totpctl(&["disable", "gus", "--device", "default"]));
     let attacker = waiting_at_prompt(&world, "gus");
     ok(&world.totpctl(&["enable", "gus", "--device", "default"]));
@@ -325,7 +250,16 @@ fn a_waiting_login_does_not_replay_the_last_six_digits_of_a_used_eight_digit_cod
     let world = world();
     let key = common::random_secret();
     ok(&world.totpctl(&["enroll", "hal", "--secret", &key]));
-    copy_device(&world, "hal", "default", "spare", "secret", "8");
+    copy_device(
+        &world,
+        "hal",
+        "default",
+        "spare",
+        Copied {
+            digits: "8",
+            ..Copied::default()
+        },
+    );
     let attacker = waiting_at_prompt(&world, "hal");
     let long = oathtool(&key, None, &["-d", "8"]);
     let user = world.login("totp", "hal", Some(RHOST), &long);
@@ -396,7 +330,7 @@ fn check_reports_a_step_used_on_the_twin_as_used_and_claims_nothing() {
     let world = world();
     let key = common::random_secret();
     ok(&world.totpctl(&["enroll", "jon", "--secret", &key]));
-    copy_device(&world, "jon", "default", "spare", "secret", "NULL");
+    copy_device(&world, "jon", "default", "spare", Copied::default());
     ok(&world.totpctl(&["disable", "jon", "--device", "spare"]));
     let code = oathtool(&key, None, &[]);
     // check claims nothing: the code still logs in after it.
@@ -508,7 +442,7 @@ fn totp_add_device_does_not_take_a_code_a_stopped_twin_used() {
     let s = crate::totp_user::Setup::new("");
     let key = s.enroll();
     let user = s.name().to_string();
-    copy_device(&s.world, &user, "default", "spare", "secret", "NULL");
+    copy_device(&s.world, &user, "default", "spare", Copied::default());
     ok(&s.world.totpctl(&["disable", &user, "--device", "spare"]));
     let code = oathtool(&key, None, &[]);
     assert!(s.login(&code), "the first login");

@@ -11,61 +11,15 @@
 
 use crate::common;
 
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::rows::{Copied, copy_device, ok, sql, wait_for_lock_waiter};
 use common::{RHOST, World, oathtool, oathtool_hotp, pam_tools_present, sqlite_only, unix_now};
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn world() -> World {
     let world = World::new();
     world.service("totp", "fail_delay=0");
     world
-}
-
-/// A device `to` of `user` as a store written before `totpctl` refused a
-/// held key holds it: a copy of `from`'s row (its key and parameters),
-/// with the SQL expressions `digits`, `confirmed`, `last_step` and
-/// `replaces` for those columns.
-// One argument per column the copy sets.
-#[allow(clippy::too_many_arguments)]
-fn copy_device(
-    world: &World,
-    user: &str,
-    from: &str,
-    to: &str,
-    digits: &str,
-    confirmed: &str,
-    last_step: &str,
-    replaces: &str,
-) {
-    let sql = format!(
-        "INSERT INTO tokens (\"user\", device, kind, secret, algorithm, digits, period, created, \
-         confirmed, last_step, replaces) SELECT \"user\", '{to}', kind, secret, algorithm, \
-         {digits}, period, created, {confirmed}, {last_step}, {replaces} FROM tokens \
-         WHERE \"user\" = '{user}' AND device = '{from}'"
-    );
-    match &world.pg {
-        Some((cluster, db)) => {
-            cluster.psql(&db.name, &sql);
-        }
-        None => {
-            let out = Command::new("sqlite3")
-                .arg(&world.db)
-                .arg(&sql)
-                .output()
-                .expect("run sqlite3");
-            assert!(out.status.success(), "{out:?}");
-        }
-    }
 }
 
 // ---------------------------------------------------------------------
@@ -250,7 +204,15 @@ fn confirm_refuses_a_code_a_twin_used() {
     let key = common::random_secret();
     ok(&world.totpctl(&["enroll", "ada", "--secret", &key]));
     copy_device(
-        &world, "ada", "default", "spare", "digits", "NULL", "NULL", "NULL",
+        &world,
+        "ada",
+        "default",
+        "spare",
+        Copied {
+            confirmed: "NULL",
+            last_step: "NULL",
+            ..Copied::default()
+        },
     );
     let code = oathtool(&key, None, &[]);
     let first = world.login("totp", "ada", Some(RHOST), &code);
@@ -282,10 +244,12 @@ fn confirming_a_twin_replacement_keeps_the_step_the_old_device_used() {
         "ada",
         "default",
         "default.new",
-        "digits",
-        "NULL",
-        "NULL",
-        "'default'",
+        Copied {
+            confirmed: "NULL",
+            last_step: "NULL",
+            replaces: "'default'",
+            ..Copied::default()
+        },
     );
     let now = unix_now();
     let ahead = oathtool(&key, Some(now + 30), &[]);
@@ -303,32 +267,6 @@ fn confirming_a_twin_replacement_keeps_the_step_the_old_device_used() {
 // ---------------------------------------------------------------------
 // 4. PostgreSQL: what is read outside the claim.
 // ---------------------------------------------------------------------
-
-/// Runs `sql` as the superuser on the world's database.
-fn psql(world: &World, sql: &str) -> String {
-    let (cluster, db) = world.pg.as_ref().expect("a PostgreSQL world");
-    cluster.psql(&db.name, sql)
-}
-
-/// Waits until a backend of the world's database waits for a lock while
-/// running a statement that starts with `prefix`.
-fn wait_for_lock_waiter(world: &World, prefix: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let waiting = psql(
-            world,
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND ltrim(query) LIKE '{prefix}%'"
-            ),
-        );
-        if waiting != "0" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "nothing waited for a lock");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Found by an attack (closed 2026-12-02), PostgreSQL. Twins of an old store: `default` (6 digits) and
 /// `long` (8 digits, the same key). A login that takes the slow way
@@ -354,17 +292,17 @@ fn a_slow_login_and_a_fast_login_with_one_code_on_twins_do_not_both_get_in() {
         "ada",
         "default",
         "long",
-        "8",
-        "confirmed",
-        "last_step",
-        "NULL",
+        Copied {
+            digits: "8",
+            ..Copied::default()
+        },
     );
     let long = oathtool(&key, None, &["-d", "8"]);
     let short = long[2..].to_string();
     assert_eq!(short, oathtool(&key, None, &[]));
     let (fast, slow) = std::thread::scope(|s| {
         let holder = s.spawn(|| {
-            psql(
+            sql(
                 &world,
                 "BEGIN; SELECT 1 FROM tokens WHERE device = 'long' FOR UPDATE; \
                  SELECT pg_sleep(3); COMMIT",
@@ -400,20 +338,11 @@ fn a_claim_racing_the_delete_of_its_device_stays_used_on_the_twin() {
     world.service("totp", "fail_delay=0");
     let key = common::random_secret();
     ok(&world.totpctl(&["enroll", "ada", "--device", "a", "--secret", &key]));
-    copy_device(
-        &world,
-        "ada",
-        "a",
-        "b",
-        "digits",
-        "confirmed",
-        "last_step",
-        "NULL",
-    );
+    copy_device(&world, "ada", "a", "b", Copied::default());
     let code = oathtool(&key, None, &[]);
     let (first, deleted) = std::thread::scope(|s| {
         let holder = s.spawn(|| {
-            psql(
+            sql(
                 &world,
                 "BEGIN; SELECT 1 FROM tokens WHERE device = 'a' FOR UPDATE; \
                  SELECT pg_sleep(3); COMMIT",
@@ -459,10 +388,10 @@ fn the_slow_way_refuses_the_six_digits_of_a_used_eight_digit_code() {
         "ada",
         "default",
         "long",
-        "8",
-        "confirmed",
-        "last_step",
-        "NULL",
+        Copied {
+            digits: "8",
+            ..Copied::default()
+        },
     );
     let now = unix_now();
     let long = oathtool(&key, Some(now), &["-d", "8"]);

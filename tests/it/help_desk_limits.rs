@@ -3,16 +3,8 @@
 
 use crate::common;
 
+use common::rows::ok;
 use common::{RHOST, World, oathtool, pam_tools_present, unix_now};
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A help desk has `reset` in its sudoers rule but not `enable` (README,
 /// "Help desk through sudo"). `reset` makes the new token without the old

@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::rows::{Copied, answer_waiting, copy_device, ok, waiting_at_prompt};
 use common::{
     RHOST, World, oathtool, oathtool_hotp, pam_tools_present, sqlite_only, tools_present, unix_now,
     wrong_code,
@@ -23,15 +24,6 @@ fn json(out: &std::process::Output) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON output")
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn zbarimg(png: &std::path::Path) -> String {
@@ -1130,49 +1122,6 @@ fn bulk_enrollment_is_all_or_nothing_and_every_key_logs_in() {
     assert!(png.starts_with(b"\x89PNG"));
 }
 
-/// A pamtester for `user` that has read the user's tokens and now waits at
-/// the code prompt (as an sshd child does for up to LoginGraceTime).
-fn waiting_at_prompt(
-    world: &World,
-    user: &str,
-) -> (std::process::Child, std::process::ChildStderr) {
-    let mut child = world
-        .pamtester_command("totp", user, Some(RHOST))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pamtester");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let mut seen = Vec::new();
-    let mut byte = [0u8; 1];
-    while !seen.ends_with(common::race::PROMPT) {
-        match stderr.read(&mut byte) {
-            Ok(1) => seen.push(byte[0]),
-            _ => panic!("no prompt: {}", String::from_utf8_lossy(&seen)),
-        }
-    }
-    (child, stderr)
-}
-
-/// Answers a waiting pamtester; returns whether it got in and its log.
-fn answer_waiting(
-    (mut child, mut stderr): (std::process::Child, std::process::ChildStderr),
-    code: &str,
-) -> (bool, String) {
-    let mut stdin = child.stdin.take().expect("stdin");
-    let _ = stdin.write_all(format!("{code}\n").as_bytes());
-    drop(stdin);
-    let mut rest = String::new();
-    let _ = stderr.read_to_string(&mut rest);
-    let log = rest
-        .lines()
-        .filter(|l| l.contains("SYSLOG"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    (child.wait().expect("wait").success(), log)
-}
-
 /// The README's lost-or-stolen-phone advice: `totpctl reset USER --now` removes the
 /// old tokens at once. A login that was already at the prompt when the
 /// help desk reset the user (the thief has the phone and the password, and
@@ -1236,21 +1185,6 @@ fn refused_as_held_by(out: &std::process::Output, device: &str) {
     );
 }
 
-/// What a store written before totpctl refused a held key may hold: a copy
-/// of `user`'s `from` device, key and used steps included, as `to`.
-fn copy_device(world: &World, user: &str, from: &str, to: &str) {
-    let out = Command::new("sqlite3")
-        .arg(&world.db)
-        .arg(format!(
-            "INSERT INTO tokens (user, device, kind, secret, algorithm, digits, period, created, \
-             confirmed, last_step) SELECT user, '{to}', kind, secret, algorithm, digits, period, \
-             created, confirmed, last_step FROM tokens WHERE user = '{user}' AND device = '{from}'"
-        ))
-        .output()
-        .expect("run sqlite3");
-    assert!(out.status.success(), "{out:?}");
-}
-
 /// Promise 1 with two HOTP devices of one user holding the same key (the
 /// same hardware token enrolled twice, e.g. under a second name by the
 /// help desk, or `--secret` reused): a code used on the first device must
@@ -1274,7 +1208,7 @@ fn a_used_hotp_code_does_not_work_again_on_a_second_device_with_the_same_key() {
     if sqlite_only("a store written before enroll refused a held key") {
         return;
     }
-    copy_device(&world, "hedy", "default", "spare");
+    copy_device(&world, "hedy", "default", "spare", Copied::default());
     let code = oathtool_hotp(&key, 0, false);
     let first = world.login("totp", "hedy", Some(RHOST), &code);
     assert!(first.success, "{first:?}");
@@ -1314,7 +1248,7 @@ fn a_used_totp_code_does_not_work_again_on_a_second_device_with_the_same_key() {
     if sqlite_only("a store written before enroll refused a held key") {
         return;
     }
-    copy_device(&world, "ines", "default", "spare");
+    copy_device(&world, "ines", "default", "spare", Copied::default());
     let code = oathtool(&key, None, &[]);
     let first = world.login("totp", "ines", Some(RHOST), &code);
     assert!(first.success, "{first:?}");

@@ -4,6 +4,7 @@
 pub mod dirs;
 pub mod postgres;
 pub mod race;
+pub mod rows;
 pub mod sshd;
 pub mod syslog;
 

@@ -1,0 +1,141 @@
+//! Rows written and read behind the tools' backs, as an old store or an
+//! attacker with the database would have them, and logins held at the
+//! prompt: what the attack suites share.
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{RHOST, World};
+
+/// The command's stdout, after asserting that it succeeded (its stderr
+/// otherwise).
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `sql` on the world's store (sqlite3, or psql as the superuser)
+/// and answers its output, trimmed.
+pub fn sql(world: &World, sql: &str) -> String {
+    match &world.pg {
+        Some((cluster, db)) => cluster.psql(&db.name, sql).trim().to_string(),
+        None => {
+            let out = Command::new("sqlite3")
+                .arg(&world.db)
+                .arg(sql)
+                .output()
+                .expect("run sqlite3");
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    }
+}
+
+/// The columns of a copied device, as SQL expressions over the row it is
+/// copied from: by default the very same key, digits, confirmation and
+/// used step, and no pending replacement.
+pub struct Copied<'a> {
+    pub key: &'a str,
+    pub digits: &'a str,
+    pub confirmed: &'a str,
+    pub last_step: &'a str,
+    pub replaces: &'a str,
+}
+
+impl Default for Copied<'_> {
+    fn default() -> Self {
+        Copied {
+            key: "secret",
+            digits: "digits",
+            confirmed: "confirmed",
+            last_step: "last_step",
+            replaces: "NULL",
+        }
+    }
+}
+
+/// A device `to` of `user`, a copy of `from` (its key and parameters) with
+/// the columns `copied` says, as a store written before `totpctl` refused a
+/// key the user held holds it.
+pub fn copy_device(world: &World, user: &str, from: &str, to: &str, copied: Copied<'_>) {
+    let Copied {
+        key,
+        digits,
+        confirmed,
+        last_step,
+        replaces,
+    } = copied;
+    sql(
+        world,
+        &format!(
+            "INSERT INTO tokens (\"user\", device, kind, secret, algorithm, digits, period, \
+             created, confirmed, last_step, replaces) SELECT \"user\", '{to}', kind, {key}, \
+             algorithm, {digits}, period, created, {confirmed}, {last_step}, {replaces} \
+             FROM tokens WHERE \"user\" = '{user}' AND device = '{from}'"
+        ),
+    );
+}
+
+/// A login (pamtester, service `totp`) that has read the user's tokens and
+/// waits at the code prompt, as an sshd child does for up to
+/// LoginGraceTime (an attacker's connection kept open).
+pub fn waiting_at_prompt(world: &World, user: &str) -> (Child, ChildStderr) {
+    let mut child = world
+        .pamtester_command("totp", user, Some(RHOST))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pamtester");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(super::race::PROMPT) {
+        match stderr.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            _ => panic!("no prompt: {}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    (child, stderr)
+}
+
+/// Answers a waiting login; whether it got in, and its log lines.
+pub fn answer_waiting((mut child, mut stderr): (Child, ChildStderr), code: &str) -> (bool, String) {
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(format!("{code}\n").as_bytes());
+    drop(stdin);
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    let log = rest
+        .lines()
+        .filter(|l| l.contains("SYSLOG"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (child.wait().expect("wait").success(), log)
+}
+
+/// Waits until a backend of the world's PostgreSQL database waits for a
+/// lock while running a statement that starts with `prefix` (`%` matches
+/// anything, as in LIKE).
+pub fn wait_for_lock_waiter(world: &World, prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting = sql(
+            world,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND ltrim(query) LIKE '{prefix}%'"
+            ),
+        );
+        if waiting != "0" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing waited for a lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
