@@ -1529,12 +1529,7 @@ fn claim<S: LoginStore>(
     if let Some(refused) = boot_fence(config, token, step, store.totp_claims_durable(), clock) {
         return refused;
     }
-    let result = if twins {
-        store.claim_step_among_twins(token, step, now as i64)
-    } else {
-        store.claim_step(token, step, now as i64)
-    };
-    match result {
+    match store.claim_step_minding_twins(token, step, now as i64, twins) {
         Ok(result) => claimed(token, step, now, result),
         Err(e) => store_error(e),
     }

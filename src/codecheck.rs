@@ -269,11 +269,7 @@ fn check_and_use<S: LoginStore + ?Sized>(
     }
     // A twin's claim under the user's hold, the twins read again (as a
     // login's settlement makes it).
-    let claimed = if token.has_twin(&tokens) {
-        store.claim_step_among_twins(token, step, now as i64)
-    } else {
-        store.claim_step(token, step, now as i64)
-    };
+    let claimed = store.claim_step_minding_twins(token, step, now as i64, token.has_twin(&tokens));
     match claimed.map_err(Refusal::Store)? {
         Claim::Claimed => Ok(Proof::Code {
             device: token.device.clone(),

@@ -41,6 +41,23 @@ pub trait LoginStore {
         now: i64,
     ) -> Result<Claim, StoreError>;
 
+    /// `claim_step_among_twins` when `twins` (another device of the user
+    /// shares the token's codes: `Token::has_twin`), else `claim_step`:
+    /// how a login and `totp`'s proofs claim.
+    fn claim_step_minding_twins(
+        &self,
+        token: &Token,
+        step: u64,
+        now: i64,
+        twins: bool,
+    ) -> Result<Claim, StoreError> {
+        if twins {
+            self.claim_step_among_twins(token, step, now)
+        } else {
+            self.claim_step(token, step, now)
+        }
+    }
+
     /// The user's unused recovery codes filed under `lookup`.
     fn recovery_candidates(
         &self,
