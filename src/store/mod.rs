@@ -118,6 +118,16 @@ pub fn replacement_name(device: &str) -> String {
 /// `pam_totp_meta`).
 pub const SCHEMA_VERSION: i64 = 10;
 
+/// The oldest schema whose tables and columns every statement of a login
+/// finds: this build's module logs users in on a PostgreSQL database from
+/// this version to `SCHEMA_VERSION`, so the nodes of a pool can take a new
+/// module one by one and `totpctl init` migrate the database after the
+/// last (the administration tools and `totp` want `SCHEMA_VERSION`; a
+/// SQLite store is migrated by whoever opens it first). Raise it with any
+/// migration that changes what a login reads or writes. 10 added only
+/// `retired_keys`, which logins never touch.
+pub const LOGIN_OLDEST_SCHEMA: i64 = 9;
+
 /// Seconds since the epoch (0 if the clock is before 1970), for row times
 /// the stores and totpctl stamp themselves.
 pub fn unix_now() -> i64 {

@@ -308,7 +308,13 @@ impl Deferred {
                 client.execute_typed(sql, &typed).await.map(Answer::Count)
             }
             Deferred::SchemaCheck => client
-                .query_typed(SCHEMA_CHECK_SQL, &[(&SCHEMA_VERSION, Type::INT8)])
+                .query_typed(
+                    SCHEMA_CHECK_SQL,
+                    &[
+                        (&super::LOGIN_OLDEST_SCHEMA, Type::INT8),
+                        (&SCHEMA_VERSION, Type::INT8),
+                    ],
+                )
                 .await
                 .map(Answer::Rows),
         }
@@ -348,11 +354,12 @@ impl Last<'_> {
 const SCHEMA_VERSION_SQL: &str = "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'";
 
 /// The schema check that goes out with a login's first statement: it fails
-/// (an invalid cast, at run time) unless the recorded version is `$1`, and
+/// (an invalid cast, at run time) unless the recorded version is from `$1`
+/// (`store::LOGIN_OLDEST_SCHEMA`) to `$2` (this build's), and
 /// so aborts the transaction it runs in before anything after it runs. A
 /// missing meta table fails it too (`undefined_table`); a missing row makes
 /// `max` NULL, which fails it like a wrong version.
-const SCHEMA_CHECK_SQL: &str = "SELECT CASE WHEN max(value) = $1 THEN 0 \
+const SCHEMA_CHECK_SQL: &str = "SELECT CASE WHEN max(value) BETWEEN $1 AND $2 THEN 0 \
      ELSE CAST('pam_totp schema ' || COALESCE(max(value)::text, 'none') AS BIGINT) END \
      FROM pam_totp_meta WHERE key = 'schema_version'";
 
@@ -445,7 +452,7 @@ impl Session {
                     self.in_transaction = false;
                     let _ = self.exchange(None, Last::Batch("ROLLBACK"));
                 }
-                schema_usable(self.read_version()?, &target)?;
+                schema_usable(self.read_version()?, &target, super::LOGIN_OLDEST_SCHEMA)?;
                 Err(e)
             }
         }
@@ -554,15 +561,17 @@ fn found_version(read: Result<Answer, tokio_postgres::Error>) -> Result<i64, Sto
     }
 }
 
-/// Whether a store with schema version `found` is one this build can use.
-fn schema_usable(found: i64, target: &str) -> Result<(), StoreError> {
+/// Whether a store with schema version `found` is one this build can use,
+/// back to `oldest` (a login: `store::LOGIN_OLDEST_SCHEMA`; else this
+/// build's own).
+fn schema_usable(found: i64, target: &str, oldest: i64) -> Result<(), StoreError> {
     match found {
         0 => Err(StoreError::NotInitialised(target.to_string())),
         found if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
             found,
             supported: SCHEMA_VERSION,
         }),
-        found if found < SCHEMA_VERSION => Err(StoreError::NotInitialised(format!(
+        found if found < oldest => Err(StoreError::NotInitialised(format!(
             "{target} (schema version {found}; run `totpctl init` to migrate)"
         ))),
         _ => Ok(()),
@@ -640,19 +649,20 @@ fn tls_config(target: &str, root_cert: Option<&Path>) -> Result<rustls::ClientCo
 }
 
 impl SqlStore<PgDriver> {
-    /// Connects to an initialised database (the login path and totpctl).
     /// Connects to an initialised database (totpctl): refused at once
     /// when its schema is not the one this build knows.
     pub fn open(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
         let driver = PgDriver::connect(settings)?;
-        schema_usable(driver.version()?, &driver.target)?;
+        schema_usable(driver.version()?, &driver.target, SCHEMA_VERSION)?;
         Ok(SqlStore::new(driver))
     }
 
     /// Connects for a login: the schema version is checked with the first
     /// statement (see `Session::send`), so the login's first read and the
     /// check are one round trip; nothing is read or written before the
-    /// check has passed.
+    /// check has passed. A schema back to `store::LOGIN_OLDEST_SCHEMA`
+    /// passes: a pool's nodes take a new module before the database is
+    /// migrated.
     pub fn open_for_login(settings: &PgSettings<'_>) -> Result<PgStore, StoreError> {
         let driver = PgDriver::connect(settings)?;
         driver.session.borrow_mut().unchecked_schema = Some(driver.target.clone());

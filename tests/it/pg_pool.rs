@@ -828,6 +828,72 @@ fn databases_numbered_before_the_shared_sequence_are_read_and_migrated() {
     assert!(run.logged("schema version 6;"), "{run:?}");
 }
 
+/// A pool's rolling upgrade: a node with this build's module logs users
+/// in on a database one schema behind (`store::LOGIN_OLDEST_SCHEMA`: 10
+/// added only what logins never touch), so the nodes can take the new
+/// module one by one before `totpctl init`; totpctl itself wants the
+/// migration first; one schema older than that is refused at login with
+/// the way out.
+#[test]
+fn a_database_one_schema_behind_logs_users_in_until_it_is_migrated() {
+    if !tools() {
+        return;
+    }
+    let world = pool("");
+    let key = world.enroll("uma");
+    let (cluster, database) = world.pg.as_ref().expect("pg");
+    let now = common::unix_now();
+    let version = |v: i64| {
+        cluster.psql(
+            &database.name,
+            &format!("UPDATE pam_totp_meta SET value = {v} WHERE key = 'schema_version'"),
+        );
+    };
+    // Back to schema 9.
+    cluster.psql(
+        &database.name,
+        "DROP TABLE retired_keys; DROP FUNCTION pam_totp_retire_key() CASCADE",
+    );
+    version(pam_totp::store::LOGIN_OLDEST_SCHEMA);
+    let run = world.login(
+        "node_a",
+        "uma",
+        Some(RHOST),
+        &oathtool(&key, Some(now), &[]),
+    );
+    assert!(run.success, "a login one schema behind: {run:?}");
+    let run = world.login(
+        "node_b",
+        "uma",
+        Some(RHOST),
+        &oathtool(&key, Some(now), &[]),
+    );
+    assert!(
+        !run.success,
+        "a code worked twice one schema behind: {run:?}"
+    );
+    let out = world.totpctl(&["list"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("totpctl init"),
+        "{out:?}"
+    );
+    let out = world.totpctl(&["init"]);
+    assert!(out.status.success(), "{out:?}");
+    let next = oathtool(&key, Some(now + 30), &[]);
+    let run = world.login("node_b", "uma", Some(RHOST), &next);
+    assert!(run.success, "after init: {run:?}");
+    // Older than the login path knows: refused, saying what to run.
+    version(pam_totp::store::LOGIN_OLDEST_SCHEMA - 1);
+    let run = world.login(
+        "node_a",
+        "uma",
+        Some(RHOST),
+        &oathtool(&key, Some(now + 60), &[]),
+    );
+    assert!(!run.success, "{run:?}");
+    assert!(run.logged("run `totpctl init` to migrate"), "{run:?}");
+}
+
 /// `grace_key=` on a pool: the key grace a login earned on node A (its own
 /// PAM service directory, service `sshd`, as sshd names it) lets the same
 /// key in without a code on node B; another key is asked there.
