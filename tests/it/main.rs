@@ -8,6 +8,7 @@ mod common;
 
 mod attack_claim_cte;
 mod attack_retired;
+mod attack_retired_again;
 mod attack_same_key_settle;
 mod attack_twins_again;
 
