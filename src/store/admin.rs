@@ -261,6 +261,14 @@ impl<D: Driver> Store for SqlStore<D> {
             }
             Ok(removed)
         })
+        .and_then(|removed| {
+            // Deleted keys past their time, every user's: a transaction of
+            // its own, holding no token row another one may wait for.
+            self.write(Hold::Rows, |db| {
+                db.execute(sql::PRUNE_RETIRED_KEYS, params![super::unix_now()])
+            })?;
+            Ok(removed)
+        })
     }
 
     fn delete_user(&self, user: &str) -> Result<usize, StoreError> {
@@ -427,6 +435,7 @@ impl<D: Driver> Store for SqlStore<D> {
         reseal: &mut dyn FnMut(&SecretRow) -> Result<Vec<u8>, StoreError>,
     ) -> Result<(usize, usize), StoreError> {
         self.write(Hold::AllKeys, |db| {
+            db.execute(sql::PRUNE_RETIRED_KEYS, params![super::unix_now()])?;
             let tokens = db.query(sql::ALL_KEYS, &[])?;
             let retired = db.query(sql::ALL_RETIRED_SECRETS, &[])?;
             let tagged = tokens
@@ -545,7 +554,7 @@ impl<D: Driver> SqlStore<D> {
                 .map(super::shared::automation_grant)
                 .collect::<Result<_, StoreError>>()?;
             let mut retired = Vec::new();
-            for row in db.query(sql::ALL_RETIRED_KEYS, &[])? {
+            for row in db.query(sql::ALL_RETIRED_KEYS, params![super::unix_now()])? {
                 let keep_until = row.opt_int(RETIRED_KEEP_COLUMN)?;
                 retired.extend(
                     self.tokens_from(vec![row])?
@@ -672,18 +681,36 @@ impl<D: Driver> SqlStore<D> {
                     .execute(sql::RAISE_USED_STEP, params![twin.id, used])?;
             }
         }
+        self.prune_retired_of(user)?;
         Ok(deleted.len() as u64)
     }
 
-    /// What `token`'s codes count from (`Token::last_used_among`) among
-    /// its user's rows and deleted rows not past their time
-    /// (`retired_keys`), as read inside the caller's transaction.
+    /// What `token`'s codes count from (`Token::last_used_among`, and
+    /// `Token::cross_kind_floor` for the other kind) among its user's rows
+    /// and deleted rows not past their time (`retired_keys`), as read
+    /// inside the caller's transaction.
     fn used_floor(&self, token: &Token, now: i64) -> Result<Option<u64>, StoreError> {
         let db = &self.driver;
         let mut all = self.tokens_from(db.query(sql::TOKENS_OF_USER, params![&token.user])?)?;
         let deleted = db.query(sql::RETIRED_KEYS_OF_USER, params![&token.user, now])?;
         all.extend(self.tokens_from(deleted)?);
-        Ok(token.last_used_among(&all))
+        let across_kinds = all.iter().filter_map(|o| token.cross_kind_floor(o, now));
+        Ok(token
+            .last_used_among(&all)
+            .into_iter()
+            .chain(across_kinds)
+            .max())
+    }
+
+    /// The user's deleted keys past their time, in a transaction that holds
+    /// the user (after its token writes: every writer takes token rows
+    /// before `retired_keys`).
+    pub(crate) fn prune_retired_of(&self, user: &str) -> Result<(), StoreError> {
+        self.driver.execute(
+            sql::PRUNE_RETIRED_KEYS_OF_USER,
+            params![user, super::unix_now()],
+        )?;
+        Ok(())
     }
 
     /// A deleted token's used step carried over by `load`, its key sealed
@@ -770,6 +797,7 @@ impl<D: Driver> SqlStore<D> {
             // (a claim that committed meanwhile included).
             token.last_step = self.used_floor(&token, super::unix_now())?;
             self.insert_token(&token)?;
+            self.prune_retired_of(user)?;
             if let Some(codes) = &e.recovery {
                 self.insert_recovery(user, codes)?;
             }

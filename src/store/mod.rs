@@ -262,7 +262,15 @@ pub fn loaded_secret(
     blob: zeroize::Zeroizing<Vec<u8>>,
 ) -> Result<Secret, StoreError> {
     let raw = match (sealer, crate::seal::is_sealed(&blob)) {
-        (Some(sealer), true) => sealer.open(user, device, &blob)?,
+        // A key sealed for the pending name of the replacement it was: a
+        // confirmation before schema 10 took the name without sealing the
+        // key again (the user's own key, on the user's own device name;
+        // `rekey` seals it for its name).
+        (Some(sealer), true) => sealer.open(user, device, &blob).or_else(|e| {
+            sealer
+                .open(user, &replacement_name(device), &blob)
+                .map_err(|_| e)
+        })?,
         (None, false) => blob,
         (Some(_), false) => {
             return Err(StoreError::InvalidRow {
@@ -499,28 +507,65 @@ impl Life {
 
 impl Token {
     /// Whether `other` shows this token's codes for the same steps or
-    /// counters: the same algorithm and key as HMAC uses it, any number of
-    /// digits (a 6-digit code is the last six of the 8-digit one), and for
-    /// two TOTP tokens the same period. A TOTP code is the HOTP code of its
-    /// step, so a TOTP and an HOTP token of one key share their codes too,
-    /// step for counter (found by an attack: a TOTP key deleted and enrolled
-    /// again as HOTP at its step let the used code in again). A TOTP step
-    /// then floors an HOTP counter far above any app's, locking that
-    /// device out until the step's record goes; the other way round an
-    /// HOTP counter is far below any step. Itself included. A store
-    /// written before `totpctl` refused a key the user held may have such
-    /// twins; a step or counter used on one is used on all
-    /// (`auth::last_used`), and a deleted one's on the key enrolled again.
+    /// counters: the same kind, for TOTP the same period, and the same key
+    /// (`same_key_as`). Itself included. A store written before `totpctl`
+    /// refused a key the user held may have such twins; a step or counter
+    /// used on one is used on all (`auth::last_used`), and a deleted one's
+    /// on the key enrolled again. (A TOTP and an HOTP token of one key
+    /// share codes too, step for counter, but only where a counter reaches
+    /// the steps the TOTP token used: that is worked out when a key is
+    /// enrolled, `cross_kind_floor`.)
     pub fn shares_codes_with(&self, other: &Token) -> bool {
-        let same_moving_factor = match (self.kind, other.kind) {
-            (Kind::Totp, Kind::Totp) => self.params.period == other.params.period,
-            _ => true,
-        };
+        self.kind == other.kind
+            && (self.kind == Kind::Hotp || self.params.period == other.params.period)
+            && self.same_key_as(other)
+    }
+
+    /// The same algorithm and a key HMAC makes the same (any number of
+    /// digits: a 6-digit code is the last six digits of the 8-digit one).
+    pub fn same_key_as(&self, other: &Token) -> bool {
         self.params.algorithm == other.params.algorithm
-            && same_moving_factor
             && self
                 .secret
                 .gives_the_codes_of(&other.secret, self.params.algorithm)
+    }
+
+    /// What a token of the other kind with the same key (`other`, live or
+    /// deleted) has used, as far as this token's codes can reach it: a TOTP
+    /// code is the HOTP code of its step. `other`'s used steps or counters
+    /// lie from its lowest (a TOTP token's first step, `created / period`,
+    /// less the widest window; an HOTP token's 0) to its `last_step`; this
+    /// token's codes from its next step or counter (a TOTP token's: `now /
+    /// period` less the widest window; an HOTP token's: its `last_step` + 1)
+    /// up by the widest window. Where the two meet, `other`'s `last_step`
+    /// is used for this token too (found by an attack: a TOTP key deleted
+    /// and enrolled again as HOTP at its step let the used code in again);
+    /// where they do not (an honest fob's counters are far below any step)
+    /// it is nothing to it, so a device is never locked out by a step its
+    /// codes cannot reach.
+    pub fn cross_kind_floor(&self, other: &Token, now: i64) -> Option<u64> {
+        if self.kind == other.kind || !self.same_key_as(other) {
+            return None;
+        }
+        let used = other.last_step?;
+        let lowest_of = |token: &Token, at: i64| -> u64 {
+            match token.kind {
+                Kind::Totp => (u64::try_from(at).unwrap_or(0) / token.params.period.max(1))
+                    .saturating_sub(u64::from(crate::config::MAX_WINDOW)),
+                Kind::Hotp => 0,
+            }
+        };
+        let used_from = lowest_of(other, other.created);
+        let reach_from = match self.kind {
+            Kind::Totp => lowest_of(self, now),
+            Kind::Hotp => self.last_step.map_or(0, |l| l.saturating_add(1)),
+        };
+        let widest = match self.kind {
+            Kind::Totp => 2 * u64::from(crate::config::MAX_WINDOW),
+            Kind::Hotp => u64::from(crate::config::MAX_HOTP_WINDOW),
+        };
+        let reach_to = reach_from.saturating_add(widest);
+        (reach_from <= used && used_from <= reach_to).then_some(used)
     }
 
     /// The highest step or counter used by this token or any of `all` (the

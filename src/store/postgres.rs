@@ -37,7 +37,7 @@ use tokio_postgres::{Client, NoTls};
 use zeroize::Zeroizing;
 
 use super::StoreError;
-use super::driver::{Driver, Hold, Param, Row, Value, placeholders_as_dollars};
+use super::driver::{Driver, Hold, Param, Purpose, Row, Value, placeholders_as_dollars};
 use super::location::{PgHost, PgTarget, PgTls, SYSTEM_CA_FILES};
 use super::shared::SqlStore;
 
@@ -185,7 +185,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
     );
     CREATE FUNCTION pam_totp_retire_key() RETURNS trigger LANGUAGE plpgsql AS $retire$
     BEGIN
-        DELETE FROM retired_keys WHERE keep_until < extract(epoch FROM now());
         IF OLD.last_step IS NOT NULL THEN
             INSERT INTO retired_keys
                 ("user", device, kind, secret, algorithm, digits, period, created, last_step,
@@ -1070,6 +1069,17 @@ impl Driver for PgDriver {
         session.deferred.clear();
         session.deferred.push(Deferred::Batch(begin));
         session.in_transaction = true;
+        if let Hold::User(_, Purpose::Enrollment) = hold {
+            // A change of a user's devices may write a sealed key: it
+            // waits for a running `rekey` (`Hold::AllKeys`), and a rekey
+            // for it, from its start, not from its first write (found by an
+            // attack: an enrollment that had read when rekey began wrote
+            // its key sealed the old way after). Before the user's lock, so
+            // that nobody holds that lock while waiting for this one.
+            session
+                .deferred
+                .push(Deferred::Batch("LOCK TABLE tokens IN ROW EXCLUSIVE MODE"));
+        }
         if let Hold::User(user, purpose) = hold {
             // A transaction-scoped advisory lock on (user, purpose): the
             // same user's decisions of one kind wait for each other on

@@ -161,6 +161,7 @@ impl<D: Driver> SqlStore<D> {
         for statement in rest {
             self.driver.execute(statement, params![user])?;
         }
+        self.prune_retired_of(user)?;
         Ok(changed(removed))
     }
 

@@ -145,10 +145,19 @@ pub const RETIRED_KEYS_OF_USER: &str = r#"SELECT id, "user", device, kind, algor
      period, created, created, last_step, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
      CAST(NULL AS TEXT), secret FROM retired_keys
      WHERE "user" = ?1 AND (keep_until IS NULL OR keep_until >= ?2)"#;
-/// Every deleted key in that shape, for `dump`.
+/// Every deleted key not past its time (`?1`: now) in that shape, and its
+/// `keep_until`, for `dump`.
 pub const ALL_RETIRED_KEYS: &str = r#"SELECT id, "user", device, kind, algorithm, digits,
      period, created, created, last_step, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
-     CAST(NULL AS TEXT), secret, keep_until FROM retired_keys ORDER BY id"#;
+     CAST(NULL AS TEXT), secret, keep_until FROM retired_keys
+     WHERE keep_until IS NULL OR keep_until >= ?1 ORDER BY id"#;
+/// A user's deleted keys past their time (`?2`: now), in a transaction
+/// that holds the user (no other user's records are locked).
+pub const PRUNE_RETIRED_KEYS_OF_USER: &str =
+    r#"DELETE FROM retired_keys WHERE "user" = ?1 AND keep_until < ?2"#;
+/// Every deleted key past its time (`?1`: now): `totpctl prune`, `rekey`,
+/// each in a transaction of its own or holding every key.
+pub const PRUNE_RETIRED_KEYS: &str = "DELETE FROM retired_keys WHERE keep_until < ?1";
 /// A deleted key carried over by `load`.
 pub const INSERT_RETIRED_KEY: &str = r#"INSERT INTO retired_keys
      ("user", device, kind, secret, algorithm, digits, period, created, last_step, keep_until)
@@ -375,6 +384,8 @@ mod tests {
         SET_KEY,
         RETIRED_KEYS_OF_USER,
         ALL_RETIRED_KEYS,
+        PRUNE_RETIRED_KEYS_OF_USER,
+        PRUNE_RETIRED_KEYS,
         INSERT_RETIRED_KEY,
         ALL_RETIRED_SECRETS,
         SET_RETIRED_KEY,

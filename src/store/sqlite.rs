@@ -224,9 +224,11 @@ const MIGRATIONS: &[&str] = &[
 /// deleted it. A TOTP record is kept until its step is past any window
 /// (`config::MAX_WINDOW` = 10 steps, +1 for the step itself) and an hour
 /// of clock difference between nodes; an HOTP record (its codes never
-/// expire) is kept. Records past their time go with any next delete (the
-/// trigger's first statement: every writer takes a token row, then
-/// `retired_keys`, in that order; see `Hold::AllKeys`).
+/// expire) is kept. Records past their time go with the user's next
+/// change of devices and with `totpctl prune` (`sql::PRUNE_RETIRED_KEYS*`),
+/// never here: on PostgreSQL a prune in the trigger locked other users'
+/// records, so one user's delete waited for another's transaction (found
+/// by an attack).
 ///
 /// A TEMP trigger that every administration connection creates for itself
 /// (`SqliteStore::open`, `create`, `open_in_memory`), not one in the
@@ -237,7 +239,6 @@ const MIGRATIONS: &[&str] = &[
 const RETIRE_TRIGGER: &str = "CREATE TEMP TRIGGER IF NOT EXISTS tokens_retire
     AFTER DELETE ON main.tokens
     BEGIN
-        DELETE FROM retired_keys WHERE keep_until < CAST(strftime('%s', 'now') AS INTEGER);
         INSERT INTO retired_keys
             (user, device, kind, secret, algorithm, digits, period, created, last_step, keep_until)
         SELECT old.user, old.device, old.kind, old.secret, old.algorithm, old.digits, old.period,

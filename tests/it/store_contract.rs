@@ -1637,7 +1637,11 @@ fn a_login_store_with_a_refused_schema_takes_no_staged_grant() {
             .expect("stage");
         match case {
             "newer" => set_schema_version(&cluster, &database, current + 1),
-            "older" => set_schema_version(&cluster, &database, current - 1),
+            "older" => set_schema_version(
+                &cluster,
+                &database,
+                pam_totp::store::LOGIN_OLDEST_SCHEMA - 1,
+            ),
             _ => {
                 cluster.psql(
                     &database.name,
