@@ -30,7 +30,7 @@ pub enum SealError {
     #[error("key file {path}: {reason}")]
     KeyFile { path: String, reason: String },
     #[error(
-        "the key of {user:?} (device {device:?}) does not open with this key file: a wrong or changed key_file, or a row moved from another user"
+        "the key of {user:?} (device {device:?}) does not open with this key file: a wrong or changed key_file, a row moved from another user, or a replacement confirmed before schema 10 (repair: `totpctl rekey --new-key` with this key file)"
     )]
     DoesNotOpen { user: String, device: String },
     #[error("cannot seal: {0}")]

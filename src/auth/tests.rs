@@ -2237,49 +2237,6 @@ fn a_step_used_on_one_device_is_used_on_another_with_the_same_key() {
     assert!(matches!(bob, Outcome::Accepted { .. }), "{bob:?}");
 }
 
-/// A TOTP code is the HOTP code of its step: a key's other kind counts
-/// only where this token's codes reach what it used.
-#[test]
-fn cross_kind_floor_counts_only_where_the_codes_meet() {
-    let token = |kind: Kind, created: i64, last: Option<u64>| Token {
-        id: 0,
-        user: "alice".to_string(),
-        device: "d".to_string(),
-        kind,
-        secret: Secret::from_base32(KEY_B32).expect("key"),
-        params: Params::default(),
-        created,
-        confirmed: Some(created),
-        last_step: last,
-        life: Default::default(),
-        stored_key: Default::default(),
-    };
-    let now: i64 = 1_800_000_000;
-    let step = (now / 30) as u64;
-    let phone = token(Kind::Totp, now - 3600, Some(step));
-    // A fob enrolled at the phone's step (the attack): floored there.
-    let at_step = token(Kind::Hotp, now, Some(step - 1));
-    assert_eq!(at_step.cross_kind_floor(&phone, now), Some(step));
-    // An honest fob from counter 0: the phone's steps are out of reach.
-    let honest = token(Kind::Hotp, now, None);
-    assert_eq!(honest.cross_kind_floor(&phone, now), None);
-    // A fob past the phone's steps: nothing to floor.
-    let past = token(Kind::Hotp, now, Some(step + 5));
-    assert_eq!(past.cross_kind_floor(&phone, now), None);
-    // A phone given a fob's key: the fob's counters count when they reach
-    // the phone's steps of now, not when they are small.
-    let new_phone = token(Kind::Totp, now, None);
-    let high_fob = token(Kind::Hotp, 0, Some(step + 3));
-    assert_eq!(new_phone.cross_kind_floor(&high_fob, now), Some(step + 3));
-    let low_fob = token(Kind::Hotp, 0, Some(70));
-    assert_eq!(new_phone.cross_kind_floor(&low_fob, now), None);
-    // Same kind, or another key: not this rule's.
-    assert_eq!(new_phone.cross_kind_floor(&phone, now), None);
-    let mut other_key = phone.clone();
-    other_key.secret = Secret::from_base32("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").expect("key");
-    assert_eq!(at_step.cross_kind_floor(&other_key, now), None);
-}
-
 #[test]
 fn last_used_counts_the_same_key_and_period_only() {
     let token = |device: &str, kind: Kind, key: &str, period: u64, last: Option<u64>| Token {
@@ -2307,9 +2264,9 @@ fn last_used_counts_the_same_key_and_period_only() {
         token("d", Kind::Totp, OTHER, 30, Some(50)),
         token("e", Kind::Hotp, KEY_B32, 30, Some(70)),
     ];
-    // The other kind's steps or counters count only where this token's
-    // codes reach them (`Token::cross_kind_floor`, at enrollment), never
-    // at login: an honest fob is not locked out by a phone's steps.
+    // The other kind never counts: its codes never meet this one's
+    // (`store::MAX_HOTP_COUNTER`); an honest fob is not locked out by a
+    // phone's steps.
     assert_eq!(crate::auth::last_used(&me, &all), Some(9));
     let hotp = token("f", Kind::Hotp, KEY_B32, 30, Some(3));
     assert_eq!(crate::auth::last_used(&hotp, &all), Some(70));

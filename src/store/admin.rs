@@ -685,21 +685,15 @@ impl<D: Driver> SqlStore<D> {
         Ok(deleted.len() as u64)
     }
 
-    /// What `token`'s codes count from (`Token::last_used_among`, and
-    /// `Token::cross_kind_floor` for the other kind) among its user's rows
-    /// and deleted rows not past their time (`retired_keys`), as read
-    /// inside the caller's transaction.
+    /// What `token`'s codes count from (`Token::last_used_among`) among its
+    /// user's rows and deleted rows not past their time (`retired_keys`),
+    /// as read inside the caller's transaction.
     fn used_floor(&self, token: &Token, now: i64) -> Result<Option<u64>, StoreError> {
         let db = &self.driver;
         let mut all = self.tokens_from(db.query(sql::TOKENS_OF_USER, params![&token.user])?)?;
         let deleted = db.query(sql::RETIRED_KEYS_OF_USER, params![&token.user, now])?;
         all.extend(self.tokens_from(deleted)?);
-        let across_kinds = all.iter().filter_map(|o| token.cross_kind_floor(o, now));
-        Ok(token
-            .last_used_among(&all)
-            .into_iter()
-            .chain(across_kinds)
-            .max())
+        Ok(token.last_used_among(&all))
     }
 
     /// The user's deleted keys past their time, in a transaction that holds

@@ -118,6 +118,17 @@ pub fn replacement_name(device: &str) -> String {
 /// `pam_totp_meta`).
 pub const SCHEMA_VERSION: i64 = 10;
 
+/// The highest HOTP counter a token is enrolled, imported or loaded with
+/// (exclusive). A TOTP code is the HOTP code of its step number, and every
+/// TOTP step since 2000 of any period the store allows (at most 3600 s)
+/// is above it (946,684,800 / 3600 = 262,968), so an HOTP token's codes
+/// never meet the codes its key gave as TOTP (found by an attack: a TOTP
+/// key deleted and enrolled again as HOTP at its step, or a little below
+/// it, accepted the used code; records of deleted TOTP keys are kept only
+/// for their window). A fob would need over 260,000 presses to climb from
+/// under it to any TOTP step.
+pub const MAX_HOTP_COUNTER: u64 = 1 << 18;
+
 /// The oldest schema whose tables and columns every statement of a login
 /// finds: this build's module logs users in on a PostgreSQL database from
 /// this version to `SCHEMA_VERSION`, so the nodes of a pool can take a new
@@ -162,6 +173,16 @@ pub fn checked_secret(
             user: token.user.clone(),
             reason: e.to_string(),
         })?;
+    if token.kind == Kind::Hotp && token.last_step.is_some_and(|c| c >= MAX_HOTP_COUNTER) {
+        return Err(StoreError::InvalidRow {
+            user: token.user.clone(),
+            reason: format!(
+                "an HOTP counter from {MAX_HOTP_COUNTER} up is where TOTP step numbers are (a \
+                 TOTP code is the HOTP code of its step, so such a counter could accept a code \
+                 its key once gave as TOTP): give the token a new key, or a counter below that"
+            ),
+        });
+    }
     Ok(zeroize::Zeroizing::new(stored_secret(sealer, token)?))
 }
 
@@ -262,15 +283,7 @@ pub fn loaded_secret(
     blob: zeroize::Zeroizing<Vec<u8>>,
 ) -> Result<Secret, StoreError> {
     let raw = match (sealer, crate::seal::is_sealed(&blob)) {
-        // A key sealed for the pending name of the replacement it was: a
-        // confirmation before schema 10 took the name without sealing the
-        // key again (the user's own key, on the user's own device name;
-        // `rekey` seals it for its name).
-        (Some(sealer), true) => sealer.open(user, device, &blob).or_else(|e| {
-            sealer
-                .open(user, &replacement_name(device), &blob)
-                .map_err(|_| e)
-        })?,
+        (Some(sealer), true) => sealer.open(user, device, &blob)?,
         (None, false) => blob,
         (Some(_), false) => {
             return Err(StoreError::InvalidRow {
@@ -512,9 +525,8 @@ impl Token {
     /// refused a key the user held may have such twins; a step or counter
     /// used on one is used on all (`auth::last_used`), and a deleted one's
     /// on the key enrolled again. (A TOTP and an HOTP token of one key
-    /// share codes too, step for counter, but only where a counter reaches
-    /// the steps the TOTP token used: that is worked out when a key is
-    /// enrolled, `cross_kind_floor`.)
+    /// give the same code for one step and counter, but never meet:
+    /// `MAX_HOTP_COUNTER`.)
     pub fn shares_codes_with(&self, other: &Token) -> bool {
         self.kind == other.kind
             && (self.kind == Kind::Hotp || self.params.period == other.params.period)
@@ -528,44 +540,6 @@ impl Token {
             && self
                 .secret
                 .gives_the_codes_of(&other.secret, self.params.algorithm)
-    }
-
-    /// What a token of the other kind with the same key (`other`, live or
-    /// deleted) has used, as far as this token's codes can reach it: a TOTP
-    /// code is the HOTP code of its step. `other`'s used steps or counters
-    /// lie from its lowest (a TOTP token's first step, `created / period`,
-    /// less the widest window; an HOTP token's 0) to its `last_step`; this
-    /// token's codes from its next step or counter (a TOTP token's: `now /
-    /// period` less the widest window; an HOTP token's: its `last_step` + 1)
-    /// up by the widest window. Where the two meet, `other`'s `last_step`
-    /// is used for this token too (found by an attack: a TOTP key deleted
-    /// and enrolled again as HOTP at its step let the used code in again);
-    /// where they do not (an honest fob's counters are far below any step)
-    /// it is nothing to it, so a device is never locked out by a step its
-    /// codes cannot reach.
-    pub fn cross_kind_floor(&self, other: &Token, now: i64) -> Option<u64> {
-        if self.kind == other.kind || !self.same_key_as(other) {
-            return None;
-        }
-        let used = other.last_step?;
-        let lowest_of = |token: &Token, at: i64| -> u64 {
-            match token.kind {
-                Kind::Totp => (u64::try_from(at).unwrap_or(0) / token.params.period.max(1))
-                    .saturating_sub(u64::from(crate::config::MAX_WINDOW)),
-                Kind::Hotp => 0,
-            }
-        };
-        let used_from = lowest_of(other, other.created);
-        let reach_from = match self.kind {
-            Kind::Totp => lowest_of(self, now),
-            Kind::Hotp => self.last_step.map_or(0, |l| l.saturating_add(1)),
-        };
-        let widest = match self.kind {
-            Kind::Totp => 2 * u64::from(crate::config::MAX_WINDOW),
-            Kind::Hotp => u64::from(crate::config::MAX_HOTP_WINDOW),
-        };
-        let reach_to = reach_from.saturating_add(widest);
-        (reach_from <= used && used_from <= reach_to).then_some(used)
     }
 
     /// The highest step or counter used by this token or any of `all` (the

@@ -87,8 +87,9 @@ fn a_device_replaced_with_a_new_key_passes_its_used_step_to_its_twin() {
 /// asks for the same kind, so the deleted TOTP row's step is not counted
 /// (`used_floor`) and the code logs in a second time, now as an HOTP
 /// counter.
-/// Closed: `Token::shares_codes_with` pairs a TOTP and an HOTP token of
-/// one key, step for counter.
+/// Closed: first by pairing TOTP and HOTP tokens of one key, then (after
+/// two more attacks) by refusing any HOTP counter where TOTP step numbers
+/// are (`store::MAX_HOTP_COUNTER`).
 #[test]
 fn a_totp_key_deleted_and_enrolled_again_as_hotp_at_its_step_keeps_the_code_used() {
     if !pam_tools_present() {
@@ -104,7 +105,9 @@ fn a_totp_key_deleted_and_enrolled_again_as_hotp_at_its_step_keeps_the_code_used
     let first = world.login_at(now, "totp", "ada", Some(RHOST), &code);
     assert!(first.success, "{first:?}");
     ok(&world.totpctl(&["delete", "ada", "--device", "phone"]));
-    ok(&world.totpctl(&[
+    // Refused since (`store::MAX_HOTP_COUNTER`): no counter where TOTP
+    // steps are.
+    let out = world.totpctl(&[
         "enroll",
         "ada",
         "--device",
@@ -115,7 +118,12 @@ fn a_totp_key_deleted_and_enrolled_again_as_hotp_at_its_step_keeps_the_code_used
         &step.to_string(),
         "--secret",
         &key,
-    ]));
+    ]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("where TOTP step numbers are"),
+        "{out:?}"
+    );
     let replay = world.login("totp", "ada", Some(RHOST), &code);
     assert!(
         !replay.success,

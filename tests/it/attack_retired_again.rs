@@ -173,8 +173,11 @@ fn v9_sealed_replacement(world: &World, keys: &Path) -> (std::path::PathBuf, std
 /// opens her keys to list her devices (`Store::tokens`), `delete
 /// --device` and `reset` open them too (`delete_passing_on`,
 /// `used_floor`): every remedy fails, and the user stays locked out.
-/// Closed: `loaded_secret` also opens a key sealed for the device's
-/// pending name (`replacement_name`); `rekey` seals it for its name.
+/// Closed: `totpctl rekey --new-key` with the key file in use opens a key
+/// sealed for its device's pending name and seals it for its name (the
+/// repair the CHANGELOG and the "does not open" error name; a fallback in
+/// every open, tried first, let a copied pending key log in: the third
+/// attack).
 #[test]
 fn a_sealed_store_upgraded_with_a_v9_replacement_can_delete_and_enroll_that_user() {
     if !pam_tools_present() {
@@ -183,6 +186,13 @@ fn a_sealed_store_upgraded_with_a_v9_replacement_can_delete_and_enroll_that_user
     let world = world();
     let keys = common::private_tempdir();
     let (file, _) = v9_sealed_replacement(&world, keys.path());
+    let path = file.to_str().expect("path");
+    let stuck = sealed(&world, &file, &["delete", "ada"]);
+    assert!(
+        String::from_utf8_lossy(&stuck.stderr).contains("totpctl rekey --new-key"),
+        "the error does not name the repair: {stuck:?}"
+    );
+    ok(&sealed(&world, &file, &["rekey", "--new-key", path]));
     let delete = sealed(&world, &file, &["delete", "ada"]);
     assert!(
         delete.status.success(),
@@ -203,7 +213,7 @@ fn a_sealed_store_upgraded_with_a_v9_replacement_can_delete_and_enroll_that_user
 /// enrollment of the user opens it (`SqlStore::used_floor` ->
 /// `tokens_from`) and fails, and `totpctl rekey` (`Store::reseal_keys`
 /// opens every record, past its time or not) fails for the whole store.
-/// Closed by the same fallback: the record opens.
+/// Closed by the same repair: `rekey` seals the record for its name too.
 #[test]
 fn pg_a_v9_replacement_deleted_by_hand_blocks_neither_enrollment_nor_rekey() {
     if !pam_tools_present() || !common::postgres_present() {
@@ -215,6 +225,11 @@ fn pg_a_v9_replacement_deleted_by_hand_blocks_neither_enrollment_nor_rekey() {
     let (file, next) = v9_sealed_replacement(&world, keys.path());
     sql(&world, "DELETE FROM tokens WHERE \"user\" = 'ada'");
     assert_eq!(records_of(&world, "ada"), "1");
+    ok(&sealed(
+        &world,
+        &file,
+        &["rekey", "--new-key", file.to_str().expect("path")],
+    ));
     let enroll = sealed(&world, &file, &["enroll", "ada", "--no-confirm"]);
     assert!(
         enroll.status.success(),

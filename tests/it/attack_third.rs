@@ -16,7 +16,10 @@
 //! in (promise 17). Guards (3): the seal still binds the user; an honest
 //! fob at counter 0 with a key once used as TOTP logs in; a PostgreSQL
 //! database at schema 9 serves logins, and totpctl refuses to delete
-//! before `init`, so no deleted step is lost.
+//! before `init`, so no deleted step is lost. All three found closed the
+//! same day: HOTP counters where TOTP steps are refused
+//! (`store::MAX_HOTP_COUNTER`; `cross_kind_floor` removed), and the
+//! pending-name fallback only in `totpctl rekey`, which repairs such rows.
 
 use crate::common;
 
@@ -60,8 +63,20 @@ fn totp_used_at_then_deleted(world: &World, user: &str, at: u64) -> (String, Str
     (key, code)
 }
 
+/// Closed (the same day): an HOTP counter where TOTP step numbers are is
+/// refused at enrollment (`store::MAX_HOTP_COUNTER`), whatever the key's
+/// history, so a TOTP code never comes back as an HOTP one.
+fn assert_refused_as_totp_territory(out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("where TOTP step numbers are"),
+        "an HOTP counter among TOTP steps was enrolled: {out:?}"
+    );
+}
+
 // ---------------------------------------------------------------------
-// 1. TOTP and HOTP of one key (`Token::cross_kind_floor`).
+// 1. TOTP and HOTP of one key (`Token::cross_kind_floor` on f1de23b,
+//    `store::MAX_HOTP_COUNTER` since).
 // ---------------------------------------------------------------------
 
 /// FOUND. A TOTP code is the HOTP code of its step number, and
@@ -88,7 +103,7 @@ fn a_used_totp_code_replays_on_an_hotp_fob_enrolled_just_below_the_reach() {
     // The reach of counters 150..50 below the used step ends 40 below the
     // lowest step the phone could have used (its creation step less 10).
     let counter = step - 150;
-    ok(&world.totpctl(&[
+    let out = world.totpctl(&[
         "enroll",
         "ada",
         "--device",
@@ -99,7 +114,14 @@ fn a_used_totp_code_replays_on_an_hotp_fob_enrolled_just_below_the_reach() {
         &key,
         "--counter",
         &counter.to_string(),
-    ]));
+    ]);
+    // Closed: no HOTP counter is enrolled where TOTP steps are.
+    assert_refused_as_totp_territory(&out);
+    let replay = world.login("totp", "ada", Some(RHOST), &seen);
+    assert!(!replay.success, "{replay:?}");
+    if !out.status.success() {
+        return;
+    }
     // The honest user presses the button a few dozen times and logs in.
     let honest = world.login(
         "totp",
@@ -132,7 +154,7 @@ fn a_pruned_totp_record_lets_its_used_code_in_again_as_an_hotp_counter() {
     let world = world();
     let now = unix_now();
     let hotp_at = |world: &World, user: &str, key: &str, counter: u64| {
-        ok(&world.totpctl(&[
+        assert_refused_as_totp_territory(&world.totpctl(&[
             "enroll",
             user,
             "--device",

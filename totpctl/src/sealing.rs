@@ -7,7 +7,7 @@ use std::path::Path;
 
 use pam_totp::config::Config;
 use pam_totp::seal::{Sealer, is_sealed};
-use pam_totp::store::{Store, loaded_secret};
+use pam_totp::store::{Store, loaded_secret, replacement_name};
 
 use crate::audit::{Audit, Detail};
 
@@ -38,17 +38,37 @@ pub fn keygen(file: &Path) -> Result<(), String> {
 /// transaction. A plain key is taken as it is (that is what rekey is for);
 /// a sealed one is opened with the current key, or with the new one (a
 /// second run, or the new key already in place), else rekey stops and
-/// changes nothing.
+/// changes nothing. A key sealed for its device's pending name (a
+/// replacement confirmed before schema 10) is sealed for its name: `rekey
+/// --new-key` with the key file in use repairs such rows.
 pub fn rekey(store: &dyn Store, config: &Config, new_key: &Path) -> Result<(), String> {
     let current = config.access().sealer().map_err(|e| e.to_string())?;
     let next = Sealer::load(new_key).map_err(|e| e.to_string())?;
     let (tokens, deleted) = store
         .reseal_keys(&mut |(_, user, device, blob)| {
+            // Each key file, under the device's name, then under its
+            // pending name: a replacement confirmed before schema 10 took
+            // the name without sealing its key again (it opened nowhere);
+            // sealed here for its name.
+            let pending = replacement_name(device);
             let secret = if !is_sealed(blob) {
                 loaded_secret(None, user, device, blob.clone())
             } else {
-                loaded_secret(current.as_deref(), user, device, blob.clone())
-                    .or_else(|_| loaded_secret(Some(&next), user, device, blob.clone()))
+                let tries = [current.as_deref(), Some(&next)]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|key| [(key, device.as_str()), (key, pending.as_str())]);
+                let mut opened = None;
+                for (key, name) in tries {
+                    if let Ok(secret) = loaded_secret(Some(key), user, name, blob.clone()) {
+                        opened = Some(secret);
+                        break;
+                    }
+                }
+                match opened {
+                    Some(secret) => Ok(secret),
+                    None => loaded_secret(current.as_deref(), user, device, blob.clone()),
+                }
             }?;
             Ok(next.seal(user, device, &secret)?)
         })
