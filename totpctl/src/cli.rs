@@ -514,7 +514,8 @@ pub struct TokenArgs {
     /// Seconds per code, TOTP (1 to 3600).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub period: u64,
-    /// HOTP: the counter of the next code the app will show.
+    /// HOTP: the counter of the next code the app will show (below
+    /// 262144, where TOTP step numbers start).
     #[arg(long, default_value_t = 0)]
     pub counter: u64,
     /// Issuer shown in the app (default: this host's name).
