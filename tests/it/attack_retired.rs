@@ -16,24 +16,16 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::rows::{Copied, copy_device, ok, sql, wait_for_lock_waiter};
+use common::rows::{Copied, copy_device, ok, sealed, sql, wait_for_lock_waiter};
 use common::{RHOST, World, oathtool, oathtool_hotp, pam_tools_present, unix_now};
 
 fn world() -> World {
     let world = World::new();
     world.service("totp", "fail_delay=0");
     world
-}
-
-/// totpctl with `--key-file file` before `args`.
-fn sealed(world: &World, file: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["--key-file", file.to_str().expect("path")];
-    all.extend_from_slice(args);
-    world.totpctl(&all)
 }
 
 // ---------------------------------------------------------------------

@@ -24,20 +24,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::rows::{ok, sql, wait_for_lock_waiter};
+use common::rows::{ok, records_of, sealed, sql, wait_for_lock_waiter};
 use common::{RHOST, World, oathtool, oathtool_hotp, pam_tools_present, unix_now};
 
 fn world() -> World {
     let world = World::new();
     world.service("totp", "fail_delay=0");
     world
-}
-
-/// totpctl with `--key-file file` before `args`.
-fn sealed(world: &World, file: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["--key-file", file.to_str().expect("path")];
-    all.extend_from_slice(args);
-    world.totpctl(&all)
 }
 
 /// totpctl on the world's store with its clock frozen at `at`.
@@ -55,14 +48,6 @@ fn totpctl_at(world: &World, at: u64, args: &[&str]) -> Output {
         .env("NSS_WRAPPER_GROUP", world.group_file())
         .output()
         .expect("run totpctl")
-}
-
-/// The number of `user`'s rows in `retired_keys`.
-fn records_of(world: &World, user: &str) -> String {
-    sql(
-        world,
-        &format!("SELECT count(*) FROM retired_keys WHERE \"user\" = '{user}'"),
-    )
 }
 
 /// A used TOTP device of `user` deleted by `totpctl delete`, its login

@@ -23,31 +23,15 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::process::Output;
 
-use common::rows::{ok, sql};
+use common::rows::{ok, records_of, sealed, sql};
 use common::{RHOST, World, oathtool, oathtool_hotp, pam_tools_present, unix_now};
 
 fn world() -> World {
     let world = World::new();
     world.service("totp", "fail_delay=0 hotp_window=100");
     world
-}
-
-/// totpctl with `--key-file file` before `args`.
-fn sealed(world: &World, file: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["--key-file", file.to_str().expect("path")];
-    all.extend_from_slice(args);
-    world.totpctl(&all)
-}
-
-/// The number of `user`'s rows in `retired_keys`.
-fn records_of(world: &World, user: &str) -> String {
-    sql(
-        world,
-        &format!("SELECT count(*) FROM retired_keys WHERE \"user\" = '{user}'"),
-    )
 }
 
 /// A TOTP device `phone` of `user` with a fresh key, logged in with the

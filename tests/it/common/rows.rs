@@ -3,6 +3,7 @@
 //! prompt: what the attack suites share.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -138,4 +139,19 @@ pub fn wait_for_lock_waiter(world: &World, prefix: &str) {
         assert!(Instant::now() < deadline, "nothing waited for a lock");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// totpctl on the world's store with `--key-file file` before `args`.
+pub fn sealed(world: &World, file: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["--key-file", file.to_str().expect("path")];
+    all.extend_from_slice(args);
+    world.totpctl(&all)
+}
+
+/// How many records of deleted keys (`retired_keys`) `user` has.
+pub fn records_of(world: &World, user: &str) -> String {
+    sql(
+        world,
+        &format!("SELECT count(*) FROM retired_keys WHERE \"user\" = '{user}'"),
+    )
 }
