@@ -116,8 +116,7 @@ pub const DELETE_OTHER_TOKENS: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AN
 /// again for that name (`?3`).
 pub const TAKE_DEVICE_NAME: &str =
     "UPDATE tokens SET device = ?2, replaces = NULL, secret = ?3 WHERE id = ?1";
-pub const DELETE_DEVICE: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2"#;
-/// `DELETE_DEVICE`, answering the row as it was when deleted (a claim
+/// A user's device, answering the row as it was when deleted (a claim
 /// that committed meanwhile included), for `SqlStore::delete_passing_on`.
 pub const DELETE_DEVICE_RETURNING: &str =
     r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2 RETURNING id, last_step"#;
@@ -376,7 +375,6 @@ mod tests {
         TOKEN_KEYS_OF_USER,
         CONFIRM,
         INSERT_TOKEN,
-        DELETE_DEVICE,
         RAISE_USED_STEP,
         DELETE_DEVICE_RETURNING,
         DELETE_DEVICE_UNLESS_LAST,
