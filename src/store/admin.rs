@@ -3,9 +3,6 @@
 //! open administrative connections that way).
 
 use super::driver::{Driver, Hold, Purpose, params};
-
-/// `ALL_RETIRED_KEYS`' `keep_until`, after the token columns and the key.
-const RETIRED_KEEP_COLUMN: usize = 14;
 use super::shared::{SqlStore, changed, claim, step_to_sql, token_info};
 use super::{
     AutomationGrant, Claim, Dump, EnrollMode, Enrollment, KeyRow, LoginStore, SecretRow,
@@ -13,6 +10,9 @@ use super::{
 };
 use crate::ratelimit::Failures;
 use crate::recovery::RecoveryHash;
+
+/// `ALL_RETIRED_KEYS`' `keep_until`, after the token columns and the key.
+const RETIRED_KEEP_COLUMN: usize = 14;
 
 /// Everything a store does: the login path's operations and the
 /// administrator's.
