@@ -1433,13 +1433,18 @@ pub fn match_token_after(
             window,
             &token.params,
         ),
+        // A counter from `MAX_HOTP_COUNTER` up is never accepted, however
+        // far a fob was pressed: TOTP step numbers are there, so a code its
+        // key once gave as TOTP could otherwise come back as an HOTP code
+        // (enrollment refuses such counters; this stops one that climbs).
         Kind::Hotp => otp::verify_counter(
             key,
             code,
             used.map_or(0, |c| c.saturating_add(1)),
             hotp_window,
             &token.params,
-        ),
+        )
+        .filter(|&counter| counter < crate::store::MAX_HOTP_COUNTER),
     }
 }
 

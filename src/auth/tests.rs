@@ -453,6 +453,57 @@ fn hotp_tokens_look_ahead_and_advance_past_the_match() {
 }
 
 #[test]
+fn an_hotp_counter_never_climbs_to_where_totp_steps_are() {
+    // Enrolled just below the bound (the highest counter enrollment
+    // takes), the fob's next codes work up to the bound and not past it,
+    // even within the look-ahead: from there on a code of its key could be
+    // one it gave as TOTP (`store::MAX_HOTP_COUNTER`).
+    let world = World::empty();
+    let bound = crate::store::MAX_HOTP_COUNTER;
+    let token = Token {
+        id: 0,
+        user: "hank".to_string(),
+        device: DEFAULT_DEVICE.to_string(),
+        kind: Kind::Hotp,
+        secret: Secret::from_base32(KEY_B32).expect("key"),
+        params: Params::default(),
+        created: 0,
+        confirmed: Some(0),
+        last_step: Some(bound - 3),
+        life: Default::default(),
+        stored_key: Default::default(),
+    };
+    world
+        .store()
+        .enroll(
+            &[Enrollment {
+                token,
+                recovery: None,
+            }],
+            EnrollMode::Add,
+        )
+        .expect("enroll");
+    let run = |counter: u64| {
+        world.run_with(
+            &Config::default(),
+            "hank",
+            None,
+            &mut Scripted::says(&code_with(KEY_B32, counter)),
+        )
+    };
+    assert_eq!(run(bound), Outcome::WrongCode, "the bound itself");
+    assert_eq!(run(bound + 1), Outcome::WrongCode, "past the bound");
+    assert!(run(bound - 1).is_success(), "the last counter below it");
+    assert_eq!(
+        run(bound),
+        Outcome::WrongCode,
+        "next in line, but the bound"
+    );
+    let tokens = world.store().tokens("hank").expect("tokens");
+    assert_eq!(tokens[0].last_step, Some(bound - 1));
+}
+
+#[test]
 fn recovery_codes_work_once_and_report_what_remains() {
     let world = World::with_alice();
     let codes = recovery::generate().expect("codes");
