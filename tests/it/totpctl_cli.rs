@@ -1185,8 +1185,7 @@ fn report_shows_where_each_member_of_the_pilot_stands_with_locks_as_dates() {
     let out = pilot.ctl(&["report", "--group", "pilot", "--csv"]);
     assert!(out.status.success(), "{:?}", text(&out));
     let csv = String::from_utf8(out.stdout).expect("utf8");
-    let (records, grants) = csv_tables(&csv);
-    assert_eq!(grants, [AUTOMATION_CSV_HEADER], "no grant ends soon: {csv}");
+    let records = csv_table(&csv);
     let header = &records[0];
     assert_eq!(header[0], "user");
     let column = |name: &str| header.iter().position(|h| h == name).expect(name);
@@ -1896,16 +1895,24 @@ fn automation_grants_are_scoped_bounded_listed_and_revoked() {
         report.contains("#2 ") && !report.contains("#1 "),
         "{report}"
     );
-    // The CSV report has the same section: after the users, an empty
-    // line and a table of its own with its header.
+    // The CSV report is one table, the users'; the grants that end soon
+    // come as CSV from `automation list --expiring 14d --csv`.
     let out = ctl.run(&["report", "--csv"]);
     assert!(out.status.success(), "{:?}", text(&out));
     let csv = String::from_utf8(out.stdout).expect("utf8");
-    let (users, grants) = csv_tables(&csv);
+    let users = csv_table(&csv);
     assert_eq!(users[0][0], "user", "{csv}");
     assert_eq!(users.len(), 2, "a header and ci: {csv}");
+    let out = ctl.run(&["automation", "list", "--expiring", "14d", "--csv"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let csv = String::from_utf8(out.stdout).expect("utf8");
+    let grants = csv_table(&csv);
     assert_eq!(grants[0], AUTOMATION_CSV_HEADER, "{csv}");
     assert_eq!(grants.len(), 2, "a header and grant #2: {csv}");
+    assert_eq!(grants[1][5], "in force", "{csv}");
+    let out = ctl.run(&["automation", "list", "--all", "--csv"]);
+    let all = csv_table(&String::from_utf8(out.stdout).expect("utf8"));
+    assert_eq!(all.len(), 3, "a header and both grants: {all:?}");
     let row = &grants[1];
     assert_eq!(
         (
@@ -1913,16 +1920,16 @@ fn automation_grants_are_scoped_bounded_listed_and_revoked() {
             &row[1][..],
             &row[2][..],
             &row[3][..],
-            &row[5][..]
+            &row[6][..]
         ),
         ("2", "ci", AUTOMATION_KEY, "10.1.0.0/16", "CI"),
         "{csv}"
     );
     assert!(
-        row[4].ends_with(" UTC") && row[6].ends_with(" UTC"),
+        row[4].ends_with(" UTC") && row[7].ends_with(" UTC"),
         "{row:?}"
     );
-    assert!(row[7].starts_with("\"root\" ("), "{row:?}");
+    assert!(row[8].starts_with("\"root\" ("), "{row:?}");
     let json: serde_json::Value =
         serde_json::from_slice(&ctl.run(&["report", "--json"]).stdout).expect("json");
     let soon: Vec<_> = json["automation_expiring"]
@@ -1988,42 +1995,35 @@ fn automation_grants_are_scoped_bounded_listed_and_revoked() {
     assert!(list.contains("no automation grants"), "{list}");
 }
 
-/// `report --csv`'s second table (README, "Where the rollout stands").
-const AUTOMATION_CSV_HEADER: [&str; 8] = [
+/// `automation list --csv`'s header (README, "Fewer prompts").
+const AUTOMATION_CSV_HEADER: [&str; 9] = [
     "grant_id",
     "user",
     "key",
     "from",
     "until_utc",
+    "state",
     "reason",
     "created_utc",
     "created_by",
 ];
 
-/// `report --csv` read as its two tables: the users' (header first), then,
-/// after one empty record, the automation grants' (header first). Every
-/// record of a table has as many fields as its header.
-fn csv_tables(csv: &str) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
-    let records = parse_csv(csv);
-    let gap = records
-        .iter()
-        .position(|r| r.len() == 1 && r[0].is_empty())
-        .unwrap_or_else(|| panic!("no empty line between the tables: {csv:?}"));
-    let (users, grants) = (records[..gap].to_vec(), records[gap + 1..].to_vec());
-    for table in [&users, &grants] {
-        assert!(!table.is_empty(), "a table without a header: {csv:?}");
-        for record in table.iter() {
-            assert_eq!(record.len(), table[0].len(), "{record:?} in {csv:?}");
-        }
+/// A CSV file read as one table: a header first, then records with as many
+/// fields as it has (no empty line, no second table).
+fn csv_table(csv: &str) -> Vec<Vec<String>> {
+    let table = parse_csv(csv);
+    assert!(!table.is_empty(), "a table without a header: {csv:?}");
+    for record in &table {
+        assert_eq!(record.len(), table[0].len(), "{record:?} in {csv:?}");
     }
-    (users, grants)
+    table
 }
 
 /// Who made a grant, as `automation list` and `report` print it: what
 /// totpctl stored (the creator as the audit line names it, a sudo caller's
 /// name escaped once) as it is, never escaped again; a creator stored in
 /// any other shape (a row totpctl did not write) quoted and escaped whole,
-/// so it cannot split the line or add to it. `report --csv` and `--json`
+/// so it cannot split the line or add to it. `automation list --csv` and `--json`
 /// carry the stored text as it is, in their own quoting.
 #[test]
 fn automation_creators_are_shown_escaped_once() {
@@ -2081,12 +2081,12 @@ fn automation_creators_are_shown_escaped_once() {
     for line in &lines {
         assert!(report.contains(line), "{line} in {report}");
     }
-    let out = ctl.run(&["report", "--csv"]);
+    let out = ctl.run(&["automation", "list", "--expiring", "14d", "--csv"]);
     let csv = String::from_utf8(out.stdout).expect("utf8");
-    let (_, grants) = csv_tables(&csv);
-    let created_by: Vec<&str> = grants[1..].iter().map(|r| &r[7][..]).collect();
+    let grants = csv_table(&csv);
+    let created_by: Vec<&str> = grants[1..].iter().map(|r| &r[8][..]).collect();
     assert_eq!(created_by[1..], [sudo_caller, forged], "{csv:?}");
-    assert_eq!(grants[3][5], "'@SUM(1+1)", "a formula is text: {csv:?}");
+    assert_eq!(grants[3][6], "'@SUM(1+1)", "a formula is text: {csv:?}");
     let json: serde_json::Value =
         serde_json::from_slice(&ctl.run(&["automation", "list", "--json"]).stdout).expect("json");
     assert_eq!(json[2]["created_by"], forged, "{json}");

@@ -154,7 +154,7 @@ pub fn list(
     store: &dyn Store,
     expiring_within: Option<u64>,
     all: bool,
-    json: bool,
+    format: ListFormat,
     now: i64,
 ) -> Result<(), String> {
     let grants = store.automation_grants(None).map_err(e)?;
@@ -162,13 +162,23 @@ pub fn list(
         Some(age) => expiring(&grants, now, i64::try_from(age).unwrap_or(i64::MAX)),
         None => grants.iter().filter(|g| all || g.in_force(now)).collect(),
     };
-    if json {
-        let list: Vec<Value> = shown.iter().map(|g| grant_json(g, now)).collect();
-        println!("{}", Value::Array(list));
-        return Ok(());
+    match format {
+        ListFormat::Json => {
+            let list: Vec<Value> = shown.iter().map(|g| grant_json(g, now)).collect();
+            println!("{}", Value::Array(list));
+        }
+        ListFormat::Csv => print!("{}", csv(&shown, now)),
+        ListFormat::Text => print!("{}", table(&shown, now)),
     }
-    print!("{}", table(&shown, now));
     Ok(())
+}
+
+/// How `automation list` prints the grants.
+#[derive(Clone, Copy)]
+pub enum ListFormat {
+    Text,
+    Json,
+    Csv,
 }
 
 /// The grants as a table, one line each.
@@ -228,28 +238,28 @@ pub fn report_section(store: &dyn Store, now: i64) -> Result<String, String> {
     ))
 }
 
-/// The header of `report --csv`'s second table, the grants in force that
-/// end within 14 days.
-pub const REPORT_CSV_HEADER: [&str; 8] = [
+/// The header of `automation list --csv`.
+pub const CSV_HEADER: [&str; 9] = [
     "grant_id",
     "user",
     "key",
     "from",
     "until_utc",
+    "state",
     "reason",
     "created_utc",
     "created_by",
 ];
 
-/// `report --csv`'s second table, after the users': an empty line, its
-/// header (always, so the file has the same shape whether or not a grant
-/// ends soon), then one record per grant in force that ends within 14
-/// days, quoted as the users' records are, times as UTC dates.
-pub fn report_csv(store: &dyn Store, now: i64) -> Result<String, String> {
-    let grants = store.automation_grants(None).map_err(e)?;
-    let mut out = String::from("\r\n");
-    push_record(&mut out, REPORT_CSV_HEADER.iter().map(|h| h.to_string()));
-    for g in expiring(&grants, now, REPORT_EXPIRING_DAYS * 86_400) {
+/// `automation list --csv`: one RFC 4180 table, its header always (so the
+/// file has the same shape whether or not a grant is listed), then one
+/// record per grant, quoted as `report --csv`'s records are, times as UTC
+/// dates, the state as `list` says it ("in force", "revoked DATE",
+/// "expired DATE").
+fn csv(grants: &[&AutomationGrant], now: i64) -> String {
+    let mut out = String::new();
+    push_record(&mut out, CSV_HEADER.iter().map(|h| h.to_string()));
+    for g in grants {
         push_record(
             &mut out,
             [
@@ -258,13 +268,14 @@ pub fn report_csv(store: &dyn Store, now: i64) -> Result<String, String> {
                 g.fingerprint.clone(),
                 g.networks.clone(),
                 when(g.until),
+                state(g, now),
                 g.reason.clone(),
                 when(g.created),
                 g.created_by.clone(),
             ],
         );
     }
-    Ok(out)
+    out
 }
 
 /// `report --json`'s `automation_expiring`: the grants in force that end

@@ -80,8 +80,15 @@ pub enum AutomationAction {
         /// Also revoked and expired grants.
         #[arg(long)]
         all: bool,
-        #[arg(long)]
+        /// A JSON array, one object per grant.
+        #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// CSV (RFC 4180 quoting) for a spreadsheet, times as UTC dates: a
+        /// header line (grant_id, user, key, from, until_utc, state, reason,
+        /// created_utc, created_by), then one row per grant. With
+        /// --expiring 14d: the grants `report` warns about.
+        #[arg(long)]
+        csv: bool,
     },
     /// End grant ID now.
     Revoke { id: i64 },
@@ -294,15 +301,13 @@ pub enum Command {
         /// One JSON object: "users" (state, tokens, last use, locks, enroll
         /// window; times as epoch seconds and as UTC dates), "counts", and
         /// "automation_expiring" (grants in force that end within 14 days;
-        /// the text report lists them after the counts, CSV in a second
-        /// table).
+        /// the text report lists them after the counts).
         #[arg(long, conflicts_with = "csv")]
         json: bool,
         /// CSV (RFC 4180 quoting) for a spreadsheet, times as UTC dates: a
-        /// header line and one row per user; then an empty line and a
-        /// second table, always with its header line (grant_id, user, key,
-        /// from, until_utc, reason, created_utc, created_by), one row per
-        /// automation grant in force that ends within 14 days.
+        /// header line and one row per user, one table. The automation
+        /// grants that end within 14 days, as CSV: `totpctl automation list
+        /// --expiring 14d --csv`.
         #[arg(long)]
         csv: bool,
     },

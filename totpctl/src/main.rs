@@ -484,7 +484,15 @@ fn run(cli: Cli) -> Result<(), String> {
                 expiring,
                 all,
                 json,
-            } => automation::list(store, expiring, all, json, unix_now()),
+                csv,
+            } => {
+                let format = match (json, csv) {
+                    (true, _) => automation::ListFormat::Json,
+                    (_, true) => automation::ListFormat::Csv,
+                    _ => automation::ListFormat::Text,
+                };
+                automation::list(store, expiring, all, format, unix_now())
+            }
             cli::AutomationAction::Revoke { id } => {
                 automation::revoke(store, &mut Audit::open(), id, unix_now())
             }
@@ -530,8 +538,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
                 println!("{value}");
             } else if csv {
-                let grants = automation::report_csv(store, unix_now())?;
-                print!("{}{grants}", population::csv(&report));
+                print!("{}", population::csv(&report));
             } else {
                 print!("{}", population::text(&report));
                 print!("{}", automation::report_section(store, unix_now())?);
