@@ -325,13 +325,20 @@ pub fn text(report: &Report) -> String {
         .collect();
     let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
     let width = width.clamp(4, 32);
+    // Wide enough for every state's label ("disabled or expired").
+    let state = STANDINGS
+        .iter()
+        .map(|s| s.label().len())
+        .max()
+        .unwrap_or(0)
+        .max("total".len());
     out.push_str(&format!(
-        "{:<width$}  {:<12}  {:>6}  {:>7}  {:<23}  NOTE\n",
+        "{:<width$}  {:<state$}  {:>6}  {:>7}  {:<23}  NOTE\n",
         "USER", "STATE", "ACTIVE", "PENDING", "LAST USED"
     ));
     for (row, name) in report.rows.iter().zip(&names) {
         let line = format!(
-            "{name:<width$}  {:<12}  {:>6}  {:>7}  {:<23}  {}",
+            "{name:<width$}  {:<state$}  {:>6}  {:>7}  {:<23}  {}",
             row.standing.label(),
             row.active,
             row.pending,
@@ -351,12 +358,12 @@ pub fn text(report: &Report) -> String {
     out.push('\n');
     for standing in STANDINGS {
         out.push_str(&format!(
-            "{:<13} {:>6}\n",
+            "{:<state$} {:>6}\n",
             standing.label(),
             report.count(standing)
         ));
     }
-    out.push_str(&format!("{:<13} {:>6}\n", "total", report.rows.len()));
+    out.push_str(&format!("{:<state$} {:>6}\n", "total", report.rows.len()));
     out
 }
 
@@ -479,6 +486,54 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("two\r\nlines"), "\"two\r\nlines\"");
         assert_eq!(csv_field(""), "");
+    }
+
+    #[test]
+    fn the_text_table_keeps_its_columns_for_every_state() {
+        let row = |user: &str, standing: Standing| Row {
+            user: user.to_string(),
+            standing,
+            active: 1,
+            pending: 0,
+            last_use: LastUse {
+                at: None,
+                hotp_used: false,
+            },
+            locks: Vec::new(),
+            window: None,
+        };
+        let report = Report {
+            group: None,
+            now: 1_796_133_780,
+            limits: Limits::default(),
+            rows: STANDINGS
+                .iter()
+                .enumerate()
+                .map(|(i, s)| row(&format!("u{i}"), *s))
+                .collect(),
+        };
+        let text = text(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines
+            .iter()
+            .position(|l| l.starts_with("USER"))
+            .expect("header");
+        // Every user's ACTIVE count ends where the header's ACTIVE does.
+        let active_end = lines[header].find("ACTIVE").expect("ACTIVE") + "ACTIVE".len();
+        for line in &lines[header + 1..=header + STANDINGS.len()] {
+            assert_eq!(
+                &line[active_end - 1..active_end],
+                "1",
+                "{line:?} in\n{text}"
+            );
+        }
+        // The counts, "total" included, end in one column.
+        let counts = &lines[lines.len() - STANDINGS.len() - 1..];
+        let width = counts[0].len();
+        for line in counts {
+            assert_eq!(line.len(), width, "{line:?} in\n{text}");
+            assert!(line.ends_with(" 1") || line.ends_with(" 6"), "{line:?}");
+        }
     }
 
     #[test]
