@@ -149,6 +149,17 @@ impl Detail {
     }
 }
 
+/// Device names as one audit value: joined by `/`, which no device name
+/// holds (`config::check_name`; a pending replacement's name only adds
+/// " (new)"), so a name with a comma or a space still reads as one name.
+pub fn device_list<S: AsRef<str>>(names: &[S]) -> String {
+    names
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<&str>>()
+        .join("/")
+}
+
 /// One word that needs no quotes: visible characters, no space, quote or
 /// backslash.
 fn is_bare(value: &str) -> bool {

@@ -284,6 +284,7 @@ fn every_change_is_audited_in_syslog() {
         ],
         &["automation", "revoke", "1"],
         &["reset", "alice", "--no-confirm"],
+        &["enroll", "alice", "--device", "work,laptop", "--no-confirm"],
         &["delete", "alice"],
     ] {
         assert!(ctl.run(args).status.success(), "{args:?}");
@@ -305,7 +306,9 @@ fn every_change_is_audited_in_syslog() {
             " reason=\"nightly rsync\" by ",
         ),
         ("reset user=\"alice\"", ""),
-        ("delete user=\"alice\"", ""),
+        // Device names joined by `/`, which no name holds: a comma in one
+        // does not split it.
+        ("delete user=\"alice\"", "devices=\"default/work,laptop\" "),
     ];
     if isolated.is_some() {
         expect.push(("recovery user=\"alice\"", "by \"help\\u{2028}desk\" (sudo"));

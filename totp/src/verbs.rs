@@ -648,7 +648,7 @@ pub fn replace(ctx: &Ctx, device: Option<&str>, show: &Show) -> Result<(), Strin
             Detail::new()
                 .quoted("device", &name)
                 .bare("type", Kind::Totp)
-                .quoted("removed", old.join(","))
+                .quoted("removed", pam_totp::logline::device_list(&old))
                 .bare("recovery_codes", codes.len()),
         );
     }

@@ -354,7 +354,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         &user,
                         Detail::new()
                             .bare("tokens", count)
-                            .quoted("devices", devices.join(","))
+                            .quoted("devices", pam_totp::logline::device_list(&devices))
                             .bare("recovery_codes_unused", codes.unused),
                     );
                     println!(
