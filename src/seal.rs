@@ -35,11 +35,36 @@ pub enum SealError {
     DoesNotOpen { user: String, device: String },
     #[error("cannot seal: {0}")]
     Seal(String),
+    #[error(
+        "this store's keys are sealed (key file id {recorded}) and no key file is loaded here: refusing to store a key in the clear (key_file= must name the key file the store is sealed with, default /etc/security/pam_totp.key)"
+    )]
+    NoKeyFile { recorded: i64 },
+    #[error(
+        "this store's keys are sealed with another key file (id {recorded}; this one is id {ours}): the store was rekeyed since this process loaded its key file, or this node has another one; use the key file `totpctl rekey` last sealed the store with"
+    )]
+    OtherKeyFile { recorded: i64, ours: i64 },
 }
 
 /// The sealing key, loaded from its file.
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    id: i64,
+}
+
+/// A key file's id, which the store records (`Store::reseal_keys`, the
+/// first sealed write) so that a writer with another key file, or none, is
+/// refused before it stores a key the pool cannot open or stores it in the
+/// clear: 31 bits of HMAC-SHA256 under the key (nothing about the key
+/// itself), never 0 (0: no key recorded).
+fn key_id(key: &[u8; 32]) -> i64 {
+    use hmac::Mac;
+    let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(key) else {
+        return 1;
+    };
+    mac.update(b"pam_totp key file id v1");
+    let tag = mac.finalize().into_bytes();
+    let id = i64::from(u32::from_be_bytes([tag[0], tag[1], tag[2], tag[3]]) & 0x7fff_ffff);
+    id.max(1)
 }
 
 impl std::fmt::Debug for Sealer {
@@ -82,7 +107,13 @@ impl Sealer {
         }
         Ok(Sealer {
             cipher: XChaCha20Poly1305::new(key.as_ref().into()),
+            id: key_id(&key),
         })
+    }
+
+    /// This key file's id (see `key_id`).
+    pub fn id(&self) -> i64 {
+        self.id
     }
 
     /// A new key file's text: 32 random bytes as hex.

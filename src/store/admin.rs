@@ -135,10 +135,15 @@ pub trait Store: LoginStore {
     /// `reseal`, and what it returns is written in its place, all in one
     /// transaction that holds every key still (`Hold::AllKeys`: a delete
     /// or enrollment meanwhile cannot leave a key sealed the old way).
-    /// Returns how many token keys and deleted keys were written.
+    /// The store records `sealed_with` (the new key file's
+    /// `Sealer::id`) in the same transaction, so that every later write of
+    /// a key by a process with another key file, or none, is refused
+    /// (`SqlStore::check_sealing`). Returns how many token keys and
+    /// deleted keys were written.
     fn reseal_keys(
         &self,
         reseal: &mut dyn FnMut(&SecretRow) -> Result<Vec<u8>, StoreError>,
+        sealed_with: i64,
     ) -> Result<(usize, usize), StoreError>;
 }
 
@@ -230,6 +235,7 @@ impl<D: Driver> Store for SqlStore<D> {
                 let key = super::checked_secret(self.sealer.as_deref(), &renamed)?;
                 db.execute(sql::DELETE_OTHER_TOKENS, params![&user, id])?;
                 db.execute(sql::TAKE_DEVICE_NAME, params![id, &device, key.as_slice()])?;
+                self.check_sealing()?;
                 end_graces(db, &user)?;
             }
             Ok(confirmed)
@@ -433,6 +439,7 @@ impl<D: Driver> Store for SqlStore<D> {
     fn reseal_keys(
         &self,
         reseal: &mut dyn FnMut(&SecretRow) -> Result<Vec<u8>, StoreError>,
+        sealed_with: i64,
     ) -> Result<(usize, usize), StoreError> {
         self.write(Hold::AllKeys, |db| {
             db.execute(sql::PRUNE_RETIRED_KEYS, params![super::unix_now()])?;
@@ -453,6 +460,7 @@ impl<D: Driver> Store for SqlStore<D> {
                 };
                 *count += changed(db.execute(statement, params![id, new.as_slice()])?);
             }
+            db.set_sealing_id(sealed_with)?;
             Ok((sealed_tokens, sealed_deleted))
         })
     }
@@ -729,7 +737,7 @@ impl<D: Driver> SqlStore<D> {
                 keep_until
             ],
         )?;
-        Ok(())
+        self.check_sealing()
     }
 
     /// The rows of `enroll`, inside the caller's transaction.

@@ -230,6 +230,13 @@ pub trait Driver {
     fn claims_durable(&self) -> bool;
     /// The schema version of the store (0: no schema yet).
     fn schema_version(&self) -> Result<i64, StoreError>;
+    /// The id of the key file the store's keys are sealed with
+    /// (`seal::Sealer::id`), 0 when none is recorded; read in the open
+    /// transaction.
+    fn sealing_id(&self) -> Result<i64, StoreError>;
+    /// Records `id` as the key file the store's keys are sealed with, in
+    /// the open transaction.
+    fn set_sealing_id(&self, id: i64) -> Result<(), StoreError>;
     /// The store's name in messages (a path or a URL without password).
     fn name(&self) -> &str;
 }

@@ -391,6 +391,7 @@ impl<D: Driver> LoginStore for SqlStore<D> {
                             recovery.as_str(),
                         ],
                     )?;
+                    self.check_sealing()?;
                 }
                 Grant::Grace { ip, key } => {
                     if ip.is_none() && key.is_none() {

@@ -37,7 +37,7 @@ use tokio_postgres::{Client, NoTls};
 use zeroize::Zeroizing;
 
 use super::StoreError;
-use super::driver::{Driver, Hold, Param, Purpose, Row, Value, placeholders_as_dollars};
+use super::driver::{Driver, Hold, Param, Purpose, Row, Value, params, placeholders_as_dollars};
 use super::location::{PgHost, PgTarget, PgTls, SYSTEM_CA_FILES};
 use super::shared::SqlStore;
 
@@ -348,6 +348,11 @@ impl Last<'_> {
         }
     }
 }
+
+/// The key file the store's keys are sealed with (`Driver::sealing_id`).
+const SEALING_ID_SQL: &str = "SELECT value FROM pam_totp_meta WHERE key = 'sealing_key'";
+const SET_SEALING_ID_SQL: &str = "INSERT INTO pam_totp_meta (key, value) VALUES ('sealing_key', ?1)
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
 /// The statement that reads the schema version.
 const SCHEMA_VERSION_SQL: &str = "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'";
@@ -1141,6 +1146,18 @@ impl Driver for PgDriver {
 
     fn schema_version(&self) -> Result<i64, StoreError> {
         self.version()
+    }
+
+    /// A row of `pam_totp_meta` (`sealing_key`).
+    fn sealing_id(&self) -> Result<i64, StoreError> {
+        match self.query(SEALING_ID_SQL, &[])?.first_mut() {
+            Some(row) => row.int(0),
+            None => Ok(0),
+        }
+    }
+
+    fn set_sealing_id(&self, id: i64) -> Result<(), StoreError> {
+        self.execute(SET_SEALING_ID_SQL, params![id]).map(|_| ())
     }
 
     fn name(&self) -> &str {

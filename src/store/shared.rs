@@ -104,6 +104,27 @@ impl<D: Driver> SqlStore<D> {
         Ok(tokens)
     }
 
+    /// After a write of a sealed (or plain) key, in its transaction: the
+    /// store's keys must be sealed with this process's key file, or with
+    /// none when it has none. A store that recorded no key file takes this
+    /// one's (a store sealed before this check, or a first sealed key);
+    /// `rekey` records the new one. Refused: a key file other than the
+    /// recorded one (a process that loaded its key before a rekey, a node
+    /// with another key; its key would open nowhere) and none where one is
+    /// recorded (the key would be stored in the clear). Checked after the
+    /// write, which on PostgreSQL holds `tokens` against a rekey's table
+    /// lock: a rekey either waits for this transaction and seals its key
+    /// again, or committed first and its id is what this reads.
+    pub(crate) fn check_sealing(&self) -> Result<(), StoreError> {
+        let ours = self.sealer.as_ref().map_or(0, |s| s.id());
+        match self.driver.sealing_id()? {
+            recorded if recorded == ours => Ok(()),
+            0 => self.driver.set_sealing_id(ours),
+            recorded if ours == 0 => Err(crate::seal::SealError::NoKeyFile { recorded }.into()),
+            recorded => Err(crate::seal::SealError::OtherKeyFile { recorded, ours }.into()),
+        }
+    }
+
     /// Inserts a token (its parameters checked, its key sealed if sealing
     /// is on); an existing (user, device) is `AlreadyEnrolled`.
     pub(crate) fn insert_token(&self, token: &Token) -> Result<(), StoreError> {
@@ -133,7 +154,7 @@ impl<D: Driver> SqlStore<D> {
                 device: token.device.clone(),
             });
         }
-        Ok(())
+        self.check_sealing()
     }
 
     /// The user's recovery codes replaced by `codes`.

@@ -636,6 +636,19 @@ impl Driver for SqliteDriver {
         Ok(self.user_version()?)
     }
 
+    /// Kept in the file header's `application_id` (a 32-bit field SQLite
+    /// leaves to the application; transactional like `user_version`): no
+    /// table, so nothing more for every login's schema parse.
+    fn sealing_id(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))?)
+    }
+
+    fn set_sealing_id(&self, id: i64) -> Result<(), StoreError> {
+        Ok(self.conn.pragma_update(None, "application_id", id)?)
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -874,6 +874,85 @@ fn keys_are_sealed_in_a_sqlite_store_too() {
     );
 }
 
+/// The store records the key file its keys are sealed with (the first
+/// sealed write, then every `rekey`), and a write of a key by a process
+/// with another key file (one loaded before a rekey, another node's) or
+/// with none (a node without the key file would store the key in the
+/// clear) is refused whole, saying which: the pool never gets a key that
+/// opens nowhere, nor one in the clear. Both backends.
+#[test]
+fn only_the_key_file_the_store_is_sealed_with_writes_keys() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    let keys = common::private_tempdir();
+    let (first, second) = (keys.path().join("a.key"), keys.path().join("b.key"));
+    common::keygen(&first);
+    common::keygen(&second);
+    let with = |file: &std::path::Path, args: &[&str]| {
+        let mut all = vec!["--key-file", file.to_str().expect("path")];
+        all.extend_from_slice(args);
+        world.totpctl(&all)
+    };
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    let tokens_of = |user: &str| {
+        common::rows::sql(
+            &world,
+            &format!("SELECT count(*) FROM tokens WHERE \"user\" = '{user}'"),
+        )
+    };
+    ok(&with(
+        &first,
+        &["enroll", "sam", "--secret", &common::random_secret()],
+    ));
+    // Another key file: refused, nothing written.
+    let ann = common::random_secret();
+    let out = with(&second, &["enroll", "ann", "--secret", &ann]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("another key file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tokens_of("ann"), "0");
+    // No key file (the default one is absent here): refused, no key in
+    // the clear.
+    let out = world.totpctl(&["enroll", "ann", "--secret", &ann]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr(&out).contains("no key file is loaded"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tokens_of("ann"), "0");
+    // A rekey records the new key file: the old one now writes nothing
+    // (a process that loaded it before the rekey), the new one does.
+    ok(&with(
+        &first,
+        &["rekey", "--new-key", second.to_str().expect("path")],
+    ));
+    let out = with(&first, &["enroll", "ann", "--secret", &ann]);
+    assert!(
+        stderr(&out).contains("another key file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tokens_of("ann"), "0");
+    let out = with(&first, &["reset", "sam", "--no-confirm"]);
+    assert!(!out.status.success(), "{out:?}");
+    ok(&with(&second, &["enroll", "ann", "--secret", &ann]));
+    world.service(
+        "sealed",
+        &format!("fail_delay=0 key_file={}", second.display()),
+    );
+    let run = world.login("sealed", "ann", Some(RHOST), &oathtool(&ann, None, &[]));
+    assert!(run.success, "{run:?}");
+    println!(
+        "sealing: another key file and no key file write nothing; rekey moves the record; the new key file enrolls and logs in"
+    );
+}
+
 /// `reset` for a new phone keeps the old token working until the new one
 /// is confirmed; the confirmation retires it in the same transaction and
 /// the new token takes its device name. `reset --now` (old phone lost)

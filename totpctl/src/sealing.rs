@@ -45,33 +45,36 @@ pub fn rekey(store: &dyn Store, config: &Config, new_key: &Path) -> Result<(), S
     let current = config.access().sealer().map_err(|e| e.to_string())?;
     let next = Sealer::load(new_key).map_err(|e| e.to_string())?;
     let (tokens, deleted) = store
-        .reseal_keys(&mut |(_, user, device, blob)| {
-            // Each key file, under the device's name, then under its
-            // pending name: a replacement confirmed before schema 10 took
-            // the name without sealing its key again (it opened nowhere);
-            // sealed here for its name.
-            let pending = replacement_name(device);
-            let secret = if !is_sealed(blob) {
-                loaded_secret(None, user, device, blob.clone())
-            } else {
-                let tries = [current.as_deref(), Some(&next)]
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|key| [(key, device.as_str()), (key, pending.as_str())]);
-                let mut opened = None;
-                for (key, name) in tries {
-                    if let Ok(secret) = loaded_secret(Some(key), user, name, blob.clone()) {
-                        opened = Some(secret);
-                        break;
+        .reseal_keys(
+            &mut |(_, user, device, blob)| {
+                // Each key file, under the device's name, then under its
+                // pending name: a replacement confirmed before schema 10 took
+                // the name without sealing its key again (it opened nowhere);
+                // sealed here for its name.
+                let pending = replacement_name(device);
+                let secret = if !is_sealed(blob) {
+                    loaded_secret(None, user, device, blob.clone())
+                } else {
+                    let tries = [current.as_deref(), Some(&next)]
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|key| [(key, device.as_str()), (key, pending.as_str())]);
+                    let mut opened = None;
+                    for (key, name) in tries {
+                        if let Ok(secret) = loaded_secret(Some(key), user, name, blob.clone()) {
+                            opened = Some(secret);
+                            break;
+                        }
                     }
-                }
-                match opened {
-                    Some(secret) => Ok(secret),
-                    None => loaded_secret(current.as_deref(), user, device, blob.clone()),
-                }
-            }?;
-            Ok(next.seal(user, device, &secret)?)
-        })
+                    match opened {
+                        Some(secret) => Ok(secret),
+                        None => loaded_secret(current.as_deref(), user, device, blob.clone()),
+                    }
+                }?;
+                Ok(next.seal(user, device, &secret)?)
+            },
+            next.id(),
+        )
         .map_err(|e| e.to_string())?;
     Audit::open().record(
         "rekey",
