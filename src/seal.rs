@@ -21,7 +21,8 @@ use crate::secret::Secret;
 /// The default key file; sealing is on when it exists.
 pub const DEFAULT_KEY_FILE: &str = "/etc/security/pam_totp.key";
 
-const MAGIC: &[u8; 4] = b"PTS1";
+/// The first bytes of every sealed key as stored.
+pub const MAGIC: &[u8; 4] = b"PTS1";
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
@@ -36,9 +37,13 @@ pub enum SealError {
     #[error("cannot seal: {0}")]
     Seal(String),
     #[error(
-        "this store's keys are sealed (key file id {recorded}) and no key file is loaded here: refusing to store a key in the clear (key_file= must name the key file the store is sealed with, default /etc/security/pam_totp.key)"
+        "this store's keys are sealed and no key file is loaded here: refusing to store a key in the clear (key_file= must name the key file the store is sealed with, default /etc/security/pam_totp.key)"
     )]
-    NoKeyFile { recorded: i64 },
+    NoKeyFile,
+    #[error(
+        "this store's keys are sealed, and not with this key file (its sealed keys do not open with it): use the key file the store is sealed with, or `totpctl rekey --new-key` with that one to record it"
+    )]
+    DoesNotOpenHere,
     #[error(
         "this store's keys are sealed with another key file (id {recorded}; this one is id {ours}): the store was rekeyed since this process loaded its key file, or this node has another one; use the key file `totpctl rekey` last sealed the store with"
     )]

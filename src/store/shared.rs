@@ -4,6 +4,7 @@
 //! decoding, and the statement groups more than one operation runs.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::driver::{Driver, Hold, Row, params};
 use super::{Kind, StoreError, Token, TokenInfo, sql};
@@ -17,6 +18,10 @@ pub struct SqlStore<D> {
     pub(crate) driver: D,
     /// Seals token keys on the way in and opens them on the way out.
     pub(crate) sealer: Option<Arc<Sealer>>,
+    /// `check_sealing` found no sealed key in a store that recorded no key
+    /// file: not looked for again by this handle (a store gets sealed only
+    /// by `rekey`, which records its key file).
+    plain_seen: std::sync::atomic::AtomicBool,
 }
 
 impl<D: Driver> SqlStore<D> {
@@ -24,6 +29,7 @@ impl<D: Driver> SqlStore<D> {
         SqlStore {
             driver,
             sealer: None,
+            plain_seen: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -111,17 +117,49 @@ impl<D: Driver> SqlStore<D> {
     /// `rekey` records the new one. Refused: a key file other than the
     /// recorded one (a process that loaded its key before a rekey, a node
     /// with another key; its key would open nowhere) and none where one is
-    /// recorded (the key would be stored in the clear). Checked after the
+    /// recorded, or none recorded but sealed keys stored (the key would be
+    /// stored in the clear). Checked after the
     /// write, which on PostgreSQL holds `tokens` against a rekey's table
     /// lock: a rekey either waits for this transaction and seals its key
     /// again, or committed first and its id is what this reads.
     pub(crate) fn check_sealing(&self) -> Result<(), StoreError> {
-        let ours = self.sealer.as_ref().map_or(0, |s| s.id());
+        use crate::seal::SealError;
+        let ours = self.sealer.as_deref();
+        let our_id = ours.map_or(0, Sealer::id);
         match self.driver.sealing_id()? {
-            recorded if recorded == ours => Ok(()),
-            0 => self.driver.set_sealing_id(ours),
-            recorded if ours == 0 => Err(crate::seal::SealError::NoKeyFile { recorded }.into()),
-            recorded => Err(crate::seal::SealError::OtherKeyFile { recorded, ours }.into()),
+            recorded if recorded == our_id && recorded != 0 => Ok(()),
+            0 if ours.is_none() && self.plain_seen.load(Ordering::Relaxed) => Ok(()),
+            0 => {
+                // Nothing recorded: a plain store, a new one, or one sealed
+                // before the record, whose sealed keys say which.
+                let magic: &[u8] = crate::seal::MAGIC;
+                let mut sealed = self.driver.query(sql::ONE_SEALED_KEY, params![magic])?;
+                match (ours, sealed.first_mut()) {
+                    (None, None) => {
+                        self.plain_seen.store(true, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    (None, Some(_)) => Err(SealError::NoKeyFile.into()),
+                    (Some(sealer), Some(row)) => {
+                        let (user, device, blob) = (row.text(0)?, row.text(1)?, row.take_blob(2)?);
+                        let pending = super::replacement_name(&device);
+                        let opens = [device.as_str(), pending.as_str()]
+                            .iter()
+                            .any(|name| sealer.open(&user, name, &blob).is_ok());
+                        if !opens {
+                            return Err(SealError::DoesNotOpenHere.into());
+                        }
+                        self.driver.set_sealing_id(our_id)
+                    }
+                    (Some(_), None) => self.driver.set_sealing_id(our_id),
+                }
+            }
+            _ if ours.is_none() => Err(SealError::NoKeyFile.into()),
+            recorded => Err(SealError::OtherKeyFile {
+                recorded,
+                ours: our_id,
+            }
+            .into()),
         }
     }
 

@@ -953,6 +953,59 @@ fn only_the_key_file_the_store_is_sealed_with_writes_keys() {
     );
 }
 
+/// A store sealed before the record of its key file (upgraded, or the
+/// record lost) holds sealed keys but names no key file: a write without a
+/// key file is refused (the key would be in the clear), one with a key
+/// file its sealed keys do not open with is refused (and records
+/// nothing), and the key file they open with writes and is recorded.
+#[test]
+fn a_store_sealed_before_the_record_takes_only_its_own_key_file() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    let keys = common::private_tempdir();
+    let (first, second) = (keys.path().join("a.key"), keys.path().join("b.key"));
+    common::keygen(&first);
+    common::keygen(&second);
+    let with = |file: &std::path::Path, args: &[&str]| {
+        let mut all = vec!["--key-file", file.to_str().expect("path")];
+        all.extend_from_slice(args);
+        world.totpctl(&all)
+    };
+    let refused = |out: &std::process::Output, why: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(why), "{stderr}");
+    };
+    ok(&with(
+        &first,
+        &["enroll", "sam", "--secret", &common::random_secret()],
+    ));
+    let forget = if world.pg.is_some() {
+        "DELETE FROM pam_totp_meta WHERE key = 'sealing_key'"
+    } else {
+        "PRAGMA application_id = 0"
+    };
+    common::rows::sql(&world, forget);
+    let ann = common::random_secret();
+    refused(
+        &world.totpctl(&["enroll", "ann", "--secret", &ann]),
+        "no key file is loaded",
+    );
+    refused(
+        &with(&second, &["enroll", "ann", "--secret", &ann]),
+        "do not open with it",
+    );
+    ok(&with(&first, &["enroll", "ann", "--secret", &ann]));
+    // Recorded now: the other key file is refused as such.
+    refused(
+        &with(&second, &["enroll", "eve", "--secret", &ann]),
+        "another key file",
+    );
+    let count = common::rows::sql(&world, "SELECT count(*) FROM tokens");
+    assert_eq!(count, "2", "sam and ann only");
+}
+
 /// `reset` for a new phone keeps the old token working until the new one
 /// is confirmed; the confirmation retires it in the same transaction and
 /// the new token takes its device name. `reset --now` (old phone lost)
