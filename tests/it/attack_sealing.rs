@@ -6,7 +6,21 @@
 //!
 //! Each test says whether it found a hole or a broken honest flow (FOUND:
 //! it asserts the right behaviour, so it fails on e51947a) or guards an
-//! attack that failed (GUARD: it passes).
+//! attack that failed (GUARD: it passes). Found (5): on PostgreSQL two
+//! first sealed writes with different key files both commit (the first
+//! record is read, then upserted over a concurrent one); a store sealed
+//! before the record takes the first writer's key file, another one
+//! included, and then refuses the honest one; `migrate` never loads the
+//! key file, so a sealed SQLite store cannot be moved to PostgreSQL;
+//! `enroll --counter 262144` (the help says below it) enrolls an HOTP
+//! token no code of which logs in; on a clock at the epoch a used HOTP
+//! code comes back as a TOTP code of the same key (`MAX_HOTP_COUNTER`
+//! assumes TOTP steps past 2^18). Guards (4): a writer with the old key
+//! file that waited for a rekey's table lock is refused; after a rekey
+//! no `totpctl` write with the old key file or none stores a key;
+//! enrollment at login on a node with another key file or none stages
+//! nothing; an HOTP counter at the bound is refused by a login, `totpctl
+//! check` and `totpctl confirm`.
 
 use crate::common;
 
@@ -558,4 +572,172 @@ fn an_hotp_token_whose_next_counter_is_the_bound_is_not_enrolled_dead() {
         !out.status.success(),
         "an HOTP token was enrolled whose next counter no login accepts"
     );
+}
+
+/// FOUND, both backends ("the machine": a node whose clock came back
+/// from a power loss at the epoch). `MAX_HOTP_COUNTER` keeps the codes of
+/// one key apart as TOTP and as HOTP only while every TOTP step is above
+/// 2^18, that is while the clock is past 1970-03-03 (30 s steps; past 2000
+/// for every period): nothing refuses an earlier clock (`sys::unix_time`
+/// fails only before 1970). A fob's key whose HOTP counter 20000 was used,
+/// the fob deleted (its record is kept for ever) and the key enrolled
+/// again as a phone's TOTP key: on a node whose clock reads 1970-01-07 the
+/// used HOTP code logs in again as the TOTP code of step 20000. Fix: fail
+/// closed on a clock before a floor where every TOTP step of every
+/// allowed period is above `MAX_HOTP_COUNTER` (e.g. 2000-01-01, or the
+/// build's date), as a `ClockError`.
+#[test]
+fn a_used_hotp_code_does_not_come_back_as_totp_on_a_clock_at_the_epoch() {
+    if !pam_tools_present() {
+        return;
+    }
+    const COUNTER: u64 = 20_000;
+    let world = World::new();
+    world.service("totp", "fail_delay=0 hotp_window=100");
+    let key = common::random_secret();
+    ok(&world.totpctl(&[
+        "enroll",
+        "fran",
+        "--device",
+        "fob",
+        "--type",
+        "hotp",
+        "--secret",
+        &key,
+        "--counter",
+        &COUNTER.to_string(),
+    ]));
+    let used = oathtool_hotp(&key, COUNTER, false);
+    let run = world.login("totp", "fran", Some(RHOST), &used);
+    assert!(run.success, "{run:?}");
+    ok(&world.totpctl(&["delete", "fran", "--device", "fob"]));
+    ok(&world.totpctl(&["enroll", "fran", "--device", "phone", "--secret", &key]));
+    // The TOTP step of 1970-01-07 00:40:05 is 20000.
+    let at = COUNTER * 30 + 5;
+    assert_eq!(oathtool(&key, Some(at), &[]), used);
+    let replay = world.login_at(at, "totp", "fran", Some(RHOST), &used);
+    assert!(
+        !replay.success,
+        "the HOTP code used before logs in again as a TOTP code: {replay:?}"
+    );
+}
+
+/// An enrollment at login (`enroll=window`, service `service`) answered
+/// with the right code of the key shown: whether the login (auth and the
+/// account phase that commits it) succeeded, and what it showed and logged.
+fn enroll_at_login(world: &World, service: &str, user: &str) -> (bool, String) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let mut child = world
+        .pamtester_command_unbuffered(service, user, Some(RHOST))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pamtester");
+    let collect = |mut stream: Box<dyn Read + Send>| {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = text.clone();
+        let handle = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        (text, handle)
+    };
+    let (shown, out_reader) = collect(Box::new(child.stdout.take().expect("stdout")));
+    let (prompts, err_reader) = collect(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let key = loop {
+        let text = shown.lock().expect("lock").clone();
+        if let Some(line) = text.lines().find_map(|l| l.strip_prefix("Key: ")) {
+            break Some(line.split_whitespace().collect::<String>());
+        }
+        let asked = prompts
+            .lock()
+            .expect("lock")
+            .contains("Verification code: ");
+        if asked || Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let answer = match &key {
+        Some(key) => oathtool(key, None, &[]),
+        None => "123456".to_string(),
+    };
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = writeln!(stdin, "{answer}");
+    drop(stdin);
+    let success = child.wait().expect("wait").success();
+    out_reader.join().expect("stdout reader");
+    err_reader.join().expect("stderr reader");
+    let shown = shown.lock().expect("lock").clone();
+    let stderr = prompts.lock().expect("lock").clone();
+    (success, format!("{shown}\n{stderr}"))
+}
+
+/// GUARD, both backends. Enrollment at login (`enroll=window`) on a node
+/// with another key file than the store's, or with none, inside an open
+/// window: the staged key is refused at the stage (nothing staged, the
+/// login fails, the window stays open), and the node with the store's key
+/// file then enrolls the user, whose key is sealed and logs in.
+#[test]
+fn an_enrollment_at_login_on_a_node_with_another_key_file_or_none_stores_nothing() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    let (_keys, first, second) = two_keys();
+    ok(&sealed(
+        &world,
+        &first,
+        &["enroll", "sam", "--secret", &common::random_secret()],
+    ));
+    world.service_with_account(
+        "other",
+        &format!("enroll=window key_file={}", second.display()),
+    );
+    // The default key file is absent here: no key file at all.
+    world.service_with_account("plain", "enroll=window");
+    world.service_with_account(
+        "right",
+        &format!("enroll=window key_file={}", first.display()),
+    );
+    ok(&world.totpctl(&["allow-enroll", "wade", "--for", "1h"]));
+    for service in ["other", "plain"] {
+        let (success, output) = enroll_at_login(&world, service, "wade");
+        assert!(!success, "{service}: {output}");
+        assert!(
+            output.contains("another key file") || output.contains("no key file is loaded"),
+            "{service}: refused for another reason: {output}"
+        );
+        assert_eq!(tokens_of(&world, "wade"), "0", "{service}: {output}");
+        assert_eq!(
+            sql(
+                &world,
+                "SELECT count(*) FROM staged WHERE \"user\" = 'wade' AND secret IS NOT NULL"
+            ),
+            "0",
+            "{service}: a staged key: {output}"
+        );
+    }
+    let (success, output) = enroll_at_login(&world, "right", "wade");
+    assert!(success, "{output}");
+    assert_eq!(tokens_of(&world, "wade"), "1");
+    let sealed_keys = match &world.pg {
+        Some(_) => {
+            "SELECT count(*) FROM tokens \
+                    WHERE encode(substring(secret from 1 for 4), 'hex') = '50545331'"
+        }
+        None => "SELECT count(*) FROM tokens WHERE hex(substr(secret, 1, 4)) = '50545331'",
+    };
+    assert_eq!(sql(&world, sealed_keys), "2", "both keys sealed");
 }
