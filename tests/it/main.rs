@@ -10,6 +10,7 @@ mod attack_claim_cte;
 mod attack_retired;
 mod attack_retired_again;
 mod attack_same_key_settle;
+mod attack_sealing;
 mod attack_third;
 mod attack_twins_again;
 
