@@ -1426,13 +1426,16 @@ pub fn match_token_after(
     }
     let key = token.secret.as_bytes();
     match token.kind {
+        // Nor a TOTP step below it (a clock before 2000, which the real
+        // clock refuses already): the two kinds' numbers never meet.
         Kind::Totp => otp::verify_window(
             key,
             code,
             otp::step_at(now, token.params.period),
             window,
             &token.params,
-        ),
+        )
+        .filter(|&step| step >= crate::store::MAX_HOTP_COUNTER),
         // A counter from `MAX_HOTP_COUNTER` up is never accepted, however
         // far a fob was pressed: TOTP step numbers are there, so a code its
         // key once gave as TOTP could otherwise come back as an HOTP code

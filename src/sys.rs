@@ -348,12 +348,27 @@ pub fn uids() -> (u32, u32) {
     unsafe { (libc::getuid(), libc::geteuid()) }
 }
 
-/// Seconds since the Unix epoch.
+/// The earliest time a clock may say (2000-01-01 00:00 UTC). An earlier
+/// one is wrong (a node whose clock came back at the epoch after a power
+/// loss), and its TOTP step numbers would be small enough to be HOTP
+/// counters (`store::MAX_HOTP_COUNTER`): a code an HOTP token of the same
+/// key once gave would come back as TOTP (found by an attack).
+pub const EARLIEST_CLOCK: u64 = 946_684_800;
+
+/// Seconds since the Unix epoch; an error for a clock before
+/// `EARLIEST_CLOCK`, so that every code login fails closed on it.
 pub fn unix_time() -> Result<u64, String> {
-    SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .map_err(|_| "system clock is before 1970".to_string())
+        .map_err(|_| "system clock is before 1970".to_string())?;
+    if now < EARLIEST_CLOCK {
+        return Err(format!(
+            "system clock says {now} s since 1970, before 2000-01-01: it is wrong (set it, e.g. \
+             with chrony or systemd-timesyncd); codes are refused until it is right"
+        ));
+    }
+    Ok(now)
 }
 
 /// Whole seconds since the machine booted, rounded down.

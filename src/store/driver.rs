@@ -235,8 +235,13 @@ pub trait Driver {
     /// transaction.
     fn sealing_id(&self) -> Result<i64, StoreError>;
     /// Records `id` as the key file the store's keys are sealed with, in
-    /// the open transaction.
+    /// the open transaction (`rekey`: over any recorded one).
     fn set_sealing_id(&self, id: i64) -> Result<(), StoreError>;
+    /// Records `id` unless a key file is recorded already, in the open
+    /// transaction; the one recorded after. Two first sealed writes at
+    /// once record one key file: the other reads it (found by an attack:
+    /// on PostgreSQL both recorded theirs, the second over the first).
+    fn record_sealing_id(&self, id: i64) -> Result<i64, StoreError>;
     /// The store's name in messages (a path or a URL without password).
     fn name(&self) -> &str;
 }

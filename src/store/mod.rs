@@ -173,13 +173,21 @@ pub fn checked_secret(
             user: token.user.clone(),
             reason: e.to_string(),
         })?;
-    if token.kind == Kind::Hotp && token.last_step.is_some_and(|c| c >= MAX_HOTP_COUNTER) {
+    // The next counter (one past the used one) must be below the bound: a
+    // token whose next code is at it would never log anyone in (found by
+    // an attack: `--counter 262144` enrolled a dead fob).
+    if token.kind == Kind::Hotp
+        && token
+            .last_step
+            .is_some_and(|c| c.saturating_add(1) >= MAX_HOTP_COUNTER)
+    {
         return Err(StoreError::InvalidRow {
             user: token.user.clone(),
             reason: format!(
-                "an HOTP counter from {MAX_HOTP_COUNTER} up is where TOTP step numbers are (a \
-                 TOTP code is the HOTP code of its step, so such a counter could accept a code \
-                 its key once gave as TOTP): give the token a new key, or a counter below that"
+                "an HOTP token's next counter must be below {MAX_HOTP_COUNTER}, where TOTP step \
+                 numbers are (a TOTP code is the HOTP code of its step, so such a counter could \
+                 accept a code its key once gave as TOTP): give the token a new key, or a \
+                 counter below that"
             ),
         });
     }

@@ -353,6 +353,11 @@ impl Last<'_> {
 const SEALING_ID_SQL: &str = "SELECT value FROM pam_totp_meta WHERE key = 'sealing_key'";
 const SET_SEALING_ID_SQL: &str = "INSERT INTO pam_totp_meta (key, value) VALUES ('sealing_key', ?1)
      ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+const RECORD_SEALING_ID_SQL: &str =
+    "INSERT INTO pam_totp_meta (key, value) VALUES ('sealing_key', ?1)
+     ON CONFLICT (key) DO UPDATE SET value = CASE WHEN pam_totp_meta.value = 0
+         THEN excluded.value ELSE pam_totp_meta.value END
+     RETURNING value";
 
 /// The statement that reads the schema version.
 const SCHEMA_VERSION_SQL: &str = "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'";
@@ -1158,6 +1163,15 @@ impl Driver for PgDriver {
 
     fn set_sealing_id(&self, id: i64) -> Result<(), StoreError> {
         self.execute(SET_SEALING_ID_SQL, params![id]).map(|_| ())
+    }
+
+    /// One statement: a second writer's insert waits for the first's row,
+    /// then keeps it and answers it.
+    fn record_sealing_id(&self, id: i64) -> Result<i64, StoreError> {
+        match self.query(RECORD_SEALING_ID_SQL, params![id])?.first_mut() {
+            Some(row) => row.int(0),
+            None => Ok(0),
+        }
     }
 
     fn name(&self) -> &str {

@@ -149,9 +149,9 @@ impl<D: Driver> SqlStore<D> {
                         if !opens {
                             return Err(SealError::DoesNotOpenHere.into());
                         }
-                        self.driver.set_sealing_id(our_id)
+                        self.record_ours(our_id)
                     }
-                    (Some(_), None) => self.driver.set_sealing_id(our_id),
+                    (Some(_), None) => self.record_ours(our_id),
                 }
             }
             _ if ours.is_none() => Err(SealError::NoKeyFile.into()),
@@ -160,6 +160,15 @@ impl<D: Driver> SqlStore<D> {
                 ours: our_id,
             }
             .into()),
+        }
+    }
+
+    /// Records this key file for a store that recorded none, unless
+    /// another writer recorded one meanwhile: then that one decides.
+    fn record_ours(&self, ours: i64) -> Result<(), StoreError> {
+        match self.driver.record_sealing_id(ours)? {
+            recorded if recorded == ours => Ok(()),
+            recorded => Err(crate::seal::SealError::OtherKeyFile { recorded, ours }.into()),
         }
     }
 

@@ -649,6 +649,17 @@ impl Driver for SqliteDriver {
         Ok(self.conn.pragma_update(None, "application_id", id)?)
     }
 
+    /// One writer at a time (`BEGIN IMMEDIATE`): what it reads stays true.
+    fn record_sealing_id(&self, id: i64) -> Result<i64, StoreError> {
+        match self.sealing_id()? {
+            0 => {
+                self.set_sealing_id(id)?;
+                Ok(id)
+            }
+            recorded => Ok(recorded),
+        }
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

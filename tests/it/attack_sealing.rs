@@ -23,9 +23,17 @@
 //! check` and `totpctl confirm`; first sealing, rotation, second rekey
 //! runs and a store without the record keep enrolling and logging in.
 //! Not made a test: on a store that records no key file yet, a plain
-//! write racing the first sealed write commits beside it on PostgreSQL,
-//! which leaves what SECURITY 17 already leaves unpromised (a plain key
-//! written before the first record).
+//! write racing the first sealed write commits beside it on PostgreSQL
+//! (SECURITY 17 says so under "not promised").
+//!
+//! All five closed: the first record is one conditional upsert that keeps
+//! a concurrent one and answers it (`Driver::record_sealing_id`); a store
+//! that records nothing is judged by its sealed keys, and a key file is
+//! recorded only if they open with it (7db7c6a, `sql::ONE_SEALED_KEY`);
+//! `migrate` loads the key file into both stores; an HOTP token's next
+//! counter must be below the bound (`checked_secret`); a clock before
+//! 2000 is an error (`sys::EARLIEST_CLOCK`) and no TOTP step below the
+//! bound matches (`auth::match_token_after`).
 
 use crate::common;
 

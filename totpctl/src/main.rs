@@ -126,14 +126,21 @@ fn migrate(cli: &Cli, from: &std::path::Path, to: &str) -> Result<(), String> {
         Err(e) => return Err(format!("--to {}: {e}", StoreLocation::shown(to))),
     };
     let config = settings(cli)?;
-    let source = SqliteStore::open(from).map_err(|e| e.to_string())?;
+    // The key file opens the source's sealed keys and seals them in the
+    // destination (found by an attack: without it a sealed store could not
+    // be moved, and a plain one was copied in the clear with a key file).
+    let sealer = config.access().sealer().map_err(|e| e.to_string())?;
+    let source = SqliteStore::open(from)
+        .map_err(|e| e.to_string())?
+        .with_sealer(sealer.clone());
     let dump = source.dump().map_err(|e| e.to_string())?;
     let destination = PgStore::create(&PgSettings {
         target: &target,
         password_file: config.db_password_file.as_deref(),
         timeout: config.db_timeout,
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    .with_sealer(sealer);
     let ((tokens, recovery, windows, failures), grants) =
         destination.load(&dump).map_err(|e| e.to_string())?;
     let renumbered: Vec<String> = grants
