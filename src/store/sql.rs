@@ -130,15 +130,18 @@ pub const RAISE_USED_STEP: &str =
 /// expiry).
 pub const DELETE_DEVICE_UNLESS_LAST: &str = r#"DELETE FROM tokens WHERE "user" = ?1 AND device = ?2 AND EXISTS (SELECT 1 FROM tokens AS other WHERE other."user" = ?1 AND other.device <> ?2 AND other.confirmed IS NOT NULL AND other.disabled IS NULL AND (other.expires IS NULL OR other.expires > ?3)) RETURNING id, last_step"#;
 pub const ALL_KEYS: &str = r#"SELECT id, "user", device, secret FROM tokens ORDER BY id"#;
-/// One key stored sealed, if any (`?1`: the sealed format's first four
-/// bytes, `seal::MAGIC`), with its row's user and device: a store that
-/// recorded no key file (`SqlStore::check_sealing`) but holds sealed keys
-/// takes no plain key, and records a key file only if that key opens with
-/// it.
-pub const ONE_SEALED_KEY: &str = r#"SELECT "user", device, secret FROM tokens
-     WHERE substr(secret, 1, 4) = ?1
-     UNION ALL SELECT "user", device, secret FROM retired_keys
-     WHERE substr(secret, 1, 4) = ?1 LIMIT 1"#;
+/// The oldest key stored sealed, if any (`?1`: the sealed format's first
+/// four bytes, `seal::MAGIC`), with its row's user and device: a store
+/// that recorded no key file (`SqlStore::check_sealing`) but holds sealed
+/// keys takes no plain key, and records a key file only if that key opens
+/// with it. The oldest token first, so that a row the checking transaction
+/// just wrote (the newest id) answers only when no other is sealed.
+pub const ONE_SEALED_KEY: &str = r#"SELECT "user", device, secret FROM (
+         SELECT 0 AS kept, id, "user", device, secret FROM tokens
+         WHERE substr(secret, 1, 4) = ?1
+         UNION ALL SELECT 1, id, "user", device, secret FROM retired_keys
+         WHERE substr(secret, 1, 4) = ?1) AS sealed
+     ORDER BY kept, id LIMIT 1"#;
 pub const SET_KEY: &str = "UPDATE tokens SET secret = ?2 WHERE id = ?1";
 
 // Deleted tokens' used steps (`retired_keys`, written by the schema's
