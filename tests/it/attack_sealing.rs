@@ -40,17 +40,8 @@ use crate::common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::rows::{ok, sealed, sql, wait_for_lock_waiter};
+use common::rows::{ok, sealed, sql, two_key_files, wait_for_lock_waiter};
 use common::{RHOST, World, oathtool, oathtool_hotp, pam_tools_present};
-
-/// Two fresh key files (`a.key`, `b.key`) in a private directory.
-fn two_keys() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let keys = common::private_tempdir();
-    let (first, second) = (keys.path().join("a.key"), keys.path().join("b.key"));
-    common::keygen(&first);
-    common::keygen(&second);
-    (keys, first, second)
-}
 
 /// A transaction of the database's own role, held open in `psql` after
 /// `statements` until `release`: the locks it took are held exactly as
@@ -148,7 +139,7 @@ fn pg_two_first_sealed_writes_with_different_key_files_do_not_both_commit() {
     }
     let world = World::with_postgres();
     ok(&world.totpctl(&["init"]));
-    let (_keys, first, second) = two_keys();
+    let (_keys, first, second) = two_key_files();
     world.add_user("sam");
     world.add_user("ann");
     let (sam, ann) = (common::random_secret(), common::random_secret());
@@ -213,7 +204,7 @@ fn a_store_sealed_before_the_record_refuses_another_key_file_at_its_first_write(
         return;
     }
     let world = World::new();
-    let (_keys, first, second) = two_keys();
+    let (_keys, first, second) = two_key_files();
     let sam = common::random_secret();
     ok(&sealed(
         &world,
@@ -284,7 +275,7 @@ fn pg_migrate_of_a_sealed_sqlite_store_keeps_its_keys_sealed() {
     if !pam_tools_present() || !common::postgres_present() {
         return;
     }
-    let (_keys, first, _) = two_keys();
+    let (_keys, first, _) = two_key_files();
     let source = World::new_sqlite();
     let alice = common::random_secret();
     ok(&sealed(
@@ -342,7 +333,7 @@ fn pg_an_enrollment_with_the_old_key_file_that_waited_for_a_rekey_is_refused() {
         return;
     }
     let world = World::with_postgres();
-    let (keys, first, second) = two_keys();
+    let (keys, first, second) = two_key_files();
     let sam = common::random_secret();
     ok(&sealed(
         &world,
@@ -403,7 +394,7 @@ fn after_a_rekey_no_write_path_stores_a_key_with_the_old_key_file_or_none() {
         return;
     }
     let world = World::new();
-    let (keys, first, second) = two_keys();
+    let (keys, first, second) = two_key_files();
     let sam = common::random_secret();
     ok(&sealed(
         &world,
@@ -708,7 +699,7 @@ fn an_enrollment_at_login_on_a_node_with_another_key_file_or_none_stores_nothing
         return;
     }
     let world = World::new();
-    let (_keys, first, second) = two_keys();
+    let (_keys, first, second) = two_key_files();
     ok(&sealed(
         &world,
         &first,
@@ -768,7 +759,7 @@ fn first_sealing_rotation_and_second_rekey_runs_keep_enrolling_and_logging_in() 
         return;
     }
     let world = World::new();
-    let (_keys, first, second) = two_keys();
+    let (_keys, first, second) = two_key_files();
     let (first_path, second_path) = (
         first.to_str().expect("path").to_string(),
         second.to_str().expect("path").to_string(),

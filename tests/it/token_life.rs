@@ -886,15 +886,8 @@ fn only_the_key_file_the_store_is_sealed_with_writes_keys() {
         return;
     }
     let world = World::new();
-    let keys = common::private_tempdir();
-    let (first, second) = (keys.path().join("a.key"), keys.path().join("b.key"));
-    common::keygen(&first);
-    common::keygen(&second);
-    let with = |file: &std::path::Path, args: &[&str]| {
-        let mut all = vec!["--key-file", file.to_str().expect("path")];
-        all.extend_from_slice(args);
-        world.totpctl(&all)
-    };
+    let (_keys, first, second) = common::rows::two_key_files();
+    let with = |file: &std::path::Path, args: &[&str]| common::rows::sealed(&world, file, args);
     let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
     let tokens_of = |user: &str| {
         common::rows::sql(
@@ -964,15 +957,8 @@ fn a_store_sealed_before_the_record_takes_only_its_own_key_file() {
         return;
     }
     let world = World::new();
-    let keys = common::private_tempdir();
-    let (first, second) = (keys.path().join("a.key"), keys.path().join("b.key"));
-    common::keygen(&first);
-    common::keygen(&second);
-    let with = |file: &std::path::Path, args: &[&str]| {
-        let mut all = vec!["--key-file", file.to_str().expect("path")];
-        all.extend_from_slice(args);
-        world.totpctl(&all)
-    };
+    let (_keys, first, second) = common::rows::two_key_files();
+    let with = |file: &std::path::Path, args: &[&str]| common::rows::sealed(&world, file, args);
     let refused = |out: &std::process::Output, why: &str| {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(why), "{stderr}");

@@ -148,6 +148,15 @@ pub fn sealed(world: &World, file: &Path, args: &[&str]) -> Output {
     world.totpctl(&all)
 }
 
+/// Two fresh key files (`a.key`, `b.key`) in a private directory.
+pub fn two_key_files() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let keys = super::private_tempdir();
+    let (first, second) = (keys.path().join("a.key"), keys.path().join("b.key"));
+    super::keygen(&first);
+    super::keygen(&second);
+    (keys, first, second)
+}
+
 /// How many records of deleted keys (`retired_keys`) `user` has.
 pub fn records_of(world: &World, user: &str) -> String {
     sql(
