@@ -40,7 +40,7 @@ use crate::common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::rows::{ok, sealed, sql, two_key_files, wait_for_lock_waiter};
+use common::rows::{enroll_at_login, ok, sealed, sql, two_key_files, wait_for_lock_waiter};
 use common::{RHOST, World, oathtool, oathtool_hotp, pam_tools_present};
 
 /// A transaction of the database's own role, held open in `psql` after
@@ -626,68 +626,6 @@ fn a_used_hotp_code_does_not_come_back_as_totp_on_a_clock_at_the_epoch() {
     );
 }
 
-/// An enrollment at login (`enroll=window`, service `service`) answered
-/// with the right code of the key shown: whether the login (auth and the
-/// account phase that commits it) succeeded, and what it showed and logged.
-fn enroll_at_login(world: &World, service: &str, user: &str) -> (bool, String) {
-    use std::io::{Read, Write};
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
-    let mut child = world
-        .pamtester_command_unbuffered(service, user, Some(RHOST))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pamtester");
-    let collect = |mut stream: Box<dyn Read + Send>| {
-        let text = Arc::new(Mutex::new(String::new()));
-        let sink = text.clone();
-        let handle = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .expect("lock")
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        (text, handle)
-    };
-    let (shown, out_reader) = collect(Box::new(child.stdout.take().expect("stdout")));
-    let (prompts, err_reader) = collect(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let key = loop {
-        let text = shown.lock().expect("lock").clone();
-        if let Some(line) = text.lines().find_map(|l| l.strip_prefix("Key: ")) {
-            break Some(line.split_whitespace().collect::<String>());
-        }
-        let asked = prompts
-            .lock()
-            .expect("lock")
-            .contains("Verification code: ");
-        if asked || Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let answer = match &key {
-        Some(key) => oathtool(key, None, &[]),
-        None => "123456".to_string(),
-    };
-    let mut stdin = child.stdin.take().expect("stdin");
-    let _ = writeln!(stdin, "{answer}");
-    drop(stdin);
-    let success = child.wait().expect("wait").success();
-    out_reader.join().expect("stdout reader");
-    err_reader.join().expect("stderr reader");
-    let shown = shown.lock().expect("lock").clone();
-    let stderr = prompts.lock().expect("lock").clone();
-    (success, format!("{shown}\n{stderr}"))
-}
-
 /// GUARD, both backends. Enrollment at login (`enroll=window`) on a node
 /// with another key file than the store's, or with none, inside an open
 /// window: the staged key is refused at the stage (nothing staged, the
@@ -717,7 +655,7 @@ fn an_enrollment_at_login_on_a_node_with_another_key_file_or_none_stores_nothing
     );
     ok(&world.totpctl(&["allow-enroll", "wade", "--for", "1h"]));
     for service in ["other", "plain"] {
-        let (success, output) = enroll_at_login(&world, service, "wade");
+        let (success, output) = enroll_at_login(&world, service, "wade", RHOST, true);
         assert!(!success, "{service}: {output}");
         assert!(
             output.contains("another key file") || output.contains("no key file is loaded"),
@@ -733,7 +671,7 @@ fn an_enrollment_at_login_on_a_node_with_another_key_file_or_none_stores_nothing
             "{service}: a staged key: {output}"
         );
     }
-    let (success, output) = enroll_at_login(&world, "right", "wade");
+    let (success, output) = enroll_at_login(&world, "right", "wade", RHOST, true);
     assert!(success, "{output}");
     assert_eq!(tokens_of(&world, "wade"), "1");
     let sealed_keys = match &world.pg {

@@ -5,12 +5,10 @@
 
 use crate::common;
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::rows::{Copied, answer_waiting, copy_device, ok, waiting_at_prompt};
+use common::rows::{Copied, answer_waiting, copy_device, enroll_at_login, ok, waiting_at_prompt};
 use common::{
     RHOST, World, oathtool, oathtool_hotp, pam_tools_present, sqlite_only, tools_present, unix_now,
     wrong_code,
@@ -334,73 +332,6 @@ fn reset_replaces_every_token_and_the_recovery_codes() {
     );
 
     assert!(!world.totpctl(&["reset", "nobody"]).status.success());
-}
-
-/// pamtester for an enrollment at login: reads the key the module shows
-/// (PAM_TEXT_INFO, on stdout) and answers the confirmation with its code.
-fn enroll_at_login(
-    world: &World,
-    service: &str,
-    user: &str,
-    rhost: &str,
-    right: bool,
-) -> (bool, String) {
-    let mut child = world
-        .pamtester_command_unbuffered(service, user, Some(rhost))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pamtester");
-    // Both streams are read as they come: the key arrives on stdout
-    // (PAM_TEXT_INFO), the prompts on stderr.
-    let collect = |mut stream: Box<dyn Read + Send>| {
-        let text = Arc::new(Mutex::new(String::new()));
-        let sink = text.clone();
-        let handle = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stream.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .expect("lock")
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        (text, handle)
-    };
-    let (shown, out_reader) = collect(Box::new(child.stdout.take().expect("stdout")));
-    let (prompts, err_reader) = collect(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let key = loop {
-        let text = shown.lock().expect("lock").clone();
-        if let Some(line) = text.lines().find_map(|l| l.strip_prefix("Key: ")) {
-            break Some(line.split_whitespace().collect::<String>());
-        }
-        let asked_for_code = prompts
-            .lock()
-            .expect("lock")
-            .contains("Verification code: ");
-        if asked_for_code || Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let answer = match &key {
-        Some(key) if right => oathtool(key, None, &[]),
-        Some(key) => wrong_code(&oathtool(key, None, &[])),
-        None => "123456".to_string(),
-    };
-    let mut stdin = child.stdin.take().expect("stdin");
-    let _ = writeln!(stdin, "{answer}");
-    drop(stdin);
-    let success = child.wait().expect("wait").success();
-    out_reader.join().expect("stdout reader");
-    err_reader.join().expect("stderr reader");
-    let shown = shown.lock().expect("lock").clone();
-    let stderr = prompts.lock().expect("lock").clone();
-    (success, format!("{shown}\n{stderr}"))
 }
 
 #[test]
