@@ -140,6 +140,10 @@ impl World {
             life: Default::default(),
             stored_key: Default::default(),
         };
+        self.add_token(token);
+    }
+
+    fn add_token(&self, token: Token) {
         self.store()
             .enroll(
                 &[Enrollment {
@@ -473,16 +477,7 @@ fn an_hotp_counter_never_climbs_to_where_totp_steps_are() {
         life: Default::default(),
         stored_key: Default::default(),
     };
-    world
-        .store()
-        .enroll(
-            &[Enrollment {
-                token,
-                recovery: None,
-            }],
-            EnrollMode::Add,
-        )
-        .expect("enroll");
+    world.add_token(token);
     let run = |counter: u64| {
         world.run_with(
             &Config::default(),
