@@ -1616,6 +1616,9 @@ impl LoginStore for DisabledDuringRecovery {
     fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError> {
         self.inner.tokens(user)
     }
+    fn check_key_file(&self) -> Result<(), StoreError> {
+        self.inner.check_key_file()
+    }
     fn claim_step(&self, token: &Token, step: u64, now: i64) -> Result<Claim, StoreError> {
         self.inner.claim_step(token, step, now)
     }

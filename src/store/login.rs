@@ -21,6 +21,11 @@ pub trait LoginStore {
     /// All tokens of a user (active and pending), ordered by device.
     fn tokens(&self, user: &str) -> Result<Vec<Token>, StoreError>;
 
+    /// Whether this process's key file (or none) is the one the store's
+    /// keys are sealed with, changing nothing (`totpctl check-config`): an
+    /// error says which is wrong, as a write of a key would.
+    fn check_key_file(&self) -> Result<(), StoreError>;
+
     /// Atomically records `step` (a TOTP time step or an HOTP counter) as
     /// used by active `token`, if it is newer than anything used before.
     /// This single conditional write is the whole replay protection.
@@ -165,6 +170,10 @@ pub trait LoginStore {
 }
 
 impl<D: Driver> LoginStore for SqlStore<D> {
+    fn check_key_file(&self) -> Result<(), StoreError> {
+        self.key_file_verdict().map(|_| ())
+    }
+
     fn totp_claims_durable(&self) -> bool {
         self.driver.claims_durable()
     }
@@ -453,6 +462,10 @@ impl<D: Driver> LoginStore for SqlStore<D> {
 /// The login path takes its store by value from an opener; the module's
 /// opener returns whichever backend the configuration names, boxed.
 impl<T: LoginStore + ?Sized> LoginStore for Box<T> {
+    fn check_key_file(&self) -> Result<(), StoreError> {
+        (**self).check_key_file()
+    }
+
     fn totp_claims_durable(&self) -> bool {
         (**self).totp_claims_durable()
     }

@@ -123,12 +123,22 @@ impl<D: Driver> SqlStore<D> {
     /// lock: a rekey either waits for this transaction and seals its key
     /// again, or committed first and its id is what this reads.
     pub(crate) fn check_sealing(&self) -> Result<(), StoreError> {
+        match (self.key_file_verdict()?, self.sealer.as_deref()) {
+            (0, Some(sealer)) => self.record_ours(sealer.id()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether this process's key file (or none) is the one the store's
+    /// keys are sealed with, read only: the id recorded (0: none, this
+    /// key file may record itself), or why not (`check_sealing`; `totpctl
+    /// check-config` through `LoginStore::check_key_file`).
+    pub(crate) fn key_file_verdict(&self) -> Result<i64, StoreError> {
         use crate::seal::SealError;
         let ours = self.sealer.as_deref();
         let our_id = ours.map_or(0, Sealer::id);
         match self.driver.sealing_id()? {
-            recorded if recorded == our_id && recorded != 0 => Ok(()),
-            0 if ours.is_none() && self.plain_seen.load(Ordering::Relaxed) => Ok(()),
+            0 if ours.is_none() && self.plain_seen.load(Ordering::Relaxed) => Ok(0),
             0 => {
                 // Nothing recorded: a plain store, a new one, or one sealed
                 // before the record, whose sealed keys say which.
@@ -137,7 +147,7 @@ impl<D: Driver> SqlStore<D> {
                 match (ours, sealed.first_mut()) {
                     (None, None) => {
                         self.plain_seen.store(true, Ordering::Relaxed);
-                        Ok(())
+                        Ok(0)
                     }
                     (None, Some(_)) => Err(SealError::NoKeyFile.into()),
                     (Some(sealer), Some(row)) => {
@@ -146,14 +156,16 @@ impl<D: Driver> SqlStore<D> {
                         let opens = [device.as_str(), pending.as_str()]
                             .iter()
                             .any(|name| sealer.open(&user, name, &blob).is_ok());
-                        if !opens {
-                            return Err(SealError::DoesNotOpenHere.into());
+                        if opens {
+                            Ok(0)
+                        } else {
+                            Err(SealError::DoesNotOpenHere.into())
                         }
-                        self.record_ours(our_id)
                     }
-                    (Some(_), None) => self.record_ours(our_id),
+                    (Some(_), None) => Ok(0),
                 }
             }
+            recorded if recorded == our_id => Ok(recorded),
             _ if ours.is_none() => Err(SealError::NoKeyFile.into()),
             recorded => Err(SealError::OtherKeyFile {
                 recorded,

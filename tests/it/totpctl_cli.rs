@@ -2133,3 +2133,55 @@ fn check_config_reports_a_postgres_store_whose_schema_every_login_refuses() {
         "the reason is named: {stdout}"
     );
 }
+
+/// `check-config` says whether this node's key file is the one the store's
+/// keys are sealed with, before any user meets the refusal: the right key
+/// file passes, another key file and none are each a problem (exit 1) that
+/// names what is wrong. Both backends.
+#[test]
+fn check_config_names_a_key_file_the_store_is_not_sealed_with() {
+    if !common::pam_tools_present() {
+        return;
+    }
+    let world = common::World::new();
+    let (keys, first, second) = common::rows::two_key_files();
+    let out = common::rows::sealed(
+        &world,
+        &first,
+        &["enroll", "alice", "--secret", &common::random_secret()],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let with_key = |key_file: &std::path::Path| {
+        let conf = keys.path().join("pam_totp.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "{}key_file = {}\n",
+                world.store_config_lines(),
+                key_file.display()
+            ),
+        )
+        .expect("conf");
+        let out = check_config(&world, &["--config", conf.to_str().expect("path")]);
+        let (stdout, stderr) = text(&out);
+        (out.status.code(), format!("{stdout}\n{stderr}"))
+    };
+    let (code, said) = with_key(&first);
+    assert_eq!(code, Some(0), "the store's own key file: {said}");
+    let (code, said) = with_key(&second);
+    assert!(
+        code == Some(1) && said.contains("another key file"),
+        "another key file: {said}"
+    );
+    let (code, said) = with_key(&keys.path().join("absent.key"));
+    assert!(code == Some(1), "a named key file that is missing: {said}");
+    // No key file at all: the default one is absent here.
+    let conf = keys.path().join("plain.conf");
+    std::fs::write(&conf, world.store_config_lines()).expect("conf");
+    let out = check_config(&world, &["--config", conf.to_str().expect("path")]);
+    let (stdout, stderr) = text(&out);
+    assert!(
+        out.status.code() == Some(1) && stdout.contains("no key file is loaded"),
+        "no key file: {stdout} {stderr}"
+    );
+}

@@ -543,12 +543,21 @@ fn store_problems(config: &Config, failed: &dyn Fn(&str) -> bool) -> Vec<String>
     }
     // Opened as a login opens it, and read as a login first reads it: a
     // PostgreSQL login store checks its schema with that first statement.
-    match access
+    let store = match access
         .open_for_login()
-        .and_then(|store| store.tokens("").map(|_| ()))
+        .and_then(|store| store.tokens("").map(|_| store))
     {
+        Ok(store) => store,
+        Err(e) => return vec![format!("{e} -- {}", store_fix(&e, &config.db))],
+    };
+    // The key file the store's keys are sealed with, as a write of a key
+    // on this node would find it.
+    match store.check_key_file() {
         Ok(()) => Vec::new(),
-        Err(e) => vec![format!("{e} -- {}", store_fix(&e, &config.db))],
+        Err(e) => vec![format!(
+            "{e} -- on this node every code login of a sealed key is denied and no key can be \
+             written: give it the key file the store is sealed with (key_file=)"
+        )],
     }
 }
 
