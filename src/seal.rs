@@ -63,6 +63,7 @@ pub struct Sealer {
 /// itself), never 0 (0: no key recorded).
 fn key_id(key: &[u8; 32]) -> i64 {
     use hmac::Mac;
+    // HMAC takes a key of any length: this never fails.
     let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(key) else {
         return 1;
     };

@@ -113,6 +113,24 @@ pub fn replacement_name(device: &str) -> String {
     format!("{device} (new)")
 }
 
+/// A sealed key of (user, device) opened under the device's name, or else
+/// under its pending name (`replacement_name`): a replacement confirmed
+/// before schema 10 took its name without its key sealed again. Only where
+/// a key file is being judged or replaced (`rekey`, the store's first
+/// record of its key file), never at login.
+pub fn open_under_its_names(
+    sealer: &crate::seal::Sealer,
+    user: &str,
+    device: &str,
+    blob: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, crate::seal::SealError> {
+    sealer.open(user, device, blob).or_else(|e| {
+        sealer
+            .open(user, &replacement_name(device), blob)
+            .map_err(|_| e)
+    })
+}
+
 /// The schema version this build writes and understands, one sequence for
 /// both backends (SQLite keeps it in `user_version`, PostgreSQL in
 /// `pam_totp_meta`).

@@ -19,8 +19,8 @@ pub struct SqlStore<D> {
     /// Seals token keys on the way in and opens them on the way out.
     pub(crate) sealer: Option<Arc<Sealer>>,
     /// `check_sealing` found no sealed key in a store that recorded no key
-    /// file: not looked for again by this handle (a store gets sealed only
-    /// by `rekey`, which records its key file).
+    /// file: not looked for again by this handle (whoever seals a key in it
+    /// later records its key file, which `sealing_id` reads first).
     plain_seen: std::sync::atomic::AtomicBool,
 }
 
@@ -152,11 +152,7 @@ impl<D: Driver> SqlStore<D> {
                     (None, Some(_)) => Err(SealError::NoKeyFile.into()),
                     (Some(sealer), Some(row)) => {
                         let (user, device, blob) = (row.text(0)?, row.text(1)?, row.take_blob(2)?);
-                        let pending = super::replacement_name(&device);
-                        let opens = [device.as_str(), pending.as_str()]
-                            .iter()
-                            .any(|name| sealer.open(&user, name, &blob).is_ok());
-                        if opens {
+                        if super::open_under_its_names(sealer, &user, &device, &blob).is_ok() {
                             Ok(0)
                         } else {
                             Err(SealError::DoesNotOpenHere.into())

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use pam_totp::config::Config;
 use pam_totp::seal::{Sealer, is_sealed};
-use pam_totp::store::{Store, loaded_secret, replacement_name};
+use pam_totp::store::{Store, loaded_secret, open_under_its_names};
 
 use crate::audit::{Audit, Detail};
 
@@ -47,27 +47,19 @@ pub fn rekey(store: &dyn Store, config: &Config, new_key: &Path) -> Result<(), S
     let (tokens, deleted) = store
         .reseal_keys(
             &mut |(_, user, device, blob)| {
-                // Each key file, under the device's name, then under its
-                // pending name: a replacement confirmed before schema 10 took
-                // the name without sealing its key again (it opened nowhere);
-                // sealed here for its name.
-                let pending = replacement_name(device);
+                // Each key file, under the device's name and then its
+                // pending name (a replacement confirmed before schema 10
+                // took the name without sealing its key again; sealed here
+                // for its name).
                 let secret = if !is_sealed(blob) {
                     loaded_secret(None, user, device, blob.clone())
                 } else {
-                    let tries = [current.as_deref(), Some(&next)]
+                    let opened = [current.as_deref(), Some(&next)]
                         .into_iter()
                         .flatten()
-                        .flat_map(|key| [(key, device.as_str()), (key, pending.as_str())]);
-                    let mut opened = None;
-                    for (key, name) in tries {
-                        if let Ok(secret) = loaded_secret(Some(key), user, name, blob.clone()) {
-                            opened = Some(secret);
-                            break;
-                        }
-                    }
+                        .find_map(|key| open_under_its_names(key, user, device, blob).ok());
                     match opened {
-                        Some(secret) => Ok(secret),
+                        Some(raw) => loaded_secret(None, user, device, raw),
                         None => loaded_secret(current.as_deref(), user, device, blob.clone()),
                     }
                 }?;
