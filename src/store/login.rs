@@ -400,7 +400,11 @@ impl<D: Driver> LoginStore for SqlStore<D> {
                             recovery.as_str(),
                         ],
                     )?;
-                    self.check_sealing()?;
+                    // Judged, never recorded here: the login may still
+                    // fail (its password, the account phase), and a login
+                    // that fails leaves nothing lasting behind; the key
+                    // file is recorded when the grant's token is written.
+                    self.key_file_verdict()?;
                 }
                 Grant::Grace { ip, key } => {
                     if ip.is_none() && key.is_none() {
