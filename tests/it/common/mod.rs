@@ -738,12 +738,39 @@ impl World {
         rhost: Option<&str>,
         answer: &str,
     ) -> Run {
+        self.login_at_in(at, service, user, rhost, answer, |cmd| cmd)
+    }
+
+    /// `login_at` on a machine that has been up for a month
+    /// (`up_for_a_month`), for tests of long periods or wide windows: the
+    /// boot fence refuses every step up to `window` after the boot's, which
+    /// with 3600 s steps is hours after this machine (or CI's) booted.
+    pub fn login_at_long_after_boot(
+        &self,
+        at: u64,
+        service: &str,
+        user: &str,
+        rhost: Option<&str>,
+        answer: &str,
+    ) -> Run {
+        self.login_at_in(at, service, user, rhost, answer, up_for_a_month)
+    }
+
+    fn login_at_in(
+        &self,
+        at: u64,
+        service: &str,
+        user: &str,
+        rhost: Option<&str>,
+        answer: &str,
+        wrap: fn(Command) -> Command,
+    ) -> Run {
         let command = || {
             let mut cmd = self.pamtester_command(service, user, rhost);
             cmd.env("LD_PRELOAD", preload(&[FAKETIME]))
                 .env("FAKETIME", format!("@{}", utc_for_faketime(at)))
                 .env("TZ", "UTC");
-            cmd
+            wrap(cmd)
         };
         let run = run_with_stdin(command(), answer);
         if self.module_never_ran(service, &run) {
@@ -751,6 +778,36 @@ impl World {
         }
         run
     }
+}
+
+/// `cmd` in a time namespace of its own whose clock since boot reads a
+/// month more (`unshare --time --boottime`; sysinfo's uptime follows it,
+/// the wall clock does not), so `auth::before_boot` fences off no step a
+/// test uses however recently this machine booted. The preloads reach
+/// `cmd`'s program alone, through `env`, not unshare.
+pub fn up_for_a_month(cmd: Command) -> Command {
+    let mut wrapped = Command::new("unshare");
+    wrapped.args(["--time", "--boottime", "2592000", "env"]);
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) if key == "LD_PRELOAD" => {
+                let mut assignment = std::ffi::OsString::from("LD_PRELOAD=");
+                assignment.push(value);
+                wrapped.arg(assignment);
+            }
+            Some(value) => {
+                wrapped.env(key, value);
+            }
+            None => {
+                wrapped.env_remove(key);
+            }
+        }
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped.arg(cmd.get_program()).args(cmd.get_args());
+    wrapped
 }
 
 pub fn run_with_stdin(mut cmd: Command, answer: &str) -> Run {
