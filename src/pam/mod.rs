@@ -662,7 +662,7 @@ fn translate(outcome: &Outcome) -> (PamResultCode, c_int, String) {
             PAM_AUTH_ERR,
             LOG_WARNING,
             format!(
-                "denied: code already used (step {step} or later was used before on device \"{}\")",
+                "denied: code already used (it matched step {step} of device \"{}\"; that step or a later one of the same key was used before, on this device or another holding the key)",
                 escape(device)
             ),
         ),
