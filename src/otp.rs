@@ -257,6 +257,22 @@ pub fn same_hmac_key(a: &[u8], b: &[u8], algorithm: Algorithm) -> bool {
     bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
+/// What a deleted key is remembered by (`retired_keys.key_mark`): an
+/// HMAC-SHA256 of the user's name under the key as `algorithm`'s HMAC
+/// uses it (`effective_key`), so two keys have one mark exactly when
+/// `same_hmac_key` holds for them. One-way: the mark gives no code and
+/// no key back, and another user's mark of the same key differs. `None`
+/// only if HMAC refused the key, which it never does (any length).
+pub fn key_mark(key: &[u8], algorithm: Algorithm, user: &str) -> Option<[u8; 32]> {
+    let effective = effective_key(key, algorithm);
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&effective).ok()?;
+    mac.update(b"pam_totp deleted key v1\0");
+    mac.update(algorithm.as_str().as_bytes());
+    mac.update(b"\0");
+    mac.update(user.as_bytes());
+    Some(mac.finalize().into_bytes().into())
+}
+
 /// HOTP look-ahead: checks `code` against counters `next ..= next + lookahead`
 /// and returns the lowest counter that matched. The caller then advances the
 /// stored counter past it.
@@ -276,6 +292,49 @@ mod tests {
     use super::*;
 
     const RFC4226_KEY: &[u8] = b"12345678901234567890";
+
+    #[test]
+    fn a_key_mark_is_the_same_exactly_for_keys_hmac_makes_the_same() {
+        let key = RFC4226_KEY;
+        let padded = [key, &[0u8; 3][..]].concat();
+        let long = [0x5au8; 100];
+        let hashed = <sha1::Sha1 as sha2::Digest>::digest(long);
+        for algorithm in [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512] {
+            assert_eq!(
+                key_mark(key, algorithm, "ada"),
+                key_mark(&padded, algorithm, "ada"),
+                "{algorithm}: zero bytes appended"
+            );
+            assert_ne!(
+                key_mark(key, algorithm, "ada"),
+                key_mark(&key[..19], algorithm, "ada"),
+                "{algorithm}: another key"
+            );
+            assert_ne!(
+                key_mark(key, algorithm, "ada"),
+                key_mark(key, algorithm, "bob"),
+                "{algorithm}: another user"
+            );
+        }
+        assert_eq!(
+            key_mark(&long, Algorithm::Sha1, "ada"),
+            key_mark(&hashed, Algorithm::Sha1, "ada"),
+            "a key longer than SHA-1's block and its hash"
+        );
+        assert_ne!(
+            key_mark(key, Algorithm::Sha1, "ada"),
+            key_mark(key, Algorithm::Sha256, "ada"),
+            "one key under two algorithms"
+        );
+        // Marks agree with the comparison the live tokens use.
+        let pairs: [(&[u8], &[u8]); 3] = [(key, &padded), (&long, &hashed), (key, &key[..19])];
+        for (a, b) in pairs {
+            assert_eq!(
+                key_mark(a, Algorithm::Sha1, "ada") == key_mark(b, Algorithm::Sha1, "ada"),
+                same_hmac_key(a, b, Algorithm::Sha1)
+            );
+        }
+    }
 
     #[test]
     fn rfc4226_appendix_d() {

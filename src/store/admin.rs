@@ -3,16 +3,18 @@
 //! open administrative connections that way).
 
 use super::driver::{Driver, Hold, Purpose, params};
-use super::shared::{SqlStore, changed, claim, step_to_sql, token_info};
+use super::shared::{KEY_COLUMN, SqlStore, changed, claim, step_to_sql, token_info};
 use super::{
-    AutomationGrant, Claim, Dump, EnrollMode, Enrollment, KeyRow, LoginStore, SecretRow,
-    StoreError, Token, TokenInfo, sql,
+    AutomationGrant, Claim, Dump, EnrollMode, Enrollment, KeyRow, LoginStore, RetiredKey,
+    SecretRow, StoreError, Token, TokenInfo, sql,
 };
 use crate::ratelimit::Failures;
 use crate::recovery::RecoveryHash;
 
-/// `ALL_RETIRED_KEYS`' `keep_until`, after the token columns and the key.
-const RETIRED_KEEP_COLUMN: usize = 14;
+/// `RETIRED_KEYS_OF_USER`'s and `ALL_RETIRED_KEYS`' `key_mark`, after the
+/// token columns and the key; `ALL_RETIRED_KEYS`' `keep_until` after it.
+const RETIRED_MARK_COLUMN: usize = 14;
+const RETIRED_KEEP_COLUMN: usize = 15;
 
 /// Everything a store does: the login path's operations and the
 /// administrator's.
@@ -236,6 +238,7 @@ impl<D: Driver> Store for SqlStore<D> {
                 db.execute(sql::DELETE_OTHER_TOKENS, params![&user, id])?;
                 db.execute(sql::TAKE_DEVICE_NAME, params![id, &device, key.as_slice()])?;
                 self.check_sealing()?;
+                self.prune_retired_of(&user)?;
                 end_graces(db, &user)?;
             }
             Ok(confirmed)
@@ -268,10 +271,14 @@ impl<D: Driver> Store for SqlStore<D> {
             Ok(removed)
         })
         .and_then(|removed| {
-            // Deleted keys past their time, every user's: a transaction of
-            // its own, holding no token row another one may wait for.
+            // Deleted keys past their time, every user's, and the rest
+            // held as marks only (records of deleted keys written before
+            // marks, or by a process that could not open them): a
+            // transaction of its own, holding no token row another one may
+            // wait for, taking rows in id order as every marking does.
             self.write(Hold::Rows, |db| {
-                db.execute(sql::PRUNE_RETIRED_KEYS, params![super::unix_now()])
+                db.execute(sql::PRUNE_RETIRED_KEYS, params![super::unix_now()])?;
+                self.mark_retired(db.query(sql::RETIRED_SECRETS, &[])?)
             })?;
             Ok(removed)
         })
@@ -564,11 +571,7 @@ impl<D: Driver> SqlStore<D> {
             let mut retired = Vec::new();
             for row in db.query(sql::ALL_RETIRED_KEYS, params![super::unix_now()])? {
                 let keep_until = row.opt_int(RETIRED_KEEP_COLUMN)?;
-                retired.extend(
-                    self.tokens_from(vec![row])?
-                        .into_iter()
-                        .map(|t| (t, keep_until)),
-                );
+                retired.push(self.retired_from(row, keep_until)?);
             }
             Ok(Dump {
                 tokens,
@@ -600,8 +603,8 @@ impl<D: Driver> SqlStore<D> {
             for token in &dump.tokens {
                 self.insert_token(token)?;
             }
-            for (token, keep_until) in &dump.retired {
-                self.insert_retired(token, *keep_until)?;
+            for retired in &dump.retired {
+                self.insert_retired(retired)?;
             }
             for (user, lookup, hash, created, used) in &dump.recovery {
                 db.execute(
@@ -694,50 +697,145 @@ impl<D: Driver> SqlStore<D> {
     }
 
     /// What `token`'s codes count from (`Token::last_used_among`) among its
-    /// user's rows and deleted rows not past their time (`retired_keys`),
-    /// as read inside the caller's transaction.
+    /// user's rows and deleted rows not past their time (`retired_keys`,
+    /// by their keys' marks), as read inside the caller's transaction.
     fn used_floor(&self, token: &Token, now: i64) -> Result<Option<u64>, StoreError> {
         let db = &self.driver;
-        let mut all = self.tokens_from(db.query(sql::TOKENS_OF_USER, params![&token.user])?)?;
-        let deleted = db.query(sql::RETIRED_KEYS_OF_USER, params![&token.user, now])?;
-        all.extend(self.tokens_from(deleted)?);
-        Ok(token.last_used_among(&all))
+        let all = self.tokens_from(db.query(sql::TOKENS_OF_USER, params![&token.user])?)?;
+        let mut floor = token.last_used_among(&all);
+        let mark = token.key_mark()?;
+        for row in db.query(sql::RETIRED_KEYS_OF_USER, params![&token.user, now])? {
+            let deleted = self.retired_from(row, None)?;
+            if deleted.shares_codes_with(token, &mark) {
+                floor = floor.max(Some(deleted.last_step));
+            }
+        }
+        Ok(floor)
     }
 
-    /// The user's deleted keys past their time, in a transaction that holds
-    /// the user (after its token writes: every writer takes token rows
-    /// before `retired_keys`).
+    /// A `retired_keys` row (`RETIRED_KEYS_OF_USER`'s shape): its mark, or
+    /// the mark of the key it still holds.
+    fn retired_from(
+        &self,
+        mut row: super::driver::Row,
+        keep_until: Option<i64>,
+    ) -> Result<RetiredKey, StoreError> {
+        let info = token_info(&row)?;
+        let invalid = |reason: &str| StoreError::InvalidRow {
+            user: info.user.clone(),
+            reason: format!("deleted key of device {:?}: {reason}", info.device),
+        };
+        let mark = match row.take_opt_blob(RETIRED_MARK_COLUMN)? {
+            Some(mark) => <[u8; 32]>::try_from(mark.as_slice())
+                .map_err(|_| invalid("its mark is not 32 bytes"))?,
+            None => {
+                let key = self.retired_key(&info.user, &info.device, row.take_blob(KEY_COLUMN)?)?;
+                crate::otp::key_mark(&key, info.params.algorithm, &info.user)
+                    .ok_or_else(|| invalid("HMAC refused the key"))?
+            }
+        };
+        Ok(RetiredKey {
+            last_step: info.last_step.ok_or_else(|| invalid("no used step"))?,
+            user: info.user,
+            device: info.device,
+            kind: info.kind,
+            params: info.params,
+            created: info.created,
+            keep_until,
+            mark,
+        })
+    }
+
+    /// A deleted key still held as a key: opened if sealed (under its
+    /// device's name or its pending name, as `rekey` opens it); a plain
+    /// one as it is (stored before the store was sealed).
+    fn retired_key(
+        &self,
+        user: &str,
+        device: &str,
+        blob: zeroize::Zeroizing<Vec<u8>>,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+        if !crate::seal::is_sealed(&blob) {
+            return Ok(blob);
+        }
+        let Some(sealer) = self.sealer.as_deref() else {
+            return Err(crate::seal::SealError::NoKeyFile.into());
+        };
+        Ok(super::open_under_its_names(sealer, user, device, &blob)?)
+    }
+
+    /// The user's deleted keys past their time dropped, and the rest held
+    /// as marks only, in a transaction that holds the user (after its
+    /// token writes: every writer takes token rows before `retired_keys`).
     pub(crate) fn prune_retired_of(&self, user: &str) -> Result<(), StoreError> {
         self.driver.execute(
             sql::PRUNE_RETIRED_KEYS_OF_USER,
             params![user, super::unix_now()],
         )?;
+        let rows = self
+            .driver
+            .query(sql::RETIRED_SECRETS_OF_USER, params![user])?;
+        self.mark_retired(rows)?;
         Ok(())
     }
 
-    /// A deleted token's used step carried over by `load`, its key sealed
-    /// for this store as a token's is.
-    fn insert_retired(&self, token: &Token, keep_until: Option<i64>) -> Result<(), StoreError> {
-        let secret = super::checked_secret(self.sealer.as_deref(), token)?;
-        let Some(last_step) = token.last_step else {
-            return Ok(());
-        };
+    /// Replaces each deleted key of `rows` (`RETIRED_SECRETS*`) by its mark
+    /// and empties its key. A sealed key this process cannot open (no key
+    /// file, another one) is left as it is, sealed, for a process that can
+    /// (`totpctl prune`). Returns (marked, left).
+    pub(crate) fn mark_retired(
+        &self,
+        rows: Vec<super::driver::Row>,
+    ) -> Result<(usize, usize), StoreError> {
+        let (mut marked, mut left) = (0, 0);
+        for mut row in rows {
+            let (id, user, device) = (row.int(0)?, row.text(1)?, row.text(2)?);
+            let algorithm: crate::otp::Algorithm =
+                row.text(3)?.parse().map_err(|e| StoreError::InvalidRow {
+                    user: user.clone(),
+                    reason: e,
+                })?;
+            let key = match self.retired_key(&user, &device, row.take_blob(4)?) {
+                Ok(key) => key,
+                Err(StoreError::Sealing(_)) => {
+                    left += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(mark) = crate::otp::key_mark(&key, algorithm, &user) else {
+                left += 1;
+                continue;
+            };
+            let empty: &[u8] = &[];
+            marked += changed(
+                self.driver
+                    .execute(sql::MARK_RETIRED_KEY, params![id, mark.as_slice(), empty])?,
+            );
+        }
+        Ok((marked, left))
+    }
+
+    /// A deleted token's used step carried over by `load`, by its mark.
+    fn insert_retired(&self, retired: &RetiredKey) -> Result<(), StoreError> {
+        let empty: &[u8] = &[];
         self.driver.execute(
             sql::INSERT_RETIRED_KEY,
             params![
-                &token.user,
-                &token.device,
-                token.kind.as_str(),
-                secret.as_slice(),
-                token.params.algorithm.as_str(),
-                token.params.digits,
-                step_to_sql(token.params.period)?,
-                token.created,
-                step_to_sql(last_step)?,
-                keep_until
+                &retired.user,
+                &retired.device,
+                retired.kind.as_str(),
+                empty,
+                retired.mark.as_slice(),
+                retired.params.algorithm.as_str(),
+                retired.params.digits,
+                step_to_sql(retired.params.period)?,
+                retired.created,
+                step_to_sql(retired.last_step)?,
+                retired.keep_until
             ],
         )?;
-        self.check_sealing()
+        Ok(())
     }
 
     /// The rows of `enroll`, inside the caller's transaction.
@@ -771,6 +869,11 @@ impl<D: Driver> SqlStore<D> {
                         sql::DELETE_DEVICE_RETURNING,
                         params![user, device],
                     )?;
+                    // Like every other change of devices: nothing granted
+                    // outlives the key it was granted for (found by an
+                    // attack: `enroll --force` onto the only device kept
+                    // the old key's graces, address and SSH key alike).
+                    end_graces(db, user)?;
                 }
                 EnrollMode::ReplaceUser => {
                     self.delete_user_rows(user)?;

@@ -133,6 +133,18 @@ impl Row {
         }
     }
 
+    /// Takes the blob out of the row if it is not NULL.
+    pub fn take_opt_blob(
+        &mut self,
+        column: usize,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, StoreError> {
+        match self.0.get_mut(column) {
+            Some(Value::Null) => Ok(None),
+            Some(Value::Blob(v)) => Ok(Some(std::mem::take(v))),
+            _ => Err(Self::mismatch(column, "a blob or NULL")),
+        }
+    }
+
     /// Takes the blob out of the row (it is a key: no copy is left behind).
     pub fn take_blob(&mut self, column: usize) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         match self.0.get_mut(column) {

@@ -134,7 +134,7 @@ pub fn open_under_its_names(
 /// The schema version this build writes and understands, one sequence for
 /// both backends (SQLite keeps it in `user_version`, PostgreSQL in
 /// `pam_totp_meta`).
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// The highest HOTP counter a token is enrolled, imported or loaded with
 /// (exclusive). A TOTP code is the HOTP code of its step number, and every
@@ -154,7 +154,7 @@ pub const MAX_HOTP_COUNTER: u64 = 1 << 18;
 /// last (the administration tools and `totp` want `SCHEMA_VERSION`; a
 /// SQLite store is migrated by whoever opens it first). Raise it with any
 /// migration that changes what a login reads or writes. 10 added only
-/// `retired_keys`, which logins never touch.
+/// `retired_keys`, which logins never touch, and 11 only its `key_mark`.
 pub const LOGIN_OLDEST_SCHEMA: i64 = 9;
 
 /// Seconds since the epoch (0 if the clock is before 1970), for row times
@@ -360,10 +360,38 @@ pub struct Dump {
     /// Automation grants, in force or ended (the record of what was
     /// allowed). They get new ids in the destination.
     pub automation: Vec<AutomationGrant>,
-    /// Deleted tokens' used steps (`retired_keys`) with how long each is
-    /// kept (`None`: HOTP, kept), so a key enrolled again after the move
-    /// still counts its codes from there.
-    pub retired: Vec<(Token, Option<i64>)>,
+    /// Deleted tokens' used steps (`retired_keys`), by their keys' marks,
+    /// so a key enrolled again after the move still counts its codes from
+    /// there.
+    pub retired: Vec<RetiredKey>,
+}
+
+/// A deleted token's used step (`retired_keys`): what a key enrolled again
+/// counts its codes from. The key itself is not kept, only its mark
+/// (`otp::key_mark`), which tells whether another key is the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredKey {
+    pub user: String,
+    pub device: String,
+    pub kind: Kind,
+    pub params: Params,
+    pub created: i64,
+    pub last_step: u64,
+    /// Until when it is kept (`None`: HOTP, kept).
+    pub keep_until: Option<i64>,
+    pub mark: [u8; 32],
+}
+
+impl RetiredKey {
+    /// Whether `token`'s codes are this deleted token's (its mark as
+    /// `Token::key_mark`), as `Token::shares_codes_with` asks of two tokens.
+    pub fn shares_codes_with(&self, token: &Token, mark: &[u8; 32]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.kind == token.kind
+            && (self.kind == Kind::Hotp || self.params.period == token.params.period)
+            && self.params.algorithm == token.params.algorithm
+            && bool::from(self.mark.ct_eq(mark))
+    }
 }
 
 /// How to reach a store: where, and for PostgreSQL the password file and the
@@ -566,6 +594,17 @@ impl Token {
             && self
                 .secret
                 .gives_the_codes_of(&other.secret, self.params.algorithm)
+    }
+
+    /// What this token's key is remembered by once deleted
+    /// (`otp::key_mark`, with the user's name).
+    pub fn key_mark(&self) -> Result<[u8; 32], StoreError> {
+        crate::otp::key_mark(self.secret.as_bytes(), self.params.algorithm, &self.user).ok_or_else(
+            || StoreError::InvalidRow {
+                user: self.user.clone(),
+                reason: "HMAC refused the key".to_string(),
+            },
+        )
     }
 
     /// The highest step or counter used by this token or any of `all` (the

@@ -199,6 +199,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE TRIGGER tokens_retire AFTER DELETE ON tokens
         FOR EACH ROW EXECUTE FUNCTION pam_totp_retire_key();"#,
     ),
+    // 10 -> 11: deleted keys kept as marks (see the SQLite store's 10 -> 11).
+    (11, "ALTER TABLE retired_keys ADD COLUMN key_mark BYTEA;"),
 ];
 
 /// The schema version this build writes and understands.

@@ -145,22 +145,26 @@ pub const ONE_SEALED_KEY: &str = r#"SELECT "user", device, secret FROM (
 pub const SET_KEY: &str = "UPDATE tokens SET secret = ?2 WHERE id = ?1";
 
 // Deleted tokens' used steps (`retired_keys`, written by the schema's
-// `tokens_retire` trigger on every delete of a used token).
+// `tokens_retire` trigger on every delete of a used token, with the key as
+// the token held it; `SqlStore::mark_retired*` then replace the key by its
+// mark, `otp::key_mark`, in the deleting transaction: `secret` is then
+// empty and `key_mark` set).
 
 /// A user's deleted keys not yet past their time (`?2`: now) in the shape
 /// of `TOKENS_OF_USER` (their ids are `retired_keys` ids; `created` as
-/// `confirmed`; no administrator's settings), for the used step a key
-/// enrolled again counts from. Read only: an enrollment takes no lock on
-/// `retired_keys` before it writes its token (see `Hold::AllKeys`).
+/// `confirmed`; no administrator's settings; the key empty once marked),
+/// then `key_mark`, for the used step a key enrolled again counts from.
+/// Read only: an enrollment takes no lock on `retired_keys` before it
+/// writes its token (see `Hold::AllKeys`).
 pub const RETIRED_KEYS_OF_USER: &str = r#"SELECT id, "user", device, kind, algorithm, digits,
      period, created, created, last_step, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
-     CAST(NULL AS TEXT), secret FROM retired_keys
+     CAST(NULL AS TEXT), secret, key_mark FROM retired_keys
      WHERE "user" = ?1 AND (keep_until IS NULL OR keep_until >= ?2)"#;
 /// Every deleted key not past its time (`?1`: now) in that shape, and its
 /// `keep_until`, for `dump`.
 pub const ALL_RETIRED_KEYS: &str = r#"SELECT id, "user", device, kind, algorithm, digits,
      period, created, created, last_step, CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
-     CAST(NULL AS TEXT), secret, keep_until FROM retired_keys
+     CAST(NULL AS TEXT), secret, key_mark, keep_until FROM retired_keys
      WHERE keep_until IS NULL OR keep_until >= ?1 ORDER BY id"#;
 /// A user's deleted keys past their time (`?2`: now), in a transaction
 /// that holds the user (no other user's records are locked).
@@ -169,13 +173,25 @@ pub const PRUNE_RETIRED_KEYS_OF_USER: &str =
 /// Every deleted key past its time (`?1`: now): `totpctl prune`, `rekey`,
 /// each in a transaction of its own or holding every key.
 pub const PRUNE_RETIRED_KEYS: &str = "DELETE FROM retired_keys WHERE keep_until < ?1";
-/// A deleted key carried over by `load`.
+/// A deleted key carried over by `load`: its mark, never the key.
 pub const INSERT_RETIRED_KEY: &str = r#"INSERT INTO retired_keys
-     ("user", device, kind, secret, algorithm, digits, period, created, last_step, keep_until)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"#;
+     ("user", device, kind, secret, key_mark, algorithm, digits, period, created, last_step,
+      keep_until)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"#;
+/// Deleted keys still held as keys (not yet marked), for `rekey`.
 pub const ALL_RETIRED_SECRETS: &str =
-    r#"SELECT id, "user", device, secret FROM retired_keys ORDER BY id"#;
+    r#"SELECT id, "user", device, secret FROM retired_keys WHERE length(secret) > 0 ORDER BY id"#;
 pub const SET_RETIRED_KEY: &str = "UPDATE retired_keys SET secret = ?2 WHERE id = ?1";
+/// A user's deleted keys still held as keys: id, user, device, algorithm,
+/// key, in id order (as every marking takes them).
+pub const RETIRED_SECRETS_OF_USER: &str = r#"SELECT id, "user", device, algorithm, secret
+     FROM retired_keys WHERE "user" = ?1 AND length(secret) > 0 ORDER BY id"#;
+/// Every deleted key still held as a key (`totpctl prune`), in that shape.
+pub const RETIRED_SECRETS: &str = r#"SELECT id, "user", device, algorithm, secret
+     FROM retired_keys WHERE length(secret) > 0 ORDER BY id"#;
+/// A deleted key replaced by its mark (`?2`) and `?3`, the empty key.
+pub const MARK_RETIRED_KEY: &str =
+    "UPDATE retired_keys SET key_mark = ?2, secret = ?3 WHERE id = ?1";
 
 /// Every token of a user (`totp replace`'s confirmed new phone retires
 /// them all in its own transaction).

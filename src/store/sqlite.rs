@@ -217,6 +217,11 @@ const MIGRATIONS: &[&str] = &[
         last_step  INTEGER NOT NULL,
         keep_until INTEGER
     ) STRICT;",
+    // 10 -> 11: a deleted key is kept as its mark (`otp::key_mark`), not
+    // as the key: `secret` is emptied when `key_mark` is written (in the
+    // deleting transaction, `SqlStore::mark_retired_of`; older records by
+    // `totpctl prune`).
+    "ALTER TABLE retired_keys ADD COLUMN key_mark BLOB;",
 ];
 
 /// Keeps every deleted token row that has used a step or counter in

@@ -393,7 +393,10 @@ fn a_v9_sqlite_store_migrated_at_login_keeps_the_steps_of_later_deletes() {
     let code = oathtool(&key, Some(now), &[]);
     let run = world.login_at(now, "totp", "ada", Some(RHOST), &code);
     assert!(run.success, "{run:?}");
-    assert_eq!(sql(&world, "PRAGMA user_version"), "10");
+    assert_eq!(
+        sql(&world, "PRAGMA user_version"),
+        pam_totp::store::SCHEMA_VERSION.to_string()
+    );
     ok(&world.totpctl(&["delete", "ada", "--device", "phone"]));
     ok(&world.totpctl(&["enroll", "ada", "--device", "phone", "--secret", &key]));
     let replay = world.login_at(now, "totp", "ada", Some(RHOST), &code);
@@ -433,7 +436,7 @@ fn a_v9_postgres_store_migrated_by_init_keeps_the_steps_of_later_deletes() {
             &world,
             "SELECT value FROM pam_totp_meta WHERE key = 'schema_version'"
         ),
-        "10"
+        pam_totp::store::SCHEMA_VERSION.to_string()
     );
     let now = unix_now();
     let code = oathtool(&key, Some(now), &[]);

@@ -1364,3 +1364,97 @@ fn imports_refuse_a_key_the_user_holds_on_another_device() {
         "import", "oath", path, "--apply", "--force", "--device", "phone",
     ]));
 }
+
+/// A deleted key is remembered by its mark (`otp::key_mark`), not kept:
+/// once a used device is deleted (or its user), no record of a deleted
+/// key holds key bytes, sealed or not, yet the key enrolled again, as it
+/// was or with zero bytes appended (which HMAC makes the same key),
+/// refuses the code it used and takes the next. A record still holding a
+/// key (written before schema 11, or by a delete by hand) counts too, and
+/// the user's next change of devices or `totpctl prune` marks it.
+#[test]
+fn deleted_keys_are_remembered_by_a_mark_and_not_kept() {
+    if !pam_tools_present() {
+        return;
+    }
+    let world = World::new();
+    let (_keys, file, _) = common::rows::two_key_files();
+    world.service("totp", &format!("fail_delay=0 key_file={}", file.display()));
+    let held = || {
+        common::rows::sql(
+            &world,
+            "SELECT count(*) FROM retired_keys WHERE length(secret) > 0",
+        )
+    };
+    let marks = || {
+        common::rows::sql(
+            &world,
+            "SELECT count(*) FROM retired_keys WHERE key_mark IS NOT NULL",
+        )
+    };
+    let sealed = |args: &[&str]| ok(&common::rows::sealed(&world, &file, args));
+    let now = unix_now();
+    let used_then_refused = |user: &str, key: &str, enroll_again: &dyn Fn()| {
+        let code = oathtool(key, Some(now), &[]);
+        let first = world.login_at(now, "totp", user, Some(RHOST), &code);
+        assert!(first.success, "{first:?}");
+        enroll_again();
+        let replay = world.login_at(now, "totp", user, Some(RHOST), &code);
+        assert!(
+            !replay.success && replay.logged("already used"),
+            "{user}: a deleted key's used code logged in again: {replay:?}"
+        );
+        let next = oathtool(key, Some(now + 30), &[]);
+        let later = world.login_at(now + 30, "totp", user, Some(RHOST), &next);
+        assert!(later.success, "{user}: {later:?}");
+    };
+
+    let key = common::random_secret();
+    sealed(&["enroll", "ada", "--device", "phone", "--secret", &key]);
+    used_then_refused("ada", &key, &|| {
+        sealed(&["delete", "ada", "--device", "phone"]);
+        assert_eq!(
+            (held(), marks()),
+            ("0".to_string(), "1".to_string()),
+            "a delete kept the key"
+        );
+        // 20 bytes are 32 base32 characters: eight more "A" append five
+        // zero bytes.
+        let padded = format!("{key}AAAAAAAA");
+        sealed(&["enroll", "ada", "--device", "phone", "--secret", &padded]);
+    });
+    sealed(&["delete", "ada"]);
+    assert_eq!(held(), "0", "deleting the user kept a key");
+
+    // Records holding the key, as schema 10 wrote them (by hand here; on
+    // PostgreSQL the delete by hand runs the trigger, which adds one).
+    let keep_as_key = |user: &str| {
+        common::rows::sql(
+            &world,
+            &format!(
+                "INSERT INTO retired_keys (\"user\", device, kind, secret, algorithm, digits, \
+                 period, created, last_step, keep_until) SELECT \"user\", device, kind, secret, \
+                 algorithm, digits, period, created, last_step, NULL FROM tokens \
+                 WHERE \"user\" = '{user}'; DELETE FROM tokens WHERE \"user\" = '{user}'"
+            ),
+        );
+        assert_ne!(held(), "0");
+    };
+    // Marked by the user's next change of devices, which counts it first.
+    let key = common::random_secret();
+    sealed(&["enroll", "bob", "--secret", &key]);
+    used_then_refused("bob", &key, &|| {
+        keep_as_key("bob");
+        sealed(&["enroll", "bob", "--secret", &key]);
+        assert_eq!(held(), "0", "enrolling bob again left his records as keys");
+    });
+    // Marked by `totpctl prune`, which counts it afterwards.
+    let key = common::random_secret();
+    sealed(&["enroll", "cy", "--secret", &key]);
+    used_then_refused("cy", &key, &|| {
+        keep_as_key("cy");
+        sealed(&["prune", "--pending-older-than", "14d"]);
+        assert_eq!(held(), "0", "prune left records as keys");
+        sealed(&["enroll", "cy", "--secret", &key]);
+    });
+}
