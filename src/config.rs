@@ -297,6 +297,11 @@ pub enum ConfigError {
     Syntax { origin: Origin },
     #[error("{origin}: config= is only valid as a module argument")]
     ConfigInFile { origin: Origin },
+    #[error(
+        "{origin}: self_service is read by totp from {DEFAULT_CONFIG} alone (set it there; here \
+         nothing would read it)"
+    )]
+    SelfServiceElsewhere { origin: Origin },
     #[error("module argument is not valid UTF-8")]
     NotUtf8,
     #[error("config file {path}: {reason}")]
@@ -451,6 +456,22 @@ pub fn load_all(args: &[String]) -> (Config, Vec<ConfigError>) {
         }
     }));
 
+    // totp reads only the default file: self_service anywhere else (a
+    // module argument, a file named by config=) would look set and change
+    // nothing (found by an attack), so it is a mistake like any other.
+    problems.extend(
+        file_settings
+            .iter()
+            .chain(arg_settings.iter())
+            .filter(|s| s.key == "self_service")
+            .filter(|s| {
+                !matches!(&s.origin, Origin::File { path, .. } if path == Path::new(DEFAULT_CONFIG))
+            })
+            .map(|s| ConfigError::SelfServiceElsewhere {
+                origin: s.origin.clone(),
+            }),
+    );
+
     let mut config = Config::default();
     for setting in file_settings.iter().chain(arg_settings.iter()) {
         if setting.key == "config" && setting.origin != Origin::Argument {
@@ -490,6 +511,7 @@ impl ConfigError {
             | ConfigError::MissingValue { key, .. }
             | ConfigError::Duplicate { key, .. } => Some(key),
             ConfigError::ConfigInFile { .. } => Some("config"),
+            ConfigError::SelfServiceElsewhere { .. } => Some("self_service"),
             ConfigError::Syntax { .. } | ConfigError::NotUtf8 | ConfigError::File { .. } => None,
         }
     }
@@ -860,6 +882,21 @@ mod tests {
         }
         // A bad value denies every login (load fails), never turns it off.
         assert!(load(&["grace_key=forever".to_string()]).is_err());
+    }
+
+    #[test]
+    fn self_service_anywhere_but_the_default_file_is_a_mistake() {
+        // totp reads DEFAULT_CONFIG alone: set elsewhere it would change
+        // nothing while it looked set.
+        let err = load(&args(&["self_service=off"])).expect_err("as an argument");
+        assert_eq!(err.key(), Some("self_service"), "{err}");
+        assert!(err.to_string().contains(DEFAULT_CONFIG), "{err}");
+        let (_dir, cfg) = with_file("self_service = off\n");
+        let err = load(&[cfg]).expect_err("in a file named by config=");
+        assert!(
+            matches!(err, ConfigError::SelfServiceElsewhere { .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -230,6 +230,8 @@ pub enum Command {
     },
     /// Remove tokens that were never confirmed and are older than
     /// DURATION (e.g. 14d): enrollments nobody finished. Lists them.
+    /// Also drops records of deleted keys past their time and turns those
+    /// still holding a key (from before schema 11) into marks.
     Prune {
         /// Pending tokens created longer ago than this (1 to 3650 days,
         /// e.g. 14d, 36h).

@@ -314,6 +314,10 @@ fn fix(problem: &ConfigError) -> String {
         ConfigError::ConfigInFile { .. } => {
             "remove the line: config= belongs on the pam.d line".to_string()
         }
+        ConfigError::SelfServiceElsewhere { .. } => format!(
+            "move the line to {} (the module does not use it)",
+            pam_totp::config::DEFAULT_CONFIG
+        ),
         ConfigError::NotUtf8 => "write the arguments in UTF-8".to_string(),
         ConfigError::File { .. } => {
             "fix the file as said: while it cannot be read and trusted, every login is denied"
