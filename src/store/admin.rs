@@ -60,6 +60,12 @@ pub trait Store: LoginStore {
     /// codes of users it leaves without a token; returns (user, device).
     fn prune_pending(&self, before: i64) -> Result<Vec<(String, String)>, StoreError>;
 
+    /// Drops the records of deleted keys past their time and turns every
+    /// one still holding a key into its mark (`otp::key_mark`); returns
+    /// (marked, left): left are sealed with a key file this process does
+    /// not have.
+    fn mark_deleted_keys(&self) -> Result<(usize, usize), StoreError>;
+
     /// Removes everything about a user; returns how many tokens went.
     fn delete_user(&self, user: &str) -> Result<usize, StoreError>;
 
@@ -270,17 +276,17 @@ impl<D: Driver> Store for SqlStore<D> {
             }
             Ok(removed)
         })
-        .and_then(|removed| {
-            // Deleted keys past their time, every user's, and the rest
-            // held as marks only (records of deleted keys written before
-            // marks, or by a process that could not open them): a
-            // transaction of its own, holding no token row another one may
-            // wait for, taking rows in id order as every marking does.
-            self.write(Hold::Rows, |db| {
-                db.execute(sql::PRUNE_RETIRED_KEYS, params![super::unix_now()])?;
-                self.mark_retired(db.query(sql::RETIRED_SECRETS, &[])?)
-            })?;
-            Ok(removed)
+    }
+
+    fn mark_deleted_keys(&self) -> Result<(usize, usize), StoreError> {
+        // Deleted keys past their time, every user's, and the rest held as
+        // marks only (records of deleted keys written before marks, or by
+        // a process that could not open them): a transaction of its own,
+        // holding no token row another one may wait for, taking rows in
+        // id order as every marking does.
+        self.write(Hold::Rows, |db| {
+            db.execute(sql::PRUNE_RETIRED_KEYS, params![super::unix_now()])?;
+            self.mark_retired(db.query(sql::RETIRED_SECRETS, &[])?)
         })
     }
 

@@ -334,7 +334,10 @@ impl SqliteDriver {
         else {
             return;
         };
-        if frames < WAL_LIMIT {
+        // An administrator's connection (rare) always tries: what it
+        // deleted (a key replaced by its mark) must not stay readable in
+        // the WAL's older frames.
+        if frames < WAL_LIMIT && self.login {
             return;
         }
         if self.conn.busy_timeout(Duration::ZERO).is_ok() {
@@ -353,11 +356,14 @@ impl SqlStore<SqliteDriver> {
         Self::open_with(path, Sync::Full)?.administering(path)
     }
 
-    /// This connection keeps deleted tokens' used steps (`RETIRE_TRIGGER`).
+    /// This connection keeps deleted tokens' used steps (`RETIRE_TRIGGER`)
+    /// and zeroes what it deletes (`secure_delete`): a deleted or replaced
+    /// key, kept only as its mark, must not stay in the file's free space
+    /// (found by an attack). Logins delete no key.
     fn administering(self, path: &Path) -> Result<SqliteStore, StoreError> {
         self.driver
             .conn
-            .execute_batch(RETIRE_TRIGGER)
+            .execute_batch(&format!("PRAGMA secure_delete = ON; {RETIRE_TRIGGER}"))
             .map_err(|e| classify(path, e))?;
         Ok(self)
     }

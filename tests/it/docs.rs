@@ -103,7 +103,10 @@ fn the_packaged_config_file_changes_nothing_and_its_examples_are_valid() {
             // Valid in /etc/security/pam_totp.conf alone, the file totp
             // reads: in this copy elsewhere that is the one mistake.
             assert!(
-                matches!(result, Err(config::ConfigError::SelfServiceElsewhere { .. })),
+                matches!(
+                    result,
+                    Err(config::ConfigError::SelfServiceElsewhere { .. })
+                ),
                 "{example}: {result:?}"
             );
             continue;

@@ -7,6 +7,7 @@
 mod common;
 
 mod attack_claim_cte;
+mod attack_marks;
 mod attack_prompts;
 mod attack_retired;
 mod attack_retired_again;

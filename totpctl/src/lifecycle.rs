@@ -109,5 +109,20 @@ pub fn prune(
         removed.len(),
         utc(before)
     );
+    let (marked, left) = store.mark_deleted_keys().map_err(|e| e.to_string())?;
+    if marked > 0 {
+        audit.record(
+            "prune",
+            "*",
+            Detail::new().bare("deleted_keys_marked", marked),
+        );
+        println!("Replaced {marked} deleted key(s) by their marks (the keys are no longer kept).");
+    }
+    if left > 0 {
+        return Err(format!(
+            "{left} record(s) of deleted keys still hold their key, sealed with a key file this \
+             node does not have: run `totpctl prune` where the store's key file is (key_file=)"
+        ));
+    }
     Ok(())
 }
