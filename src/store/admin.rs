@@ -734,11 +734,12 @@ impl<D: Driver> SqlStore<D> {
         let mark = match row.take_opt_blob(RETIRED_MARK_COLUMN)? {
             Some(mark) => <[u8; 32]>::try_from(mark.as_slice())
                 .map_err(|_| invalid("its mark is not 32 bytes"))?,
-            None => {
-                let key = self.retired_key(&info.user, &info.device, row.take_blob(KEY_COLUMN)?)?;
-                crate::otp::key_mark(&key, info.params.algorithm, &info.user)
-                    .ok_or_else(|| invalid("HMAC refused the key"))?
-            }
+            None => self.mark_of_held_key(
+                &info.user,
+                &info.device,
+                info.params.algorithm,
+                row.take_blob(KEY_COLUMN)?,
+            )?,
         };
         Ok(RetiredKey {
             last_step: info.last_step.ok_or_else(|| invalid("no used step"))?,
@@ -752,22 +753,26 @@ impl<D: Driver> SqlStore<D> {
         })
     }
 
-    /// A deleted key still held as a key: opened if sealed (under its
-    /// device's name or its pending name, as `rekey` opens it); a plain
-    /// one as it is (stored before the store was sealed).
-    fn retired_key(
+    /// The mark of a deleted key still held as a key: opened if sealed
+    /// (under its device's name or its pending name, as `rekey` opens it),
+    /// a plain one as it is (stored before the store was sealed). A key
+    /// this process cannot open is a `StoreError::Sealing`.
+    fn mark_of_held_key(
         &self,
         user: &str,
         device: &str,
+        algorithm: crate::otp::Algorithm,
         blob: zeroize::Zeroizing<Vec<u8>>,
-    ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
-        if !crate::seal::is_sealed(&blob) {
-            return Ok(blob);
-        }
-        let Some(sealer) = self.sealer.as_deref() else {
-            return Err(crate::seal::SealError::NoKeyFile.into());
+    ) -> Result<[u8; 32], StoreError> {
+        let key = if crate::seal::is_sealed(&blob) {
+            let Some(sealer) = self.sealer.as_deref() else {
+                return Err(crate::seal::SealError::NoKeyFile.into());
+            };
+            super::open_under_its_names(sealer, user, device, &blob)?
+        } else {
+            blob
         };
-        Ok(super::open_under_its_names(sealer, user, device, &blob)?)
+        super::key_mark(&key, algorithm, user)
     }
 
     /// The user's deleted keys past their time dropped, and the rest held
@@ -801,17 +806,13 @@ impl<D: Driver> SqlStore<D> {
                     user: user.clone(),
                     reason: e,
                 })?;
-            let key = match self.retired_key(&user, &device, row.take_blob(4)?) {
-                Ok(key) => key,
+            let mark = match self.mark_of_held_key(&user, &device, algorithm, row.take_blob(4)?) {
+                Ok(mark) => mark,
                 Err(StoreError::Sealing(_)) => {
                     left += 1;
                     continue;
                 }
                 Err(e) => return Err(e),
-            };
-            let Some(mark) = crate::otp::key_mark(&key, algorithm, &user) else {
-                left += 1;
-                continue;
             };
             let empty: &[u8] = &[];
             marked += changed(

@@ -131,6 +131,19 @@ pub fn open_under_its_names(
     })
 }
 
+/// `otp::key_mark` of `user`'s `key`, its impossible refusal an error of
+/// the user's row: what a live token and a deleted one are compared by.
+pub fn key_mark(
+    key: &[u8],
+    algorithm: crate::otp::Algorithm,
+    user: &str,
+) -> Result<[u8; 32], StoreError> {
+    crate::otp::key_mark(key, algorithm, user).ok_or_else(|| StoreError::InvalidRow {
+        user: user.to_string(),
+        reason: "HMAC refused the key".to_string(),
+    })
+}
+
 /// The schema version this build writes and understands, one sequence for
 /// both backends (SQLite keeps it in `user_version`, PostgreSQL in
 /// `pam_totp_meta`).
@@ -599,12 +612,7 @@ impl Token {
     /// What this token's key is remembered by once deleted
     /// (`otp::key_mark`, with the user's name).
     pub fn key_mark(&self) -> Result<[u8; 32], StoreError> {
-        crate::otp::key_mark(self.secret.as_bytes(), self.params.algorithm, &self.user).ok_or_else(
-            || StoreError::InvalidRow {
-                user: self.user.clone(),
-                reason: "HMAC refused the key".to_string(),
-            },
-        )
+        key_mark(self.secret.as_bytes(), self.params.algorithm, &self.user)
     }
 
     /// The highest step or counter used by this token or any of `all` (the

@@ -146,7 +146,7 @@ pub const SET_KEY: &str = "UPDATE tokens SET secret = ?2 WHERE id = ?1";
 
 // Deleted tokens' used steps (`retired_keys`, written by the schema's
 // `tokens_retire` trigger on every delete of a used token, with the key as
-// the token held it; `SqlStore::mark_retired*` then replace the key by its
+// the token held it; `SqlStore::mark_retired` then replaces the key by its
 // mark, `otp::key_mark`, in the deleting transaction: `secret` is then
 // empty and `key_mark` set).
 

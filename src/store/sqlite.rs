@@ -219,7 +219,7 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;",
     // 10 -> 11: a deleted key is kept as its mark (`otp::key_mark`), not
     // as the key: `secret` is emptied when `key_mark` is written (in the
-    // deleting transaction, `SqlStore::mark_retired_of`; older records by
+    // deleting transaction, `SqlStore::prune_retired_of`; older records by
     // `totpctl prune`).
     "ALTER TABLE retired_keys ADD COLUMN key_mark BLOB;",
 ];
@@ -359,7 +359,9 @@ impl SqlStore<SqliteDriver> {
     /// This connection keeps deleted tokens' used steps (`RETIRE_TRIGGER`)
     /// and zeroes what it deletes (`secure_delete`): a deleted or replaced
     /// key, kept only as its mark, must not stay in the file's free space
-    /// (found by an attack). Logins delete no key.
+    /// (found by an attack). The build sets it for every connection
+    /// (`SQLITE_SECURE_DELETE`, .cargo/config.toml), logins' included;
+    /// this pragma keeps it for totpctl in a build without that file.
     fn administering(self, path: &Path) -> Result<SqliteStore, StoreError> {
         self.driver
             .conn
